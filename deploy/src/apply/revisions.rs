@@ -1,0 +1,314 @@
+//! Revision commands: stage, warm (with its gate), drain, archive.
+
+use serde_json::json;
+
+use super::Outcome;
+use super::bundles::deployment_index;
+use super::traffic::follow_latest;
+use crate::bundle::DeploymentStatus;
+use crate::canonical::ContentDigest;
+use crate::command::{CommandEnvelope, RevisionAnswers, RevisionStageAnswers};
+use crate::descriptor::CapabilitySlot;
+use crate::environment::Environment;
+use crate::error::ApplyError;
+use crate::ids::RevisionId;
+use crate::lifecycle::{Lifecycle, LifecycleVerb, is_valid_transition};
+use crate::revision::{DRAIN_SECONDS_DEFAULT, DRAIN_SECONDS_MAX, REVISION_SCHEMA, Revision};
+
+/// Id of a warm-gate check, as reported in `failed_checks`.
+pub const CHECK_DEPLOYER_BOUND: &str = "deployer-bound";
+/// The deployment must be active for its revisions to become ready.
+pub const CHECK_DEPLOYMENT_ACTIVE: &str = "deployment-active";
+
+fn revision_index(environment: &Environment, revision_id: RevisionId) -> Result<usize, ApplyError> {
+    environment
+        .revisions
+        .iter()
+        .position(|r| r.revision_id == revision_id)
+        .ok_or_else(|| {
+            ApplyError::not_found(
+                "revision",
+                revision_id,
+                &environment.environment_id,
+                "; list revisions with `gtc op revisions list`",
+            )
+        })
+}
+
+/// Moves revision `index` along the chain of `verb`, checking every edge.
+fn walk(
+    environment: &mut Environment,
+    index: usize,
+    verb: LifecycleVerb,
+    at: crate::Timestamp,
+) -> Result<(), ApplyError> {
+    let revision = &mut environment.revisions[index];
+    let start = revision.lifecycle;
+    let chain = verb
+        .chain(start)
+        .ok_or_else(|| ApplyError::InvalidTransition {
+            revision_id: revision.revision_id,
+            verb,
+            lifecycle: start,
+            accepted: verb.accepted_starts().to_vec(),
+        })?;
+    for next in chain {
+        if !is_valid_transition(revision.lifecycle, next) {
+            return Err(ApplyError::InvalidTransition {
+                revision_id: revision.revision_id,
+                verb,
+                lifecycle: revision.lifecycle,
+                accepted: verb.accepted_starts().to_vec(),
+            });
+        }
+        revision.lifecycle = next;
+    }
+    revision.lifecycle_changed_at = Some(at);
+    Ok(())
+}
+
+fn refuse_if_serving(
+    environment: &Environment,
+    revision_id: RevisionId,
+    verb: &'static str,
+) -> Result<(), ApplyError> {
+    if let Some(split) = environment
+        .traffic_splits
+        .iter()
+        .find(|s| s.references(revision_id))
+    {
+        return Err(ApplyError::ActiveTrafficReference {
+            verb,
+            revision_id,
+            deployment_id: split.deployment_id,
+        });
+    }
+    Ok(())
+}
+
+fn result_for(environment: &Environment, index: usize) -> serde_json::Value {
+    let revision = &environment.revisions[index];
+    let mut value = serde_json::to_value(revision.summary()).unwrap_or_default();
+    value["environment_id"] = json!(environment.environment_id);
+    value
+}
+
+pub(crate) fn stage(
+    mut environment: Environment,
+    answers: &RevisionStageAnswers,
+    envelope: &CommandEnvelope,
+) -> Result<Outcome, ApplyError> {
+    let index = deployment_index(&environment, answers.deployment_id)?;
+    let deployment = &environment.bundles[index];
+    if deployment.status == DeploymentStatus::Archived {
+        return Err(ApplyError::Conflict {
+            message: format!(
+                "deployment {} is archived; add the bundle again to deploy it",
+                deployment.deployment_id
+            ),
+        });
+    }
+    let revision_id = answers
+        .revision_id
+        .unwrap_or_else(|| RevisionId::from_ulid(envelope.minted.object_id));
+    if environment.revision(revision_id).is_some() {
+        return Err(ApplyError::AlreadyExists {
+            what: "revision",
+            id: revision_id.to_string(),
+            hint: "; revisions are immutable, stage a new one".to_owned(),
+        });
+    }
+    let drain_seconds = answers.drain_seconds.unwrap_or(DRAIN_SECONDS_DEFAULT);
+    if drain_seconds > DRAIN_SECONDS_MAX {
+        return Err(ApplyError::invalid(
+            "drain_seconds",
+            format!("{drain_seconds} is above the maximum of {DRAIN_SECONDS_MAX} seconds"),
+        ));
+    }
+    let sequence = environment
+        .revisions
+        .iter()
+        .filter(|r| r.deployment_id == answers.deployment_id)
+        .map(|r| r.sequence)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let revision = Revision {
+        schema: REVISION_SCHEMA.to_owned(),
+        revision_id,
+        env_id: environment.environment_id.clone(),
+        bundle_id: deployment.bundle_id.clone(),
+        deployment_id: answers.deployment_id,
+        sequence,
+        created_at: envelope.at,
+        bundle_digest: answers
+            .bundle_digest
+            .clone()
+            .unwrap_or_else(ContentDigest::placeholder),
+        bundle_source_uri: answers.bundle_source_uri.clone(),
+        pack_list: answers.pack_list.clone(),
+        pack_list_lock_ref: answers.pack_list_lock_ref.clone(),
+        pack_config_refs: Vec::new(),
+        config_digest: answers
+            .config_digest
+            .clone()
+            .unwrap_or_else(ContentDigest::placeholder),
+        signature_sidecar_ref: answers
+            .signature_sidecar_ref
+            .clone()
+            .unwrap_or_else(|| "rev.sig".to_owned()),
+        lifecycle: Lifecycle::Inactive,
+        staged_at: None,
+        warmed_at: None,
+        lifecycle_changed_at: None,
+        failure_reason: None,
+        drain_seconds,
+        abort_metrics: Vec::new(),
+    };
+    environment.bundles[index]
+        .current_revisions
+        .push(revision_id);
+    environment.revisions.push(revision);
+    let revision_index = environment.revisions.len() - 1;
+    let revision = &mut environment.revisions[revision_index];
+    // Created at `inactive`, then moved to `staged` through the matrix.
+    debug_assert!(is_valid_transition(revision.lifecycle, Lifecycle::Staged));
+    revision.lifecycle = Lifecycle::Staged;
+    revision.staged_at = Some(envelope.at);
+    revision.lifecycle_changed_at = Some(envelope.at);
+    let result = result_for(&environment, revision_index);
+    Ok(Outcome::changed(environment, result))
+}
+
+/// The warm gate: pure checks on the state that decide whether a revision
+/// may become ready. A runtime deployer adds its own health checks on top.
+fn gate_failures(environment: &Environment, revision: &Revision) -> Vec<(&'static str, String)> {
+    let mut failures = Vec::new();
+    if environment.binding(CapabilitySlot::Deployer).is_none() {
+        failures.push((
+            CHECK_DEPLOYER_BOUND,
+            "no deployer env-pack is bound; bind one with `gtc op env-packs add`".to_owned(),
+        ));
+    }
+    match environment
+        .deployment(revision.deployment_id)
+        .map(|d| d.status)
+    {
+        Some(DeploymentStatus::Active) => {}
+        status => failures.push((
+            CHECK_DEPLOYMENT_ACTIVE,
+            format!(
+                "deployment {} is {}; set its status to active with `gtc op bundles update`",
+                revision.deployment_id,
+                status.map_or("missing", |s| match s {
+                    DeploymentStatus::Active => "active",
+                    DeploymentStatus::Paused => "paused",
+                    DeploymentStatus::Archived => "archived",
+                })
+            ),
+        )),
+    }
+    failures
+}
+
+pub(crate) fn warm(
+    mut environment: Environment,
+    answers: &RevisionAnswers,
+    envelope: &CommandEnvelope,
+) -> Result<Outcome, ApplyError> {
+    let index = revision_index(&environment, answers.revision_id)?;
+    // Validate the whole chain before the gate so that a revision in the
+    // wrong state is refused without being marked failed.
+    let start = environment.revisions[index].lifecycle;
+    if LifecycleVerb::Warm.chain(start).is_none() {
+        return Err(ApplyError::InvalidTransition {
+            revision_id: answers.revision_id,
+            verb: LifecycleVerb::Warm,
+            lifecycle: start,
+            accepted: LifecycleVerb::Warm.accepted_starts().to_vec(),
+        });
+    }
+    let failures = gate_failures(&environment, &environment.revisions[index]);
+    if !failures.is_empty() {
+        let revision = &mut environment.revisions[index];
+        let message = failures
+            .iter()
+            .map(|(_, m)| m.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if revision.lifecycle == Lifecycle::Failed {
+            // Still failing: nothing to persist, report the gate again.
+            return Err(gate_error(revision.revision_id, &failures, message));
+        }
+        let failed_from = revision.lifecycle;
+        debug_assert!(is_valid_transition(failed_from, Lifecycle::Warming));
+        revision.lifecycle = Lifecycle::Failed;
+        revision.failure_reason = Some(message.clone());
+        revision.lifecycle_changed_at = Some(envelope.at);
+        let error = gate_error(revision.revision_id, &failures, message);
+        let result = result_for(&environment, index);
+        return Ok(Outcome {
+            environment: Some(environment),
+            result,
+            changed: true,
+            committed_error: Some(error),
+        });
+    }
+    walk(&mut environment, index, LifecycleVerb::Warm, envelope.at)?;
+    let revision = &mut environment.revisions[index];
+    revision.warmed_at = Some(envelope.at);
+    revision.failure_reason = None;
+    let deployment_id = revision.deployment_id;
+    follow_latest(&mut environment, deployment_id, envelope);
+    let result = result_for(&environment, index);
+    Ok(Outcome::changed(environment, result))
+}
+
+fn gate_error(
+    revision_id: RevisionId,
+    failures: &[(&'static str, String)],
+    message: String,
+) -> ApplyError {
+    ApplyError::HealthGateFailed {
+        revision_id,
+        failed_checks: failures
+            .iter()
+            .map(|(check, _)| (*check).to_owned())
+            .collect(),
+        message,
+    }
+}
+
+pub(crate) fn drain(
+    mut environment: Environment,
+    answers: &RevisionAnswers,
+    envelope: &CommandEnvelope,
+) -> Result<Outcome, ApplyError> {
+    let index = revision_index(&environment, answers.revision_id)?;
+    refuse_if_serving(&environment, answers.revision_id, "drain")?;
+    walk(&mut environment, index, LifecycleVerb::Drain, envelope.at)?;
+    let result = result_for(&environment, index);
+    Ok(Outcome::changed(environment, result))
+}
+
+pub(crate) fn archive(
+    mut environment: Environment,
+    answers: &RevisionAnswers,
+    envelope: &CommandEnvelope,
+) -> Result<Outcome, ApplyError> {
+    let index = revision_index(&environment, answers.revision_id)?;
+    refuse_if_serving(&environment, answers.revision_id, "archive")?;
+    walk(&mut environment, index, LifecycleVerb::Archive, envelope.at)?;
+    let deployment_id = environment.revisions[index].deployment_id;
+    if let Some(bundle) = environment
+        .bundles
+        .iter_mut()
+        .find(|b| b.deployment_id == deployment_id)
+    {
+        bundle
+            .current_revisions
+            .retain(|id| *id != answers.revision_id);
+    }
+    let result = result_for(&environment, index);
+    Ok(Outcome::changed(environment, result))
+}

@@ -1,0 +1,683 @@
+//! Tests of the apply path: scripted scenarios for each guard, and property
+//! tests that random command sequences never yield an invalid state.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::audit::{Actor, Authorization, Decision};
+use crate::bundle::{DeploymentStatus, RouteBinding};
+use crate::command::*;
+use crate::descriptor::CapabilitySlot;
+use crate::ids::{DeploymentId, EventId, RevisionId};
+use crate::lifecycle::Lifecycle;
+
+/// Builds envelopes with a deterministic clock and id counter.
+struct Harness {
+    counter: u128,
+    state: Option<EnvironmentState>,
+}
+
+fn defaults() -> Vec<DefaultBinding> {
+    [
+        (
+            CapabilitySlot::Deployer,
+            "greentic.deployer.local-process@0.1.0",
+        ),
+        (CapabilitySlot::Secrets, "greentic.secrets.dev-store@0.1.0"),
+        (CapabilitySlot::Telemetry, "greentic.telemetry.stdout@0.1.0"),
+        (
+            CapabilitySlot::Sessions,
+            "greentic.sessions.in-memory@0.1.0",
+        ),
+        (CapabilitySlot::State, "greentic.state.in-memory@0.1.0"),
+    ]
+    .into_iter()
+    .map(|(slot, kind)| DefaultBinding {
+        slot,
+        kind: kind.parse().expect("descriptor"),
+    })
+    .collect()
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self {
+            counter: 1,
+            state: None,
+        }
+    }
+
+    fn envelope(&mut self, command: Command) -> CommandEnvelope {
+        self.counter += 2;
+        CommandEnvelope {
+            at: chrono::DateTime::UNIX_EPOCH + chrono::Duration::seconds(self.counter as i64),
+            actor: Actor::local_user(Some("ops".into()), Some(1000)),
+            authorization: Authorization {
+                decision: Decision::Allow,
+                policy: "local-only".into(),
+                reason: "test".into(),
+            },
+            minted: MintedIds {
+                event_id: EventId::from_ulid(ulid::Ulid::from_parts(7, self.counter)),
+                object_id: ulid::Ulid::from_parts(9, self.counter + 1),
+            },
+            command,
+        }
+    }
+
+    /// Applies and, on success, keeps the new state.
+    fn run(&mut self, command: Command) -> Result<Applied, ApplyError> {
+        let envelope = self.envelope(command);
+        let applied = apply(self.state.as_ref(), &envelope)?;
+        self.state = applied.state.clone();
+        Ok(applied)
+    }
+
+    fn env(&self) -> &crate::environment::Environment {
+        &self.state.as_ref().expect("state").environment
+    }
+
+    fn init(&mut self) {
+        self.run(Command::EnvInit {
+            answers: EnvInitAnswers::default(),
+            defaults: defaults(),
+        })
+        .expect("init");
+    }
+
+    fn add_bundle(&mut self, bundle: &str, prefix: &str) -> DeploymentId {
+        let applied = self
+            .run(Command::BundleAdd(BundleAddAnswers {
+                environment_id: EnvId::local(),
+                bundle_id: bundle.parse().expect("bundle"),
+                customer_id: None,
+                route_binding: RouteBinding {
+                    path_prefixes: vec![prefix.into()],
+                    ..Default::default()
+                },
+                revenue_share: None,
+                authorization_ref: None,
+                config_overrides: None,
+                idempotency_key: None,
+            }))
+            .expect("bundle add");
+        applied.result["deployment_id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("ulid")
+    }
+
+    fn stage(&mut self, deployment_id: DeploymentId) -> RevisionId {
+        let applied = self
+            .run(Command::RevisionStage(stage_answers(deployment_id)))
+            .expect("stage");
+        applied.result["revision_id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("ulid")
+    }
+
+    fn revision_command(
+        &mut self,
+        make: fn(RevisionAnswers) -> Command,
+        revision_id: RevisionId,
+    ) -> Result<Applied, ApplyError> {
+        self.run(make(RevisionAnswers {
+            environment_id: EnvId::local(),
+            revision_id,
+            idempotency_key: None,
+        }))
+    }
+
+    fn set(
+        &mut self,
+        deployment_id: DeploymentId,
+        key: &str,
+        entries: &[(&str, u32)],
+    ) -> Result<Applied, ApplyError> {
+        self.run(Command::TrafficSet(split_answers(
+            deployment_id,
+            key,
+            entries,
+        )))
+    }
+
+    fn lifecycle(&self, revision_id: RevisionId) -> Lifecycle {
+        self.env()
+            .revision(revision_id)
+            .expect("revision")
+            .lifecycle
+    }
+}
+
+fn stage_answers(deployment_id: DeploymentId) -> RevisionStageAnswers {
+    RevisionStageAnswers {
+        environment_id: EnvId::local(),
+        deployment_id,
+        revision_id: None,
+        idempotency_key: None,
+        bundle_digest: None,
+        bundle_source_uri: None,
+        pack_list: vec![],
+        pack_list_lock_ref: String::new(),
+        config_digest: None,
+        signature_sidecar_ref: None,
+        drain_seconds: None,
+    }
+}
+
+fn split_answers(
+    deployment_id: DeploymentId,
+    key: &str,
+    entries: &[(&str, u32)],
+) -> TrafficSetAnswers {
+    TrafficSetAnswers {
+        environment_id: EnvId::local(),
+        deployment_id,
+        entries: entries
+            .iter()
+            .map(|(revision_id, bps)| TrafficEntryAnswers {
+                revision_id: (*revision_id).to_owned(),
+                weight_bps: Some(*bps),
+                weight_percent: None,
+            })
+            .collect(),
+        updated_by: None,
+        idempotency_key: key.to_owned(),
+        authorization_ref: None,
+    }
+}
+
+#[test]
+fn init_creates_then_is_untouched_then_heals() {
+    let mut harness = Harness::new();
+    let created = harness
+        .run(Command::EnvInit {
+            answers: EnvInitAnswers::default(),
+            defaults: defaults(),
+        })
+        .expect("init");
+    assert_eq!(created.result["outcome"], "created");
+    assert_eq!(harness.env().packs.len(), 5);
+    let again = harness
+        .run(Command::EnvInit {
+            answers: EnvInitAnswers::default(),
+            defaults: defaults(),
+        })
+        .expect("init");
+    assert_eq!(again.result["outcome"], "untouched");
+    assert!(!again.changed && again.event.is_none(), "no audit churn");
+    harness
+        .run(Command::PackRemove(PackSlotAnswers {
+            environment_id: EnvId::local(),
+            slot: CapabilitySlot::State,
+            idempotency_key: None,
+        }))
+        .expect("remove");
+    let healed = harness
+        .run(Command::EnvInit {
+            answers: EnvInitAnswers::default(),
+            defaults: defaults(),
+        })
+        .expect("init");
+    assert_eq!(healed.result["outcome"], "healed");
+    assert_eq!(healed.result["added_slots"], serde_json::json!(["state"]));
+}
+
+#[test]
+fn the_operator_journey_guards_every_step() {
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/shop");
+    let v1 = harness.stage(deployment);
+    let v2 = harness.stage(deployment);
+    assert_eq!(harness.env().revision(v2).expect("v2").sequence, 2);
+
+    // No traffic to a revision that is not ready.
+    let refused = harness.set(deployment, "k0", &[(&v1.to_string(), 10_000)]);
+    assert!(
+        matches!(refused, Err(ApplyError::Conflict { .. })),
+        "{refused:?}"
+    );
+
+    harness
+        .revision_command(Command::RevisionWarm, v1)
+        .expect("warm v1");
+    harness
+        .revision_command(Command::RevisionWarm, v2)
+        .expect("warm v2");
+    assert_eq!(harness.lifecycle(v1), Lifecycle::Ready);
+
+    let first = harness
+        .set(deployment, "k1", &[(&v1.to_string(), 10_000)])
+        .expect("set");
+    assert_eq!(first.result["generation"], 0);
+    let second = harness
+        .set(
+            deployment,
+            "k2",
+            &[(&v1.to_string(), 9_900), (&v2.to_string(), 100)],
+        )
+        .expect("99/1");
+    assert_eq!(second.result["generation"], 1);
+
+    // Same key, same entries in another order: replay, generation unchanged.
+    let generation = harness.state.as_ref().expect("state").generation;
+    let replay = harness
+        .set(
+            deployment,
+            "k2",
+            &[(&v2.to_string(), 100), (&v1.to_string(), 9_900)],
+        )
+        .expect("replay");
+    assert!(replay.replayed);
+    assert_eq!(replay.result, second.result);
+    assert_eq!(
+        harness.state.as_ref().expect("state").generation,
+        generation
+    );
+    // Same key, other entries: conflict.
+    assert!(matches!(
+        harness.set(deployment, "k2", &[(&v1.to_string(), 10_000)]),
+        Err(ApplyError::IdempotencyConflict { .. })
+    ));
+
+    let rolled = harness
+        .run(Command::TrafficRollback(DeploymentAnswers {
+            environment_id: EnvId::local(),
+            deployment_id: deployment,
+            idempotency_key: None,
+        }))
+        .expect("rollback");
+    assert_eq!(rolled.result["generation"], 2);
+    assert_eq!(
+        rolled.result["entries"].as_array().expect("entries").len(),
+        1
+    );
+
+    // No archiving what still serves, and no draining either.
+    assert!(matches!(
+        harness.revision_command(Command::RevisionArchive, v1),
+        Err(ApplyError::ActiveTrafficReference { .. })
+    ));
+    assert!(matches!(
+        harness.revision_command(Command::RevisionDrain, v1),
+        Err(ApplyError::ActiveTrafficReference { .. })
+    ));
+    harness
+        .revision_command(Command::RevisionDrain, v2)
+        .expect("drain v2");
+    assert_eq!(harness.lifecycle(v2), Lifecycle::Draining);
+    assert!(matches!(
+        harness.revision_command(Command::RevisionWarm, v2),
+        Err(ApplyError::InvalidTransition { .. })
+    ));
+    harness
+        .revision_command(Command::RevisionArchive, v2)
+        .expect("archive v2");
+    assert_eq!(harness.lifecycle(v2), Lifecycle::Archived);
+    let deployment_doc = harness.env().deployment(deployment).expect("deployment");
+    assert_eq!(deployment_doc.current_revisions, vec![v1]);
+}
+
+#[test]
+fn a_failed_warm_gate_persists_failed_and_a_retry_recovers() {
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let revision = harness.stage(deployment);
+    harness
+        .run(Command::BundleUpdate(BundleUpdateAnswers {
+            environment_id: EnvId::local(),
+            deployment_id: deployment,
+            status: Some(DeploymentStatus::Paused),
+            route_binding: None,
+            revenue_share: None,
+            config_overrides: None,
+            idempotency_key: None,
+        }))
+        .expect("pause");
+    let applied = harness
+        .revision_command(Command::RevisionWarm, revision)
+        .expect("committed on error");
+    assert!(matches!(
+        applied.committed_error,
+        Some(ApplyError::HealthGateFailed { ref failed_checks, .. }) if failed_checks == &["deployment-active"]
+    ));
+    assert_eq!(harness.lifecycle(revision), Lifecycle::Failed);
+    harness
+        .run(Command::BundleUpdate(BundleUpdateAnswers {
+            environment_id: EnvId::local(),
+            deployment_id: deployment,
+            status: Some(DeploymentStatus::Active),
+            route_binding: None,
+            revenue_share: None,
+            config_overrides: None,
+            idempotency_key: None,
+        }))
+        .expect("resume");
+    harness
+        .revision_command(Command::RevisionWarm, revision)
+        .expect("retry");
+    assert_eq!(harness.lifecycle(revision), Lifecycle::Ready);
+}
+
+#[test]
+fn latest_follows_the_newest_ready_revision() {
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let v1 = harness.stage(deployment);
+    harness
+        .revision_command(Command::RevisionWarm, v1)
+        .expect("warm");
+    harness
+        .set(deployment, "k1", &[("LATEST", 10_000)])
+        .expect("set");
+    let v2 = harness.stage(deployment);
+    harness
+        .revision_command(Command::RevisionWarm, v2)
+        .expect("warm");
+    let split = harness.env().split(deployment).expect("split");
+    assert_eq!(split.entries[0].revision_id, v2);
+    assert!(split.entries[0].latest);
+    assert_eq!(split.generation, 1);
+}
+
+#[test]
+fn a_revision_of_another_deployment_is_refused_by_field() {
+    let mut harness = Harness::new();
+    harness.init();
+    let shop = harness.add_bundle("shop", "/shop");
+    let blog = harness.add_bundle("blog", "/blog");
+    let foreign = harness.stage(blog);
+    harness
+        .revision_command(Command::RevisionWarm, foreign)
+        .expect("warm");
+    let error = harness
+        .set(shop, "k", &[(&foreign.to_string(), 10_000)])
+        .expect_err("foreign");
+    assert_eq!(error.field(), Some("entries[0].revision_id"));
+}
+
+#[test]
+fn route_conflicts_are_refused() {
+    let mut harness = Harness::new();
+    harness.init();
+    harness.add_bundle("shop", "/api");
+    let error = harness
+        .run(Command::BundleAdd(BundleAddAnswers {
+            environment_id: EnvId::local(),
+            bundle_id: "blog".parse().expect("bundle"),
+            customer_id: None,
+            route_binding: RouteBinding {
+                path_prefixes: vec!["/api".into()],
+                ..Default::default()
+            },
+            revenue_share: None,
+            authorization_ref: None,
+            config_overrides: None,
+            idempotency_key: None,
+        }))
+        .expect_err("conflict");
+    assert!(matches!(
+        error,
+        ApplyError::Validation(crate::environment::ValidationError::RouteConflict { .. })
+    ));
+}
+
+#[test]
+fn weights_in_percent_convert_exactly() {
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let v1 = harness.stage(deployment);
+    let v2 = harness.stage(deployment);
+    harness
+        .revision_command(Command::RevisionWarm, v1)
+        .expect("warm");
+    harness
+        .revision_command(Command::RevisionWarm, v2)
+        .expect("warm");
+    let percent = |revision: RevisionId, percent: f64| TrafficEntryAnswers {
+        revision_id: revision.to_string(),
+        weight_bps: None,
+        weight_percent: Some(percent),
+    };
+    let mut answers = split_answers(deployment, "p", &[]);
+    answers.entries = vec![percent(v1, 99.5), percent(v2, 0.5)];
+    let applied = harness
+        .run(Command::TrafficSet(answers.clone()))
+        .expect("percent");
+    assert_eq!(applied.result["entries"][0]["weight_bps"], 9_950);
+    answers.idempotency_key = "q".into();
+    answers.entries = vec![percent(v1, 99.0), percent(v2, 0.5)];
+    let error = harness
+        .run(Command::TrafficSet(answers.clone()))
+        .expect_err("sum");
+    assert!(error.to_string().contains("9950 bps"), "{error}");
+    answers.entries = vec![percent(v1, 33.333), percent(v2, 66.667)];
+    assert_eq!(
+        harness
+            .run(Command::TrafficSet(answers))
+            .expect_err("decimals")
+            .field(),
+        Some("entries[0].weight_percent")
+    );
+}
+
+#[test]
+fn destroy_removes_the_state() {
+    let mut harness = Harness::new();
+    harness.init();
+    let applied = harness
+        .run(Command::EnvDestroy(EnvTargetAnswers {
+            environment_id: EnvId::local(),
+        }))
+        .expect("destroy");
+    assert!(applied.state.is_none());
+}
+
+/// An abstract operator action; indices pick among what exists at the time.
+#[derive(Debug, Clone)]
+enum Action {
+    AddBundle(u8),
+    Stage(u8),
+    Warm(u8),
+    Drain(u8),
+    Archive(u8),
+    Set(u8, Vec<(u8, u16)>, u8),
+    SetLatest(u8),
+    SetPair(u8, u8, u8, u16, u8),
+    Rollback(u8),
+    Clear(u8),
+    RemoveBundle(u8),
+    Pause(u8, bool),
+    RemovePack(u8),
+    Init,
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        (0u8..4).prop_map(Action::AddBundle),
+        any::<u8>().prop_map(Action::Stage),
+        any::<u8>().prop_map(Action::Warm),
+        any::<u8>().prop_map(Action::Drain),
+        any::<u8>().prop_map(Action::Archive),
+        (
+            any::<u8>(),
+            proptest::collection::vec((any::<u8>(), 0u16..10_001), 1..4),
+            0u8..6
+        )
+            .prop_map(|(d, e, k)| Action::Set(d, e, k)),
+        any::<u8>().prop_map(Action::SetLatest),
+        (any::<u8>(), any::<u8>(), any::<u8>(), 0u16..10_001, 0u8..6)
+            .prop_map(|(d, a, b, w, k)| Action::SetPair(d, a, b, w, k)),
+        any::<u8>().prop_map(Action::Rollback),
+        any::<u8>().prop_map(Action::Clear),
+        any::<u8>().prop_map(Action::RemoveBundle),
+        (any::<u8>(), any::<bool>()).prop_map(|(d, p)| Action::Pause(d, p)),
+        (0u8..5).prop_map(Action::RemovePack),
+        Just(Action::Init),
+    ]
+}
+
+fn pick<T: Copy>(items: &[T], index: u8) -> Option<T> {
+    (!items.is_empty()).then(|| items[usize::from(index) % items.len()])
+}
+
+fn to_command(harness: &Harness, action: &Action) -> Option<Command> {
+    let env = harness.env();
+    let deployments: Vec<DeploymentId> = env.bundles.iter().map(|b| b.deployment_id).collect();
+    let revisions: Vec<RevisionId> = env.revisions.iter().map(|r| r.revision_id).collect();
+    let local = EnvId::local;
+    let revision = |make: fn(RevisionAnswers) -> Command, index: u8| {
+        pick(&revisions, index).map(|revision_id| {
+            make(RevisionAnswers {
+                environment_id: local(),
+                revision_id,
+                idempotency_key: None,
+            })
+        })
+    };
+    let deployment = |index: u8| {
+        pick(&deployments, index).map(|deployment_id| DeploymentAnswers {
+            environment_id: local(),
+            deployment_id,
+            idempotency_key: None,
+        })
+    };
+    Some(match action {
+        Action::AddBundle(n) => Command::BundleAdd(BundleAddAnswers {
+            environment_id: local(),
+            bundle_id: format!("bundle-{n}").parse().ok()?,
+            customer_id: None,
+            route_binding: RouteBinding {
+                path_prefixes: vec![format!("/b{n}")],
+                ..Default::default()
+            },
+            revenue_share: None,
+            authorization_ref: None,
+            config_overrides: None,
+            idempotency_key: None,
+        }),
+        Action::Stage(d) => Command::RevisionStage(stage_answers(pick(&deployments, *d)?)),
+        Action::Warm(r) => revision(Command::RevisionWarm, *r)?,
+        Action::Drain(r) => revision(Command::RevisionDrain, *r)?,
+        Action::Archive(r) => revision(Command::RevisionArchive, *r)?,
+        Action::Set(d, entries, key) => {
+            let entries: Vec<(String, u32)> = entries
+                .iter()
+                .filter_map(|(r, w)| Some((pick(&revisions, *r)?.to_string(), u32::from(*w))))
+                .collect();
+            let borrowed: Vec<(&str, u32)> =
+                entries.iter().map(|(r, w)| (r.as_str(), *w)).collect();
+            Command::TrafficSet(split_answers(
+                pick(&deployments, *d)?,
+                &format!("key-{key}"),
+                &borrowed,
+            ))
+        }
+        Action::SetPair(d, a, b, weight, key) => {
+            let first = pick(&revisions, *a)?.to_string();
+            let second = pick(&revisions, *b)?.to_string();
+            let weight = u32::from(*weight);
+            Command::TrafficSet(split_answers(
+                pick(&deployments, *d)?,
+                &format!("pair-{key}"),
+                &[(&first, weight), (&second, 10_000 - weight)],
+            ))
+        }
+        Action::SetLatest(d) => Command::TrafficSet(split_answers(
+            pick(&deployments, *d)?,
+            &format!("latest-{d}"),
+            &[("LATEST", 10_000)],
+        )),
+        Action::Rollback(d) => Command::TrafficRollback(deployment(*d)?),
+        Action::Clear(d) => Command::TrafficClear(deployment(*d)?),
+        Action::RemoveBundle(d) => Command::BundleRemove(deployment(*d)?),
+        Action::Pause(d, paused) => Command::BundleUpdate(BundleUpdateAnswers {
+            environment_id: local(),
+            deployment_id: pick(&deployments, *d)?,
+            status: Some(if *paused {
+                DeploymentStatus::Paused
+            } else {
+                DeploymentStatus::Active
+            }),
+            route_binding: None,
+            revenue_share: None,
+            config_overrides: None,
+            idempotency_key: None,
+        }),
+        Action::RemovePack(slot) => Command::PackRemove(PackSlotAnswers {
+            environment_id: local(),
+            slot: CapabilitySlot::CORE[usize::from(*slot) % 5],
+            idempotency_key: None,
+        }),
+        Action::Init => Command::EnvInit {
+            answers: EnvInitAnswers::default(),
+            defaults: defaults(),
+        },
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Random operator sequences never produce a state that fails
+    /// validation; generations move by exactly one per change; refused
+    /// commands change nothing; every split only names ready revisions.
+    #[test]
+    fn random_command_sequences_keep_the_state_valid(actions in proptest::collection::vec(action(), 1..60)) {
+        let mut harness = Harness::new();
+        harness.init();
+        for action in &actions {
+            let Some(command) = to_command(&harness, action) else { continue };
+            let before = harness.state.clone().expect("state");
+            let envelope = harness.envelope(command);
+            match apply(Some(&before), &envelope) {
+                Ok(applied) => {
+                    let state = applied.state.clone().expect("environment survives");
+                    prop_assert!(state.validate(&EnvId::local()).is_ok(), "{:?}", state.validate(&EnvId::local()));
+                    if applied.changed {
+                        prop_assert_eq!(state.generation, before.generation + 1);
+                        prop_assert!(applied.event.is_some());
+                    } else {
+                        prop_assert_eq!(&state, &before);
+                    }
+                    for split in &state.environment.traffic_splits {
+                        for entry in &split.entries {
+                            let revision = state.environment.revision(entry.revision_id).expect("exists");
+                            prop_assert_eq!(revision.lifecycle, Lifecycle::Ready);
+                        }
+                    }
+                    harness.state = Some(state);
+                }
+                Err(error) => {
+                    prop_assert!(!error.to_string().is_empty());
+                    prop_assert!(harness.state.as_ref() == Some(&before));
+                }
+            }
+        }
+    }
+
+    /// Applying the same envelope to the same state twice gives identical
+    /// results: `apply` is deterministic, which replication relies on.
+    #[test]
+    fn apply_is_deterministic(actions in proptest::collection::vec(action(), 1..30)) {
+        let mut harness = Harness::new();
+        harness.init();
+        for action in &actions {
+            let Some(command) = to_command(&harness, action) else { continue };
+            let envelope = harness.envelope(command);
+            let first = apply(harness.state.as_ref(), &envelope);
+            let second = apply(harness.state.as_ref(), &envelope);
+            prop_assert_eq!(&first, &second);
+            if let Ok(applied) = first {
+                harness.state = applied.state;
+            }
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Typed commands: the only way state changes.
+//!
+//! The `*Answers` structs are the operator payloads (`--answers FILE`); their
+//! JSON Schemas are generated from these types. A [`Command`] wraps one
+//! payload plus anything the edge resolved for it (default bindings, a
+//! verified backup). A [`CommandEnvelope`] adds what `apply` must not invent
+//! itself: the time, the actor, the authorization and fresh ids.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+use crate::audit::{Actor, Authorization};
+use crate::bundle::{ConfigOverrides, DeploymentStatus, RevenueShare, RouteBinding};
+use crate::canonical::ContentDigest;
+use crate::descriptor::{CapabilitySlot, PackDescriptor};
+use crate::environment::EnvPackBinding;
+use crate::ids::{
+    BackupId, BundleId, CustomerId, DeploymentId, EnvId, EventId, PackId, RevisionId,
+};
+use crate::revision::PackListEntry;
+use crate::state::EnvironmentState;
+
+/// `env init`: bootstrap or heal the `local` environment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvInitAnswers {
+    /// Public URL of the local router; only when the environment is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_base_url: Option<String>,
+}
+
+/// `env create`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvCreateAnswers {
+    pub environment_id: EnvId,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_org_id: Option<String>,
+    /// Router listener, e.g. `127.0.0.1:8080`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub listen_addr: Option<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gui_enabled: Option<bool>,
+}
+
+/// `env update` and `config set`: only the fields given change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvUpdateAnswers {
+    pub environment_id: EnvId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_org_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub listen_addr: Option<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_base_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gui_enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// A payload that only names an environment (`env destroy`, `env backup`,
+/// `env migrate-dev`, `credentials requirements`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvTargetAnswers {
+    pub environment_id: EnvId,
+}
+
+/// `env restore`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvRestoreAnswers {
+    pub environment_id: EnvId,
+    pub backup_id: BackupId,
+    /// The generation the operator last saw; the restore is refused if the
+    /// environment moved on since (mandatory, like `If-Match`).
+    pub expected_generation: u64,
+}
+
+/// `env migrate-state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvMigrateStateAnswers {
+    pub environment_id: EnvId,
+    /// Legacy state folder; defaults to `$GREENTIC_HOME/state`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
+}
+
+/// `env-packs add` and `env-packs update`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PackBindAnswers {
+    pub environment_id: EnvId,
+    pub slot: CapabilitySlot,
+    pub kind: PackDescriptor,
+    /// Defaults to the descriptor string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack_ref: Option<PackId>,
+    /// Relative path of the pack's answers, e.g. `env-packs/deployer/answers.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `env-packs remove` and `env-packs rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PackSlotAnswers {
+    pub environment_id: EnvId,
+    pub slot: CapabilitySlot,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `bundles add`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BundleAddAnswers {
+    pub environment_id: EnvId,
+    pub bundle_id: BundleId,
+    /// Required outside `local`, where it defaults to `local-dev`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<CustomerId>,
+    #[serde(default)]
+    pub route_binding: RouteBinding,
+    /// Defaults to 100% to `greentic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revenue_share: Option<Vec<RevenueShare>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_overrides: Option<ConfigOverrides>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `bundles update`: only the fields given change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BundleUpdateAnswers {
+    pub environment_id: EnvId,
+    pub deployment_id: DeploymentId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DeploymentStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_binding: Option<RouteBinding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revenue_share: Option<Vec<RevenueShare>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_overrides: Option<ConfigOverrides>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `bundles remove` and `traffic rollback` / `traffic clear`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentAnswers {
+    pub environment_id: EnvId,
+    pub deployment_id: DeploymentId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `revisions stage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionStageAnswers {
+    pub environment_id: EnvId,
+    pub deployment_id: DeploymentId,
+    /// Minted when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_id: Option<RevisionId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Digest of the bundle file; `sha256:00` when none was staged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_digest: Option<ContentDigest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_source_uri: Option<String>,
+    #[serde(default)]
+    pub pack_list: Vec<PackListEntry>,
+    #[serde(default)]
+    pub pack_list_lock_ref: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<ContentDigest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_sidecar_ref: Option<String>,
+    /// Seconds in-flight requests get when the revision drains; default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_seconds: Option<u32>,
+}
+
+/// `revisions warm`, `drain` and `archive`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionAnswers {
+    pub environment_id: EnvId,
+    pub revision_id: RevisionId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// The literal that makes a traffic entry follow the newest ready revision.
+pub const LATEST_TARGET: &str = "LATEST";
+
+/// One requested traffic entry: a revision id or `LATEST`, and a weight in
+/// basis points or percent (basis points win when both are given).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficEntryAnswers {
+    /// A revision id, or `LATEST` for the newest ready revision.
+    pub revision_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_bps: Option<u32>,
+    /// Percent with at most two decimals, e.g. 99.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_percent: Option<f64>,
+}
+
+/// `traffic set`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficSetAnswers {
+    pub environment_id: EnvId,
+    pub deployment_id: DeploymentId,
+    pub entries: Vec<TrafficEntryAnswers>,
+    /// Defaults to the operator's user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<String>,
+    /// Required: a retried `traffic set` must never apply twice.
+    pub idempotency_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_ref: Option<String>,
+}
+
+/// `credentials bootstrap` and `credentials rotate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsBootstrapAnswers {
+    pub environment_id: EnvId,
+    pub admin_profile: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_material_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_material_inline: Option<String>,
+    #[serde(default)]
+    pub bind: bool,
+}
+
+/// `secrets put`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretPutAnswers {
+    pub environment_id: EnvId,
+    pub path: String,
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `secrets get` and `secrets rotate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretPathAnswers {
+    pub environment_id: EnvId,
+    pub path: String,
+    #[serde(default)]
+    pub reveal: bool,
+}
+
+/// A default binding `env init` fills into an empty slot. The list comes
+/// from the env-pack registry at the edge, not from this crate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DefaultBinding {
+    pub slot: CapabilitySlot,
+    pub kind: PackDescriptor,
+}
+
+/// A command `apply` understands. Each variant carries the operator's
+/// payload plus what the edge resolved for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Command {
+    EnvInit {
+        answers: EnvInitAnswers,
+        defaults: Vec<DefaultBinding>,
+    },
+    EnvCreate(EnvCreateAnswers),
+    EnvUpdate(EnvUpdateAnswers),
+    EnvDestroy(EnvTargetAnswers),
+    /// `env restore`: the edge has already verified the backup's digest.
+    EnvRestore {
+        answers: EnvRestoreAnswers,
+        snapshot: Box<EnvironmentState>,
+    },
+    /// `env migrate-dev --apply`: bindings of the legacy `dev` environment
+    /// merged into the target where its slots are empty.
+    EnvMergeBindings {
+        answers: EnvTargetAnswers,
+        source: EnvId,
+        bindings: Vec<EnvPackBinding>,
+    },
+    PackAdd(PackBindAnswers),
+    PackUpdate(PackBindAnswers),
+    PackRemove(PackSlotAnswers),
+    PackRollback(PackSlotAnswers),
+    BundleAdd(BundleAddAnswers),
+    BundleUpdate(BundleUpdateAnswers),
+    BundleRemove(DeploymentAnswers),
+    RevisionStage(RevisionStageAnswers),
+    RevisionWarm(RevisionAnswers),
+    RevisionDrain(RevisionAnswers),
+    RevisionArchive(RevisionAnswers),
+    TrafficSet(TrafficSetAnswers),
+    TrafficRollback(DeploymentAnswers),
+    TrafficClear(DeploymentAnswers),
+}
+
+impl Command {
+    /// The CLI noun of the command.
+    pub fn noun(&self) -> &'static str {
+        match self {
+            Command::EnvInit { .. }
+            | Command::EnvCreate(_)
+            | Command::EnvDestroy(_)
+            | Command::EnvRestore { .. }
+            | Command::EnvMergeBindings { .. } => "env",
+            Command::EnvUpdate(_) => "env",
+            Command::PackAdd(_)
+            | Command::PackUpdate(_)
+            | Command::PackRemove(_)
+            | Command::PackRollback(_) => "env-packs",
+            Command::BundleAdd(_) | Command::BundleUpdate(_) | Command::BundleRemove(_) => {
+                "bundles"
+            }
+            Command::RevisionStage(_)
+            | Command::RevisionWarm(_)
+            | Command::RevisionDrain(_)
+            | Command::RevisionArchive(_) => "revisions",
+            Command::TrafficSet(_) | Command::TrafficRollback(_) | Command::TrafficClear(_) => {
+                "traffic"
+            }
+        }
+    }
+
+    /// The CLI verb of the command.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Command::EnvInit { .. } => "init",
+            Command::EnvCreate(_) => "create",
+            Command::EnvUpdate(_) => "update",
+            Command::EnvDestroy(_) => "destroy",
+            Command::EnvRestore { .. } => "restore",
+            Command::EnvMergeBindings { .. } => "migrate-dev",
+            Command::PackAdd(_) | Command::BundleAdd(_) => "add",
+            Command::PackUpdate(_) | Command::BundleUpdate(_) => "update",
+            Command::PackRemove(_) | Command::BundleRemove(_) => "remove",
+            Command::PackRollback(_) | Command::TrafficRollback(_) => "rollback",
+            Command::RevisionStage(_) => "stage",
+            Command::RevisionWarm(_) => "warm",
+            Command::RevisionDrain(_) => "drain",
+            Command::RevisionArchive(_) => "archive",
+            Command::TrafficSet(_) => "set",
+            Command::TrafficClear(_) => "clear",
+        }
+    }
+
+    /// The environment the command changes.
+    pub fn env_id(&self) -> EnvId {
+        match self {
+            Command::EnvInit { .. } => EnvId::local(),
+            Command::EnvCreate(a) => a.environment_id.clone(),
+            Command::EnvUpdate(a) => a.environment_id.clone(),
+            Command::EnvDestroy(a) => a.environment_id.clone(),
+            Command::EnvRestore { answers, .. } => answers.environment_id.clone(),
+            Command::EnvMergeBindings { answers, .. } => answers.environment_id.clone(),
+            Command::PackAdd(a) | Command::PackUpdate(a) => a.environment_id.clone(),
+            Command::PackRemove(a) | Command::PackRollback(a) => a.environment_id.clone(),
+            Command::BundleAdd(a) => a.environment_id.clone(),
+            Command::BundleUpdate(a) => a.environment_id.clone(),
+            Command::BundleRemove(a) | Command::TrafficRollback(a) | Command::TrafficClear(a) => {
+                a.environment_id.clone()
+            }
+            Command::RevisionStage(a) => a.environment_id.clone(),
+            Command::RevisionWarm(a) | Command::RevisionDrain(a) | Command::RevisionArchive(a) => {
+                a.environment_id.clone()
+            }
+            Command::TrafficSet(a) => a.environment_id.clone(),
+        }
+    }
+
+    /// The idempotency key the operator gave, if any.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        match self {
+            Command::EnvUpdate(a) => a.idempotency_key.as_deref(),
+            Command::PackAdd(a) | Command::PackUpdate(a) => a.idempotency_key.as_deref(),
+            Command::PackRemove(a) | Command::PackRollback(a) => a.idempotency_key.as_deref(),
+            Command::BundleAdd(a) => a.idempotency_key.as_deref(),
+            Command::BundleUpdate(a) => a.idempotency_key.as_deref(),
+            Command::BundleRemove(a) | Command::TrafficRollback(a) | Command::TrafficClear(a) => {
+                a.idempotency_key.as_deref()
+            }
+            Command::RevisionStage(a) => a.idempotency_key.as_deref(),
+            Command::RevisionWarm(a) | Command::RevisionDrain(a) | Command::RevisionArchive(a) => {
+                a.idempotency_key.as_deref()
+            }
+            Command::TrafficSet(a) => Some(a.idempotency_key.as_str()),
+            Command::EnvInit { .. }
+            | Command::EnvCreate(_)
+            | Command::EnvDestroy(_)
+            | Command::EnvRestore { .. }
+            | Command::EnvMergeBindings { .. } => None,
+        }
+    }
+
+    /// What the audit event records as the target: the payload, minus
+    /// resolved extras (a restore's snapshot is summarized, not copied).
+    pub fn audit_target(&self) -> serde_json::Value {
+        let value = match self {
+            Command::EnvRestore { answers, .. } => serde_json::to_value(answers),
+            Command::EnvInit { answers, .. } => serde_json::to_value(answers),
+            Command::EnvMergeBindings {
+                answers, source, ..
+            } => Ok(serde_json::json!({
+                "environment_id": answers.environment_id,
+                "source": source,
+            })),
+            other => serde_json::to_value(other),
+        };
+        let mut value = value.unwrap_or(serde_json::Value::Null);
+        if let Some(map) = value.as_object_mut() {
+            map.remove("command");
+        }
+        value
+    }
+}
+
+/// Ids minted at the edge for a command, so that `apply` stays deterministic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MintedIds {
+    /// Id of the audit event.
+    pub event_id: EventId,
+    /// Id for a new object (deployment or revision) if the command makes one.
+    pub object_id: ulid::Ulid,
+}
+
+/// A command with everything `apply` needs from the outside world.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandEnvelope {
+    pub at: Timestamp,
+    pub actor: Actor,
+    pub authorization: Authorization,
+    pub minted: MintedIds,
+    pub command: Command,
+}
+
+/// A map of string keys, for JSON results.
+pub type JsonMap = BTreeMap<String, serde_json::Value>;

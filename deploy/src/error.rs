@@ -1,0 +1,190 @@
+//! Why a command was refused, and the stable error kinds operators and HTTP
+//! clients see.
+
+use std::fmt;
+
+use thiserror::Error;
+
+use crate::environment::ValidationError;
+use crate::ids::{DeploymentId, RevisionId};
+use crate::lifecycle::{Lifecycle, LifecycleVerb};
+
+/// The stable, kebab-case error kinds of the CLI and the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidArgument,
+    AnswersParse,
+    Spec,
+    NotFound,
+    AlreadyExists,
+    Conflict,
+    IdempotencyConflict,
+    PreconditionFailed,
+    HealthGateFailed,
+    IntegrityMismatch,
+    Unauthorized,
+    NotYetImplemented,
+    Audit,
+    Store,
+    Io,
+}
+
+impl ErrorKind {
+    /// The kind as it appears in JSON errors and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid-argument",
+            ErrorKind::AnswersParse => "answers-parse",
+            ErrorKind::Spec => "spec",
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::AlreadyExists => "already-exists",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::IdempotencyConflict => "idempotency-conflict",
+            ErrorKind::PreconditionFailed => "precondition-failed",
+            ErrorKind::HealthGateFailed => "health-gate-failed",
+            ErrorKind::IntegrityMismatch => "integrity-mismatch",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::NotYetImplemented => "not-yet-implemented",
+            ErrorKind::Audit => "audit",
+            ErrorKind::Store => "store",
+            ErrorKind::Io => "io",
+        }
+    }
+
+    /// The HTTP status of the remote-store contract.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidArgument | ErrorKind::AnswersParse | ErrorKind::Spec => 400,
+            ErrorKind::Unauthorized => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::AlreadyExists | ErrorKind::Conflict | ErrorKind::IdempotencyConflict => 409,
+            ErrorKind::PreconditionFailed => 412,
+            ErrorKind::HealthGateFailed | ErrorKind::IntegrityMismatch => 422,
+            ErrorKind::NotYetImplemented => 501,
+            ErrorKind::Audit | ErrorKind::Store | ErrorKind::Io => 500,
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why `apply` refused a command. Nothing was changed, except for
+/// [`ApplyError::HealthGateFailed`], which is returned alongside a committed
+/// state (the revision is persisted as `failed`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ApplyError {
+    #[error("{what} {id} does not exist in environment {env}{hint}")]
+    NotFound {
+        what: &'static str,
+        id: String,
+        env: String,
+        hint: String,
+    },
+    #[error("{what} {id} already exists{hint}")]
+    AlreadyExists {
+        what: &'static str,
+        id: String,
+        hint: String,
+    },
+    #[error("{field}: {message}")]
+    InvalidField { field: String, message: String },
+    #[error("the change would leave the environment invalid: {0}")]
+    Validation(#[from] ValidationError),
+    #[error(
+        "cannot {verb} revision {revision_id}: it is {lifecycle}, and {verb} starts only from {accepted}",
+        verb = verb.as_str(),
+        accepted = list_states(accepted)
+    )]
+    InvalidTransition {
+        revision_id: RevisionId,
+        verb: LifecycleVerb,
+        lifecycle: Lifecycle,
+        accepted: Vec<Lifecycle>,
+    },
+    #[error(
+        "cannot {verb} revision {revision_id}: the traffic split of deployment {deployment_id} still sends it traffic; move its weight to another revision with `gtc op traffic set` first"
+    )]
+    ActiveTrafficReference {
+        verb: &'static str,
+        revision_id: RevisionId,
+        deployment_id: DeploymentId,
+    },
+    #[error(
+        "warm gate failed for revision {revision_id} ({checks}); it is now failed: {message}",
+        checks = failed_checks.join(", ")
+    )]
+    HealthGateFailed {
+        revision_id: RevisionId,
+        failed_checks: Vec<String>,
+        message: String,
+    },
+    #[error(
+        "idempotency key {key:?} was already used for a different {verb} request; use a new key for a new change"
+    )]
+    IdempotencyConflict { key: String, verb: String },
+    #[error("{message}")]
+    Conflict { message: String },
+    #[error(
+        "the environment is at generation {actual}, not the expected {expected}; re-read it and retry"
+    )]
+    PreconditionFailed { expected: u64, actual: u64 },
+}
+
+fn list_states(states: &[Lifecycle]) -> String {
+    states
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+impl ApplyError {
+    /// The stable error kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ApplyError::NotFound { .. } => ErrorKind::NotFound,
+            ApplyError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            ApplyError::InvalidField { .. } => ErrorKind::InvalidArgument,
+            ApplyError::Validation(_) => ErrorKind::Spec,
+            ApplyError::InvalidTransition { .. }
+            | ApplyError::ActiveTrafficReference { .. }
+            | ApplyError::Conflict { .. } => ErrorKind::Conflict,
+            ApplyError::HealthGateFailed { .. } => ErrorKind::HealthGateFailed,
+            ApplyError::IdempotencyConflict { .. } => ErrorKind::IdempotencyConflict,
+            ApplyError::PreconditionFailed { .. } => ErrorKind::PreconditionFailed,
+        }
+    }
+
+    /// The payload field the error is about, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ApplyError::InvalidField { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApplyError::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn not_found(
+        what: &'static str,
+        id: impl fmt::Display,
+        env: impl fmt::Display,
+        hint: &str,
+    ) -> Self {
+        ApplyError::NotFound {
+            what,
+            id: id.to_string(),
+            env: env.to_string(),
+            hint: hint.to_owned(),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Revisions: immutable, frozen versions of a bundle deployment.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+use crate::canonical::ContentDigest;
+use crate::ids::{BundleId, DeploymentId, EnvId, PackId, RevisionId};
+use crate::lifecycle::Lifecycle;
+
+/// Schema discriminator of a revision document.
+pub const REVISION_SCHEMA: &str = "greentic.revision.v1";
+
+/// Default seconds a draining revision gets to finish in-flight requests.
+pub const DRAIN_SECONDS_DEFAULT: u32 = 30;
+
+/// Longest drain we accept: an hour. Longer drains hold instances and ports
+/// for no benefit a rollout could notice.
+pub const DRAIN_SECONDS_MAX: u32 = 3600;
+
+/// One pinned pack of a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PackListEntry {
+    pub pack_id: PackId,
+    /// Pack version; entries projected from a lock file use `0.0.0`.
+    #[schemars(with = "String")]
+    pub version: semver::Version,
+    pub digest: ContentDigest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_uri: Option<String>,
+}
+
+/// An immutable revision of one bundle deployment. Only `lifecycle` and the
+/// timestamps that record its moves ever change after staging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Revision {
+    pub schema: String,
+    pub revision_id: RevisionId,
+    pub env_id: EnvId,
+    pub bundle_id: BundleId,
+    pub deployment_id: DeploymentId,
+    /// One more than the deployment's highest sequence when staged.
+    pub sequence: u64,
+    pub created_at: Timestamp,
+    /// Digest of the staged `.gtbundle` file.
+    pub bundle_digest: ContentDigest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_source_uri: Option<String>,
+    #[serde(default)]
+    pub pack_list: Vec<PackListEntry>,
+    #[serde(default)]
+    pub pack_list_lock_ref: String,
+    #[serde(default)]
+    pub pack_config_refs: Vec<String>,
+    pub config_digest: ContentDigest,
+    pub signature_sidecar_ref: String,
+    pub lifecycle: Lifecycle,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmed_at: Option<Timestamp>,
+    /// When the lifecycle last changed; lets operators see stuck revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_changed_at: Option<Timestamp>,
+    /// Why the revision is `failed`; cleared when it is staged again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    #[serde(default)]
+    pub drain_seconds: u32,
+    #[serde(default)]
+    pub abort_metrics: Vec<String>,
+}
+
+/// The short form `revisions list` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RevisionSummary {
+    pub revision_id: RevisionId,
+    pub deployment_id: DeploymentId,
+    pub bundle_id: BundleId,
+    pub sequence: u64,
+    pub lifecycle: Lifecycle,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+impl Revision {
+    /// The summary row of this revision.
+    pub fn summary(&self) -> RevisionSummary {
+        RevisionSummary {
+            revision_id: self.revision_id,
+            deployment_id: self.deployment_id,
+            bundle_id: self.bundle_id.clone(),
+            sequence: self.sequence,
+            lifecycle: self.lifecycle,
+            failure_reason: self.failure_reason.clone(),
+        }
+    }
+}

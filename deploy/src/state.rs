@@ -1,0 +1,124 @@
+//! The stored state of one environment: the document plus the bookkeeping
+//! that makes changes safe to retry (generation, idempotency records) and
+//! the anchor of the audit chain.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::Timestamp;
+use crate::canonical::{StateIntegrity, canonical_digest};
+use crate::environment::{Environment, ValidationError};
+use crate::ids::EnvId;
+
+/// Schema discriminator of the stored state.
+pub const STATE_SCHEMA: &str = "greentic.environment-state.v1";
+
+/// Idempotency records kept per environment. A retry normally arrives within
+/// seconds; 256 records cover hundreds of changes of history while keeping
+/// the document (and later the Raft snapshot) small.
+pub const IDEMPOTENCY_RECORDS_MAX: usize = 256;
+
+/// The first answer to an idempotent request, replayed verbatim on retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    pub noun: String,
+    pub verb: String,
+    /// SHA-256 of the canonical JSON of the request payload.
+    pub request_fingerprint: String,
+    pub response: serde_json::Value,
+    pub generation: u64,
+    pub stored_at: Timestamp,
+}
+
+/// Everything stored for one environment, written atomically as one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentState {
+    pub schema: String,
+    /// +1 on every committed change; the strong ETag is derived from the
+    /// whole document, the generation orders changes.
+    pub generation: u64,
+    pub updated_at: Timestamp,
+    /// Chain hash of the audit event of the last committed change. Set by
+    /// the store, not by `apply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<String>,
+    pub environment: Environment,
+    #[serde(default)]
+    pub idempotency: Vec<IdempotencyRecord>,
+}
+
+/// Why a stored state is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StateError {
+    #[error("state schema is {found:?}; expected {STATE_SCHEMA:?}")]
+    SchemaMismatch { found: String },
+    #[error("state of {expected} holds environment {found}")]
+    EnvIdMismatch { expected: String, found: String },
+    #[error("{count} idempotency records are stored; the limit is {IDEMPOTENCY_RECORDS_MAX}")]
+    TooManyIdempotencyRecords { count: usize },
+    #[error("idempotency key {key:?} is recorded twice")]
+    DuplicateIdempotencyKey { key: String },
+    #[error(transparent)]
+    Environment(#[from] ValidationError),
+}
+
+impl EnvironmentState {
+    /// A first state around `environment`, at generation 1.
+    pub fn new(environment: Environment, at: Timestamp) -> Self {
+        Self {
+            schema: STATE_SCHEMA.to_owned(),
+            generation: 1,
+            updated_at: at,
+            audit_head: None,
+            environment,
+            idempotency: Vec::new(),
+        }
+    }
+
+    /// The environment id.
+    pub fn env_id(&self) -> &EnvId {
+        &self.environment.environment_id
+    }
+
+    /// Checks the whole state; `expected` is the environment it is stored as.
+    pub fn validate(&self, expected: &EnvId) -> Result<(), StateError> {
+        if self.schema != STATE_SCHEMA {
+            return Err(StateError::SchemaMismatch {
+                found: self.schema.clone(),
+            });
+        }
+        if self.env_id() != expected {
+            return Err(StateError::EnvIdMismatch {
+                expected: expected.to_string(),
+                found: self.env_id().to_string(),
+            });
+        }
+        if self.idempotency.len() > IDEMPOTENCY_RECORDS_MAX {
+            return Err(StateError::TooManyIdempotencyRecords {
+                count: self.idempotency.len(),
+            });
+        }
+        for (index, record) in self.idempotency.iter().enumerate() {
+            if self.idempotency[..index]
+                .iter()
+                .any(|r| r.key == record.key)
+            {
+                return Err(StateError::DuplicateIdempotencyKey {
+                    key: record.key.clone(),
+                });
+            }
+        }
+        self.environment.validate()?;
+        Ok(())
+    }
+
+    /// Integrity digest over the canonical JSON of the whole state; also the
+    /// strong ETag.
+    pub fn integrity(&self) -> StateIntegrity {
+        canonical_digest(self).unwrap_or_else(|_| StateIntegrity::sha256(b""))
+    }
+}
