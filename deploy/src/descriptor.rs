@@ -200,7 +200,8 @@ mod tests {
 
     #[test]
     fn each_malformed_descriptor_gets_its_own_error() {
-        let cases: [(&str, fn(&DescriptorError) -> bool); 7] = [
+        type Case = (&'static str, fn(&DescriptorError) -> bool);
+        let cases: [Case; 7] = [
             ("greentic.x", |e| {
                 matches!(e, DescriptorError::MissingVersion { .. })
             }),
