@@ -1,1 +1,50 @@
-fn main() {}
+//! `gtc`: the operator CLI and (later) the node.
+//!
+//! Owns: argument parsing (clap), reading `--answers` files, the clock and
+//! id minting, the operator's identity, output formatting and exit codes.
+//! Everything else is delegated: meaning to `deploy`, persistence to
+//! `store`, env-pack knowledge to `packs`.
+
+mod answers;
+mod cli;
+mod context;
+mod error;
+mod op;
+mod output;
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, TopCommand};
+use crate::output::{print_error, print_report};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        TopCommand::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "gtc", &mut std::io::stdout());
+            0
+        }
+        TopCommand::Op(args) => {
+            let (noun, verb) = op::names(&args.noun);
+            let format = args.output;
+            match op::run(args) {
+                Ok(op::Outcome::Schema(schema)) => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&schema).unwrap_or_default()
+                    );
+                    0
+                }
+                Ok(op::Outcome::Report(report)) => {
+                    print_report(&report, format);
+                    report.exit_code
+                }
+                Err(error) => {
+                    print_error(noun, verb, &error, format);
+                    error.exit_code()
+                }
+            }
+        }
+    };
+    std::process::exit(code);
+}

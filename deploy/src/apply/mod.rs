@@ -11,6 +11,10 @@ mod packs;
 mod revisions;
 mod traffic;
 
+pub use bundles::summary as bundle_summary;
+pub use env::summary as environment_summary;
+pub use traffic::split_view;
+
 use serde_json::json;
 
 use crate::audit::{AUDIT_SCHEMA, AuditEvent, AuditResult};

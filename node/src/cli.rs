@@ -1,0 +1,262 @@
+//! The clap command tree of `gtc`. Only this crate knows clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// gtc: deploy bundles to environments as immutable revisions and split
+/// live traffic between them.
+#[derive(Debug, Parser)]
+#[command(name = "gtc", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: TopCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopCommand {
+    /// Operator verbs: `gtc op <noun> <verb>`.
+    Op(OpArgs),
+    /// Print a shell completion script, e.g. `gtc completions bash > /etc/bash_completion.d/gtc`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// One compact JSON document on stdout (for scripts).
+    #[default]
+    Json,
+    /// Aligned columns for people.
+    Table,
+}
+
+#[derive(Debug, Args)]
+pub struct OpArgs {
+    /// Folder holding one sub-folder per environment [default: $GREENTIC_HOME/environments, else ~/.greentic/environments].
+    #[arg(long, global = true, value_name = "DIR", env = "GREENTIC_STORE_ROOT")]
+    pub store_root: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub output: OutputFormat,
+    #[command(subcommand)]
+    pub noun: Noun,
+}
+
+/// The payload of a mutating verb.
+#[derive(Debug, Args, Clone)]
+pub struct Mutation {
+    /// The verb's payload as a JSON or YAML file (chosen by extension).
+    #[arg(long, value_name = "FILE", required_unless_present = "schema")]
+    pub answers: Option<PathBuf>,
+    /// Print the JSON Schema (draft 2020-12) of the payload and exit.
+    #[arg(long)]
+    pub schema: bool,
+}
+
+/// The payload of a verb whose payload is optional (`env init`).
+#[derive(Debug, Args, Clone)]
+pub struct OptionalMutation {
+    /// The verb's payload as a JSON or YAML file (optional).
+    #[arg(long, value_name = "FILE")]
+    pub answers: Option<PathBuf>,
+    /// Print the JSON Schema (draft 2020-12) of the payload and exit.
+    #[arg(long)]
+    pub schema: bool,
+}
+
+/// `--check` or `--apply`, exactly one.
+#[derive(Debug, Args, Clone)]
+#[group(required = true, multiple = false)]
+pub struct CheckOrApply {
+    /// Report what would change; change nothing.
+    #[arg(long)]
+    pub check: bool,
+    /// Make the change (re-checks first).
+    #[arg(long)]
+    pub apply: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Noun {
+    /// Environments: the places bundles are deployed to.
+    #[command(subcommand)]
+    Env(EnvVerb),
+    /// Env-pack bindings of an environment's capability slots.
+    #[command(name = "env-packs", subcommand)]
+    EnvPacks(PacksVerb),
+    /// Bundle deployments: which bundle runs for which customer on which routes.
+    #[command(subcommand)]
+    Bundles(BundlesVerb),
+    /// Revisions: immutable versions of a deployment and their lifecycle.
+    #[command(subcommand)]
+    Revisions(RevisionsVerb),
+    /// Traffic splits between ready revisions.
+    #[command(subcommand)]
+    Traffic(TrafficVerb),
+    /// Host configuration and pack answers of an environment.
+    #[command(subcommand)]
+    Config(ConfigVerb),
+    /// Deployer credentials (not implemented yet).
+    #[command(subcommand)]
+    Credentials(CredentialsVerb),
+    /// Secrets of an environment.
+    #[command(subcommand)]
+    Secrets(SecretsVerb),
+}
+
+/// A positional environment id for read verbs.
+#[derive(Debug, Args, Clone)]
+pub struct EnvArg {
+    /// Environment id, e.g. `local`.
+    pub env: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvVerb {
+    /// Create the `local` environment with the default env-packs, or fill in missing slots.
+    Init(OptionalMutation),
+    /// Create an environment.
+    Create(Mutation),
+    /// Change an environment's name or host configuration.
+    Update(Mutation),
+    /// List environments.
+    List,
+    /// Show one environment in full.
+    Show(EnvArg),
+    /// Check an environment: validation, env-packs, audit chain.
+    Doctor(EnvArg),
+    /// Destroy an environment (its folder is kept aside under .destroyed/).
+    Destroy {
+        #[command(flatten)]
+        mutation: Mutation,
+        /// Required: destroying is not undoable from the CLI.
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Write a backup of an environment's state with an integrity digest.
+    Backup(Mutation),
+    /// List the backups of an environment.
+    Backups(EnvArg),
+    /// Restore an environment from one of its backups.
+    Restore(Mutation),
+    /// Merge the legacy `dev` environment's env-packs into a target.
+    #[command(name = "migrate-dev")]
+    MigrateDev {
+        #[command(flatten)]
+        mutation: Mutation,
+        #[command(flatten)]
+        mode: CheckOrApply,
+    },
+    /// Move the legacy `state/deploy/` tree aside.
+    #[command(name = "migrate-state")]
+    MigrateState {
+        #[command(flatten)]
+        mutation: Mutation,
+        #[command(flatten)]
+        mode: CheckOrApply,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PacksVerb {
+    /// Bind an env-pack into an empty slot.
+    Add(Mutation),
+    /// Replace a slot's binding (the previous one is kept for rollback).
+    Update(Mutation),
+    /// Unbind a slot.
+    Remove(Mutation),
+    /// Restore a slot's previous binding.
+    Rollback(Mutation),
+    /// List an environment's bindings.
+    List(EnvArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundlesVerb {
+    /// Add a bundle deployment.
+    Add(Mutation),
+    /// Change a deployment's status, routes, revenue share or overrides.
+    Update(Mutation),
+    /// Remove a deployment whose revisions are all archived.
+    Remove(Mutation),
+    /// List an environment's deployments.
+    List(EnvArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RevisionsVerb {
+    /// Freeze a new revision of a deployment.
+    Stage(Mutation),
+    /// Start a revision and make it ready (staged or failed → ready).
+    Warm(Mutation),
+    /// Stop sending new requests to a revision (ready → draining).
+    Drain(Mutation),
+    /// Archive a revision that serves no traffic.
+    Archive(Mutation),
+    /// List an environment's revisions.
+    List {
+        #[command(flatten)]
+        env: EnvArg,
+        /// Only revisions of this deployment.
+        #[arg(long)]
+        deployment: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrafficVerb {
+    /// Set a deployment's split (weights in bps or percent; `LATEST` follows the newest ready revision).
+    Set(Mutation),
+    /// Show traffic splits.
+    Show {
+        #[command(flatten)]
+        env: EnvArg,
+        /// Only the split of this deployment.
+        #[arg(long)]
+        deployment: Option<String>,
+    },
+    /// Undo the last `traffic set` of a deployment.
+    Rollback(Mutation),
+    /// Remove a deployment's split (it stops serving).
+    Clear(Mutation),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigVerb {
+    /// Show host configuration, bindings and which pack answers exist.
+    Show {
+        #[command(flatten)]
+        env: EnvArg,
+        /// Only this slot's pack answers.
+        #[arg(long)]
+        slot: Option<String>,
+    },
+    /// Change host configuration (same payload as `env update`).
+    Set(Mutation),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialsVerb {
+    /// Check deployer credentials against the deployer's requirements (not implemented yet).
+    Requirements(Mutation),
+    /// Generate least-privilege credentials from an admin credential (not implemented yet).
+    Bootstrap(Mutation),
+    /// Rotate deployer credentials (not implemented yet).
+    Rotate(Mutation),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsVerb {
+    /// Show the secrets namespace and backend of an environment.
+    List(EnvArg),
+    /// Store a secret (not implemented yet).
+    Put(Mutation),
+    /// Read a secret (not implemented yet).
+    Get(Mutation),
+    /// Rotate a secret (not implemented yet).
+    Rotate(Mutation),
+}

@@ -1,0 +1,271 @@
+//! Everything a verb needs from the outside world: the store, the operator's
+//! identity, the policy and the env-pack registry. The clock and id minting
+//! live here too, so `deploy` stays pure.
+
+use std::path::{Path, PathBuf};
+
+use deploy::apply::event_for;
+use deploy::audit::{AUDIT_SCHEMA, Actor, AuditEvent, AuditResult, Authorization, Decision};
+use deploy::command::{Command, CommandEnvelope, MintedIds};
+use deploy::error::ErrorKind;
+use deploy::ids::{EnvId, EventId};
+use deploy::policy::{POLICY_SCHEMA, Policy, authorize};
+use deploy::state::EnvironmentState;
+use packs::EnvPackRegistry;
+use store::{EnvironmentStore, LocalFsStore};
+
+use crate::error::CliError;
+use crate::output::Report;
+
+/// Name of the policy file in the store root.
+pub const POLICY_FILE: &str = "policy.json";
+
+/// The operator's session.
+pub struct Context {
+    pub store: LocalFsStore,
+    pub home: PathBuf,
+    pub actor: Actor,
+    pub registry: EnvPackRegistry,
+}
+
+/// `GREENTIC_HOME`, else `~/.greentic`.
+pub fn greentic_home() -> Result<PathBuf, CliError> {
+    if let Some(home) = std::env::var_os("GREENTIC_HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(home));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|home| Path::new(&home).join(".greentic"))
+        .ok_or_else(|| {
+            CliError::new(
+                ErrorKind::InvalidArgument,
+                "neither GREENTIC_HOME nor HOME is set; set GREENTIC_HOME to the folder that should hold gtc's state",
+            )
+        })
+}
+
+fn local_actor() -> Actor {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .ok()
+        .filter(|u| !u.is_empty());
+    // /proc/self belongs to the process's effective uid on Linux.
+    #[cfg(unix)]
+    let uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+    };
+    #[cfg(not(unix))]
+    let uid = None;
+    Actor::local_user(user, uid)
+}
+
+impl Context {
+    /// Opens the store at `store_root`, or under `GREENTIC_HOME`.
+    pub fn open(store_root: Option<PathBuf>) -> Result<Self, CliError> {
+        let home = greentic_home()?;
+        let root = store_root.unwrap_or_else(|| home.join("environments"));
+        Ok(Self {
+            store: LocalFsStore::open(root)?,
+            home,
+            actor: local_actor(),
+            registry: packs::with_builtins(),
+        })
+    }
+
+    fn policy(&self) -> Result<Option<Policy>, String> {
+        let path = self.store.root().join(POLICY_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(format!(
+                    "cannot read policy file {}: {error}",
+                    path.display()
+                ));
+            }
+        };
+        let policy: Policy = serde_json::from_str(&text)
+            .map_err(|error| format!("policy file {} is invalid: {error}", path.display()))?;
+        if policy.schema != POLICY_SCHEMA {
+            return Err(format!(
+                "policy file {} has schema {:?}; expected {POLICY_SCHEMA:?}",
+                path.display(),
+                policy.schema
+            ));
+        }
+        Ok(Some(policy))
+    }
+
+    /// The authorization decision for changing `env`; fails closed when the
+    /// policy file cannot be read.
+    pub fn authorize(&self, env: &EnvId) -> Authorization {
+        match self.policy() {
+            Ok(policy) => authorize(policy.as_ref(), &self.actor, env),
+            Err(_) if env.is_local() => authorize(None, &self.actor, env),
+            Err(reason) => Authorization {
+                decision: Decision::Deny,
+                policy: "policy-file".to_owned(),
+                reason,
+            },
+        }
+    }
+
+    /// Wraps `command` with the time, the operator, the decision and fresh ids.
+    pub fn envelope(&self, command: Command) -> CommandEnvelope {
+        let authorization = self.authorize(&command.env_id());
+        CommandEnvelope {
+            at: chrono::Utc::now(),
+            actor: self.actor.clone(),
+            authorization,
+            minted: MintedIds {
+                event_id: EventId::from_ulid(ulid::Ulid::new()),
+                object_id: ulid::Ulid::new(),
+            },
+            command,
+        }
+    }
+
+    fn denial(&self, authorization: &Authorization) -> CliError {
+        CliError::new(
+            ErrorKind::Unauthorized,
+            format!(
+                "{}; grant it in {} (schema {POLICY_SCHEMA}, e.g. {{\"schema\":\"{POLICY_SCHEMA}\",\"grants\":[{{\"environment_id\":\"prod-eu\",\"users\":[\"{}\"]}}]}})",
+                authorization.reason,
+                self.store.root().join(POLICY_FILE).display(),
+                self.actor.display_name()
+            ),
+        )
+    }
+
+    /// Authorizes, applies and persists `command`; every outcome is audited.
+    pub fn submit(&self, command: Command) -> Result<Report, CliError> {
+        let (noun, verb) = (command.noun(), command.verb());
+        let envelope = self.envelope(command);
+        if envelope.authorization.decision == Decision::Deny {
+            let error = self.denial(&envelope.authorization);
+            self.record_refusal(&envelope, &error)?;
+            return Err(error);
+        }
+        let submitted = self.store.submit(&envelope)?;
+        let applied = submitted.applied;
+        let mut report = Report::new(noun, verb, applied.result);
+        report.generation = submitted.generation;
+        report.idempotency = match (applied.replayed, applied.changed) {
+            (true, _) => Some("replayed"),
+            (false, true) => Some("applied"),
+            (false, false) => Some("unchanged"),
+        };
+        Ok(report)
+    }
+
+    /// Audits a refusal decided at the edge (before `apply`) and returns it.
+    pub fn refuse(&self, command: Command, error: CliError) -> CliError {
+        let envelope = self.envelope(command);
+        match self.record_refusal(&envelope, &error) {
+            Ok(()) => error,
+            Err(audit) => audit,
+        }
+    }
+
+    fn record_refusal(&self, envelope: &CommandEnvelope, error: &CliError) -> Result<(), CliError> {
+        let event = event_for(
+            envelope,
+            None,
+            None,
+            false,
+            AuditResult::Error {
+                kind: error.kind.as_str().to_owned(),
+                message: error.message.clone(),
+            },
+        );
+        self.store.record(event).map_err(|audit| {
+            CliError::new(
+                ErrorKind::Audit,
+                format!(
+                    "{} (and its audit event could not be written: {audit})",
+                    error.message
+                ),
+            )
+        })
+    }
+
+    /// Audits a verb that does not go through `apply` (backups, migrations,
+    /// not-yet-implemented verbs). Fails closed: an unwritable audit log
+    /// fails the verb.
+    pub fn audit_edge(
+        &self,
+        env: &EnvId,
+        noun: &str,
+        verb: &str,
+        target: serde_json::Value,
+        result: AuditResult,
+    ) -> Result<Authorization, CliError> {
+        let authorization = self.authorize(env);
+        let result = if authorization.decision == Decision::Deny {
+            AuditResult::Error {
+                kind: ErrorKind::Unauthorized.as_str().to_owned(),
+                message: authorization.reason.clone(),
+            }
+        } else {
+            result
+        };
+        let event = AuditEvent {
+            schema: AUDIT_SCHEMA.to_owned(),
+            event_id: EventId::from_ulid(ulid::Ulid::new()),
+            ts: chrono::Utc::now(),
+            actor: self.actor.clone(),
+            env_id: env.to_string(),
+            noun: noun.to_owned(),
+            verb: verb.to_owned(),
+            target,
+            previous_generation: None,
+            new_generation: None,
+            idempotency_key: None,
+            replayed: false,
+            authorization: authorization.clone(),
+            result,
+            prev_hash: String::new(),
+        };
+        self.store.record(event).map_err(|error| {
+            CliError::new(
+                ErrorKind::Audit,
+                format!("the audit event could not be written: {error}"),
+            )
+        })?;
+        if authorization.decision == Decision::Deny {
+            return Err(self.denial(&authorization));
+        }
+        Ok(authorization)
+    }
+
+    /// Parses a positional environment id and loads it.
+    pub fn load(&self, env: &str) -> Result<EnvironmentState, CliError> {
+        let env_id = parse_env(env)?;
+        self.store
+            .load(&env_id)?
+            .ok_or_else(|| self.missing(&env_id))
+    }
+
+    /// The error for an environment that does not exist.
+    pub fn missing(&self, env_id: &EnvId) -> CliError {
+        CliError::new(
+            ErrorKind::NotFound,
+            format!(
+                "environment {env_id} does not exist in {}; {}",
+                self.store.root().display(),
+                if env_id.is_local() {
+                    "create it with `gtc op env init`"
+                } else {
+                    "create it with `gtc op env create`"
+                }
+            ),
+        )
+    }
+}
+
+/// Parses a positional environment id with a clear error.
+pub fn parse_env(text: &str) -> Result<EnvId, CliError> {
+    text.parse::<EnvId>()
+        .map_err(|error| CliError::invalid(error.to_string()).with_field("environment_id"))
+}

@@ -1,0 +1,95 @@
+//! Errors as the operator sees them: a stable kind, a message that names
+//! what was wrong and how to fix it, and an exit code.
+
+use deploy::error::{ApplyError, ErrorKind};
+use serde_json::json;
+use store::{StoreError, SubmitError};
+
+/// Exit code of a failed verb.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code of a verb that is not implemented yet (and of usage errors).
+pub const EXIT_NOT_IMPLEMENTED: i32 = 2;
+
+/// A failure reported at the binary's edge.
+#[derive(Debug, Clone)]
+pub struct CliError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The payload field the error is about (`entries[1].weight_bps`).
+    pub field: Option<String>,
+}
+
+impl CliError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        let field = field.into();
+        if !field.is_empty() && field != "." {
+            self.field = Some(field);
+        }
+        self
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidArgument, message)
+    }
+
+    pub fn not_yet_implemented(noun: &str, verb: &str, issue: &str) -> Self {
+        Self::new(
+            ErrorKind::NotYetImplemented,
+            format!(
+                "`gtc op {noun} {verb}` is not implemented yet: its runtime arrives with {issue}; nothing was changed"
+            ),
+        )
+    }
+
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        if self.kind == ErrorKind::NotYetImplemented {
+            EXIT_NOT_IMPLEMENTED
+        } else {
+            EXIT_FAILURE
+        }
+    }
+
+    /// The `error` object of the JSON output.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut value = json!({"kind": self.kind.as_str(), "message": self.message});
+        if let Some(field) = &self.field {
+            value["field"] = json!(field);
+        }
+        value
+    }
+}
+
+impl From<ApplyError> for CliError {
+    fn from(error: ApplyError) -> Self {
+        let field = error.field().map(str::to_owned);
+        let mut cli = CliError::new(error.kind(), error.to_string());
+        cli.field = field;
+        cli
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(error: StoreError) -> Self {
+        CliError::new(error.kind(), error.to_string())
+    }
+}
+
+impl From<SubmitError> for CliError {
+    fn from(error: SubmitError) -> Self {
+        match error {
+            SubmitError::Refused(error) | SubmitError::CommittedFailure { error, .. } => {
+                error.into()
+            }
+            other => CliError::new(other.kind(), other.to_string()),
+        }
+    }
+}

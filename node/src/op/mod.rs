@@ -1,0 +1,251 @@
+//! `gtc op <noun> <verb>`: turns parsed arguments into commands for the
+//! store, or into reads of it.
+
+mod env;
+mod objects;
+
+use std::path::Path;
+
+use deploy::audit::AuditResult;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::answers::read_answers;
+use crate::cli::{
+    BundlesVerb, ConfigVerb, CredentialsVerb, EnvVerb, Mutation, Noun, OpArgs, PacksVerb,
+    RevisionsVerb, SecretsVerb, TrafficVerb,
+};
+use crate::context::Context;
+use crate::error::CliError;
+use crate::output::Report;
+
+/// What `run` returns: a report to print, or a schema to print as is.
+pub enum Outcome {
+    Report(Report),
+    Schema(serde_json::Value),
+}
+
+/// The noun and verb names of a parsed command, for output and errors.
+pub fn names(noun: &Noun) -> (&'static str, &'static str) {
+    match noun {
+        Noun::Env(verb) => (
+            "env",
+            match verb {
+                EnvVerb::Init(_) => "init",
+                EnvVerb::Create(_) => "create",
+                EnvVerb::Update(_) => "update",
+                EnvVerb::List => "list",
+                EnvVerb::Show(_) => "show",
+                EnvVerb::Doctor(_) => "doctor",
+                EnvVerb::Destroy { .. } => "destroy",
+                EnvVerb::Backup(_) => "backup",
+                EnvVerb::Backups(_) => "backups",
+                EnvVerb::Restore(_) => "restore",
+                EnvVerb::MigrateDev { .. } => "migrate-dev",
+                EnvVerb::MigrateState { .. } => "migrate-state",
+            },
+        ),
+        Noun::EnvPacks(verb) => (
+            "env-packs",
+            match verb {
+                PacksVerb::Add(_) => "add",
+                PacksVerb::Update(_) => "update",
+                PacksVerb::Remove(_) => "remove",
+                PacksVerb::Rollback(_) => "rollback",
+                PacksVerb::List(_) => "list",
+            },
+        ),
+        Noun::Bundles(verb) => (
+            "bundles",
+            match verb {
+                BundlesVerb::Add(_) => "add",
+                BundlesVerb::Update(_) => "update",
+                BundlesVerb::Remove(_) => "remove",
+                BundlesVerb::List(_) => "list",
+            },
+        ),
+        Noun::Revisions(verb) => (
+            "revisions",
+            match verb {
+                RevisionsVerb::Stage(_) => "stage",
+                RevisionsVerb::Warm(_) => "warm",
+                RevisionsVerb::Drain(_) => "drain",
+                RevisionsVerb::Archive(_) => "archive",
+                RevisionsVerb::List { .. } => "list",
+            },
+        ),
+        Noun::Traffic(verb) => (
+            "traffic",
+            match verb {
+                TrafficVerb::Set(_) => "set",
+                TrafficVerb::Show { .. } => "show",
+                TrafficVerb::Rollback(_) => "rollback",
+                TrafficVerb::Clear(_) => "clear",
+            },
+        ),
+        Noun::Config(verb) => (
+            "config",
+            match verb {
+                ConfigVerb::Show { .. } => "show",
+                ConfigVerb::Set(_) => "set",
+            },
+        ),
+        Noun::Credentials(verb) => (
+            "credentials",
+            match verb {
+                CredentialsVerb::Requirements(_) => "requirements",
+                CredentialsVerb::Bootstrap(_) => "bootstrap",
+                CredentialsVerb::Rotate(_) => "rotate",
+            },
+        ),
+        Noun::Secrets(verb) => (
+            "secrets",
+            match verb {
+                SecretsVerb::List(_) => "list",
+                SecretsVerb::Put(_) => "put",
+                SecretsVerb::Get(_) => "get",
+                SecretsVerb::Rotate(_) => "rotate",
+            },
+        ),
+    }
+}
+
+/// Runs one operator verb.
+pub fn run(args: OpArgs) -> Result<Outcome, CliError> {
+    let (noun_name, verb_name) = names(&args.noun);
+    // `--schema` never touches the store, so it works without GREENTIC_HOME.
+    if let Some(schema) = schema_request(&args.noun) {
+        return Ok(Outcome::Schema(schema));
+    }
+    let context = Context::open(args.store_root)?;
+    let report = match args.noun {
+        Noun::Env(verb) => env::run(&context, verb)?,
+        Noun::EnvPacks(verb) => objects::packs(&context, verb)?,
+        Noun::Bundles(verb) => objects::bundles(&context, verb)?,
+        Noun::Revisions(verb) => objects::revisions(&context, verb)?,
+        Noun::Traffic(verb) => objects::traffic(&context, verb)?,
+        Noun::Config(verb) => objects::config(&context, verb)?,
+        Noun::Credentials(verb) => objects::credentials(&context, verb)?,
+        Noun::Secrets(verb) => objects::secrets(&context, verb)?,
+    };
+    debug_assert_eq!((report.noun, report.verb), (noun_name, verb_name));
+    Ok(Outcome::Report(report))
+}
+
+fn schema_of<T: JsonSchema>(mutation: &Mutation) -> Option<serde_json::Value> {
+    mutation.schema.then(deploy::schema::schema_for::<T>)
+}
+
+/// The schema a `--schema` flag asks for, if any.
+fn schema_request(noun: &Noun) -> Option<serde_json::Value> {
+    use deploy::command::*;
+    match noun {
+        Noun::Env(verb) => match verb {
+            EnvVerb::Init(m) => m.schema.then(deploy::schema::schema_for::<EnvInitAnswers>),
+            EnvVerb::Create(m) => schema_of::<EnvCreateAnswers>(m),
+            EnvVerb::Update(m) => schema_of::<EnvUpdateAnswers>(m),
+            EnvVerb::Destroy { mutation, .. } | EnvVerb::Backup(mutation) => {
+                schema_of::<EnvTargetAnswers>(mutation)
+            }
+            EnvVerb::MigrateDev { mutation, .. } => schema_of::<EnvTargetAnswers>(mutation),
+            EnvVerb::Restore(m) => schema_of::<EnvRestoreAnswers>(m),
+            EnvVerb::MigrateState { mutation, .. } => schema_of::<EnvMigrateStateAnswers>(mutation),
+            EnvVerb::List | EnvVerb::Show(_) | EnvVerb::Doctor(_) | EnvVerb::Backups(_) => None,
+        },
+        Noun::EnvPacks(verb) => match verb {
+            PacksVerb::Add(m) | PacksVerb::Update(m) => schema_of::<PackBindAnswers>(m),
+            PacksVerb::Remove(m) | PacksVerb::Rollback(m) => schema_of::<PackSlotAnswers>(m),
+            PacksVerb::List(_) => None,
+        },
+        Noun::Bundles(verb) => match verb {
+            BundlesVerb::Add(m) => schema_of::<BundleAddAnswers>(m),
+            BundlesVerb::Update(m) => schema_of::<BundleUpdateAnswers>(m),
+            BundlesVerb::Remove(m) => schema_of::<DeploymentAnswers>(m),
+            BundlesVerb::List(_) => None,
+        },
+        Noun::Revisions(verb) => match verb {
+            RevisionsVerb::Stage(m) => schema_of::<RevisionStageAnswers>(m),
+            RevisionsVerb::Warm(m) | RevisionsVerb::Drain(m) | RevisionsVerb::Archive(m) => {
+                schema_of::<RevisionAnswers>(m)
+            }
+            RevisionsVerb::List { .. } => None,
+        },
+        Noun::Traffic(verb) => match verb {
+            TrafficVerb::Set(m) => schema_of::<TrafficSetAnswers>(m),
+            TrafficVerb::Rollback(m) | TrafficVerb::Clear(m) => schema_of::<DeploymentAnswers>(m),
+            TrafficVerb::Show { .. } => None,
+        },
+        Noun::Config(verb) => match verb {
+            ConfigVerb::Set(m) => schema_of::<EnvUpdateAnswers>(m),
+            ConfigVerb::Show { .. } => None,
+        },
+        Noun::Credentials(verb) => match verb {
+            CredentialsVerb::Requirements(m) => schema_of::<EnvTargetAnswers>(m),
+            CredentialsVerb::Bootstrap(m) | CredentialsVerb::Rotate(m) => {
+                schema_of::<CredentialsBootstrapAnswers>(m)
+            }
+        },
+        Noun::Secrets(verb) => match verb {
+            SecretsVerb::Put(m) => schema_of::<SecretPutAnswers>(m),
+            SecretsVerb::Get(m) | SecretsVerb::Rotate(m) => schema_of::<SecretPathAnswers>(m),
+            SecretsVerb::List(_) => None,
+        },
+    }
+}
+
+/// Reads the payload of a mutating verb (`--answers` is required by clap
+/// unless `--schema` was given, which `run` handled already).
+pub fn answers<T: DeserializeOwned>(
+    mutation: &Mutation,
+    noun: &str,
+    verb: &str,
+) -> Result<T, CliError> {
+    let path = mutation.answers.as_deref().ok_or_else(|| {
+        CliError::invalid(format!(
+            "`gtc op {noun} {verb}` needs --answers FILE (see --schema)"
+        ))
+    })?;
+    read_answers(path, noun, verb)
+}
+
+/// Reads an optional payload.
+pub fn optional_answers<T: DeserializeOwned + Default>(
+    path: Option<&Path>,
+    noun: &str,
+    verb: &str,
+) -> Result<T, CliError> {
+    match path {
+        Some(path) => read_answers(path, noun, verb),
+        None => Ok(T::default()),
+    }
+}
+
+/// Answers a verb whose runtime belongs to a later issue: the payload is
+/// parsed and checked, the attempt is audited, and the verb fails with
+/// `not-yet-implemented` (exit code 2).
+pub fn not_yet_implemented(
+    context: &Context,
+    env: &deploy::ids::EnvId,
+    noun: &'static str,
+    verb: &'static str,
+    target: serde_json::Value,
+    issue: &str,
+) -> Result<Report, CliError> {
+    let error = CliError::not_yet_implemented(noun, verb, issue);
+    context.audit_edge(
+        env,
+        noun,
+        verb,
+        target,
+        AuditResult::NotYetImplemented {
+            detail: error.message.clone(),
+        },
+    )?;
+    Err(error)
+}
+
+/// A `{environment_id, …}` view for list outputs.
+pub fn listing(env: &deploy::ids::EnvId, key: &str, items: serde_json::Value) -> serde_json::Value {
+    json!({"environment_id": env, key: items})
+}

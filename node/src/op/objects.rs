@@ -1,0 +1,371 @@
+//! `gtc op env-packs|bundles|revisions|traffic|config|credentials|secrets …`
+
+use deploy::command::{
+    BundleAddAnswers, BundleUpdateAnswers, Command, CredentialsBootstrapAnswers, DeploymentAnswers,
+    EnvTargetAnswers, EnvUpdateAnswers, PackBindAnswers, PackSlotAnswers, RevisionAnswers,
+    RevisionStageAnswers, SecretPathAnswers, SecretPutAnswers, TrafficSetAnswers,
+};
+use deploy::descriptor::CapabilitySlot;
+use deploy::error::ErrorKind;
+use deploy::ids::DeploymentId;
+use serde_json::json;
+
+use super::{answers, listing, not_yet_implemented};
+use crate::cli::{
+    BundlesVerb, ConfigVerb, CredentialsVerb, PacksVerb, RevisionsVerb, SecretsVerb, TrafficVerb,
+};
+use crate::context::Context;
+use crate::error::CliError;
+use crate::output::Report;
+
+/// Refuses a binding whose pack the registry cannot drive in that slot.
+fn admit_binding(
+    context: &Context,
+    answers: &PackBindAnswers,
+    command: Command,
+) -> Result<Command, CliError> {
+    match context
+        .registry
+        .resolve_for_slot(&answers.kind, answers.slot)
+    {
+        Ok(_) => Ok(command),
+        Err(error) => Err(context.refuse(
+            command,
+            CliError::invalid(error.to_string()).with_field("kind"),
+        )),
+    }
+}
+
+pub fn packs(context: &Context, verb: PacksVerb) -> Result<Report, CliError> {
+    match verb {
+        PacksVerb::Add(mutation) => {
+            let answers: PackBindAnswers = answers(&mutation, "env-packs", "add")?;
+            let command = admit_binding(context, &answers, Command::PackAdd(answers.clone()))?;
+            context.submit(command)
+        }
+        PacksVerb::Update(mutation) => {
+            let answers: PackBindAnswers = answers(&mutation, "env-packs", "update")?;
+            let command = admit_binding(context, &answers, Command::PackUpdate(answers.clone()))?;
+            context.submit(command)
+        }
+        PacksVerb::Remove(mutation) => {
+            let answers: PackSlotAnswers = answers(&mutation, "env-packs", "remove")?;
+            context.submit(Command::PackRemove(answers))
+        }
+        PacksVerb::Rollback(mutation) => {
+            let answers: PackSlotAnswers = answers(&mutation, "env-packs", "rollback")?;
+            context.submit(Command::PackRollback(answers))
+        }
+        PacksVerb::List(env) => {
+            let state = context.load(&env.env)?;
+            let environment = &state.environment;
+            let rows: Vec<_> = environment
+                .packs
+                .iter()
+                .map(|b| {
+                    json!({
+                        "slot": b.slot,
+                        "kind": b.kind,
+                        "pack_ref": b.pack_ref,
+                        "generation": b.generation,
+                        "has_previous": b.previous.is_some(),
+                    })
+                })
+                .collect();
+            Ok(Report::new(
+                "env-packs",
+                "list",
+                listing(state.env_id(), "packs", json!(rows)),
+            ))
+        }
+    }
+}
+
+pub fn bundles(context: &Context, verb: BundlesVerb) -> Result<Report, CliError> {
+    match verb {
+        BundlesVerb::Add(mutation) => {
+            let answers: BundleAddAnswers = answers(&mutation, "bundles", "add")?;
+            context.submit(Command::BundleAdd(answers))
+        }
+        BundlesVerb::Update(mutation) => {
+            let answers: BundleUpdateAnswers = answers(&mutation, "bundles", "update")?;
+            context.submit(Command::BundleUpdate(answers))
+        }
+        BundlesVerb::Remove(mutation) => {
+            let answers: DeploymentAnswers = answers(&mutation, "bundles", "remove")?;
+            context.submit(Command::BundleRemove(answers))
+        }
+        BundlesVerb::List(env) => {
+            let state = context.load(&env.env)?;
+            let rows: Vec<_> = state
+                .environment
+                .bundles
+                .iter()
+                .map(deploy::apply::bundle_summary)
+                .collect();
+            Ok(Report::new(
+                "bundles",
+                "list",
+                listing(state.env_id(), "bundles", json!(rows)),
+            ))
+        }
+    }
+}
+
+fn parse_deployment(text: Option<&str>) -> Result<Option<DeploymentId>, CliError> {
+    text.map(|t| {
+        t.parse::<DeploymentId>()
+            .map_err(|error| CliError::invalid(error.to_string()).with_field("deployment"))
+    })
+    .transpose()
+}
+
+pub fn revisions(context: &Context, verb: RevisionsVerb) -> Result<Report, CliError> {
+    let transition = |mutation, verb: &'static str, make: fn(RevisionAnswers) -> Command| {
+        let answers: RevisionAnswers = answers(&mutation, "revisions", verb)?;
+        context.submit(make(answers))
+    };
+    match verb {
+        RevisionsVerb::Stage(mutation) => {
+            let answers: RevisionStageAnswers = answers(&mutation, "revisions", "stage")?;
+            context.submit(Command::RevisionStage(answers))
+        }
+        RevisionsVerb::Warm(mutation) => transition(mutation, "warm", Command::RevisionWarm),
+        RevisionsVerb::Drain(mutation) => transition(mutation, "drain", Command::RevisionDrain),
+        RevisionsVerb::Archive(mutation) => {
+            transition(mutation, "archive", Command::RevisionArchive)
+        }
+        RevisionsVerb::List { env, deployment } => {
+            let state = context.load(&env.env)?;
+            let deployment = parse_deployment(deployment.as_deref())?;
+            let rows: Vec<_> = state
+                .environment
+                .revisions
+                .iter()
+                .filter(|r| deployment.is_none_or(|d| r.deployment_id == d))
+                .map(|r| json!(r.summary()))
+                .collect();
+            Ok(Report::new(
+                "revisions",
+                "list",
+                listing(state.env_id(), "revisions", json!(rows)),
+            ))
+        }
+    }
+}
+
+pub fn traffic(context: &Context, verb: TrafficVerb) -> Result<Report, CliError> {
+    match verb {
+        TrafficVerb::Set(mutation) => {
+            let answers: TrafficSetAnswers = answers(&mutation, "traffic", "set")?;
+            context.submit(Command::TrafficSet(answers))
+        }
+        TrafficVerb::Rollback(mutation) => {
+            let answers: DeploymentAnswers = answers(&mutation, "traffic", "rollback")?;
+            context.submit(Command::TrafficRollback(answers))
+        }
+        TrafficVerb::Clear(mutation) => {
+            let answers: DeploymentAnswers = answers(&mutation, "traffic", "clear")?;
+            context.submit(Command::TrafficClear(answers))
+        }
+        TrafficVerb::Show { env, deployment } => {
+            let state = context.load(&env.env)?;
+            let deployment = parse_deployment(deployment.as_deref())?;
+            if let Some(id) = deployment {
+                state.environment.deployment(id).ok_or_else(|| {
+                    CliError::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "deployment {id} does not exist in environment {}",
+                            state.env_id()
+                        ),
+                    )
+                })?;
+            }
+            let splits: Vec<_> = state
+                .environment
+                .traffic_splits
+                .iter()
+                .filter(|s| deployment.is_none_or(|d| s.deployment_id == d))
+                .map(deploy::apply::split_view)
+                .collect();
+            Ok(Report::new(
+                "traffic",
+                "show",
+                listing(state.env_id(), "splits", json!(splits)),
+            ))
+        }
+    }
+}
+
+fn parse_slot(text: &str) -> Result<CapabilitySlot, CliError> {
+    serde_json::from_value(json!(text)).map_err(|_| {
+        CliError::invalid(format!(
+            "unknown slot {text:?}; slots are deployer, secrets, telemetry, sessions, state, revocation"
+        ))
+        .with_field("slot")
+    })
+}
+
+pub fn config(context: &Context, verb: ConfigVerb) -> Result<Report, CliError> {
+    match verb {
+        ConfigVerb::Set(mutation) => {
+            let answers: EnvUpdateAnswers = answers(&mutation, "config", "set")?;
+            let mut report = context.submit(Command::EnvUpdate(answers))?;
+            report.noun = "config";
+            report.verb = "set";
+            Ok(report)
+        }
+        ConfigVerb::Show { env, slot } => {
+            let state = context.load(&env.env)?;
+            let slot = slot.as_deref().map(parse_slot).transpose()?;
+            let environment = &state.environment;
+            let env_dir = context.store.env_dir(state.env_id());
+            let mut pack_answers = serde_json::Map::new();
+            for binding in environment
+                .packs
+                .iter()
+                .filter(|b| slot.is_none_or(|s| b.slot == s))
+            {
+                let relative = binding
+                    .answers_ref
+                    .clone()
+                    .unwrap_or_else(|| format!("env-packs/{}/answers.json", binding.slot));
+                // Only key names are shown: answers may hold secret values.
+                let keys: Option<Vec<String>> = std::fs::read(env_dir.join(&relative))
+                    .ok()
+                    .and_then(|bytes| {
+                        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes)
+                            .ok()
+                    })
+                    .map(|map| map.keys().cloned().collect());
+                pack_answers.insert(
+                    binding.slot.to_string(),
+                    json!({"present": keys.is_some(), "keys": keys.unwrap_or_default()}),
+                );
+            }
+            let runtime = std::fs::read(env_dir.join("runtime.json"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+            Ok(Report::new(
+                "config",
+                "show",
+                json!({
+                    "environment_id": environment.environment_id,
+                    "host_config": environment.host_config,
+                    "gui_enabled": environment.host_config.gui_enabled_resolved(),
+                    "credentials_ref": environment.credentials_ref,
+                    "packs": environment.packs.iter().filter(|b| slot.is_none_or(|s| b.slot == s)).collect::<Vec<_>>(),
+                    "pack_answers": pack_answers,
+                    "runtime": runtime,
+                    "generation": state.generation,
+                    "snapshot_at": chrono::Utc::now(),
+                }),
+            ))
+        }
+    }
+}
+
+/// Where the deployer credentials flow will be built.
+const CREDENTIALS_ISSUE: &str = "the cloud deployer env-packs (credentials contract, phase C)";
+/// Where the secrets backend will be built.
+const SECRETS_ISSUE: &str = "the secrets env-pack runtime (issue #4 and later)";
+
+pub fn credentials(context: &Context, verb: CredentialsVerb) -> Result<Report, CliError> {
+    match verb {
+        CredentialsVerb::Requirements(mutation) => {
+            let answers: EnvTargetAnswers = answers(&mutation, "credentials", "requirements")?;
+            let env = answers.environment_id.clone();
+            not_yet_implemented(
+                context,
+                &env,
+                "credentials",
+                "requirements",
+                json!(answers),
+                CREDENTIALS_ISSUE,
+            )
+        }
+        CredentialsVerb::Bootstrap(mutation) => admin_credentials(context, &mutation, "bootstrap"),
+        CredentialsVerb::Rotate(mutation) => admin_credentials(context, &mutation, "rotate"),
+    }
+}
+
+fn admin_credentials(
+    context: &Context,
+    mutation: &crate::cli::Mutation,
+    verb: &'static str,
+) -> Result<Report, CliError> {
+    let answers: CredentialsBootstrapAnswers = answers(mutation, "credentials", verb)?;
+    // Admin material is never written anywhere, not even to the audit log.
+    let target = json!({
+        "environment_id": answers.environment_id,
+        "admin_profile": answers.admin_profile,
+        "bind": answers.bind,
+    });
+    not_yet_implemented(
+        context,
+        &answers.environment_id,
+        "credentials",
+        verb,
+        target,
+        CREDENTIALS_ISSUE,
+    )
+}
+
+pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError> {
+    match verb {
+        SecretsVerb::List(env) => {
+            let state = context.load(&env.env)?;
+            let backend = state
+                .environment
+                .binding(CapabilitySlot::Secrets)
+                .map(|b| b.kind.to_string());
+            Ok(Report::new(
+                "secrets",
+                "list",
+                json!({
+                    "environment_id": state.env_id(),
+                    "namespace": format!("secret://{}/", state.env_id()),
+                    "backend": backend,
+                }),
+            ))
+        }
+        SecretsVerb::Put(mutation) => {
+            let answers: SecretPutAnswers = answers(&mutation, "secrets", "put")?;
+            // The value is never audited, only the path.
+            let target = json!({"environment_id": answers.environment_id, "path": answers.path});
+            not_yet_implemented(
+                context,
+                &answers.environment_id,
+                "secrets",
+                "put",
+                target,
+                SECRETS_ISSUE,
+            )
+        }
+        SecretsVerb::Get(mutation) => {
+            let answers: SecretPathAnswers = answers(&mutation, "secrets", "get")?;
+            let env = answers.environment_id.clone();
+            not_yet_implemented(
+                context,
+                &env,
+                "secrets",
+                "get",
+                json!(answers),
+                SECRETS_ISSUE,
+            )
+        }
+        SecretsVerb::Rotate(mutation) => {
+            let answers: SecretPathAnswers = answers(&mutation, "secrets", "rotate")?;
+            let env = answers.environment_id.clone();
+            not_yet_implemented(
+                context,
+                &env,
+                "secrets",
+                "rotate",
+                json!(answers),
+                SECRETS_ISSUE,
+            )
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! The real `gtc` binary in a temporary GREENTIC_HOME.
+
+mod common;
+
+use common::{Home, id};
+use serde_json::json;
+
+/// Adds a bundle, stages two revisions and warms both; returns
+/// (deployment, v1, v2).
+fn two_ready_revisions(home: &Home) -> (String, String, String) {
+    home.ok("env", "init", json!({}));
+    let deployment = id(
+        &home.ok(
+            "bundles",
+            "add",
+            json!({"environment_id": "local", "bundle_id": "shop", "route_binding": {"path_prefixes": ["/shop"]}}),
+        ),
+        "deployment_id",
+    );
+    let stage = json!({"environment_id": "local", "deployment_id": deployment});
+    let v1 = id(&home.ok("revisions", "stage", stage.clone()), "revision_id");
+    let v2 = id(&home.ok("revisions", "stage", stage), "revision_id");
+    for revision in [&v1, &v2] {
+        let warmed = home.ok(
+            "revisions",
+            "warm",
+            json!({"environment_id": "local", "revision_id": revision}),
+        );
+        assert_eq!(warmed["lifecycle"], "ready");
+    }
+    (deployment, v1, v2)
+}
+
+#[test]
+fn the_operator_journey_end_to_end() {
+    // Proves: init twice, create env, add bundle, stage two revisions, warm
+    // them, 99/1 split, rollback, archive refusal while referenced, drain,
+    // archive, all through the real binary, with every change audited.
+    let home = Home::new();
+    let first = home.gtc(&["op", "env", "init"]);
+    assert_eq!(first.code, 0);
+    assert_eq!(first.stdout["result"]["outcome"], "created");
+    let audit_after_init = home.audit_lines("local").len();
+    let second = home.gtc(&["op", "env", "init"]);
+    assert_eq!(second.stdout["result"]["outcome"], "untouched");
+    assert_eq!(
+        home.audit_lines("local").len(),
+        audit_after_init,
+        "no audit churn"
+    );
+
+    // A second environment needs a grant; without one it is denied and audited.
+    let create =
+        json!({"environment_id": "prod-eu", "name": "Production EU", "region": "eu-west-1"});
+    let denied = home.mutate("env", "create", create.clone());
+    assert_eq!((denied.code, denied.error_kind()), (1, "unauthorized"));
+    let root_audit =
+        std::fs::read_to_string(home.root().join(".audit/events.jsonl")).expect("root audit");
+    assert!(root_audit.contains("\"decision\":\"deny\""));
+    std::fs::write(
+        home.root().join("policy.json"),
+        json!({"schema": "greentic.policy.v1", "grants": [{"environment_id": "prod-eu", "users": ["tester"]}]}).to_string(),
+    )
+    .expect("policy");
+    let created = home.ok("env", "create", create);
+    assert_eq!(created["environment_id"], "prod-eu");
+
+    let (deployment, v1, v2) = two_ready_revisions(&home);
+    let set = |key: &str, entries: serde_json::Value| {
+        home.mutate(
+            "traffic",
+            "set",
+            json!({"environment_id": "local", "deployment_id": deployment, "idempotency_key": key, "entries": entries}),
+        )
+    };
+    let all_v1 = set("k1", json!([{"revision_id": v1, "weight_percent": 100}]));
+    assert_eq!(all_v1.code, 0);
+    let split = set(
+        "k2",
+        json!([{"revision_id": v1, "weight_percent": 99}, {"revision_id": v2, "weight_bps": 100}]),
+    );
+    assert_eq!(
+        split.code,
+        0,
+        "{}",
+        String::from_utf8_lossy(&split.raw.stderr)
+    );
+    assert_eq!(split.stdout["result"]["generation"], 1);
+    assert_eq!(split.stdout["result"]["entries"][1]["weight_bps"], 100);
+    // A retried set replays the first answer.
+    let retry = set(
+        "k2",
+        json!([{"revision_id": v1, "weight_percent": 99}, {"revision_id": v2, "weight_bps": 100}]),
+    );
+    assert_eq!(retry.stdout["idempotency"], "replayed");
+    assert_eq!(retry.stdout["result"], split.stdout["result"]);
+
+    let shown = home.gtc(&[
+        "op",
+        "traffic",
+        "show",
+        "local",
+        "--deployment",
+        &deployment,
+    ]);
+    assert_eq!(shown.stdout["result"]["splits"][0]["generation"], 1);
+
+    let rolled = home.ok(
+        "traffic",
+        "rollback",
+        json!({"environment_id": "local", "deployment_id": deployment}),
+    );
+    assert_eq!(rolled["generation"], 2);
+    assert_eq!(
+        rolled["entries"],
+        json!([{"revision_id": v1, "weight_bps": 10000, "weight_percent": 100.0, "latest": false}])
+    );
+
+    let refused = home.mutate(
+        "revisions",
+        "archive",
+        json!({"environment_id": "local", "revision_id": v1}),
+    );
+    assert_eq!((refused.code, refused.error_kind()), (1, "conflict"));
+    assert!(
+        refused.error_message().contains("still sends it traffic"),
+        "{}",
+        refused.error_message()
+    );
+
+    let drained = home.ok(
+        "revisions",
+        "drain",
+        json!({"environment_id": "local", "revision_id": v2}),
+    );
+    assert_eq!(drained["lifecycle"], "draining");
+    let archived = home.ok(
+        "revisions",
+        "archive",
+        json!({"environment_id": "local", "revision_id": v2}),
+    );
+    assert_eq!(archived["lifecycle"], "archived");
+
+    let listed = home.gtc(&["op", "revisions", "list", "local"]);
+    let lifecycles: Vec<_> = listed.stdout["result"]["revisions"]
+        .as_array()
+        .expect("revisions")
+        .iter()
+        .map(|r| r["lifecycle"].as_str().expect("lifecycle").to_owned())
+        .collect();
+    assert_eq!(lifecycles, ["ready", "archived"]);
+
+    let doctor = home.gtc(&["op", "env", "doctor", "local"]);
+    assert_eq!(doctor.code, 0, "{}", doctor.stdout);
+    assert_eq!(doctor.stdout["result"]["audit"]["chain"], "ok");
+    assert_eq!(doctor.stdout["result"]["healthy"], true);
+}
+
+#[test]
+fn bad_input_is_refused_specifically_and_changes_no_state() {
+    // Proves: each kind of bad input gets its own error kind and message,
+    // a non-zero exit, and leaves every state file byte-for-byte unchanged;
+    // the audit logs only gain the refusal events of requests that reached
+    // the apply path.
+    let home = Home::new();
+    let (deployment, v1, _v2) = two_ready_revisions(&home);
+    let blog = id(
+        &home.ok("bundles", "add", json!({"environment_id": "local", "bundle_id": "blog", "route_binding": {"path_prefixes": ["/blog"]}})),
+        "deployment_id",
+    );
+    let foreign = id(
+        &home.ok(
+            "revisions",
+            "stage",
+            json!({"environment_id": "local", "deployment_id": blog}),
+        ),
+        "revision_id",
+    );
+    home.ok(
+        "revisions",
+        "warm",
+        json!({"environment_id": "local", "revision_id": foreign}),
+    );
+
+    let cases: Vec<(&str, Box<dyn Fn() -> common::Run>, &str, &str)> = vec![
+        (
+            "malformed JSON",
+            Box::new(|| {
+                let path = home.write("broken.json", "{\"environment_id\": \"local\",");
+                home.gtc(&[
+                    "op",
+                    "traffic",
+                    "set",
+                    "--answers",
+                    path.to_str().expect("path"),
+                ])
+            }),
+            "answers-parse",
+            "is not valid JSON",
+        ),
+        (
+            "unknown field",
+            Box::new(|| {
+                home.mutate("traffic", "set", json!({"environment_id": "local", "deployment_id": deployment, "idempotency_key": "u", "entries": [], "weights": 1}))
+            }),
+            "answers-parse",
+            "unknown field `weights`",
+        ),
+        (
+            "wrong schema",
+            Box::new(|| {
+                home.mutate("traffic", "set", json!({"environment_id": "local", "deployment_id": deployment, "idempotency_key": "w", "entries": [{"revision_id": v1, "weight_bps": "all"}]}))
+            }),
+            "answers-parse",
+            "entries[0].weight_bps",
+        ),
+        (
+            "weights not summing to 100%",
+            Box::new(|| {
+                home.mutate("traffic", "set", json!({"environment_id": "local", "deployment_id": deployment, "idempotency_key": "s", "entries": [{"revision_id": v1, "weight_percent": 90}]}))
+            }),
+            "invalid-argument",
+            "sum to 9000 bps (90%)",
+        ),
+        (
+            "a revision from another deployment",
+            Box::new(|| {
+                home.mutate("traffic", "set", json!({"environment_id": "local", "deployment_id": deployment, "idempotency_key": "f", "entries": [{"revision_id": foreign, "weight_percent": 100}]}))
+            }),
+            "invalid-argument",
+            "belongs to deployment",
+        ),
+        (
+            "an env id with ..",
+            Box::new(|| {
+                home.mutate(
+                    "env",
+                    "create",
+                    json!({"environment_id": "..", "name": "x"}),
+                )
+            }),
+            "answers-parse",
+            "starts with '.'",
+        ),
+        (
+            "an env id with /",
+            Box::new(|| {
+                home.mutate(
+                    "env",
+                    "create",
+                    json!({"environment_id": "a/b", "name": "x"}),
+                )
+            }),
+            "answers-parse",
+            "contains '/'",
+        ),
+        (
+            "a missing answers file",
+            Box::new(|| {
+                home.gtc(&[
+                    "op",
+                    "traffic",
+                    "set",
+                    "--answers",
+                    "/nonexistent/answers.json",
+                ])
+            }),
+            "io",
+            "cannot read answers file",
+        ),
+        (
+            "a positional env id with ..",
+            Box::new(|| home.gtc(&["op", "env", "show", "../etc"])),
+            "invalid-argument",
+            "environment id",
+        ),
+    ];
+    for (name, run, kind, message) in cases {
+        let before = home.snapshot();
+        let result = run();
+        assert_ne!(result.code, 0, "{name}: exit code");
+        assert_eq!(result.error_kind(), kind, "{name}: {}", result.stderr);
+        assert!(
+            result.error_message().contains(message),
+            "{name}: {}",
+            result.error_message()
+        );
+        let after = home.snapshot();
+        for (path, bytes) in &before {
+            let now = after
+                .get(path)
+                .unwrap_or_else(|| panic!("{name}: {} vanished", path.display()));
+            if path.ends_with("audit/events.jsonl") {
+                assert!(
+                    now.starts_with(bytes),
+                    "{name}: audit log {} was rewritten",
+                    path.display()
+                );
+                let added = String::from_utf8_lossy(&now[bytes.len()..]).into_owned();
+                assert!(
+                    added.lines().all(|l| l.contains("\"outcome\":\"error\"")),
+                    "{name}: {added}"
+                );
+            } else {
+                assert_eq!(now, bytes, "{name}: {} changed", path.display());
+            }
+        }
+        let new_files: Vec<_> = after.keys().filter(|p| !before.contains_key(*p)).collect();
+        assert!(new_files.is_empty(), "{name}: new files {new_files:?}");
+    }
+}
+
+#[test]
+fn yaml_answers_and_table_output_work() {
+    // Proves: answers may be YAML (by extension) and `--output table` prints columns.
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    let path = home.write(
+        "bundle.yaml",
+        "environment_id: local\nbundle_id: docs\nroute_binding:\n  hosts: [docs.example.com]\n",
+    );
+    let added = home.gtc(&[
+        "op",
+        "bundles",
+        "add",
+        "--answers",
+        path.to_str().expect("path"),
+    ]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let table = home.gtc(&["op", "bundles", "list", "local", "--output", "table"]);
+    let text = String::from_utf8_lossy(&table.raw.stdout);
+    assert!(
+        text.contains("BUNDLE_ID") && text.contains("docs"),
+        "{text}"
+    );
+}
+
+#[test]
+fn not_yet_implemented_verbs_exit_2_and_are_audited() {
+    // Proves: verbs whose runtime comes later say so, exit 2, and are audited
+    // without recording secret values.
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    let before = home.audit_lines("local").len();
+    let put = home.mutate(
+        "secrets",
+        "put",
+        json!({"environment_id": "local", "path": "db/password", "value": "hunter2"}),
+    );
+    assert_eq!((put.code, put.error_kind()), (2, "not-yet-implemented"));
+    let bootstrap = home.mutate(
+        "credentials",
+        "bootstrap",
+        json!({"environment_id": "local", "admin_profile": "root"}),
+    );
+    assert_eq!(
+        (bootstrap.code, bootstrap.error_kind()),
+        (2, "not-yet-implemented")
+    );
+    let lines = home.audit_lines("local");
+    assert_eq!(lines.len(), before + 2);
+    assert!(lines.iter().all(|l| !l.contains("hunter2")));
+    assert!(lines[before].contains("not-yet-implemented"));
+    let list = home.gtc(&["op", "secrets", "list", "local"]);
+    assert_eq!(
+        list.stdout["result"]["backend"],
+        "greentic.secrets.dev-store@0.1.0"
+    );
+}
+
+#[test]
+fn backup_restore_and_doctor_catch_tampering() {
+    // Proves: backup → change → restore round-trips; a stale expected
+    // generation is refused; an edited audit log makes doctor fail.
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    home.ok(
+        "env",
+        "update",
+        json!({"environment_id": "local", "region": "before"}),
+    );
+    let backup = home.ok("env", "backup", json!({"environment_id": "local"}));
+    let backup_id = id(&backup, "backup_id");
+    home.ok(
+        "env",
+        "update",
+        json!({"environment_id": "local", "region": "after"}),
+    );
+    let stale = home.mutate(
+        "env",
+        "restore",
+        json!({"environment_id": "local", "backup_id": backup_id, "expected_generation": 1}),
+    );
+    assert_eq!(stale.error_kind(), "precondition-failed");
+    let restored = home.ok(
+        "env",
+        "restore",
+        json!({"environment_id": "local", "backup_id": backup_id, "expected_generation": 3}),
+    );
+    assert_eq!(restored["restored_from_generation"], 2);
+    let shown = home.gtc(&["op", "env", "show", "local"]);
+    assert_eq!(shown.stdout["result"]["host_config"]["region"], "before");
+    let backups = home.gtc(&["op", "env", "backups", "local"]);
+    assert_eq!(
+        backups.stdout["result"]["backups"][0]["backup_id"],
+        backup_id
+    );
+
+    let log = home.root().join("local/audit/events.jsonl");
+    let text = std::fs::read_to_string(&log).expect("audit");
+    std::fs::write(
+        &log,
+        text.replacen("\"region\":\"before\"", "\"region\":\"elsewhere\"", 1),
+    )
+    .expect("tamper");
+    let doctor = home.gtc(&["op", "env", "doctor", "local"]);
+    assert_eq!(doctor.code, 1);
+    assert_ne!(doctor.stdout["result"]["audit"]["chain"], "ok");
+}
+
+#[test]
+fn env_packs_are_checked_against_the_registry() {
+    // Proves: binding an unknown pack or a pack into the wrong slot is refused
+    // with the registry's reason; update keeps a rollback target.
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    let wrong_slot = home.mutate("env-packs", "update", json!({"environment_id": "local", "slot": "secrets", "kind": "greentic.state.in-memory@0.1.0"}));
+    assert_eq!(wrong_slot.error_kind(), "invalid-argument");
+    assert!(
+        wrong_slot
+            .error_message()
+            .contains("cannot be bound to the secrets slot")
+    );
+    let unknown = home.mutate(
+        "env-packs",
+        "update",
+        json!({"environment_id": "local", "slot": "state", "kind": "acme.state.redis@1.0.0"}),
+    );
+    assert!(
+        unknown
+            .error_message()
+            .contains("no env-pack handler is registered"),
+        "{}",
+        unknown.error_message()
+    );
+    let updated = home.ok("env-packs", "update", json!({"environment_id": "local", "slot": "state", "kind": "greentic.state.in-memory@0.1.5"}));
+    assert_eq!(
+        (
+            updated["generation"].as_u64(),
+            updated["has_previous"].as_bool()
+        ),
+        (Some(1), Some(true))
+    );
+    let rolled = home.ok(
+        "env-packs",
+        "rollback",
+        json!({"environment_id": "local", "slot": "state"}),
+    );
+    assert_eq!(rolled["kind"], "greentic.state.in-memory@0.1.0");
+}
+
+#[test]
+fn help_version_completions_and_schema() {
+    // Proves: the interfaces a user reaches for first are there and useful.
+    let home = Home::new();
+    let help = home.gtc(&["op", "traffic", "--help"]);
+    let text = String::from_utf8_lossy(&help.raw.stdout);
+    assert!(
+        text.contains("set") && text.contains("rollback") && text.contains("LATEST"),
+        "{text}"
+    );
+    let version = home.gtc(&["--version"]);
+    assert!(String::from_utf8_lossy(&version.raw.stdout).starts_with("gtc "));
+    let completions = home.gtc(&["completions", "bash"]);
+    assert!(String::from_utf8_lossy(&completions.raw.stdout).contains("_gtc"));
+    let schema = home.gtc(&["op", "revisions", "stage", "--schema"]);
+    assert_eq!(schema.code, 0);
+    assert_eq!(
+        schema.stdout["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert!(!home.root().exists(), "--schema never touches the store");
+    let missing = home.gtc(&["op", "revisions", "stage"]);
+    assert_eq!(missing.code, 2, "clap usage error");
+}

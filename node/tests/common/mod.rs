@@ -1,0 +1,140 @@
+//! Runs the real `gtc` binary against a temporary `GREENTIC_HOME`.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// A temporary operator home.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+/// What one `gtc` run printed.
+pub struct Run {
+    pub code: i32,
+    pub stdout: Value,
+    pub stderr: Value,
+    pub raw: Output,
+}
+
+impl Run {
+    /// The `error.kind` on stderr.
+    pub fn error_kind(&self) -> &str {
+        self.stderr["error"]["kind"].as_str().unwrap_or("")
+    }
+    /// The `error.message` on stderr.
+    pub fn error_message(&self) -> &str {
+        self.stderr["error"]["message"].as_str().unwrap_or("")
+    }
+}
+
+impl Home {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("environments")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gtc"));
+        command
+            .env("GREENTIC_HOME", self.dir.path())
+            .env_remove("GREENTIC_STORE_ROOT")
+            .env("USER", "tester");
+        command
+    }
+
+    /// Runs `gtc` with `args`.
+    pub fn gtc(&self, args: &[&str]) -> Run {
+        let raw = self.command().args(args).output().expect("run gtc");
+        let parse = |bytes: &[u8]| {
+            serde_json::from_slice::<Value>(bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+        };
+        Run {
+            code: raw.status.code().unwrap_or(-1),
+            stdout: parse(&raw.stdout),
+            stderr: parse(&raw.stderr),
+            raw,
+        }
+    }
+
+    /// Writes `answers` to a file and runs `gtc op <noun> <verb> --answers FILE`.
+    pub fn mutate(&self, noun: &str, verb: &str, answers: Value) -> Run {
+        let path = self.write(
+            &format!("{noun}-{verb}-{}.json", ulid::Ulid::new()),
+            &answers.to_string(),
+        );
+        self.gtc(&[
+            "op",
+            noun,
+            verb,
+            "--answers",
+            path.to_str().expect("utf8 path"),
+        ])
+    }
+
+    /// Like [`mutate`], expecting success; returns `result`.
+    pub fn ok(&self, noun: &str, verb: &str, answers: Value) -> Value {
+        let run = self.mutate(noun, verb, answers);
+        assert_eq!(
+            run.code,
+            0,
+            "{noun} {verb} failed: {}",
+            String::from_utf8_lossy(&run.raw.stderr)
+        );
+        run.stdout["result"].clone()
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join("answers").join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write answers");
+        path
+    }
+
+    /// Every file under the store root with its bytes.
+    pub fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut files = BTreeMap::new();
+        collect(&self.root(), &self.root(), &mut files);
+        files
+    }
+
+    pub fn audit_lines(&self, env: &str) -> Vec<String> {
+        std::fs::read_to_string(self.root().join(env).join("audit/events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<PathBuf, Vec<u8>>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(root, &path, files);
+        } else {
+            let relative = path.strip_prefix(root).expect("under root").to_owned();
+            files.insert(relative, std::fs::read(&path).expect("read"));
+        }
+    }
+}
+
+/// The id string in `value[key]`.
+pub fn id(value: &Value, key: &str) -> String {
+    value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {value}"))
+        .to_owned()
+}
