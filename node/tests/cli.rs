@@ -182,7 +182,9 @@ fn bad_input_is_refused_specifically_and_changes_no_state() {
         json!({"environment_id": "local", "revision_id": foreign}),
     );
 
-    let cases: Vec<(&str, Box<dyn Fn() -> common::Run>, &str, &str)> = vec![
+    /// (what, how to run it, expected error kind, expected message part)
+    type Case<'a> = (&'a str, Box<dyn Fn() -> common::Run + 'a>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "malformed JSON",
             Box::new(|| {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The one gate: formatting, lints with warnings as errors, and every test.
+# CI (.ci/run) runs exactly this; run it before you push.
+set -euo pipefail
+export CARGO_TERM_COLOR=never
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy (all targets, -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
