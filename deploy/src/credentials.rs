@@ -123,3 +123,66 @@ impl Credentials {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials() -> Credentials {
+        Credentials {
+            schema: CREDENTIALS_SCHEMA.into(),
+            env_id: "prod".parse().expect("env"),
+            deployer_kind: "greentic.deployer.k8s@1.0.0".parse().expect("descriptor"),
+            mode: CredentialsMode::Bootstrap,
+            provided_credentials_ref: "secret://prod/deployer/creds".parse().expect("ref"),
+            validation: CredentialsValidation {
+                last_run_at: chrono::DateTime::UNIX_EPOCH,
+                result: ValidationResult::Pass,
+                missing_capabilities: vec![],
+            },
+            bootstrap: Some(CredentialsBootstrap {
+                admin_credential_consumed_at: chrono::DateTime::UNIX_EPOCH,
+                rules_pack_ref: "rules/greentic.deployer.k8s".into(),
+                generated_credentials_ref: "secret://prod/deployer/generated".parse().expect("ref"),
+            }),
+            expiry: None,
+        }
+    }
+
+    #[test]
+    fn credentials_validate_scope_schema_and_rotation() {
+        assert!(credentials().validate().is_ok());
+        let mut wrong_schema = credentials();
+        wrong_schema.schema = "greentic.credentials.v0".into();
+        assert!(matches!(
+            wrong_schema.validate(),
+            Err(CredentialsError::SchemaMismatch { .. })
+        ));
+        let mut cross = credentials();
+        cross.provided_credentials_ref = "secret://local/x".parse().expect("ref");
+        assert!(matches!(
+            cross.validate(),
+            Err(CredentialsError::CrossEnvRef {
+                field: "provided_credentials_ref",
+                ..
+            })
+        ));
+        let mut generated = credentials();
+        if let Some(bootstrap) = generated.bootstrap.as_mut() {
+            bootstrap.generated_credentials_ref = "secret://other/x".parse().expect("ref");
+        }
+        assert!(matches!(
+            generated.validate(),
+            Err(CredentialsError::CrossEnvRef {
+                field: "bootstrap.generated_credentials_ref",
+                ..
+            })
+        ));
+        let mut late = credentials();
+        late.expiry = Some(CredentialsExpiry {
+            expires_at: chrono::DateTime::UNIX_EPOCH,
+            rotate_at: Some(chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(1)),
+        });
+        assert_eq!(late.validate(), Err(CredentialsError::RotateAfterExpiry));
+    }
+}

@@ -81,3 +81,54 @@ impl PackConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> PackConfig {
+        PackConfig {
+            schema: PACK_CONFIG_SCHEMA.into(),
+            pack_id: "app".parse().expect("pack"),
+            revision_id: RevisionId::from_ulid(ulid::Ulid::from_parts(1, 1)),
+            non_secret: BTreeMap::from([("greeting".to_owned(), serde_json::json!("hi"))]),
+            secret_refs: BTreeMap::from([(
+                "token".to_owned(),
+                "secret://local/app/token".parse().expect("ref"),
+            )]),
+            runtime_refs: BTreeMap::from([(
+                "url".to_owned(),
+                "runtime://local/discovered/url".parse().expect("ref"),
+            )]),
+        }
+    }
+
+    #[test]
+    fn pack_configs_validate_schema_scope_and_key_uniqueness() {
+        let local = EnvId::local();
+        assert!(config().validate(&local).is_ok());
+        assert!(matches!(
+            config().validate(&"prod".parse().expect("env")),
+            Err(PackConfigError::CrossEnvRef {
+                field: "secret_refs",
+                ..
+            })
+        ));
+        let mut twice = config();
+        twice
+            .non_secret
+            .insert("token".into(), serde_json::json!("plain"));
+        assert_eq!(
+            twice.validate(&local),
+            Err(PackConfigError::KeyInTwoPlaces {
+                key: "token".into()
+            })
+        );
+        let mut schema = config();
+        schema.schema = "x".into();
+        assert!(matches!(
+            schema.validate(&local),
+            Err(PackConfigError::SchemaMismatch { .. })
+        ));
+    }
+}

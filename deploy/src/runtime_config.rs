@@ -69,3 +69,14 @@ impl RuntimeConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_splits_means_no_runtime_config() {
+        let environment = Environment::new(EnvId::local(), "local".into());
+        assert!(RuntimeConfig::project(&environment).is_none());
+    }
+}

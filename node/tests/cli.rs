@@ -485,3 +485,82 @@ fn help_version_completions_and_schema() {
     let missing = home.gtc(&["op", "revisions", "stage"]);
     assert_eq!(missing.code, 2, "clap usage error");
 }
+
+#[test]
+fn migrations_and_destroy() {
+    // Proves: migrate-dev checks, then merges dev's bindings into empty
+    // slots and moves dev aside; migrate-state moves the legacy tree aside;
+    // destroy needs --confirm and keeps the folder under .destroyed/.
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    std::fs::write(
+        home.root().join("policy.json"),
+        json!({"schema": "greentic.policy.v1", "grants": [{"environment_id": "*", "users": ["tester"]}]}).to_string(),
+    )
+    .expect("policy");
+    home.ok(
+        "env",
+        "create",
+        json!({"environment_id": "dev", "name": "legacy dev"}),
+    );
+    home.ok(
+        "env-packs",
+        "add",
+        json!({"environment_id": "dev", "slot": "state", "kind": "greentic.state.in-memory@0.1.2"}),
+    );
+    home.ok(
+        "env-packs",
+        "remove",
+        json!({"environment_id": "local", "slot": "state"}),
+    );
+    let target = json!({"environment_id": "local"});
+    let path = home.write("target.json", &target.to_string());
+    let path = path.to_str().expect("path");
+    let check = home.gtc(&["op", "env", "migrate-dev", "--answers", path, "--check"]);
+    assert_eq!(check.stdout["result"]["clean"], true, "{}", check.stdout);
+    assert_eq!(check.stdout["result"]["would_merge"], json!(["state"]));
+    let applied = home.gtc(&["op", "env", "migrate-dev", "--answers", path, "--apply"]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert_eq!(applied.stdout["result"]["merged_slots"], json!(["state"]));
+    let bindings = home.gtc(&["op", "env-packs", "list", "local"]);
+    assert!(
+        bindings
+            .stdout
+            .to_string()
+            .contains("greentic.state.in-memory@0.1.2")
+    );
+    let listed = home.gtc(&["op", "env", "list"]);
+    let ids: Vec<_> = listed.stdout["result"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|e| e["environment_id"].clone())
+        .collect();
+    assert_eq!(ids, vec![json!("local")], "dev was moved aside");
+    let neither = home.gtc(&["op", "env", "migrate-dev", "--answers", path]);
+    assert_eq!(neither.code, 2, "--check or --apply is required");
+
+    let legacy = home.dir.path().join("state/deploy");
+    std::fs::create_dir_all(&legacy).expect("legacy tree");
+    let state = home.gtc(&["op", "env", "migrate-state", "--answers", path, "--check"]);
+    assert_eq!(state.stdout["result"]["clean"], false);
+    let state = home.gtc(&["op", "env", "migrate-state", "--answers", path, "--apply"]);
+    assert_eq!(state.code, 0, "{}", state.stderr);
+    assert!(!legacy.exists());
+
+    let unconfirmed = home.gtc(&["op", "env", "destroy", "--answers", path]);
+    assert_eq!(
+        (unconfirmed.code, unconfirmed.error_kind()),
+        (1, "invalid-argument")
+    );
+    assert!(home.root().join("local/environment.json").exists());
+    let destroyed = home.gtc(&["op", "env", "destroy", "--answers", path, "--confirm"]);
+    assert_eq!(destroyed.code, 0, "{}", destroyed.stderr);
+    assert!(!home.root().join("local").exists());
+    let kept: Vec<_> = std::fs::read_dir(home.root().join(".destroyed"))
+        .expect("graveyard")
+        .flatten()
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].path().join("audit/events.jsonl").exists());
+}
