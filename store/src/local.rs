@@ -94,16 +94,10 @@ impl LocalFsStore {
 
     fn read_state(&self, env: &EnvId) -> Result<Option<EnvironmentState>, StoreError> {
         let path = self.env_dir(env).join(STATE_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(StoreError::io("read", &path)(error)),
+        let Some(bytes) = read_optional(&path)? else {
+            return Ok(None);
         };
-        let state: EnvironmentState =
-            serde_json::from_slice(&bytes).map_err(|error| StoreError::Corrupt {
-                path: path.clone(),
-                reason: error.to_string(),
-            })?;
+        let state: EnvironmentState = parse_document(&path, &bytes)?;
         state.validate(env).map_err(|error| StoreError::Corrupt {
             path,
             reason: error.to_string(),
@@ -173,21 +167,11 @@ impl LocalFsStore {
             .env_dir(env)
             .join(BACKUPS_DIR)
             .join(format!("{backup_id}{ARTIFACT_SUFFIX}"));
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::BackupNotFound {
-                    env: env.to_string(),
-                    backup_id: backup_id.to_string(),
-                });
-            }
-            Err(error) => return Err(StoreError::io("read", &path)(error)),
-        };
-        let artifact: BackupArtifact =
-            serde_json::from_slice(&bytes).map_err(|error| StoreError::Corrupt {
-                path: path.clone(),
-                reason: error.to_string(),
-            })?;
+        let bytes = read_optional(&path)?.ok_or_else(|| StoreError::BackupNotFound {
+            env: env.to_string(),
+            backup_id: backup_id.to_string(),
+        })?;
+        let artifact: BackupArtifact = parse_document(&path, &bytes)?;
         artifact
             .verify()
             .map_err(|computed| StoreError::IntegrityMismatch {
@@ -439,6 +423,26 @@ impl LocalFsStore {
         }
         Ok(())
     }
+}
+
+/// The bytes of `path`, or `None` when it does not exist.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(StoreError::io("read", path)(error)),
+    }
+}
+
+/// Parses a JSON document the store wrote; anything else is corruption.
+fn parse_document<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    })
 }
 
 /// A marker saying that `event`'s change did not happen.
