@@ -221,7 +221,8 @@ impl LocalFsStore {
     fn reconcile(
         &self,
         state: &EnvironmentState,
-        envelope: &CommandEnvelope,
+        at: deploy::Timestamp,
+        next_event_id: EventId,
     ) -> Result<(), StoreError> {
         let log = self.audit_log(state.env_id());
         let Some(last) = log.last_event()? else {
@@ -232,13 +233,13 @@ impl LocalFsStore {
         if !uncommitted {
             return Ok(());
         }
-        let id = envelope.minted.event_id.ulid();
+        let id = next_event_id.ulid();
         let marker = AuditEvent {
             event_id: EventId::from_ulid(ulid::Ulid::from_parts(
                 id.timestamp_ms(),
                 id.random() ^ 1,
             )),
-            ts: envelope.at,
+            ts: at,
             actor: Actor {
                 kind: "store".to_owned(),
                 user: None,
@@ -499,7 +500,7 @@ impl EnvironmentStore for LocalFsStore {
         // Read after locking: a destroy may have moved the folder meanwhile.
         let current = self.read_state(&env)?;
         if let Some(state) = &current {
-            self.reconcile(state, envelope)?;
+            self.reconcile(state, envelope.at, envelope.minted.event_id)?;
         }
         let applied = match apply(current.as_ref(), envelope) {
             Ok(applied) => applied,
@@ -540,10 +541,18 @@ impl EnvironmentStore for LocalFsStore {
     }
 
     fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
-        match event.env_id.parse::<EnvId>() {
-            Ok(env) => self.record_for(&env, event),
-            Err(_) => self.root_audit_log().append(event).map(|_| ()),
+        let env = match event.env_id.parse::<EnvId>() {
+            Ok(env) if self.env_dir(&env).join(STATE_FILE).is_file() => env,
+            _ => return self.root_audit_log().append(event).map(|_| ()),
+        };
+        // Under the environment lock, so that the last line of the log is
+        // always the latest change, and an uncommitted change left by a
+        // crash is marked before anything else is appended.
+        let _lock = FileLock::acquire(&self.env_dir(&env).join(LOCK_FILE))?;
+        if let Some(state) = self.read_state(&env)? {
+            self.reconcile(&state, event.ts, event.event_id)?;
         }
+        self.record_for(&env, event)
     }
 
     fn audit_lines(&self, env: &EnvId) -> Result<Vec<String>, StoreError> {

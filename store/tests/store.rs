@@ -177,3 +177,27 @@ fn an_audited_but_uncommitted_change_gets_an_aborted_marker() {
     let (report, _) = store.verify_audit(&EnvId::local()).expect("verify");
     assert_eq!(report.chain, "ok");
 }
+
+#[test]
+fn a_recorded_event_after_a_crash_is_preceded_by_the_aborted_marker() {
+    // Proves: events appended outside `submit` (denials, not-yet-implemented
+    // verbs) take the environment lock and reconcile first, so the marker
+    // for an uncommitted change always directly follows it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalFsStore::open(dir.path()).expect("open");
+    store.submit(&envelope(init())).expect("init");
+    let state_path = dir.path().join("local/environment.json");
+    let before = std::fs::read(&state_path).expect("read");
+    store.submit(&envelope(set_region("lost", None))).expect("update");
+    std::fs::write(&state_path, before).expect("rewind");
+    let lines = store.audit_lines(&EnvId::local()).expect("lines");
+    let mut event: deploy::audit::AuditEvent = serde_json::from_str(&lines[0]).expect("event");
+    event.event_id = deploy::ids::EventId::from_ulid(ulid::Ulid::new());
+    event.verb = "put".into();
+    event.new_generation = None;
+    store.record(event).expect("record");
+    let lines = store.audit_lines(&EnvId::local()).expect("lines");
+    assert_eq!(lines.len(), 4);
+    assert!(lines[2].contains("\"aborted\""), "{}", lines[2]);
+    assert!(lines[3].contains("\"verb\":\"put\""), "{}", lines[3]);
+}

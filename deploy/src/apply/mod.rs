@@ -91,8 +91,17 @@ pub fn apply(
     let outcome = dispatch(current, envelope)?;
     let previous_generation = current.map(|s| s.generation);
     let Some(environment) = outcome.environment else {
-        // The environment was removed.
-        let event = event_for(envelope, previous_generation, None, false, AuditResult::Ok);
+        // The environment was removed. The event still names the generation
+        // the removal would have been, so a removal that was audited but not
+        // carried out is detectable like any other uncommitted change.
+        let removed_generation = previous_generation.map(|g| g + 1);
+        let event = event_for(
+            envelope,
+            previous_generation,
+            removed_generation,
+            false,
+            AuditResult::Ok,
+        );
         return Ok(Applied {
             state: None,
             result: outcome.result,
