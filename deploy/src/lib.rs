@@ -23,6 +23,7 @@ pub mod error;
 pub mod ids;
 pub mod lifecycle;
 pub mod pack_config;
+pub mod pack_list_lock;
 pub mod policy;
 pub mod refs;
 pub mod revision;

@@ -188,7 +188,9 @@ fn a_recorded_event_after_a_crash_is_preceded_by_the_aborted_marker() {
     store.submit(&envelope(init())).expect("init");
     let state_path = dir.path().join("local/environment.json");
     let before = std::fs::read(&state_path).expect("read");
-    store.submit(&envelope(set_region("lost", None))).expect("update");
+    store
+        .submit(&envelope(set_region("lost", None)))
+        .expect("update");
     std::fs::write(&state_path, before).expect("rewind");
     let lines = store.audit_lines(&EnvId::local()).expect("lines");
     let mut event: deploy::audit::AuditEvent = serde_json::from_str(&lines[0]).expect("event");

@@ -1,0 +1,308 @@
+//! One entry model over every archive format, so that extraction, inspection
+//! and scanning apply the same rules whatever the bundle was packed with.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::extract::Rule;
+use crate::format::{BundleFormat, DETECT_BYTES, detect};
+
+/// What an archive entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    File {
+        size: u64,
+    },
+    Dir,
+    Symlink {
+        target: Vec<u8>,
+    },
+    Hardlink {
+        target: Vec<u8>,
+    },
+    /// Devices, fifos, sockets and anything else that is not plain data.
+    Special {
+        what: &'static str,
+    },
+}
+
+/// One entry as the archive names it, before any path check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry {
+    /// The name exactly as stored (bytes: names are not trusted to be UTF-8).
+    pub name: Vec<u8>,
+    pub kind: EntryKind,
+    /// Unix permission bits, when the format records them.
+    pub mode: Option<u32>,
+    /// Compressed size, when the format records it per entry (ZIP).
+    pub compressed_size: Option<u64>,
+}
+
+impl RawEntry {
+    /// The name for messages (lossy UTF-8).
+    pub fn display_name(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+/// Why reading an archive failed.
+#[derive(Debug, Error)]
+pub enum ArchiveError {
+    /// An entry breaks a safety rule; nothing was kept.
+    #[error("entry {entry:?} refused ({rule}): {detail}")]
+    Refused {
+        entry: String,
+        rule: Rule,
+        detail: String,
+    },
+    /// The archive is truncated, corrupt or not what its signature claims.
+    #[error("{path} is not a readable {format} archive: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        format: BundleFormat,
+        reason: String,
+    },
+    /// An entry's content could not be read to its end.
+    #[error("entry {entry:?} could not be read: {reason}; the archive is truncated or corrupt")]
+    Truncated { entry: String, reason: String },
+    #[error(transparent)]
+    Format(#[from] crate::format::FormatError),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ArchiveError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| ArchiveError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+
+    pub(crate) fn refused(entry: &RawEntry, rule: Rule, detail: impl Into<String>) -> Self {
+        ArchiveError::Refused {
+            entry: entry.display_name(),
+            rule,
+            detail: detail.into(),
+        }
+    }
+
+    /// The rule an entry broke, if this is a refusal.
+    pub fn rule(&self) -> Option<Rule> {
+        match self {
+            ArchiveError::Refused { rule, .. } => Some(*rule),
+            _ => None,
+        }
+    }
+}
+
+/// Called once per entry with a reader over its content (empty for
+/// non-files).
+pub type Visitor<'v> = dyn FnMut(&RawEntry, &mut dyn Read) -> Result<(), ArchiveError> + 'v;
+
+/// Detects the format of the file at `path`.
+pub fn detect_file(path: &Path) -> Result<BundleFormat, ArchiveError> {
+    let mut head = Vec::with_capacity(DETECT_BYTES);
+    File::open(path)
+        .and_then(|file| file.take(DETECT_BYTES as u64).read_to_end(&mut head))
+        .map_err(ArchiveError::io("read", path))?;
+    Ok(detect(&head, path)?)
+}
+
+/// Visits every entry of the archive at `path`, in archive order.
+pub fn visit(
+    path: &Path,
+    format: BundleFormat,
+    visitor: &mut Visitor<'_>,
+) -> Result<(), ArchiveError> {
+    let file = File::open(path).map_err(ArchiveError::io("open", path))?;
+    let corrupt = |reason: String| ArchiveError::Corrupt {
+        path: path.to_owned(),
+        format,
+        reason,
+    };
+    match format {
+        BundleFormat::Squashfs => visit_squashfs(BufReader::new(file), visitor, &corrupt),
+        BundleFormat::Zip => visit_zip(file, visitor, &corrupt),
+        BundleFormat::Tar => visit_tar(BufReader::new(file), visitor, &corrupt),
+        BundleFormat::TarGz => visit_tar(
+            flate2::read::GzDecoder::new(BufReader::new(file)),
+            visitor,
+            &corrupt,
+        ),
+        BundleFormat::TarZst => {
+            let decoder =
+                zstd::stream::read::Decoder::new(file).map_err(|e| corrupt(e.to_string()))?;
+            visit_tar(decoder, visitor, &corrupt)
+        }
+    }
+}
+
+fn visit_squashfs(
+    reader: BufReader<File>,
+    visitor: &mut Visitor<'_>,
+    corrupt: &dyn Fn(String) -> ArchiveError,
+) -> Result<(), ArchiveError> {
+    use backhand::{FilesystemReader, InnerNode};
+    use std::os::unix::ffi::OsStrExt;
+
+    let filesystem = FilesystemReader::from_reader(reader).map_err(|e| corrupt(e.to_string()))?;
+    for node in filesystem.files() {
+        // Names are stored per directory; backhand joins them under "/".
+        let full = node.fullpath.as_os_str().as_bytes();
+        let name = full.strip_prefix(b"/").unwrap_or(full).to_vec();
+        if name.is_empty() {
+            continue; // the root itself
+        }
+        let mode = Some(u32::from(node.header.permissions));
+        let (kind, file) = match &node.inner {
+            InnerNode::File(file) => (
+                EntryKind::File {
+                    size: file.file_len() as u64,
+                },
+                Some(file),
+            ),
+            InnerNode::Dir(_) => (EntryKind::Dir, None),
+            InnerNode::Symlink(link) => (
+                EntryKind::Symlink {
+                    target: link.link.as_os_str().as_bytes().to_vec(),
+                },
+                None,
+            ),
+            InnerNode::CharacterDevice(_) => (
+                EntryKind::Special {
+                    what: "character device",
+                },
+                None,
+            ),
+            InnerNode::BlockDevice(_) => (
+                EntryKind::Special {
+                    what: "block device",
+                },
+                None,
+            ),
+            InnerNode::NamedPipe => (EntryKind::Special { what: "fifo" }, None),
+            InnerNode::Socket => (EntryKind::Special { what: "socket" }, None),
+        };
+        let entry = RawEntry {
+            name,
+            kind,
+            mode,
+            compressed_size: None,
+        };
+        match file {
+            Some(file) => {
+                let mut content = filesystem
+                    .file(file)
+                    .reader_checked()
+                    .map_err(|e| corrupt(e.to_string()))?;
+                visitor(&entry, &mut content)?;
+            }
+            None => visitor(&entry, &mut std::io::empty())?,
+        }
+    }
+    Ok(())
+}
+
+fn visit_zip(
+    file: File,
+    visitor: &mut Visitor<'_>,
+    corrupt: &dyn Fn(String) -> ArchiveError,
+) -> Result<(), ArchiveError> {
+    let mut archive =
+        zip::ZipArchive::new(BufReader::new(file)).map_err(|e| corrupt(e.to_string()))?;
+    for index in 0..archive.len() {
+        let mut zipped = archive
+            .by_index(index)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let name = zipped.name_raw().to_vec();
+        let mode = zipped.unix_mode();
+        let compressed_size = Some(zipped.compressed_size());
+        let kind = if zipped.is_dir() {
+            EntryKind::Dir
+        } else if zipped.is_symlink() {
+            // A ZIP symlink stores its target as the entry's content; bound
+            // the read, a target is a path.
+            let mut target = Vec::new();
+            (&mut zipped)
+                .take(4096)
+                .read_to_end(&mut target)
+                .map_err(|e| corrupt(e.to_string()))?;
+            EntryKind::Symlink { target }
+        } else {
+            EntryKind::File {
+                size: zipped.size(),
+            }
+        };
+        let entry = RawEntry {
+            name,
+            kind,
+            mode,
+            compressed_size,
+        };
+        visitor(&entry, &mut zipped)?;
+    }
+    Ok(())
+}
+
+fn visit_tar(
+    reader: impl Read,
+    visitor: &mut Visitor<'_>,
+    corrupt: &dyn Fn(String) -> ArchiveError,
+) -> Result<(), ArchiveError> {
+    use tar::EntryType;
+
+    let mut archive = tar::Archive::new(reader);
+    let entries = archive.entries().map_err(|e| corrupt(e.to_string()))?;
+    for item in entries {
+        let mut item = item.map_err(|e| corrupt(e.to_string()))?;
+        let header = item.header();
+        let mode = header.mode().ok();
+        let size = header.size().map_err(|e| corrupt(e.to_string()))?;
+        let link = || -> Result<Vec<u8>, ArchiveError> {
+            Ok(item
+                .link_name_bytes()
+                .map(|l| l.into_owned())
+                .unwrap_or_default())
+        };
+        let kind = match header.entry_type() {
+            EntryType::Regular | EntryType::Continuous => EntryKind::File { size },
+            EntryType::Directory => EntryKind::Dir,
+            EntryType::Symlink => EntryKind::Symlink { target: link()? },
+            EntryType::Link => EntryKind::Hardlink { target: link()? },
+            EntryType::Char => EntryKind::Special {
+                what: "character device",
+            },
+            EntryType::Block => EntryKind::Special {
+                what: "block device",
+            },
+            EntryType::Fifo => EntryKind::Special { what: "fifo" },
+            // Long names and pax headers are folded into the next entry by
+            // the tar crate; anything else is not plain data.
+            _ => EntryKind::Special {
+                what: "unsupported tar entry",
+            },
+        };
+        let entry = RawEntry {
+            name: item.path_bytes().into_owned(),
+            kind,
+            mode,
+            compressed_size: None,
+        };
+        visitor(&entry, &mut item)?;
+    }
+    Ok(())
+}
