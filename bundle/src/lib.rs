@@ -10,12 +10,14 @@
 //! revision folder it is given and removes it on failure; recording the
 //! revision is the caller's job (through `store`).
 
+pub mod build;
 pub mod extract;
 pub mod format;
 pub mod inspect;
 pub mod manifest;
 pub mod packlist;
 pub mod read;
+pub mod scan;
 pub mod stage;
 pub mod write;
 

@@ -2,7 +2,7 @@
 //! and scanning apply the same rules whatever the bundle was packed with.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -151,8 +151,8 @@ pub fn visit(
     }
 }
 
-fn visit_squashfs(
-    reader: BufReader<File>,
+fn visit_squashfs<R: BufRead + Seek + Send>(
+    reader: R,
     visitor: &mut Visitor<'_>,
     corrupt: &dyn Fn(String) -> ArchiveError,
 ) -> Result<(), ArchiveError> {

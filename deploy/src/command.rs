@@ -208,6 +208,22 @@ pub struct RevisionStageAnswers {
     /// Seconds in-flight requests get when the revision drains; default 30.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_seconds: Option<u32>,
+    /// A `.gtbundle` (or zip/tar) to stage: it is copied into the revision's
+    /// folder, verified, extracted safely and its packs pinned; the digest,
+    /// pack list and lock ref then come from the bundle, so leave them out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_path: Option<String>,
+}
+
+/// What the edge learned by staging a bundle file for `revisions stage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedBundle {
+    pub revision_id: RevisionId,
+    /// The `bundle_id` the bundle's manifest declares.
+    pub bundle_id: BundleId,
+    pub bundle_digest: ContentDigest,
+    pub pack_list: Vec<PackListEntry>,
+    pub pack_list_lock_ref: String,
 }
 
 /// `revisions warm`, `drain` and `archive`.
@@ -327,7 +343,12 @@ pub enum Command {
     BundleAdd(BundleAddAnswers),
     BundleUpdate(BundleUpdateAnswers),
     BundleRemove(DeploymentAnswers),
-    RevisionStage(RevisionStageAnswers),
+    /// `revisions stage`; `staged` is set when the payload names a bundle
+    /// file and the edge staged it.
+    RevisionStage {
+        answers: RevisionStageAnswers,
+        staged: Option<StagedBundle>,
+    },
     RevisionWarm(RevisionAnswers),
     RevisionDrain(RevisionAnswers),
     RevisionArchive(RevisionAnswers),
@@ -353,7 +374,7 @@ impl Command {
             Command::BundleAdd(_) | Command::BundleUpdate(_) | Command::BundleRemove(_) => {
                 "bundles"
             }
-            Command::RevisionStage(_)
+            Command::RevisionStage { .. }
             | Command::RevisionWarm(_)
             | Command::RevisionDrain(_)
             | Command::RevisionArchive(_) => "revisions",
@@ -376,7 +397,7 @@ impl Command {
             Command::PackUpdate(_) | Command::BundleUpdate(_) => "update",
             Command::PackRemove(_) | Command::BundleRemove(_) => "remove",
             Command::PackRollback(_) | Command::TrafficRollback(_) => "rollback",
-            Command::RevisionStage(_) => "stage",
+            Command::RevisionStage { .. } => "stage",
             Command::RevisionWarm(_) => "warm",
             Command::RevisionDrain(_) => "drain",
             Command::RevisionArchive(_) => "archive",
@@ -401,7 +422,7 @@ impl Command {
             Command::BundleRemove(a) | Command::TrafficRollback(a) | Command::TrafficClear(a) => {
                 a.environment_id.clone()
             }
-            Command::RevisionStage(a) => a.environment_id.clone(),
+            Command::RevisionStage { answers, .. } => answers.environment_id.clone(),
             Command::RevisionWarm(a) | Command::RevisionDrain(a) | Command::RevisionArchive(a) => {
                 a.environment_id.clone()
             }
@@ -420,7 +441,7 @@ impl Command {
             Command::BundleRemove(a) | Command::TrafficRollback(a) | Command::TrafficClear(a) => {
                 a.idempotency_key.as_deref()
             }
-            Command::RevisionStage(a) => a.idempotency_key.as_deref(),
+            Command::RevisionStage { answers, .. } => answers.idempotency_key.as_deref(),
             Command::RevisionWarm(a) | Command::RevisionDrain(a) | Command::RevisionArchive(a) => {
                 a.idempotency_key.as_deref()
             }
@@ -433,12 +454,14 @@ impl Command {
         }
     }
 
-    /// What the audit event records as the target: the payload, minus
-    /// resolved extras (a restore's snapshot is summarized, not copied).
-    pub fn audit_target(&self) -> serde_json::Value {
+    /// The operator's payload: what the audit event records as the target
+    /// and what an idempotent retry must repeat. Extras the edge resolved
+    /// (defaults, a verified snapshot, a staged bundle) are left out.
+    pub fn payload(&self) -> serde_json::Value {
         let value = match self {
             Command::EnvRestore { answers, .. } => serde_json::to_value(answers),
             Command::EnvInit { answers, .. } => serde_json::to_value(answers),
+            Command::RevisionStage { answers, .. } => serde_json::to_value(answers),
             Command::EnvMergeBindings {
                 answers, source, ..
             } => Ok(serde_json::json!({

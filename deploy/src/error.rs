@@ -22,6 +22,10 @@ pub enum ErrorKind {
     PreconditionFailed,
     HealthGateFailed,
     IntegrityMismatch,
+    /// A bundle archive broke a safety rule or could not be read.
+    BundleRefused,
+    /// A bundle would carry a secret.
+    SecretLeak,
     Unauthorized,
     NotYetImplemented,
     Audit,
@@ -43,6 +47,8 @@ impl ErrorKind {
             ErrorKind::PreconditionFailed => "precondition-failed",
             ErrorKind::HealthGateFailed => "health-gate-failed",
             ErrorKind::IntegrityMismatch => "integrity-mismatch",
+            ErrorKind::BundleRefused => "bundle-refused",
+            ErrorKind::SecretLeak => "secret-leak",
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::NotYetImplemented => "not-yet-implemented",
             ErrorKind::Audit => "audit",
@@ -59,7 +65,10 @@ impl ErrorKind {
             ErrorKind::NotFound => 404,
             ErrorKind::AlreadyExists | ErrorKind::Conflict | ErrorKind::IdempotencyConflict => 409,
             ErrorKind::PreconditionFailed => 412,
-            ErrorKind::HealthGateFailed | ErrorKind::IntegrityMismatch => 422,
+            ErrorKind::HealthGateFailed
+            | ErrorKind::IntegrityMismatch
+            | ErrorKind::BundleRefused
+            | ErrorKind::SecretLeak => 422,
             ErrorKind::NotYetImplemented => 501,
             ErrorKind::Audit | ErrorKind::Store | ErrorKind::Io => 500,
         }

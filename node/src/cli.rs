@@ -17,10 +17,58 @@ pub struct Cli {
 pub enum TopCommand {
     /// Operator verbs: `gtc op <noun> <verb>`.
     Op(OpArgs),
+    /// Build, inspect and check `.gtbundle` archives.
+    Bundle(BundleArgs),
     /// Print a shell completion script, e.g. `gtc completions bash > /etc/bash_completion.d/gtc`.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    pub output: OutputFormat,
+    #[command(subcommand)]
+    pub verb: BundleVerb,
+}
+
+/// Archive formats `bundle build` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum BuildFormat {
+    /// SquashFS (zlib), the standard `.gtbundle`.
+    #[default]
+    Squashfs,
+    /// ZIP (deflate).
+    Zip,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleVerb {
+    /// Pack a folder into a deterministic bundle; dev secrets are left out and
+    /// a bundle that would leak a secret is not written.
+    Build {
+        /// The folder with bundle-manifest.json or bundle.yaml at its root.
+        dir: PathBuf,
+        /// Where to write the bundle.
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value_t)]
+        format: BuildFormat,
+        /// Allowlist of known false positives [default: DIR/.gtbundle-allowlist.json if present].
+        #[arg(long, value_name = "FILE")]
+        allowlist: Option<PathBuf>,
+    },
+    /// Show a bundle's manifest, files, packs and digest.
+    Inspect { file: PathBuf },
+    /// Check a bundle: archive safety, manifest, packs, runtime section and secret leaks.
+    Doctor {
+        file: PathBuf,
+        /// Allowlist of known false positives.
+        #[arg(long, value_name = "FILE")]
+        allowlist: Option<PathBuf>,
     },
 }
 

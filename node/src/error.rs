@@ -17,6 +17,8 @@ pub struct CliError {
     pub message: String,
     /// The payload field the error is about (`entries[1].weight_bps`).
     pub field: Option<String>,
+    /// Structured facts (a bundle's leak findings, say).
+    pub details: Option<serde_json::Value>,
 }
 
 impl CliError {
@@ -25,7 +27,13 @@ impl CliError {
             kind,
             message: message.into(),
             field: None,
+            details: None,
         }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -63,6 +71,9 @@ impl CliError {
         let mut value = json!({"kind": self.kind.as_str(), "message": self.message});
         if let Some(field) = &self.field {
             value["field"] = json!(field);
+        }
+        if let Some(details) = &self.details {
+            value["details"] = details.clone();
         }
         value
     }

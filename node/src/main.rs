@@ -6,6 +6,7 @@
 //! `store`, env-pack knowledge to `packs`.
 
 mod answers;
+mod bundle_cmd;
 mod cli;
 mod context;
 mod error;
@@ -23,6 +24,24 @@ fn main() {
         TopCommand::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "gtc", &mut std::io::stdout());
             0
+        }
+        TopCommand::Bundle(args) => {
+            let format = args.output;
+            let verb = match &args.verb {
+                cli::BundleVerb::Build { .. } => "build",
+                cli::BundleVerb::Inspect { .. } => "inspect",
+                cli::BundleVerb::Doctor { .. } => "doctor",
+            };
+            match bundle_cmd::run(args.verb) {
+                Ok(report) => {
+                    print_report(&report, format);
+                    report.exit_code
+                }
+                Err(error) => {
+                    print_error("bundle", verb, &error, format);
+                    error.exit_code()
+                }
+            }
         }
         TopCommand::Op(args) => {
             let (noun, verb) = op::names(&args.noun);

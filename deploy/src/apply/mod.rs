@@ -195,7 +195,9 @@ fn dispatch(
         Command::BundleAdd(answers) => bundles::add(environment, answers, envelope),
         Command::BundleUpdate(answers) => bundles::update(environment, answers),
         Command::BundleRemove(answers) => bundles::remove(environment, answers),
-        Command::RevisionStage(answers) => revisions::stage(environment, answers, envelope),
+        Command::RevisionStage { answers, staged } => {
+            revisions::stage(environment, answers, staged.as_ref(), envelope)
+        }
         Command::RevisionWarm(answers) => revisions::warm(environment, answers, envelope),
         Command::RevisionDrain(answers) => revisions::drain(environment, answers, envelope),
         Command::RevisionArchive(answers) => revisions::archive(environment, answers, envelope),
@@ -229,7 +231,7 @@ pub(crate) fn missing_environment(env_id: &EnvId) -> ApplyError {
 
 /// SHA-256 over the canonical JSON of the operator's payload.
 pub fn request_fingerprint(command: &Command) -> String {
-    let value = serde_json::to_value(normalized(command)).unwrap_or(serde_json::Value::Null);
+    let value = normalized(command).payload();
     sha256_hex(to_canonical_json(&value).as_bytes())
 }
 
@@ -339,7 +341,7 @@ pub fn event_for(
         env_id: envelope.command.env_id().to_string(),
         noun: envelope.command.noun().to_owned(),
         verb: envelope.command.verb().to_owned(),
-        target: envelope.command.audit_target(),
+        target: envelope.command.payload(),
         previous_generation,
         new_generation,
         idempotency_key: envelope.command.idempotency_key().map(str::to_owned),

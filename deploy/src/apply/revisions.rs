@@ -7,7 +7,7 @@ use super::bundles::deployment_index;
 use super::traffic::follow_latest;
 use crate::bundle::DeploymentStatus;
 use crate::canonical::ContentDigest;
-use crate::command::{CommandEnvelope, RevisionAnswers, RevisionStageAnswers};
+use crate::command::{CommandEnvelope, RevisionAnswers, RevisionStageAnswers, StagedBundle};
 use crate::descriptor::CapabilitySlot;
 use crate::environment::Environment;
 use crate::error::ApplyError;
@@ -93,9 +93,62 @@ fn result_for(environment: &Environment, index: usize) -> serde_json::Value {
     value
 }
 
+/// Checks that a staged bundle and the payload agree, and that the bundle
+/// is the deployment's.
+fn check_staged(
+    answers: &RevisionStageAnswers,
+    staged: Option<&StagedBundle>,
+    deployment_bundle: &crate::ids::BundleId,
+) -> Result<(), ApplyError> {
+    let computed = [
+        ("bundle_digest", answers.bundle_digest.is_some()),
+        ("pack_list", !answers.pack_list.is_empty()),
+        ("pack_list_lock_ref", !answers.pack_list_lock_ref.is_empty()),
+    ];
+    match (&answers.bundle_path, staged) {
+        (Some(_), Some(staged)) => {
+            if let Some((field, _)) = computed.iter().find(|(_, given)| *given) {
+                return Err(ApplyError::invalid(
+                    *field,
+                    "is computed from bundle_path when a bundle file is staged; leave it out",
+                ));
+            }
+            if answers
+                .revision_id
+                .is_some_and(|id| id != staged.revision_id)
+            {
+                return Err(ApplyError::invalid(
+                    "revision_id",
+                    "differs from the revision the bundle was staged for",
+                ));
+            }
+            if &staged.bundle_id != deployment_bundle {
+                return Err(ApplyError::invalid(
+                    "bundle_path",
+                    format!(
+                        "the bundle's manifest declares bundle_id {}, but the deployment deploys {deployment_bundle}; stage it into a deployment of that bundle",
+                        staged.bundle_id
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        (Some(_), None) => Err(ApplyError::invalid(
+            "bundle_path",
+            "names a bundle file that was not staged; stage it through `gtc op revisions stage`",
+        )),
+        (None, Some(_)) => Err(ApplyError::invalid(
+            "bundle_path",
+            "a staged bundle arrived without bundle_path",
+        )),
+        (None, None) => Ok(()),
+    }
+}
+
 pub(crate) fn stage(
     mut environment: Environment,
     answers: &RevisionStageAnswers,
+    staged: Option<&StagedBundle>,
     envelope: &CommandEnvelope,
 ) -> Result<Outcome, ApplyError> {
     let index = deployment_index(&environment, answers.deployment_id)?;
@@ -108,8 +161,10 @@ pub(crate) fn stage(
             ),
         });
     }
-    let revision_id = answers
-        .revision_id
+    check_staged(answers, staged, &deployment.bundle_id)?;
+    let revision_id = staged
+        .map(|s| s.revision_id)
+        .or(answers.revision_id)
         .unwrap_or_else(|| RevisionId::from_ulid(envelope.minted.object_id));
     if environment.revision(revision_id).is_some() {
         return Err(ApplyError::AlreadyExists {
@@ -141,13 +196,16 @@ pub(crate) fn stage(
         deployment_id: answers.deployment_id,
         sequence,
         created_at: envelope.at,
-        bundle_digest: answers
-            .bundle_digest
-            .clone()
+        bundle_digest: staged
+            .map(|s| s.bundle_digest.clone())
+            .or_else(|| answers.bundle_digest.clone())
             .unwrap_or_else(ContentDigest::placeholder),
         bundle_source_uri: answers.bundle_source_uri.clone(),
-        pack_list: answers.pack_list.clone(),
-        pack_list_lock_ref: answers.pack_list_lock_ref.clone(),
+        pack_list: staged.map_or_else(|| answers.pack_list.clone(), |s| s.pack_list.clone()),
+        pack_list_lock_ref: staged.map_or_else(
+            || answers.pack_list_lock_ref.clone(),
+            |s| s.pack_list_lock_ref.clone(),
+        ),
         pack_config_refs: Vec::new(),
         config_digest: answers
             .config_digest

@@ -110,7 +110,10 @@ impl Harness {
 
     fn stage(&mut self, deployment_id: DeploymentId) -> RevisionId {
         let applied = self
-            .run(Command::RevisionStage(stage_answers(deployment_id)))
+            .run(Command::RevisionStage {
+                answers: stage_answers(deployment_id),
+                staged: None,
+            })
             .expect("stage");
         applied.result["revision_id"]
             .as_str()
@@ -165,6 +168,7 @@ fn stage_answers(deployment_id: DeploymentId) -> RevisionStageAnswers {
         config_digest: None,
         signature_sidecar_ref: None,
         drain_seconds: None,
+        bundle_path: None,
     }
 }
 
@@ -563,7 +567,10 @@ fn to_command(harness: &Harness, action: &Action) -> Option<Command> {
             config_overrides: None,
             idempotency_key: None,
         }),
-        Action::Stage(d) => Command::RevisionStage(stage_answers(pick(&deployments, *d)?)),
+        Action::Stage(d) => Command::RevisionStage {
+            answers: stage_answers(pick(&deployments, *d)?),
+            staged: None,
+        },
         Action::Warm(r) => revision(Command::RevisionWarm, *r)?,
         Action::Drain(r) => revision(Command::RevisionDrain, *r)?,
         Action::Archive(r) => revision(Command::RevisionArchive, *r)?,
@@ -680,4 +687,50 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_staged_bundle_must_match_its_deployment_and_payload() {
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let staged = |bundle: &str| StagedBundle {
+        revision_id: RevisionId::from_ulid(ulid::Ulid::from_parts(5, 5)),
+        bundle_id: bundle.parse().expect("bundle"),
+        bundle_digest: "sha256:ab".parse().expect("digest"),
+        pack_list: vec![],
+        pack_list_lock_ref: "revisions/x/pack-list.lock".into(),
+    };
+    let mut answers = stage_answers(deployment);
+    answers.bundle_path = Some("shop.gtbundle".into());
+    let stage = |answers: RevisionStageAnswers, staged: Option<StagedBundle>| {
+        Command::RevisionStage { answers, staged }
+    };
+
+    let wrong = harness
+        .run(stage(answers.clone(), Some(staged("blog"))))
+        .expect_err("wrong bundle");
+    assert_eq!(wrong.field(), Some("bundle_path"));
+    let unstaged = harness
+        .run(stage(answers.clone(), None))
+        .expect_err("not staged");
+    assert_eq!(unstaged.field(), Some("bundle_path"));
+    let mut computed = answers.clone();
+    computed.bundle_digest = Some("sha256:cd".parse().expect("digest"));
+    let both = harness
+        .run(stage(computed, Some(staged("shop"))))
+        .expect_err("computed field given");
+    assert_eq!(both.field(), Some("bundle_digest"));
+
+    let applied = harness
+        .run(stage(answers, Some(staged("shop"))))
+        .expect("staged");
+    let revision_id: RevisionId = applied.result["revision_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("ulid");
+    let revision = harness.env().revision(revision_id).expect("revision");
+    assert_eq!(revision.bundle_digest.as_str(), "sha256:ab");
+    assert_eq!(revision.pack_list_lock_ref, "revisions/x/pack-list.lock");
 }

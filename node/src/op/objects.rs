@@ -128,7 +128,13 @@ pub fn revisions(context: &Context, verb: RevisionsVerb) -> Result<Report, CliEr
     match verb {
         RevisionsVerb::Stage(mutation) => {
             let answers: RevisionStageAnswers = answers(&mutation, "revisions", "stage")?;
-            context.submit(Command::RevisionStage(answers))
+            match answers.bundle_path.clone() {
+                Some(path) => crate::bundle_cmd::stage_revision(context, answers, &path),
+                None => context.submit(Command::RevisionStage {
+                    answers,
+                    staged: None,
+                }),
+            }
         }
         RevisionsVerb::Warm(mutation) => transition(mutation, "warm", Command::RevisionWarm),
         RevisionsVerb::Drain(mutation) => transition(mutation, "drain", Command::RevisionDrain),

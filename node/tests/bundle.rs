@@ -1,0 +1,298 @@
+//! `gtc bundle …` and staging bundle files through `gtc op revisions stage`,
+//! with the real binary.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use common::{Home, id};
+use serde_json::json;
+
+/// A tiny `.gtpack` (a ZIP with a manifest).
+fn gtpack(name: &str) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    writer
+        .start_file("manifest.cbor", zip::write::SimpleFileOptions::default())
+        .expect("start");
+    writer.write_all(name.as_bytes()).expect("write");
+    writer.finish().expect("finish").into_inner()
+}
+
+/// A bundle source folder with dev secrets that must be left out.
+fn source_tree(home: &Home, bundle_id: &str) -> PathBuf {
+    let dir = home.dir.path().join(format!("src-{bundle_id}"));
+    let write = |relative: &str, bytes: &[u8]| {
+        let path = dir.join(relative);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write");
+    };
+    write(
+        "bundle.yaml",
+        format!("schema_version: 1\nbundle_id: {bundle_id}\nruntime:\n  command: [bin/server]\n  health_path: /healthz\n").as_bytes(),
+    );
+    write("bin/server", b"#!/bin/sh\necho hello\n");
+    write("packs/app.gtpack", &gtpack("app"));
+    write("providers/state/state-memory.gtpack", &gtpack("state"));
+    write("providers/deployer/terraform.gtpack", &gtpack("terraform"));
+    write(".greentic/dev/token", b"this file must never be packed");
+    write("config/local.dev.secrets.env", b"DB_PASSWORD=never-packed");
+    write(
+        "state/setup/answers.json",
+        br#"{"secret_values":{"api":"zz"},"answers":{"region":{"value":"eu"}}}"#,
+    );
+    dir
+}
+
+fn build(home: &Home, dir: &Path, out: &Path, format: &str) -> common::Run {
+    home.gtc(&[
+        "bundle",
+        "build",
+        dir.to_str().expect("path"),
+        "-o",
+        out.to_str().expect("path"),
+        "--format",
+        format,
+    ])
+}
+
+#[test]
+fn build_is_deterministic_and_leaves_dev_secrets_out() {
+    // Proves: the same tree gives the same bytes (squashfs and zip), dev
+    // secrets are skipped with a reason, and the result inspects cleanly.
+    let home = Home::new();
+    let dir = source_tree(&home, "shop");
+    for format in ["squashfs", "zip"] {
+        let first = home.dir.path().join(format!("a.{format}.gtbundle"));
+        let second = home.dir.path().join(format!("b.{format}.gtbundle"));
+        let built = build(&home, &dir, &first, format);
+        assert_eq!(built.code, 0, "{}", built.stderr);
+        let skipped = built.stdout["result"]["skipped"].to_string();
+        assert!(
+            skipped.contains(".greentic/dev") && skipped.contains("local.dev.secrets.env"),
+            "{skipped}"
+        );
+        assert_eq!(
+            built.stdout["result"]["sanitized"],
+            json!(["state/setup/answers.json"])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(build(&home, &dir, &second, format).code, 0);
+        assert_eq!(
+            std::fs::read(&first).expect("first"),
+            std::fs::read(&second).expect("second"),
+            "{format}: same tree, same bytes"
+        );
+
+        let inspected = home.gtc(&["bundle", "inspect", first.to_str().expect("path")]);
+        assert_eq!(inspected.code, 0, "{}", inspected.stderr);
+        let result = &inspected.stdout["result"];
+        assert_eq!(result["manifest"]["bundle_id"], "shop");
+        assert_eq!(result["digest"], built.stdout["result"]["digest"]);
+        let files = result["files"].to_string();
+        assert!(
+            !files.contains(".greentic/dev") && !files.contains("dev.secrets"),
+            "{files}"
+        );
+        let packs: Vec<_> = result["packs"]
+            .as_array()
+            .expect("packs")
+            .iter()
+            .map(|p| p["pack_id"].clone())
+            .collect();
+        assert_eq!(packs, [json!("app"), json!("state-memory")]);
+        let doctor = home.gtc(&["bundle", "doctor", first.to_str().expect("path")]);
+        assert_eq!(doctor.code, 0, "{}", doctor.stdout);
+        assert_eq!(doctor.stdout["result"]["runtime"]["status"], "ok");
+    }
+}
+
+#[test]
+fn a_leaking_bundle_is_not_written_unless_allowlisted() {
+    // Proves: build refuses a tree with a secret (naming file, offset and
+    // rule) and writes nothing; an allowlist entry with the finding's
+    // fingerprint lets a documented false positive through.
+    let home = Home::new();
+    let dir = source_tree(&home, "leaky");
+    std::fs::write(
+        dir.join("config.env"),
+        "AWS_ACCESS_KEY_ID=AKIAQ7ZP3KR9TN2WX4LM\n",
+    )
+    .expect("write");
+    let out = home.dir.path().join("leaky.gtbundle");
+    let refused = build(&home, &dir, &out, "squashfs");
+    assert_eq!(
+        (refused.code, refused.error_kind()),
+        (1, "secret-leak"),
+        "{}",
+        refused.stderr
+    );
+    let finding = &refused.stderr["error"]["details"]["findings"][0];
+    assert_eq!(finding["path"], "config.env");
+    assert_eq!(finding["rule"], "aws-access-key-id");
+    assert_eq!(finding["offset"], 18);
+    assert!(!out.exists(), "nothing written");
+    assert!(
+        !refused.stderr.to_string().contains("AKIAQ7ZP3KR9TN2WX4LM"),
+        "the secret itself is never printed"
+    );
+
+    let allowlist = json!({"schema": "greentic.scan-allowlist.v1", "allow": [{"fingerprint": finding["fingerprint"], "reason": "documented example key"}]});
+    std::fs::write(dir.join(".gtbundle-allowlist.json"), allowlist.to_string()).expect("allowlist");
+    let allowed = build(&home, &dir, &out, "squashfs");
+    assert_eq!(allowed.code, 0, "{}", allowed.stderr);
+    assert_eq!(allowed.stdout["result"]["scan"]["allowed"], 1);
+}
+
+#[test]
+fn a_symlink_leaving_the_tree_is_refused() {
+    let home = Home::new();
+    let dir = source_tree(&home, "linky");
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("host")).expect("symlink");
+    let refused = build(&home, &dir, &home.dir.path().join("x.gtbundle"), "zip");
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.error_message().contains("leaves the bundle folder"),
+        "{}",
+        refused.error_message()
+    );
+}
+
+fn stage_payload(deployment: &str, bundle: &Path) -> serde_json::Value {
+    json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle})
+}
+
+#[test]
+fn staging_a_bundle_file_records_digest_and_pinned_packs() {
+    // Proves: `revisions stage` with bundle_path copies, verifies, extracts
+    // and pins; a hostile or mismatched bundle leaves no trace.
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    let deployment = id(
+        &home.ok("bundles", "add", json!({"environment_id": "local", "bundle_id": "shop", "route_binding": {"path_prefixes": ["/shop"]}})),
+        "deployment_id",
+    );
+    let bundle = home.dir.path().join("shop.gtbundle");
+    assert_eq!(
+        build(&home, &source_tree(&home, "shop"), &bundle, "squashfs").code,
+        0
+    );
+    let staged = home.ok("revisions", "stage", stage_payload(&deployment, &bundle));
+    let revision = id(&staged, "revision_id");
+    let folder = home.root().join("local/revisions").join(&revision);
+    assert!(folder.join("bundle.gtbundle").is_file() && folder.join("pack-list.lock").is_file());
+    assert!(folder.join("bundle/bin/server").is_file());
+    let shown = home.gtc(&["op", "env", "show", "local"]);
+    let stored = &shown.stdout["result"]["revisions"][0];
+    assert_eq!(stored["bundle_digest"], staged["bundle_digest"]);
+    assert_eq!(
+        stored["pack_list_lock_ref"],
+        format!("revisions/{revision}/pack-list.lock")
+    );
+    let pinned: Vec<_> = stored["pack_list"]
+        .as_array()
+        .expect("pack list")
+        .iter()
+        .map(|p| p["pack_id"].clone())
+        .collect();
+    assert_eq!(pinned, [json!("app"), json!("state-memory")]);
+
+    // The bundle's manifest names another bundle: refused, nothing kept.
+    let other = home.dir.path().join("blog.gtbundle");
+    assert_eq!(
+        build(&home, &source_tree(&home, "blog"), &other, "zip").code,
+        0
+    );
+    let mismatch = home.mutate("revisions", "stage", stage_payload(&deployment, &other));
+    assert_eq!(
+        mismatch.error_kind(),
+        "invalid-argument",
+        "{}",
+        mismatch.stderr
+    );
+    assert!(
+        mismatch.error_message().contains("declares bundle_id blog"),
+        "{}",
+        mismatch.error_message()
+    );
+
+    // A zip-slip bundle: refused with its rule, nothing kept.
+    let slip = home.dir.path().join("slip.gtbundle");
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(&slip).expect("create"));
+    writer
+        .start_file("../../escape.txt", zip::write::SimpleFileOptions::default())
+        .expect("start");
+    writer.write_all(b"owned").expect("write");
+    writer.finish().expect("finish");
+    let hostile = home.mutate("revisions", "stage", stage_payload(&deployment, &slip));
+    assert_eq!(hostile.error_kind(), "bundle-refused", "{}", hostile.stderr);
+    assert_eq!(
+        hostile.stderr["error"]["details"]["rule"],
+        "parent-traversal"
+    );
+    let kept: Vec<_> = std::fs::read_dir(home.root().join("local/revisions"))
+        .expect("revisions")
+        .flatten()
+        .collect();
+    assert_eq!(kept.len(), 1, "only the good revision's folder remains");
+    assert!(
+        !home.root().join("escape.txt").exists() && !home.root().join("local/escape.txt").exists()
+    );
+    let revisions = home.gtc(&["op", "revisions", "list", "local"]);
+    assert_eq!(
+        revisions.stdout["result"]["revisions"]
+            .as_array()
+            .expect("list")
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn fixture_bundles_stage_through_the_cli() {
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/greentic-bundles");
+    if !fixtures.is_dir() {
+        eprintln!(
+            "SKIPPED: {} is missing (it ships with the project's shared folder)",
+            fixtures.display()
+        );
+        return;
+    }
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    let deployment = id(
+        &home.ok(
+            "bundles",
+            "add",
+            json!({"environment_id": "local", "bundle_id": "provider-packs-bundle"}),
+        ),
+        "deployment_id",
+    );
+    let staged = home.ok(
+        "revisions",
+        "stage",
+        stage_payload(
+            &deployment,
+            &fixtures.join("provider-packs-bundle.gtbundle"),
+        ),
+    );
+    let packs: Vec<_> = staged["packs"]
+        .as_array()
+        .expect("packs")
+        .iter()
+        .map(|p| p["pack_id"].clone())
+        .collect();
+    assert_eq!(
+        packs,
+        [
+            json!("app"),
+            json!("messaging-webchat-gui"),
+            json!("state-memory")
+        ]
+    );
+    assert_eq!(
+        staged["runtime"], false,
+        "the fixtures carry no runtime section"
+    );
+}
