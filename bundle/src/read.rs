@@ -129,23 +129,32 @@ pub fn visit(
     visitor: &mut Visitor<'_>,
 ) -> Result<(), ArchiveError> {
     let file = File::open(path).map_err(ArchiveError::io("open", path))?;
+    visit_reader(BufReader::new(file), format, path, visitor)
+}
+
+/// Visits every entry of an archive read from `reader`; `label` names it
+/// in errors. The fuzz targets call this on bytes in memory.
+pub fn visit_reader<R: BufRead + Seek + Send>(
+    reader: R,
+    format: BundleFormat,
+    label: &Path,
+    visitor: &mut Visitor<'_>,
+) -> Result<(), ArchiveError> {
     let corrupt = |reason: String| ArchiveError::Corrupt {
-        path: path.to_owned(),
+        path: label.to_owned(),
         format,
         reason,
     };
     match format {
-        BundleFormat::Squashfs => visit_squashfs(BufReader::new(file), visitor, &corrupt),
-        BundleFormat::Zip => visit_zip(file, visitor, &corrupt),
-        BundleFormat::Tar => visit_tar(BufReader::new(file), visitor, &corrupt),
-        BundleFormat::TarGz => visit_tar(
-            flate2::read::GzDecoder::new(BufReader::new(file)),
-            visitor,
-            &corrupt,
-        ),
+        BundleFormat::Squashfs => visit_squashfs(reader, visitor, &corrupt),
+        BundleFormat::Zip => visit_zip(reader, visitor, &corrupt),
+        BundleFormat::Tar => visit_tar(reader, visitor, &corrupt),
+        BundleFormat::TarGz => {
+            visit_tar(flate2::bufread::GzDecoder::new(reader), visitor, &corrupt)
+        }
         BundleFormat::TarZst => {
-            let decoder =
-                zstd::stream::read::Decoder::new(file).map_err(|e| corrupt(e.to_string()))?;
+            let decoder = zstd::stream::read::Decoder::with_buffer(reader)
+                .map_err(|e| corrupt(e.to_string()))?;
             visit_tar(decoder, visitor, &corrupt)
         }
     }
@@ -217,13 +226,12 @@ fn visit_squashfs<R: BufRead + Seek + Send>(
     Ok(())
 }
 
-fn visit_zip(
-    file: File,
+fn visit_zip<R: Read + Seek>(
+    reader: R,
     visitor: &mut Visitor<'_>,
     corrupt: &dyn Fn(String) -> ArchiveError,
 ) -> Result<(), ArchiveError> {
-    let mut archive =
-        zip::ZipArchive::new(BufReader::new(file)).map_err(|e| corrupt(e.to_string()))?;
+    let mut archive = zip::ZipArchive::new(reader).map_err(|e| corrupt(e.to_string()))?;
     for index in 0..archive.len() {
         let mut zipped = archive
             .by_index(index)

@@ -7,7 +7,11 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let (json, yaml) = data.split_at(data.len() / 2);
-    for (json, yaml) in [(Some(data), None), (None, Some(data)), (Some(json), Some(yaml))] {
+    for (json, yaml) in [
+        (Some(data), None),
+        (None, Some(data)),
+        (Some(json), Some(yaml)),
+    ] {
         if let Ok(description) = bundle::manifest::describe(json, yaml) {
             if let Some(runtime) = &description.runtime {
                 assert!(runtime.validate().is_ok());

@@ -8,7 +8,9 @@ use bundle::BundleFormat;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((selector, rest)) = data.split_first() else { return };
+    let Some((selector, rest)) = data.split_first() else {
+        return;
+    };
     let format = match selector % 3 {
         0 => BundleFormat::Tar,
         1 => BundleFormat::TarGz,
