@@ -312,6 +312,15 @@ pub struct DefaultBinding {
     pub kind: PackDescriptor,
 }
 
+/// A warm-gate check that failed outside `apply`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedCheck {
+    /// Kebab-case check id, e.g. `runtime-section`.
+    pub check: String,
+    /// What failed and how to fix it.
+    pub message: String,
+}
+
 /// A command `apply` understands. Each variant carries the operator's
 /// payload plus what the edge resolved for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -349,7 +358,13 @@ pub enum Command {
         answers: RevisionStageAnswers,
         staged: Option<StagedBundle>,
     },
-    RevisionWarm(RevisionAnswers),
+    /// `revisions warm`; `failed_checks` are checks the edge or the
+    /// deployer ran and that failed (a bundle without a runtime section,
+    /// say). Any failed check persists the revision as `failed`.
+    RevisionWarm {
+        answers: RevisionAnswers,
+        failed_checks: Vec<FailedCheck>,
+    },
     RevisionDrain(RevisionAnswers),
     RevisionArchive(RevisionAnswers),
     TrafficSet(TrafficSetAnswers),
@@ -358,6 +373,14 @@ pub enum Command {
 }
 
 impl Command {
+    /// `revisions warm` with no failed checks from outside `apply`.
+    pub fn warm(answers: RevisionAnswers) -> Self {
+        Command::RevisionWarm {
+            answers,
+            failed_checks: Vec::new(),
+        }
+    }
+
     /// The CLI noun of the command.
     pub fn noun(&self) -> &'static str {
         match self {
@@ -375,7 +398,7 @@ impl Command {
                 "bundles"
             }
             Command::RevisionStage { .. }
-            | Command::RevisionWarm(_)
+            | Command::RevisionWarm { .. }
             | Command::RevisionDrain(_)
             | Command::RevisionArchive(_) => "revisions",
             Command::TrafficSet(_) | Command::TrafficRollback(_) | Command::TrafficClear(_) => {
@@ -398,7 +421,7 @@ impl Command {
             Command::PackRemove(_) | Command::BundleRemove(_) => "remove",
             Command::PackRollback(_) | Command::TrafficRollback(_) => "rollback",
             Command::RevisionStage { .. } => "stage",
-            Command::RevisionWarm(_) => "warm",
+            Command::RevisionWarm { .. } => "warm",
             Command::RevisionDrain(_) => "drain",
             Command::RevisionArchive(_) => "archive",
             Command::TrafficSet(_) => "set",
@@ -423,9 +446,9 @@ impl Command {
                 a.environment_id.clone()
             }
             Command::RevisionStage { answers, .. } => answers.environment_id.clone(),
-            Command::RevisionWarm(a) | Command::RevisionDrain(a) | Command::RevisionArchive(a) => {
-                a.environment_id.clone()
-            }
+            Command::RevisionWarm { answers: a, .. }
+            | Command::RevisionDrain(a)
+            | Command::RevisionArchive(a) => a.environment_id.clone(),
             Command::TrafficSet(a) => a.environment_id.clone(),
         }
     }
@@ -442,9 +465,9 @@ impl Command {
                 a.idempotency_key.as_deref()
             }
             Command::RevisionStage { answers, .. } => answers.idempotency_key.as_deref(),
-            Command::RevisionWarm(a) | Command::RevisionDrain(a) | Command::RevisionArchive(a) => {
-                a.idempotency_key.as_deref()
-            }
+            Command::RevisionWarm { answers: a, .. }
+            | Command::RevisionDrain(a)
+            | Command::RevisionArchive(a) => a.idempotency_key.as_deref(),
             Command::TrafficSet(a) => Some(a.idempotency_key.as_str()),
             Command::EnvInit { .. }
             | Command::EnvCreate(_)
@@ -462,6 +485,7 @@ impl Command {
             Command::EnvRestore { answers, .. } => serde_json::to_value(answers),
             Command::EnvInit { answers, .. } => serde_json::to_value(answers),
             Command::RevisionStage { answers, .. } => serde_json::to_value(answers),
+            Command::RevisionWarm { answers, .. } => serde_json::to_value(answers),
             Command::EnvMergeBindings {
                 answers, source, ..
             } => Ok(serde_json::json!({

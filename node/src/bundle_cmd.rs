@@ -9,7 +9,7 @@ use bundle::build::{ALLOWLIST_FILE, BuildError, BuildOptions, build};
 use bundle::read::ArchiveError;
 use bundle::scan::{Allowlist, ScanNote, ScanReport, Scanner};
 use bundle::stage::{StageError, StageRequest, stage};
-use deploy::command::{Command, RevisionStageAnswers, StagedBundle};
+use deploy::command::{Command, FailedCheck, RevisionStageAnswers, StagedBundle};
 use deploy::error::ErrorKind;
 use deploy::ids::RevisionId;
 use serde_json::json;
@@ -292,4 +292,46 @@ pub fn stage_revision(
             Err(error)
         }
     }
+}
+
+/// Warm-gate checks only the edge can run: a revision staged from a bundle
+/// file must have a runnable runtime section, and its bundle copy must
+/// still match the recorded digest.
+pub fn warm_checks(
+    context: &Context,
+    answers: &deploy::command::RevisionAnswers,
+) -> Result<Vec<FailedCheck>, CliError> {
+    let state = context.load(answers.environment_id.as_str())?;
+    let Some(revision) = state.environment.revision(answers.revision_id) else {
+        return Ok(Vec::new()); // apply reports the missing revision
+    };
+    let revision_dir = context
+        .store
+        .env_dir(&answers.environment_id)
+        .join(format!("revisions/{}", revision.revision_id));
+    if !revision_dir.join(bundle::stage::BUNDLE_COPY).is_file() {
+        return Ok(Vec::new()); // staged without a bundle file: nothing to check here
+    }
+    let mut failed = Vec::new();
+    if let Err(error) = bundle::stage::verify(&revision_dir, &revision.bundle_digest) {
+        failed.push(FailedCheck {
+            check: "bundle-digest".to_owned(),
+            message: error.to_string(),
+        });
+    }
+    let runtime = bundle::stage::read_manifest(&revision_dir.join(bundle::stage::BUNDLE_DIR))
+        .map_err(|e| e.to_string())
+        .and_then(|manifest| {
+            manifest
+                .require_runtime()
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+    if let Err(message) = runtime {
+        failed.push(FailedCheck {
+            check: "runtime-section".to_owned(),
+            message,
+        });
+    }
+    Ok(failed)
 }

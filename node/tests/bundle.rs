@@ -296,3 +296,113 @@ fn fixture_bundles_stage_through_the_cli() {
         "the fixtures carry no runtime section"
     );
 }
+
+#[test]
+fn warming_needs_a_runtime_section() {
+    // Proves: a bundle without a runtime section stages, but warming it
+    // persists `failed` with an error that says what to add; a bundle with
+    // one warms to ready.
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    let add = |bundle: &str| {
+        id(
+            &home.ok("bundles", "add", json!({"environment_id": "local", "bundle_id": bundle, "route_binding": {"path_prefixes": [format!("/{bundle}")]}})),
+            "deployment_id",
+        )
+    };
+    let bare_dir = source_tree(&home, "bare");
+    std::fs::write(
+        bare_dir.join("bundle.yaml"),
+        "schema_version: 1\nbundle_id: bare\n",
+    )
+    .expect("no runtime");
+    let bare = home.dir.path().join("bare.gtbundle");
+    assert_eq!(build(&home, &bare_dir, &bare, "squashfs").code, 0);
+    let deployment = add("bare");
+    let revision = id(
+        &home.ok("revisions", "stage", stage_payload(&deployment, &bare)),
+        "revision_id",
+    );
+    let warm = home.mutate(
+        "revisions",
+        "warm",
+        json!({"environment_id": "local", "revision_id": revision}),
+    );
+    assert_eq!(
+        (warm.code, warm.error_kind()),
+        (1, "health-gate-failed"),
+        "{}",
+        warm.stderr
+    );
+    assert!(
+        warm.error_message().contains("runtime-section")
+            && warm.error_message().contains("command"),
+        "{}",
+        warm.error_message()
+    );
+    let listed = home.gtc(&["op", "revisions", "list", "local"]);
+    assert_eq!(
+        listed.stdout["result"]["revisions"][0]["lifecycle"],
+        "failed"
+    );
+
+    let good = home.dir.path().join("shop.gtbundle");
+    assert_eq!(
+        build(&home, &source_tree(&home, "shop"), &good, "zip").code,
+        0
+    );
+    let deployment = add("shop");
+    let revision = id(
+        &home.ok("revisions", "stage", stage_payload(&deployment, &good)),
+        "revision_id",
+    );
+    let warmed = home.ok(
+        "revisions",
+        "warm",
+        json!({"environment_id": "local", "revision_id": revision}),
+    );
+    assert_eq!(warmed["lifecycle"], "ready");
+}
+
+#[test]
+fn doctor_finds_a_secret_inside_a_nested_pack() {
+    // Proves: the doctor scans inside nested .gtpack ZIPs and exits 1 with
+    // the file, offset and rule of each finding.
+    let home = Home::new();
+    let mut inner = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    inner
+        .start_file("config/keys.txt", zip::write::SimpleFileOptions::default())
+        .expect("start");
+    inner
+        .write_all(b"token: ghp_R4nd0mL00k1ngT0k3nV4lu3Abcdefgh123456\n")
+        .expect("write");
+    let pack = inner.finish().expect("finish").into_inner();
+    let bundle = home.dir.path().join("nested.gtbundle");
+    let mut outer = zip::ZipWriter::new(std::fs::File::create(&bundle).expect("create"));
+    let options = zip::write::SimpleFileOptions::default();
+    outer.start_file("bundle.yaml", options).expect("start");
+    outer
+        .write_all(b"schema_version: 1\nbundle_id: nested\n")
+        .expect("write");
+    outer
+        .start_file("packs/app.gtpack", options)
+        .expect("start");
+    outer.write_all(&pack).expect("write");
+    outer.finish().expect("finish");
+    let doctor = home.gtc(&["bundle", "doctor", bundle.to_str().expect("path")]);
+    assert_eq!(doctor.code, 1, "{}", doctor.stdout);
+    let findings = doctor.stdout["result"]["secrets"]["findings"]
+        .as_array()
+        .expect("findings")
+        .clone();
+    let nested = findings
+        .iter()
+        .find(|f| f["path"] == "packs/app.gtpack!config/keys.txt")
+        .unwrap_or_else(|| panic!("no nested finding in {findings:?}"));
+    assert_eq!(nested["rule"], "github-token");
+    assert_eq!(nested["offset"], 7);
+    assert!(
+        !doctor.stdout.to_string().contains("R4nd0mL00k1ng"),
+        "the secret is never printed"
+    );
+}

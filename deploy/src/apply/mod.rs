@@ -198,7 +198,10 @@ fn dispatch(
         Command::RevisionStage { answers, staged } => {
             revisions::stage(environment, answers, staged.as_ref(), envelope)
         }
-        Command::RevisionWarm(answers) => revisions::warm(environment, answers, envelope),
+        Command::RevisionWarm {
+            answers,
+            failed_checks,
+        } => revisions::warm(environment, answers, failed_checks, envelope),
         Command::RevisionDrain(answers) => revisions::drain(environment, answers, envelope),
         Command::RevisionArchive(answers) => revisions::archive(environment, answers, envelope),
         Command::TrafficSet(answers) => traffic::set(environment, answers, envelope),

@@ -7,7 +7,9 @@ use super::bundles::deployment_index;
 use super::traffic::follow_latest;
 use crate::bundle::DeploymentStatus;
 use crate::canonical::ContentDigest;
-use crate::command::{CommandEnvelope, RevisionAnswers, RevisionStageAnswers, StagedBundle};
+use crate::command::{
+    CommandEnvelope, FailedCheck, RevisionAnswers, RevisionStageAnswers, StagedBundle,
+};
 use crate::descriptor::CapabilitySlot;
 use crate::environment::Environment;
 use crate::error::ApplyError;
@@ -240,11 +242,11 @@ pub(crate) fn stage(
 
 /// The warm gate: pure checks on the state that decide whether a revision
 /// may become ready. A runtime deployer adds its own health checks on top.
-fn gate_failures(environment: &Environment, revision: &Revision) -> Vec<(&'static str, String)> {
+fn gate_failures(environment: &Environment, revision: &Revision) -> Vec<(String, String)> {
     let mut failures = Vec::new();
     if environment.binding(CapabilitySlot::Deployer).is_none() {
         failures.push((
-            CHECK_DEPLOYER_BOUND,
+            CHECK_DEPLOYER_BOUND.to_owned(),
             "no deployer env-pack is bound; bind one with `gtc op env-packs add`".to_owned(),
         ));
     }
@@ -254,7 +256,7 @@ fn gate_failures(environment: &Environment, revision: &Revision) -> Vec<(&'stati
     {
         Some(DeploymentStatus::Active) => {}
         status => failures.push((
-            CHECK_DEPLOYMENT_ACTIVE,
+            CHECK_DEPLOYMENT_ACTIVE.to_owned(),
             format!(
                 "deployment {} is {}; set its status to active with `gtc op bundles update`",
                 revision.deployment_id,
@@ -272,6 +274,7 @@ fn gate_failures(environment: &Environment, revision: &Revision) -> Vec<(&'stati
 pub(crate) fn warm(
     mut environment: Environment,
     answers: &RevisionAnswers,
+    external: &[FailedCheck],
     envelope: &CommandEnvelope,
 ) -> Result<Outcome, ApplyError> {
     let index = revision_index(&environment, answers.revision_id)?;
@@ -286,7 +289,12 @@ pub(crate) fn warm(
             accepted: LifecycleVerb::Warm.accepted_starts().to_vec(),
         });
     }
-    let failures = gate_failures(&environment, &environment.revisions[index]);
+    let mut failures = gate_failures(&environment, &environment.revisions[index]);
+    failures.extend(
+        external
+            .iter()
+            .map(|f| (f.check.clone(), f.message.clone())),
+    );
     if !failures.is_empty() {
         let revision = &mut environment.revisions[index];
         let message = failures
@@ -324,15 +332,12 @@ pub(crate) fn warm(
 
 fn gate_error(
     revision_id: RevisionId,
-    failures: &[(&'static str, String)],
+    failures: &[(String, String)],
     message: String,
 ) -> ApplyError {
     ApplyError::HealthGateFailed {
         revision_id,
-        failed_checks: failures
-            .iter()
-            .map(|(check, _)| (*check).to_owned())
-            .collect(),
+        failed_checks: failures.iter().map(|(check, _)| check.clone()).collect(),
         message,
     }
 }

@@ -247,10 +247,10 @@ fn the_operator_journey_guards_every_step() {
     );
 
     harness
-        .revision_command(Command::RevisionWarm, v1)
+        .revision_command(Command::warm, v1)
         .expect("warm v1");
     harness
-        .revision_command(Command::RevisionWarm, v2)
+        .revision_command(Command::warm, v2)
         .expect("warm v2");
     assert_eq!(harness.lifecycle(v1), Lifecycle::Ready);
 
@@ -315,7 +315,7 @@ fn the_operator_journey_guards_every_step() {
         .expect("drain v2");
     assert_eq!(harness.lifecycle(v2), Lifecycle::Draining);
     assert!(matches!(
-        harness.revision_command(Command::RevisionWarm, v2),
+        harness.revision_command(Command::warm, v2),
         Err(ApplyError::InvalidTransition { .. })
     ));
     harness
@@ -344,7 +344,7 @@ fn a_failed_warm_gate_persists_failed_and_a_retry_recovers() {
         }))
         .expect("pause");
     let applied = harness
-        .revision_command(Command::RevisionWarm, revision)
+        .revision_command(Command::warm, revision)
         .expect("committed on error");
     assert!(matches!(
         applied.committed_error,
@@ -363,7 +363,7 @@ fn a_failed_warm_gate_persists_failed_and_a_retry_recovers() {
         }))
         .expect("resume");
     harness
-        .revision_command(Command::RevisionWarm, revision)
+        .revision_command(Command::warm, revision)
         .expect("retry");
     assert_eq!(harness.lifecycle(revision), Lifecycle::Ready);
 }
@@ -374,16 +374,12 @@ fn latest_follows_the_newest_ready_revision() {
     harness.init();
     let deployment = harness.add_bundle("shop", "/");
     let v1 = harness.stage(deployment);
-    harness
-        .revision_command(Command::RevisionWarm, v1)
-        .expect("warm");
+    harness.revision_command(Command::warm, v1).expect("warm");
     harness
         .set(deployment, "k1", &[("LATEST", 10_000)])
         .expect("set");
     let v2 = harness.stage(deployment);
-    harness
-        .revision_command(Command::RevisionWarm, v2)
-        .expect("warm");
+    harness.revision_command(Command::warm, v2).expect("warm");
     let split = harness.env().split(deployment).expect("split");
     assert_eq!(split.entries[0].revision_id, v2);
     assert!(split.entries[0].latest);
@@ -398,7 +394,7 @@ fn a_revision_of_another_deployment_is_refused_by_field() {
     let blog = harness.add_bundle("blog", "/blog");
     let foreign = harness.stage(blog);
     harness
-        .revision_command(Command::RevisionWarm, foreign)
+        .revision_command(Command::warm, foreign)
         .expect("warm");
     let error = harness
         .set(shop, "k", &[(&foreign.to_string(), 10_000)])
@@ -439,12 +435,8 @@ fn weights_in_percent_convert_exactly() {
     let deployment = harness.add_bundle("shop", "/");
     let v1 = harness.stage(deployment);
     let v2 = harness.stage(deployment);
-    harness
-        .revision_command(Command::RevisionWarm, v1)
-        .expect("warm");
-    harness
-        .revision_command(Command::RevisionWarm, v2)
-        .expect("warm");
+    harness.revision_command(Command::warm, v1).expect("warm");
+    harness.revision_command(Command::warm, v2).expect("warm");
     let percent = |revision: RevisionId, percent: f64| TrafficEntryAnswers {
         revision_id: revision.to_string(),
         weight_bps: None,
@@ -571,7 +563,7 @@ fn to_command(harness: &Harness, action: &Action) -> Option<Command> {
             answers: stage_answers(pick(&deployments, *d)?),
             staged: None,
         },
-        Action::Warm(r) => revision(Command::RevisionWarm, *r)?,
+        Action::Warm(r) => revision(Command::warm, *r)?,
         Action::Drain(r) => revision(Command::RevisionDrain, *r)?,
         Action::Archive(r) => revision(Command::RevisionArchive, *r)?,
         Action::Set(d, entries, key) => {

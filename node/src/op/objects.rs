@@ -136,7 +136,14 @@ pub fn revisions(context: &Context, verb: RevisionsVerb) -> Result<Report, CliEr
                 }),
             }
         }
-        RevisionsVerb::Warm(mutation) => transition(mutation, "warm", Command::RevisionWarm),
+        RevisionsVerb::Warm(mutation) => {
+            let answers: RevisionAnswers = answers(&mutation, "revisions", "warm")?;
+            let failed_checks = crate::bundle_cmd::warm_checks(context, &answers)?;
+            context.submit(Command::RevisionWarm {
+                answers,
+                failed_checks,
+            })
+        }
         RevisionsVerb::Drain(mutation) => transition(mutation, "drain", Command::RevisionDrain),
         RevisionsVerb::Archive(mutation) => {
             transition(mutation, "archive", Command::RevisionArchive)
