@@ -422,3 +422,59 @@ fn permissions_are_normalized() {
     assert_eq!(mode("etc/config"), 0o644);
     assert_eq!(mode("bin"), 0o755);
 }
+
+#[test]
+fn every_format_extracts_the_same_tree() {
+    // Proves: tar, tar.gz, tar.zst, zip and squashfs all reach the same
+    // content through the one entry model.
+    let members = [
+        member("bundle.yaml", b"schema_version: 1\nbundle_id: x\n"),
+        member("packs/app.gtpack", b"PK"),
+    ];
+    let tar = tar_bytes(&members);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    let zst = zstd::encode_all(tar.as_slice(), 3).expect("zstd");
+    let zip = zip_bytes(|z| {
+        z.start_file("bundle.yaml", zip_options()).expect("start");
+        z.write_all(b"schema_version: 1\nbundle_id: x\n")
+            .expect("write");
+        z.start_file("packs/app.gtpack", zip_options())
+            .expect("start");
+        z.write_all(b"PK").expect("write");
+    });
+    let squash = squashfs_bytes(|w| {
+        w.push_file(
+            Cursor::new(b"schema_version: 1\nbundle_id: x\n".to_vec()),
+            "/bundle.yaml",
+            header(),
+        )
+        .expect("file");
+        w.push_dir("/packs", backhand::NodeHeader::new(0o755, 0, 0, 0))
+            .expect("dir");
+        w.push_file(Cursor::new(b"PK".to_vec()), "/packs/app.gtpack", header())
+            .expect("file");
+    });
+    for (bytes, name) in [
+        (tar, "b.tar"),
+        (gz, "b.tar.gz"),
+        (zst, "b.tar.zst"),
+        (zip, "b.zip"),
+        (squash, "b.gtbundle"),
+    ] {
+        let sandbox = tempfile::tempdir().expect("tempdir");
+        let archive = sandbox.path().join(name);
+        std::fs::write(&archive, &bytes).expect("write");
+        let format = bundle::read::detect_file(&archive).expect("detect");
+        let target = sandbox.path().join("out");
+        extract(&archive, format, &target, ExtractLimits::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            std::fs::read(target.join("packs/app.gtpack")).expect("pack"),
+            b"PK",
+            "{name}"
+        );
+        assert!(target.join("bundle.yaml").is_file(), "{name}");
+    }
+}
