@@ -15,6 +15,7 @@
 //! inputs always give the same answer, which the simulator relies on.
 
 mod pick;
+pub mod proxy;
 pub mod sticky;
 mod table;
 

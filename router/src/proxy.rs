@@ -1,0 +1,585 @@
+//! The proxy: the thin I/O shell around the routing decisions.
+//!
+//! Every request loads one published snapshot (route table plus ready
+//! instances) and uses only that snapshot, so an update is never seen half
+//! applied; the snapshot is swapped atomically by [`Router::publish`].
+//! Bodies stream both ways; nothing is buffered.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use deploy::ids::RevisionId;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::pick::pick_point;
+use crate::sticky::{self, StickyKey};
+use crate::table::{DeploymentRoute, RouteTable};
+
+/// Boxed error of streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type both directions use.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Header that carries the committed generation a request was routed under.
+pub const GENERATION_HEADER: &str = "x-greentic-generation";
+/// Header naming the revision that served (and, from admin callers, the
+/// revision to use).
+pub const REVISION_HEADER: &str = "x-greentic-revision";
+/// Header an admin caller sends its token in, to be allowed to override.
+pub const ADMIN_TOKEN_HEADER: &str = "x-greentic-admin-token";
+
+/// Bounds and timeouts of the proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Time to open a connection to an instance; short, because a refused
+    /// connection is retried on another instance.
+    pub connect_timeout: Duration,
+    /// Time from sending a request to an instance to its response headers.
+    pub response_timeout: Duration,
+    /// A client that has not sent its headers in this time gets 408.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted.
+    pub max_header_bytes: usize,
+    /// Largest request body forwarded; larger declared bodies get 413.
+    pub max_body_bytes: u64,
+    /// How long a sticky-session cookie pins a revision.
+    pub sticky_ttl: Duration,
+    /// Token that lets a caller pick the revision with `x-greentic-revision`.
+    pub admin_token: Option<String>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 64 * 1024 * 1024,
+            sticky_ttl: Duration::from_secs(3600),
+            admin_token: None,
+        }
+    }
+}
+
+/// One ready instance of a revision.
+#[derive(Debug)]
+pub struct Instance {
+    pub addr: SocketAddr,
+    in_flight: AtomicUsize,
+}
+
+impl Instance {
+    /// A ready instance listening on `addr`.
+    pub fn new(addr: SocketAddr) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// Requests currently being served (headers sent, body not finished).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// What the router serves: a committed route table and the ready
+/// instances of its revisions.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub table: RouteTable,
+    pub instances: HashMap<RevisionId, Vec<Arc<Instance>>>,
+}
+
+/// The router: a published snapshot, a pick counter and an HTTP client.
+pub struct Router {
+    published: ArcSwap<Published>,
+    counter: AtomicU64,
+    key: StickyKey,
+    client: Client<HttpConnector, ProxyBody>,
+    config: ProxyConfig,
+}
+
+impl Router {
+    /// A router serving `published` until the next [`Router::publish`].
+    pub fn new(published: Published, key: StickyKey, config: ProxyConfig) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Arc::new(Self {
+            published: ArcSwap::from_pointee(published),
+            counter: AtomicU64::new(0),
+            key,
+            client,
+            config,
+        })
+    }
+
+    /// Swaps in a new snapshot; requests already routed keep the old one.
+    pub fn publish(&self, published: Published) {
+        self.published.store(Arc::new(published));
+    }
+
+    /// The generation of the table currently served.
+    pub fn generation(&self) -> u64 {
+        self.published.load().table.generation()
+    }
+
+    /// Accepts connections until `shutdown` turns true, then lets in-flight
+    /// connections finish.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.config.header_read_timeout)
+            .max_buf_size(self.config.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(self.config.max_header_bytes as u32);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let router = Arc::clone(&self);
+                    let service = hyper::service::service_fn(move |request| {
+                        let router = Arc::clone(&router);
+                        async move { Ok::<_, Infallible>(router.handle(request, peer).await) }
+                    });
+                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let connection = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        }
+                    });
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        graceful.shutdown().await;
+    }
+
+    /// Routes one request.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let published = self.published.load_full();
+        let generation = published.table.generation();
+        let host = request_host(&request);
+        let path = request.uri().path().to_owned();
+        let Some(route) = published.table.resolve(&host, &path) else {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "no-route",
+                format!("no deployment serves host {host:?} and path {path:?}"),
+                generation,
+            );
+        };
+        if let Some(length) = declared_length(request.headers())
+            && length > self.config.max_body_bytes
+        {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!(
+                    "the request body is {length} bytes; the limit is {}",
+                    self.config.max_body_bytes
+                ),
+                generation,
+            );
+        }
+        let choice = self.choose(route, &request);
+        let Some(instances) = published
+            .instances
+            .get(&choice.revision)
+            .filter(|i| !i.is_empty())
+        else {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-ready-instance",
+                format!(
+                    "revision {} of deployment {} has no ready instance",
+                    choice.revision, route.deployment_id
+                ),
+                generation,
+            );
+        };
+        let mut response = self.forward(request, peer, instances, generation).await;
+        let headers = response.headers_mut();
+        insert(headers, GENERATION_HEADER, &generation.to_string());
+        insert(headers, REVISION_HEADER, &choice.revision.to_string());
+        if let Some(cookie) = choice.set_cookie
+            && let Ok(value) = HeaderValue::from_str(&cookie)
+        {
+            headers.append(header::SET_COOKIE, value);
+        }
+        response
+    }
+
+    fn choose(&self, route: &DeploymentRoute, request: &Request<Incoming>) -> Choice {
+        if let Some(revision) = self.admin_override(route, request.headers()) {
+            return Choice {
+                revision,
+                set_cookie: None,
+            };
+        }
+        let env = self.published.load().table.env_id().clone();
+        let name = sticky::cookie_name(route.deployment_id);
+        let now = unix_now();
+        if let Some(value) = cookie_value(request.headers(), &name)
+            && let Ok(revision) = sticky::verify(
+                &self.key,
+                &value,
+                &env,
+                route.deployment_id,
+                route.split_generation,
+                now,
+            )
+            && route.pick.contains(revision)
+        {
+            return Choice {
+                revision,
+                set_cookie: None,
+            };
+        }
+        let revision = route
+            .pick
+            .pick(pick_point(self.counter.fetch_add(1, Ordering::Relaxed)));
+        let ttl = self.config.sticky_ttl.as_secs();
+        let value = sticky::issue(
+            &self.key,
+            &env,
+            route.deployment_id,
+            revision,
+            route.split_generation,
+            now + ttl as i64,
+        );
+        Choice {
+            revision,
+            set_cookie: Some(format!(
+                "{name}={value}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax"
+            )),
+        }
+    }
+
+    /// `x-greentic-revision`, honoured only with the admin token and only
+    /// for a revision the split names.
+    fn admin_override(&self, route: &DeploymentRoute, headers: &HeaderMap) -> Option<RevisionId> {
+        let token = self.config.admin_token.as_deref()?;
+        let given = headers.get(ADMIN_TOKEN_HEADER)?.as_bytes();
+        if !constant_time_eq(given, token.as_bytes()) {
+            return None;
+        }
+        let revision: RevisionId = headers.get(REVISION_HEADER)?.to_str().ok()?.parse().ok()?;
+        route.revisions.contains(&revision).then_some(revision)
+    }
+
+    /// Power of two choices on in-flight requests; the two candidates come
+    /// from the pick counter, so no RNG is needed.
+    fn pick_instance<'a>(
+        &self,
+        instances: &'a [Arc<Instance>],
+        avoid: Option<usize>,
+    ) -> (usize, &'a Arc<Instance>) {
+        let count = instances.len();
+        let draw = self
+            .counter
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let first = (draw % count as u64) as usize;
+        let second = ((draw >> 32) % count as u64) as usize;
+        let mut candidates = [first, second];
+        if let Some(avoid) = avoid {
+            for candidate in &mut candidates {
+                if *candidate == avoid && count > 1 {
+                    *candidate = (avoid + 1) % count;
+                }
+            }
+        }
+        let chosen = if instances[candidates[1]].in_flight() < instances[candidates[0]].in_flight()
+        {
+            candidates[1]
+        } else {
+            candidates[0]
+        };
+        (chosen, &instances[chosen])
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        instances: &[Arc<Instance>],
+        generation: u64,
+    ) -> Response<ProxyBody> {
+        let (mut parts, body) = request.into_parts();
+        prepare_headers(&mut parts.headers, peer);
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        // Only bodiless idempotent requests can be sent twice.
+        let retryable = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
+            && body.is_end_stream();
+        let mut body = Some(body);
+        let mut avoid = None;
+        let attempts = if retryable && instances.len() > 1 {
+            2
+        } else {
+            1
+        };
+        let mut last_error = None;
+        for _ in 0..attempts {
+            let (index, instance) = self.pick_instance(instances, avoid);
+            let outgoing_body = match body.take() {
+                Some(body) if !retryable => body.map_err(|e| Box::new(e) as BoxError).boxed(),
+                _ => Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            };
+            let mut outgoing = Request::from_parts(parts.clone(), outgoing_body);
+            let uri = format!("http://{}{}", instance.addr, path_and_query);
+            match uri.parse() {
+                Ok(uri) => *outgoing.uri_mut() = uri,
+                Err(_) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        "bad-request",
+                        "the request path is not valid".to_owned(),
+                        generation,
+                    );
+                }
+            }
+            *outgoing.version_mut() = http::Version::HTTP_11;
+            let guard = InFlight::enter(instance);
+            match tokio::time::timeout(self.config.response_timeout, self.client.request(outgoing))
+                .await
+            {
+                Ok(Ok(response)) => {
+                    let (mut head, upstream) = response.into_parts();
+                    strip_hop_by_hop(&mut head.headers);
+                    let streamed = GuardedBody {
+                        inner: upstream.map_err(|e| Box::new(e) as BoxError).boxed(),
+                        _guard: guard,
+                    };
+                    return Response::from_parts(head, streamed.boxed());
+                }
+                Ok(Err(error)) if error.is_connect() => {
+                    tracing::warn!(instance = %instance.addr, %error, "instance refused the connection");
+                    last_error = Some(format!(
+                        "instance {} refused the connection: {error}",
+                        instance.addr
+                    ));
+                    avoid = Some(index);
+                }
+                Ok(Err(error)) => {
+                    return error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream-error",
+                        format!("instance {} failed: {error}", instance.addr),
+                        generation,
+                    );
+                }
+                Err(_) => {
+                    return error_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream-timeout",
+                        format!(
+                            "instance {} sent no response within {:?}",
+                            instance.addr, self.config.response_timeout
+                        ),
+                        generation,
+                    );
+                }
+            }
+        }
+        error_response(
+            StatusCode::BAD_GATEWAY,
+            "upstream-unavailable",
+            last_error.unwrap_or_else(|| "no instance answered".to_owned()),
+            generation,
+        )
+    }
+}
+
+struct Choice {
+    revision: RevisionId,
+    set_cookie: Option<String>,
+}
+
+/// Counts a request against its instance until its response body ends.
+struct InFlight(Arc<Instance>);
+
+impl InFlight {
+    fn enter(instance: &Arc<Instance>) -> Self {
+        instance.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(instance))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that holds its instance's in-flight count.
+struct GuardedBody {
+    inner: ProxyBody,
+    _guard: InFlight,
+}
+
+impl Body for GuardedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn request_host<B>(request: &Request<B>) -> String {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_default()
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Hop-by-hop headers are for one connection only (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn prepare_headers(headers: &mut HeaderMap, peer: SocketAddr) {
+    strip_hop_by_hop(headers);
+    // Never let a client's admin token or override reach an instance.
+    headers.remove(ADMIN_TOKEN_HEADER);
+    let forwarded = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    insert(headers, "x-forwarded-for", &forwarded);
+    insert(headers, "x-forwarded-proto", "http");
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// A JSON error answer that says what happened and under which generation.
+pub fn error_response(
+    status: StatusCode,
+    kind: &str,
+    message: String,
+    generation: u64,
+) -> Response<ProxyBody> {
+    let body = serde_json::json!({"error": {"kind": kind, "message": message, "status": status.as_u16()}, "generation": generation});
+    let mut response = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    insert(headers, GENERATION_HEADER, &generation.to_string());
+    response
+}

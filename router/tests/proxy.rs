@@ -1,0 +1,462 @@
+//! The proxy on loopback with real HTTP backends: routing by committed
+//! split, generation header, sticky sessions, admin override, error answers,
+//! retry on a refused connection, and streamed bodies.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use deploy::apply::apply;
+use deploy::audit::{Actor, Authorization, Decision};
+use deploy::bundle::RouteBinding;
+use deploy::command::*;
+use deploy::ids::{DeploymentId, EnvId, EventId, RevisionId};
+use deploy::state::EnvironmentState;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use router::RouteTable;
+use router::proxy::{Instance, ProxyConfig, Published, Router};
+use router::sticky::StickyKey;
+use tokio::net::TcpListener;
+
+/// Drives `apply` like an operator would.
+struct Operator {
+    state: Option<EnvironmentState>,
+    counter: u128,
+}
+
+impl Operator {
+    fn run(&mut self, command: Command) -> serde_json::Value {
+        self.counter += 1;
+        let envelope = CommandEnvelope {
+            at: chrono::Utc::now(),
+            actor: Actor::local_user(None, None),
+            authorization: Authorization {
+                decision: Decision::Allow,
+                policy: "t".into(),
+                reason: "t".into(),
+            },
+            minted: MintedIds {
+                event_id: EventId::from_ulid(ulid::Ulid::new()),
+                object_id: ulid::Ulid::new(),
+            },
+            command,
+        };
+        let applied = apply(self.state.as_ref(), &envelope).expect("apply");
+        self.state = applied.state;
+        applied.result
+    }
+
+    /// `local` with one deployment on `/` and `count` ready revisions.
+    fn new(count: usize) -> (Self, DeploymentId, Vec<RevisionId>) {
+        let mut operator = Self {
+            state: None,
+            counter: 0,
+        };
+        operator.run(Command::EnvInit {
+            answers: EnvInitAnswers::default(),
+            defaults: packs::default_bindings(),
+        });
+        let added = operator.run(Command::BundleAdd(BundleAddAnswers {
+            environment_id: EnvId::local(),
+            bundle_id: "shop".parse().expect("bundle"),
+            customer_id: None,
+            route_binding: RouteBinding::default(),
+            revenue_share: None,
+            authorization_ref: None,
+            config_overrides: None,
+            idempotency_key: None,
+        }));
+        let deployment: DeploymentId = added["deployment_id"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("ulid");
+        let mut revisions = Vec::new();
+        for _ in 0..count {
+            let staged = operator.run(Command::RevisionStage {
+                answers: RevisionStageAnswers {
+                    environment_id: EnvId::local(),
+                    deployment_id: deployment,
+                    revision_id: None,
+                    idempotency_key: None,
+                    bundle_digest: None,
+                    bundle_source_uri: None,
+                    pack_list: vec![],
+                    pack_list_lock_ref: String::new(),
+                    config_digest: None,
+                    signature_sidecar_ref: None,
+                    drain_seconds: None,
+                    bundle_path: None,
+                },
+                staged: None,
+            });
+            let revision: RevisionId = staged["revision_id"]
+                .as_str()
+                .expect("id")
+                .parse()
+                .expect("ulid");
+            operator.run(Command::warm(RevisionAnswers {
+                environment_id: EnvId::local(),
+                revision_id: revision,
+                idempotency_key: None,
+            }));
+            revisions.push(revision);
+        }
+        (operator, deployment, revisions)
+    }
+
+    fn split(&mut self, deployment: DeploymentId, entries: &[(RevisionId, u32)]) {
+        self.run(Command::TrafficSet(TrafficSetAnswers {
+            environment_id: EnvId::local(),
+            deployment_id: deployment,
+            entries: entries
+                .iter()
+                .map(|(revision, bps)| TrafficEntryAnswers {
+                    revision_id: revision.to_string(),
+                    weight_bps: Some(*bps),
+                    weight_percent: None,
+                })
+                .collect(),
+            updated_by: None,
+            idempotency_key: ulid::Ulid::new().to_string(),
+            authorization_ref: None,
+        }));
+    }
+
+    fn state(&self) -> &EnvironmentState {
+        self.state.as_ref().expect("state")
+    }
+}
+
+/// A backend that answers `<name> <body bytes>`.
+async fn backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |request: Request<Incoming>| async move {
+                        let forwarded = request.headers().contains_key("x-greentic-admin-token");
+                        let bytes = request
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes().len())
+                            .unwrap_or(0);
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            format!("{name} {bytes} {forwarded}"),
+                        ))))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An address where nothing listens.
+async fn dead_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+struct Harness {
+    router: Arc<Router>,
+    addr: SocketAddr,
+    client: Client<HttpConnector, Full<Bytes>>,
+    _shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Harness {
+    async fn start(published: Published, config: ProxyConfig) -> Self {
+        let router = Router::new(published, StickyKey::new([42; 32]), config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (shutdown, receiver) = tokio::sync::watch::channel(false);
+        tokio::spawn(Arc::clone(&router).serve(listener, receiver));
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        Self {
+            router,
+            addr,
+            client,
+            _shutdown: shutdown,
+        }
+    }
+
+    async fn get(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, HashMap<String, String>, String) {
+        self.send("GET", path, headers, Bytes::new()).await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> (u16, HashMap<String, String>, String) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr))
+            .header("host", "shop.test");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self
+            .client
+            .request(request.body(Full::new(body)).expect("request"))
+            .await
+            .expect("response");
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+fn published(state: &EnvironmentState, instances: &[(RevisionId, Vec<SocketAddr>)]) -> Published {
+    Published {
+        table: RouteTable::build(state),
+        instances: instances
+            .iter()
+            .map(|(revision, addrs)| (*revision, addrs.iter().map(|a| Instance::new(*a)).collect()))
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn a_99_1_split_is_served_as_committed_with_the_generation() {
+    // Proves: requests follow the committed split within ±0.1 pp and every
+    // answer names the generation it was routed under.
+    let (mut operator, deployment, revisions) = Operator::new(2);
+    operator.split(deployment, &[(revisions[0], 9_900), (revisions[1], 100)]);
+    let (a, b) = (backend("v1").await, backend("v2").await);
+    let harness = Harness::start(
+        published(
+            operator.state(),
+            &[(revisions[0], vec![a]), (revisions[1], vec![b])],
+        ),
+        ProxyConfig::default(),
+    )
+    .await;
+    let mut canary = 0;
+    let requests = 5_000;
+    for _ in 0..requests {
+        let (status, headers, body) = harness.get("/", &[]).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            headers["x-greentic-generation"],
+            operator.state().generation.to_string()
+        );
+        if body.starts_with("v2") {
+            canary += 1;
+        }
+    }
+    // 1% of 5000 is 50; ±0.1 pp is ±5.
+    assert!(
+        (45..=55).contains(&canary),
+        "canary served {canary} of {requests}"
+    );
+}
+
+#[tokio::test]
+async fn sticky_sessions_hold_until_the_split_changes() {
+    // Proves: a client with the cookie stays on its revision for 1000
+    // requests, and is re-sampled (new cookie) once a new split is published.
+    let (mut operator, deployment, revisions) = Operator::new(2);
+    operator.split(deployment, &[(revisions[0], 5_000), (revisions[1], 5_000)]);
+    let (a, b) = (backend("v1").await, backend("v2").await);
+    let instances = [(revisions[0], vec![a]), (revisions[1], vec![b])];
+    let harness = Harness::start(
+        published(operator.state(), &instances),
+        ProxyConfig::default(),
+    )
+    .await;
+    let (_, headers, first) = harness.get("/", &[]).await;
+    let cookie = headers["set-cookie"]
+        .split(';')
+        .next()
+        .expect("cookie")
+        .to_owned();
+    let pinned = first.split(' ').next().expect("name").to_owned();
+    for _ in 0..1_000 {
+        let (_, headers, body) = harness.get("/", &[("cookie", &cookie)]).await;
+        assert!(
+            body.starts_with(&pinned),
+            "sticky session flipped to {body}"
+        );
+        assert!(!headers.contains_key("set-cookie"));
+    }
+    operator.split(deployment, &[(revisions[0], 4_000), (revisions[1], 6_000)]);
+    harness
+        .router
+        .publish(published(operator.state(), &instances));
+    let (_, headers, _) = harness.get("/", &[("cookie", &cookie)]).await;
+    assert!(headers.contains_key("set-cookie"), "a new split re-samples");
+}
+
+#[tokio::test]
+async fn only_admin_callers_choose_the_revision_and_the_token_never_leaks() {
+    let (mut operator, deployment, revisions) = Operator::new(2);
+    operator.split(deployment, &[(revisions[0], 10_000), (revisions[1], 0)]);
+    let (a, b) = (backend("v1").await, backend("v2").await);
+    let config = ProxyConfig {
+        admin_token: Some("s3cret-admin".into()),
+        ..ProxyConfig::default()
+    };
+    let harness = Harness::start(
+        published(
+            operator.state(),
+            &[(revisions[0], vec![a]), (revisions[1], vec![b])],
+        ),
+        config,
+    )
+    .await;
+    let v2 = revisions[1].to_string();
+    let (_, _, body) = harness.get("/", &[("x-greentic-revision", &v2)]).await;
+    assert!(
+        body.starts_with("v1"),
+        "without the token the override is ignored: {body}"
+    );
+    let (_, _, body) = harness
+        .get(
+            "/",
+            &[
+                ("x-greentic-revision", &v2),
+                ("x-greentic-admin-token", "wrong"),
+            ],
+        )
+        .await;
+    assert!(body.starts_with("v1"), "{body}");
+    let (_, headers, body) = harness
+        .get(
+            "/",
+            &[
+                ("x-greentic-revision", &v2),
+                ("x-greentic-admin-token", "s3cret-admin"),
+            ],
+        )
+        .await;
+    assert!(
+        body.starts_with("v2"),
+        "an admin reaches a zero-weight revision: {body}"
+    );
+    assert!(
+        body.ends_with("false"),
+        "the admin token is not forwarded: {body}"
+    );
+    assert_eq!(headers["x-greentic-revision"], v2);
+}
+
+#[tokio::test]
+async fn errors_are_clear_json_and_refused_connections_are_retried() {
+    let (mut operator, deployment, revisions) = Operator::new(2);
+    operator.split(deployment, &[(revisions[0], 10_000)]);
+    let live = backend("v1").await;
+    let dead = dead_addr().await;
+    // One dead and one live instance: every bodiless GET still succeeds.
+    let harness = Harness::start(
+        published(operator.state(), &[(revisions[0], vec![dead, live])]),
+        ProxyConfig::default(),
+    )
+    .await;
+    for _ in 0..50 {
+        let (status, _, body) = harness.get("/", &[]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // A POST is not retried: it may fail with 502, never silently go twice.
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(
+            harness
+                .send("POST", "/", &[], Bytes::from_static(b"x"))
+                .await
+                .0,
+        );
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 502),
+        "{statuses:?}"
+    );
+    // Only dead instances: 502 with a JSON body naming the problem.
+    harness
+        .router
+        .publish(published(operator.state(), &[(revisions[0], vec![dead])]));
+    let (status, headers, body) = harness.get("/", &[]).await;
+    assert_eq!(status, 502);
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(body.contains("upstream-unavailable"), "{body}");
+    // No instance at all: 503.
+    harness.router.publish(published(operator.state(), &[]));
+    let (status, _, body) = harness.get("/", &[]).await;
+    assert_eq!(status, 503);
+    assert!(body.contains("no-ready-instance"), "{body}");
+    // Traffic cleared: nothing routes there any more, 404.
+    operator.run(Command::TrafficClear(DeploymentAnswers {
+        environment_id: EnvId::local(),
+        deployment_id: deployment,
+        idempotency_key: None,
+    }));
+    harness
+        .router
+        .publish(published(operator.state(), &[(revisions[0], vec![live])]));
+    let (status, headers, body) = harness.get("/x", &[]).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no-route"), "{body}");
+    assert_eq!(
+        headers["x-greentic-generation"],
+        operator.state().generation.to_string()
+    );
+}
+
+#[tokio::test]
+async fn large_bodies_stream_through_and_oversized_ones_are_refused() {
+    let (mut operator, deployment, revisions) = Operator::new(1);
+    operator.split(deployment, &[(revisions[0], 10_000)]);
+    let a = backend("v1").await;
+    let config = ProxyConfig {
+        max_body_bytes: 8 * 1024 * 1024,
+        ..ProxyConfig::default()
+    };
+    let harness = Harness::start(
+        published(operator.state(), &[(revisions[0], vec![a])]),
+        config,
+    )
+    .await;
+    let body = Bytes::from(vec![b'x'; 4 * 1024 * 1024]);
+    let (status, _, answer) = harness.send("POST", "/upload", &[], body).await;
+    assert_eq!((status, answer.as_str()), (200, "v1 4194304 false"));
+    let (status, _, answer) = harness
+        .send(
+            "POST",
+            "/upload",
+            &[],
+            Bytes::from(vec![b'x'; 9 * 1024 * 1024]),
+        )
+        .await;
+    assert_eq!(status, 413, "{answer}");
+}
