@@ -224,6 +224,31 @@ pub struct StagedBundle {
     pub bundle_digest: ContentDigest,
     pub pack_list: Vec<PackListEntry>,
     pub pack_list_lock_ref: String,
+    /// Instances to run, from the bundle's runtime section (if it has one).
+    #[serde(default)]
+    pub runtime_instances: Option<u32>,
+}
+
+/// What the runtime observed about a revision, reported by the node that
+/// runs it (never by an operator).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum RuntimeOutcome {
+    /// Every instance passed its health check: `warming → ready`.
+    Ready,
+    /// Warming failed (timeout, crash, bad command): `→ failed`.
+    Failed { reason: String },
+    /// In-flight requests finished or the drain time ran out: `draining → inactive`.
+    Drained,
+}
+
+/// A runtime report about one revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeReport {
+    pub environment_id: EnvId,
+    pub revision_id: RevisionId,
+    #[serde(flatten)]
+    pub outcome: RuntimeOutcome,
 }
 
 /// `revisions warm`, `drain` and `archive`.
@@ -370,6 +395,8 @@ pub enum Command {
     TrafficSet(TrafficSetAnswers),
     TrafficRollback(DeploymentAnswers),
     TrafficClear(DeploymentAnswers),
+    /// The runtime's outcome for a revision it warmed or drained.
+    RevisionReport(RuntimeReport),
 }
 
 impl Command {
@@ -400,7 +427,8 @@ impl Command {
             Command::RevisionStage { .. }
             | Command::RevisionWarm { .. }
             | Command::RevisionDrain(_)
-            | Command::RevisionArchive(_) => "revisions",
+            | Command::RevisionArchive(_)
+            | Command::RevisionReport(_) => "revisions",
             Command::TrafficSet(_) | Command::TrafficRollback(_) | Command::TrafficClear(_) => {
                 "traffic"
             }
@@ -424,6 +452,7 @@ impl Command {
             Command::RevisionWarm { .. } => "warm",
             Command::RevisionDrain(_) => "drain",
             Command::RevisionArchive(_) => "archive",
+            Command::RevisionReport(_) => "report",
             Command::TrafficSet(_) => "set",
             Command::TrafficClear(_) => "clear",
         }
@@ -450,6 +479,7 @@ impl Command {
             | Command::RevisionDrain(a)
             | Command::RevisionArchive(a) => a.environment_id.clone(),
             Command::TrafficSet(a) => a.environment_id.clone(),
+            Command::RevisionReport(report) => report.environment_id.clone(),
         }
     }
 
@@ -473,7 +503,8 @@ impl Command {
             | Command::EnvCreate(_)
             | Command::EnvDestroy(_)
             | Command::EnvRestore { .. }
-            | Command::EnvMergeBindings { .. } => None,
+            | Command::EnvMergeBindings { .. }
+            | Command::RevisionReport(_) => None,
         }
     }
 

@@ -71,6 +71,11 @@ pub struct Revision {
     pub drain_seconds: u32,
     #[serde(default)]
     pub abort_metrics: Vec<String>,
+    /// Instances the deployer runs, when the revision's bundle has a
+    /// runtime section; `None` means there is nothing to run, and warming
+    /// completes on the state checks alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_instances: Option<u32>,
 }
 
 /// The short form `revisions list` prints.

@@ -276,6 +276,7 @@ pub fn stage_revision(
             bundle_digest: staged.digest.clone(),
             pack_list: staged.lock.pack_list(),
             pack_list_lock_ref: staged.lock_ref.clone(),
+            runtime_instances: staged.manifest.runtime.as_ref().map(|r| r.instances),
         }),
     };
     match context.submit(command) {

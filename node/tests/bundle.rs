@@ -301,7 +301,7 @@ fn fixture_bundles_stage_through_the_cli() {
 fn warming_needs_a_runtime_section() {
     // Proves: a bundle without a runtime section stages, but warming it
     // persists `failed` with an error that says what to add; a bundle with
-    // one warms to ready.
+    // one moves on to warming, for the node's deployer to finish.
     let home = Home::new();
     home.gtc(&["op", "env", "init"]);
     let add = |bundle: &str| {
@@ -361,7 +361,8 @@ fn warming_needs_a_runtime_section() {
         "warm",
         json!({"environment_id": "local", "revision_id": revision}),
     );
-    assert_eq!(warmed["lifecycle"], "ready");
+    // It has instances to run: the node's deployer takes it from here.
+    assert_eq!(warmed["lifecycle"], "warming");
 }
 
 #[test]

@@ -207,6 +207,7 @@ fn dispatch(
         Command::TrafficSet(answers) => traffic::set(environment, answers, envelope),
         Command::TrafficRollback(answers) => traffic::rollback(environment, answers, envelope),
         Command::TrafficClear(answers) => traffic::clear(environment, answers),
+        Command::RevisionReport(report) => revisions::report(environment, report, envelope),
     }
 }
 

@@ -8,7 +8,8 @@ use super::traffic::follow_latest;
 use crate::bundle::DeploymentStatus;
 use crate::canonical::ContentDigest;
 use crate::command::{
-    CommandEnvelope, FailedCheck, RevisionAnswers, RevisionStageAnswers, StagedBundle,
+    CommandEnvelope, FailedCheck, RevisionAnswers, RevisionStageAnswers, RuntimeOutcome,
+    RuntimeReport, StagedBundle,
 };
 use crate::descriptor::CapabilitySlot;
 use crate::environment::Environment;
@@ -224,6 +225,7 @@ pub(crate) fn stage(
         failure_reason: None,
         drain_seconds,
         abort_metrics: Vec::new(),
+        runtime_instances: staged.and_then(|s| s.runtime_instances),
     };
     environment.bundles[index]
         .current_revisions
@@ -322,10 +324,63 @@ pub(crate) fn warm(
     }
     walk(&mut environment, index, LifecycleVerb::Warm, envelope.at)?;
     let revision = &mut environment.revisions[index];
-    revision.warmed_at = Some(envelope.at);
     revision.failure_reason = None;
+    if revision.runtime_instances.is_some() {
+        // Something must run: stay `warming` until the deployer reports
+        // that every instance is healthy (`RuntimeOutcome::Ready`).
+        revision.lifecycle = Lifecycle::Warming;
+        let result = result_for(&environment, index);
+        return Ok(Outcome::changed(environment, result));
+    }
+    become_ready(&mut environment, index, envelope);
+    let result = result_for(&environment, index);
+    Ok(Outcome::changed(environment, result))
+}
+
+fn become_ready(environment: &mut Environment, index: usize, envelope: &CommandEnvelope) {
+    let revision = &mut environment.revisions[index];
+    revision.warmed_at = Some(envelope.at);
+    revision.lifecycle_changed_at = Some(envelope.at);
     let deployment_id = revision.deployment_id;
-    follow_latest(&mut environment, deployment_id, envelope);
+    follow_latest(environment, deployment_id, envelope);
+}
+
+/// A runtime report: the deployer finished warming or draining a revision.
+pub(crate) fn report(
+    mut environment: Environment,
+    report: &RuntimeReport,
+    envelope: &CommandEnvelope,
+) -> Result<Outcome, ApplyError> {
+    let index = revision_index(&environment, report.revision_id)?;
+    let revision = &environment.revisions[index];
+    let expected = match report.outcome {
+        RuntimeOutcome::Ready | RuntimeOutcome::Failed { .. } => Lifecycle::Warming,
+        RuntimeOutcome::Drained => Lifecycle::Draining,
+    };
+    if revision.lifecycle != expected {
+        // The operator moved the revision on meanwhile (archived it while
+        // it warmed, say): the report is stale and changes nothing.
+        return Err(ApplyError::Conflict {
+            message: format!(
+                "revision {} is {}, not {expected}; the runtime report is stale",
+                revision.revision_id, revision.lifecycle
+            ),
+        });
+    }
+    let next = match &report.outcome {
+        RuntimeOutcome::Ready => Lifecycle::Ready,
+        RuntimeOutcome::Failed { .. } => Lifecycle::Failed,
+        RuntimeOutcome::Drained => Lifecycle::Inactive,
+    };
+    debug_assert!(is_valid_transition(expected, next));
+    let revision = &mut environment.revisions[index];
+    revision.lifecycle = next;
+    revision.lifecycle_changed_at = Some(envelope.at);
+    match &report.outcome {
+        RuntimeOutcome::Ready => become_ready(&mut environment, index, envelope),
+        RuntimeOutcome::Failed { reason } => revision.failure_reason = Some(reason.clone()),
+        RuntimeOutcome::Drained => {}
+    }
     let result = result_for(&environment, index);
     Ok(Outcome::changed(environment, result))
 }

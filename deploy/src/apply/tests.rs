@@ -692,6 +692,7 @@ fn a_staged_bundle_must_match_its_deployment_and_payload() {
         bundle_digest: "sha256:ab".parse().expect("digest"),
         pack_list: vec![],
         pack_list_lock_ref: "revisions/x/pack-list.lock".into(),
+        runtime_instances: None,
     };
     let mut answers = stage_answers(deployment);
     answers.bundle_path = Some("shop.gtbundle".into());
@@ -725,4 +726,97 @@ fn a_staged_bundle_must_match_its_deployment_and_payload() {
     let revision = harness.env().revision(revision_id).expect("revision");
     assert_eq!(revision.bundle_digest.as_str(), "sha256:ab");
     assert_eq!(revision.pack_list_lock_ref, "revisions/x/pack-list.lock");
+}
+
+#[test]
+fn a_revision_with_something_to_run_warms_through_the_runtime() {
+    // Proves: with a runtime, warm stops at `warming`; the runtime's report
+    // makes it ready (and moves LATEST) or failed; drain ends at inactive
+    // only when the runtime says the drain finished; stale reports change nothing.
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let staged = |n: u128| StagedBundle {
+        revision_id: RevisionId::from_ulid(ulid::Ulid::from_parts(8, n)),
+        bundle_id: "shop".parse().expect("bundle"),
+        bundle_digest: "sha256:ab".parse().expect("digest"),
+        pack_list: vec![],
+        pack_list_lock_ref: String::new(),
+        runtime_instances: Some(2),
+    };
+    let mut answers = stage_answers(deployment);
+    answers.bundle_path = Some("shop.gtbundle".into());
+    let stage = |answers: RevisionStageAnswers, n| Command::RevisionStage {
+        answers,
+        staged: Some(staged(n)),
+    };
+    harness.run(stage(answers.clone(), 1)).expect("stage v1");
+    harness.run(stage(answers, 2)).expect("stage v2");
+    let v1 = RevisionId::from_ulid(ulid::Ulid::from_parts(8, 1));
+    let v2 = RevisionId::from_ulid(ulid::Ulid::from_parts(8, 2));
+    let report = |revision_id, outcome| {
+        Command::RevisionReport(RuntimeReport {
+            environment_id: EnvId::local(),
+            revision_id,
+            outcome,
+        })
+    };
+
+    harness.revision_command(Command::warm, v1).expect("warm");
+    assert_eq!(harness.lifecycle(v1), Lifecycle::Warming);
+    assert!(
+        matches!(
+            harness.set(deployment, "early", &[(&v1.to_string(), 10_000)]),
+            Err(ApplyError::Conflict { .. })
+        ),
+        "no traffic while warming"
+    );
+    assert!(
+        matches!(
+            harness.run(report(v1, RuntimeOutcome::Drained)),
+            Err(ApplyError::Conflict { .. })
+        ),
+        "stale report"
+    );
+    harness
+        .run(report(v1, RuntimeOutcome::Ready))
+        .expect("ready");
+    assert_eq!(harness.lifecycle(v1), Lifecycle::Ready);
+    harness
+        .set(deployment, "k", &[("LATEST", 10_000)])
+        .expect("split");
+
+    harness.revision_command(Command::warm, v2).expect("warm");
+    harness
+        .run(report(
+            v2,
+            RuntimeOutcome::Failed {
+                reason: "health check timed out".into(),
+            },
+        ))
+        .expect("failed");
+    assert_eq!(harness.lifecycle(v2), Lifecycle::Failed);
+    assert_eq!(
+        harness.env().split(deployment).expect("split").entries[0].revision_id,
+        v1,
+        "LATEST ignores failed revisions"
+    );
+    harness.revision_command(Command::warm, v2).expect("retry");
+    harness
+        .run(report(v2, RuntimeOutcome::Ready))
+        .expect("ready");
+    assert_eq!(
+        harness.env().split(deployment).expect("split").entries[0].revision_id,
+        v2,
+        "LATEST follows the newest ready"
+    );
+
+    harness
+        .revision_command(Command::RevisionDrain, v1)
+        .expect("drain");
+    assert_eq!(harness.lifecycle(v1), Lifecycle::Draining);
+    harness
+        .run(report(v1, RuntimeOutcome::Drained))
+        .expect("drained");
+    assert_eq!(harness.lifecycle(v1), Lifecycle::Inactive);
 }
