@@ -1,7 +1,25 @@
-//! Supervised actors for a node: one per environment, revision and env-pack
-//! binding, under a node supervisor.
+//! Supervised actors that run one environment on this node.
 //!
-//! Status: reserved. Nothing lives here yet; the single-node runtime (issue
-//! #4) fills it. Boundary: actors carry out what the committed state says and
-//! report outcomes back as `deploy::command::Command`s; they never write the
-//! store directly.
+//! ```text
+//! NodeSupervisor ──► EnvironmentActor ──► RevisionActor (one per revision with instances)
+//!                         │  polls the committed state, reconciles, publishes router tables
+//!                         └─ submits runtime reports (ready, failed, drained) through the store
+//! ```
+//!
+//! Owns: following the committed state (never changing it except through
+//! `store::EnvironmentStore::submit` with `Command::RevisionReport`),
+//! starting, watching, restarting and stopping a revision's instances with
+//! the local-process deployer, and publishing `router::proxy::Published`
+//! snapshots.
+//!
+//! Must not touch: routing decisions (router), validation (deploy), files of
+//! the store (store). Actors are node-local; nothing here crosses the network.
+
+mod environment;
+mod revision;
+mod supervisor;
+
+pub use environment::{EnvironmentActor, EnvironmentArgs, EnvironmentMsg};
+pub use supervisor::{
+    NodeContext, NodeHandle, NodeSupervisor, SUPERVISOR_RESTARTS_MAX, SupervisorMsg,
+};

@@ -19,11 +19,53 @@ pub enum TopCommand {
     Op(OpArgs),
     /// Build, inspect and check `.gtbundle` archives.
     Bundle(BundleArgs),
+    /// Run a node: serve live traffic and run revisions' instances.
+    #[command(subcommand)]
+    Node(NodeVerb),
     /// Print a shell completion script, e.g. `gtc completions bash > /etc/bash_completion.d/gtc`.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeVerb {
+    /// Run a node on this machine until SIGINT or SIGTERM.
+    Run(NodeRunArgs),
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeRunArgs {
+    /// The environment this node serves.
+    #[arg(long, default_value = "local")]
+    pub env: String,
+    /// Traffic listener [default: the environment's listen_addr, else 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Admin listener: /healthz, /readyz, /status, /metrics.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
+    pub admin: std::net::SocketAddr,
+    /// Log format (logs go to stderr; GTC_LOG sets the filter, e.g. debug).
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: LogFormat,
+    /// How often the committed state is checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub poll_ms: u64,
+    /// Name of this node in audit events.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Folder holding one sub-folder per environment.
+    #[arg(long, value_name = "DIR", env = "GREENTIC_STORE_ROOT")]
+    pub store_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

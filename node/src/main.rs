@@ -10,6 +10,7 @@ mod bundle_cmd;
 mod cli;
 mod context;
 mod error;
+mod node_cmd;
 mod op;
 mod output;
 
@@ -24,6 +25,16 @@ fn main() {
         TopCommand::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "gtc", &mut std::io::stdout());
             0
+        }
+        TopCommand::Node(cli::NodeVerb::Run(args)) => {
+            let store_root = args.store_root.clone();
+            match node_cmd::run(args, store_root) {
+                Ok(()) => 0,
+                Err(error) => {
+                    print_error("node", "run", &error, cli::OutputFormat::Json);
+                    error.exit_code()
+                }
+            }
         }
         TopCommand::Bundle(args) => {
             let format = args.output;

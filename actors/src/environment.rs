@@ -1,0 +1,306 @@
+//! The environment actor: follows the committed state, runs a revision
+//! actor for every revision that has instances to run, publishes router
+//! snapshots, and turns the revision actors' outcomes into runtime reports.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deploy::audit::{Actor as AuditActor, Authorization, Decision};
+use deploy::command::{Command, CommandEnvelope, MintedIds, RuntimeOutcome, RuntimeReport};
+use deploy::ids::{EventId, RevisionId};
+use deploy::lifecycle::Lifecycle;
+use deploy::state::EnvironmentState;
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use router::RouteTable;
+use router::proxy::{Instance, Published};
+use store::EnvironmentStore;
+
+use crate::revision::{Goal, RevisionActor, RevisionArgs, RevisionMsg};
+use crate::supervisor::NodeContext;
+
+/// Longest wait for a revision actor to stop its instances at shutdown.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The environment actor.
+pub struct EnvironmentActor;
+
+/// Its arguments.
+pub struct EnvironmentArgs {
+    pub context: NodeContext,
+}
+
+/// Messages to the environment actor.
+pub enum EnvironmentMsg {
+    /// Check the committed state for changes.
+    Tick,
+    /// A revision's currently healthy instances.
+    Instances {
+        revision: RevisionId,
+        instances: Vec<Arc<Instance>>,
+    },
+    /// A revision actor's outcome, to be committed.
+    Report(RuntimeReport),
+}
+
+struct Running {
+    actor: ActorRef<RevisionMsg>,
+    instances: Vec<Arc<Instance>>,
+    draining: bool,
+}
+
+/// The environment actor's state.
+pub struct EnvironmentActorState {
+    context: NodeContext,
+    current: Option<EnvironmentState>,
+    revisions: HashMap<RevisionId, Running>,
+}
+
+fn wants_instances(lifecycle: Lifecycle) -> bool {
+    matches!(
+        lifecycle,
+        Lifecycle::Warming | Lifecycle::Ready | Lifecycle::Draining
+    )
+}
+
+impl EnvironmentActor {
+    async fn reconcile(
+        &self,
+        myself: &ActorRef<EnvironmentMsg>,
+        state: &mut EnvironmentActorState,
+    ) {
+        let Some(current) = state.current.clone() else {
+            return;
+        };
+        for revision in &current.environment.revisions {
+            let id = revision.revision_id;
+            if revision.runtime_instances.is_none() {
+                continue;
+            }
+            let running = state.revisions.get_mut(&id);
+            match (revision.lifecycle, running) {
+                (Lifecycle::Warming | Lifecycle::Ready, None) => {
+                    let goal = if revision.lifecycle == Lifecycle::Warming {
+                        Goal::Warm
+                    } else {
+                        Goal::Run
+                    };
+                    let args = RevisionArgs {
+                        context: state.context.clone(),
+                        revision: revision.clone(),
+                        goal,
+                        parent: myself.clone(),
+                    };
+                    match Actor::spawn_linked(None, RevisionActor, args, myself.get_cell()).await {
+                        Ok((actor, _)) => {
+                            state.revisions.insert(
+                                id,
+                                Running {
+                                    actor,
+                                    instances: Vec::new(),
+                                    draining: false,
+                                },
+                            );
+                        }
+                        Err(error) => {
+                            tracing::error!(revision = %id, %error, "could not start the revision actor")
+                        }
+                    }
+                }
+                (Lifecycle::Draining, Some(running)) if !running.draining => {
+                    running.draining = true;
+                    let _ = running.actor.cast(RevisionMsg::Drain {
+                        drain_seconds: revision.drain_seconds,
+                    });
+                }
+                (Lifecycle::Draining, None) => {
+                    // Nothing runs (the node restarted mid-drain): the drain is over.
+                    let _ = myself.cast(EnvironmentMsg::Report(RuntimeReport {
+                        environment_id: state.context.env_id.clone(),
+                        revision_id: id,
+                        outcome: RuntimeOutcome::Drained,
+                    }));
+                }
+                _ => {}
+            }
+        }
+        // Stop what no longer needs to run.
+        let keep: Vec<RevisionId> = current
+            .environment
+            .revisions
+            .iter()
+            .filter(|r| r.runtime_instances.is_some() && wants_instances(r.lifecycle))
+            .map(|r| r.revision_id)
+            .collect();
+        let stale: Vec<RevisionId> = state
+            .revisions
+            .keys()
+            .filter(|id| !keep.contains(id))
+            .copied()
+            .collect();
+        for id in stale {
+            if let Some(running) = state.revisions.remove(&id) {
+                running
+                    .actor
+                    .stop(Some("the revision no longer runs".to_owned()));
+            }
+        }
+    }
+
+    fn publish(&self, state: &EnvironmentActorState) {
+        let Some(current) = &state.current else {
+            return;
+        };
+        let instances = current
+            .environment
+            .revisions
+            .iter()
+            .filter(|r| r.lifecycle == Lifecycle::Ready)
+            .filter_map(|r| {
+                state
+                    .revisions
+                    .get(&r.revision_id)
+                    .map(|running| (r.revision_id, running.instances.clone()))
+            })
+            .collect();
+        state.context.router.publish(Published {
+            table: RouteTable::build(current),
+            instances,
+        });
+    }
+
+    fn submit_report(&self, state: &EnvironmentActorState, report: RuntimeReport) {
+        let context = &state.context;
+        let envelope = CommandEnvelope {
+            at: chrono::Utc::now(),
+            actor: AuditActor {
+                kind: "node".to_owned(),
+                user: Some(context.node_name.clone()),
+                uid: None,
+            },
+            authorization: Authorization {
+                decision: Decision::Allow,
+                policy: "node".to_owned(),
+                reason: format!("runtime report from node {}", context.node_name),
+            },
+            minted: MintedIds {
+                event_id: EventId::from_ulid(ulid::Ulid::new()),
+                object_id: ulid::Ulid::new(),
+            },
+            command: Command::RevisionReport(report),
+        };
+        match context.store.submit(&envelope) {
+            Ok(_) => tracing::info!(env = %context.env_id, "runtime report committed"),
+            Err(error) => {
+                tracing::warn!(env = %context.env_id, %error, "runtime report not committed")
+            }
+        }
+    }
+}
+
+impl Actor for EnvironmentActor {
+    type Msg = EnvironmentMsg;
+    type State = EnvironmentActorState;
+    type Arguments = EnvironmentArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: EnvironmentArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_interval(args.context.poll_interval, || EnvironmentMsg::Tick);
+        myself.cast(EnvironmentMsg::Tick)?;
+        Ok(EnvironmentActorState {
+            context: args.context,
+            current: None,
+            revisions: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            EnvironmentMsg::Tick => {
+                let loaded = state.context.store.load(&state.context.env_id);
+                match loaded {
+                    Ok(Some(loaded)) => {
+                        let changed =
+                            state.current.as_ref().map(|c| c.generation) != Some(loaded.generation);
+                        if changed {
+                            tracing::debug!(
+                                generation = loaded.generation,
+                                "committed state changed"
+                            );
+                            state.current = Some(loaded);
+                            self.reconcile(&myself, state).await;
+                            self.publish(state);
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::warn!(env = %state.context.env_id, "the environment does not exist")
+                    }
+                    Err(error) => {
+                        tracing::error!(env = %state.context.env_id, %error, "cannot load the environment")
+                    }
+                }
+            }
+            EnvironmentMsg::Instances {
+                revision,
+                instances,
+            } => {
+                if let Some(running) = state.revisions.get_mut(&revision) {
+                    running.instances = instances;
+                    self.publish(state);
+                }
+            }
+            EnvironmentMsg::Report(report) => {
+                self.submit_report(state, report);
+                myself.cast(EnvironmentMsg::Tick)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Stop every revision actor and wait, so no instance outlives the node.
+        for (_, running) in state.revisions.drain() {
+            let _ = running
+                .actor
+                .stop_and_wait(Some("node stopping".to_owned()), Some(SHUTDOWN_WAIT))
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, error) = &event {
+            // A crashed revision actor is dropped; the next state change or
+            // tick that still wants the revision running starts a new one.
+            let id = cell.get_id();
+            let failed: Vec<RevisionId> = state
+                .revisions
+                .iter()
+                .filter(|(_, r)| r.actor.get_id() == id)
+                .map(|(k, _)| *k)
+                .collect();
+            for revision in failed {
+                tracing::error!(%revision, %error, "revision actor crashed");
+                state.revisions.remove(&revision);
+                state.current = None; // force a full reconcile on the next tick
+            }
+        }
+        Ok(())
+    }
+}

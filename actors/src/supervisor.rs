@@ -1,0 +1,171 @@
+//! The node supervisor: keeps the environment actor alive, restarting it
+//! with backoff, and gives up (reporting a restart storm) past a bound.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deploy::ids::EnvId;
+use local_process::{RestartDecision, RestartPolicy};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use router::proxy::Router;
+use store::LocalFsStore;
+
+use crate::environment::{EnvironmentActor, EnvironmentArgs, EnvironmentMsg};
+
+/// Restarts of the environment actor allowed within a minute before the
+/// supervisor stops trying: a crash loop that fast is a bug, not bad luck.
+pub const SUPERVISOR_RESTARTS_MAX: u32 = 5;
+
+/// What every actor of a node shares.
+#[derive(Clone)]
+pub struct NodeContext {
+    pub store: Arc<LocalFsStore>,
+    pub env_id: EnvId,
+    pub router: Arc<Router>,
+    /// Names the node in audit events of its runtime reports.
+    pub node_name: String,
+    /// How often the committed state is checked for changes.
+    pub poll_interval: Duration,
+}
+
+/// The root actor of a node.
+pub struct NodeSupervisor;
+
+/// Messages to the supervisor.
+pub enum SupervisorMsg {
+    /// Start the environment actor again (after a backoff).
+    Respawn,
+}
+
+/// The supervisor's state.
+pub struct SupervisorState {
+    context: NodeContext,
+    policy: RestartPolicy,
+    child: Option<ActorRef<EnvironmentMsg>>,
+}
+
+async fn spawn_environment(
+    myself: &ActorRef<SupervisorMsg>,
+    context: &NodeContext,
+) -> Result<ActorRef<EnvironmentMsg>, ActorProcessingErr> {
+    let (child, _) = Actor::spawn_linked(
+        None,
+        EnvironmentActor,
+        EnvironmentArgs {
+            context: context.clone(),
+        },
+        myself.get_cell(),
+    )
+    .await?;
+    Ok(child)
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = NodeContext;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        context: NodeContext,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let child = spawn_environment(&myself, &context).await?;
+        Ok(SupervisorState {
+            context,
+            policy: RestartPolicy::new(
+                Duration::from_millis(100),
+                Duration::from_secs(10),
+                SUPERVISOR_RESTARTS_MAX,
+                Duration::from_secs(60),
+            ),
+            child: Some(child),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Respawn => {
+                state.child = Some(spawn_environment(&myself, &state.context).await?);
+                tracing::info!(env = %state.context.env_id, "environment actor restarted");
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(child) = state.child.take() {
+            let _ = child
+                .stop_and_wait(
+                    Some("node stopping".to_owned()),
+                    Some(Duration::from_secs(20)),
+                )
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (failed, why) = match &event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell.get_id(), error.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell.get_id(),
+                reason.clone().unwrap_or_else(|| "stopped".to_owned()),
+            ),
+            _ => return Ok(()),
+        };
+        if state.child.as_ref().map(|c| c.get_id()) != Some(failed) {
+            return Ok(());
+        }
+        state.child = None;
+        match state.policy.next(Instant::now()) {
+            RestartDecision::RestartAfter(delay) => {
+                tracing::warn!(env = %state.context.env_id, reason = %why, ?delay, "environment actor ended; restarting");
+                myself.send_after(delay, || SupervisorMsg::Respawn);
+            }
+            RestartDecision::GiveUp { restarts_in_window } => {
+                tracing::error!(env = %state.context.env_id, restarts_in_window, reason = %why, "environment actor restart storm; giving up");
+                myself.stop(Some(format!(
+                    "restart storm: {restarts_in_window} restarts within a minute"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The caller's side of a running node's actors.
+pub struct NodeHandle {
+    actor: ActorRef<SupervisorMsg>,
+    join: tokio::task::JoinHandle<()>,
+}
+
+impl NodeHandle {
+    /// Starts the supervisor and, under it, the environment actor.
+    pub async fn start(context: NodeContext) -> Result<Self, String> {
+        let (actor, join) = Actor::spawn(None, NodeSupervisor, context)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Self { actor, join })
+    }
+
+    /// Stops every actor, and with them every instance, then waits.
+    pub async fn stop(self) {
+        self.actor.stop(Some("node shutting down".to_owned()));
+        let _ = self.join.await;
+    }
+}

@@ -1,0 +1,284 @@
+//! `gtc node run`: one node on the embedded default. It follows the
+//! committed state of one environment, runs its revisions' instances,
+//! serves live traffic through the router, and answers health and status
+//! on an admin listener. It stops cleanly on SIGINT or SIGTERM.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::{NodeContext, NodeHandle};
+use bytes::Bytes;
+use deploy::error::ErrorKind;
+use deploy::ids::EnvId;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use router::RouteTable;
+use router::proxy::{ProxyConfig, Published, Router};
+use router::sticky::StickyKey;
+use store::{EnvironmentStore, LocalFsStore};
+use tokio::net::TcpListener;
+
+use crate::cli::{LogFormat, NodeRunArgs};
+use crate::error::CliError;
+
+/// The router's listener when the environment names none.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// File in the environment folder that tells `gtc` a node is running.
+pub const NODE_FILE: &str = "node.json";
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GTC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The sticky-cookie key of this environment, made once and kept so that
+/// cookies survive a node restart.
+fn sticky_key(env_dir: &Path) -> Result<StickyKey, CliError> {
+    let path = env_dir.join("node").join("sticky.key");
+    let io = |what: &str, error: std::io::Error| {
+        CliError::new(ErrorKind::Io, format!("{what} {}: {error}", path.display()))
+    };
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice())
+    {
+        return Ok(StickyKey::new(key));
+    }
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut key))
+        .map_err(|e| io("cannot read random bytes for", e))?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io("cannot create the folder of", e))?;
+    }
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io("cannot write", e))?;
+        file.write_all(&key).map_err(|e| io("cannot write", e))?;
+    }
+    Ok(StickyKey::new(key))
+}
+
+async fn bind(addr: SocketAddr, what: &str, hint: &str) -> Result<TcpListener, CliError> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        let reason = if error.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "port {} on {} is already in use by another process",
+                addr.port(),
+                addr.ip()
+            )
+        } else {
+            error.to_string()
+        };
+        CliError::new(
+            ErrorKind::Io,
+            format!("cannot listen for {what} on {addr}: {reason}; {hint}"),
+        )
+    })
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub fn run(args: NodeRunArgs, store_root: Option<PathBuf>) -> Result<(), CliError> {
+    init_tracing(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            CliError::new(
+                ErrorKind::Io,
+                format!("cannot start the async runtime: {e}"),
+            )
+        })?;
+    runtime.block_on(run_async(args, store_root))
+}
+
+async fn run_async(args: NodeRunArgs, store_root: Option<PathBuf>) -> Result<(), CliError> {
+    let context = crate::context::Context::open(store_root)?;
+    let env_id: EnvId = crate::context::parse_env(&args.env)?;
+    if context.store.load(&env_id)?.is_none() {
+        if env_id.is_local() {
+            // The embedded default needs no setup step.
+            context.submit(deploy::command::Command::EnvInit {
+                answers: Default::default(),
+                defaults: packs::default_bindings(),
+            })?;
+        } else {
+            return Err(context.missing(&env_id));
+        }
+    }
+    let state = context
+        .store
+        .load(&env_id)?
+        .ok_or_else(|| context.missing(&env_id))?;
+    let listen = match args.listen {
+        Some(listen) => listen,
+        None => state
+            .environment
+            .host_config
+            .listen_addr
+            .unwrap_or_else(|| {
+                DEFAULT_LISTEN
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
+            }),
+    };
+    let env_dir = context.store.env_dir(&env_id);
+    let key = sticky_key(&env_dir)?;
+    let config = ProxyConfig {
+        admin_token: std::env::var("GTC_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        ..ProxyConfig::default()
+    };
+    let router = Router::new(
+        Published {
+            table: RouteTable::build(&state),
+            instances: Default::default(),
+        },
+        key,
+        config,
+    );
+    let router_listener = bind(
+        listen,
+        "traffic",
+        "stop the other process, or pass --listen, or change listen_addr with `gtc op env update`",
+    )
+    .await?;
+    let admin_listener = bind(
+        args.admin,
+        "the admin API",
+        "pass --admin with a free address",
+    )
+    .await?;
+    let router_addr = router_listener
+        .local_addr()
+        .map_err(|e| CliError::new(ErrorKind::Io, e.to_string()))?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|e| CliError::new(ErrorKind::Io, e.to_string()))?;
+
+    let store = Arc::new(LocalFsStore::open(context.store.root())?);
+    let node_context = NodeContext {
+        store,
+        env_id: env_id.clone(),
+        router: Arc::clone(&router),
+        node_name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("node-{}", std::process::id())),
+        poll_interval: Duration::from_millis(args.poll_ms),
+    };
+    let actors = NodeHandle::start(node_context).await.map_err(|e| {
+        CliError::new(
+            ErrorKind::Store,
+            format!("cannot start the node's actors: {e}"),
+        )
+    })?;
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(Arc::clone(&router).serve(router_listener, shutdown_rx.clone()));
+    let admin = tokio::spawn(serve_admin(
+        admin_listener,
+        Arc::clone(&router),
+        env_id.clone(),
+        shutdown_rx,
+    ));
+    let node_file = env_dir.join(NODE_FILE);
+    let announcement = serde_json::json!({"pid": std::process::id(), "listen": router_addr, "admin": admin_addr, "environment_id": env_id});
+    let _ = std::fs::write(&node_file, format!("{announcement}\n"));
+    tracing::info!(env = %env_id, listen = %router_addr, admin = %admin_addr, "node running");
+    println!("{announcement}");
+
+    wait_for_signal().await;
+    tracing::info!(
+        "shutting down: no new connections, draining in-flight requests, stopping instances"
+    );
+    let _ = shutdown_tx.send(true);
+    let _ = serving.await;
+    let _ = admin.await;
+    actors.stop().await;
+    let _ = std::fs::remove_file(&node_file);
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, run until the process is killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}
+
+async fn serve_admin(
+    listener: TcpListener,
+    router: Arc<Router>,
+    env_id: EnvId,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let router = Arc::clone(&router);
+                let env_id = env_id.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let router = Arc::clone(&router);
+                        let env_id = env_id.clone();
+                        async move { Ok::<_, std::convert::Infallible>(admin_response(&request, &router, &env_id)) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn admin_response(
+    request: &Request<hyper::body::Incoming>,
+    router: &Router,
+    env_id: &EnvId,
+) -> Response<Full<Bytes>> {
+    let (status, body) = match request.uri().path() {
+        "/healthz" | "/readyz" => (StatusCode::OK, "ok\n".to_owned()),
+        "/status" => (
+            StatusCode::OK,
+            serde_json::json!({"environment_id": env_id, "generation": router.generation(), "pid": std::process::id()}).to_string(),
+        ),
+        _ => (StatusCode::NOT_FOUND, "{\"error\":\"not-found\"}".to_owned()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}

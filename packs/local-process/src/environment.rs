@@ -1,0 +1,81 @@
+//! The environment a bundle's process gets.
+//!
+//! The child does not inherit the manager's environment: the manager runs with
+//! operator credentials (cloud keys, tokens, database URLs) that must not leak
+//! into code shipped by bundles. Only a few harmless variables that ordinary
+//! programs need to run at all are passed through.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+
+use crate::spec::InstanceSpec;
+
+/// Variables copied from the manager's environment: program lookup, home folder
+/// and locale. Everything else the process sees comes from the spec.
+pub const INHERITED_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
+
+/// Builds the child's full environment. Later layers win: inherited, then
+/// `spec.env`, then `spec.labels`, then `spec.port_env=<port>` (the platform's
+/// port assignment cannot be overridden by the bundle's configuration).
+pub(crate) fn child_env(
+    spec: &InstanceSpec,
+    port: u16,
+    parent: impl Fn(&str) -> Option<OsString>,
+) -> BTreeMap<OsString, OsString> {
+    let mut env: BTreeMap<OsString, OsString> = INHERITED_ENV
+        .iter()
+        .filter_map(|name| parent(name).map(|value| (OsString::from(name), value)))
+        .collect();
+    let layers = spec.env.iter().chain(spec.labels.iter());
+    env.extend(layers.map(|(k, v)| (OsString::from(k), OsString::from(v))));
+    env.insert(
+        OsString::from(&spec.port_env),
+        OsString::from(port.to_string()),
+    );
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn spec() -> InstanceSpec {
+        InstanceSpec {
+            bundle_root: PathBuf::from("/bundle"),
+            command: vec!["bin/server".into()],
+            env: BTreeMap::from([
+                ("PORT".into(), "1".into()),
+                ("GREENTIC_REVISION".into(), "from-env".into()),
+                ("LOG".into(), "debug".into()),
+            ]),
+            port_env: "PORT".into(),
+            health_path: "/healthz".into(),
+            startup_timeout: Duration::from_secs(1),
+            health_timeout: Duration::from_secs(1),
+            log_dir: PathBuf::from("/logs"),
+            index: 0,
+            labels: BTreeMap::from([("GREENTIC_REVISION".into(), "rev-1".into())]),
+        }
+    }
+
+    #[test]
+    fn only_allowed_parent_variables_pass_and_layers_override_in_order() {
+        // Proves operator secrets are not passed through and port > labels > env.
+        let parent = |name: &str| match name {
+            "PATH" => Some(OsString::from("/usr/bin")),
+            "AWS_SECRET_ACCESS_KEY" => Some(OsString::from("hunter2")),
+            _ => None,
+        };
+        let env = child_env(&spec(), 4242, parent);
+        let get = |k: &str| env.get(&OsString::from(k)).cloned();
+        assert_eq!(get("PATH"), Some("/usr/bin".into()));
+        assert_eq!(get("AWS_SECRET_ACCESS_KEY"), None);
+        assert_eq!(get("HOME"), None);
+        assert_eq!(get("PORT"), Some("4242".into()));
+        assert_eq!(get("GREENTIC_REVISION"), Some("rev-1".into()));
+        assert_eq!(get("LOG"), Some("debug".into()));
+        assert_eq!(env.len(), 4);
+    }
+}
