@@ -132,6 +132,7 @@ impl Actor for NodeSupervisor {
             return Ok(());
         }
         state.child = None;
+        metrics::counter!("gtc_actor_restarts_total", "actor" => "environment").increment(1);
         match state.policy.next(Instant::now()) {
             RestartDecision::RestartAfter(delay) => {
                 tracing::warn!(env = %state.context.env_id, reason = %why, ?delay, "environment actor ended; restarting");

@@ -22,11 +22,30 @@ pub enum TopCommand {
     /// Run a node: serve live traffic and run revisions' instances.
     #[command(subcommand)]
     Node(NodeVerb),
+    /// Deploy two revisions of the example bundle on a throwaway node, split
+    /// traffic 90/10, measure it, and shift to 0/100 under load.
+    Demo(DemoArgs),
     /// Print a shell completion script, e.g. `gtc completions bash > /etc/bash_completion.d/gtc`.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the node running afterwards and print its URLs.
+    #[arg(long)]
+    pub keep: bool,
+    /// Requests sent to measure the 90/10 split.
+    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+    pub requests: u64,
+    /// Traffic listener (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// Admin listener (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub admin: std::net::SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ mod answers;
 mod bundle_cmd;
 mod cli;
 mod context;
+mod demo_cmd;
 mod error;
 mod node_cmd;
 mod op;
@@ -26,6 +27,13 @@ fn main() {
             clap_complete::generate(shell, &mut Cli::command(), "gtc", &mut std::io::stdout());
             0
         }
+        TopCommand::Demo(args) => match demo_cmd::run(args) {
+            Ok(code) => code,
+            Err(error) => {
+                print_error("demo", "run", &error, cli::OutputFormat::Table);
+                error.exit_code()
+            }
+        },
         TopCommand::Node(cli::NodeVerb::Run(args)) => {
             let store_root = args.store_root.clone();
             match node_cmd::run(args, store_root) {

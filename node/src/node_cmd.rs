@@ -30,7 +30,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// File in the environment folder that tells `gtc` a node is running.
 pub const NODE_FILE: &str = "node.json";
 
-fn init_tracing(format: LogFormat) {
+pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GTC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -111,117 +111,154 @@ pub fn run(args: NodeRunArgs, store_root: Option<PathBuf>) -> Result<(), CliErro
     runtime.block_on(run_async(args, store_root))
 }
 
+/// Latency buckets in seconds: from a fast local proxy hop to a slow request.
+const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+pub fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, CliError> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&LATENCY_BUCKETS_SECONDS)
+        .and_then(|builder| builder.install_recorder())
+        .map_err(|e| CliError::new(ErrorKind::Io, format!("cannot set up metrics: {e}")))
+}
+
 async fn run_async(args: NodeRunArgs, store_root: Option<PathBuf>) -> Result<(), CliError> {
-    let context = crate::context::Context::open(store_root)?;
-    let env_id: EnvId = crate::context::parse_env(&args.env)?;
-    if context.store.load(&env_id)?.is_none() {
-        if env_id.is_local() {
-            // The embedded default needs no setup step.
-            context.submit(deploy::command::Command::EnvInit {
-                answers: Default::default(),
-                defaults: packs::default_bindings(),
-            })?;
-        } else {
-            return Err(context.missing(&env_id));
+    let metrics = install_metrics()?;
+    let node = RunningNode::start(&args, store_root, metrics).await?;
+    println!("{}", node.announcement);
+    wait_for_signal().await;
+    node.stop().await;
+    Ok(())
+}
+
+/// A node started in this process: its listeners, actors and shutdown.
+pub struct RunningNode {
+    pub router_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub announcement: serde_json::Value,
+    shutdown_tx: tokio::sync::watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<()>,
+    admin: tokio::task::JoinHandle<()>,
+    actors: NodeHandle,
+    node_file: PathBuf,
+}
+
+impl RunningNode {
+    /// Starts listeners and actors for `args.env`.
+    pub async fn start(
+        args: &NodeRunArgs,
+        store_root: Option<PathBuf>,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+    ) -> Result<Self, CliError> {
+        let context = crate::context::Context::open(store_root)?;
+        let env_id: EnvId = crate::context::parse_env(&args.env)?;
+        if context.store.load(&env_id)?.is_none() {
+            if env_id.is_local() {
+                // The embedded default needs no setup step.
+                context.submit(deploy::command::Command::EnvInit {
+                    answers: Default::default(),
+                    defaults: packs::default_bindings(),
+                })?;
+            } else {
+                return Err(context.missing(&env_id));
+            }
         }
-    }
-    let state = context
-        .store
-        .load(&env_id)?
-        .ok_or_else(|| context.missing(&env_id))?;
-    let listen = match args.listen {
-        Some(listen) => listen,
-        None => state
-            .environment
-            .host_config
-            .listen_addr
+        let state = context
+            .store
+            .load(&env_id)?
+            .ok_or_else(|| context.missing(&env_id))?;
+        let listen = args
+            .listen
+            .or(state.environment.host_config.listen_addr)
             .unwrap_or_else(|| {
                 DEFAULT_LISTEN
                     .parse()
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
-            }),
-    };
-    let env_dir = context.store.env_dir(&env_id);
-    let key = sticky_key(&env_dir)?;
-    let config = ProxyConfig {
-        admin_token: std::env::var("GTC_ADMIN_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
-        ..ProxyConfig::default()
-    };
-    let router = Router::new(
-        Published {
+            });
+        let env_dir = context.store.env_dir(&env_id);
+        let config = ProxyConfig {
+            admin_token: std::env::var("GTC_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+            ..ProxyConfig::default()
+        };
+        let published = Published {
             table: RouteTable::build(&state),
             instances: Default::default(),
-        },
-        key,
-        config,
-    );
-    let router_listener = bind(
-        listen,
-        "traffic",
-        "stop the other process, or pass --listen, or change listen_addr with `gtc op env update`",
-    )
-    .await?;
-    let admin_listener = bind(
-        args.admin,
-        "the admin API",
-        "pass --admin with a free address",
-    )
-    .await?;
-    let router_addr = router_listener
-        .local_addr()
-        .map_err(|e| CliError::new(ErrorKind::Io, e.to_string()))?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|e| CliError::new(ErrorKind::Io, e.to_string()))?;
-
-    let store = Arc::new(LocalFsStore::open(context.store.root())?);
-    let node_context = NodeContext {
-        store,
-        env_id: env_id.clone(),
-        router: Arc::clone(&router),
-        node_name: args
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("node-{}", std::process::id())),
-        poll_interval: Duration::from_millis(args.poll_ms),
-    };
-    let actors = NodeHandle::start(node_context).await.map_err(|e| {
-        CliError::new(
-            ErrorKind::Store,
-            format!("cannot start the node's actors: {e}"),
+        };
+        let router = Router::new(published, sticky_key(&env_dir)?, config);
+        let hint = "stop the other process, or pass --listen, or change listen_addr with `gtc op env update`";
+        let router_listener = bind(listen, "traffic", hint).await?;
+        let admin_listener = bind(
+            args.admin,
+            "the admin API",
+            "pass --admin with a free address",
         )
-    })?;
+        .await?;
+        let local = |listener: &TcpListener| {
+            listener
+                .local_addr()
+                .map_err(|e| CliError::new(ErrorKind::Io, e.to_string()))
+        };
+        let router_addr = local(&router_listener)?;
+        let admin_addr = local(&admin_listener)?;
+        let node_context = NodeContext {
+            store: Arc::new(LocalFsStore::open(context.store.root())?),
+            env_id: env_id.clone(),
+            router: Arc::clone(&router),
+            node_name: args
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("node-{}", std::process::id())),
+            poll_interval: Duration::from_millis(args.poll_ms),
+        };
+        let actors = NodeHandle::start(node_context).await.map_err(|e| {
+            CliError::new(
+                ErrorKind::Store,
+                format!("cannot start the node's actors: {e}"),
+            )
+        })?;
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let serving = tokio::spawn(Arc::clone(&router).serve(router_listener, shutdown_rx.clone()));
+        let admin = tokio::spawn(serve_admin(
+            admin_listener,
+            Arc::clone(&router),
+            env_id.clone(),
+            metrics,
+            shutdown_rx,
+        ));
+        let node_file = env_dir.join(NODE_FILE);
+        let announcement = serde_json::json!({"pid": std::process::id(), "listen": router_addr, "admin": admin_addr, "environment_id": env_id});
+        let _ = std::fs::write(&node_file, format!("{announcement}\n"));
+        tracing::info!(env = %env_id, listen = %router_addr, admin = %admin_addr, "node running");
+        Ok(Self {
+            router_addr,
+            admin_addr,
+            announcement,
+            shutdown_tx,
+            serving,
+            admin,
+            actors,
+            node_file,
+        })
+    }
 
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let serving = tokio::spawn(Arc::clone(&router).serve(router_listener, shutdown_rx.clone()));
-    let admin = tokio::spawn(serve_admin(
-        admin_listener,
-        Arc::clone(&router),
-        env_id.clone(),
-        shutdown_rx,
-    ));
-    let node_file = env_dir.join(NODE_FILE);
-    let announcement = serde_json::json!({"pid": std::process::id(), "listen": router_addr, "admin": admin_addr, "environment_id": env_id});
-    let _ = std::fs::write(&node_file, format!("{announcement}\n"));
-    tracing::info!(env = %env_id, listen = %router_addr, admin = %admin_addr, "node running");
-    println!("{announcement}");
-
-    wait_for_signal().await;
-    tracing::info!(
-        "shutting down: no new connections, draining in-flight requests, stopping instances"
-    );
-    let _ = shutdown_tx.send(true);
-    let _ = serving.await;
-    let _ = admin.await;
-    actors.stop().await;
-    let _ = std::fs::remove_file(&node_file);
-    tracing::info!("node stopped");
-    Ok(())
+    /// Stops accepting, lets in-flight requests finish, stops every instance.
+    pub async fn stop(self) {
+        tracing::info!(
+            "shutting down: no new connections, draining in-flight requests, stopping instances"
+        );
+        let _ = self.shutdown_tx.send(true);
+        let _ = self.serving.await;
+        let _ = self.admin.await;
+        self.actors.stop().await;
+        let _ = std::fs::remove_file(&self.node_file);
+        tracing::info!("node stopped");
+    }
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut terminate), Ok(mut interrupt)) = (
         signal(SignalKind::terminate()),
@@ -241,6 +278,7 @@ async fn serve_admin(
     listener: TcpListener,
     router: Arc<Router>,
     env_id: EnvId,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -249,11 +287,13 @@ async fn serve_admin(
                 let Ok((stream, _)) = accepted else { continue };
                 let router = Arc::clone(&router);
                 let env_id = env_id.clone();
+                let metrics = metrics.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                         let router = Arc::clone(&router);
                         let env_id = env_id.clone();
-                        async move { Ok::<_, std::convert::Infallible>(admin_response(&request, &router, &env_id)) }
+                        let metrics = metrics.clone();
+                        async move { Ok::<_, std::convert::Infallible>(admin_response(&request, &router, &env_id, &metrics)) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -269,8 +309,10 @@ fn admin_response(
     request: &Request<hyper::body::Incoming>,
     router: &Router,
     env_id: &EnvId,
+    metrics: &metrics_exporter_prometheus::PrometheusHandle,
 ) -> Response<Full<Bytes>> {
     let (status, body) = match request.uri().path() {
+        "/metrics" => (StatusCode::OK, metrics.render()),
         "/healthz" | "/readyz" => (StatusCode::OK, "ok\n".to_owned()),
         "/status" => (
             StatusCode::OK,

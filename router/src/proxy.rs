@@ -110,7 +110,12 @@ pub struct Published {
 /// The router: a published snapshot, a pick counter and an HTTP client.
 pub struct Router {
     published: ArcSwap<Published>,
+    /// Feeds the weighted pick; only revision picks draw from it, so the
+    /// picks follow the Weyl sequence exactly.
     counter: AtomicU64,
+    /// Feeds the instance choice, kept apart from `counter` so balancing
+    /// never skews the split.
+    instance_counter: AtomicU64,
     key: StickyKey,
     client: Client<HttpConnector, ProxyBody>,
     config: ProxyConfig,
@@ -126,6 +131,7 @@ impl Router {
         Arc::new(Self {
             published: ArcSwap::from_pointee(published),
             counter: AtomicU64::new(0),
+            instance_counter: AtomicU64::new(0),
             key,
             client,
             config,
@@ -134,6 +140,17 @@ impl Router {
 
     /// Swaps in a new snapshot; requests already routed keep the old one.
     pub fn publish(&self, published: Published) {
+        for deployment in published.table.deployments() {
+            for (revision, weight_bps) in deployment.weights() {
+                metrics::gauge!("gtc_split_desired_ratio", "deployment" => deployment.deployment_id.to_string(), "revision" => revision.to_string())
+                    .set(f64::from(weight_bps) / 10_000.0);
+            }
+        }
+        for (revision, instances) in &published.instances {
+            metrics::gauge!("gtc_instances_ready", "revision" => revision.to_string())
+                .set(instances.len() as f64);
+        }
+        metrics::gauge!("gtc_router_generation").set(published.table.generation() as f64);
         self.published.store(Arc::new(published));
     }
 
@@ -230,7 +247,9 @@ impl Router {
                 generation,
             );
         };
+        let started = std::time::Instant::now();
         let mut response = self.forward(request, peer, instances, generation).await;
+        record_request(route, choice.revision, response.status(), started.elapsed());
         let headers = response.headers_mut();
         insert(headers, GENERATION_HEADER, &generation.to_string());
         insert(headers, REVISION_HEADER, &choice.revision.to_string());
@@ -309,7 +328,7 @@ impl Router {
     ) -> (usize, &'a Arc<Instance>) {
         let count = instances.len();
         let draw = self
-            .counter
+            .instance_counter
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let first = (draw % count as u64) as usize;
@@ -559,6 +578,27 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(HeaderName::from_static(name), value);
     }
+}
+
+/// Request count and latency (to response headers) per deployment,
+/// revision and status class, for Prometheus.
+fn record_request(
+    route: &DeploymentRoute,
+    revision: RevisionId,
+    status: StatusCode,
+    elapsed: Duration,
+) {
+    let class = match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    let deployment = route.deployment_id.to_string();
+    let revision = revision.to_string();
+    metrics::counter!("gtc_http_requests_total", "deployment" => deployment.clone(), "revision" => revision.clone(), "status_class" => class).increment(1);
+    metrics::histogram!("gtc_http_request_duration_seconds", "deployment" => deployment, "revision" => revision).record(elapsed.as_secs_f64());
 }
 
 /// A JSON error answer that says what happened and under which generation.

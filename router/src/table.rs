@@ -20,6 +20,18 @@ pub struct DeploymentRoute {
     pub pick: WeightedPick,
     /// Revisions named by the split (weight zero included), for overrides.
     pub revisions: Vec<RevisionId>,
+    /// The split's weights in basis points, in split order.
+    pub weights_bps: Vec<u32>,
+}
+
+impl DeploymentRoute {
+    /// (revision, weight in basis points) of every split entry.
+    pub fn weights(&self) -> impl Iterator<Item = (RevisionId, u32)> + '_ {
+        self.revisions
+            .iter()
+            .copied()
+            .zip(self.weights_bps.iter().copied())
+    }
 }
 
 /// How a route matches the request's host, most specific first.
@@ -124,6 +136,7 @@ impl RouteTable {
                 split_generation: split.generation,
                 pick,
                 revisions: split.entries.iter().map(|e| e.revision_id).collect(),
+                weights_bps: split.entries.iter().map(|e| e.weight_bps).collect(),
             });
             for (host, prefix) in bundle.route_binding.claims() {
                 routes.push(Route {
@@ -167,6 +180,11 @@ impl RouteTable {
             .iter()
             .find(|route| route.host.matches(&host) && prefix_matches(&route.prefix, path))
             .and_then(|route| self.deployments.get(route.deployment))
+    }
+
+    /// Every routed deployment.
+    pub fn deployments(&self) -> &[DeploymentRoute] {
+        &self.deployments
     }
 
     /// The route of one deployment, if it is served.

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -35,6 +36,10 @@ pub const KILL_REAP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Exit code reported when the OS could not tell how the process ended (waiting
 /// on it failed). The process is treated as gone and its group is killed.
 pub const UNOBSERVABLE_EXIT_CODE: i32 = 255;
+/// How many times a spawn failing with ETXTBSY is retried (see `spawn_retrying_text_busy`).
+pub const TEXT_BUSY_RETRIES: u32 = 3;
+/// Pause before retrying a spawn that failed with ETXTBSY.
+pub const TEXT_BUSY_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Log phrases that mean "the port was taken before the process bound it".
 const ADDRESS_IN_USE_PHRASES: [&str; 2] = ["address in use", "address already in use"];
@@ -104,7 +109,7 @@ pub async fn start(spec: &InstanceSpec) -> Result<RunningInstance, StartError> {
 async fn start_once(spec: &InstanceSpec, program: &Path) -> Result<RunningInstance, StartError> {
     let port = free_port()?;
     let (logs, stdout, stderr) = LogFiles::open(&spec.log_dir, spec.index)?;
-    let child = spawn(spec, program, port, stdout, stderr)?;
+    let child = spawn(spec, program, port, stdout, stderr).await?;
     let mut instance = RunningInstance::new(child, port, logs, &spec.health_path)?;
     tracing::debug!(pid = instance.pid, %instance.addr, index = spec.index, "instance spawned");
     match wait_healthy(&mut instance, spec).await {
@@ -125,7 +130,7 @@ fn free_port() -> Result<u16, StartError> {
         .map_err(|source| StartError::NoFreePort { source })
 }
 
-fn spawn(
+async fn spawn(
     spec: &InstanceSpec,
     program: &Path,
     port: u16,
@@ -143,10 +148,29 @@ fn spawn(
         // Its own group, so stop/drop can signal everything it forks.
         .process_group(0)
         .kill_on_drop(true);
-    cmd.spawn().map_err(|source| StartError::Spawn {
-        command: spec.command.join(" "),
-        source,
-    })
+    spawn_retrying_text_busy(&mut cmd)
+        .await
+        .map_err(|source| StartError::Spawn {
+            command: spec.command.join(" "),
+            source,
+        })
+}
+
+/// Spawns, retrying a few times on ETXTBSY ("text file busy"). That error is
+/// transient: it happens when another thread of this process forks while it
+/// holds a freshly written executable open for writing (e.g. while extracting a
+/// bundle), and the forked child has not yet exec'd and closed its copy.
+async fn spawn_retrying_text_busy(cmd: &mut Command) -> std::io::Result<Child> {
+    let mut retries_left = TEXT_BUSY_RETRIES;
+    loop {
+        match cmd.spawn() {
+            Err(e) if retries_left > 0 && e.raw_os_error() == Some(Errno::ETXTBSY as i32) => {
+                retries_left -= 1;
+                tokio::time::sleep(TEXT_BUSY_BACKOFF).await;
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// Polls health every [`HEALTH_POLL_INTERVAL`] until 2xx, exit, or the startup timeout.

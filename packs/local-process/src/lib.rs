@@ -22,6 +22,8 @@
 //! an [`InstanceSpec`] and hands back a [`RunningInstance`] or a typed
 //! [`StartError`]; deciding what to do with either is the caller's job.
 
+#![warn(missing_docs)]
+
 mod command;
 mod environment;
 mod error;
@@ -36,7 +38,8 @@ pub use environment::INHERITED_ENV;
 pub use error::{CommandProblem, StartError};
 pub use instance::{
     FAILED_START_GRACE, HEALTH_POLL_INTERVAL, KILL_REAP_TIMEOUT, PORT_RACE_RETRIES,
-    RunningInstance, StopOutcome, UNOBSERVABLE_EXIT_CODE, start,
+    RunningInstance, StopOutcome, TEXT_BUSY_BACKOFF, TEXT_BUSY_RETRIES, UNOBSERVABLE_EXIT_CODE,
+    start,
 };
 pub use logs::{LAST_LOG_LINES, TAIL_READ_BYTES};
 pub use restart::{MAX_BACKOFF_EXPONENT, RestartDecision, RestartPolicy};
