@@ -1,0 +1,460 @@
+//! A real node (`gtc node run`) running real instances of the example
+//! service on loopback: warming that passes and fails, a measured 99/1
+//! split, sticky sessions, a drain with requests in flight, a crashed
+//! instance coming back, and the demo's zero-failure traffic shift.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Home, id};
+use serde_json::json;
+
+fn demo_service() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_gtc")).with_file_name("demo-service");
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p demo-service` first)",
+        path.display()
+    );
+    path
+}
+
+/// A bundle of the example service; `env` goes into its runtime section.
+fn example_bundle(home: &Home, name: &str, env: &[(&str, &str)], instances: u32) -> PathBuf {
+    let dir = home.dir.path().join(format!("src-{name}"));
+    std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
+    std::fs::copy(demo_service(), dir.join("bin/server")).expect("copy service");
+    let env: String = env
+        .iter()
+        .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
+        .collect();
+    let env = if env.is_empty() {
+        String::new()
+    } else {
+        format!("  env:\n{env}")
+    };
+    std::fs::write(
+        dir.join("bundle.yaml"),
+        format!("schema_version: 1\nbundle_id: shop\nruntime:\n  command: [bin/server]\n{env}  health_path: /healthz\n  startup_timeout_seconds: 5\n  instances: {instances}\n"),
+    )
+    .expect("manifest");
+    std::fs::write(
+        dir.join("packs/app.gtpack"),
+        [
+            b'P', b'K', 5, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+    )
+    .expect("pack");
+    let out = home.dir.path().join(format!("{name}.gtbundle"));
+    let built = home.gtc(&[
+        "bundle",
+        "build",
+        dir.to_str().expect("path"),
+        "-o",
+        out.to_str().expect("path"),
+    ]);
+    assert_eq!(built.code, 0, "{}", built.stderr);
+    out
+}
+
+/// A running `gtc node run`, stopped with SIGTERM on drop.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Node {
+    fn start(home: &Home) -> Self {
+        let mut child = home
+            .command()
+            .args([
+                "node",
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--poll-ms",
+                "50",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn node");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("announcement");
+        let announcement: serde_json::Value =
+            serde_json::from_str(&line).expect("announcement json");
+        let addr = announcement["listen"]
+            .as_str()
+            .expect("listen")
+            .parse()
+            .expect("addr");
+        Self { child, addr }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection: (status, headers, body).
+fn get(
+    addr: SocketAddr,
+    path: &str,
+    cookie: Option<&str>,
+) -> Result<(u16, Vec<(String, String)>, String), String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: shop.test\r\n{cookie}Connection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no header end")?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok((status, headers, body.to_owned()))
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn lifecycle(home: &Home, revision: &str) -> String {
+    let listed = home.gtc(&["op", "revisions", "list", "local"]);
+    listed.stdout["result"]["revisions"]
+        .as_array()
+        .and_then(|list| list.iter().find(|r| r["revision_id"] == revision))
+        .and_then(|r| r["lifecycle"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn stage_and_warm(home: &Home, deployment: &str, bundle: &Path) -> String {
+    let staged = home.ok(
+        "revisions",
+        "stage",
+        json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
+    );
+    let revision = id(&staged, "revision_id");
+    home.ok(
+        "revisions",
+        "warm",
+        json!({"environment_id": "local", "revision_id": revision}),
+    );
+    revision
+}
+
+fn set_split(home: &Home, deployment: &str, key: &str, entries: serde_json::Value) -> u64 {
+    let run = home.mutate("traffic", "set", json!({"environment_id": "local", "deployment_id": deployment, "idempotency_key": key, "entries": entries}));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.stdout["generation"].as_u64().expect("generation")
+}
+
+/// Waits until the router answers under `generation`.
+fn wait_generation(node: &Node, generation: u64) {
+    wait_for(
+        "the router to serve the new split",
+        Duration::from_secs(10),
+        || {
+            get(node.addr, "/healthz-probe", None)
+                .ok()
+                .and_then(|(_, headers, _)| {
+                    header(&headers, "x-greentic-generation").and_then(|g| g.parse::<u64>().ok())
+                })
+                .is_some_and(|g| g >= generation)
+        },
+    );
+}
+
+fn setup() -> (Home, Node, String) {
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    let deployment = id(
+        &home.ok(
+            "bundles",
+            "add",
+            json!({"environment_id": "local", "bundle_id": "shop"}),
+        ),
+        "deployment_id",
+    );
+    let node = Node::start(&home);
+    (home, node, deployment)
+}
+
+#[test]
+fn warming_passes_for_a_healthy_bundle_and_fails_with_its_last_log_lines() {
+    let (home, _node, deployment) = setup();
+    let good = example_bundle(&home, "good", &[], 2);
+    let revision = stage_and_warm(&home, &deployment, &good);
+    wait_for("ready", Duration::from_secs(20), || {
+        lifecycle(&home, &revision) == "ready"
+    });
+
+    let broken = example_bundle(&home, "broken", &[("DEMO_MODE", "exit-immediately")], 1);
+    let failing = stage_and_warm(&home, &deployment, &broken);
+    wait_for("failed", Duration::from_secs(20), || {
+        lifecycle(&home, &failing) == "failed"
+    });
+    let listed = home.gtc(&["op", "revisions", "list", "local"]);
+    let reason = listed.stdout["result"]["revisions"].to_string();
+    assert!(
+        reason.contains("exiting as asked"),
+        "the failure carries the instance's last log lines: {reason}"
+    );
+}
+
+#[test]
+fn a_99_1_split_is_measured_and_sticky_sessions_hold() {
+    let (home, node, deployment) = setup();
+    let v1 = stage_and_warm(
+        &home,
+        &deployment,
+        &example_bundle(&home, "v1", &[("DEMO_VERSION", "v1")], 1),
+    );
+    let v2 = stage_and_warm(
+        &home,
+        &deployment,
+        &example_bundle(&home, "v2", &[("DEMO_VERSION", "v2")], 1),
+    );
+    wait_for("ready", Duration::from_secs(20), || {
+        lifecycle(&home, &v1) == "ready" && lifecycle(&home, &v2) == "ready"
+    });
+    let generation = set_split(
+        &home,
+        &deployment,
+        "k1",
+        json!([{"revision_id": v1, "weight_bps": 9900}, {"revision_id": v2, "weight_bps": 100}]),
+    );
+    wait_generation(&node, generation);
+
+    let total = 10_000;
+    let mut canary = 0;
+    for _ in 0..total {
+        let (status, headers, _) = get(node.addr, "/", None).expect("request");
+        assert_eq!(status, 200);
+        if header(&headers, "x-greentic-revision") == Some(v2.as_str()) {
+            canary += 1;
+        }
+    }
+    // ±0.1 percentage point of 10 000 requests is ±10.
+    assert!(
+        (90..=110).contains(&canary),
+        "the 1% revision served {canary} of {total}"
+    );
+
+    let (_, headers, _) = get(node.addr, "/", None).expect("request");
+    let cookie = header(&headers, "set-cookie")
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let pinned = header(&headers, "x-greentic-revision")
+        .expect("revision")
+        .to_owned();
+    for _ in 0..1_000 {
+        let (_, headers, _) = get(node.addr, "/", Some(&cookie)).expect("request");
+        assert_eq!(
+            header(&headers, "x-greentic-revision"),
+            Some(pinned.as_str()),
+            "sticky session flipped"
+        );
+    }
+    let generation = set_split(
+        &home,
+        &deployment,
+        "k2",
+        json!([{"revision_id": v1, "weight_bps": 5000}, {"revision_id": v2, "weight_bps": 5000}]),
+    );
+    wait_generation(&node, generation);
+    let (_, headers, _) = get(node.addr, "/", Some(&cookie)).expect("request");
+    assert!(
+        header(&headers, "set-cookie").is_some(),
+        "a new split re-samples the session"
+    );
+}
+
+#[test]
+fn draining_lets_in_flight_requests_finish_then_goes_inactive() {
+    let (home, node, deployment) = setup();
+    let v1 = stage_and_warm(&home, &deployment, &example_bundle(&home, "v1", &[], 1));
+    let v2 = stage_and_warm(&home, &deployment, &example_bundle(&home, "v2", &[], 1));
+    wait_for("ready", Duration::from_secs(20), || {
+        lifecycle(&home, &v1) == "ready" && lifecycle(&home, &v2) == "ready"
+    });
+    let generation = set_split(
+        &home,
+        &deployment,
+        "all-v1",
+        json!([{"revision_id": v1, "weight_percent": 100}]),
+    );
+    wait_generation(&node, generation);
+    // Five slow requests in flight on v1...
+    let addr = node.addr;
+    let slow: Vec<_> = (0..5)
+        .map(|_| std::thread::spawn(move || get(addr, "/slow?ms=1500", None)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // ...while traffic moves to v2 and v1 drains.
+    let generation = set_split(
+        &home,
+        &deployment,
+        "all-v2",
+        json!([{"revision_id": v2, "weight_percent": 100}]),
+    );
+    wait_generation(&node, generation);
+    home.ok(
+        "revisions",
+        "drain",
+        json!({"environment_id": "local", "revision_id": v1}),
+    );
+    for request in slow {
+        let (status, headers, _) = request.join().expect("thread").expect("slow request");
+        assert_eq!(status, 200, "an in-flight request was cut");
+        assert_eq!(header(&headers, "x-greentic-revision"), Some(v1.as_str()));
+    }
+    wait_for("inactive", Duration::from_secs(20), || {
+        lifecycle(&home, &v1) == "inactive"
+    });
+    let (status, headers, _) = get(node.addr, "/", None).expect("request");
+    assert_eq!(
+        (status, header(&headers, "x-greentic-revision")),
+        (200, Some(v2.as_str()))
+    );
+}
+
+/// Pids of the node's child processes (its instances).
+fn children(node_pid: i32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{node_pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    pids
+}
+
+#[test]
+fn a_crashed_instance_is_restarted() {
+    let (home, node, deployment) = setup();
+    let v1 = stage_and_warm(&home, &deployment, &example_bundle(&home, "v1", &[], 2));
+    wait_for("ready", Duration::from_secs(20), || {
+        lifecycle(&home, &v1) == "ready"
+    });
+    let generation = set_split(
+        &home,
+        &deployment,
+        "k",
+        json!([{"revision_id": v1, "weight_percent": 100}]),
+    );
+    wait_generation(&node, generation);
+    let before = children(node.pid());
+    assert_eq!(before.len(), 2, "two instances run: {before:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill instance");
+    // Requests keep succeeding on the surviving instance (refused connections are retried)...
+    for _ in 0..50 {
+        let (status, _, body) = get(node.addr, "/", None).expect("request");
+        assert_eq!(status, 200, "{body}");
+    }
+    // ...and the crashed one comes back as a new process.
+    wait_for("the instance to come back", Duration::from_secs(20), || {
+        let now = children(node.pid());
+        now.len() == 2 && !now.contains(&before[0])
+    });
+    // The new process serves once it passed its health check.
+    wait_for(
+        "both instances to serve again",
+        Duration::from_secs(20),
+        || {
+            let mut instances = std::collections::BTreeSet::new();
+            for _ in 0..20 {
+                if let Ok((200, _, body)) = get(node.addr, "/", None)
+                    && let Ok(answer) = serde_json::from_str::<serde_json::Value>(&body)
+                {
+                    instances.insert(answer["instance"].as_str().unwrap_or("").to_owned());
+                }
+            }
+            instances.len() == 2
+        },
+    );
+}
+
+#[test]
+fn the_demo_shifts_traffic_without_a_failed_request() {
+    let home = Home::new();
+    let demo = home.gtc(&["demo", "--requests", "2000"]);
+    let text = String::from_utf8_lossy(&demo.raw.stdout).into_owned();
+    assert_eq!(
+        demo.code,
+        0,
+        "{text}\n{}",
+        String::from_utf8_lossy(&demo.raw.stderr)
+    );
+    assert!(
+        text.contains("failed requests: 0")
+            && text.contains(", 0 failed;")
+            && text.contains("demo OK"),
+        "{text}"
+    );
+}
