@@ -117,12 +117,15 @@ impl Drop for Node {
     }
 }
 
-/// A minimal HTTP/1.1 GET over a fresh connection: (status, headers, body).
+/// (status, lowercase headers, body) of one answer.
+type Answer = (u16, Vec<(String, String)>, String);
+
+/// A minimal HTTP/1.1 GET over a fresh connection.
 fn get(
     addr: SocketAddr,
     path: &str,
     cookie: Option<&str>,
-) -> Result<(u16, Vec<(String, String)>, String), String> {
+) -> Result<Answer, String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
     stream
