@@ -121,11 +121,7 @@ impl Drop for Node {
 type Answer = (u16, Vec<(String, String)>, String);
 
 /// A minimal HTTP/1.1 GET over a fresh connection.
-fn get(
-    addr: SocketAddr,
-    path: &str,
-    cookie: Option<&str>,
-) -> Result<Answer, String> {
+fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Result<Answer, String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
     stream

@@ -16,17 +16,29 @@ use router::sticky::StickyKey;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        return Err("usage: bench_proxy <environment.json> <listen addr> <revision-id>=<addr>...".into());
+        return Err(
+            "usage: bench_proxy <environment.json> <listen addr> <revision-id>=<addr>...".into(),
+        );
     }
     let state: EnvironmentState = serde_json::from_slice(&std::fs::read(&args[1])?)?;
     let listen: SocketAddr = args[2].parse()?;
     let mut instances: HashMap<RevisionId, Vec<std::sync::Arc<Instance>>> = HashMap::new();
     for pair in &args[3..] {
-        let (revision, addr) = pair.split_once('=').ok_or("instances are <revision-id>=<addr>")?;
-        instances.entry(revision.parse()?).or_default().push(Instance::new(addr.parse()?));
+        let (revision, addr) = pair
+            .split_once('=')
+            .ok_or("instances are <revision-id>=<addr>")?;
+        instances
+            .entry(revision.parse()?)
+            .or_default()
+            .push(Instance::new(addr.parse()?));
     }
-    let published = Published { table: RouteTable::build(&state), instances };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let published = Published {
+        table: RouteTable::build(&state),
+        instances,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let router = Router::new(published, StickyKey::new([7; 32]), ProxyConfig::default());
         let listener = tokio::net::TcpListener::bind(listen).await?;

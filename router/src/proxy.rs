@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use deploy::ids::RevisionId;
+use deploy::ids::{DeploymentId, RevisionId};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -116,6 +116,13 @@ pub struct Router {
     /// Feeds the instance choice, kept apart from `counter` so balancing
     /// never skews the split.
     instance_counter: AtomicU64,
+    /// Signed `Set-Cookie` values by (deployment, revision, split
+    /// generation): every client that gets the same revision in the same
+    /// half-TTL gets the same cookie, so signing happens once, not per request.
+    cookies: RwLock<HashMap<(DeploymentId, RevisionId, u64), (i64, Arc<str>)>>,
+    /// Prometheus handles per revision, created on first use so that the
+    /// request path does no label formatting or registry lookups.
+    metrics: RwLock<HashMap<RevisionId, Arc<RevisionMetrics>>>,
     key: StickyKey,
     client: Client<HttpConnector, ProxyBody>,
     config: ProxyConfig,
@@ -132,6 +139,8 @@ impl Router {
             published: ArcSwap::from_pointee(published),
             counter: AtomicU64::new(0),
             instance_counter: AtomicU64::new(0),
+            cookies: RwLock::new(HashMap::new()),
+            metrics: RwLock::new(HashMap::new()),
             key,
             client,
             config,
@@ -231,7 +240,7 @@ impl Router {
                 generation,
             );
         }
-        let choice = self.choose(route, &request);
+        let choice = self.choose(&published, route, &request);
         let Some(instances) = published
             .instances
             .get(&choice.revision)
@@ -249,33 +258,40 @@ impl Router {
         };
         let started = std::time::Instant::now();
         let mut response = self.forward(request, peer, instances, generation).await;
-        record_request(route, choice.revision, response.status(), started.elapsed());
+        self.metrics_for(route, choice.revision)
+            .record(response.status(), started.elapsed());
         let headers = response.headers_mut();
         insert(headers, GENERATION_HEADER, &generation.to_string());
         insert(headers, REVISION_HEADER, &choice.revision.to_string());
         if let Some(cookie) = choice.set_cookie
-            && let Ok(value) = HeaderValue::from_str(&cookie)
+            && let Ok(value) = HeaderValue::from_str(cookie.as_ref())
         {
             headers.append(header::SET_COOKIE, value);
         }
         response
     }
 
-    fn choose(&self, route: &DeploymentRoute, request: &Request<Incoming>) -> Choice {
+    fn choose(
+        &self,
+        published: &Published,
+        route: &DeploymentRoute,
+        request: &Request<Incoming>,
+    ) -> Choice {
         if let Some(revision) = self.admin_override(route, request.headers()) {
             return Choice {
                 revision,
                 set_cookie: None,
             };
         }
-        let env = self.published.load().table.env_id().clone();
-        let name = sticky::cookie_name(route.deployment_id);
+        let env = published.table.env_id();
         let now = unix_now();
-        if let Some(value) = cookie_value(request.headers(), &name)
+        let name = sticky::cookie_name(route.deployment_id);
+        if request.headers().contains_key(header::COOKIE)
+            && let Some(value) = cookie_value(request.headers(), &name)
             && let Ok(revision) = sticky::verify(
                 &self.key,
                 &value,
-                &env,
+                env,
                 route.deployment_id,
                 route.split_generation,
                 now,
@@ -290,21 +306,62 @@ impl Router {
         let revision = route
             .pick
             .pick(pick_point(self.counter.fetch_add(1, Ordering::Relaxed)));
-        let ttl = self.config.sticky_ttl.as_secs();
-        let value = sticky::issue(
+        let set_cookie = self.cookie_for(env, route, revision, &name, now);
+        Choice {
+            revision,
+            set_cookie: Some(set_cookie),
+        }
+    }
+
+    /// A signed cookie pinning `revision`, reused while more than half its
+    /// lifetime remains.
+    fn cookie_for(
+        &self,
+        env: &deploy::ids::EnvId,
+        route: &DeploymentRoute,
+        revision: RevisionId,
+        name: &str,
+        now: i64,
+    ) -> Arc<str> {
+        let ttl = self.config.sticky_ttl.as_secs() as i64;
+        let key = (route.deployment_id, revision, route.split_generation);
+        if let Ok(cache) = self.cookies.read()
+            && let Some((expires_at, value)) = cache.get(&key)
+            && expires_at - now > ttl / 2
+        {
+            return Arc::clone(value);
+        }
+        let expires_at = now + ttl;
+        let signed = sticky::issue(
             &self.key,
-            &env,
+            env,
             route.deployment_id,
             revision,
             route.split_generation,
-            now + ttl as i64,
+            expires_at,
         );
-        Choice {
-            revision,
-            set_cookie: Some(format!(
-                "{name}={value}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax"
-            )),
+        let value: Arc<str> = Arc::from(format!(
+            "{name}={signed}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax"
+        ));
+        if let Ok(mut cache) = self.cookies.write() {
+            // Entries of older generations are never asked for again.
+            cache.retain(|(_, _, generation), _| *generation >= route.split_generation);
+            cache.insert(key, (expires_at, Arc::clone(&value)));
         }
+        value
+    }
+
+    fn metrics_for(&self, route: &DeploymentRoute, revision: RevisionId) -> Arc<RevisionMetrics> {
+        if let Ok(cache) = self.metrics.read()
+            && let Some(metrics) = cache.get(&revision)
+        {
+            return Arc::clone(metrics);
+        }
+        let metrics = Arc::new(RevisionMetrics::new(route.deployment_id, revision));
+        if let Ok(mut cache) = self.metrics.write() {
+            cache.insert(revision, Arc::clone(&metrics));
+        }
+        metrics
     }
 
     /// `x-greentic-revision`, honoured only with the admin token and only
@@ -375,6 +432,9 @@ impl Router {
             1
         };
         let mut last_error = None;
+        // The head is cloned only when a second attempt is possible.
+        let mut spare = (attempts > 1).then(|| parts.clone());
+        let mut head_for_attempt = Some(parts);
         for _ in 0..attempts {
             let (index, instance) = self.pick_instance(instances, avoid);
             let outgoing_body = match body.take() {
@@ -383,7 +443,10 @@ impl Router {
                     .map_err(|never| match never {})
                     .boxed(),
             };
-            let mut outgoing = Request::from_parts(parts.clone(), outgoing_body);
+            let Some(head) = head_for_attempt.take().or_else(|| spare.take()) else {
+                break;
+            };
+            let mut outgoing = Request::from_parts(head, outgoing_body);
             let uri = format!("http://{}{}", instance.addr, path_and_query);
             match uri.parse() {
                 Ok(uri) => *outgoing.uri_mut() = uri,
@@ -405,10 +468,13 @@ impl Router {
                     let (mut head, upstream) = response.into_parts();
                     strip_hop_by_hop(&mut head.headers);
                     let streamed = GuardedBody {
-                        inner: upstream.map_err(|e| Box::new(e) as BoxError).boxed(),
+                        inner: upstream,
                         _guard: guard,
                     };
-                    return Response::from_parts(head, streamed.boxed());
+                    return Response::from_parts(
+                        head,
+                        streamed.map_err(|e| Box::new(e) as BoxError).boxed(),
+                    );
                 }
                 Ok(Err(error)) if error.is_connect() => {
                     tracing::warn!(instance = %instance.addr, %error, "instance refused the connection");
@@ -450,7 +516,7 @@ impl Router {
 
 struct Choice {
     revision: RevisionId,
-    set_cookie: Option<String>,
+    set_cookie: Option<Arc<str>>,
 }
 
 /// Counts a request against its instance until its response body ends.
@@ -471,18 +537,18 @@ impl Drop for InFlight {
 
 /// A response body that holds its instance's in-flight count.
 struct GuardedBody {
-    inner: ProxyBody,
+    inner: Incoming,
     _guard: InFlight,
 }
 
 impl Body for GuardedBody {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = hyper::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
         std::pin::Pin::new(&mut self.inner).poll_frame(cx)
     }
 
@@ -580,25 +646,35 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-/// Request count and latency (to response headers) per deployment,
-/// revision and status class, for Prometheus.
-fn record_request(
-    route: &DeploymentRoute,
-    revision: RevisionId,
-    status: StatusCode,
-    elapsed: Duration,
-) {
-    let class = match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    let deployment = route.deployment_id.to_string();
-    let revision = revision.to_string();
-    metrics::counter!("gtc_http_requests_total", "deployment" => deployment.clone(), "revision" => revision.clone(), "status_class" => class).increment(1);
-    metrics::histogram!("gtc_http_request_duration_seconds", "deployment" => deployment, "revision" => revision).record(elapsed.as_secs_f64());
+/// Request count and latency (to response headers) of one revision, by
+/// status class, for Prometheus.
+struct RevisionMetrics {
+    /// Indexed by status class: 1xx..5xx.
+    requests: [metrics::Counter; 5],
+    latency: metrics::Histogram,
+}
+
+impl RevisionMetrics {
+    fn new(deployment: DeploymentId, revision: RevisionId) -> Self {
+        let (deployment, revision) = (deployment.to_string(), revision.to_string());
+        let counter = |class: &'static str| metrics::counter!("gtc_http_requests_total", "deployment" => deployment.clone(), "revision" => revision.clone(), "status_class" => class);
+        Self {
+            requests: [
+                counter("1xx"),
+                counter("2xx"),
+                counter("3xx"),
+                counter("4xx"),
+                counter("5xx"),
+            ],
+            latency: metrics::histogram!("gtc_http_request_duration_seconds", "deployment" => deployment.clone(), "revision" => revision.clone()),
+        }
+    }
+
+    fn record(&self, status: StatusCode, elapsed: Duration) {
+        let class = usize::from((status.as_u16() / 100).clamp(1, 5)) - 1;
+        self.requests[class].increment(1);
+        self.latency.record(elapsed.as_secs_f64());
+    }
 }
 
 /// A JSON error answer that says what happened and under which generation.
