@@ -99,6 +99,11 @@ impl Instance {
     }
 }
 
+/// (deployment, revision, split generation) a sticky cookie pins.
+type CookieKey = (DeploymentId, RevisionId, u64);
+/// (expiry in unix seconds, the whole `Set-Cookie` value).
+type SignedCookie = (i64, Arc<str>);
+
 /// What the router serves: a committed route table and the ready
 /// instances of its revisions.
 #[derive(Debug, Clone)]
@@ -119,7 +124,7 @@ pub struct Router {
     /// Signed `Set-Cookie` values by (deployment, revision, split
     /// generation): every client that gets the same revision in the same
     /// half-TTL gets the same cookie, so signing happens once, not per request.
-    cookies: RwLock<HashMap<(DeploymentId, RevisionId, u64), (i64, Arc<str>)>>,
+    cookies: RwLock<HashMap<CookieKey, SignedCookie>>,
     /// Prometheus handles per revision, created on first use so that the
     /// request path does no label formatting or registry lookups.
     metrics: RwLock<HashMap<RevisionId, Arc<RevisionMetrics>>>,
