@@ -82,6 +82,9 @@ pub struct NodeRunArgs {
     /// Name of this node in audit events.
     #[arg(long)]
     pub name: Option<String>,
+    /// A client that has not sent its request headers in this time gets 408.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub header_timeout_ms: u64,
     /// Folder holding one sub-folder per environment.
     #[arg(long, value_name = "DIR", env = "GREENTIC_STORE_ROOT")]
     pub store_root: Option<PathBuf>,

@@ -331,6 +331,7 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
         log_format: LogFormat::Human,
         poll_ms: 50,
         name: Some("demo".to_owned()),
+        header_timeout_ms: 10_000,
         store_root: Some(store_root.clone()),
     };
     let node = RunningNode::start(&node_args, Some(store_root.clone()), metrics).await?;

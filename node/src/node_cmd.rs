@@ -181,6 +181,7 @@ impl RunningNode {
             admin_token: std::env::var("GTC_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
+            header_read_timeout: Duration::from_millis(args.header_timeout_ms),
             ..ProxyConfig::default()
         };
         let published = Published {

@@ -457,3 +457,106 @@ fn the_demo_shifts_traffic_without_a_failed_request() {
         "{text}"
     );
 }
+
+/// Sends raw bytes, returns whatever the node answers before closing.
+fn raw(addr: SocketAddr, bytes: &[u8], pause: Duration) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = stream.write_all(bytes);
+    std::thread::sleep(pause);
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn bad_input_gets_a_4xx_and_never_takes_the_node_down() {
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    let mut child = home
+        .command()
+        .args([
+            "node",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--header-timeout-ms",
+            "500",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn node");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("announcement");
+    let announcement: serde_json::Value = serde_json::from_str(&line).expect("json");
+    let addr: SocketAddr = announcement["listen"]
+        .as_str()
+        .expect("listen")
+        .parse()
+        .expect("addr");
+    let node = Node { child, addr };
+
+    let malformed = raw(addr, b"THIS IS NOT HTTP\r\n\r\n", Duration::ZERO);
+    assert!(
+        malformed.starts_with("HTTP/1.1 400"),
+        "malformed request: {malformed:?}"
+    );
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    let oversized = raw(addr, huge.as_bytes(), Duration::ZERO);
+    assert!(
+        oversized.starts_with("HTTP/1.1 431") || oversized.starts_with("HTTP/1.1 400"),
+        "oversized headers: {:?}",
+        &oversized[..oversized.len().min(80)]
+    );
+    let slow = raw(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\n",
+        Duration::from_millis(1500),
+    );
+    assert!(
+        slow.starts_with("HTTP/1.1 408") || slow.is_empty(),
+        "slow client: {slow:?}"
+    );
+    // The node still answers.
+    let (status, _, body) = get(node.addr, "/", None).expect("request after bad input");
+    assert!(
+        status == 404 && body.contains("no-route"),
+        "{status} {body}"
+    );
+}
+
+#[test]
+fn a_port_already_in_use_is_named() {
+    let home = Home::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let run = home
+        .command()
+        .args([
+            "node",
+            "run",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("run");
+    assert_ne!(run.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains(&format!("port {port}")) && stderr.contains("already in use"),
+        "{stderr}"
+    );
+}

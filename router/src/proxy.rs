@@ -204,7 +204,7 @@ impl Router {
                     let connection = graceful.watch(connection);
                     tokio::spawn(async move {
                         if let Err(error) = connection.await {
-                            tracing::debug!(%peer, %error, "connection ended with an error");
+                            tracing::info!(%peer, %error, "connection closed on a client error (malformed request, oversized head or header timeout)");
                         }
                     });
                 }
