@@ -147,6 +147,11 @@ impl Context {
             self.record_refusal(&envelope, &error)?;
             return Err(error);
         }
+        if let Some(node) =
+            crate::node_client::running_node(&self.store.env_dir(&envelope.command.env_id()))
+        {
+            return node.submit(&envelope, noun, verb);
+        }
         let submitted = self.store.submit(&envelope)?;
         let applied = submitted.applied;
         let mut report = Report::new(noun, verb, applied.result);

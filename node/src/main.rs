@@ -11,6 +11,7 @@ mod cli;
 mod context;
 mod demo_cmd;
 mod error;
+mod node_client;
 mod node_cmd;
 mod op;
 mod output;

@@ -204,8 +204,10 @@ impl RunningNode {
         };
         let router_addr = local(&router_listener)?;
         let admin_addr = local(&admin_listener)?;
+        let token = random_token()?;
+        let store = Arc::new(LocalFsStore::open(context.store.root())?);
         let node_context = NodeContext {
-            store: Arc::new(LocalFsStore::open(context.store.root())?),
+            store: Arc::clone(&store),
             env_id: env_id.clone(),
             router: Arc::clone(&router),
             node_name: args
@@ -222,16 +224,17 @@ impl RunningNode {
         })?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let serving = tokio::spawn(Arc::clone(&router).serve(router_listener, shutdown_rx.clone()));
-        let admin = tokio::spawn(serve_admin(
-            admin_listener,
-            Arc::clone(&router),
-            env_id.clone(),
+        let admin_state = Arc::new(AdminState {
+            router: Arc::clone(&router),
+            env_id: env_id.clone(),
             metrics,
-            shutdown_rx,
-        ));
+            store,
+            token: token.clone(),
+        });
+        let admin = tokio::spawn(serve_admin(admin_listener, admin_state, shutdown_rx));
         let node_file = env_dir.join(NODE_FILE);
         let announcement = serde_json::json!({"pid": std::process::id(), "listen": router_addr, "admin": admin_addr, "environment_id": env_id});
-        let _ = std::fs::write(&node_file, format!("{announcement}\n"));
+        write_node_file(&node_file, &announcement, &token)?;
         tracing::info!(env = %env_id, listen = %router_addr, admin = %admin_addr, "node running");
         Ok(Self {
             router_addr,
@@ -275,26 +278,72 @@ pub async fn wait_for_signal() {
     }
 }
 
-async fn serve_admin(
-    listener: TcpListener,
+/// What the admin listener needs.
+struct AdminState {
     router: Arc<Router>,
     env_id: EnvId,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    store: Arc<LocalFsStore>,
+    /// Bearer token for `POST /admin/v1/commands`, kept in the 0600 node file.
+    token: String,
+}
+
+/// Largest command body the admin API reads.
+const COMMAND_BYTES_MAX: usize = 1024 * 1024;
+
+fn random_token() -> Result<String, CliError> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .map_err(|e| {
+            CliError::new(
+                ErrorKind::Io,
+                format!("cannot read random bytes for the admin token: {e}"),
+            )
+        })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The node file: where the admin API listens and its token, readable by
+/// the node's owner only.
+fn write_node_file(
+    path: &Path,
+    announcement: &serde_json::Value,
+    token: &str,
+) -> Result<(), CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut document = announcement.clone();
+    document["token"] = serde_json::json!(token);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(format!("{document}\n").as_bytes()))
+        .map_err(|e| {
+            CliError::new(
+                ErrorKind::Io,
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })
+}
+
+async fn serve_admin(
+    listener: TcpListener,
+    state: Arc<AdminState>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let router = Arc::clone(&router);
-                let env_id = env_id.clone();
-                let metrics = metrics.clone();
+                let state = Arc::clone(&state);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let router = Arc::clone(&router);
-                        let env_id = env_id.clone();
-                        let metrics = metrics.clone();
-                        async move { Ok::<_, std::convert::Infallible>(admin_response(&request, &router, &env_id, &metrics)) }
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, std::convert::Infallible>(admin_response(request, &state).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -306,22 +355,114 @@ async fn serve_admin(
     }
 }
 
-fn admin_response(
-    request: &Request<hyper::body::Incoming>,
-    router: &Router,
-    env_id: &EnvId,
-    metrics: &metrics_exporter_prometheus::PrometheusHandle,
-) -> Response<Full<Bytes>> {
-    let (status, body) = match request.uri().path() {
-        "/metrics" => (StatusCode::OK, metrics.render()),
-        "/healthz" | "/readyz" => (StatusCode::OK, "ok\n".to_owned()),
-        "/status" => (
-            StatusCode::OK,
-            serde_json::json!({"environment_id": env_id, "generation": router.generation(), "pid": std::process::id()}).to_string(),
-        ),
-        _ => (StatusCode::NOT_FOUND, "{\"error\":\"not-found\"}".to_owned()),
-    };
+fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response
+}
+
+async fn admin_response(
+    request: Request<hyper::body::Incoming>,
+    state: &AdminState,
+) -> Response<Full<Bytes>> {
+    match (request.method().as_str(), request.uri().path()) {
+        ("GET", "/metrics") => reply(StatusCode::OK, state.metrics.render()),
+        ("GET", "/healthz" | "/readyz") => reply(StatusCode::OK, "ok\n".to_owned()),
+        ("GET", "/status") => reply(
+            StatusCode::OK,
+            serde_json::json!({"environment_id": state.env_id, "generation": state.router.generation(), "pid": std::process::id()}).to_string(),
+        ),
+        ("POST", "/admin/v1/commands") => submit_command(request, state).await,
+        _ => reply(StatusCode::NOT_FOUND, "{\"error\":{\"kind\":\"not-found\",\"message\":\"no such admin route\"}}".to_owned()),
+    }
+}
+
+fn error_reply(
+    status: StatusCode,
+    kind: &str,
+    message: String,
+    field: Option<String>,
+) -> Response<Full<Bytes>> {
+    let mut error = serde_json::json!({"kind": kind, "message": message});
+    if let Some(field) = field {
+        error["field"] = serde_json::json!(field);
+    }
+    reply(status, serde_json::json!({"error": error}).to_string())
+}
+
+/// `POST /admin/v1/commands`: a `gtc op` command sent to the running node,
+/// applied through the same store and apply path as a direct one.
+async fn submit_command(
+    request: Request<hyper::body::Incoming>,
+    state: &AdminState,
+) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let expected = format!("Bearer {}", state.token);
+    let given = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    let matches = given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !matches {
+        return error_reply(
+            StatusCode::FORBIDDEN,
+            "unauthorized",
+            "a valid bearer token from the node file is required".to_owned(),
+            None,
+        );
+    }
+    let limited = http_body_util::Limited::new(request.into_body(), COMMAND_BYTES_MAX);
+    let Ok(body) = limited.collect().await.map(|b| b.to_bytes()) else {
+        return error_reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid-argument",
+            format!("the command is larger than {COMMAND_BYTES_MAX} bytes"),
+            None,
+        );
+    };
+    let envelope: deploy::command::CommandEnvelope = match serde_json::from_slice(&body) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            return error_reply(
+                StatusCode::BAD_REQUEST,
+                "invalid-argument",
+                format!("the command is not valid: {error}"),
+                None,
+            );
+        }
+    };
+    let store = Arc::clone(&state.store);
+    let submitted = tokio::task::spawn_blocking(move || store.submit(&envelope)).await;
+    match submitted {
+        Ok(Ok(submitted)) => {
+            let applied = submitted.applied;
+            let idempotency = match (applied.replayed, applied.changed) {
+                (true, _) => "replayed",
+                (false, true) => "applied",
+                (false, false) => "unchanged",
+            };
+            reply(
+                StatusCode::OK,
+                serde_json::json!({"result": applied.result, "generation": submitted.generation, "idempotency": idempotency}).to_string(),
+            )
+        }
+        Ok(Err(error)) => {
+            let cli = CliError::from(error);
+            let status = StatusCode::from_u16(cli.kind.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error_reply(status, cli.kind.as_str(), cli.message, cli.field)
+        }
+        Err(error) => error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            error.to_string(),
+            None,
+        ),
+    }
 }

@@ -16,6 +16,8 @@ pub struct Report {
     pub idempotency: Option<&'static str>,
     /// Non-zero when the report itself describes a problem (`env doctor`).
     pub exit_code: i32,
+    /// `node` when a running node applied the command.
+    pub via: Option<&'static str>,
 }
 
 impl Report {
@@ -27,6 +29,7 @@ impl Report {
             generation: None,
             idempotency: None,
             exit_code: 0,
+            via: None,
         }
     }
 }
@@ -43,6 +46,9 @@ pub fn print_report(report: &Report, format: OutputFormat) {
             }
             if let Some(idempotency) = report.idempotency {
                 document["idempotency"] = json!(idempotency);
+            }
+            if let Some(via) = report.via {
+                document["via"] = json!(via);
             }
             writeln!(stdout, "{document}")
         }

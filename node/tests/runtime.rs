@@ -560,3 +560,49 @@ fn a_port_already_in_use_is_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn op_goes_through_a_running_node_and_falls_back_to_the_store() {
+    // Proves: with a node running, `gtc op` sends its command to the node
+    // (which applies it through the same store); errors keep their kind;
+    // without a node, the store is used directly.
+    let (home, node, _deployment) = setup();
+    let through = home.mutate(
+        "env",
+        "update",
+        json!({"environment_id": "local", "region": "eu"}),
+    );
+    assert_eq!(through.code, 0, "{}", through.stderr);
+    assert_eq!(through.stdout["via"], "node");
+    let refused = home.mutate(
+        "env",
+        "update",
+        json!({"environment_id": "local", "public_base_url": "ftp://x"}),
+    );
+    assert_eq!(
+        (refused.code, refused.error_kind()),
+        (1, "spec"),
+        "{}",
+        refused.stderr
+    );
+    let node_file = home.root().join("local/node.json");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&node_file)
+            .expect("node file")
+            .permissions(),
+    );
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the node file holds a token: owner only"
+    );
+    drop(node);
+    let direct = home.mutate(
+        "env",
+        "update",
+        json!({"environment_id": "local", "region": "us"}),
+    );
+    assert_eq!(direct.code, 0, "{}", direct.stderr);
+    assert!(direct.stdout.get("via").is_none(), "{}", direct.stdout);
+    assert!(!node_file.exists(), "a stopped node removes its node file");
+}
