@@ -276,6 +276,10 @@ pub struct TrafficEntryAnswers {
     /// Percent with at most two decimals, e.g. 99.5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_percent: Option<f64>,
+    /// Reach this revision directly as `<tag>---<host>` or with the
+    /// `x-greentic-tag` header, whatever its weight (0 to preview it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 /// `traffic set`.

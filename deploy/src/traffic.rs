@@ -30,6 +30,26 @@ pub struct TrafficEntry {
     /// revision becomes ready.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub latest: bool,
+    /// A name that reaches this revision directly, whatever its weight:
+    /// `<tag>---<host>` or the `x-greentic-tag` header (Knative's tagged
+    /// targets). Lowercase letters, digits and '-', at most 63 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+}
+
+/// Longest tag: it becomes part of a DNS label (`<tag>---<host>`).
+pub const TAG_LEN_MAX: usize = 63;
+
+/// Whether `tag` is a valid traffic tag.
+pub fn valid_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= TAG_LEN_MAX
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !tag.starts_with('-')
+        && !tag.ends_with('-')
+        && !tag.contains("---")
 }
 
 /// The entries a split had before its last change: the one-step rollback target.
@@ -89,6 +109,12 @@ pub enum SplitError {
     BasisPointsSum { sum: u64 },
     #[error("revision {revision_id} appears twice in the split; merge its weights into one entry")]
     DuplicateRevision { revision_id: RevisionId },
+    #[error(
+        "entry {index} has tag {tag:?}; tags use lowercase letters, digits and single '-' (not at the ends), at most 63 characters"
+    )]
+    InvalidTag { index: usize, tag: String },
+    #[error("tag {tag:?} is used twice in the split; each tag names one revision")]
+    DuplicateTag { tag: String },
 }
 
 /// Checks weights: each entry at most 10000, sum exactly 10000 (in u64, so
@@ -117,6 +143,20 @@ pub fn validate_entries(entries: &[TrafficEntry]) -> Result<(), SplitError> {
             return Err(SplitError::DuplicateRevision {
                 revision_id: entry.revision_id,
             });
+        }
+        if let Some(tag) = &entry.tag {
+            if !valid_tag(tag) {
+                return Err(SplitError::InvalidTag {
+                    index,
+                    tag: tag.clone(),
+                });
+            }
+            if entries[..index]
+                .iter()
+                .any(|earlier| earlier.tag.as_ref() == Some(tag))
+            {
+                return Err(SplitError::DuplicateTag { tag: tag.clone() });
+            }
         }
     }
     let sum: u64 = entries
@@ -173,6 +213,7 @@ mod tests {
             revision_id: RevisionId::from_ulid(ulid::Ulid::from_parts(1, u128::from(n))),
             weight_bps,
             latest: false,
+            tag: None,
         }
     }
 

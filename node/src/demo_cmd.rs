@@ -205,6 +205,7 @@ fn split(
                 revision_id: revision.to_string(),
                 weight_bps: None,
                 weight_percent: Some(f64::from(*percent)),
+                tag: None,
             })
             .collect(),
         updated_by: Some("gtc demo".to_owned()),

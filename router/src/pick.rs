@@ -75,6 +75,7 @@ mod tests {
             revision_id: revision(n),
             weight_bps,
             latest: false,
+            tag: None,
         }
     }
 

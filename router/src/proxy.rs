@@ -40,6 +40,8 @@ pub const GENERATION_HEADER: &str = "x-greentic-generation";
 /// Header naming the revision that served (and, from admin callers, the
 /// revision to use).
 pub const REVISION_HEADER: &str = "x-greentic-revision";
+/// Header that asks for the revision with this tag.
+pub const TAG_HEADER: &str = "x-greentic-tag";
 /// Header an admin caller sends its token in, to be allowed to override.
 pub const ADMIN_TOKEN_HEADER: &str = "x-greentic-admin-token";
 
@@ -224,7 +226,12 @@ impl Router {
         let generation = published.table.generation();
         let host = request_host(&request);
         let path = request.uri().path().to_owned();
-        let Some(route) = published.table.resolve(&host, &path) else {
+        // `<tag>---<host>` reaches a tagged revision directly.
+        let (resolved, host_tag) = match published.table.resolve_tagged(&host, &path) {
+            Some((route, tag)) => (Some(route), Some(tag)),
+            None => (published.table.resolve(&host, &path), None),
+        };
+        let Some(route) = resolved else {
             return error_response(
                 StatusCode::NOT_FOUND,
                 "no-route",
@@ -245,7 +252,33 @@ impl Router {
                 generation,
             );
         }
-        let choice = self.choose(&published, route, &request);
+        let tag = host_tag.or_else(|| {
+            request
+                .headers()
+                .get(TAG_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+        let choice = match tag {
+            Some(tag) => match route.tagged(&tag) {
+                Some(revision) => Choice {
+                    revision,
+                    set_cookie: None,
+                },
+                None => {
+                    return error_response(
+                        StatusCode::NOT_FOUND,
+                        "no-such-tag",
+                        format!(
+                            "deployment {} has no revision tagged {tag:?}",
+                            route.deployment_id
+                        ),
+                        generation,
+                    );
+                }
+            },
+            None => self.choose(&published, route, &request),
+        };
         let Some(instances) = published
             .instances
             .get(&choice.revision)

@@ -22,9 +22,19 @@ pub struct DeploymentRoute {
     pub revisions: Vec<RevisionId>,
     /// The split's weights in basis points, in split order.
     pub weights_bps: Vec<u32>,
+    /// Tagged revisions: reachable directly whatever their weight.
+    pub tags: Vec<(String, RevisionId)>,
 }
 
 impl DeploymentRoute {
+    /// The revision tagged `tag`, if any.
+    pub fn tagged(&self, tag: &str) -> Option<RevisionId> {
+        self.tags
+            .iter()
+            .find(|(name, _)| name == tag)
+            .map(|(_, revision)| *revision)
+    }
+
     /// (revision, weight in basis points) of every split entry.
     pub fn weights(&self) -> impl Iterator<Item = (RevisionId, u32)> + '_ {
         self.revisions
@@ -137,6 +147,11 @@ impl RouteTable {
                 pick,
                 revisions: split.entries.iter().map(|e| e.revision_id).collect(),
                 weights_bps: split.entries.iter().map(|e| e.weight_bps).collect(),
+                tags: split
+                    .entries
+                    .iter()
+                    .filter_map(|e| e.tag.clone().map(|tag| (tag, e.revision_id)))
+                    .collect(),
             });
             for (host, prefix) in bundle.route_binding.claims() {
                 routes.push(Route {
@@ -185,6 +200,15 @@ impl RouteTable {
     /// Every routed deployment.
     pub fn deployments(&self) -> &[DeploymentRoute] {
         &self.deployments
+    }
+
+    /// Like [`resolve`](Self::resolve) for a host of the form
+    /// `<tag>---<host>`: the deployment and the tag, when the host has one.
+    pub fn resolve_tagged(&self, host: &str, path: &str) -> Option<(&DeploymentRoute, String)> {
+        let host = normalize_host(host);
+        let (tag, rest) = host.split_once("---")?;
+        let route = self.resolve(rest, path)?;
+        Some((route, tag.to_owned()))
     }
 
     /// The route of one deployment, if it is served.
@@ -281,6 +305,7 @@ mod tests {
                     revision_id: revision,
                     weight_bps: Some(10_000),
                     weight_percent: None,
+                    tag: None,
                 }],
                 updated_by: None,
                 idempotency_key: format!("k-{bundle}"),

@@ -121,6 +121,7 @@ impl Operator {
                     revision_id: revision.to_string(),
                     weight_bps: Some(*bps),
                     weight_percent: None,
+                    tag: None,
                 })
                 .collect(),
             updated_by: None,
@@ -212,8 +213,10 @@ impl Harness {
     ) -> (u16, HashMap<String, String>, String) {
         let mut request = Request::builder()
             .method(method)
-            .uri(format!("http://{}{path}", self.addr))
-            .header("host", "shop.test");
+            .uri(format!("http://{}{path}", self.addr));
+        if !headers.iter().any(|(name, _)| *name == "host") {
+            request = request.header("host", "shop.test");
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -459,4 +462,56 @@ async fn large_bodies_stream_through_and_oversized_ones_are_refused() {
         )
         .await;
     assert_eq!(status, 413, "{answer}");
+}
+
+#[tokio::test]
+async fn tagged_revisions_are_reached_directly_whatever_their_weight() {
+    // Proves: `<tag>---<host>` and `x-greentic-tag` reach a tagged revision
+    // even at 0% weight; unknown tags get a clear 404; untagged requests
+    // still follow the split.
+    let (mut operator, deployment, revisions) = Operator::new(2);
+    operator.run(Command::TrafficSet(TrafficSetAnswers {
+        environment_id: EnvId::local(),
+        deployment_id: deployment,
+        entries: vec![
+            TrafficEntryAnswers {
+                revision_id: revisions[0].to_string(),
+                weight_bps: Some(10_000),
+                weight_percent: None,
+                tag: Some("stable".into()),
+            },
+            TrafficEntryAnswers {
+                revision_id: revisions[1].to_string(),
+                weight_bps: Some(0),
+                weight_percent: None,
+                tag: Some("canary".into()),
+            },
+        ],
+        updated_by: None,
+        idempotency_key: "tags".into(),
+        authorization_ref: None,
+    }));
+    let (a, b) = (backend("v1").await, backend("v2").await);
+    let harness = Harness::start(
+        published(
+            operator.state(),
+            &[(revisions[0], vec![a]), (revisions[1], vec![b])],
+        ),
+        ProxyConfig::default(),
+    )
+    .await;
+    for _ in 0..20 {
+        assert!(harness.get("/", &[]).await.2.starts_with("v1"));
+    }
+    let (_, _, body) = harness.get("/", &[("host", "canary---shop.test")]).await;
+    assert!(body.starts_with("v2"), "tag host: {body}");
+    let (_, headers, body) = harness.get("/", &[("x-greentic-tag", "canary")]).await;
+    assert!(body.starts_with("v2"), "tag header: {body}");
+    assert!(
+        !headers.contains_key("set-cookie"),
+        "a tagged request does not pin a session"
+    );
+    let (status, _, body) = harness.get("/", &[("x-greentic-tag", "nope")]).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("no-such-tag"), "{body}");
 }

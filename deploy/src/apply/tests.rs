@@ -186,6 +186,7 @@ fn split_answers(
                 revision_id: (*revision_id).to_owned(),
                 weight_bps: Some(*bps),
                 weight_percent: None,
+                tag: None,
             })
             .collect(),
         updated_by: None,
@@ -441,6 +442,7 @@ fn weights_in_percent_convert_exactly() {
         revision_id: revision.to_string(),
         weight_bps: None,
         weight_percent: Some(percent),
+        tag: None,
     };
     let mut answers = split_answers(deployment, "p", &[]);
     answers.entries = vec![percent(v1, 99.5), percent(v2, 0.5)];

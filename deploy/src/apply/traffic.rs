@@ -29,6 +29,7 @@ pub fn split_view(split: &TrafficSplit) -> serde_json::Value {
             "weight_bps": e.weight_bps,
             "weight_percent": f64::from(e.weight_bps) / 100.0,
             "latest": e.latest,
+            "tag": e.tag,
         })).collect::<Vec<_>>(),
         "updated_at": split.updated_at,
         "updated_by": split.updated_by,
@@ -170,6 +171,7 @@ pub(crate) fn set(
             revision_id,
             weight_bps: weight_bps(entry, position)?,
             latest,
+            tag: entry.tag.clone(),
         });
     }
     validate_entries(&entries).map_err(split_error)?;
@@ -342,6 +344,9 @@ fn merge_duplicates(entries: &mut Vec<TrafficEntry>) {
             Some(existing) => {
                 existing.weight_bps += entry.weight_bps;
                 existing.latest |= entry.latest;
+                if existing.tag.is_none() {
+                    existing.tag = entry.tag;
+                }
             }
             None => merged.push(entry),
         }
