@@ -34,6 +34,32 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [ErrorKind; 17] = [
+        ErrorKind::InvalidArgument,
+        ErrorKind::AnswersParse,
+        ErrorKind::Spec,
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::Conflict,
+        ErrorKind::IdempotencyConflict,
+        ErrorKind::PreconditionFailed,
+        ErrorKind::HealthGateFailed,
+        ErrorKind::IntegrityMismatch,
+        ErrorKind::BundleRefused,
+        ErrorKind::SecretLeak,
+        ErrorKind::Unauthorized,
+        ErrorKind::NotYetImplemented,
+        ErrorKind::Audit,
+        ErrorKind::Store,
+        ErrorKind::Io,
+    ];
+
+    /// The kind named `text` (as `as_str` writes it), if any.
+    pub fn parse(text: &str) -> Option<ErrorKind> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
     /// The kind as it appears in JSON errors and audit events.
     pub fn as_str(self) -> &'static str {
         match self {

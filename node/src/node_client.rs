@@ -85,7 +85,8 @@ impl NodeClient {
         })?;
         if status != 200 {
             let error = &document["error"];
-            let kind = kind_from_str(error["kind"].as_str().unwrap_or("internal"));
+            let kind =
+                ErrorKind::parse(error["kind"].as_str().unwrap_or("")).unwrap_or(ErrorKind::Store);
             let mut cli = CliError::new(
                 kind,
                 error["message"]
@@ -108,30 +109,4 @@ impl NodeClient {
         report.via = Some("node");
         Ok(report)
     }
-}
-
-fn kind_from_str(kind: &str) -> ErrorKind {
-    use ErrorKind::*;
-    [
-        InvalidArgument,
-        AnswersParse,
-        Spec,
-        NotFound,
-        AlreadyExists,
-        Conflict,
-        IdempotencyConflict,
-        PreconditionFailed,
-        HealthGateFailed,
-        IntegrityMismatch,
-        BundleRefused,
-        SecretLeak,
-        Unauthorized,
-        NotYetImplemented,
-        Audit,
-        Store,
-        Io,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == kind)
-    .unwrap_or(Store)
 }

@@ -71,6 +71,10 @@ struct Node {
 
 impl Node {
     fn start(home: &Home) -> Self {
+        Self::start_with(home, &[])
+    }
+
+    fn start_with(home: &Home, extra: &[&str]) -> Self {
         let mut child = home
             .command()
             .args([
@@ -83,6 +87,7 @@ impl Node {
                 "--poll-ms",
                 "50",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -476,33 +481,8 @@ fn raw(addr: SocketAddr, bytes: &[u8], pause: Duration) -> String {
 fn bad_input_gets_a_4xx_and_never_takes_the_node_down() {
     let home = Home::new();
     home.gtc(&["op", "env", "init"]);
-    let mut child = home
-        .command()
-        .args([
-            "node",
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--header-timeout-ms",
-            "500",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn node");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("announcement");
-    let announcement: serde_json::Value = serde_json::from_str(&line).expect("json");
-    let addr: SocketAddr = announcement["listen"]
-        .as_str()
-        .expect("listen")
-        .parse()
-        .expect("addr");
-    let node = Node { child, addr };
+    let node = Node::start_with(&home, &["--header-timeout-ms", "500"]);
+    let addr = node.addr;
 
     let malformed = raw(addr, b"THIS IS NOT HTTP\r\n\r\n", Duration::ZERO);
     assert!(
