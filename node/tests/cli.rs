@@ -113,7 +113,7 @@ fn the_operator_journey_end_to_end() {
     assert_eq!(rolled["generation"], 2);
     assert_eq!(
         rolled["entries"],
-        json!([{"revision_id": v1, "weight_bps": 10000, "weight_percent": 100.0, "latest": false}])
+        json!([{"revision_id": v1, "weight_bps": 10000, "weight_percent": 100.0, "latest": false, "tag": null}])
     );
 
     let refused = home.mutate(
