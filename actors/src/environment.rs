@@ -234,6 +234,8 @@ impl Actor for EnvironmentActor {
                                 generation = loaded.generation,
                                 "committed state changed"
                             );
+                            metrics::gauge!("gtc_store_generation", "env" => state.context.env_id.to_string())
+                                .set(loaded.generation as f64);
                             state.current = Some(loaded);
                             self.reconcile(&myself, state).await;
                             self.publish(state);

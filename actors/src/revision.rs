@@ -197,6 +197,8 @@ impl RevisionActor {
         index: usize,
     ) {
         let revision = state.args.revision.revision_id;
+        metrics::counter!("gtc_instance_restarts_total", "revision" => revision.to_string())
+            .increment(1);
         match state.slots[index].policy.next(Instant::now()) {
             RestartDecision::RestartAfter(delay) => {
                 myself.send_after(delay, move || RevisionMsg::Restart(index));

@@ -67,6 +67,7 @@ fn example_bundle(home: &Home, name: &str, env: &[(&str, &str)], instances: u32)
 struct Node {
     child: Child,
     addr: SocketAddr,
+    admin: SocketAddr,
 }
 
 impl Node {
@@ -104,7 +105,12 @@ impl Node {
             .expect("listen")
             .parse()
             .expect("addr");
-        Self { child, addr }
+        let admin = announcement["admin"]
+            .as_str()
+            .expect("admin")
+            .parse()
+            .expect("admin addr");
+        Self { child, addr, admin }
     }
 
     fn pid(&self) -> i32 {
@@ -442,6 +448,11 @@ fn a_crashed_instance_is_restarted() {
             instances.len() == 2
         },
     );
+    let (_, _, metrics) = get(node.admin, "/metrics", None).expect("metrics");
+    assert!(
+        metrics.contains("gtc_instance_restarts_total{"),
+        "the restart is counted:\n{metrics}"
+    );
 }
 
 #[test]
@@ -585,4 +596,40 @@ fn op_goes_through_a_running_node_and_falls_back_to_the_store() {
     assert_eq!(direct.code, 0, "{}", direct.stderr);
     assert!(direct.stdout.get("via").is_none(), "{}", direct.stdout);
     assert!(!node_file.exists(), "a stopped node removes its node file");
+}
+
+#[test]
+fn metrics_report_requests_split_and_generation() {
+    // Proves: /metrics on the admin listener exposes Prometheus series for
+    // requests by revision and status class, the desired split, ready
+    // instances and the committed generation.
+    let (home, node, deployment) = setup();
+    let v1 = stage_and_warm(&home, &deployment, &example_bundle(&home, "v1", &[], 1));
+    wait_for("ready", Duration::from_secs(20), || {
+        lifecycle(&home, &v1) == "ready"
+    });
+    let generation = set_split(
+        &home,
+        &deployment,
+        "m",
+        json!([{"revision_id": v1, "weight_percent": 100}]),
+    );
+    wait_generation(&node, generation);
+    for _ in 0..5 {
+        get(node.addr, "/", None).expect("request");
+    }
+    let (status, _, text) = get(node.admin, "/metrics", None).expect("metrics");
+    assert_eq!(status, 200);
+    for needle in [
+        "gtc_http_requests_total{",
+        &format!("revision=\"{v1}\""),
+        "status_class=\"2xx\"",
+        "gtc_http_request_duration_seconds_bucket",
+        "gtc_split_desired_ratio",
+        "gtc_instances_ready",
+        "gtc_router_generation",
+        "gtc_store_generation",
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
+    }
 }

@@ -515,3 +515,34 @@ async fn tagged_revisions_are_reached_directly_whatever_their_weight() {
     assert_eq!(status, 404);
     assert!(body.contains("no-such-tag"), "{body}");
 }
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    // Proves: the router speaks HTTP/2 (prior knowledge) to clients while
+    // forwarding HTTP/1.1 to instances.
+    let (mut operator, deployment, revisions) = Operator::new(1);
+    operator.split(deployment, &[(revisions[0], 10_000)]);
+    let a = backend("v1").await;
+    let harness = Harness::start(
+        published(operator.state(), &[(revisions[0], vec![a])]),
+        ProxyConfig::default(),
+    )
+    .await;
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new());
+    let request = Request::builder()
+        .uri(format!("http://{}/h2", harness.addr))
+        .body(Full::new(Bytes::from_static(b"abc")))
+        .expect("request");
+    let response = client.request(request).await.expect("h2 response");
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&body[..], b"v1 3 false");
+}
