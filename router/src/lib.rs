@@ -6,13 +6,14 @@
 //! basis points ([`WeightedPick`]), and signed sticky-session cookies
 //! ([`sticky`]).
 //!
-//! Status: the pure decision core. The hyper proxy, instance balancing and
-//! the atomic table swap that use it arrive with the single-node runtime
-//! (issue #4).
+//! Around that pure core, [`proxy::Router`] is the hyper proxy: one
+//! atomically swapped snapshot per request, instance balancing, streaming,
+//! retries and JSON error answers.
 //!
-//! Must not touch: sockets, the clock or randomness. Callers pass the
-//! request's host and path, a pick counter and the current time; the same
-//! inputs always give the same answer, which the simulator relies on.
+//! Must not touch: state. The decision core takes no sockets, clock or
+//! randomness (callers pass the request's host and path, a pick counter and
+//! the current time, so the same inputs give the same answer, which the
+//! simulator relies on); the proxy serves whatever snapshot it was given.
 
 mod pick;
 pub mod proxy;
