@@ -215,6 +215,26 @@ pub struct RevisionStageAnswers {
     pub bundle_path: Option<String>,
 }
 
+impl RevisionStageAnswers {
+    /// A stage of `deployment` with every optional field left to its default.
+    pub fn new(environment_id: EnvId, deployment_id: DeploymentId) -> Self {
+        Self {
+            environment_id,
+            deployment_id,
+            revision_id: None,
+            idempotency_key: None,
+            bundle_digest: None,
+            bundle_source_uri: None,
+            pack_list: Vec::new(),
+            pack_list_lock_ref: String::new(),
+            config_digest: None,
+            signature_sidecar_ref: None,
+            drain_seconds: None,
+            bundle_path: None,
+        }
+    }
+}
+
 /// What the edge learned by staging a bundle file for `revisions stage`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StagedBundle {

@@ -124,18 +124,9 @@ fn deploy_two_revisions(
     let mut revisions = Vec::new();
     for bundle in bundles {
         let answers = RevisionStageAnswers {
-            environment_id: EnvId::local(),
-            deployment_id: deployment,
-            revision_id: None,
-            idempotency_key: None,
-            bundle_digest: None,
-            bundle_source_uri: None,
-            pack_list: vec![],
-            pack_list_lock_ref: String::new(),
-            config_digest: None,
-            signature_sidecar_ref: None,
             drain_seconds: Some(5),
             bundle_path: Some(bundle.display().to_string()),
+            ..RevisionStageAnswers::new(EnvId::local(), deployment)
         };
         let staged =
             crate::bundle_cmd::stage_revision(context, answers, &bundle.display().to_string())?;

@@ -276,20 +276,7 @@ mod tests {
                 .parse()
                 .expect("ulid");
             let staged = self.run(Command::RevisionStage {
-                answers: RevisionStageAnswers {
-                    environment_id: EnvId::local(),
-                    deployment_id: deployment,
-                    revision_id: None,
-                    idempotency_key: None,
-                    bundle_digest: None,
-                    bundle_source_uri: None,
-                    pack_list: vec![],
-                    pack_list_lock_ref: String::new(),
-                    config_digest: None,
-                    signature_sidecar_ref: None,
-                    drain_seconds: None,
-                    bundle_path: None,
-                },
+                answers: RevisionStageAnswers::new(EnvId::local(), deployment),
                 staged: None,
             });
             let revision = staged["revision_id"].as_str().expect("id").to_owned();

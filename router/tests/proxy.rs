@@ -80,20 +80,7 @@ impl Operator {
         let mut revisions = Vec::new();
         for _ in 0..count {
             let staged = operator.run(Command::RevisionStage {
-                answers: RevisionStageAnswers {
-                    environment_id: EnvId::local(),
-                    deployment_id: deployment,
-                    revision_id: None,
-                    idempotency_key: None,
-                    bundle_digest: None,
-                    bundle_source_uri: None,
-                    pack_list: vec![],
-                    pack_list_lock_ref: String::new(),
-                    config_digest: None,
-                    signature_sidecar_ref: None,
-                    drain_seconds: None,
-                    bundle_path: None,
-                },
+                answers: RevisionStageAnswers::new(EnvId::local(), deployment),
                 staged: None,
             });
             let revision: RevisionId = staged["revision_id"]

@@ -156,20 +156,7 @@ impl Harness {
 }
 
 fn stage_answers(deployment_id: DeploymentId) -> RevisionStageAnswers {
-    RevisionStageAnswers {
-        environment_id: EnvId::local(),
-        deployment_id,
-        revision_id: None,
-        idempotency_key: None,
-        bundle_digest: None,
-        bundle_source_uri: None,
-        pack_list: vec![],
-        pack_list_lock_ref: String::new(),
-        config_digest: None,
-        signature_sidecar_ref: None,
-        drain_seconds: None,
-        bundle_path: None,
-    }
+    RevisionStageAnswers::new(EnvId::local(), deployment_id)
 }
 
 fn split_answers(
