@@ -19,6 +19,7 @@ mod pick;
 pub mod proxy;
 pub mod sticky;
 mod table;
+mod upstream;
 
 pub use pick::{WeightedPick, pick_point};
 pub use table::{DeploymentRoute, RouteTable, normalize_host};

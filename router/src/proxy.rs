@@ -20,8 +20,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -29,6 +27,7 @@ use tokio::sync::watch;
 use crate::pick::pick_point;
 use crate::sticky::{self, StickyKey};
 use crate::table::{DeploymentRoute, RouteTable};
+use crate::upstream::{ConnectionPool, PooledBody};
 
 /// Boxed error of streamed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -84,6 +83,8 @@ impl Default for ProxyConfig {
 pub struct Instance {
     pub addr: SocketAddr,
     in_flight: AtomicUsize,
+    /// Keep-alive connections to this instance, reused across requests.
+    pool: Arc<ConnectionPool>,
 }
 
 impl Instance {
@@ -92,6 +93,7 @@ impl Instance {
         Arc::new(Self {
             addr,
             in_flight: AtomicUsize::new(0),
+            pool: Arc::default(),
         })
     }
 
@@ -131,17 +133,12 @@ pub struct Router {
     /// request path does no label formatting or registry lookups.
     metrics: RwLock<HashMap<RevisionId, Arc<RevisionMetrics>>>,
     key: StickyKey,
-    client: Client<HttpConnector, ProxyBody>,
     config: ProxyConfig,
 }
 
 impl Router {
     /// A router serving `published` until the next [`Router::publish`].
     pub fn new(published: Published, key: StickyKey, config: ProxyConfig) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
         Arc::new(Self {
             published: ArcSwap::from_pointee(published),
             counter: AtomicU64::new(0),
@@ -149,7 +146,6 @@ impl Router {
             cookies: RwLock::new(HashMap::new()),
             metrics: RwLock::new(HashMap::new()),
             key,
-            client,
             config,
         })
     }
@@ -454,11 +450,20 @@ impl Router {
     ) -> Response<ProxyBody> {
         let (mut parts, body) = request.into_parts();
         prepare_headers(&mut parts.headers, peer);
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+        // HTTP/2 clients send the authority in the URI, not in `Host`;
+        // the instance gets it as `Host` either way.
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(authority) = parts.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(header::HOST, host);
+        }
+        // Origin form: the connection already names the instance.
+        let origin_form = match parts.uri.path_and_query() {
+            Some(path) => http::Uri::from(path.clone()),
+            None => http::Uri::from_static("/"),
+        };
+        parts.uri = origin_form;
         // Only bodiless idempotent requests can be sent twice.
         let retryable = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
             && body.is_end_stream();
@@ -485,23 +490,12 @@ impl Router {
                 break;
             };
             let mut outgoing = Request::from_parts(head, outgoing_body);
-            let uri = format!("http://{}{}", instance.addr, path_and_query);
-            match uri.parse() {
-                Ok(uri) => *outgoing.uri_mut() = uri,
-                Err(_) => {
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        "bad-request",
-                        "the request path is not valid".to_owned(),
-                        generation,
-                    );
-                }
-            }
             *outgoing.version_mut() = http::Version::HTTP_11;
             let guard = InFlight::enter(instance);
-            match tokio::time::timeout(self.config.response_timeout, self.client.request(outgoing))
-                .await
-            {
+            let sent = instance
+                .pool
+                .send(instance.addr, self.config.connect_timeout, outgoing);
+            match tokio::time::timeout(self.config.response_timeout, sent).await {
                 Ok(Ok(response)) => {
                     let (mut head, upstream) = response.into_parts();
                     strip_hop_by_hop(&mut head.headers);
@@ -575,7 +569,7 @@ impl Drop for InFlight {
 
 /// A response body that holds its instance's in-flight count.
 struct GuardedBody {
-    inner: Incoming,
+    inner: PooledBody,
     _guard: InFlight,
 }
 

@@ -533,3 +533,60 @@ async fn http2_clients_are_served() {
         .to_bytes();
     assert_eq!(&body[..], b"v1 3 false");
 }
+
+/// A backend that counts the connections it accepted; with `keep_alive`
+/// off it closes each connection after one response.
+async fn counting_backend(keep_alive: bool) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request: Request<Incoming>| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(keep_alive)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_closed_ones_are_replaced() {
+    // Proves the per-instance pool: sequential requests share one
+    // keep-alive connection, and an instance that closes every connection
+    // still answers every request (no request lands on a dead connection).
+    let (mut operator, deployment, revisions) = Operator::new(1);
+    operator.split(deployment, &[(revisions[0], 10_000)]);
+    for keep_alive in [true, false] {
+        let (addr, accepted) = counting_backend(keep_alive).await;
+        let harness = Harness::start(
+            published(operator.state(), &[(revisions[0], vec![addr])]),
+            ProxyConfig::default(),
+        )
+        .await;
+        for _ in 0..200 {
+            let (status, _, body) = harness.get("/", &[]).await;
+            assert_eq!((status, body.as_str()), (200, "ok"));
+        }
+        let connections = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        if keep_alive {
+            assert_eq!(
+                connections, 1,
+                "sequential requests should share one connection"
+            );
+        } else {
+            assert_eq!(connections, 200, "each request needed its own connection");
+        }
+    }
+}
