@@ -100,6 +100,16 @@ impl From<SubmitError> for CliError {
             SubmitError::Refused(error) | SubmitError::CommittedFailure { error, .. } => {
                 error.into()
             }
+            SubmitError::Replicated {
+                kind,
+                message,
+                field,
+                ..
+            } => {
+                let mut cli = CliError::new(kind, message);
+                cli.field = field;
+                cli
+            }
             other => CliError::new(other.kind(), other.to_string()),
         }
     }

@@ -82,6 +82,18 @@ pub enum SubmitError {
     /// not applied and the log records that.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The outcome of a command applied by a replicated store, carried back
+    /// from the node that applied it: the same facts as the variants above,
+    /// in a form that crosses the network.
+    #[error("{message}")]
+    Replicated {
+        kind: ErrorKind,
+        message: String,
+        /// The payload field the error is about, when there is one.
+        field: Option<String>,
+        /// Set when the change was committed and is itself a failure.
+        applied: Option<Box<Applied>>,
+    },
 }
 
 impl SubmitError {
@@ -93,6 +105,7 @@ impl SubmitError {
             }
             SubmitError::AuditFailed(_) => ErrorKind::Audit,
             SubmitError::Store(error) => error.kind(),
+            SubmitError::Replicated { kind, .. } => *kind,
         }
     }
 }

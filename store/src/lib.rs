@@ -14,12 +14,20 @@ mod audit_log;
 mod backup;
 mod error;
 mod fs_util;
+mod image;
 mod local;
 mod migrate;
 
 pub use audit_log::{AuditLog, AuditReport};
 pub use backup::{BACKUP_ARTIFACT_SCHEMA, BACKUP_MANIFEST_SCHEMA, BackupArtifact, BackupManifest};
 pub use error::{StoreError, SubmitError};
+pub use image::{EnvironmentImage, StoreImage};
+
+/// Writes `bytes` to `path` crash-safely (temp file, fsync, rename, fsync
+/// of the folder): for files kept beside a store.
+pub fn write_file_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), StoreError> {
+    fs_util::atomic_write(path, bytes)
+}
 pub use local::{LocalFsStore, PRE_CHANGE_BACKUPS_KEPT};
 pub use migrate::{LegacyStateMigration, migrate_legacy_state, plan_legacy_state};
 

@@ -39,8 +39,8 @@ use crate::{EnvironmentStore, Submitted};
 /// bounded so a busy environment does not fill the disk.
 pub const PRE_CHANGE_BACKUPS_KEPT: usize = 50;
 
-const STATE_FILE: &str = "environment.json";
-const LOCK_FILE: &str = ".lock";
+pub(crate) const STATE_FILE: &str = "environment.json";
+pub(crate) const LOCK_FILE: &str = ".lock";
 const BACKUPS_DIR: &str = "backups";
 const PRE_CHANGE_PREFIX: &str = "environment.";
 const ARTIFACT_SUFFIX: &str = ".backup.json";

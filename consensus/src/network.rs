@@ -1,0 +1,279 @@
+//! Raft RPCs and write forwarding over the cluster transport (QUIC with
+//! mutual TLS, from the `transport` crate).
+//!
+//! This module only translates: openraft's network calls become
+//! [`PeerRequest`]s, and incoming [`PeerRequest`]s become calls on the local
+//! Raft. The transport owns sockets, TLS and the frame format.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use transport::{PeerInfo, RpcError, TransportClient};
+
+use crate::types::{
+    ClusterNode, ClusterRequest, ClusterResponse, NodeId, Raft, Snapshot, SnapshotMeta, TypeConfig,
+    Vote,
+};
+
+/// Every request one node sends another.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    PreVote(VoteRequest<TypeConfig>),
+    /// A whole snapshot in one message (bounded by the transport's frame
+    /// limit, see `transport::MAX_FRAME_BYTES`).
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    },
+    /// A write forwarded by a follower to the leader.
+    Write(ClusterRequest),
+    /// A node asks to join as a voter.
+    Join(NodeId, ClusterNode),
+    /// A node asks to be removed from the voters and learners.
+    Leave(NodeId),
+}
+
+/// Every answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    AppendEntries(AppendEntriesResponse<TypeConfig>),
+    Vote(VoteResponse<TypeConfig>),
+    Snapshot(SnapshotResponse<TypeConfig>),
+    /// The leader's answer to a forwarded write, and the index it was
+    /// committed at (so the asking node can wait to apply it too).
+    Written {
+        response: ClusterResponse,
+        log_index: u64,
+    },
+    /// The receiving node is not the leader; here is who is, if known.
+    NotLeader {
+        leader: Option<(NodeId, ClusterNode)>,
+    },
+    /// A membership change went through.
+    MembershipChanged,
+}
+
+/// Connects openraft to peers through one shared transport client.
+#[derive(Clone)]
+pub struct Network {
+    client: Arc<TransportClient>,
+}
+
+impl Network {
+    pub fn new(client: Arc<TransportClient>) -> Self {
+        Self { client }
+    }
+}
+
+/// The connection to one peer.
+pub struct PeerClient {
+    client: Arc<TransportClient>,
+    target: NodeId,
+    addr: Result<SocketAddr, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("peer {target}: {message}")]
+struct PeerFailure {
+    target: NodeId,
+    message: String,
+}
+
+impl PeerClient {
+    async fn call(&self, request: &PeerRequest) -> Result<PeerResponse, PeerCallError> {
+        let addr = self.addr.clone().map_err(|message| {
+            PeerCallError::Unreachable(PeerFailure {
+                target: self.target,
+                message,
+            })
+        })?;
+        let failure = |message: String| PeerFailure {
+            target: self.target,
+            message,
+        };
+        match self
+            .client
+            .call::<PeerRequest, PeerResponse>(addr, request)
+            .await
+        {
+            Ok(response) => Ok(response),
+            Err(error @ (RpcError::Connect { .. } | RpcError::TooManyPeers { .. })) => {
+                Err(PeerCallError::Unreachable(failure(error.to_string())))
+            }
+            Err(error) => Err(PeerCallError::Network(failure(error.to_string()))),
+        }
+    }
+
+    fn unexpected(&self, response: PeerResponse) -> PeerCallError {
+        PeerCallError::Network(PeerFailure {
+            target: self.target,
+            message: format!("unexpected answer {response:?}"),
+        })
+    }
+}
+
+enum PeerCallError {
+    Unreachable(PeerFailure),
+    Network(PeerFailure),
+}
+
+impl From<PeerCallError> for RPCError<TypeConfig> {
+    fn from(error: PeerCallError) -> Self {
+        match error {
+            PeerCallError::Unreachable(failure) => {
+                RPCError::Unreachable(Unreachable::new(&failure))
+            }
+            PeerCallError::Network(failure) => RPCError::Network(NetworkError::new(&failure)),
+        }
+    }
+}
+
+impl From<PeerCallError> for StreamingError<TypeConfig> {
+    fn from(error: PeerCallError) -> Self {
+        match error {
+            PeerCallError::Unreachable(failure) => {
+                StreamingError::Unreachable(Unreachable::new(&failure))
+            }
+            PeerCallError::Network(failure) => StreamingError::Network(NetworkError::new(&failure)),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &ClusterNode) -> Self::Network {
+        PeerClient {
+            client: Arc::clone(&self.client),
+            target,
+            addr: node
+                .raft_addr
+                .parse()
+                .map_err(|error| format!("bad raft address {:?}: {error}", node.raft_addr)),
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&PeerRequest::AppendEntries(rpc)).await? {
+            PeerResponse::AppendEntries(response) => Ok(response),
+            other => Err(self.unexpected(other).into()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&PeerRequest::Vote(rpc)).await? {
+            PeerResponse::Vote(response) => Ok(response),
+            other => Err(self.unexpected(other).into()),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(&PeerRequest::PreVote(rpc)).await? {
+            PeerResponse::Vote(response) => Ok(response),
+            other => Err(self.unexpected(other).into()),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let request = PeerRequest::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot,
+        };
+        match self.call(&request).await? {
+            PeerResponse::Snapshot(response) => Ok(response),
+            other => Err(self.unexpected(other).into()),
+        }
+    }
+}
+
+/// Serves peers' requests with the local Raft, once it exists (the server
+/// must listen before Raft starts, because Raft starts talking at once).
+#[derive(Clone, Default)]
+pub struct PeerService {
+    raft: Arc<OnceLock<Raft>>,
+}
+
+impl PeerService {
+    /// Hands the started Raft to the service.
+    pub fn set_raft(&self, raft: Raft) {
+        let _ = self.raft.set(raft);
+    }
+
+    /// Answers one peer request.
+    pub async fn handle(
+        &self,
+        peer: PeerInfo,
+        request: PeerRequest,
+    ) -> Result<PeerResponse, String> {
+        let Some(raft) = self.raft.get() else {
+            return Err("this node's raft is still starting".to_owned());
+        };
+        match request {
+            PeerRequest::AppendEntries(rpc) => raft
+                .append_entries(rpc)
+                .await
+                .map(PeerResponse::AppendEntries)
+                .map_err(|e| e.to_string()),
+            PeerRequest::Vote(rpc) => raft
+                .vote(rpc)
+                .await
+                .map(PeerResponse::Vote)
+                .map_err(|e| e.to_string()),
+            PeerRequest::PreVote(rpc) => raft
+                .pre_vote(rpc)
+                .await
+                .map(PeerResponse::Vote)
+                .map_err(|e| e.to_string()),
+            PeerRequest::Snapshot { vote, meta, data } => raft
+                .install_full_snapshot(
+                    vote,
+                    Snapshot {
+                        meta,
+                        snapshot: data,
+                    },
+                )
+                .await
+                .map(PeerResponse::Snapshot)
+                .map_err(|e| e.to_string()),
+            PeerRequest::Write(request) => crate::node::write_as_leader(raft, request).await,
+            PeerRequest::Join(id, node) => {
+                tracing::info!(peer = %peer.node_name, node = %node, "join requested");
+                crate::node::join_as_leader(raft, id, node).await
+            }
+            PeerRequest::Leave(id) => crate::node::leave_as_leader(raft, id).await,
+        }
+    }
+}

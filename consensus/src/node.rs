@@ -1,0 +1,622 @@
+//! One cluster member: its Raft, its replica, its peer endpoint, and the
+//! write path that forwards to the leader.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deploy::audit::AuditEvent;
+use deploy::command::CommandEnvelope;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use store::{SubmitError, Submitted};
+use transport::{NodeIdentity, TransportClient, TransportConfig, TransportServer};
+
+use crate::log_store::LogStore;
+use crate::network::{Network, PeerRequest, PeerResponse, PeerService};
+use crate::outcome::Outcome;
+use crate::state_machine::StateMachine;
+use crate::types::{ClusterNode, ClusterRequest, ClusterResponse, NodeId, Raft, node_id_for};
+
+/// Attempts of one write while leadership is moving: each waits
+/// [`FORWARD_RETRY_DELAY`], so a write rides out an election of a few
+/// seconds and then fails with a clear error instead of hanging.
+pub const MAX_WRITE_ATTEMPTS: u32 = 40;
+/// Pause between attempts of a write that found no leader.
+pub const FORWARD_RETRY_DELAY: Duration = Duration::from_millis(150);
+/// How long a node waits to apply a write the leader committed for it.
+pub const APPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// Raft timings and log bounds.
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// A snapshot is built after this many entries since the last one, and
+    /// the log is purged behind it, so the log stays bounded.
+    pub snapshot_every_entries: u64,
+    /// Entries kept behind a snapshot, so a briefly lagging follower
+    /// catches up from the log rather than from a whole snapshot.
+    pub entries_kept_after_snapshot: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 1_000,
+            election_timeout_max_ms: 2_000,
+            snapshot_every_entries: 1_000,
+            entries_kept_after_snapshot: 200,
+        }
+    }
+}
+
+/// How to start a cluster member.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The node's certificate name; its Raft id derives from it.
+    pub node_name: String,
+    /// Raft log and bookkeeping.
+    pub data_dir: PathBuf,
+    /// The replica store (an ordinary store folder).
+    pub store_root: PathBuf,
+    /// Where the QUIC endpoint listens.
+    pub raft_listen: SocketAddr,
+    /// The address peers reach it at (defaults to `raft_listen`).
+    pub raft_advertise: Option<SocketAddr>,
+    /// The node's admin API address, published in the membership.
+    pub admin_addr: String,
+    pub identity: NodeIdentity,
+    /// Create a one-voter cluster if this node has never been in one.
+    pub bootstrap: bool,
+    /// Ask the member at this Raft address to add this node as a voter.
+    pub join: Option<SocketAddr>,
+    pub raft: RaftSettings,
+}
+
+/// Why the cluster member failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster data in {path}: {source}")]
+    Storage {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("raft configuration: {0}")]
+    Config(String),
+    #[error("the cluster endpoint could not listen on {addr}: {message}")]
+    Bind { addr: SocketAddr, message: String },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error(
+        "no leader answered after {attempts} attempts; the cluster may have lost its quorum (check `gtc cluster status`)"
+    )]
+    NoLeader { attempts: u32 },
+    #[error("the leader {leader} could not be reached: {message}")]
+    Forward { leader: String, message: String },
+    #[error(
+        "the write was sent to the leader but its outcome is unknown ({message}); read the state before retrying"
+    )]
+    OutcomeUnknown { message: String },
+    #[error("joining through {peer} failed: {message}")]
+    Join { peer: SocketAddr, message: String },
+    #[error("the answer could not be decoded: {0}")]
+    Decode(String),
+}
+
+/// One member's view of the cluster, for `gtc cluster status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub node_id: NodeId,
+    pub node_name: String,
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub voters: Vec<NodeId>,
+    pub members: BTreeMap<NodeId, ClusterNode>,
+    /// Leader only: how far each follower's matched index trails the
+    /// leader's last log index.
+    pub replication_lag: BTreeMap<NodeId, u64>,
+}
+
+/// A running cluster member.
+pub struct ClusterHandle {
+    raft: Raft,
+    state_machine: StateMachine,
+    node_id: NodeId,
+    node: ClusterNode,
+    client: Arc<TransportClient>,
+    server: Mutex<Option<TransportServer>>,
+}
+
+fn storage_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
+    move |source| ClusterError::Storage {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl ClusterHandle {
+    /// Opens the log and replica, listens for peers, starts Raft, then
+    /// bootstraps or joins as configured.
+    pub async fn start(config: ClusterConfig) -> Result<Arc<Self>, ClusterError> {
+        let node_id = node_id_for(&config.node_name);
+        let advertise = config.raft_advertise.unwrap_or(config.raft_listen);
+        std::fs::create_dir_all(&config.data_dir).map_err(storage_error(&config.data_dir))?;
+        let log_path = config.data_dir.join("raft-log.redb");
+        let log_store = LogStore::open(&log_path).map_err(storage_error(&log_path))?;
+        let state_machine = StateMachine::open(&config.store_root, &config.data_dir)
+            .map_err(storage_error(&config.store_root))?;
+
+        let service = PeerService::default();
+        let handler_service = service.clone();
+        let server = TransportServer::bind(
+            config.raft_listen,
+            &config.identity,
+            TransportConfig::default(),
+            move |peer, request: PeerRequest| {
+                let service = handler_service.clone();
+                async move { service.handle(peer, request).await }
+            },
+        )
+        .map_err(|error| ClusterError::Bind {
+            addr: config.raft_listen,
+            message: error.to_string(),
+        })?;
+        let advertise = if advertise.port() == 0 {
+            server.local_addr()
+        } else {
+            advertise
+        };
+        let client_bind: SocketAddr = if advertise.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        let client = Arc::new(
+            TransportClient::bind(client_bind, &config.identity, TransportConfig::default())
+                .map_err(|error| ClusterError::Bind {
+                    addr: client_bind,
+                    message: error.to_string(),
+                })?,
+        );
+
+        let raft_config = Config {
+            cluster_name: "greentic".to_owned(),
+            heartbeat_interval: config.raft.heartbeat_interval_ms,
+            election_timeout_min: config.raft.election_timeout_min_ms,
+            election_timeout_max: config.raft.election_timeout_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: config.raft.entries_kept_after_snapshot,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|error| ClusterError::Config(error.to_string()))?;
+        let raft = Raft::new(
+            node_id,
+            Arc::new(raft_config),
+            Network::new(Arc::clone(&client)),
+            log_store,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|error| ClusterError::Raft(error.to_string()))?;
+        service.set_raft(raft.clone());
+
+        let node = ClusterNode {
+            name: config.node_name.clone(),
+            raft_addr: advertise.to_string(),
+            admin_addr: config.admin_addr.clone(),
+        };
+        let handle = Arc::new(Self {
+            raft,
+            state_machine,
+            node_id,
+            node,
+            client,
+            server: Mutex::new(Some(server)),
+        });
+        let initialized = handle
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|error| ClusterError::Raft(error.to_string()))?;
+        if !initialized && config.bootstrap {
+            let members = BTreeMap::from([(node_id, handle.node.clone())]);
+            handle
+                .raft
+                .initialize(members)
+                .await
+                .map_err(|error| ClusterError::Raft(error.to_string()))?;
+        }
+        if let Some(peer) = config.join
+            && !handle.is_voter()
+        {
+            handle.join_through(peer).await?;
+        }
+        Ok(handle)
+    }
+
+    fn is_voter(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .voter_ids()
+            .any(|id| id == self.node_id)
+    }
+
+    /// This node's Raft id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// This node as the membership knows it.
+    pub fn node(&self) -> &ClusterNode {
+        &self.node
+    }
+
+    /// The replica (read-only use).
+    pub fn state_machine(&self) -> &StateMachine {
+        &self.state_machine
+    }
+
+    /// The Raft instance (metrics, waits).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    async fn join_through(&self, peer: SocketAddr) -> Result<(), ClusterError> {
+        let mut target = peer;
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let request = PeerRequest::Join(self.node_id, self.node.clone());
+            match self
+                .client
+                .call::<PeerRequest, PeerResponse>(target, &request)
+                .await
+            {
+                Ok(PeerResponse::MembershipChanged) => return Ok(()),
+                Ok(PeerResponse::NotLeader {
+                    leader: Some((_, node)),
+                }) => {
+                    target = node.raft_addr.parse().map_err(|error| ClusterError::Join {
+                        peer,
+                        message: format!(
+                            "the leader's address {:?} is invalid: {error}",
+                            node.raft_addr
+                        ),
+                    })?;
+                }
+                Ok(PeerResponse::NotLeader { leader: None }) => {
+                    tokio::time::sleep(FORWARD_RETRY_DELAY).await;
+                }
+                Ok(other) => {
+                    return Err(ClusterError::Join {
+                        peer,
+                        message: format!("unexpected answer {other:?}"),
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "join attempt failed; retrying");
+                    tokio::time::sleep(FORWARD_RETRY_DELAY).await;
+                    target = peer;
+                }
+            }
+        }
+        Err(ClusterError::Join {
+            peer,
+            message: format!("no leader accepted the join after {MAX_WRITE_ATTEMPTS} attempts"),
+        })
+    }
+
+    /// Asks the leader to remove `node_id` (this node or another).
+    pub async fn remove(&self, node_id: NodeId) -> Result<(), ClusterError> {
+        let request = PeerRequest::Leave(node_id);
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            match leave_as_leader(&self.raft, node_id).await {
+                Ok(PeerResponse::MembershipChanged) => return Ok(()),
+                Ok(PeerResponse::NotLeader {
+                    leader: Some((_, node)),
+                }) => {
+                    let Ok(addr) = node.raft_addr.parse::<SocketAddr>() else {
+                        return Err(ClusterError::Forward {
+                            leader: node.to_string(),
+                            message: "invalid raft address".to_owned(),
+                        });
+                    };
+                    match self
+                        .client
+                        .call::<PeerRequest, PeerResponse>(addr, &request)
+                        .await
+                    {
+                        Ok(PeerResponse::MembershipChanged) => return Ok(()),
+                        Ok(_) | Err(_) => tokio::time::sleep(FORWARD_RETRY_DELAY).await,
+                    }
+                }
+                Ok(_) => tokio::time::sleep(FORWARD_RETRY_DELAY).await,
+                Err(message) => return Err(ClusterError::Raft(message)),
+            }
+        }
+        Err(ClusterError::NoLeader {
+            attempts: MAX_WRITE_ATTEMPTS,
+        })
+    }
+
+    /// Replicates `request` and returns what applying it answered, once this
+    /// node has applied it too (so the caller reads its own write here).
+    pub async fn write(&self, request: ClusterRequest) -> Result<ClusterResponse, ClusterError> {
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let answer = match write_as_leader(&self.raft, request.clone()).await {
+                Ok(answer) => answer,
+                Err(message) => return Err(ClusterError::Raft(message)),
+            };
+            let (response, index) = match answer {
+                PeerResponse::Written {
+                    response,
+                    log_index,
+                } => (response, log_index),
+                PeerResponse::NotLeader {
+                    leader: Some((_, leader)),
+                } => match self.forward(&leader, &request).await? {
+                    Some(written) => written,
+                    None => {
+                        tokio::time::sleep(FORWARD_RETRY_DELAY).await;
+                        continue;
+                    }
+                },
+                _ => {
+                    tokio::time::sleep(FORWARD_RETRY_DELAY).await;
+                    continue;
+                }
+            };
+            metrics::counter!("gtc_raft_writes_total").increment(1);
+            self.raft
+                .wait(Some(APPLY_WAIT))
+                .applied_index_at_least(Some(index), "a forwarded write")
+                .await
+                .map_err(|error| ClusterError::Raft(error.to_string()))?;
+            return Ok(response);
+        }
+        Err(ClusterError::NoLeader {
+            attempts: MAX_WRITE_ATTEMPTS,
+        })
+    }
+
+    /// Sends `request` to `leader`. `None` when the leader certainly did not
+    /// take it (unreachable or no longer leader): the caller may retry.
+    async fn forward(
+        &self,
+        leader: &ClusterNode,
+        request: &ClusterRequest,
+    ) -> Result<Option<(ClusterResponse, u64)>, ClusterError> {
+        let addr: SocketAddr = leader
+            .raft_addr
+            .parse()
+            .map_err(|error| ClusterError::Forward {
+                leader: leader.to_string(),
+                message: format!("invalid raft address: {error}"),
+            })?;
+        metrics::counter!("gtc_raft_forwarded_writes_total").increment(1);
+        match self
+            .client
+            .call::<PeerRequest, PeerResponse>(addr, &PeerRequest::Write(request.clone()))
+            .await
+        {
+            Ok(PeerResponse::Written {
+                response,
+                log_index,
+            }) => Ok(Some((response, log_index))),
+            Ok(PeerResponse::NotLeader { .. }) => Ok(None),
+            Ok(other) => Err(ClusterError::Forward {
+                leader: leader.to_string(),
+                message: format!("unexpected answer {other:?}"),
+            }),
+            Err(transport::RpcError::Connect { .. }) => Ok(None),
+            Err(error) => Err(ClusterError::OutcomeUnknown {
+                message: error.to_string(),
+            }),
+        }
+    }
+
+    /// Applies one command through the cluster.
+    pub async fn submit(&self, envelope: &CommandEnvelope) -> Result<Submitted, SubmitError> {
+        let envelope_json = serde_json::to_string(envelope)
+            .map_err(|error| replicated_failure(error.to_string()))?;
+        let response = self
+            .write(ClusterRequest::Submit { envelope_json })
+            .await
+            .map_err(|error| replicated_failure(error.to_string()))?;
+        outcome(response)?.into_submit()
+    }
+
+    /// Records an audit event through the cluster.
+    pub async fn record(&self, event: &AuditEvent) -> Result<(), SubmitError> {
+        let event_json =
+            serde_json::to_string(event).map_err(|error| replicated_failure(error.to_string()))?;
+        let response = self
+            .write(ClusterRequest::Record { event_json })
+            .await
+            .map_err(|error| replicated_failure(error.to_string()))?;
+        match outcome(response)? {
+            Outcome::Recorded | Outcome::AlreadyApplied => Ok(()),
+            other => Err(replicated_failure(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Waits until this node has applied everything the leader had committed
+    /// when the call started: a linearizable read point.
+    pub async fn read_barrier(&self) -> Result<(), ClusterError> {
+        self.raft
+            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+            .await
+            .map(|_| ())
+            .map_err(|error| ClusterError::Raft(error.to_string()))
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let members = metrics
+            .membership_config
+            .nodes()
+            .map(|(id, node)| (*id, node.clone()))
+            .collect();
+        let last = metrics.last_log_index.unwrap_or(0);
+        let replication_lag = metrics
+            .replication
+            .as_ref()
+            .map(|replication| {
+                replication
+                    .iter()
+                    .map(|(id, matched)| {
+                        let matched = matched.as_ref().map_or(0, |log_id| log_id.index());
+                        (*id, last.saturating_sub(matched))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ClusterStatus {
+            node_id: self.node_id,
+            node_name: self.node.name.clone(),
+            state: format!("{:?}", metrics.state).to_lowercase(),
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            last_log_index: metrics.last_log_index,
+            committed_index: metrics.cluster_committed.as_ref().map(|id| id.index()),
+            applied_index: metrics.last_applied.as_ref().map(|id| id.index()),
+            snapshot_index: metrics.snapshot.as_ref().map(|id| id.index()),
+            purged_index: metrics.purged.as_ref().map(|id| id.index()),
+            voters: metrics.membership_config.voter_ids().collect(),
+            members,
+            replication_lag,
+        }
+    }
+
+    /// Whether this node is the leader right now.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    /// Stops Raft and the peer endpoint.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+        let server = self.server.lock().ok().and_then(|mut server| server.take());
+        if let Some(server) = server {
+            server.shutdown().await;
+        }
+        self.client.close().await;
+    }
+}
+
+fn replicated_failure(message: String) -> SubmitError {
+    SubmitError::Replicated {
+        kind: deploy::error::ErrorKind::Store,
+        message,
+        field: None,
+        applied: None,
+    }
+}
+
+fn outcome(response: ClusterResponse) -> Result<Outcome, SubmitError> {
+    match response {
+        ClusterResponse::Outcome { outcome_json } => serde_json::from_str(&outcome_json)
+            .map_err(|error| replicated_failure(format!("undecodable outcome: {error}"))),
+        ClusterResponse::Failed { message } => Err(replicated_failure(message)),
+    }
+}
+
+fn not_leader(raft: &Raft) -> PeerResponse {
+    let metrics = raft.metrics().borrow_watched().clone();
+    let leader = metrics.current_leader.and_then(|id| {
+        metrics
+            .membership_config
+            .get_node(&id)
+            .map(|node| (id, node.clone()))
+    });
+    PeerResponse::NotLeader { leader }
+}
+
+/// Proposes `request` on this node if it leads; otherwise names the leader.
+pub(crate) async fn write_as_leader(
+    raft: &Raft,
+    request: ClusterRequest,
+) -> Result<PeerResponse, String> {
+    let started = std::time::Instant::now();
+    match raft.client_write(request).await {
+        Ok(written) => {
+            metrics::histogram!("gtc_raft_proposal_seconds")
+                .record(started.elapsed().as_secs_f64());
+            Ok(PeerResponse::Written {
+                response: written.data,
+                log_index: written.log_id.index(),
+            })
+        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(not_leader(raft)),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Adds `node` as a learner, waits for it to catch up, then makes it a voter.
+pub(crate) async fn join_as_leader(
+    raft: &Raft,
+    id: NodeId,
+    node: ClusterNode,
+) -> Result<PeerResponse, String> {
+    match raft.add_learner(id, node, true).await {
+        Ok(_) => {}
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+            return Ok(not_leader(raft));
+        }
+        Err(error) => return Err(error.to_string()),
+    }
+    match raft
+        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        .await
+    {
+        Ok(_) => Ok(PeerResponse::MembershipChanged),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(not_leader(raft)),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Removes `id` from the voters and then from the membership.
+pub(crate) async fn leave_as_leader(raft: &Raft, id: NodeId) -> Result<PeerResponse, String> {
+    let is_voter = raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .voter_ids()
+        .any(|voter| voter == id);
+    if is_voter {
+        match raft
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+        {
+            Ok(_) => {}
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                return Ok(not_leader(raft));
+            }
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+    match raft
+        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+        .await
+    {
+        Ok(_) => Ok(PeerResponse::MembershipChanged),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(not_leader(raft)),
+        Err(error) => Err(error.to_string()),
+    }
+}

@@ -1,0 +1,141 @@
+//! What applying an entry answered, in a form that crosses the network.
+//!
+//! `store::Submitted` and `store::SubmitError` hold types that are not
+//! serializable (`ApplyError` borrows static strings); the leader turns them
+//! into an [`Outcome`], the node that asked turns it back.
+
+use deploy::apply::Applied;
+use deploy::audit::AuditEvent;
+use deploy::error::ErrorKind;
+use deploy::state::EnvironmentState;
+use serde::{Deserialize, Serialize};
+use store::{SubmitError, Submitted};
+
+/// The answer of one applied entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The command changed (or replayed) the environment.
+    Applied(AppliedWire),
+    /// The change was committed and is itself a failure (failed warm gate).
+    CommittedFailure {
+        applied: AppliedWire,
+        error: ErrorWire,
+    },
+    /// `apply` refused the command; nothing but the audit log changed.
+    Refused(ErrorWire),
+    /// An audit event was recorded.
+    Recorded,
+    /// The entry had been applied before this node restarted; its original
+    /// answer went to the client that was waiting then.
+    AlreadyApplied,
+    /// A blank or membership entry: nothing to answer.
+    Nothing,
+}
+
+/// `deploy::apply::Applied` plus the generation, serializable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppliedWire {
+    pub state: Option<EnvironmentState>,
+    pub result: serde_json::Value,
+    pub changed: bool,
+    pub replayed: bool,
+    pub event: Option<AuditEvent>,
+    pub generation: Option<u64>,
+}
+
+/// An error's stable kind, message and field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorWire {
+    pub kind: String,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl AppliedWire {
+    fn from_applied(applied: &Applied) -> Self {
+        Self {
+            state: applied.state.clone(),
+            result: applied.result.clone(),
+            changed: applied.changed,
+            replayed: applied.replayed,
+            event: applied.event.clone(),
+            generation: applied.state.as_ref().map(|s| s.generation),
+        }
+    }
+
+    fn into_applied(self, committed_error: Option<deploy::error::ApplyError>) -> Applied {
+        Applied {
+            state: self.state,
+            result: self.result,
+            changed: self.changed,
+            replayed: self.replayed,
+            event: self.event,
+            committed_error,
+        }
+    }
+}
+
+/// Why a store outcome could not become an [`Outcome`]: the store itself
+/// failed, which no other replica would reproduce.
+#[derive(Debug, thiserror::Error)]
+#[error("the local store failed while applying a replicated entry: {0}")]
+pub struct LocalStoreFailure(pub SubmitError);
+
+impl Outcome {
+    /// The outcome of a store submit, or the local failure that must stop
+    /// this replica.
+    pub fn from_submit(result: Result<Submitted, SubmitError>) -> Result<Self, LocalStoreFailure> {
+        match result {
+            Ok(submitted) => Ok(Self::Applied(AppliedWire::from_applied(&submitted.applied))),
+            Err(SubmitError::Refused(error)) => Ok(Self::Refused(ErrorWire {
+                kind: error.kind().as_str().to_owned(),
+                message: error.to_string(),
+                field: error.field().map(str::to_owned),
+            })),
+            Err(SubmitError::CommittedFailure { error, applied }) => Ok(Self::CommittedFailure {
+                applied: AppliedWire::from_applied(&applied),
+                error: ErrorWire {
+                    kind: error.kind().as_str().to_owned(),
+                    message: error.to_string(),
+                    field: error.field().map(str::to_owned),
+                },
+            }),
+            Err(other) => Err(LocalStoreFailure(other)),
+        }
+    }
+
+    /// Back into the store's answer, for the caller of `submit`.
+    pub fn into_submit(self) -> Result<Submitted, SubmitError> {
+        match self {
+            Self::Applied(applied) => {
+                let generation = applied.generation;
+                Ok(Submitted {
+                    applied: applied.into_applied(None),
+                    generation,
+                })
+            }
+            Self::CommittedFailure { applied, error } => Err(SubmitError::Replicated {
+                kind: parse_kind(&error.kind),
+                message: error.message,
+                field: error.field,
+                applied: Some(Box::new(applied.into_applied(None))),
+            }),
+            Self::Refused(error) => Err(SubmitError::Replicated {
+                kind: parse_kind(&error.kind),
+                message: error.message,
+                field: error.field,
+                applied: None,
+            }),
+            Self::Recorded | Self::AlreadyApplied | Self::Nothing => Err(SubmitError::Replicated {
+                kind: ErrorKind::Store,
+                message: "the replicated entry produced no command answer".to_owned(),
+                field: None,
+                applied: None,
+            }),
+        }
+    }
+}
+
+fn parse_kind(kind: &str) -> ErrorKind {
+    ErrorKind::parse(kind).unwrap_or(ErrorKind::Store)
+}
