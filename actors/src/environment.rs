@@ -13,7 +13,6 @@ use deploy::state::EnvironmentState;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use router::RouteTable;
 use router::proxy::{Instance, Published};
-use store::EnvironmentStore;
 
 use crate::revision::{Goal, RevisionActor, RevisionArgs, RevisionMsg};
 use crate::supervisor::NodeContext;

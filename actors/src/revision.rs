@@ -74,12 +74,20 @@ pub struct RevisionState {
     drain_deadline: Option<Instant>,
 }
 
+fn bundle_folder(args: &RevisionArgs) -> std::path::PathBuf {
+    args.context
+        .store_root
+        .join(args.context.env_id.as_str())
+        .join("revisions")
+        .join(args.revision.revision_id.to_string())
+}
+
 fn specs(args: &RevisionArgs) -> Result<Vec<InstanceSpec>, String> {
     let context = &args.context;
     let revision = &args.revision;
     let folder = context
-        .store
-        .env_dir(&context.env_id)
+        .store_root
+        .join(context.env_id.as_str())
         .join("revisions")
         .join(revision.revision_id.to_string());
     let bundle_root = folder.join(bundle::stage::BUNDLE_DIR);
@@ -229,7 +237,10 @@ impl Actor for RevisionActor {
                     slots: Vec::new(),
                     drain_deadline: None,
                 };
-                if state.args.goal == Goal::Warm {
+                let absent = !bundle_folder(&state.args).exists();
+                if absent && state.args.context.bundles_may_be_elsewhere {
+                    tracing::warn!(revision = %state.args.revision.revision_id, "the revision's bundle is not on this node; it runs where it was staged");
+                } else if state.args.goal == Goal::Warm {
                     self.report(&state, RuntimeOutcome::Failed { reason });
                 } else {
                     tracing::error!(revision = %state.args.revision.revision_id, %reason, "cannot run the revision");

@@ -8,7 +8,7 @@ use deploy::ids::EnvId;
 use local_process::{RestartDecision, RestartPolicy};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use router::proxy::Router;
-use store::LocalFsStore;
+use store::EnvironmentStore;
 
 use crate::environment::{EnvironmentActor, EnvironmentArgs, EnvironmentMsg};
 
@@ -19,7 +19,14 @@ pub const SUPERVISOR_RESTARTS_MAX: u32 = 5;
 /// What every actor of a node shares.
 #[derive(Clone)]
 pub struct NodeContext {
-    pub store: Arc<LocalFsStore>,
+    pub store: Arc<dyn EnvironmentStore + Send + Sync>,
+    /// The folder of this node's store (or replica), where staged bundles
+    /// are extracted (`<root>/<env>/revisions/<id>/bundle`).
+    pub store_root: std::path::PathBuf,
+    /// True on a cluster member: a bundle staged on another node is not
+    /// here (artifact distribution is not built yet), so a missing bundle
+    /// means "not placed here" rather than a failed warm.
+    pub bundles_may_be_elsewhere: bool,
     pub env_id: EnvId,
     pub router: Arc<Router>,
     /// Names the node in audit events of its runtime reports.

@@ -15,6 +15,7 @@ mod log_store;
 mod network;
 mod node;
 mod outcome;
+mod replicated_store;
 mod state_machine;
 mod types;
 
@@ -25,5 +26,6 @@ pub use node::{
     RaftSettings,
 };
 pub use outcome::{AppliedWire, ErrorWire, Outcome};
+pub use replicated_store::ReplicatedStore;
 pub use state_machine::StateMachine;
 pub use types::{ClusterNode, ClusterRequest, ClusterResponse, NodeId, TypeConfig, node_id_for};

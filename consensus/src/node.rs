@@ -31,6 +31,18 @@ pub const FORWARD_RETRY_DELAY: Duration = Duration::from_millis(150);
 /// How long a node waits to apply a write the leader committed for it.
 pub const APPLY_WAIT: Duration = Duration::from_secs(10);
 
+/// Peer calls give up after this long: longer than any Raft RPC takes on a
+/// healthy link (a whole snapshot included), short enough that a write
+/// forwarded to a leader that just died is retried on the new one soon.
+pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn transport_config() -> TransportConfig {
+    TransportConfig {
+        call_timeout: PEER_CALL_TIMEOUT,
+        ..TransportConfig::default()
+    }
+}
+
 /// Raft timings and log bounds.
 #[derive(Debug, Clone)]
 pub struct RaftSettings {
@@ -165,7 +177,7 @@ impl ClusterHandle {
         let server = TransportServer::bind(
             config.raft_listen,
             &config.identity,
-            TransportConfig::default(),
+            transport_config(),
             move |peer, request: PeerRequest| {
                 let service = handler_service.clone();
                 async move { service.handle(peer, request).await }
@@ -186,11 +198,12 @@ impl ClusterHandle {
             SocketAddr::from(([0u16; 8], 0))
         };
         let client = Arc::new(
-            TransportClient::bind(client_bind, &config.identity, TransportConfig::default())
-                .map_err(|error| ClusterError::Bind {
+            TransportClient::bind(client_bind, &config.identity, transport_config()).map_err(
+                |error| ClusterError::Bind {
                     addr: client_bind,
                     message: error.to_string(),
-                })?,
+                },
+            )?,
         );
 
         let raft_config = Config {
@@ -424,6 +437,17 @@ impl ClusterHandle {
                 message: format!("unexpected answer {other:?}"),
             }),
             Err(transport::RpcError::Connect { .. }) => Ok(None),
+            // The leader may or may not have taken the write. Retrying is
+            // safe: the state machine answers an event id it has applied
+            // from its outcome window instead of applying it again.
+            Err(
+                error @ (transport::RpcError::Timeout { .. }
+                | transport::RpcError::ConnectionLost { .. }
+                | transport::RpcError::StreamAbandoned { .. }),
+            ) => {
+                tracing::warn!(leader = %leader, %error, "forwarded write got no answer; retrying");
+                Ok(None)
+            }
             Err(error) => Err(ClusterError::OutcomeUnknown {
                 message: error.to_string(),
             }),

@@ -32,6 +32,11 @@ use crate::types::{
 };
 
 const APPLIED_FILE: &str = "raft-applied.json";
+/// Outcomes remembered by event id, so a write retried after an ambiguous
+/// failure (the leader died while answering) is answered, not applied
+/// twice. Every replica applies the same entries, so every replica holds
+/// the same window; it covers far more writes than can be in flight.
+pub const RECENT_OUTCOMES_MAX: usize = 4096;
 const SNAPSHOT_FILE: &str = "raft-snapshot.json";
 
 /// What the state machine has applied, persisted beside the store.
@@ -58,6 +63,35 @@ struct Inner {
     /// True until the first entry after opening has been applied.
     check_duplicate: AtomicBool,
     snapshots_built: AtomicU64,
+    /// The last [`RECENT_OUTCOMES_MAX`] outcomes by event id.
+    recent: Mutex<RecentOutcomes>,
+}
+
+#[derive(Default)]
+struct RecentOutcomes {
+    order: std::collections::VecDeque<String>,
+    by_event: std::collections::HashMap<String, Outcome>,
+}
+
+impl RecentOutcomes {
+    fn get(&self, event_id: &str) -> Option<Outcome> {
+        self.by_event.get(event_id).cloned()
+    }
+
+    fn remember(&mut self, event_id: String, outcome: &Outcome) {
+        if self
+            .by_event
+            .insert(event_id.clone(), outcome.clone())
+            .is_none()
+        {
+            self.order.push_back(event_id);
+        }
+        while self.order.len() > RECENT_OUTCOMES_MAX {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_event.remove(&oldest);
+            }
+        }
+    }
 }
 
 /// The state machine handle; clones share one store.
@@ -92,6 +126,7 @@ impl StateMachine {
                 applied: Mutex::new(applied),
                 check_duplicate: AtomicBool::new(true),
                 snapshots_built: AtomicU64::new(0),
+                recent: Mutex::new(RecentOutcomes::default()),
             }),
         })
     }
@@ -129,6 +164,32 @@ impl StateMachine {
     }
 
     fn apply_request(&self, request: ClusterRequest) -> io::Result<Outcome> {
+        let event_id = match &request {
+            ClusterRequest::Submit { envelope_json } => {
+                serde_json::from_str::<CommandEnvelope>(envelope_json)
+                    .map(|e| e.minted.event_id.to_string())
+            }
+            ClusterRequest::Record { event_json } => {
+                serde_json::from_str::<AuditEvent>(event_json).map(|e| e.event_id.to_string())
+            }
+        }
+        .map_err(to_io)?;
+        if let Some(outcome) = self.recent()?.get(&event_id) {
+            return Ok(outcome);
+        }
+        let outcome = self.apply_new_request(request)?;
+        self.recent()?.remember(event_id, &outcome);
+        Ok(outcome)
+    }
+
+    fn recent(&self) -> io::Result<MutexGuard<'_, RecentOutcomes>> {
+        self.inner
+            .recent
+            .lock()
+            .map_err(|_| io::Error::other("the outcome window lock is poisoned"))
+    }
+
+    fn apply_new_request(&self, request: ClusterRequest) -> io::Result<Outcome> {
         let check = self.inner.check_duplicate.swap(false, Ordering::SeqCst);
         match request {
             ClusterRequest::Submit { envelope_json } => {

@@ -22,6 +22,9 @@ pub enum TopCommand {
     /// Run a node: serve live traffic and run revisions' instances.
     #[command(subcommand)]
     Node(NodeVerb),
+    /// A multi-node cluster: certificates, status, membership.
+    #[command(subcommand)]
+    Cluster(ClusterVerb),
     /// Deploy two revisions of the example bundle on a throwaway node, split
     /// traffic 90/10, measure it, and shift to 0/100 under load.
     Demo(DemoArgs),
@@ -46,6 +49,44 @@ pub struct DemoArgs {
     /// Admin listener (port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub admin: std::net::SocketAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterVerb {
+    /// Create a cluster CA and the first node's certificate in DIR
+    /// (`DIR/ca/`, `DIR/<name>/`). The CA key stays in `DIR/ca/`: keep it
+    /// off the nodes.
+    Init {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The first node's name (its certificate name and Raft identity).
+        #[arg(long, default_value = "node-1")]
+        name: String,
+    },
+    /// Issue a certificate for a new node NAME, signed by the CA in DIR.
+    IssueCert {
+        name: String,
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Leader, term, commit and applied index per node, and lag, as one
+    /// running member sees them.
+    Status {
+        /// The member's node folder (`gtc node run --cluster-dir`).
+        #[arg(long, value_name = "DIR")]
+        node_dir: PathBuf,
+        /// The environment the node serves.
+        #[arg(long, default_value = "local")]
+        env: String,
+    },
+    /// Remove the member running from NODE_DIR from the cluster (its
+    /// replica stays on disk).
+    Leave {
+        #[arg(long, value_name = "DIR")]
+        node_dir: PathBuf,
+        #[arg(long, default_value = "local")]
+        env: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +129,18 @@ pub struct NodeRunArgs {
     /// Folder holding one sub-folder per environment.
     #[arg(long, value_name = "DIR", env = "GREENTIC_STORE_ROOT")]
     pub store_root: Option<PathBuf>,
+    /// Run as a cluster member from this node folder (made by `gtc cluster
+    /// init` or `issue-cert`): its certificate, Raft log and replica live
+    /// there. Without it the node runs on the embedded local store.
+    #[arg(long, value_name = "DIR", requires = "raft_listen")]
+    pub cluster_dir: Option<PathBuf>,
+    /// UDP address of the node's QUIC endpoint for Raft and forwarding.
+    #[arg(long, value_name = "ADDR")]
+    pub raft_listen: Option<std::net::SocketAddr>,
+    /// Join the cluster through the member at this Raft address; without
+    /// it a new cluster member bootstraps a one-voter cluster.
+    #[arg(long, value_name = "ADDR", requires = "cluster_dir")]
+    pub join: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

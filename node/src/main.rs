@@ -8,6 +8,7 @@
 mod answers;
 mod bundle_cmd;
 mod cli;
+mod cluster_cmd;
 mod context;
 mod demo_cmd;
 mod error;
@@ -41,6 +42,24 @@ fn main() {
                 Ok(()) => 0,
                 Err(error) => {
                     print_error("node", "run", &error, cli::OutputFormat::Json);
+                    error.exit_code()
+                }
+            }
+        }
+        TopCommand::Cluster(verb) => {
+            let name = match &verb {
+                cli::ClusterVerb::Init { .. } => "init",
+                cli::ClusterVerb::IssueCert { .. } => "issue-cert",
+                cli::ClusterVerb::Status { .. } => "status",
+                cli::ClusterVerb::Leave { .. } => "leave",
+            };
+            match cluster_cmd::run(verb) {
+                Ok(report) => {
+                    print_report(&report, cli::OutputFormat::Json);
+                    report.exit_code
+                }
+                Err(error) => {
+                    print_error("cluster", name, &error, cli::OutputFormat::Json);
                     error.exit_code()
                 }
             }

@@ -44,28 +44,27 @@ fn io(error: std::io::Error) -> CliError {
 }
 
 impl NodeClient {
-    /// Sends `envelope` to the node and turns its answer into a report.
-    pub fn submit(
+    /// One HTTP/1.1 request to the node's admin API with its bearer token;
+    /// the answer's status and JSON body.
+    pub fn request(
         &self,
-        envelope: &CommandEnvelope,
-        noun: &'static str,
-        verb: &'static str,
-    ) -> Result<Report, CliError> {
-        let body = serde_json::to_vec(envelope)
-            .map_err(|e| CliError::new(ErrorKind::Store, e.to_string()))?;
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(u16, serde_json::Value), CliError> {
         let mut stream = TcpStream::connect_timeout(&self.admin, CONNECT_TIMEOUT).map_err(io)?;
         stream
             .set_read_timeout(Some(RESPONSE_TIMEOUT))
             .map_err(io)?;
         let head = format!(
-            "POST /admin/v1/commands HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.admin,
             self.token,
             body.len()
         );
         stream
             .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(&body))
+            .and_then(|()| stream.write_all(body))
             .map_err(io)?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).map_err(io)?;
@@ -83,6 +82,19 @@ impl NodeClient {
                 "the node's answer is not JSON: {e}"
             )))
         })?;
+        Ok((status, document))
+    }
+
+    /// Sends `envelope` to the node and turns its answer into a report.
+    pub fn submit(
+        &self,
+        envelope: &CommandEnvelope,
+        noun: &'static str,
+        verb: &'static str,
+    ) -> Result<Report, CliError> {
+        let body = serde_json::to_vec(envelope)
+            .map_err(|e| CliError::new(ErrorKind::Store, e.to_string()))?;
+        let (status, document) = self.request("POST", "/admin/v1/commands", &body)?;
         if status != 200 {
             let error = &document["error"];
             let kind =

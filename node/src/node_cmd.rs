@@ -151,9 +151,24 @@ impl RunningNode {
         store_root: Option<PathBuf>,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
     ) -> Result<Self, CliError> {
+        let store_root = match &args.cluster_dir {
+            Some(dir) => Some(dir.join("environments")),
+            None => store_root,
+        };
         let context = crate::context::Context::open(store_root)?;
         let env_id: EnvId = crate::context::parse_env(&args.env)?;
-        if context.store.load(&env_id)?.is_none() {
+        let cluster = match &args.cluster_dir {
+            Some(dir) => Some(start_cluster(args, dir, context.store.root()).await?),
+            None => None,
+        };
+        let store: Arc<dyn EnvironmentStore + Send + Sync> = match &cluster {
+            Some(cluster) => Arc::new(consensus::ReplicatedStore::new(Arc::clone(cluster))),
+            None => Arc::new(LocalFsStore::open(context.store.root())?),
+        };
+        if let Some(cluster) = &cluster {
+            ensure_cluster_environment(&context, &env_id, &store, args.join.is_none(), cluster)
+                .await?;
+        } else if context.store.load(&env_id)?.is_none() {
             if env_id.is_local() {
                 // The embedded default needs no setup step.
                 context.submit(deploy::command::Command::EnvInit {
@@ -205,9 +220,10 @@ impl RunningNode {
         let router_addr = local(&router_listener)?;
         let admin_addr = local(&admin_listener)?;
         let token = random_token()?;
-        let store = Arc::new(LocalFsStore::open(context.store.root())?);
         let node_context = NodeContext {
             store: Arc::clone(&store),
+            store_root: context.store.root().to_owned(),
+            bundles_may_be_elsewhere: cluster.is_some(),
             env_id: env_id.clone(),
             router: Arc::clone(&router),
             node_name: args
@@ -229,6 +245,7 @@ impl RunningNode {
             env_id: env_id.clone(),
             metrics,
             store,
+            cluster: cluster.clone(),
             token: token.clone(),
         });
         let admin = tokio::spawn(serve_admin(admin_listener, admin_state, shutdown_rx));
@@ -283,7 +300,9 @@ struct AdminState {
     router: Arc<Router>,
     env_id: EnvId,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
-    store: Arc<LocalFsStore>,
+    store: Arc<dyn EnvironmentStore + Send + Sync>,
+    /// The cluster member, when the node runs as one.
+    cluster: Option<Arc<consensus::ClusterHandle>>,
     /// Bearer token for `POST /admin/v1/commands`, kept in the 0600 node file.
     token: String,
 }
@@ -373,6 +392,9 @@ async fn admin_response(
             serde_json::json!({"environment_id": state.env_id, "generation": state.router.generation(), "pid": std::process::id()}).to_string(),
         ),
         ("POST", "/admin/v1/commands") => submit_command(request, state).await,
+        ("GET", "/admin/v1/cluster/status") | ("POST", "/admin/v1/cluster/leave") => {
+            cluster_route(request, state).await
+        }
         _ => reply(StatusCode::NOT_FOUND, "{\"error\":{\"kind\":\"not-found\",\"message\":\"no such admin route\"}}".to_owned()),
     }
 }
@@ -390,6 +412,139 @@ fn error_reply(
     reply(status, serde_json::json!({"error": error}).to_string())
 }
 
+fn authorized(request: &Request<hyper::body::Incoming>, state: &AdminState) -> bool {
+    let expected = format!("Bearer {}", state.token);
+    let given = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// `GET /admin/v1/cluster/status` and `POST /admin/v1/cluster/leave`.
+async fn cluster_route(
+    request: Request<hyper::body::Incoming>,
+    state: &AdminState,
+) -> Response<Full<Bytes>> {
+    if !authorized(&request, state) {
+        return error_reply(
+            StatusCode::FORBIDDEN,
+            "unauthorized",
+            "a valid bearer token from the node file is required".to_owned(),
+            None,
+        );
+    }
+    let Some(cluster) = &state.cluster else {
+        return error_reply(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "this node is not a cluster member (start it with --cluster-dir)".to_owned(),
+            None,
+        );
+    };
+    if request.method() == hyper::Method::GET {
+        return match serde_json::to_string(&cluster.status()) {
+            Ok(body) => reply(StatusCode::OK, body),
+            Err(error) => error_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store",
+                error.to_string(),
+                None,
+            ),
+        };
+    }
+    match cluster.remove(cluster.node_id()).await {
+        Ok(()) => reply(
+            StatusCode::OK,
+            serde_json::json!({"left": cluster.node().name, "node_id": cluster.node_id()})
+                .to_string(),
+        ),
+        Err(error) => error_reply(StatusCode::CONFLICT, "conflict", error.to_string(), None),
+    }
+}
+
+/// Starts this node's cluster member from its node folder.
+async fn start_cluster(
+    args: &NodeRunArgs,
+    dir: &std::path::Path,
+    store_root: &std::path::Path,
+) -> Result<Arc<consensus::ClusterHandle>, CliError> {
+    let identity = transport::NodeIdentity::load_from_dir(dir)
+        .map_err(|e| CliError::new(ErrorKind::InvalidArgument, e.to_string()))?;
+    let node_name = identity
+        .validate()
+        .map_err(|e| CliError::new(ErrorKind::InvalidArgument, e.to_string()))?
+        .to_string();
+    let raft_listen = args.raft_listen.ok_or_else(|| {
+        CliError::new(
+            ErrorKind::InvalidArgument,
+            "--cluster-dir needs --raft-listen ADDR",
+        )
+    })?;
+    consensus::ClusterHandle::start(consensus::ClusterConfig {
+        node_name,
+        data_dir: dir.join("raft"),
+        store_root: store_root.to_owned(),
+        raft_listen,
+        raft_advertise: None,
+        admin_addr: args.admin.to_string(),
+        identity,
+        bootstrap: args.join.is_none(),
+        join: args.join,
+        raft: consensus::RaftSettings::default(),
+    })
+    .await
+    .map_err(|e| {
+        CliError::new(
+            ErrorKind::Store,
+            format!("cannot start the cluster member: {e}"),
+        )
+    })
+}
+
+/// Bounds the wait of a joining member for the environment to replicate.
+const REPLICATION_WAIT: Duration = Duration::from_secs(60);
+
+/// The bootstrapping member creates `local` through the cluster; a joining
+/// one waits until the environment has replicated to it.
+async fn ensure_cluster_environment(
+    context: &crate::context::Context,
+    env_id: &EnvId,
+    store: &Arc<dyn EnvironmentStore + Send + Sync>,
+    bootstrap: bool,
+    cluster: &consensus::ClusterHandle,
+) -> Result<(), CliError> {
+    let deadline = tokio::time::Instant::now() + REPLICATION_WAIT;
+    loop {
+        if store.load(env_id)?.is_some() {
+            return Ok(());
+        }
+        if bootstrap && env_id.is_local() && cluster.is_leader() {
+            let envelope = context.envelope(deploy::command::Command::EnvInit {
+                answers: Default::default(),
+                defaults: packs::default_bindings(),
+            });
+            store.submit(&envelope)?;
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(CliError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "environment {env_id} did not reach this member within {REPLICATION_WAIT:?}; create it through any member"
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `POST /admin/v1/commands`: a `gtc op` command sent to the running node,
 /// applied through the same store and apply path as a direct one.
 async fn submit_command(
@@ -397,19 +552,7 @@ async fn submit_command(
     state: &AdminState,
 ) -> Response<Full<Bytes>> {
     use http_body_util::BodyExt;
-    let expected = format!("Bearer {}", state.token);
-    let given = request
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .map(|v| v.as_bytes().to_vec())
-        .unwrap_or_default();
-    let matches = given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected.as_bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if !matches {
+    if !authorized(&request, state) {
         return error_reply(
             StatusCode::FORBIDDEN,
             "unauthorized",

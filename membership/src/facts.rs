@@ -1,0 +1,328 @@
+//! Liveness facts a node publishes about itself as chitchat key-values.
+//!
+//! Facts are hints for observers (the admin API, the router's health view,
+//! a joining node looking for the Raft leader's address); they may be a few
+//! gossip rounds stale and are never the source of truth for anything Raft
+//! decides.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+/// Key of the node's Raft role: `voter` or `learner`.
+pub const KEY_ROLE: &str = "role";
+/// Key of the node's admin API address (`ip:port`).
+pub const KEY_ADMIN_ADDR: &str = "admin_addr";
+/// Key of the node's Raft RPC address (`ip:port`).
+pub const KEY_RAFT_ADDR: &str = "raft_addr";
+/// Key of the node's HTTP router address (`ip:port`).
+pub const KEY_ROUTER_ADDR: &str = "router_addr";
+/// Key of the last Raft log index the node applied (decimal u64).
+pub const KEY_APPLIED_INDEX: &str = "applied_index";
+/// Key of the routing-table generation the node serves traffic with (decimal u64).
+pub const KEY_TRAFFIC_GENERATION: &str = "traffic_generation";
+/// Key of the number of healthy local instances (decimal u32).
+pub const KEY_INSTANCES_HEALTHY: &str = "instances_healthy";
+/// Key of the number of local instances in any state (decimal u32).
+pub const KEY_INSTANCES_TOTAL: &str = "instances_total";
+
+/// Longest fact value accepted. Every fact is a number, an address or a
+/// role word; the bound keeps gossip state (sent in full to new peers)
+/// small even if a caller passes the wrong string.
+pub const MAX_FACT_VALUE_BYTES: usize = 128;
+
+/// The closed set of facts this crate publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FactKey {
+    Role,
+    AdminAddr,
+    RaftAddr,
+    RouterAddr,
+    AppliedIndex,
+    TrafficGeneration,
+    InstancesHealthy,
+    InstancesTotal,
+}
+
+/// A node's role in the Raft group, as gossiped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeRole {
+    Voter,
+    Learner,
+}
+
+/// The typed view of one node's facts. `None` means not published (yet),
+/// or published with a value that does not parse.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    pub role: Option<NodeRole>,
+    pub admin_addr: Option<SocketAddr>,
+    pub raft_addr: Option<SocketAddr>,
+    pub router_addr: Option<SocketAddr>,
+    pub applied_index: Option<u64>,
+    pub traffic_generation: Option<u64>,
+    pub instances_healthy: Option<u32>,
+    pub instances_total: Option<u32>,
+}
+
+/// Why a fact value is not acceptable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+pub enum FactError {
+    /// Longer than [`MAX_FACT_VALUE_BYTES`].
+    #[error("fact {key} value is {bytes} bytes, at most {max} are allowed")]
+    ValueTooLong {
+        key: FactKey,
+        bytes: usize,
+        max: usize,
+    },
+    /// Does not parse as the type of the key.
+    #[error("fact {key} value {value:?} is not {expected}")]
+    InvalidValue {
+        key: FactKey,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+impl FactKey {
+    /// Every fact key.
+    pub const ALL: [FactKey; 8] = [
+        FactKey::Role,
+        FactKey::AdminAddr,
+        FactKey::RaftAddr,
+        FactKey::RouterAddr,
+        FactKey::AppliedIndex,
+        FactKey::TrafficGeneration,
+        FactKey::InstancesHealthy,
+        FactKey::InstancesTotal,
+    ];
+
+    /// The chitchat key string.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FactKey::Role => KEY_ROLE,
+            FactKey::AdminAddr => KEY_ADMIN_ADDR,
+            FactKey::RaftAddr => KEY_RAFT_ADDR,
+            FactKey::RouterAddr => KEY_ROUTER_ADDR,
+            FactKey::AppliedIndex => KEY_APPLIED_INDEX,
+            FactKey::TrafficGeneration => KEY_TRAFFIC_GENERATION,
+            FactKey::InstancesHealthy => KEY_INSTANCES_HEALTHY,
+            FactKey::InstancesTotal => KEY_INSTANCES_TOTAL,
+        }
+    }
+
+    /// The fact a chitchat key names, if it is one of ours.
+    pub fn from_key(key: &str) -> Option<FactKey> {
+        FactKey::ALL.into_iter().find(|fact| fact.as_str() == key)
+    }
+
+    /// Checks that `value` is a well-formed value for this key.
+    pub fn validate_value(self, value: &str) -> Result<(), FactError> {
+        let mut facts = NodeFacts::default();
+        facts.apply(self, value)
+    }
+}
+
+impl fmt::Display for FactKey {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+impl NodeRole {
+    /// The gossiped value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Voter => "voter",
+            NodeRole::Learner => "learner",
+        }
+    }
+}
+
+impl FromStr for NodeRole {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "voter" => Ok(NodeRole::Voter),
+            "learner" => Ok(NodeRole::Learner),
+            _ => Err(()),
+        }
+    }
+}
+
+impl NodeFacts {
+    /// Parses facts strictly: the first malformed value of a known key is
+    /// an error. Keys this crate does not know are ignored, so a newer node
+    /// may publish more.
+    pub fn from_key_values<'a>(
+        key_values: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<NodeFacts, FactError> {
+        let mut facts = NodeFacts::default();
+        for (key, value) in key_values {
+            if let Some(fact) = FactKey::from_key(key) {
+                facts.apply(fact, value)?;
+            }
+        }
+        Ok(facts)
+    }
+
+    /// Parses facts leniently: a malformed value leaves its field `None`
+    /// and is reported, so one bad peer value cannot hide a whole member.
+    pub fn from_key_values_lossy<'a>(
+        key_values: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> (NodeFacts, Vec<FactError>) {
+        let mut facts = NodeFacts::default();
+        let mut errors = Vec::new();
+        for (key, value) in key_values {
+            if let Some(fact) = FactKey::from_key(key)
+                && let Err(error) = facts.apply(fact, value)
+            {
+                errors.push(error);
+            }
+        }
+        (facts, errors)
+    }
+
+    /// The published facts as chitchat key-values; unset facts are omitted.
+    pub fn to_key_values(&self) -> Vec<(FactKey, String)> {
+        let entries = [
+            (
+                FactKey::Role,
+                self.role.map(|role| role.as_str().to_owned()),
+            ),
+            (
+                FactKey::AdminAddr,
+                self.admin_addr.map(|addr| addr.to_string()),
+            ),
+            (
+                FactKey::RaftAddr,
+                self.raft_addr.map(|addr| addr.to_string()),
+            ),
+            (
+                FactKey::RouterAddr,
+                self.router_addr.map(|addr| addr.to_string()),
+            ),
+            (
+                FactKey::AppliedIndex,
+                self.applied_index.map(|index| index.to_string()),
+            ),
+            (
+                FactKey::TrafficGeneration,
+                self.traffic_generation
+                    .map(|generation| generation.to_string()),
+            ),
+            (
+                FactKey::InstancesHealthy,
+                self.instances_healthy.map(|count| count.to_string()),
+            ),
+            (
+                FactKey::InstancesTotal,
+                self.instances_total.map(|count| count.to_string()),
+            ),
+        ];
+        entries
+            .into_iter()
+            .filter_map(|(key, value)| value.map(|value| (key, value)))
+            .collect()
+    }
+
+    /// Sets the field of `key` from its text form.
+    fn apply(&mut self, key: FactKey, value: &str) -> Result<(), FactError> {
+        if value.len() > MAX_FACT_VALUE_BYTES {
+            return Err(FactError::ValueTooLong {
+                key,
+                bytes: value.len(),
+                max: MAX_FACT_VALUE_BYTES,
+            });
+        }
+        match key {
+            FactKey::Role => self.role = Some(parse(key, value, "voter or learner")?),
+            FactKey::AdminAddr => self.admin_addr = Some(parse(key, value, "an ip:port")?),
+            FactKey::RaftAddr => self.raft_addr = Some(parse(key, value, "an ip:port")?),
+            FactKey::RouterAddr => self.router_addr = Some(parse(key, value, "an ip:port")?),
+            FactKey::AppliedIndex => self.applied_index = Some(parse(key, value, "a u64")?),
+            FactKey::TrafficGeneration => {
+                self.traffic_generation = Some(parse(key, value, "a u64")?)
+            }
+            FactKey::InstancesHealthy => self.instances_healthy = Some(parse(key, value, "a u32")?),
+            FactKey::InstancesTotal => self.instances_total = Some(parse(key, value, "a u32")?),
+        }
+        Ok(())
+    }
+}
+
+fn parse<T: FromStr>(key: FactKey, value: &str, expected: &'static str) -> Result<T, FactError> {
+    value.parse().map_err(|_| FactError::InvalidValue {
+        key,
+        value: value.to_owned(),
+        expected,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> NodeFacts {
+        NodeFacts {
+            role: Some(NodeRole::Voter),
+            admin_addr: Some(SocketAddr::from(([10, 0, 0, 1], 7000))),
+            raft_addr: Some(SocketAddr::from(([10, 0, 0, 1], 7001))),
+            router_addr: None,
+            applied_index: Some(42),
+            traffic_generation: Some(3),
+            instances_healthy: Some(2),
+            instances_total: Some(5),
+        }
+    }
+
+    #[test]
+    fn key_values_round_trip() {
+        let facts = sample();
+        let pairs = facts.to_key_values();
+        assert_eq!(pairs.len(), 7);
+        let text: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        assert_eq!(NodeFacts::from_key_values(text), Ok(facts));
+    }
+
+    #[test]
+    fn unknown_keys_are_ignored_and_bad_values_reported() {
+        let pairs = [
+            ("future_key", "x"),
+            (KEY_APPLIED_INDEX, "-1"),
+            (KEY_ROLE, "learner"),
+        ];
+        assert!(matches!(
+            NodeFacts::from_key_values(pairs),
+            Err(FactError::InvalidValue {
+                key: FactKey::AppliedIndex,
+                ..
+            })
+        ));
+        let (facts, errors) = NodeFacts::from_key_values_lossy(pairs);
+        assert_eq!(facts.role, Some(NodeRole::Learner));
+        assert_eq!(facts.applied_index, None);
+        assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn keys_are_unique_and_map_back() {
+        for key in FactKey::ALL {
+            assert_eq!(FactKey::from_key(key.as_str()), Some(key));
+        }
+        assert_eq!(FactKey::from_key("generation"), None);
+    }
+
+    #[test]
+    fn long_values_are_rejected() {
+        let long = "1".repeat(MAX_FACT_VALUE_BYTES + 1);
+        assert!(matches!(
+            FactKey::AppliedIndex.validate_value(&long),
+            Err(FactError::ValueTooLong { .. })
+        ));
+    }
+}

@@ -1,0 +1,92 @@
+//! `gtc cluster …`: the cluster CA and node certificates, and the status
+//! and membership verbs, which talk to a running member's admin API.
+
+use std::path::Path;
+
+use deploy::error::ErrorKind;
+use transport::{ClusterCa, NodeIdentity};
+
+use crate::cli::ClusterVerb;
+use crate::error::CliError;
+use crate::output::Report;
+
+fn pki(error: transport::PkiError) -> CliError {
+    CliError::new(ErrorKind::InvalidArgument, error.to_string())
+}
+
+/// Runs one `gtc cluster` verb.
+pub fn run(verb: ClusterVerb) -> Result<Report, CliError> {
+    match verb {
+        ClusterVerb::Init { dir, name } => {
+            let ca_dir = dir.join("ca");
+            let ca = ClusterCa::create("greentic").map_err(pki)?;
+            ca.write_to_dir(&ca_dir).map_err(pki)?;
+            let node_dir = issue(&ca, &dir, &name)?;
+            Ok(Report::new(
+                "cluster",
+                "init",
+                serde_json::json!({"ca_dir": ca_dir, "node": name, "node_dir": node_dir,
+                    "next": format!("gtc node run --cluster-dir {} --raft-listen 127.0.0.1:7000", node_dir.display())}),
+            ))
+        }
+        ClusterVerb::IssueCert { name, dir } => {
+            let ca = ClusterCa::load_from_dir(&dir.join("ca")).map_err(pki)?;
+            let node_dir = issue(&ca, &dir, &name)?;
+            Ok(Report::new(
+                "cluster",
+                "issue-cert",
+                serde_json::json!({"node": name, "node_dir": node_dir,
+                    "next": format!("gtc node run --cluster-dir {} --raft-listen ADDR --join LEADER_RAFT_ADDR", node_dir.display())}),
+            ))
+        }
+        ClusterVerb::Status { node_dir, env } => {
+            let (status, document) =
+                member(&node_dir, &env)?.request("GET", "/admin/v1/cluster/status", b"")?;
+            answer("status", status, document)
+        }
+        ClusterVerb::Leave { node_dir, env } => {
+            let (status, document) =
+                member(&node_dir, &env)?.request("POST", "/admin/v1/cluster/leave", b"")?;
+            answer("leave", status, document)
+        }
+    }
+}
+
+fn issue(ca: &ClusterCa, dir: &Path, name: &str) -> Result<std::path::PathBuf, CliError> {
+    let node_dir = dir.join(name);
+    let identity: NodeIdentity = ca.issue_node_cert(name).map_err(pki)?;
+    identity.write_to_dir(&node_dir).map_err(pki)?;
+    Ok(node_dir)
+}
+
+fn member(node_dir: &Path, env: &str) -> Result<crate::node_client::NodeClient, CliError> {
+    let env_dir = node_dir.join("environments").join(env);
+    crate::node_client::running_node(&env_dir).ok_or_else(|| {
+        CliError::new(
+            ErrorKind::NotFound,
+            format!(
+                "no running member found for {}: start it with `gtc node run --cluster-dir {}`",
+                node_dir.display(),
+                node_dir.display()
+            ),
+        )
+    })
+}
+
+fn answer(
+    verb: &'static str,
+    status: u16,
+    document: serde_json::Value,
+) -> Result<Report, CliError> {
+    if status == 200 {
+        return Ok(Report::new("cluster", verb, document));
+    }
+    let error = &document["error"];
+    Err(CliError::new(
+        ErrorKind::parse(error["kind"].as_str().unwrap_or("")).unwrap_or(ErrorKind::Store),
+        error["message"]
+            .as_str()
+            .unwrap_or("the member refused")
+            .to_owned(),
+    ))
+}
