@@ -207,6 +207,16 @@ impl Actor for EnvironmentActor {
         args: EnvironmentArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(args.context.poll_interval, || EnvironmentMsg::Tick);
+        if let Some(mut changes) = args.context.state_changes.clone() {
+            let actor = myself.clone();
+            tokio::spawn(async move {
+                while changes.changed().await.is_ok() {
+                    if actor.cast(EnvironmentMsg::Tick).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
         myself.cast(EnvironmentMsg::Tick)?;
         Ok(EnvironmentActorState {
             context: args.context,

@@ -33,6 +33,10 @@ pub struct NodeContext {
     pub node_name: String,
     /// How often the committed state is checked for changes.
     pub poll_interval: Duration,
+    /// Changes whenever a new committed state was applied locally (a
+    /// cluster member's replica): the state is checked at once rather than
+    /// at the next poll.
+    pub state_changes: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// The root actor of a node.

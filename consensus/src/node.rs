@@ -241,6 +241,7 @@ impl ClusterHandle {
             client,
             server: Mutex::new(Some(server)),
         });
+        tokio::spawn(export_metrics(handle.raft.clone()));
         let initialized = handle
             .raft
             .is_initialized()
@@ -541,6 +542,47 @@ impl ClusterHandle {
             server.shutdown().await;
         }
         self.client.close().await;
+    }
+}
+
+/// Publishes Raft's metrics to Prometheus whenever they change, until Raft
+/// shuts down.
+async fn export_metrics(raft: Raft) {
+    let mut watch = raft.metrics();
+    let mut last_leader = None;
+    loop {
+        let metrics = watch.borrow_watched().clone();
+        metrics::gauge!("gtc_raft_term").set(metrics.current_term as f64);
+        metrics::gauge!("gtc_raft_is_leader").set(if metrics.state == ServerState::Leader {
+            1.0
+        } else {
+            0.0
+        });
+        if metrics.current_leader != last_leader {
+            if metrics.current_leader.is_some() {
+                metrics::counter!("gtc_raft_leader_changes_total").increment(1);
+            }
+            last_leader = metrics.current_leader;
+        }
+        let index = |id: Option<&crate::types::LogId>| id.map_or(0.0, |id| id.index() as f64);
+        let committed = index(metrics.cluster_committed.as_ref());
+        let applied = index(metrics.last_applied.as_ref());
+        metrics::gauge!("gtc_raft_last_log_index").set(metrics.last_log_index.unwrap_or(0) as f64);
+        metrics::gauge!("gtc_raft_commit_index").set(committed);
+        metrics::gauge!("gtc_raft_applied_index").set(applied);
+        metrics::gauge!("gtc_raft_apply_lag_entries").set((committed - applied).max(0.0));
+        metrics::gauge!("gtc_raft_snapshot_index").set(index(metrics.snapshot.as_ref()));
+        if let Some(replication) = &metrics.replication {
+            let last = metrics.last_log_index.unwrap_or(0);
+            for (id, matched) in replication.iter() {
+                let matched = matched.as_ref().map_or(0, |log_id| log_id.index());
+                metrics::gauge!("gtc_raft_follower_lag_entries", "follower" => id.to_string())
+                    .set(last.saturating_sub(matched) as f64);
+            }
+        }
+        if watch.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -65,6 +65,9 @@ struct Inner {
     snapshots_built: AtomicU64,
     /// The last [`RECENT_OUTCOMES_MAX`] outcomes by event id.
     recent: Mutex<RecentOutcomes>,
+    /// The last applied index, for whoever must react to a new committed
+    /// state at once (the node's routers) instead of polling.
+    applied_tx: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -127,6 +130,7 @@ impl StateMachine {
                 check_duplicate: AtomicBool::new(true),
                 snapshots_built: AtomicU64::new(0),
                 recent: Mutex::new(RecentOutcomes::default()),
+                applied_tx: tokio::sync::watch::channel(0).0,
             }),
         })
     }
@@ -227,6 +231,11 @@ impl StateMachine {
         }
     }
 
+    /// Changes each time an entry (or a snapshot) has been applied.
+    pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.applied_tx.subscribe()
+    }
+
     /// Snapshots built by this node since it started.
     pub fn snapshots_built(&self) -> u64 {
         self.inner.snapshots_built.load(Ordering::Relaxed)
@@ -295,6 +304,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied.last_applied = Some(log_id);
             self.persist(&applied)?;
             *self.lock()? = applied;
+            self.inner.applied_tx.send_replace(log_id.index());
             if let Some(responder) = responder {
                 responder.send(outcome_response(&outcome)?);
             }
@@ -322,6 +332,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         self.persist(&installed)?;
         *applied = installed;
+        drop(applied);
+        self.inner
+            .applied_tx
+            .send_replace(meta.last_log_id.map_or(0, |id| id.index()));
         metrics::counter!("gtc_raft_snapshots_installed_total").increment(1);
         Ok(())
     }

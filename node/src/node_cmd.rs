@@ -231,6 +231,7 @@ impl RunningNode {
                 .clone()
                 .unwrap_or_else(|| format!("node-{}", std::process::id())),
             poll_interval: Duration::from_millis(args.poll_ms),
+            state_changes: cluster.as_ref().map(|c| c.state_machine().watch_applied()),
         };
         let actors = NodeHandle::start(node_context).await.map_err(|e| {
             CliError::new(
