@@ -26,6 +26,15 @@ pub const KEY_INSTANCES_HEALTHY: &str = "instances_healthy";
 /// Key of the number of local instances in any state (decimal u32).
 pub const KEY_INSTANCES_TOTAL: &str = "instances_total";
 
+/// Prefix of the keys that carry a revision's ready local instances:
+/// `endpoints/<revision id>` = comma-separated `ip:port`s. Routers on other
+/// nodes forward to them; the value is a hint (readiness may be a gossip
+/// round stale), the split itself always comes from committed state.
+pub const KEY_PREFIX_ENDPOINTS: &str = "endpoints/";
+/// Longest endpoints value accepted: about 40 addresses, far more ready
+/// instances of one revision than one node runs.
+pub const MAX_ENDPOINTS_VALUE_BYTES: usize = 1024;
+
 /// Longest fact value accepted. Every fact is a number, an address or a
 /// role word; the bound keeps gossip state (sent in full to new peers)
 /// small even if a caller passes the wrong string.
@@ -68,6 +77,9 @@ pub struct NodeFacts {
 /// Why a fact value is not acceptable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum FactError {
+    /// An endpoints value longer than [`MAX_ENDPOINTS_VALUE_BYTES`].
+    #[error("endpoints value is {bytes} bytes, at most {max} are allowed")]
+    EndpointsTooLong { bytes: usize, max: usize },
     /// Longer than [`MAX_FACT_VALUE_BYTES`].
     #[error("fact {key} value is {bytes} bytes, at most {max} are allowed")]
     ValueTooLong {
@@ -324,5 +336,70 @@ mod tests {
             FactKey::AppliedIndex.validate_value(&long),
             Err(FactError::ValueTooLong { .. })
         ));
+    }
+}
+
+/// The endpoints published by one member, by revision id. Addresses that do
+/// not parse are skipped (a newer node may publish a form we do not know).
+pub fn endpoints_from_key_values<'a>(
+    key_values: impl Iterator<Item = (&'a str, &'a str)>,
+) -> std::collections::BTreeMap<String, Vec<SocketAddr>> {
+    key_values
+        .filter_map(|(key, value)| {
+            let revision = key.strip_prefix(KEY_PREFIX_ENDPOINTS)?;
+            let addrs = value
+                .split(',')
+                .filter_map(|addr| addr.trim().parse().ok())
+                .collect();
+            Some((revision.to_owned(), addrs))
+        })
+        .collect()
+}
+
+/// The value of an endpoints key, or why it cannot be published.
+pub fn endpoints_value(addrs: &[SocketAddr]) -> Result<String, FactError> {
+    let value = addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    if value.len() > MAX_ENDPOINTS_VALUE_BYTES {
+        return Err(FactError::EndpointsTooLong {
+            bytes: value.len(),
+            max: MAX_ENDPOINTS_VALUE_BYTES,
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_round_trip_and_bad_addresses_are_skipped() {
+        let addrs: Vec<SocketAddr> = vec![
+            "127.0.0.1:1".parse().expect("valid"),
+            "10.0.0.2:8080".parse().expect("valid"),
+        ];
+        let value = endpoints_value(&addrs).expect("valid");
+        let parsed = endpoints_from_key_values(
+            [
+                ("endpoints/r1", value.as_str()),
+                ("endpoints/r2", "nope,127.0.0.1:9"),
+                ("role", "voter"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(parsed["r1"], addrs);
+        assert_eq!(
+            parsed["r2"],
+            vec!["127.0.0.1:9".parse::<SocketAddr>().expect("valid")]
+        );
+        assert_eq!(parsed.len(), 2);
+        let many: Vec<SocketAddr> = (0..100)
+            .map(|i| SocketAddr::from(([10, 0, 0, i], 65000)))
+            .collect();
+        assert!(endpoints_value(&many).is_err());
     }
 }

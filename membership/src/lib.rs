@@ -52,7 +52,10 @@ pub mod transport;
 pub use codec::CodecError;
 pub use config::{ConfigError, FailureDetectorSettings, MembershipConfig};
 pub use decoder::GossipPacketDecoder;
-pub use facts::{FactError, FactKey, NodeFacts, NodeRole};
+pub use facts::{
+    FactError, FactKey, KEY_PREFIX_ENDPOINTS, MAX_ENDPOINTS_VALUE_BYTES, NodeFacts, NodeRole,
+    endpoints_from_key_values, endpoints_value,
+};
 pub use generation::{Generation, GenerationError};
 pub use key::{ClusterKey, ClusterKeyError};
 pub use keyring::{Keyring, KeyringError, MAX_KEYRING_KEYS, SharedKeyring};

@@ -26,6 +26,8 @@ pub struct Member {
     pub facts: NodeFacts,
     /// Fact values it published that did not parse (their fields are `None`).
     pub fact_errors: Vec<FactError>,
+    /// Ready local instances the member publishes, by revision id.
+    pub endpoints: std::collections::BTreeMap<String, Vec<SocketAddr>>,
 }
 
 impl fmt::Display for NodeId {
@@ -51,11 +53,15 @@ impl Member {
             Some(state) => NodeFacts::from_key_values_lossy(state.key_values()),
             None => (NodeFacts::default(), Vec::new()),
         };
+        let endpoints = state
+            .map(|state| crate::facts::endpoints_from_key_values(state.key_values()))
+            .unwrap_or_default();
         Self {
             node_id: NodeId::from_chitchat(chitchat_id),
             gossip_addr: chitchat_id.gossip_advertise_addr,
             facts,
             fact_errors,
+            endpoints,
         }
     }
 }

@@ -144,6 +144,27 @@ impl Membership {
         Ok(())
     }
 
+    /// Publishes the ready local instances of `revision` (an empty list
+    /// withdraws them).
+    pub async fn set_endpoints(
+        &self,
+        revision: &str,
+        addrs: &[std::net::SocketAddr],
+    ) -> Result<(), FactError> {
+        let key = format!("{}{revision}", crate::facts::KEY_PREFIX_ENDPOINTS);
+        if addrs.is_empty() {
+            self.chitchat
+                .with_chitchat(|chitchat| chitchat.self_node_state().delete(&key))
+                .await;
+            return Ok(());
+        }
+        let value = crate::facts::endpoints_value(addrs)?;
+        self.chitchat
+            .with_chitchat(|chitchat| chitchat.self_node_state().set(&key, &value))
+            .await;
+        Ok(())
+    }
+
     /// Publishes every fact that is `Some` in `facts`, in one state update.
     pub async fn set_facts(&self, facts: &NodeFacts) -> Result<(), FactError> {
         let key_values = validated_key_values(facts)?;

@@ -92,7 +92,7 @@ pub enum ClusterVerb {
 #[derive(Debug, Subcommand)]
 pub enum NodeVerb {
     /// Run a node on this machine until SIGINT or SIGTERM.
-    Run(NodeRunArgs),
+    Run(Box<NodeRunArgs>),
 }
 
 /// Log line format.
@@ -141,6 +141,15 @@ pub struct NodeRunArgs {
     /// it a new cluster member bootstraps a one-voter cluster.
     #[arg(long, value_name = "ADDR", requires = "cluster_dir")]
     pub join: Option<std::net::SocketAddr>,
+    /// UDP address for encrypted gossip (membership, liveness and where
+    /// ready instances run, so every router can reach every revision).
+    /// Needs the cluster's `gossip.key` in the node folder.
+    #[arg(long, value_name = "ADDR", requires = "cluster_dir")]
+    pub gossip_listen: Option<std::net::SocketAddr>,
+    /// Gossip address of another member to meet the cluster through
+    /// (repeatable).
+    #[arg(long, value_name = "ADDR", requires = "gossip_listen")]
+    pub gossip_seed: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,16 @@ pub fn run(verb: ClusterVerb) -> Result<Report, CliError> {
             let ca_dir = dir.join("ca");
             let ca = ClusterCa::create("greentic").map_err(pki)?;
             ca.write_to_dir(&ca_dir).map_err(pki)?;
+            let key = membership::ClusterKey::generate().map_err(|e| {
+                CliError::new(
+                    ErrorKind::Io,
+                    format!("no randomness for the gossip key: {e}"),
+                )
+            })?;
+            write_secret(
+                &ca_dir.join(crate::gossip::GOSSIP_KEY_FILE),
+                &format!("{}\n", key.to_base64()),
+            )?;
             let node_dir = issue(&ca, &dir, &name)?;
             Ok(Report::new(
                 "cluster",
@@ -56,7 +66,27 @@ fn issue(ca: &ClusterCa, dir: &Path, name: &str) -> Result<std::path::PathBuf, C
     let node_dir = dir.join(name);
     let identity: NodeIdentity = ca.issue_node_cert(name).map_err(pki)?;
     identity.write_to_dir(&node_dir).map_err(pki)?;
+    let key_file = dir.join("ca").join(crate::gossip::GOSSIP_KEY_FILE);
+    if let Ok(keys) = std::fs::read_to_string(&key_file) {
+        write_secret(&node_dir.join(crate::gossip::GOSSIP_KEY_FILE), &keys)?;
+    }
     Ok(node_dir)
+}
+
+/// Writes a secret readable by its owner only.
+fn write_secret(path: &Path, text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e: std::io::Error| CliError::new(ErrorKind::Io, format!("{}: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)
 }
 
 fn member(node_dir: &Path, env: &str) -> Result<crate::node_client::NodeClient, CliError> {

@@ -328,6 +328,8 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
         cluster_dir: None,
         raft_listen: None,
         join: None,
+        gossip_listen: None,
+        gossip_seed: Vec::new(),
     };
     let node = RunningNode::start(&node_args, Some(store_root.clone()), metrics).await?;
     let outcome = drive(&node, &store_root, &bundles, args.requests).await;

@@ -12,6 +12,7 @@ mod cluster_cmd;
 mod context;
 mod demo_cmd;
 mod error;
+mod gossip;
 mod node_client;
 mod node_cmd;
 mod op;
@@ -38,7 +39,7 @@ fn main() {
         },
         TopCommand::Node(cli::NodeVerb::Run(args)) => {
             let store_root = args.store_root.clone();
-            match node_cmd::run(args, store_root) {
+            match node_cmd::run(*args, store_root) {
                 Ok(()) => 0,
                 Err(error) => {
                     print_error("node", "run", &error, cli::OutputFormat::Json);

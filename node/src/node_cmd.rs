@@ -134,6 +134,10 @@ async fn run_async(args: NodeRunArgs, store_root: Option<PathBuf>) -> Result<(),
 
 /// A node started in this process: its listeners, actors and shutdown.
 pub struct RunningNode {
+    /// Gossip of a cluster member (dropping it stops gossip).
+    gossip: Option<Arc<membership::Membership>>,
+    /// The cluster member, stopped after the actors.
+    cluster: Option<Arc<consensus::ClusterHandle>>,
     pub router_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub announcement: serde_json::Value,
@@ -239,6 +243,28 @@ impl RunningNode {
                 format!("cannot start the node's actors: {e}"),
             )
         })?;
+        let gossip = match (&cluster, args.gossip_listen, &args.cluster_dir) {
+            (Some(cluster), Some(listen), Some(node_dir)) => {
+                let facts = membership::NodeFacts {
+                    admin_addr: Some(admin_addr),
+                    raft_addr: cluster.node().raft_addr.parse().ok(),
+                    router_addr: Some(router_addr),
+                    ..Default::default()
+                };
+                let settings = crate::gossip::GossipSettings {
+                    node_dir,
+                    node_name: cluster.node().name.clone(),
+                    listen,
+                    seeds: args.gossip_seed.clone(),
+                    facts,
+                };
+                Some(
+                    crate::gossip::start(settings, Arc::clone(&router), Arc::clone(cluster))
+                        .await?,
+                )
+            }
+            _ => None,
+        };
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let serving = tokio::spawn(Arc::clone(&router).serve(router_listener, shutdown_rx.clone()));
         let admin_state = Arc::new(AdminState {
@@ -255,6 +281,8 @@ impl RunningNode {
         write_node_file(&node_file, &announcement, &token)?;
         tracing::info!(env = %env_id, listen = %router_addr, admin = %admin_addr, "node running");
         Ok(Self {
+            gossip,
+            cluster,
             router_addr,
             admin_addr,
             announcement,
@@ -275,6 +303,10 @@ impl RunningNode {
         let _ = self.serving.await;
         let _ = self.admin.await;
         self.actors.stop().await;
+        drop(self.gossip);
+        if let Some(cluster) = self.cluster {
+            cluster.shutdown().await;
+        }
         let _ = std::fs::remove_file(&self.node_file);
         tracing::info!("node stopped");
     }

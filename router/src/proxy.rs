@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -134,12 +134,20 @@ pub struct Router {
     metrics: RwLock<HashMap<RevisionId, Arc<RevisionMetrics>>>,
     key: StickyKey,
     config: ProxyConfig,
+    /// What this node's own actors published (table and local instances),
+    /// kept so remote instances can be merged in again when they change.
+    local: Mutex<Published>,
+    /// Ready instances on other nodes, by revision (from gossip). Kept by
+    /// address so an unchanged instance keeps its connection pool.
+    remote: Mutex<HashMap<RevisionId, Vec<Arc<Instance>>>>,
 }
 
 impl Router {
     /// A router serving `published` until the next [`Router::publish`].
     pub fn new(published: Published, key: StickyKey, config: ProxyConfig) -> Arc<Self> {
         Arc::new(Self {
+            local: Mutex::new(published.clone()),
+            remote: Mutex::new(HashMap::new()),
             published: ArcSwap::from_pointee(published),
             counter: AtomicU64::new(0),
             instance_counter: AtomicU64::new(0),
@@ -150,8 +158,82 @@ impl Router {
         })
     }
 
-    /// Swaps in a new snapshot; requests already routed keep the old one.
+    /// Swaps in a new snapshot of this node's committed table and local
+    /// instances (merged with the remote ones); requests already routed
+    /// keep the old one.
     pub fn publish(&self, published: Published) {
+        if let Ok(mut local) = self.local.lock() {
+            *local = published.clone();
+        }
+        self.republish(published);
+    }
+
+    /// The ready instances this node runs itself, by revision: what it
+    /// tells other nodes' routers.
+    pub fn local_instances(&self) -> HashMap<RevisionId, Vec<SocketAddr>> {
+        self.local.lock().map_or_else(
+            |_| HashMap::new(),
+            |local| {
+                local
+                    .instances
+                    .iter()
+                    .map(|(revision, instances)| {
+                        (*revision, instances.iter().map(|i| i.addr).collect())
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    /// Replaces the ready instances known on other nodes. Requests for a
+    /// revision are balanced over local and remote instances alike; the
+    /// split between revisions still comes only from the committed table.
+    pub fn set_remote_instances(&self, remote: HashMap<RevisionId, Vec<SocketAddr>>) {
+        let Ok(mut current) = self.remote.lock() else {
+            return;
+        };
+        let mut next: HashMap<RevisionId, Vec<Arc<Instance>>> = HashMap::new();
+        for (revision, addrs) in remote {
+            let known = current.get(&revision);
+            let instances = addrs
+                .into_iter()
+                .map(|addr| {
+                    known
+                        .and_then(|list| list.iter().find(|i| i.addr == addr))
+                        .map_or_else(|| Instance::new(addr), Arc::clone)
+                })
+                .collect();
+            next.insert(revision, instances);
+        }
+        let addrs = |map: &HashMap<RevisionId, Vec<Arc<Instance>>>| {
+            map.iter()
+                .map(|(revision, list)| {
+                    (*revision, list.iter().map(|i| i.addr).collect::<Vec<_>>())
+                })
+                .collect::<HashMap<_, _>>()
+        };
+        if addrs(&current) == addrs(&next) {
+            return;
+        }
+        *current = next;
+        drop(current);
+        let local = self.local.lock().map(|local| local.clone());
+        if let Ok(local) = local {
+            self.republish(local);
+        }
+    }
+
+    fn republish(&self, mut published: Published) {
+        if let Ok(remote) = self.remote.lock() {
+            for (revision, instances) in remote.iter() {
+                let entry = published.instances.entry(*revision).or_default();
+                for instance in instances {
+                    if !entry.iter().any(|i| i.addr == instance.addr) {
+                        entry.push(Arc::clone(instance));
+                    }
+                }
+            }
+        }
         for deployment in published.table.deployments() {
             for (revision, weight_bps) in deployment.weights() {
                 metrics::gauge!("gtc_split_desired_ratio", "deployment" => deployment.deployment_id.to_string(), "revision" => revision.to_string())

@@ -590,3 +590,46 @@ async fn upstream_connections_are_reused_and_closed_ones_are_replaced() {
         }
     }
 }
+
+#[tokio::test]
+async fn remote_instances_serve_revisions_this_node_does_not_run() {
+    // Proves: a router forwards to ready instances on other nodes (from
+    // gossip) for revisions it has no local instance of, still by the
+    // committed split, and stops as soon as they are withdrawn.
+    let (mut operator, deployment, revisions) = Operator::new(2);
+    operator.split(deployment, &[(revisions[0], 5_000), (revisions[1], 5_000)]);
+    let (local, remote) = (backend("local").await, backend("remote").await);
+    let harness = Harness::start(
+        published(operator.state(), &[(revisions[0], vec![local])]),
+        ProxyConfig::default(),
+    )
+    .await;
+    harness
+        .router
+        .set_remote_instances(HashMap::from([(revisions[1], vec![remote])]));
+    let mut remote_answers = 0;
+    for _ in 0..100 {
+        let (status, _, body) = harness.get("/", &[]).await;
+        assert_eq!(status, 200);
+        if body.starts_with("remote") {
+            remote_answers += 1;
+        }
+    }
+    // The Weyl-sequence pick keeps a 50/50 split within a request or two.
+    assert!(
+        (48..=52).contains(&remote_answers),
+        "remote served {remote_answers} of 100"
+    );
+    harness.router.set_remote_instances(HashMap::new());
+    let statuses: Vec<u16> = {
+        let mut statuses = Vec::new();
+        for _ in 0..10 {
+            statuses.push(harness.get("/", &[]).await.0);
+        }
+        statuses
+    };
+    assert!(
+        statuses.contains(&503),
+        "withdrawn remote instances are no longer used: {statuses:?}"
+    );
+}

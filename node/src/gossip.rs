@@ -1,0 +1,163 @@
+//! A cluster member's gossip: publishes this node's facts and ready local
+//! instances, and hands other members' ready instances to the router.
+//!
+//! Gossip is a hint channel: which instances are ready where. What traffic
+//! goes to which revision is never decided here (the router's table comes
+//! only from committed state).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deploy::error::ErrorKind;
+use deploy::ids::RevisionId;
+use membership::{
+    ClusterKey, FactKey, Generation, Keyring, Membership, MembershipConfig, NodeFacts, NodeRole,
+    SharedKeyring, encrypted_udp,
+};
+use router::proxy::Router;
+
+use crate::error::CliError;
+
+/// File in a node folder with the cluster's gossip keys, one base64 key per
+/// line, the primary first (`gtc cluster init` writes it).
+pub const GOSSIP_KEY_FILE: &str = "gossip.key";
+/// How often facts are published and remote instances refreshed: a small
+/// multiple of the gossip interval, so a change is seen within a second.
+pub const FACTS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Reads the keyring of a node folder.
+pub fn load_keyring(node_dir: &Path) -> Result<Keyring, CliError> {
+    let path = node_dir.join(GOSSIP_KEY_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        CliError::new(
+            ErrorKind::InvalidArgument,
+            format!("cannot read the gossip key {}: {e}; copy it from the cluster folder (`gtc cluster init` writes ca/{GOSSIP_KEY_FILE})", path.display()),
+        )
+    })?;
+    let mut keys = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            ClusterKey::from_base64(line).map_err(|e| {
+                CliError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("{}: {e}", path.display()),
+                )
+            })
+        });
+    let primary = keys.next().ok_or_else(|| {
+        CliError::new(
+            ErrorKind::InvalidArgument,
+            format!("{} holds no key", path.display()),
+        )
+    })??;
+    let secondary = keys.collect::<Result<Vec<_>, _>>()?;
+    Keyring::new(primary, secondary)
+        .map_err(|e| CliError::new(ErrorKind::InvalidArgument, e.to_string()))
+}
+
+/// What a member gossips about itself.
+pub struct GossipSettings<'a> {
+    pub node_dir: &'a Path,
+    pub node_name: String,
+    pub listen: SocketAddr,
+    pub seeds: Vec<SocketAddr>,
+    pub facts: NodeFacts,
+}
+
+/// Starts gossip and the loop that keeps facts and remote instances fresh.
+pub async fn start(
+    settings: GossipSettings<'_>,
+    router: Arc<Router>,
+    cluster: Arc<consensus::ClusterHandle>,
+) -> Result<Arc<Membership>, CliError> {
+    let keyring = SharedKeyring::new(load_keyring(settings.node_dir)?);
+    let generation = Generation::next_persisted(settings.node_dir)
+        .map_err(|e| CliError::new(ErrorKind::Io, e.to_string()))?;
+    let mut config =
+        MembershipConfig::new(settings.node_name, "greentic", settings.listen, generation);
+    config.seed_addrs = settings.seeds;
+    let transport = encrypted_udp(keyring);
+    let membership = Membership::start(config, &settings.facts, &transport)
+        .await
+        .map_err(|e| {
+            CliError::new(
+                ErrorKind::Io,
+                format!("gossip could not start on {}: {e}", settings.listen),
+            )
+        })?;
+    let membership = Arc::new(membership);
+    tokio::spawn(refresh(Arc::clone(&membership), router, cluster));
+    Ok(membership)
+}
+
+async fn refresh(
+    membership: Arc<Membership>,
+    router: Arc<Router>,
+    cluster: Arc<consensus::ClusterHandle>,
+) {
+    let mut published: BTreeSet<RevisionId> = BTreeSet::new();
+    let mut ticker = tokio::time::interval(FACTS_INTERVAL);
+    loop {
+        ticker.tick().await;
+        if Arc::strong_count(&membership) == 1 {
+            return;
+        }
+        let role = if cluster.status().voters.contains(&cluster.node_id()) {
+            NodeRole::Voter
+        } else {
+            NodeRole::Learner
+        };
+        let local = router.local_instances();
+        let healthy: usize = local.values().map(Vec::len).sum();
+        let facts = [
+            (FactKey::Role, role.as_str().to_owned()),
+            (
+                FactKey::AppliedIndex,
+                cluster
+                    .state_machine()
+                    .applied_index()
+                    .unwrap_or(0)
+                    .to_string(),
+            ),
+            (FactKey::TrafficGeneration, router.generation().to_string()),
+            (FactKey::InstancesHealthy, healthy.to_string()),
+        ];
+        for (key, value) in facts {
+            if let Err(error) = membership.set_fact(key, &value).await {
+                tracing::warn!(%error, "a gossip fact could not be published");
+            }
+        }
+        for (revision, addrs) in &local {
+            if let Err(error) = membership.set_endpoints(&revision.to_string(), addrs).await {
+                tracing::warn!(%revision, %error, "instances could not be published");
+            }
+        }
+        for gone in published.iter().filter(|r| !local.contains_key(r)) {
+            let _ = membership.set_endpoints(&gone.to_string(), &[]).await;
+        }
+        published = local.keys().copied().collect();
+
+        let me = membership.self_node_id().clone();
+        let live = membership.live_members().await;
+        let dead = membership.dead_members().await;
+        metrics::gauge!("gtc_gossip_members", "state" => "live").set(live.len() as f64);
+        metrics::gauge!("gtc_gossip_members", "state" => "dead").set(dead.len() as f64);
+        let mut remote: HashMap<RevisionId, Vec<SocketAddr>> = HashMap::new();
+        for member in live.iter().filter(|m| m.node_id != me) {
+            for (revision, addrs) in &member.endpoints {
+                if let Ok(revision) = revision.parse::<RevisionId>() {
+                    remote
+                        .entry(revision)
+                        .or_default()
+                        .extend(addrs.iter().copied());
+                }
+            }
+        }
+        router.set_remote_instances(remote);
+    }
+}
