@@ -228,6 +228,12 @@ impl Actor for RevisionActor {
         myself: ActorRef<Self::Msg>,
         args: RevisionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // Instances a killed node left running hold no slot here; stop
+        // them before starting this revision's own.
+        let reaped = local_process::reap_orphans(&bundle_folder(&args).join("logs"));
+        if reaped > 0 {
+            tracing::warn!(revision = %args.revision.revision_id, reaped, "stopped instances left by a previous node");
+        }
         let specs = match specs(&args) {
             Ok(specs) => specs,
             Err(reason) => {

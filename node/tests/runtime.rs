@@ -633,3 +633,35 @@ fn metrics_report_requests_split_and_generation() {
         assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
     }
 }
+
+#[test]
+fn instances_left_by_a_killed_node_are_stopped_when_it_restarts() {
+    // Proves: instances outlive a SIGKILLed node (they keep serving), and a
+    // node restarted on the same store stops them and starts its own, so no
+    // orphan is left holding a port.
+    let (home, mut node, deployment) = setup();
+    let v1 = stage_and_warm(&home, &deployment, &example_bundle(&home, "v1", &[], 1));
+    wait_for("ready", Duration::from_secs(20), || {
+        lifecycle(&home, &v1) == "ready"
+    });
+    let orphans = children(node.pid());
+    assert_eq!(orphans.len(), 1, "one instance runs: {orphans:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(node.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill node");
+    let _ = node.child.wait();
+    let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(alive(orphans[0]), "the instance outlived its node");
+    let restarted = Node::start(&home);
+    wait_for("the orphan to be stopped", Duration::from_secs(20), || {
+        !alive(orphans[0])
+            || std::fs::read_to_string(format!("/proc/{}/stat", orphans[0]))
+                .is_ok_and(|stat| stat.contains(") Z "))
+    });
+    wait_for("a new instance", Duration::from_secs(20), || {
+        children(restarted.pid()).len() == 1
+    });
+    drop(node);
+}

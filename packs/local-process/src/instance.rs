@@ -57,6 +57,8 @@ pub struct RunningInstance {
     health_path: String,
     logs: LogFiles,
     exit_status: Option<ExitStatus>,
+    /// Lets a restarted node find this process if the node is killed.
+    _pid_file: crate::pidfile::PidFile,
 }
 
 /// How [`RunningInstance::stop`] ended.
@@ -110,7 +112,7 @@ async fn start_once(spec: &InstanceSpec, program: &Path) -> Result<RunningInstan
     let port = free_port()?;
     let (logs, stdout, stderr) = LogFiles::open(&spec.log_dir, spec.index)?;
     let child = spawn(spec, program, port, stdout, stderr).await?;
-    let mut instance = RunningInstance::new(child, port, logs, &spec.health_path)?;
+    let mut instance = RunningInstance::new(child, port, logs, spec)?;
     tracing::debug!(pid = instance.pid, %instance.addr, index = spec.index, "instance spawned");
     match wait_healthy(&mut instance, spec).await {
         Ok(()) => Ok(instance),
@@ -225,7 +227,12 @@ fn unobservable_status() -> ExitStatus {
 }
 
 impl RunningInstance {
-    fn new(child: Child, port: u16, logs: LogFiles, health_path: &str) -> Result<Self, StartError> {
+    fn new(
+        child: Child,
+        port: u16,
+        logs: LogFiles,
+        spec: &InstanceSpec,
+    ) -> Result<Self, StartError> {
         // A freshly spawned child always has a pid (tokio forgets it only once the
         // child is reaped, which has not happened yet); handled anyway, not unwrapped.
         let no_pid = || StartError::Spawn {
@@ -239,9 +246,10 @@ impl RunningInstance {
             child,
             pid,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            health_path: health_path.to_owned(),
+            health_path: spec.health_path.clone(),
             logs,
             exit_status: None,
+            _pid_file: crate::pidfile::PidFile::record(&spec.log_dir, spec.index, pid),
         })
     }
 

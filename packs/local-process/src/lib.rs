@@ -31,6 +31,7 @@ mod group;
 mod health;
 mod instance;
 mod logs;
+mod pidfile;
 mod restart;
 mod spec;
 
@@ -42,5 +43,6 @@ pub use instance::{
     start,
 };
 pub use logs::{LAST_LOG_LINES, TAIL_READ_BYTES};
+pub use pidfile::reap_orphans;
 pub use restart::{MAX_BACKOFF_EXPONENT, RestartDecision, RestartPolicy};
 pub use spec::InstanceSpec;
