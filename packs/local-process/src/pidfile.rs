@@ -69,11 +69,11 @@ pub fn reap_orphans(log_dir: &Path) -> usize {
             let alive_same = u32::try_from(pid)
                 .ok()
                 .filter(|pid| started != 0 && start_time(*pid) == Some(started));
-            if let Some(pid) = alive_same.and_then(|pid| i32::try_from(pid).ok()) {
-                if killpg(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-                    tracing::warn!(pid, "killed an instance left running by a previous node");
-                    killed += 1;
-                }
+            if let Some(pid) = alive_same.and_then(|pid| i32::try_from(pid).ok())
+                && killpg(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+            {
+                tracing::warn!(pid, "killed an instance left running by a previous node");
+                killed += 1;
             }
         }
         let _ = std::fs::remove_file(&path);
