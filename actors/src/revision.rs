@@ -137,11 +137,12 @@ impl RevisionActor {
     }
 
     fn announce(&self, state: &RevisionState) {
-        let instances = state
+        let instances: Vec<_> = state
             .slots
             .iter()
             .filter_map(|slot| slot.shared.clone())
             .collect();
+        record_instance_states(state);
         let _ = state.args.parent.cast(EnvironmentMsg::Instances {
             revision: state.args.revision.revision_id,
             instances,
@@ -353,9 +354,41 @@ impl Actor for RevisionActor {
 
 impl RevisionActor {
     fn announce_empty(&self, state: &RevisionState) {
+        for instance_state in INSTANCE_STATES {
+            instances_gauge(state, instance_state).set(0.0);
+        }
         let _ = state.args.parent.cast(EnvironmentMsg::Instances {
             revision: state.args.revision.revision_id,
             instances: Vec::new(),
         });
+    }
+}
+
+/// The states an instance slot is reported in: `ready` (serving), `running`
+/// (started, not serving: warming up or draining), `down` (no process: not
+/// started yet, crashed and waiting for its restart, or stopped).
+const INSTANCE_STATES: [&str; 3] = ["ready", "running", "down"];
+
+fn instances_gauge(state: &RevisionState, instance_state: &'static str) -> metrics::Gauge {
+    metrics::gauge!(
+        "gtc_instances",
+        "revision" => state.args.revision.revision_id.to_string(),
+        "state" => instance_state
+    )
+}
+
+/// Sets `gtc_instances{revision, state}` from the slots.
+fn record_instance_states(state: &RevisionState) {
+    let mut counts = [0usize; 3];
+    for slot in &state.slots {
+        let index = match (&slot.shared, &slot.running) {
+            (Some(_), _) => 0,
+            (None, Some(_)) => 1,
+            (None, None) => 2,
+        };
+        counts[index] += 1;
+    }
+    for (instance_state, count) in INSTANCE_STATES.iter().zip(counts) {
+        instances_gauge(state, instance_state).set(count as f64);
     }
 }

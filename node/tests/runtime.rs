@@ -627,6 +627,7 @@ fn metrics_report_requests_split_and_generation() {
         "gtc_http_request_duration_seconds_bucket",
         "gtc_split_desired_ratio",
         "gtc_instances_ready",
+        &format!("gtc_instances{{revision=\"{v1}\",state=\"ready\"}} 1"),
         "gtc_router_generation",
         "gtc_store_generation",
     ] {
