@@ -194,3 +194,80 @@ async fn a_member_with_a_certificate_from_another_ca_cannot_join() {
     assert_eq!(n1.status().members.len(), 1);
     n1.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_members_lose_two_and_change_membership_without_losing_writes() {
+    // Proves: a 5-voter cluster keeps committing with two members down
+    // (quorum 3), a member can be removed and a new one added while it
+    // runs, and every acknowledged write is on every remaining replica.
+    let temp = tempfile::tempdir().expect("temp");
+    let ca = ClusterCa::create("test").expect("ca");
+    let addrs: Vec<SocketAddr> = (0..6).map(|_| free_udp_addr()).collect();
+    let first = start(&ca, temp.path(), "m1", addrs[0], None).await;
+    eventually("m1 to lead", || first.is_leader()).await;
+    let mut members = vec![first];
+    for i in 1..5 {
+        members.push(
+            start(
+                &ca,
+                temp.path(),
+                &format!("m{}", i + 1),
+                addrs[i],
+                Some(addrs[0]),
+            )
+            .await,
+        );
+    }
+    assert_eq!(members[0].status().voters.len(), 5);
+    members[4].submit(&init()).await.expect("init");
+
+    // Two members go down; three still form a quorum.
+    let down: Vec<_> = members.drain(3..).collect();
+    for member in &down {
+        member.shutdown().await;
+    }
+    for i in 0..3 {
+        members[i % 3]
+            .submit(&create(&format!("during-{i}")))
+            .await
+            .expect("a write with two members down");
+    }
+
+    // Remove one of the dead members, add a new one.
+    let removed = down[0].node_id();
+    members[1].remove(removed).await.expect("remove");
+    eventually("the removal to commit", || {
+        !members[0].status().voters.contains(&removed)
+    })
+    .await;
+    let newcomer = start(&ca, temp.path(), "m6", addrs[5], Some(addrs[1])).await;
+    eventually("the newcomer to become a voter", || {
+        newcomer.status().voters.contains(&newcomer.node_id())
+    })
+    .await;
+    members[2]
+        .submit(&create("after-change"))
+        .await
+        .expect("write after the change");
+    members.push(newcomer);
+    for member in &members {
+        let store = member.state_machine().store();
+        eventually("every replica to hold all writes", || {
+            store.list().map(|l| l.len()).ok() == Some(5)
+        })
+        .await;
+    }
+    let lines = |member: &ClusterHandle| {
+        member
+            .state_machine()
+            .store()
+            .audit_lines(&EnvId::local())
+            .expect("audit")
+    };
+    for member in &members[1..] {
+        assert_eq!(lines(&members[0]), lines(member));
+    }
+    for member in &members {
+        member.shutdown().await;
+    }
+}

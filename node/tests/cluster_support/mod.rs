@@ -1,0 +1,372 @@
+//! Helpers for tests and benchmarks that run real `gtc` cluster members
+//! on loopback.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn gtc() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gtc"))
+}
+
+pub fn run(home: &Path, args: &[&str]) -> (bool, Value, String) {
+    let output = gtc()
+        .args(args)
+        .env("GREENTIC_HOME", home)
+        .env_remove("GREENTIC_STORE_ROOT")
+        .output()
+        .expect("run gtc");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (
+        output.status.success(),
+        value,
+        format!("{stdout}{}", String::from_utf8_lossy(&output.stderr)),
+    )
+}
+
+pub fn free_tcp() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+}
+
+pub fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port")
+}
+
+pub struct Member {
+    pub name: String,
+    pub dir: PathBuf,
+    pub raft: SocketAddr,
+    pub admin: SocketAddr,
+    pub router: SocketAddr,
+    /// Encrypted gossip; `None` runs the member without it.
+    pub gossip: Option<SocketAddr>,
+    pub gossip_seed: Option<SocketAddr>,
+    pub child: Option<Child>,
+}
+
+impl Member {
+    pub fn start(&mut self, home: &Path, join: Option<SocketAddr>) {
+        let mut command = gtc();
+        command
+            .args(["node", "run", "--log-format", "json", "--poll-ms", "1000"])
+            .arg("--listen")
+            .arg(self.router.to_string())
+            .arg("--admin")
+            .arg(self.admin.to_string())
+            .arg("--cluster-dir")
+            .arg(&self.dir)
+            .arg("--raft-listen")
+            .arg(self.raft.to_string())
+            .env("GREENTIC_HOME", home)
+            .env_remove("GREENTIC_STORE_ROOT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(join) = join {
+            command.arg("--join").arg(join.to_string());
+        }
+        if let Some(gossip) = self.gossip {
+            command.arg("--gossip-listen").arg(gossip.to_string());
+        }
+        if let Some(seed) = self.gossip_seed {
+            command.arg("--gossip-seed").arg(seed.to_string());
+        }
+        self.child = Some(command.spawn().expect("spawn node"));
+        let node_file = self.store().join("local").join("node.json");
+        eventually(&format!("{} to serve", self.name), || {
+            node_file.exists() && std::net::TcpStream::connect(self.admin).is_ok()
+        });
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.join("environments")
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn generation(&self) -> Option<u64> {
+        let text =
+            std::fs::read_to_string(self.store().join("local").join("environment.json")).ok()?;
+        serde_json::from_str::<Value>(&text).ok()?["generation"].as_u64()
+    }
+
+    pub fn audit(&self) -> String {
+        std::fs::read_to_string(
+            self.store()
+                .join("local")
+                .join("audit")
+                .join("events.jsonl"),
+        )
+        .unwrap_or_default()
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Stops instances a SIGKILLed member left running (they belong to no live
+/// node; a restarted member reaps its own), when the test ends.
+pub struct Reaper(pub PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self.0.to_string_lossy().as_ref())
+            .status();
+    }
+}
+
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn add_bundle(home: &Path, member: &Member, bundle: &str) -> Value {
+    let answers = home.join(format!("{bundle}.json"));
+    std::fs::write(
+        &answers,
+        json!({"environment_id": "local", "bundle_id": bundle, "route_binding": {"path_prefixes": [format!("/{bundle}")]}}).to_string(),
+    )
+    .expect("answers");
+    let store = member.store();
+    let (ok, value, text) = run(
+        home,
+        &[
+            "op",
+            "bundles",
+            "add",
+            "--answers",
+            answers.to_str().expect("utf8"),
+            "--store-root",
+            store.to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "bundles add through {} failed: {text}", member.name);
+    value
+}
+
+pub fn demo_service() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_gtc")).with_file_name("demo-service");
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// A bundle of the example service with one instance.
+pub fn example_bundle(home: &Path) -> PathBuf {
+    let dir = home.join("src-shop");
+    std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
+    std::fs::copy(demo_service(), dir.join("bin/server")).expect("copy service");
+    std::fs::write(
+        dir.join("bundle.yaml"),
+        "schema_version: 1\nbundle_id: shop\nruntime:\n  command: [bin/server]\n  health_path: /healthz\n  startup_timeout_seconds: 10\n  instances: 1\n",
+    )
+    .expect("manifest");
+    std::fs::write(
+        dir.join("packs/app.gtpack"),
+        [
+            b'P', b'K', 5, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+    )
+    .expect("pack");
+    let out = home.join("shop.gtbundle");
+    let (ok, _, text) = run(
+        home,
+        &[
+            "bundle",
+            "build",
+            dir.to_str().expect("utf8"),
+            "-o",
+            out.to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "bundle build: {text}");
+    out
+}
+
+pub fn op(home: &Path, member: &Member, noun: &str, verb: &str, answers: Value) -> Value {
+    let file = home.join(format!("{noun}-{verb}-{}.json", ulid_like()));
+    std::fs::write(&file, answers.to_string()).expect("answers");
+    let store = member.store();
+    let (ok, value, text) = run(
+        home,
+        &[
+            "op",
+            noun,
+            verb,
+            "--answers",
+            file.to_str().expect("utf8"),
+            "--store-root",
+            store.to_str().expect("utf8"),
+        ],
+    );
+    assert!(
+        ok,
+        "op {noun} {verb} through {} failed: {text}",
+        member.name
+    );
+    value
+}
+
+pub fn ulid_like() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// One GET through a router: status, generation header, revision header.
+pub fn get(router: SocketAddr) -> Option<(u16, Option<u64>, Option<String>)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&router, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    let text = String::from_utf8_lossy(&answer);
+    let head = text.split("\r\n\r\n").next()?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|line| {
+                line.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            })
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    Some((
+        status,
+        header("x-greentic-generation").and_then(|g| g.parse().ok()),
+        header("x-greentic-revision"),
+    ))
+}
+
+/// `gtc cluster init` plus certificates for n2 and n3, and three started
+/// members (n2 and n3 join through n1), with or without gossip.
+pub fn three_members(root: &Path, gossip: bool) -> (PathBuf, Vec<Member>) {
+    let home = root.join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let dir = root.join("cluster");
+    let dir_text = dir.to_str().expect("utf8");
+    let (ok, _, text) = run(
+        &home,
+        &["cluster", "init", "--dir", dir_text, "--name", "n1"],
+    );
+    assert!(ok, "cluster init: {text}");
+    for name in ["n2", "n3"] {
+        let (ok, _, text) = run(&home, &["cluster", "issue-cert", name, "--dir", dir_text]);
+        assert!(ok, "issue-cert: {text}");
+    }
+    let seed_gossip = free_udp();
+    let mut members: Vec<Member> = ["n1", "n2", "n3"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Member {
+            name: (*name).to_owned(),
+            dir: dir.join(name),
+            raft: free_udp(),
+            admin: free_tcp(),
+            router: free_tcp(),
+            gossip: gossip.then(|| if i == 0 { seed_gossip } else { free_udp() }),
+            gossip_seed: (gossip && i > 0).then_some(seed_gossip),
+            child: None,
+        })
+        .collect();
+    let seed = members[0].raft;
+    members[0].start(&home, None);
+    members[1].start(&home, Some(seed));
+    members[2].start(&home, Some(seed));
+    (home, members)
+}
+
+/// One deployment with two revisions of the example service staged and
+/// warmed on n1 (where their bundles are), waited until ready everywhere.
+pub fn two_ready_revisions(home: &Path, members: &[Member]) -> (String, Vec<String>) {
+    let added = op(
+        home,
+        &members[0],
+        "bundles",
+        "add",
+        json!({"environment_id": "local", "bundle_id": "shop"}),
+    );
+    let deployment = added["result"]["deployment_id"]
+        .as_str()
+        .expect("deployment")
+        .to_owned();
+    let bundle = example_bundle(home);
+    let mut revisions = Vec::new();
+    for _ in 0..2 {
+        let staged = op(
+            home,
+            &members[0],
+            "revisions",
+            "stage",
+            json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
+        );
+        let revision = staged["result"]["revision_id"]
+            .as_str()
+            .expect("revision")
+            .to_owned();
+        op(
+            home,
+            &members[0],
+            "revisions",
+            "warm",
+            json!({"environment_id": "local", "revision_id": revision}),
+        );
+        revisions.push(revision);
+    }
+    for member in members {
+        eventually("both revisions to be ready", || {
+            let state =
+                std::fs::read_to_string(member.store().join("local").join("environment.json"))
+                    .unwrap_or_default();
+            state.matches("\"ready\"").count() >= 2
+        });
+    }
+    (deployment, revisions)
+}
+
+/// Sets a two-revision split through `member`; the committed generation.
+pub fn set_split(
+    home: &Path,
+    member: &Member,
+    deployment: &str,
+    revisions: &[String],
+    first_percent: u32,
+    key: &str,
+) -> u64 {
+    let answer = op(
+        home,
+        member,
+        "traffic",
+        "set",
+        json!({"environment_id": "local", "deployment_id": deployment, "idempotency_key": key,
+        "entries": [{"revision_id": revisions[0], "weight_percent": first_percent}, {"revision_id": revisions[1], "weight_percent": 100 - first_percent}]}),
+    );
+    answer["generation"].as_u64().expect("generation")
+}
