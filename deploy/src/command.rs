@@ -262,6 +262,15 @@ pub enum RuntimeOutcome {
     Drained,
 }
 
+/// `revisions place`: the node of each instance of each listed revision,
+/// decided by the cluster leader (`deploy::placement::place`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementAnswers {
+    pub environment_id: EnvId,
+    pub placements: std::collections::BTreeMap<RevisionId, Vec<String>>,
+}
+
 /// A runtime report about one revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeReport {
@@ -421,6 +430,8 @@ pub enum Command {
     TrafficClear(DeploymentAnswers),
     /// The runtime's outcome for a revision it warmed or drained.
     RevisionReport(RuntimeReport),
+    /// Where the cluster leader placed each revision's instances.
+    RevisionPlace(PlacementAnswers),
 }
 
 impl Command {
@@ -452,7 +463,8 @@ impl Command {
             | Command::RevisionWarm { .. }
             | Command::RevisionDrain(_)
             | Command::RevisionArchive(_)
-            | Command::RevisionReport(_) => "revisions",
+            | Command::RevisionReport(_)
+            | Command::RevisionPlace(_) => "revisions",
             Command::TrafficSet(_) | Command::TrafficRollback(_) | Command::TrafficClear(_) => {
                 "traffic"
             }
@@ -477,6 +489,7 @@ impl Command {
             Command::RevisionDrain(_) => "drain",
             Command::RevisionArchive(_) => "archive",
             Command::RevisionReport(_) => "report",
+            Command::RevisionPlace(_) => "place",
             Command::TrafficSet(_) => "set",
             Command::TrafficClear(_) => "clear",
         }
@@ -504,6 +517,7 @@ impl Command {
             | Command::RevisionArchive(a) => a.environment_id.clone(),
             Command::TrafficSet(a) => a.environment_id.clone(),
             Command::RevisionReport(report) => report.environment_id.clone(),
+            Command::RevisionPlace(answers) => answers.environment_id.clone(),
         }
     }
 
@@ -528,7 +542,8 @@ impl Command {
             | Command::EnvDestroy(_)
             | Command::EnvRestore { .. }
             | Command::EnvMergeBindings { .. }
-            | Command::RevisionReport(_) => None,
+            | Command::RevisionReport(_)
+            | Command::RevisionPlace(_) => None,
         }
     }
 

@@ -24,6 +24,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod pack_config;
 pub mod pack_list_lock;
+pub mod placement;
 pub mod policy;
 pub mod refs;
 pub mod revision;

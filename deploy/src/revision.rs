@@ -76,6 +76,10 @@ pub struct Revision {
     /// completes on the state checks alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_instances: Option<u32>,
+    /// The node of each instance, as the cluster leader placed them (one
+    /// entry per instance). Empty on a single node, which runs them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<String>,
 }
 
 /// The short form `revisions list` prints.

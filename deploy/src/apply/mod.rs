@@ -208,6 +208,7 @@ fn dispatch(
         Command::TrafficRollback(answers) => traffic::rollback(environment, answers, envelope),
         Command::TrafficClear(answers) => traffic::clear(environment, answers),
         Command::RevisionReport(report) => revisions::report(environment, report, envelope),
+        Command::RevisionPlace(answers) => revisions::place(environment, answers),
     }
 }
 

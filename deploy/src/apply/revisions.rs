@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use crate::command::PlacementAnswers;
+
 use super::Outcome;
 use super::bundles::deployment_index;
 use super::traffic::follow_latest;
@@ -226,6 +228,7 @@ pub(crate) fn stage(
         drain_seconds,
         abort_metrics: Vec::new(),
         runtime_instances: staged.and_then(|s| s.runtime_instances),
+        placement: Vec::new(),
     };
     environment.bundles[index]
         .current_revisions
@@ -346,6 +349,59 @@ fn become_ready(environment: &mut Environment, index: usize, envelope: &CommandE
 }
 
 /// A runtime report: the deployer finished warming or draining a revision.
+/// Longest node name a placement may hold (a DNS label).
+const NODE_NAME_MAX: usize = 63;
+
+/// `revisions place`: records where the leader placed each revision's
+/// instances. Only revisions that run (warming, ready, draining) can be
+/// placed; a placement computed from a state that moved on is refused and
+/// recomputed by the leader.
+pub(crate) fn place(
+    mut environment: Environment,
+    answers: &PlacementAnswers,
+) -> Result<Outcome, ApplyError> {
+    let mut changed = false;
+    for (revision_id, nodes) in &answers.placements {
+        let index = revision_index(&environment, *revision_id)?;
+        for (position, node) in nodes.iter().enumerate() {
+            let valid = !node.is_empty()
+                && node.len() <= NODE_NAME_MAX
+                && node
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid {
+                return Err(ApplyError::invalid(
+                    format!("placements.{revision_id}[{position}]"),
+                    format!("{node:?} is not a node name (1 to {NODE_NAME_MAX} of a-z, 0-9, -)"),
+                ));
+            }
+        }
+        let revision = &mut environment.revisions[index];
+        if !matches!(
+            revision.lifecycle,
+            Lifecycle::Warming | Lifecycle::Ready | Lifecycle::Draining
+        ) {
+            return Err(ApplyError::Conflict {
+                message: format!(
+                    "revision {revision_id} is {}; only warming, ready or draining revisions are placed",
+                    revision.lifecycle
+                ),
+            });
+        }
+        if revision.placement != *nodes {
+            revision.placement = nodes.clone();
+            changed = true;
+        }
+    }
+    let result = json!({"environment_id": answers.environment_id, "placements": answers.placements, "changed": changed});
+    Ok(Outcome {
+        environment: Some(environment),
+        result,
+        changed,
+        committed_error: None,
+    })
+}
+
 pub(crate) fn report(
     mut environment: Environment,
     report: &RuntimeReport,

@@ -809,3 +809,38 @@ fn a_revision_with_something_to_run_warms_through_the_runtime() {
         .expect("drained");
     assert_eq!(harness.lifecycle(v1), Lifecycle::Inactive);
 }
+
+#[test]
+fn placements_are_recorded_for_running_revisions_only() {
+    // Proves: the leader's placement lands on a warming revision, a repeat
+    // changes nothing (no new generation), and placements of a revision
+    // that does not run, or with a bad node name, are refused.
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let revision = harness.stage(deployment);
+    let place = |nodes: &[&str]| {
+        Command::RevisionPlace(PlacementAnswers {
+            environment_id: EnvId::local(),
+            placements: std::collections::BTreeMap::from([(
+                revision,
+                nodes.iter().map(|n| (*n).to_owned()).collect(),
+            )]),
+        })
+    };
+    assert!(matches!(
+        harness.run(place(&["n1"])),
+        Err(ApplyError::Conflict { .. })
+    ));
+    harness
+        .revision_command(Command::warm, revision)
+        .expect("warm");
+    let placed = harness.run(place(&["n1", "n2"])).expect("place");
+    assert!(placed.changed);
+    let again = harness.run(place(&["n1", "n2"])).expect("place again");
+    assert!(!again.changed, "the same placement is not a change");
+    assert!(matches!(
+        harness.run(place(&["N1"])),
+        Err(ApplyError::InvalidField { .. })
+    ));
+}

@@ -1,0 +1,206 @@
+//! Where each revision's instances run: a pure decision over live nodes.
+//!
+//! The leader calls [`place`] with what every active revision asks for, the
+//! nodes gossip reports live and their capacities, and the placement
+//! committed so far; it commits the answer through Raft (a
+//! `revisions place` command) when it differs. Each node then runs the
+//! instances placed on it.
+//!
+//! Rules, in order:
+//! 1. Stability: an instance stays where it is while its node is live, has
+//!    capacity, and the revision still wants that many instances.
+//! 2. Only live nodes, never above a node's capacity.
+//! 3. Spread: a missing instance goes to the node with the fewest instances
+//!    of that revision, then the fewest instances overall, then by name.
+//!
+//! An instance that fits nowhere stays unplaced (the list is shorter than
+//! asked); it is placed as soon as capacity appears.
+
+use std::collections::BTreeMap;
+
+use crate::ids::RevisionId;
+
+/// A live node and how many instances it may run in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCapacity {
+    pub name: String,
+    pub capacity: u32,
+}
+
+/// Revision → the node of each of its instances, sorted by node name.
+pub type Placement = BTreeMap<RevisionId, Vec<String>>;
+
+/// The placement for `desired` (revision → instances wanted) over `nodes`,
+/// moving as little of `current` as the rules allow.
+pub fn place(
+    desired: &BTreeMap<RevisionId, u32>,
+    nodes: &[NodeCapacity],
+    current: &Placement,
+) -> Placement {
+    let mut load: BTreeMap<&str, u32> = nodes.iter().map(|n| (n.name.as_str(), 0)).collect();
+    let capacity: BTreeMap<&str, u32> = nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.capacity))
+        .collect();
+    let mut placement: Placement = BTreeMap::new();
+
+    // 1. Keep what can stay.
+    for (revision, wanted) in desired {
+        let mut kept = Vec::new();
+        for node in current.get(revision).into_iter().flatten() {
+            if kept.len() as u32 >= *wanted {
+                break;
+            }
+            let (Some(used), Some(limit)) =
+                (load.get_mut(node.as_str()), capacity.get(node.as_str()))
+            else {
+                continue;
+            };
+            if *used < *limit {
+                *used += 1;
+                kept.push(node.clone());
+            }
+        }
+        placement.insert(*revision, kept);
+    }
+
+    // 2. Place what is missing, spread.
+    for (revision, wanted) in desired {
+        let Some(assigned) = placement.get_mut(revision) else {
+            continue;
+        };
+        while (assigned.len() as u32) < *wanted {
+            let choice = nodes
+                .iter()
+                .filter(|n| load.get(n.name.as_str()).copied().unwrap_or(u32::MAX) < n.capacity)
+                .min_by_key(|n| {
+                    let of_revision = assigned.iter().filter(|a| **a == n.name).count();
+                    (
+                        of_revision,
+                        load.get(n.name.as_str()).copied().unwrap_or(0),
+                        n.name.clone(),
+                    )
+                });
+            let Some(node) = choice else {
+                break;
+            };
+            if let Some(used) = load.get_mut(node.name.as_str()) {
+                *used += 1;
+            }
+            assigned.push(node.name.clone());
+        }
+        assigned.sort();
+    }
+    placement
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn revision(n: u8) -> RevisionId {
+        RevisionId::from_ulid(ulid::Ulid::from_parts(1, u128::from(n)))
+    }
+
+    fn nodes(capacities: &[u32]) -> Vec<NodeCapacity> {
+        capacities
+            .iter()
+            .enumerate()
+            .map(|(i, c)| NodeCapacity {
+                name: format!("n{i}"),
+                capacity: *c,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn instances_spread_and_a_dead_node_s_instances_move() {
+        let desired = BTreeMap::from([(revision(1), 3), (revision(2), 2)]);
+        let first = place(&desired, &nodes(&[10, 10, 10]), &Placement::new());
+        assert_eq!(first[&revision(1)], vec!["n0", "n1", "n2"]);
+        assert_eq!(first[&revision(2)].len(), 2);
+        // n1 dies: only its instances move, to the live nodes.
+        let live = vec![
+            nodes(&[10, 10, 10])[0].clone(),
+            nodes(&[10, 10, 10])[2].clone(),
+        ];
+        let second = place(&desired, &live, &first);
+        assert_eq!(second[&revision(1)].len(), 3);
+        assert!(second.values().flatten().all(|n| n != "n1"));
+        for (revision, before) in &first {
+            let kept = before.iter().filter(|n| *n != "n1").count();
+            let still = second[revision]
+                .iter()
+                .filter(|n| before.contains(n))
+                .count();
+            assert!(still >= kept, "instances on live nodes stayed put");
+        }
+    }
+
+    #[test]
+    fn capacity_is_never_exceeded_and_the_rest_waits() {
+        let desired = BTreeMap::from([(revision(1), 5)]);
+        let placed = place(&desired, &nodes(&[1, 2]), &Placement::new());
+        assert_eq!(placed[&revision(1)], vec!["n0", "n1", "n1"]);
+    }
+
+    fn arbitrary_case()
+    -> impl Strategy<Value = (BTreeMap<RevisionId, u32>, Vec<u32>, Vec<(u8, Vec<u8>)>)> {
+        (
+            prop::collection::btree_map(0u8..6, 0u32..6, 0..5),
+            prop::collection::vec(0u32..8, 0..6),
+            prop::collection::vec((0u8..6, prop::collection::vec(0u8..8, 0..6)), 0..5),
+        )
+            .prop_map(|(desired, capacities, current)| {
+                (
+                    desired.into_iter().map(|(r, n)| (revision(r), n)).collect(),
+                    capacities,
+                    current,
+                )
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn placements_respect_every_rule((desired, capacities, current) in arbitrary_case()) {
+            let live = nodes(&capacities);
+            let current: Placement = current
+                .into_iter()
+                .map(|(r, list)| (revision(r), list.into_iter().map(|n| format!("n{n}")).collect()))
+                .collect();
+            let placed = place(&desired, &live, &current);
+            // Only live nodes, never above capacity, never more than asked.
+            let mut load: BTreeMap<&str, u32> = BTreeMap::new();
+            for (revision, list) in &placed {
+                prop_assert!(list.len() as u32 <= desired[revision]);
+                for node in list {
+                    prop_assert!(live.iter().any(|n| &n.name == node));
+                    *load.entry(node.as_str()).or_default() += 1;
+                }
+            }
+            for node in &live {
+                prop_assert!(load.get(node.name.as_str()).copied().unwrap_or(0) <= node.capacity);
+            }
+            // Everything is placed when it fits.
+            let total_capacity: u32 = live.iter().map(|n| n.capacity).sum();
+            let total_desired: u32 = desired.values().sum();
+            if total_desired <= total_capacity {
+                let placed_total: usize = placed.values().map(Vec::len).sum();
+                prop_assert_eq!(placed_total as u32, total_desired);
+            }
+            // Placing again changes nothing.
+            prop_assert_eq!(place(&desired, &live, &placed), placed.clone());
+            // Spread: with room everywhere, a revision's instances per node
+            // differ by at most one when placed from scratch.
+            if live.iter().all(|n| n.capacity >= total_desired) && !live.is_empty() {
+                let fresh = place(&desired, &live, &Placement::new());
+                for list in fresh.values() {
+                    let counts: Vec<usize> = live.iter().map(|n| list.iter().filter(|a| **a == n.name).count()).collect();
+                    let (min, max) = (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
+                    prop_assert!(max - min <= 1, "uneven spread {:?}", counts);
+                }
+            }
+        }
+    }
+}
