@@ -123,6 +123,8 @@ impl Context {
                 object_id: ulid::Ulid::new(),
             },
             command,
+            precondition: None,
+            idempotency_key: None,
         }
     }
 
