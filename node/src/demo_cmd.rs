@@ -325,6 +325,9 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
         name: Some("demo".to_owned()),
         header_timeout_ms: 10_000,
         store_root: Some(store_root.clone()),
+        admin_tls_cert: None,
+        admin_tls_key: None,
+        admin_tokens: None,
     };
     let node = RunningNode::start(&node_args, Some(store_root.clone()), metrics).await?;
     let outcome = drive(&node, &store_root, &bundles, args.requests).await;
