@@ -83,9 +83,9 @@ pub struct TokensFileArgs {
 pub enum TokenVerb {
     /// Make a token, store its hash, and print the token (once: it is not kept).
     Create {
-        /// Names the token's holder in audit events, e.g. `ci-deployer`.
+        /// Names the token's holder in audit events, e.g. `ci-deployer` [default: token-<random>].
         #[arg(long)]
-        id: String,
+        id: Option<String>,
         #[arg(long, value_enum)]
         role: RoleArg,
         /// The environment the role is for (`*` for every environment).

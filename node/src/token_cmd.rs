@@ -38,7 +38,17 @@ pub fn run(verb: TokenVerb) -> Result<Report, CliError> {
             role,
             env,
             file,
-        } => create(&id, role, &env, &path(&file)?),
+        } => {
+            let id = id.unwrap_or_else(|| {
+                // The ULID's random part: unique enough to tell tokens apart.
+                let random = ulid::Ulid::new().to_string().to_ascii_lowercase();
+                let tail = random
+                    .get(random.len().saturating_sub(8)..)
+                    .unwrap_or(&random);
+                format!("token-{tail}")
+            });
+            create(&id, role, &env, &path(&file)?)
+        }
         TokenVerb::List { file } => {
             let path = path(&file)?;
             let tokens = read(&path)?;

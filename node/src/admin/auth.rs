@@ -21,6 +21,9 @@ use hyper::header::{AUTHORIZATION, HeaderMap};
 use super::AdminState;
 use super::reply::ApiError;
 
+/// The `policy` of the owner's read decisions.
+const OWNER_POLICY: &str = "node-owner";
+
 /// The file of API tokens in the store root.
 pub const TOKENS_FILE: &str = "tokens.json";
 
@@ -95,8 +98,9 @@ impl Caller {
     }
 
     /// The decision for doing what needs `required` (described by
-    /// `action`) on `env`. The owner is an admin wherever the policy file
-    /// lets them change the environment.
+    /// `action`) on `env`. The owner reads everything, as `gtc op` does,
+    /// and is an admin wherever the policy file lets them change the
+    /// environment.
     pub fn authorize(
         &self,
         admin: &AdminState,
@@ -105,6 +109,13 @@ impl Caller {
         action: &str,
     ) -> Authorization {
         match self {
+            Caller::Owner if required == Role::Viewer => Authorization {
+                decision: Decision::Allow,
+                policy: OWNER_POLICY.to_owned(),
+                reason: format!(
+                    "the node's owner reads every environment, as with gtc op ({action})"
+                ),
+            },
             Caller::Owner => admin.context.authorize(env),
             Caller::Token(entry) => decide(&entry.id, entry.role_on(env), required, env, action),
         }
