@@ -186,6 +186,8 @@ impl EnvironmentActor {
                 object_id: ulid::Ulid::new(),
             },
             command: Command::RevisionReport(report),
+            precondition: None,
+            idempotency_key: None,
         };
         match context.store.submit(&envelope) {
             Ok(_) => tracing::info!(env = %context.env_id, "runtime report committed"),

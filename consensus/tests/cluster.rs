@@ -27,6 +27,8 @@ fn envelope(command: Command) -> CommandEnvelope {
             object_id: ulid::Ulid::new(),
         },
         command,
+        precondition: None,
+        idempotency_key: None,
     }
 }
 

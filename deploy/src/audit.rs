@@ -41,6 +41,15 @@ impl Actor {
         }
     }
 
+    /// A caller of the admin API, named by its token id.
+    pub fn token(id: &str) -> Self {
+        Self {
+            kind: "token".to_owned(),
+            user: Some(id.to_owned()),
+            uid: None,
+        }
+    }
+
     /// A short name for `updated_by` fields.
     pub fn display_name(&self) -> String {
         self.user.clone().unwrap_or_else(|| match self.uid {

@@ -21,6 +21,7 @@ use crate::environment::EnvPackBinding;
 use crate::ids::{
     BackupId, BundleId, CustomerId, DeploymentId, EnvId, EventId, PackId, RevisionId,
 };
+use crate::precondition::Precondition;
 use crate::revision::PackListEntry;
 use crate::state::EnvironmentState;
 
@@ -589,6 +590,26 @@ pub struct CommandEnvelope {
     pub authorization: Authorization,
     pub minted: MintedIds,
     pub command: Command,
+    /// `If-Match` of a guarded write, checked by `apply` under the store's
+    /// serialization; `None` for unguarded commands (the CLI, the actors,
+    /// creation). `Some` but empty is refused as `precondition-required`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precondition: Option<Precondition>,
+    /// The `Idempotency-Key` header. It takes precedence over the payload's
+    /// own `idempotency_key` (the admin API makes sure they agree) and gives
+    /// an idempotency key to commands whose payload has none (`env create`,
+    /// `env restore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+impl CommandEnvelope {
+    /// The idempotency key of the request: the envelope's, else the payload's.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency_key
+            .as_deref()
+            .or_else(|| self.command.idempotency_key())
+    }
 }
 
 /// A map of string keys, for JSON results.

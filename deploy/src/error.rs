@@ -12,7 +12,11 @@ use crate::lifecycle::{Lifecycle, LifecycleVerb};
 /// The stable, kebab-case error kinds of the CLI and the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
+    /// A payload value is invalid.
     InvalidArgument,
+    /// The HTTP request itself is malformed (a header, the body's JSON, a
+    /// path segment), before any payload field is looked at.
+    InvalidRequest,
     AnswersParse,
     Spec,
     NotFound,
@@ -20,23 +24,35 @@ pub enum ErrorKind {
     Conflict,
     IdempotencyConflict,
     PreconditionFailed,
+    /// A guarded write came without `If-Match` (or an expected generation).
+    PreconditionRequired,
     HealthGateFailed,
     IntegrityMismatch,
     /// A bundle archive broke a safety rule or could not be read.
     BundleRefused,
     /// A bundle would carry a secret.
     SecretLeak,
+    /// The caller is known and not allowed to do this.
     Unauthorized,
+    /// The caller could not be identified (no or unknown bearer token).
+    Unauthenticated,
+    /// The request body is larger than the admin API reads.
+    PayloadTooLarge,
+    /// The path exists but not with this method.
+    MethodNotAllowed,
     NotYetImplemented,
     Audit,
     Store,
     Io,
+    /// A bug or a failure of the server that is not the store's.
+    Internal,
 }
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 23] = [
         ErrorKind::InvalidArgument,
+        ErrorKind::InvalidRequest,
         ErrorKind::AnswersParse,
         ErrorKind::Spec,
         ErrorKind::NotFound,
@@ -44,15 +60,20 @@ impl ErrorKind {
         ErrorKind::Conflict,
         ErrorKind::IdempotencyConflict,
         ErrorKind::PreconditionFailed,
+        ErrorKind::PreconditionRequired,
         ErrorKind::HealthGateFailed,
         ErrorKind::IntegrityMismatch,
         ErrorKind::BundleRefused,
         ErrorKind::SecretLeak,
         ErrorKind::Unauthorized,
+        ErrorKind::Unauthenticated,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::MethodNotAllowed,
         ErrorKind::NotYetImplemented,
         ErrorKind::Audit,
         ErrorKind::Store,
         ErrorKind::Io,
+        ErrorKind::Internal,
     ];
 
     /// The kind named `text` (as `as_str` writes it), if any.
@@ -64,6 +85,7 @@ impl ErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::InvalidArgument => "invalid-argument",
+            ErrorKind::InvalidRequest => "invalid-request",
             ErrorKind::AnswersParse => "answers-parse",
             ErrorKind::Spec => "spec",
             ErrorKind::NotFound => "not-found",
@@ -71,32 +93,45 @@ impl ErrorKind {
             ErrorKind::Conflict => "conflict",
             ErrorKind::IdempotencyConflict => "idempotency-conflict",
             ErrorKind::PreconditionFailed => "precondition-failed",
+            ErrorKind::PreconditionRequired => "precondition-required",
             ErrorKind::HealthGateFailed => "health-gate-failed",
             ErrorKind::IntegrityMismatch => "integrity-mismatch",
             ErrorKind::BundleRefused => "bundle-refused",
             ErrorKind::SecretLeak => "secret-leak",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PayloadTooLarge => "payload-too-large",
+            ErrorKind::MethodNotAllowed => "method-not-allowed",
             ErrorKind::NotYetImplemented => "not-yet-implemented",
             ErrorKind::Audit => "audit",
             ErrorKind::Store => "store",
             ErrorKind::Io => "io",
+            ErrorKind::Internal => "internal",
         }
     }
 
-    /// The HTTP status of the remote-store contract.
+    /// The HTTP status of the remote-store contract (spec section 6), plus
+    /// the statuses of our own kinds.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorKind::InvalidArgument | ErrorKind::AnswersParse | ErrorKind::Spec => 400,
+            ErrorKind::InvalidArgument
+            | ErrorKind::InvalidRequest
+            | ErrorKind::AnswersParse
+            | ErrorKind::Spec => 400,
+            ErrorKind::Unauthenticated => 401,
             ErrorKind::Unauthorized => 403,
             ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
             ErrorKind::AlreadyExists | ErrorKind::Conflict | ErrorKind::IdempotencyConflict => 409,
             ErrorKind::PreconditionFailed => 412,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::PreconditionRequired => 428,
             ErrorKind::HealthGateFailed
             | ErrorKind::IntegrityMismatch
             | ErrorKind::BundleRefused
             | ErrorKind::SecretLeak => 422,
             ErrorKind::NotYetImplemented => 501,
-            ErrorKind::Audit | ErrorKind::Store | ErrorKind::Io => 500,
+            ErrorKind::Audit | ErrorKind::Store | ErrorKind::Io | ErrorKind::Internal => 500,
         }
     }
 }
@@ -163,10 +198,37 @@ pub enum ApplyError {
     IdempotencyConflict { key: String, verb: String },
     #[error("{message}")]
     Conflict { message: String },
+    /// The environment moved on since the caller read it. The facts are
+    /// the body of an HTTP 412 (`ConcurrencyConflict` in the contract).
     #[error(
-        "the environment is at generation {actual}, not the expected {expected}; re-read it and retry"
+        "the environment changed since it was read: it is at generation {actual_generation} (etag {actual_etag}), not {expected}; re-read it and retry",
+        expected = expected_text(expected_etag.as_deref(), *expected_generation)
     )]
-    PreconditionFailed { expected: u64, actual: u64 },
+    PreconditionFailed {
+        expected_etag: Option<String>,
+        actual_etag: String,
+        expected_generation: Option<u64>,
+        actual_generation: u64,
+    },
+    /// A guarded write carried an empty precondition.
+    #[error(
+        "{noun} {verb} changes an existing environment and needs a precondition: send If-Match with the etag you last read (or an expected generation)"
+    )]
+    PreconditionRequired {
+        noun: &'static str,
+        verb: &'static str,
+    },
+}
+
+fn expected_text(etag: Option<&str>, generation: Option<u64>) -> String {
+    match (etag, generation) {
+        (Some(etag), Some(generation)) => {
+            format!("the expected etag {etag} at generation {generation}")
+        }
+        (Some(etag), None) => format!("the expected etag {etag}"),
+        (None, Some(generation)) => format!("the expected generation {generation}"),
+        (None, None) => "what was expected".to_owned(),
+    }
 }
 
 fn list_states(states: &[Lifecycle]) -> String {
@@ -191,6 +253,7 @@ impl ApplyError {
             ApplyError::HealthGateFailed { .. } => ErrorKind::HealthGateFailed,
             ApplyError::IdempotencyConflict { .. } => ErrorKind::IdempotencyConflict,
             ApplyError::PreconditionFailed { .. } => ErrorKind::PreconditionFailed,
+            ApplyError::PreconditionRequired { .. } => ErrorKind::PreconditionRequired,
         }
     }
 

@@ -4,13 +4,15 @@
 //!
 //! Owns: `Environment`, `Revision`, `TrafficSplit`, `BundleDeployment`,
 //! `Credentials`, `PackConfig`, `RuntimeConfig`, `AuditEvent`, the identifier
-//! grammars, [`apply::apply`] and the authorization decision.
+//! grammars, [`apply::apply`] with its preconditions, and the authorization
+//! decisions (the policy file's and the admin tokens' roles).
 //!
 //! Must not touch: the clock, randomness, files, sockets or threads. Time and
 //! freshly minted ids arrive inside a [`command::CommandEnvelope`], so that the
 //! same envelope applied to the same state gives the same result on every
 //! replica and under simulation.
 
+pub mod access;
 pub mod apply;
 pub mod audit;
 pub mod bundle;
@@ -26,6 +28,7 @@ pub mod pack_config;
 pub mod pack_list_lock;
 pub mod placement;
 pub mod policy;
+pub mod precondition;
 pub mod refs;
 pub mod revision;
 pub mod runtime_config;

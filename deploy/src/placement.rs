@@ -145,8 +145,11 @@ mod tests {
         assert_eq!(placed[&revision(1)], vec!["n0", "n1", "n1"]);
     }
 
-    fn arbitrary_case()
-    -> impl Strategy<Value = (BTreeMap<RevisionId, u32>, Vec<u32>, Vec<(u8, Vec<u8>)>)> {
+    /// Desired instances, live nodes' capacities, and a current placement
+    /// by small revision and node numbers.
+    type Case = (BTreeMap<RevisionId, u32>, Vec<u32>, Vec<(u8, Vec<u8>)>);
+
+    fn arbitrary_case() -> impl Strategy<Value = Case> {
         (
             prop::collection::btree_map(0u8..6, 0u32..6, 0..5),
             prop::collection::vec(0u32..8, 0..6),

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::Timestamp;
-use crate::canonical::{StateIntegrity, canonical_digest};
+use crate::audit::AuditEvent;
+use crate::canonical::{StateIntegrity, canonical_digest, sha256_hex, to_canonical_json};
 use crate::environment::{Environment, ValidationError};
 use crate::ids::EnvId;
 
@@ -18,6 +19,10 @@ pub const STATE_SCHEMA: &str = "greentic.environment-state.v1";
 /// seconds; 256 records cover hundreds of changes of history while keeping
 /// the document (and later the Raft snapshot) small.
 pub const IDEMPOTENCY_RECORDS_MAX: usize = 256;
+
+/// Hex digits of the digest in an ETag: 128 bits, plenty to tell states of
+/// one environment apart while keeping the header short.
+const ETAG_DIGEST_HEX_LEN: usize = 32;
 
 /// The first answer to an idempotent request, replayed verbatim on retry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -31,6 +36,14 @@ pub struct IdempotencyRecord {
     pub response: serde_json::Value,
     pub generation: u64,
     pub stored_at: Timestamp,
+    /// The strong ETag of the state the first answer produced, so a replay
+    /// answers with the same one. Absent in records written before ETags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// The audit event of the first answer (without its chain hash, which
+    /// the log adds), replayed verbatim with the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<AuditEvent>,
 }
 
 /// Everything stored for one environment, written atomically as one file.
@@ -116,8 +129,31 @@ impl EnvironmentState {
         Ok(())
     }
 
-    /// Integrity digest over the canonical JSON of the whole state; also the
-    /// strong ETag.
+    /// The strong ETag of this committed state: `<generation>-<digest>`,
+    /// where the digest is SHA-256 (first 128 bits, hex) of the canonical
+    /// JSON of the environment id, generation, commit time and environment.
+    ///
+    /// It changes on every committed change (the generation does), and it
+    /// differs between an environment and a re-created one of the same
+    /// generation (the time and content do). It leaves out what `apply`
+    /// cannot know or what would make it circular: `audit_head` (set by the
+    /// store after `apply`) and the idempotency records (which store the
+    /// ETag themselves). So `apply`, a pure function, can compute the ETag
+    /// of the state it returns and keep it for idempotent replays.
+    pub fn etag(&self) -> String {
+        let basis = serde_json::json!({
+            "environment_id": self.env_id(),
+            "generation": self.generation,
+            "updated_at": self.updated_at,
+            "environment": self.environment,
+        });
+        let digest = sha256_hex(to_canonical_json(&basis).as_bytes());
+        let short = digest.get(..ETAG_DIGEST_HEX_LEN).unwrap_or(&digest);
+        format!("{}-{short}", self.generation)
+    }
+
+    /// Integrity digest over the canonical JSON of the whole state (backups
+    /// and `env doctor`).
     pub fn integrity(&self) -> StateIntegrity {
         canonical_digest(self).unwrap_or_else(|_| StateIntegrity::sha256(b""))
     }

@@ -93,6 +93,60 @@ pub enum ClusterVerb {
 pub enum NodeVerb {
     /// Run a node on this machine until SIGINT or SIGTERM.
     Run(Box<NodeRunArgs>),
+    /// Bearer tokens of the admin API, with a role per environment.
+    #[command(subcommand)]
+    Token(TokenVerb),
+}
+
+/// A role of an admin API token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// GET only.
+    Viewer,
+    /// Every change except destroying or restoring an environment.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+/// Where the tokens file is.
+#[derive(Debug, Args, Clone)]
+pub struct TokensFileArgs {
+    /// The tokens file [default: tokens.json in the store root].
+    #[arg(long, value_name = "FILE", env = "GTC_ADMIN_TOKENS")]
+    pub tokens: Option<PathBuf>,
+    /// Folder holding one sub-folder per environment.
+    #[arg(long, value_name = "DIR", env = "GREENTIC_STORE_ROOT")]
+    pub store_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenVerb {
+    /// Make a token, store its hash, and print the token (once: it is not kept).
+    Create {
+        /// Names the token's holder in audit events, e.g. `ci-deployer` [default: token-<random>].
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The environment the role is for (`*` for every environment).
+        #[arg(long, default_value = "local")]
+        env: String,
+        #[command(flatten)]
+        file: TokensFileArgs,
+    },
+    /// List tokens: ids and grants (hashes are never printed).
+    List {
+        #[command(flatten)]
+        file: TokensFileArgs,
+    },
+    /// Remove a token; requests bearing it are refused from then on.
+    Revoke {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        file: TokensFileArgs,
+    },
 }
 
 /// Log line format.
@@ -111,9 +165,18 @@ pub struct NodeRunArgs {
     /// Traffic listener [default: the environment's listen_addr, else 127.0.0.1:8080].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
-    /// Admin listener: /healthz, /readyz, /status, /metrics.
+    /// Admin listener: /healthz, /readyz, /status, /metrics and the /v1 admin API.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
     pub admin: std::net::SocketAddr,
+    /// PEM certificate chain: serve the admin API over HTTPS (with --admin-tls-key).
+    #[arg(long, value_name = "FILE", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// PEM private key of --admin-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
+    /// API tokens with their roles [default: tokens.json in the store root].
+    #[arg(long, value_name = "FILE", env = "GTC_ADMIN_TOKENS")]
+    pub admin_tokens: Option<PathBuf>,
     /// Log format (logs go to stderr; GTC_LOG sets the filter, e.g. debug).
     #[arg(long, value_enum, default_value_t)]
     pub log_format: LogFormat,
@@ -216,6 +279,9 @@ pub struct OpArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// CA certificates (PEM) to trust when the running node serves its admin API over HTTPS.
+    #[arg(long, global = true, value_name = "FILE", env = "GTC_ADMIN_CA")]
+    pub admin_ca: Option<PathBuf>,
     #[command(subcommand)]
     pub noun: Noun,
 }

@@ -91,7 +91,8 @@ fn write_secret(path: &Path, text: &str) -> Result<(), CliError> {
 
 fn member(node_dir: &Path, env: &str) -> Result<crate::node_client::NodeClient, CliError> {
     let env_dir = node_dir.join("environments").join(env);
-    crate::node_client::running_node(&env_dir).ok_or_else(|| {
+    let ca = std::env::var_os("GTC_ADMIN_CA").map(std::path::PathBuf::from);
+    crate::node_client::running_node(&env_dir, ca.as_deref()).ok_or_else(|| {
         CliError::new(
             ErrorKind::NotFound,
             format!(

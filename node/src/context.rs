@@ -26,6 +26,8 @@ pub struct Context {
     pub home: PathBuf,
     pub actor: Actor,
     pub registry: EnvPackRegistry,
+    /// CA certificates to trust when a running node's admin API is HTTPS.
+    pub admin_ca: Option<PathBuf>,
 }
 
 /// `GREENTIC_HOME`, else `~/.greentic`.
@@ -70,6 +72,7 @@ impl Context {
             home,
             actor: local_actor(),
             registry: packs::with_builtins(),
+            admin_ca: None,
         })
     }
 
@@ -123,6 +126,8 @@ impl Context {
                 object_id: ulid::Ulid::new(),
             },
             command,
+            precondition: None,
+            idempotency_key: None,
         }
     }
 
@@ -147,9 +152,10 @@ impl Context {
             self.record_refusal(&envelope, &error)?;
             return Err(error);
         }
-        if let Some(node) =
-            crate::node_client::running_node(&self.store.env_dir(&envelope.command.env_id()))
-        {
+        if let Some(node) = crate::node_client::running_node(
+            &self.store.env_dir(&envelope.command.env_id()),
+            self.admin_ca.as_deref(),
+        ) {
             return node.submit(&envelope, noun, verb);
         }
         let submitted = self.store.submit(&envelope)?;

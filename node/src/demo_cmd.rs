@@ -330,6 +330,9 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
         join: None,
         gossip_listen: None,
         gossip_seed: Vec::new(),
+        admin_tls_cert: None,
+        admin_tls_key: None,
+        admin_tokens: None,
     };
     let node = RunningNode::start(&node_args, Some(store_root.clone()), metrics).await?;
     let outcome = drive(&node, &store_root, &bundles, args.requests).await;

@@ -5,6 +5,7 @@
 //! Everything else is delegated: meaning to `deploy`, persistence to
 //! `store`, env-pack knowledge to `packs`.
 
+mod admin;
 mod answers;
 mod bundle_cmd;
 mod cli;
@@ -17,6 +18,7 @@ mod node_client;
 mod node_cmd;
 mod op;
 mod output;
+mod token_cmd;
 
 use clap::{CommandFactory, Parser};
 
@@ -37,6 +39,19 @@ fn main() {
                 error.exit_code()
             }
         },
+        TopCommand::Node(cli::NodeVerb::Token(verb)) => {
+            let name = token_cmd::verb_name(&verb);
+            match token_cmd::run(verb) {
+                Ok(report) => {
+                    print_report(&report, cli::OutputFormat::Json);
+                    0
+                }
+                Err(error) => {
+                    print_error("token", name, &error, cli::OutputFormat::Json);
+                    error.exit_code()
+                }
+            }
+        }
         TopCommand::Node(cli::NodeVerb::Run(args)) => {
             let store_root = args.store_root.clone();
             match node_cmd::run(*args, store_root) {

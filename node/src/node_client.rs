@@ -1,10 +1,11 @@
 //! `gtc op` talking to a running node: when the environment's node file
 //! names a live admin API, commands go through the node (which applies them
 //! with the same store and apply path); otherwise straight to the store.
+//! A node that serves HTTPS is reached with TLS, trusting `--admin-ca`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use deploy::command::CommandEnvelope;
@@ -19,21 +20,40 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 /// done by the CLI, so commands themselves are quick).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How the node serves its admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+}
+
 /// A node that answered on its admin address.
 pub struct NodeClient {
     admin: SocketAddr,
     token: String,
+    scheme: Scheme,
+    /// CA certificates to trust for HTTPS (`--admin-ca`, `GTC_ADMIN_CA`).
+    ca: Option<PathBuf>,
 }
 
 /// The running node of the environment in `env_dir`, if there is one.
-pub fn running_node(env_dir: &Path) -> Option<NodeClient> {
+pub fn running_node(env_dir: &Path, ca: Option<&Path>) -> Option<NodeClient> {
     let text = std::fs::read_to_string(env_dir.join(crate::node_cmd::NODE_FILE)).ok()?;
     let document: serde_json::Value = serde_json::from_str(&text).ok()?;
     let admin: SocketAddr = document["admin"].as_str()?.parse().ok()?;
     let token = document["token"].as_str()?.to_owned();
+    let scheme = match document["admin_scheme"].as_str() {
+        Some("https") => Scheme::Https,
+        _ => Scheme::Http,
+    };
     // A node file left by a node that died is ignored.
     TcpStream::connect_timeout(&admin, CONNECT_TIMEOUT).ok()?;
-    Some(NodeClient { admin, token })
+    Some(NodeClient {
+        admin,
+        token,
+        scheme,
+        ca: ca.map(Path::to_owned),
+    })
 }
 
 fn io(error: std::io::Error) -> CliError {
@@ -43,7 +63,53 @@ fn io(error: std::io::Error) -> CliError {
     )
 }
 
+/// Writes the request and reads the whole answer (the request asks the
+/// node to close the connection after it).
+fn talk(mut stream: impl Read + Write, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream.write_all(request)?;
+    stream.flush()?;
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => Ok(answer),
+        // A TLS peer that closes without close_notify after a complete
+        // answer: the answer is still whole (its length is checked by the
+        // JSON parse that follows).
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof && !answer.is_empty() => {
+            Ok(answer)
+        }
+        Err(error) => Err(error),
+    }
+}
+
 impl NodeClient {
+    /// Sends `request` over a fresh connection, with TLS when the node
+    /// serves HTTPS, and returns the raw answer.
+    fn exchange(&self, request: &[u8]) -> Result<Vec<u8>, CliError> {
+        let stream = TcpStream::connect_timeout(&self.admin, CONNECT_TIMEOUT).map_err(io)?;
+        stream
+            .set_read_timeout(Some(RESPONSE_TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(RESPONSE_TIMEOUT)))
+            .map_err(io)?;
+        if self.scheme == Scheme::Http {
+            return talk(stream, request).map_err(io);
+        }
+        let ca = self.ca.as_deref().ok_or_else(|| {
+            CliError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "the running node serves its admin API over HTTPS at {}; pass --admin-ca FILE (or set GTC_ADMIN_CA) with the CA that signed its certificate",
+                    self.admin
+                ),
+            )
+        })?;
+        let config = crate::admin::tls::client_config(ca)?;
+        let name = rustls::pki_types::ServerName::IpAddress(self.admin.ip().into());
+        let connection = rustls::ClientConnection::new(config, name).map_err(|e| {
+            CliError::new(ErrorKind::Io, format!("cannot start TLS to the node: {e}"))
+        })?;
+        talk(rustls::StreamOwned::new(connection, stream), request).map_err(io)
+    }
+
     /// One HTTP/1.1 request to the node's admin API with its bearer token;
     /// the answer's status and JSON body.
     pub fn request(
@@ -52,22 +118,15 @@ impl NodeClient {
         path: &str,
         body: &[u8],
     ) -> Result<(u16, serde_json::Value), CliError> {
-        let mut stream = TcpStream::connect_timeout(&self.admin, CONNECT_TIMEOUT).map_err(io)?;
-        stream
-            .set_read_timeout(Some(RESPONSE_TIMEOUT))
-            .map_err(io)?;
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.admin,
             self.token,
             body.len()
         );
-        stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(body))
-            .map_err(io)?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).map_err(io)?;
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        let answer = self.exchange(&request)?;
         let text = String::from_utf8_lossy(&answer);
         let (head, body) = text
             .split_once("\r\n\r\n")

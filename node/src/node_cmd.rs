@@ -10,16 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actors::{NodeContext, NodeHandle};
-use bytes::Bytes;
 use deploy::error::ErrorKind;
 use deploy::ids::EnvId;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use router::RouteTable;
 use router::proxy::{ProxyConfig, Published, Router};
 use router::sticky::StickyKey;
 use store::{EnvironmentStore, LocalFsStore};
+
+use crate::admin::AdminState;
 use tokio::net::TcpListener;
 
 use crate::cli::{LogFormat, NodeRunArgs};
@@ -94,6 +92,19 @@ async fn bind(addr: SocketAddr, what: &str, hint: &str) -> Result<TcpListener, C
             format!("cannot listen for {what} on {addr}: {reason}; {hint}"),
         )
     })
+}
+
+/// The admin API's TLS acceptor when a certificate and key are given.
+fn admin_tls(args: &NodeRunArgs) -> Result<Option<tokio_rustls::TlsAcceptor>, CliError> {
+    match (&args.admin_tls_cert, &args.admin_tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(tokio_rustls::TlsAcceptor::from(
+            crate::admin::tls::server_config(cert, key)?,
+        ))),
+        (None, None) => Ok(None),
+        _ => Err(CliError::invalid(
+            "--admin-tls-cert and --admin-tls-key go together: pass both to serve the admin API over HTTPS",
+        )),
+    }
 }
 
 /// Runs a node until SIGINT or SIGTERM.
@@ -224,6 +235,12 @@ impl RunningNode {
         let router_addr = local(&router_listener)?;
         let admin_addr = local(&admin_listener)?;
         let token = random_token()?;
+        let tls = admin_tls(args)?;
+        let tokens_file = args
+            .admin_tokens
+            .clone()
+            .unwrap_or_else(|| context.store.root().join(crate::admin::TOKENS_FILE));
+        let local_store = Arc::new(LocalFsStore::open(context.store.root())?);
         let node_context = NodeContext {
             store: Arc::clone(&store),
             store_root: context.store.root().to_owned(),
@@ -267,17 +284,26 @@ impl RunningNode {
         };
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let serving = tokio::spawn(Arc::clone(&router).serve(router_listener, shutdown_rx.clone()));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let admin_state = Arc::new(AdminState {
             router: Arc::clone(&router),
             env_id: env_id.clone(),
             metrics,
             store,
             cluster: cluster.clone(),
-            token: token.clone(),
+            local_store,
+            node_token: token.clone(),
+            tokens_file,
+            context,
         });
-        let admin = tokio::spawn(serve_admin(admin_listener, admin_state, shutdown_rx));
+        let admin = tokio::spawn(crate::admin::serve(
+            admin_listener,
+            admin_state,
+            tls,
+            shutdown_rx,
+        ));
         let node_file = env_dir.join(NODE_FILE);
-        let announcement = serde_json::json!({"pid": std::process::id(), "listen": router_addr, "admin": admin_addr, "environment_id": env_id});
+        let announcement = serde_json::json!({"pid": std::process::id(), "listen": router_addr, "admin": admin_addr, "admin_scheme": scheme, "environment_id": env_id});
         write_node_file(&node_file, &announcement, &token)?;
         tracing::info!(env = %env_id, listen = %router_addr, admin = %admin_addr, "node running");
         Ok(Self {
@@ -328,29 +354,15 @@ pub async fn wait_for_signal() {
     }
 }
 
-/// What the admin listener needs.
-struct AdminState {
-    router: Arc<Router>,
-    env_id: EnvId,
-    metrics: metrics_exporter_prometheus::PrometheusHandle,
-    store: Arc<dyn EnvironmentStore + Send + Sync>,
-    /// The cluster member, when the node runs as one.
-    cluster: Option<Arc<consensus::ClusterHandle>>,
-    /// Bearer token for `POST /admin/v1/commands`, kept in the 0600 node file.
-    token: String,
-}
-
-/// Largest command body the admin API reads.
-const COMMAND_BYTES_MAX: usize = 1024 * 1024;
-
-fn random_token() -> Result<String, CliError> {
+/// 32 random bytes as 64 hex digits (the node token, API tokens).
+pub fn random_token() -> Result<String, CliError> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut random| random.read_exact(&mut bytes))
         .map_err(|e| {
             CliError::new(
                 ErrorKind::Io,
-                format!("cannot read random bytes for the admin token: {e}"),
+                format!("cannot read random bytes for a token: {e}"),
             )
         })?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
@@ -381,127 +393,6 @@ fn write_node_file(
             )
         })
 }
-
-async fn serve_admin(
-    listener: TcpListener,
-    state: Arc<AdminState>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let state = Arc::clone(&state);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, std::convert::Infallible>(admin_response(request, &state).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-fn reply(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-}
-
-async fn admin_response(
-    request: Request<hyper::body::Incoming>,
-    state: &AdminState,
-) -> Response<Full<Bytes>> {
-    match (request.method().as_str(), request.uri().path()) {
-        ("GET", "/metrics") => reply(StatusCode::OK, state.metrics.render()),
-        ("GET", "/healthz" | "/readyz") => reply(StatusCode::OK, "ok\n".to_owned()),
-        ("GET", "/status") => reply(
-            StatusCode::OK,
-            serde_json::json!({"environment_id": state.env_id, "generation": state.router.generation(), "pid": std::process::id()}).to_string(),
-        ),
-        ("POST", "/admin/v1/commands") => submit_command(request, state).await,
-        ("GET", "/admin/v1/cluster/status") | ("POST", "/admin/v1/cluster/leave") => {
-            cluster_route(request, state).await
-        }
-        _ => reply(StatusCode::NOT_FOUND, "{\"error\":{\"kind\":\"not-found\",\"message\":\"no such admin route\"}}".to_owned()),
-    }
-}
-
-fn error_reply(
-    status: StatusCode,
-    kind: &str,
-    message: String,
-    field: Option<String>,
-) -> Response<Full<Bytes>> {
-    let mut error = serde_json::json!({"kind": kind, "message": message});
-    if let Some(field) = field {
-        error["field"] = serde_json::json!(field);
-    }
-    reply(status, serde_json::json!({"error": error}).to_string())
-}
-
-fn authorized(request: &Request<hyper::body::Incoming>, state: &AdminState) -> bool {
-    let expected = format!("Bearer {}", state.token);
-    let given = request
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .map(|v| v.as_bytes().to_vec())
-        .unwrap_or_default();
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected.as_bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-/// `GET /admin/v1/cluster/status` and `POST /admin/v1/cluster/leave`.
-async fn cluster_route(
-    request: Request<hyper::body::Incoming>,
-    state: &AdminState,
-) -> Response<Full<Bytes>> {
-    if !authorized(&request, state) {
-        return error_reply(
-            StatusCode::FORBIDDEN,
-            "unauthorized",
-            "a valid bearer token from the node file is required".to_owned(),
-            None,
-        );
-    }
-    let Some(cluster) = &state.cluster else {
-        return error_reply(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            "this node is not a cluster member (start it with --cluster-dir)".to_owned(),
-            None,
-        );
-    };
-    if request.method() == hyper::Method::GET {
-        return match serde_json::to_string(&cluster.status()) {
-            Ok(body) => reply(StatusCode::OK, body),
-            Err(error) => error_reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store",
-                error.to_string(),
-                None,
-            ),
-        };
-    }
-    match cluster.remove(cluster.node_id()).await {
-        Ok(()) => reply(
-            StatusCode::OK,
-            serde_json::json!({"left": cluster.node().name, "node_id": cluster.node_id()})
-                .to_string(),
-        ),
-        Err(error) => error_reply(StatusCode::CONFLICT, "conflict", error.to_string(), None),
-    }
-}
-
 /// Starts this node's cluster member from its node folder.
 async fn start_cluster(
     args: &NodeRunArgs,
@@ -575,70 +466,5 @@ async fn ensure_cluster_environment(
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// `POST /admin/v1/commands`: a `gtc op` command sent to the running node,
-/// applied through the same store and apply path as a direct one.
-async fn submit_command(
-    request: Request<hyper::body::Incoming>,
-    state: &AdminState,
-) -> Response<Full<Bytes>> {
-    use http_body_util::BodyExt;
-    if !authorized(&request, state) {
-        return error_reply(
-            StatusCode::FORBIDDEN,
-            "unauthorized",
-            "a valid bearer token from the node file is required".to_owned(),
-            None,
-        );
-    }
-    let limited = http_body_util::Limited::new(request.into_body(), COMMAND_BYTES_MAX);
-    let Ok(body) = limited.collect().await.map(|b| b.to_bytes()) else {
-        return error_reply(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid-argument",
-            format!("the command is larger than {COMMAND_BYTES_MAX} bytes"),
-            None,
-        );
-    };
-    let envelope: deploy::command::CommandEnvelope = match serde_json::from_slice(&body) {
-        Ok(envelope) => envelope,
-        Err(error) => {
-            return error_reply(
-                StatusCode::BAD_REQUEST,
-                "invalid-argument",
-                format!("the command is not valid: {error}"),
-                None,
-            );
-        }
-    };
-    let store = Arc::clone(&state.store);
-    let submitted = tokio::task::spawn_blocking(move || store.submit(&envelope)).await;
-    match submitted {
-        Ok(Ok(submitted)) => {
-            let applied = submitted.applied;
-            let idempotency = match (applied.replayed, applied.changed) {
-                (true, _) => "replayed",
-                (false, true) => "applied",
-                (false, false) => "unchanged",
-            };
-            reply(
-                StatusCode::OK,
-                serde_json::json!({"result": applied.result, "generation": submitted.generation, "idempotency": idempotency}).to_string(),
-            )
-        }
-        Ok(Err(error)) => {
-            let cli = CliError::from(error);
-            let status = StatusCode::from_u16(cli.kind.http_status())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            error_reply(status, cli.kind.as_str(), cli.message, cli.field)
-        }
-        Err(error) => error_reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            error.to_string(),
-            None,
-        ),
     }
 }

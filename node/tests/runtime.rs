@@ -5,13 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Home, id};
+use common::{Home, Node, id};
 use serde_json::json;
 
 fn demo_service() -> PathBuf {
@@ -61,71 +59,6 @@ fn example_bundle(home: &Home, name: &str, env: &[(&str, &str)], instances: u32)
     ]);
     assert_eq!(built.code, 0, "{}", built.stderr);
     out
-}
-
-/// A running `gtc node run`, stopped with SIGTERM on drop.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Node {
-    fn start(home: &Home) -> Self {
-        Self::start_with(home, &[])
-    }
-
-    fn start_with(home: &Home, extra: &[&str]) -> Self {
-        let mut child = home
-            .command()
-            .args([
-                "node",
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--poll-ms",
-                "50",
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn node");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("announcement");
-        let announcement: serde_json::Value =
-            serde_json::from_str(&line).expect("announcement json");
-        let addr = announcement["listen"]
-            .as_str()
-            .expect("listen")
-            .parse()
-            .expect("addr");
-        let admin = announcement["admin"]
-            .as_str()
-            .expect("admin")
-            .parse()
-            .expect("admin addr");
-        Self { child, addr, admin }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
 }
 
 /// (status, lowercase headers, body) of one answer.

@@ -249,6 +249,8 @@ mod tests {
                     object_id: ulid::Ulid::from_parts(2, self.counter),
                 },
                 command,
+                precondition: None,
+                idempotency_key: None,
             };
             let applied = apply(self.state.as_ref(), &envelope).expect("apply");
             self.state = applied.state;

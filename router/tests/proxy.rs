@@ -46,6 +46,8 @@ impl Operator {
                 object_id: ulid::Ulid::new(),
             },
             command,
+            precondition: None,
+            idempotency_key: None,
         };
         let applied = apply(self.state.as_ref(), &envelope).expect("apply");
         self.state = applied.state;

@@ -12,6 +12,7 @@ use crate::environment::{
 };
 use crate::error::ApplyError;
 use crate::ids::{EnvId, PackId};
+use crate::precondition::Precondition;
 use crate::state::EnvironmentState;
 
 fn default_binding(default: &DefaultBinding) -> Result<EnvPackBinding, ApplyError> {
@@ -167,12 +168,11 @@ pub(crate) fn restore(
     answers: &EnvRestoreAnswers,
     snapshot: &EnvironmentState,
 ) -> Result<Outcome, ApplyError> {
-    if current.generation != answers.expected_generation {
-        return Err(ApplyError::PreconditionFailed {
-            expected: answers.expected_generation,
-            actual: current.generation,
-        });
+    Precondition {
+        if_match: None,
+        expected_generation: Some(answers.expected_generation),
     }
+    .check(current)?;
     if snapshot.env_id() != current.env_id() {
         return Err(ApplyError::invalid(
             "backup_id",

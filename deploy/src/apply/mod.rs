@@ -82,11 +82,14 @@ pub fn apply(
         });
     }
     let fingerprint = request_fingerprint(command);
-    if let (Some(state), Some(key)) = (current, command.idempotency_key())
+    if let (Some(state), Some(key)) = (current, envelope.idempotency_key())
         && let Some(replay) = replay(state, envelope, key, &fingerprint)?
     {
         return Ok(replay);
     }
+    // After the replay check: a retry of a write that went through carries
+    // the ETag it read before, which its own first attempt made stale.
+    check_precondition(current, envelope)?;
 
     let outcome = dispatch(current, envelope)?;
     let previous_generation = current.map(|s| s.generation);
@@ -122,13 +125,7 @@ pub fn apply(
         });
     }
     environment.validate()?;
-    let state = next_state(
-        current,
-        environment,
-        envelope,
-        &fingerprint,
-        &outcome.result,
-    );
+    let mut state = next_state(current, environment, envelope);
     let audit_result = match &outcome.committed_error {
         Some(error) => AuditResult::Error {
             kind: error.kind().as_str().to_owned(),
@@ -143,6 +140,7 @@ pub fn apply(
         false,
         audit_result,
     );
+    remember(&mut state, envelope, &fingerprint, &outcome.result, &event);
     Ok(Applied {
         state: Some(state),
         result: outcome.result,
@@ -294,14 +292,33 @@ fn replay(
     }))
 }
 
+/// Refuses a guarded write whose precondition is empty or does not hold.
+/// A missing environment is left to the handler (it reports `not-found`).
+fn check_precondition(
+    current: Option<&EnvironmentState>,
+    envelope: &CommandEnvelope,
+) -> Result<(), ApplyError> {
+    let Some(precondition) = &envelope.precondition else {
+        return Ok(());
+    };
+    if precondition.is_empty() {
+        return Err(ApplyError::PreconditionRequired {
+            noun: envelope.command.noun(),
+            verb: envelope.command.verb(),
+        });
+    }
+    match current {
+        Some(state) => precondition.check(state),
+        None => Ok(()),
+    }
+}
+
 fn next_state(
     current: Option<&EnvironmentState>,
     environment: Environment,
     envelope: &CommandEnvelope,
-    fingerprint: &str,
-    result: &serde_json::Value,
 ) -> EnvironmentState {
-    let mut state = match current {
+    match current {
         Some(current) => {
             let mut state = current.clone();
             state.generation = current.generation + 1;
@@ -310,23 +327,38 @@ fn next_state(
             state
         }
         None => EnvironmentState::new(environment, envelope.at),
-    };
-    if let Some(key) = envelope.command.idempotency_key() {
-        if state.idempotency.len() >= IDEMPOTENCY_RECORDS_MAX {
-            let excess = state.idempotency.len() + 1 - IDEMPOTENCY_RECORDS_MAX;
-            state.idempotency.drain(..excess);
-        }
-        state.idempotency.push(IdempotencyRecord {
-            key: key.to_owned(),
-            noun: envelope.command.noun().to_owned(),
-            verb: envelope.command.verb().to_owned(),
-            request_fingerprint: fingerprint.to_owned(),
-            response: result.clone(),
-            generation: state.generation,
-            stored_at: envelope.at,
-        });
     }
-    state
+}
+
+/// Keeps the first answer of an idempotent request in the state (so a
+/// replay survives restarts and is replicated with it), with the ETag and
+/// the audit event it answered with; the oldest record leaves at the bound.
+fn remember(
+    state: &mut EnvironmentState,
+    envelope: &CommandEnvelope,
+    fingerprint: &str,
+    result: &serde_json::Value,
+    event: &AuditEvent,
+) {
+    let Some(key) = envelope.idempotency_key() else {
+        return;
+    };
+    if state.idempotency.len() >= IDEMPOTENCY_RECORDS_MAX {
+        let excess = state.idempotency.len() + 1 - IDEMPOTENCY_RECORDS_MAX;
+        state.idempotency.drain(..excess);
+    }
+    let etag = state.etag();
+    state.idempotency.push(IdempotencyRecord {
+        key: key.to_owned(),
+        noun: envelope.command.noun().to_owned(),
+        verb: envelope.command.verb().to_owned(),
+        request_fingerprint: fingerprint.to_owned(),
+        response: result.clone(),
+        generation: state.generation,
+        stored_at: envelope.at,
+        etag: Some(etag),
+        event: Some(event.clone()),
+    });
 }
 
 /// The audit event for `envelope` with the given result. Also used by the
@@ -349,7 +381,7 @@ pub fn event_for(
         target: envelope.command.payload(),
         previous_generation,
         new_generation,
-        idempotency_key: envelope.command.idempotency_key().map(str::to_owned),
+        idempotency_key: envelope.idempotency_key().map(str::to_owned),
         replayed,
         authorization: envelope.authorization.clone(),
         result,

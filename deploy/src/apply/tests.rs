@@ -62,6 +62,8 @@ impl Harness {
                 object_id: ulid::Ulid::from_parts(9, self.counter + 1),
             },
             command,
+            precondition: None,
+            idempotency_key: None,
         }
     }
 
@@ -463,6 +465,93 @@ fn destroy_removes_the_state() {
         }))
         .expect("destroy");
     assert!(applied.state.is_none());
+}
+
+fn bundle_update(key: Option<&str>, deployment_id: DeploymentId, paused: bool) -> Command {
+    Command::BundleUpdate(BundleUpdateAnswers {
+        environment_id: EnvId::local(),
+        deployment_id,
+        status: Some(if paused {
+            DeploymentStatus::Paused
+        } else {
+            DeploymentStatus::Active
+        }),
+        route_binding: None,
+        revenue_share: None,
+        config_overrides: None,
+        idempotency_key: key.map(str::to_owned),
+    })
+}
+
+#[test]
+fn an_envelope_key_replays_the_first_etag_and_audit_event() {
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let mut first = harness.envelope(bundle_update(None, deployment, true));
+    first.idempotency_key = Some("k-1".into());
+    let applied = apply(harness.state.as_ref(), &first).expect("first");
+    let state = applied.state.clone().expect("state");
+    let record = state
+        .idempotency
+        .iter()
+        .find(|r| r.key == "k-1")
+        .expect("record");
+    assert_eq!(record.etag.as_deref(), Some(state.etag().as_str()));
+    assert_eq!(record.event, applied.event);
+    harness.state = Some(state.clone());
+
+    // The retry carries a stale If-Match (its own first attempt moved the
+    // etag) and still replays, with the first answer's facts.
+    let mut retry = harness.envelope(bundle_update(None, deployment, true));
+    retry.idempotency_key = Some("k-1".into());
+    retry.precondition = Some(crate::precondition::Precondition::if_match("1-stale"));
+    let replayed = apply(harness.state.as_ref(), &retry).expect("retry");
+    assert!(replayed.replayed);
+    assert_eq!(replayed.result, applied.result);
+
+    let mut other = harness.envelope(bundle_update(None, deployment, false));
+    other.idempotency_key = Some("k-1".into());
+    assert!(matches!(
+        apply(harness.state.as_ref(), &other),
+        Err(ApplyError::IdempotencyConflict { .. })
+    ));
+}
+
+#[test]
+fn a_guarded_write_needs_a_precondition_that_holds() {
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let etag = harness.state.as_ref().expect("state").etag();
+
+    let mut empty = harness.envelope(bundle_update(None, deployment, true));
+    empty.precondition = Some(Default::default());
+    assert!(matches!(
+        apply(harness.state.as_ref(), &empty),
+        Err(ApplyError::PreconditionRequired { .. })
+    ));
+
+    let mut stale = harness.envelope(bundle_update(None, deployment, true));
+    stale.precondition = Some(crate::precondition::Precondition::if_match("2-stale"));
+    match apply(harness.state.as_ref(), &stale) {
+        Err(ApplyError::PreconditionFailed {
+            actual_etag,
+            actual_generation,
+            ..
+        }) => {
+            assert_eq!(actual_etag, etag);
+            assert_eq!(actual_generation, 2);
+        }
+        other => panic!("expected precondition-failed, got {other:?}"),
+    }
+
+    let mut fresh = harness.envelope(bundle_update(None, deployment, true));
+    fresh.precondition = Some(crate::precondition::Precondition::if_match(etag.clone()));
+    let applied = apply(harness.state.as_ref(), &fresh).expect("fresh");
+    let next = applied.state.expect("state");
+    assert_ne!(next.etag(), etag, "every change moves the etag");
+    assert!(next.etag().starts_with("3-"));
 }
 
 /// An abstract operator action; indices pick among what exists at the time.

@@ -43,7 +43,7 @@ pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
             let state = context.load(&env.env)?;
             let mut result = serde_json::to_value(&state.environment).unwrap_or_default();
             result["generation"] = json!(state.generation);
-            result["etag"] = json!(state.integrity().digest);
+            result["etag"] = json!(state.etag());
             result["updated_at"] = json!(state.updated_at);
             Ok(Report::new("env", "show", result))
         }

@@ -118,7 +118,8 @@ pub fn run(args: OpArgs) -> Result<Outcome, CliError> {
     if let Some(schema) = schema_request(&args.noun) {
         return Ok(Outcome::Schema(schema));
     }
-    let context = Context::open(args.store_root)?;
+    let mut context = Context::open(args.store_root)?;
+    context.admin_ca = args.admin_ca;
     let report = match args.noun {
         Noun::Env(verb) => env::run(&context, verb)?,
         Noun::EnvPacks(verb) => objects::packs(&context, verb)?,

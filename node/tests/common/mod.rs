@@ -2,8 +2,10 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -137,4 +139,69 @@ pub fn id(value: &Value, key: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no {key} in {value}"))
         .to_owned()
+}
+
+/// A running `gtc node run`, stopped with SIGTERM on drop.
+pub struct Node {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Node {
+    pub fn start(home: &Home) -> Self {
+        Self::start_with(home, &[])
+    }
+
+    pub fn start_with(home: &Home, extra: &[&str]) -> Self {
+        let mut child = home
+            .command()
+            .args([
+                "node",
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--poll-ms",
+                "50",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn node");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("announcement");
+        let announcement: serde_json::Value =
+            serde_json::from_str(&line).expect("announcement json");
+        let addr = announcement["listen"]
+            .as_str()
+            .expect("listen")
+            .parse()
+            .expect("addr");
+        let admin = announcement["admin"]
+            .as_str()
+            .expect("admin")
+            .parse()
+            .expect("admin addr");
+        Self { child, addr, admin }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
 }

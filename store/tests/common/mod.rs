@@ -22,6 +22,8 @@ pub fn envelope(command: Command) -> CommandEnvelope {
             object_id: ulid::Ulid::new(),
         },
         command,
+        precondition: None,
+        idempotency_key: None,
     }
 }
 
