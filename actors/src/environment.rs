@@ -20,6 +20,10 @@ use crate::supervisor::NodeContext;
 /// Longest wait for a revision actor to stop its instances at shutdown.
 const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// Pause before asking again for a bundle no member could send, so an
+/// unreachable bundle is not asked for in a tight loop.
+const FETCH_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The environment actor.
 pub struct EnvironmentActor;
 
@@ -32,8 +36,13 @@ pub struct EnvironmentArgs {
 pub enum EnvironmentMsg {
     /// Check the committed state for changes.
     Tick,
+    /// Reconcile again with the same committed state: something local
+    /// changed (a fetched bundle arrived).
+    Reconcile,
     /// A revision's currently healthy instances.
     Instances {
+        /// The revision actor that sent it.
+        from: ractor::ActorId,
         revision: RevisionId,
         instances: Vec<Arc<Instance>>,
     },
@@ -43,6 +52,8 @@ pub enum EnvironmentMsg {
 
 struct Running {
     actor: ActorRef<RevisionMsg>,
+    /// The share it was started with; a new placement restarts it.
+    share: crate::supervisor::Share,
     instances: Vec<Arc<Instance>>,
     draining: bool,
 }
@@ -52,6 +63,8 @@ pub struct EnvironmentActorState {
     context: NodeContext,
     current: Option<EnvironmentState>,
     revisions: HashMap<RevisionId, Running>,
+    /// Bundles being fetched from other members, not to be asked for twice.
+    fetching: Arc<std::sync::Mutex<std::collections::HashSet<RevisionId>>>,
 }
 
 fn wants_instances(lifecycle: Lifecycle) -> bool {
@@ -62,6 +75,55 @@ fn wants_instances(lifecycle: Lifecycle) -> bool {
 }
 
 impl EnvironmentActor {
+    /// Whether `revision`'s bundle is on this node; if not and a fetcher is
+    /// set, starts fetching it (once) and ticks when it arrives.
+    fn bundle_present(
+        &self,
+        state: &EnvironmentActorState,
+        revision: &deploy::revision::Revision,
+        myself: &ActorRef<EnvironmentMsg>,
+    ) -> bool {
+        let folder = state
+            .context
+            .store_root
+            .join(state.context.env_id.as_str())
+            .join("revisions")
+            .join(revision.revision_id.to_string())
+            .join(bundle::stage::BUNDLE_DIR);
+        if folder.is_dir() {
+            return true;
+        }
+        let Some(fetcher) = state.context.bundle_fetcher.clone() else {
+            // Nothing can bring it; the revision actor reports what is missing.
+            return true;
+        };
+        let Ok(mut fetching) = state.fetching.lock() else {
+            return false;
+        };
+        if fetching.insert(revision.revision_id) {
+            let (fetching, revision, actor) = (
+                Arc::clone(&state.fetching),
+                revision.clone(),
+                myself.clone(),
+            );
+            tokio::spawn(async move {
+                let id = revision.revision_id;
+                match fetcher.fetch(revision).await {
+                    Ok(()) => tracing::info!(revision = %id, "bundle fetched from another member"),
+                    Err(error) => {
+                        tracing::warn!(revision = %id, %error, "bundle not fetched; retrying");
+                        tokio::time::sleep(FETCH_RETRY_DELAY).await;
+                    }
+                }
+                if let Ok(mut fetching) = fetching.lock() {
+                    fetching.remove(&id);
+                }
+                let _ = actor.cast(EnvironmentMsg::Reconcile);
+            });
+        }
+        false
+    }
+
     async fn reconcile(
         &self,
         myself: &ActorRef<EnvironmentMsg>,
@@ -75,6 +137,26 @@ impl EnvironmentActor {
             if revision.runtime_instances.is_none() {
                 continue;
             }
+            let share = state.context.share(revision);
+            if matches!(revision.lifecycle, Lifecycle::Warming | Lifecycle::Ready)
+                && let Some(running) = state.revisions.get(&id)
+                && Some(running.share) != share
+            {
+                // Placed elsewhere now, or a different number here: stop it;
+                // the next tick starts the new share.
+                tracing::info!(revision = %id, ?share, "placement changed; restarting the revision's instances here");
+                running.actor.stop(None);
+                state.revisions.remove(&id);
+            }
+            let Some(share) = share else {
+                continue;
+            };
+            if !state.revisions.contains_key(&id)
+                && matches!(revision.lifecycle, Lifecycle::Warming | Lifecycle::Ready)
+                && !self.bundle_present(state, revision, myself)
+            {
+                continue;
+            }
             let running = state.revisions.get_mut(&id);
             match (revision.lifecycle, running) {
                 (Lifecycle::Warming | Lifecycle::Ready, None) => {
@@ -85,6 +167,7 @@ impl EnvironmentActor {
                     };
                     let args = RevisionArgs {
                         context: state.context.clone(),
+                        share,
                         revision: revision.clone(),
                         goal,
                         parent: myself.clone(),
@@ -95,6 +178,7 @@ impl EnvironmentActor {
                                 id,
                                 Running {
                                     actor,
+                                    share,
                                     instances: Vec::new(),
                                     draining: false,
                                 },
@@ -224,6 +308,7 @@ impl Actor for EnvironmentActor {
             context: args.context,
             current: None,
             revisions: HashMap::new(),
+            fetching: Arc::default(),
         })
     }
 
@@ -260,11 +345,18 @@ impl Actor for EnvironmentActor {
                     }
                 }
             }
+            EnvironmentMsg::Reconcile => {
+                self.reconcile(&myself, state).await;
+                self.publish(state);
+            }
             EnvironmentMsg::Instances {
+                from,
                 revision,
                 instances,
             } => {
-                if let Some(running) = state.revisions.get_mut(&revision) {
+                if let Some(running) = state.revisions.get_mut(&revision)
+                    && running.actor.get_id() == from
+                {
                     running.instances = instances;
                     self.publish(state);
                 }

@@ -21,5 +21,6 @@ mod supervisor;
 
 pub use environment::{EnvironmentActor, EnvironmentArgs, EnvironmentMsg};
 pub use supervisor::{
-    NodeContext, NodeHandle, NodeSupervisor, SUPERVISOR_RESTARTS_MAX, SupervisorMsg,
+    BundleFetcher, NodeContext, NodeHandle, NodeSupervisor, SUPERVISOR_RESTARTS_MAX, Share,
+    SupervisorMsg,
 };

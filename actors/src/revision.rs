@@ -41,6 +41,8 @@ pub struct RevisionActor;
 /// Its arguments.
 pub struct RevisionArgs {
     pub context: NodeContext,
+    /// How many instances run here.
+    pub share: crate::supervisor::Share,
     pub revision: Revision,
     pub goal: Goal,
     pub parent: ActorRef<EnvironmentMsg>,
@@ -68,6 +70,9 @@ struct Slot {
 
 /// The revision actor's state.
 pub struct RevisionState {
+    /// This actor's id: the environment actor ignores instance lists from
+    /// an actor it already replaced.
+    id: ractor::ActorId,
     args: RevisionArgs,
     specs: Vec<InstanceSpec>,
     slots: Vec<Slot>,
@@ -96,7 +101,10 @@ fn specs(args: &RevisionArgs) -> Result<Vec<InstanceSpec>, String> {
         .require_runtime()
         .map_err(|e| e.to_string())?
         .clone();
-    let count = revision.runtime_instances.unwrap_or(runtime.instances);
+    let count = match args.share {
+        crate::supervisor::Share::All => revision.runtime_instances.unwrap_or(runtime.instances),
+        crate::supervisor::Share::Placed(count) => count,
+    };
     Ok((0..count)
         .map(|index| InstanceSpec {
             bundle_root: bundle_root.clone(),
@@ -144,6 +152,7 @@ impl RevisionActor {
             .collect();
         record_instance_states(state);
         let _ = state.args.parent.cast(EnvironmentMsg::Instances {
+            from: state.id,
             revision: state.args.revision.revision_id,
             instances,
         });
@@ -243,6 +252,7 @@ impl Actor for RevisionActor {
                     specs: Vec::new(),
                     slots: Vec::new(),
                     drain_deadline: None,
+                    id: myself.get_id(),
                 };
                 let absent = !bundle_folder(&state.args).exists();
                 if absent && state.args.context.bundles_may_be_elsewhere {
@@ -262,6 +272,7 @@ impl Actor for RevisionActor {
             specs,
             slots: Vec::new(),
             drain_deadline: None,
+            id: myself.get_id(),
         })
     }
 
@@ -358,6 +369,7 @@ impl RevisionActor {
             instances_gauge(state, instance_state).set(0.0);
         }
         let _ = state.args.parent.cast(EnvironmentMsg::Instances {
+            from: state.id,
             revision: state.args.revision.revision_id,
             instances: Vec::new(),
         });

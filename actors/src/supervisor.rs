@@ -33,10 +33,49 @@ pub struct NodeContext {
     pub node_name: String,
     /// How often the committed state is checked for changes.
     pub poll_interval: Duration,
+    /// Brings a revision's staged bundle to this node when it was staged on
+    /// another one (a cluster member); `None` on a single node.
+    pub bundle_fetcher: Option<Arc<dyn BundleFetcher>>,
     /// Changes whenever a new committed state was applied locally (a
     /// cluster member's replica): the state is checked at once rather than
     /// at the next poll.
     pub state_changes: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+/// Fetches and stages the bundle of a revision placed on this node but
+/// staged elsewhere, so that `<store_root>/<env>/revisions/<id>/bundle`
+/// exists afterwards. Implementations verify the archive's digest against
+/// the committed revision before staging it.
+pub trait BundleFetcher: Send + Sync {
+    fn fetch(
+        &self,
+        revision: deploy::revision::Revision,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+}
+
+/// How many of a revision's instances this node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// All of them: a single node, which runs everything it stages.
+    All,
+    /// The number the cluster leader placed here.
+    Placed(u32),
+}
+
+impl NodeContext {
+    /// This node's share of `revision`'s instances, or `None` when it runs
+    /// none (a cluster member waits for the leader's placement).
+    pub fn share(&self, revision: &deploy::revision::Revision) -> Option<Share> {
+        if !self.bundles_may_be_elsewhere {
+            return Some(Share::All);
+        }
+        let placed = revision
+            .placement
+            .iter()
+            .filter(|node| **node == self.node_name)
+            .count() as u32;
+        (placed > 0).then_some(Share::Placed(placed))
+    }
 }
 
 /// The root actor of a node.

@@ -41,6 +41,12 @@ pub enum PeerRequest {
     Join(NodeId, ClusterNode),
     /// A node asks to be removed from the voters and learners.
     Leave(NodeId),
+    /// A node asks for a chunk of a revision's staged bundle archive.
+    FetchBundle {
+        env: String,
+        revision: String,
+        offset: u64,
+    },
 }
 
 /// Every answer.
@@ -61,6 +67,13 @@ pub enum PeerResponse {
     },
     /// A membership change went through.
     MembershipChanged,
+    /// A chunk of a staged bundle archive, and the archive's whole size.
+    BundleChunk {
+        total: u64,
+        bytes: Vec<u8>,
+    },
+    /// This node does not hold that revision's bundle.
+    NoBundle,
 }
 
 /// Connects openraft to peers through one shared transport client.
@@ -219,14 +232,60 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     }
 }
 
+/// Largest chunk of a bundle archive in one answer: well under the
+/// transport's frame limit, large enough that a bundle of a few hundred MiB
+/// moves in a few dozen calls.
+pub const BUNDLE_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Serves peers' requests with the local Raft, once it exists (the server
 /// must listen before Raft starts, because Raft starts talking at once).
 #[derive(Clone, Default)]
 pub struct PeerService {
     raft: Arc<OnceLock<Raft>>,
+    /// The replica's store folder, where staged bundles live.
+    store_root: Arc<OnceLock<std::path::PathBuf>>,
 }
 
 impl PeerService {
+    /// Where staged bundles are read from.
+    pub fn set_store_root(&self, root: std::path::PathBuf) {
+        let _ = self.store_root.set(root);
+    }
+
+    /// A chunk of `<root>/<env>/revisions/<revision>/bundle.gtbundle`. The
+    /// ids are parsed first, so a peer cannot name any other file.
+    fn bundle_chunk(&self, env: &str, revision: &str, offset: u64) -> PeerResponse {
+        use std::io::{Read, Seek, SeekFrom};
+        let (Some(root), Ok(env), Ok(revision)) = (
+            self.store_root.get(),
+            env.parse::<deploy::ids::EnvId>(),
+            revision.parse::<deploy::ids::RevisionId>(),
+        ) else {
+            return PeerResponse::NoBundle;
+        };
+        let path = root
+            .join(env.as_str())
+            .join("revisions")
+            .join(revision.to_string())
+            .join(crate::node::STAGED_BUNDLE_FILE);
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            return PeerResponse::NoBundle;
+        };
+        let Ok(total) = file.metadata().map(|m| m.len()) else {
+            return PeerResponse::NoBundle;
+        };
+        let mut bytes = Vec::new();
+        if file.seek(SeekFrom::Start(offset.min(total))).is_err()
+            || file
+                .take(BUNDLE_CHUNK_BYTES)
+                .read_to_end(&mut bytes)
+                .is_err()
+        {
+            return PeerResponse::NoBundle;
+        }
+        PeerResponse::BundleChunk { total, bytes }
+    }
+
     /// Hands the started Raft to the service.
     pub fn set_raft(&self, raft: Raft) {
         let _ = self.raft.set(raft);
@@ -274,6 +333,11 @@ impl PeerService {
                 crate::node::join_as_leader(raft, id, node).await
             }
             PeerRequest::Leave(id) => crate::node::leave_as_leader(raft, id).await,
+            PeerRequest::FetchBundle {
+                env,
+                revision,
+                offset,
+            } => Ok(self.bundle_chunk(&env, &revision, offset)),
         }
     }
 }

@@ -22,6 +22,13 @@ use crate::outcome::Outcome;
 use crate::state_machine::StateMachine;
 use crate::types::{ClusterNode, ClusterRequest, ClusterResponse, NodeId, Raft, node_id_for};
 
+/// The staged archive's file name in a revision folder (the bundle crate's
+/// `stage::BUNDLE_COPY`; repeated here so this crate need not read
+/// archives).
+pub const STAGED_BUNDLE_FILE: &str = "bundle.gtbundle";
+/// Largest bundle archive fetched from a peer.
+pub const FETCHED_BUNDLE_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
+
 /// Attempts of one write while leadership is moving: each waits
 /// [`FORWARD_RETRY_DELAY`], so a write rides out an election of a few
 /// seconds and then fails with a clear error instead of hanging.
@@ -173,6 +180,7 @@ impl ClusterHandle {
             .map_err(storage_error(&config.store_root))?;
 
         let service = PeerService::default();
+        service.set_store_root(config.store_root.clone());
         let handler_service = service.clone();
         let server = TransportServer::bind(
             config.raft_listen,
@@ -333,6 +341,84 @@ impl ClusterHandle {
             peer,
             message: format!("no leader accepted the join after {MAX_WRITE_ATTEMPTS} attempts"),
         })
+    }
+
+    /// Copies the staged bundle archive of `revision` from any member that
+    /// holds it into `dest`. The caller verifies its digest before use.
+    pub async fn fetch_bundle(
+        &self,
+        env: &str,
+        revision: &str,
+        dest: &std::path::Path,
+    ) -> Result<(), ClusterError> {
+        let peers: Vec<ClusterNode> = self
+            .status()
+            .members
+            .into_iter()
+            .filter(|(id, _)| *id != self.node_id)
+            .map(|(_, node)| node)
+            .collect();
+        let mut last_error = "no other member".to_owned();
+        for peer in peers {
+            match self.fetch_from(&peer, env, revision, dest).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => last_error = format!("{peer} does not hold it"),
+                Err(error) => last_error = format!("{peer}: {error}"),
+            }
+        }
+        Err(ClusterError::Forward {
+            leader: "any member".to_owned(),
+            message: format!(
+                "the bundle of revision {revision} could not be fetched: {last_error}"
+            ),
+        })
+    }
+
+    async fn fetch_from(
+        &self,
+        peer: &ClusterNode,
+        env: &str,
+        revision: &str,
+        dest: &std::path::Path,
+    ) -> Result<bool, String> {
+        use std::io::Write;
+        let addr: SocketAddr = peer.raft_addr.parse().map_err(|e| format!("{e}"))?;
+        let mut file = std::fs::File::create(dest).map_err(|e| e.to_string())?;
+        let mut offset = 0u64;
+        loop {
+            let request = PeerRequest::FetchBundle {
+                env: env.to_owned(),
+                revision: revision.to_owned(),
+                offset,
+            };
+            match self
+                .client
+                .call::<PeerRequest, PeerResponse>(addr, &request)
+                .await
+            {
+                Ok(PeerResponse::BundleChunk { total, bytes }) => {
+                    if total > FETCHED_BUNDLE_BYTES_MAX {
+                        return Err(format!(
+                            "the bundle is {total} bytes, more than {FETCHED_BUNDLE_BYTES_MAX}"
+                        ));
+                    }
+                    file.write_all(&bytes).map_err(|e| e.to_string())?;
+                    offset += bytes.len() as u64;
+                    if offset >= total {
+                        file.sync_all().map_err(|e| e.to_string())?;
+                        return Ok(true);
+                    }
+                    if bytes.is_empty() {
+                        return Err(format!(
+                            "the peer sent no bytes at offset {offset} of {total}"
+                        ));
+                    }
+                }
+                Ok(PeerResponse::NoBundle) => return Ok(false),
+                Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                Err(error) => return Err(error.to_string()),
+            }
+        }
     }
 
     /// Asks the leader to remove `node_id` (this node or another).

@@ -25,6 +25,9 @@ pub const KEY_TRAFFIC_GENERATION: &str = "traffic_generation";
 pub const KEY_INSTANCES_HEALTHY: &str = "instances_healthy";
 /// Key of the number of local instances in any state (decimal u32).
 pub const KEY_INSTANCES_TOTAL: &str = "instances_total";
+/// Key of how many instances the node accepts in all (decimal u32): the
+/// leader never places more on it.
+pub const KEY_CAPACITY: &str = "capacity";
 
 /// Prefix of the keys that carry a revision's ready local instances:
 /// `endpoints/<revision id>` = comma-separated `ip:port`s. Routers on other
@@ -51,6 +54,7 @@ pub enum FactKey {
     TrafficGeneration,
     InstancesHealthy,
     InstancesTotal,
+    Capacity,
 }
 
 /// A node's role in the Raft group, as gossiped.
@@ -72,6 +76,7 @@ pub struct NodeFacts {
     pub traffic_generation: Option<u64>,
     pub instances_healthy: Option<u32>,
     pub instances_total: Option<u32>,
+    pub capacity: Option<u32>,
 }
 
 /// Why a fact value is not acceptable.
@@ -98,7 +103,7 @@ pub enum FactError {
 
 impl FactKey {
     /// Every fact key.
-    pub const ALL: [FactKey; 8] = [
+    pub const ALL: [FactKey; 9] = [
         FactKey::Role,
         FactKey::AdminAddr,
         FactKey::RaftAddr,
@@ -107,6 +112,7 @@ impl FactKey {
         FactKey::TrafficGeneration,
         FactKey::InstancesHealthy,
         FactKey::InstancesTotal,
+        FactKey::Capacity,
     ];
 
     /// The chitchat key string.
@@ -120,6 +126,7 @@ impl FactKey {
             FactKey::TrafficGeneration => KEY_TRAFFIC_GENERATION,
             FactKey::InstancesHealthy => KEY_INSTANCES_HEALTHY,
             FactKey::InstancesTotal => KEY_INSTANCES_TOTAL,
+            FactKey::Capacity => KEY_CAPACITY,
         }
     }
 
@@ -232,6 +239,10 @@ impl NodeFacts {
                 FactKey::InstancesTotal,
                 self.instances_total.map(|count| count.to_string()),
             ),
+            (
+                FactKey::Capacity,
+                self.capacity.map(|count| count.to_string()),
+            ),
         ];
         entries
             .into_iter()
@@ -259,6 +270,7 @@ impl NodeFacts {
             }
             FactKey::InstancesHealthy => self.instances_healthy = Some(parse(key, value, "a u32")?),
             FactKey::InstancesTotal => self.instances_total = Some(parse(key, value, "a u32")?),
+            FactKey::Capacity => self.capacity = Some(parse(key, value, "a u32")?),
         }
         Ok(())
     }
@@ -286,6 +298,7 @@ mod tests {
             traffic_generation: Some(3),
             instances_healthy: Some(2),
             instances_total: Some(5),
+            capacity: Some(8),
         }
     }
 

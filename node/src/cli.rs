@@ -213,6 +213,10 @@ pub struct NodeRunArgs {
     /// (repeatable).
     #[arg(long, value_name = "ADDR", requires = "gossip_listen")]
     pub gossip_seed: Vec<std::net::SocketAddr>,
+    /// Instances this cluster member accepts in all; the leader never
+    /// places more on it.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub capacity: u32,
 }
 
 #[derive(Debug, Args)]

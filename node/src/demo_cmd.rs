@@ -330,6 +330,7 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
         join: None,
         gossip_listen: None,
         gossip_seed: Vec::new(),
+        capacity: 16,
         admin_tls_cert: None,
         admin_tls_key: None,
         admin_tokens: None,

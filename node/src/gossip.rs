@@ -5,7 +5,13 @@
 //! goes to which revision is never decided here (the router's table comes
 //! only from committed state).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use deploy::audit::{Actor, Authorization, Decision};
+use deploy::command::{Command, CommandEnvelope, MintedIds, PlacementAnswers};
+use deploy::ids::EventId;
+use deploy::lifecycle::Lifecycle;
+use deploy::placement::{NodeCapacity, place};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -67,6 +73,9 @@ pub struct GossipSettings<'a> {
     pub listen: SocketAddr,
     pub seeds: Vec<SocketAddr>,
     pub facts: NodeFacts,
+    /// The (replicated) store the leader commits placements through.
+    pub store: Arc<dyn store::EnvironmentStore + Send + Sync>,
+    pub env_id: deploy::ids::EnvId,
 }
 
 /// Starts gossip and the loop that keeps facts and remote instances fresh.
@@ -91,7 +100,12 @@ pub async fn start(
             )
         })?;
     let membership = Arc::new(membership);
-    tokio::spawn(refresh(Arc::clone(&membership), router, cluster));
+    let placer = Placer {
+        store: settings.store,
+        env_id: settings.env_id,
+        last: None,
+    };
+    tokio::spawn(refresh(Arc::clone(&membership), router, cluster, placer));
     Ok(membership)
 }
 
@@ -99,6 +113,7 @@ async fn refresh(
     membership: Arc<Membership>,
     router: Arc<Router>,
     cluster: Arc<consensus::ClusterHandle>,
+    mut placer: Placer,
 ) {
     let mut published: BTreeSet<RevisionId> = BTreeSet::new();
     let mut ticker = tokio::time::interval(FACTS_INTERVAL);
@@ -159,5 +174,111 @@ async fn refresh(
             }
         }
         router.set_remote_instances(remote);
+        if cluster.is_leader() {
+            let nodes = live
+                .iter()
+                .map(|member| NodeCapacity {
+                    name: member.node_id.name.clone(),
+                    // A member that has not said yet takes nothing.
+                    capacity: member.facts.capacity.unwrap_or(0),
+                })
+                .collect::<Vec<_>>();
+            placer.place(&cluster, nodes).await;
+        }
+    }
+}
+
+/// How often the leader may commit a new placement: often enough to move
+/// instances off a dead node within a couple of seconds, rarely enough that
+/// a flapping member does not flood the log.
+pub const PLACEMENT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The leader's placement loop state.
+struct Placer {
+    store: Arc<dyn store::EnvironmentStore + Send + Sync>,
+    env_id: deploy::ids::EnvId,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Placer {
+    async fn place(&mut self, cluster: &consensus::ClusterHandle, nodes: Vec<NodeCapacity>) {
+        if self
+            .last
+            .is_some_and(|last| last.elapsed() < PLACEMENT_INTERVAL)
+        {
+            return;
+        }
+        self.last = Some(tokio::time::Instant::now());
+        let Ok(Some(state)) = self.store.load(&self.env_id) else {
+            return;
+        };
+        let Some(answers) = placement_changes(&state, &nodes) else {
+            return;
+        };
+        let envelope = placement_envelope(&cluster.node().name, answers);
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || store.submit(&envelope)).await {
+            Ok(Ok(_)) => tracing::info!("placement committed"),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "placement not committed; recomputing next round")
+            }
+            Err(error) => tracing::warn!(%error, "placement task failed"),
+        }
+    }
+}
+
+/// The placements that differ from the committed ones for the revisions
+/// that run, or `None` when nothing needs to move.
+pub fn placement_changes(
+    state: &deploy::state::EnvironmentState,
+    nodes: &[NodeCapacity],
+) -> Option<PlacementAnswers> {
+    let running = state.environment.revisions.iter().filter(|r| {
+        r.runtime_instances.is_some()
+            && matches!(
+                r.lifecycle,
+                Lifecycle::Warming | Lifecycle::Ready | Lifecycle::Draining
+            )
+    });
+    let mut desired = BTreeMap::new();
+    let mut current = BTreeMap::new();
+    for revision in running {
+        desired.insert(
+            revision.revision_id,
+            revision.runtime_instances.unwrap_or(1),
+        );
+        current.insert(revision.revision_id, revision.placement.clone());
+    }
+    let placed = place(&desired, nodes, &current);
+    let changed: BTreeMap<_, _> = placed
+        .into_iter()
+        .filter(|(revision, nodes)| current.get(revision) != Some(nodes))
+        .collect();
+    (!changed.is_empty()).then(|| PlacementAnswers {
+        environment_id: state.env_id().clone(),
+        placements: changed,
+    })
+}
+
+fn placement_envelope(node_name: &str, answers: PlacementAnswers) -> CommandEnvelope {
+    CommandEnvelope {
+        at: chrono::Utc::now(),
+        actor: Actor {
+            kind: "node".to_owned(),
+            user: Some(node_name.to_owned()),
+            uid: None,
+        },
+        authorization: Authorization {
+            decision: Decision::Allow,
+            policy: "node".to_owned(),
+            reason: format!("placement by the cluster leader {node_name}"),
+        },
+        minted: MintedIds {
+            event_id: EventId::from_ulid(ulid::Ulid::new()),
+            object_id: ulid::Ulid::new(),
+        },
+        command: Command::RevisionPlace(answers),
+        precondition: None,
+        idempotency_key: None,
     }
 }

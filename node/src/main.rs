@@ -13,6 +13,7 @@ mod cluster_cmd;
 mod context;
 mod demo_cmd;
 mod error;
+mod fetch;
 mod gossip;
 mod node_client;
 mod node_cmd;

@@ -247,10 +247,21 @@ impl RunningNode {
             bundles_may_be_elsewhere: cluster.is_some(),
             env_id: env_id.clone(),
             router: Arc::clone(&router),
-            node_name: args
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("node-{}", std::process::id())),
+            // A cluster member is named by its certificate: placements name it so.
+            node_name: match &cluster {
+                Some(cluster) => cluster.node().name.clone(),
+                None => args
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("node-{}", std::process::id())),
+            },
+            bundle_fetcher: cluster.as_ref().map(|cluster| {
+                Arc::new(crate::fetch::ClusterBundleFetcher {
+                    cluster: Arc::clone(cluster),
+                    store_root: context.store.root().to_owned(),
+                    env_id: env_id.clone(),
+                }) as Arc<dyn actors::BundleFetcher>
+            }),
             poll_interval: Duration::from_millis(args.poll_ms),
             state_changes: cluster.as_ref().map(|c| c.state_machine().watch_applied()),
         };
@@ -263,6 +274,7 @@ impl RunningNode {
         let gossip = match (&cluster, args.gossip_listen, &args.cluster_dir) {
             (Some(cluster), Some(listen), Some(node_dir)) => {
                 let facts = membership::NodeFacts {
+                    capacity: Some(args.capacity),
                     admin_addr: Some(admin_addr),
                     raft_addr: cluster.node().raft_addr.parse().ok(),
                     router_addr: Some(router_addr),
@@ -274,6 +286,8 @@ impl RunningNode {
                     listen,
                     seeds: args.gossip_seed.clone(),
                     facts,
+                    store: Arc::clone(&store),
+                    env_id: env_id.clone(),
                 };
                 Some(
                     crate::gossip::start(settings, Arc::clone(&router), Arc::clone(cluster))

@@ -206,3 +206,69 @@ fn every_router_serves_a_revision_that_runs_on_one_node_and_no_answer_leaves_the
         "an answer came from a revision outside the committed split"
     );
 }
+
+#[test]
+fn the_leader_spreads_instances_over_members_and_moves_them_off_a_dead_one() {
+    // Proves: a revision asking for 3 instances, staged on n1 only, is
+    // placed one per member through Raft; n2 and n3 fetch the bundle from
+    // n1 (digest-checked) and run their instance; when a member dies, its
+    // instance is placed on the survivors.
+    let temp = tempfile::tempdir().expect("temp");
+    let temp_path = if keep_folder() {
+        temp.keep()
+    } else {
+        temp.path().to_owned()
+    };
+    eprintln!("cluster folder: {}", temp_path.display());
+    let _reaper = Reaper(temp_path.clone());
+    let (home, mut members) = three_members(&temp_path, true);
+    let added = op(
+        &home,
+        &members[0],
+        "bundles",
+        "add",
+        serde_json::json!({"environment_id": "local", "bundle_id": "shop"}),
+    );
+    let deployment = added["result"]["deployment_id"]
+        .as_str()
+        .expect("deployment")
+        .to_owned();
+    let bundle = example_bundle_with(&home, 3);
+    let staged = op(
+        &home,
+        &members[0],
+        "revisions",
+        "stage",
+        serde_json::json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
+    );
+    let revision = staged["result"]["revision_id"]
+        .as_str()
+        .expect("revision")
+        .to_owned();
+    op(
+        &home,
+        &members[0],
+        "revisions",
+        "warm",
+        serde_json::json!({"environment_id": "local", "revision_id": revision}),
+    );
+
+    eventually("one instance placed on each member", || {
+        placement(&members[1], &revision) == vec!["n1", "n2", "n3"]
+    });
+    for member in &members {
+        eventually(&format!("{} to run its instance", member.name), || {
+            ready_instances(member, &revision) == 1
+        });
+    }
+
+    // n3 stops; its instance moves to n1 and n2.
+    members[2].kill();
+    eventually("the dead member's instance to be placed elsewhere", || {
+        let placed = placement(&members[0], &revision);
+        placed.len() == 3 && !placed.contains(&"n3".to_owned())
+    });
+    eventually("the survivors to run all three", || {
+        ready_instances(&members[0], &revision) + ready_instances(&members[1], &revision) == 3
+    });
+}

@@ -68,7 +68,13 @@ impl Member {
             .env("GREENTIC_HOME", home)
             .env_remove("GREENTIC_STORE_ROOT")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.join("node.log"))
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            );
         if let Some(join) = join {
             command.arg("--join").arg(join.to_string());
         }
@@ -123,6 +129,12 @@ impl Drop for Member {
 /// node; a restarted member reaps its own), when the test ends.
 pub struct Reaper(pub PathBuf);
 
+/// Keeps the test's folder (and the members' `node.log`) when set, for
+/// debugging: `GTC_KEEP_CLUSTER_TEST=1`.
+pub fn keep_folder() -> bool {
+    std::env::var_os("GTC_KEEP_CLUSTER_TEST").is_some()
+}
+
 impl Drop for Reaper {
     fn drop(&mut self) {
         let _ = Command::new("pkill")
@@ -176,13 +188,18 @@ pub fn demo_service() -> PathBuf {
 
 /// A bundle of the example service with one instance.
 pub fn example_bundle(home: &Path) -> PathBuf {
-    let dir = home.join("src-shop");
+    example_bundle_with(home, 1)
+}
+
+/// A bundle of the example service asking for `instances` instances.
+pub fn example_bundle_with(home: &Path, instances: u32) -> PathBuf {
+    let dir = home.join(format!("src-shop-{instances}"));
     std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
     std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
     std::fs::copy(demo_service(), dir.join("bin/server")).expect("copy service");
     std::fs::write(
         dir.join("bundle.yaml"),
-        "schema_version: 1\nbundle_id: shop\nruntime:\n  command: [bin/server]\n  health_path: /healthz\n  startup_timeout_seconds: 10\n  instances: 1\n",
+        format!("schema_version: 1\nbundle_id: shop\nruntime:\n  command: [bin/server]\n  health_path: /healthz\n  startup_timeout_seconds: 10\n  instances: {instances}\n"),
     )
     .expect("manifest");
     std::fs::write(
@@ -192,7 +209,7 @@ pub fn example_bundle(home: &Path) -> PathBuf {
         ],
     )
     .expect("pack");
-    let out = home.join("shop.gtbundle");
+    let out = home.join(format!("shop-{instances}.gtbundle"));
     let (ok, _, text) = run(
         home,
         &[
@@ -369,4 +386,50 @@ pub fn set_split(
         "entries": [{"revision_id": revisions[0], "weight_percent": first_percent}, {"revision_id": revisions[1], "weight_percent": 100 - first_percent}]}),
     );
     answer["generation"].as_u64().expect("generation")
+}
+
+/// The body of `GET <path>` on `addr`, if it answered.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    let text = String::from_utf8_lossy(&answer);
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+/// `gtc_instances{revision,state="ready"}` on a member's /metrics.
+pub fn ready_instances(member: &Member, revision: &str) -> u32 {
+    http_get(member.admin, "/metrics")
+        .and_then(|text| {
+            let needle = format!("gtc_instances{{revision=\"{revision}\",state=\"ready\"}} ");
+            text.lines()
+                .find_map(|line| line.strip_prefix(needle.as_str()).map(str::to_owned))
+        })
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u32)
+}
+
+/// The committed placement of `revision` in a member's replica.
+pub fn placement(member: &Member, revision: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(member.store().join("local").join("environment.json"))
+        .unwrap_or_default();
+    let state: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    state["environment"]["revisions"]
+        .as_array()
+        .and_then(|list| list.iter().find(|r| r["revision_id"] == revision))
+        .and_then(|r| r["placement"].as_array())
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }

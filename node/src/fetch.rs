@@ -1,0 +1,66 @@
+//! A cluster member fetches the staged bundle of a revision placed on it
+//! from a member that holds it, checks the archive against the committed
+//! revision's digest, and stages it exactly as `revisions stage` did where
+//! it was first staged.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actors::BundleFetcher;
+use bundle::extract::ExtractLimits;
+use bundle::stage::{StageRequest, file_digest, stage};
+use deploy::ids::EnvId;
+use deploy::revision::Revision;
+
+/// Fetches bundles through the cluster's peer transport.
+pub struct ClusterBundleFetcher {
+    pub cluster: Arc<consensus::ClusterHandle>,
+    pub store_root: PathBuf,
+    pub env_id: EnvId,
+}
+
+impl BundleFetcher for ClusterBundleFetcher {
+    fn fetch(
+        &self,
+        revision: Revision,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        let cluster = Arc::clone(&self.cluster);
+        let env = self.env_id.clone();
+        let revisions = self.store_root.join(env.as_str()).join("revisions");
+        Box::pin(async move {
+            let id = revision.revision_id.to_string();
+            std::fs::create_dir_all(&revisions).map_err(|e| e.to_string())?;
+            let download = revisions.join(format!(".fetch-{id}.gtbundle"));
+            cluster
+                .fetch_bundle(env.as_str(), &id, &download)
+                .await
+                .map_err(|e| e.to_string())?;
+            let staged = tokio::task::spawn_blocking(move || {
+                let outcome = (|| {
+                    let digest = file_digest(&download).map_err(|e| e.to_string())?;
+                    if digest != revision.bundle_digest {
+                        return Err(format!(
+                            "the fetched bundle's digest is {digest}, the revision's is {}; refused",
+                            revision.bundle_digest
+                        ));
+                    }
+                    let env_relative_dir = format!("revisions/{id}");
+                    stage(&StageRequest {
+                        bundle: download.clone(),
+                        revision_dir: revisions.join(&id),
+                        env_relative_dir,
+                        revision_id: revision.revision_id,
+                        limits: ExtractLimits::default(),
+                    })
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+                })();
+                let _ = std::fs::remove_file(&download);
+                outcome
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            staged
+        })
+    }
+}
