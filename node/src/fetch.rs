@@ -35,7 +35,7 @@ impl BundleFetcher for ClusterBundleFetcher {
                 .fetch_bundle(env.as_str(), &id, &download)
                 .await
                 .map_err(|e| e.to_string())?;
-            let staged = tokio::task::spawn_blocking(move || {
+            tokio::task::spawn_blocking(move || {
                 let outcome = (|| {
                     let digest = file_digest(&download).map_err(|e| e.to_string())?;
                     if digest != revision.bundle_digest {
@@ -59,8 +59,7 @@ impl BundleFetcher for ClusterBundleFetcher {
                 outcome
             })
             .await
-            .map_err(|e| e.to_string())?;
-            staged
+            .map_err(|e| e.to_string())?
         })
     }
 }
