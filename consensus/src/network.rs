@@ -41,6 +41,9 @@ pub enum PeerRequest {
     Join(NodeId, ClusterNode),
     /// A node asks to be removed from the voters and learners.
     Leave(NodeId),
+    /// A follower asks the leader for a read index: an applied index that
+    /// includes every write committed before the request.
+    ReadIndex,
     /// A node asks for a chunk of a revision's staged bundle archive.
     FetchBundle {
         env: String,
@@ -74,6 +77,10 @@ pub enum PeerResponse {
     },
     /// This node does not hold that revision's bundle.
     NoBundle,
+    /// The leader's read index.
+    ReadIndex {
+        index: u64,
+    },
 }
 
 /// Connects openraft to peers through one shared transport client.
@@ -333,6 +340,7 @@ impl PeerService {
                 crate::node::join_as_leader(raft, id, node).await
             }
             PeerRequest::Leave(id) => crate::node::leave_as_leader(raft, id).await,
+            PeerRequest::ReadIndex => crate::node::read_index_as_leader(raft).await,
             PeerRequest::FetchBundle {
                 env,
                 revision,

@@ -569,11 +569,41 @@ impl ClusterHandle {
     /// Waits until this node has applied everything the leader had committed
     /// when the call started: a linearizable read point.
     pub async fn read_barrier(&self) -> Result<(), ClusterError> {
-        self.raft
-            .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let index = match read_index_as_leader(&self.raft).await {
+                Ok(PeerResponse::ReadIndex { index }) => Some(index),
+                Ok(PeerResponse::NotLeader {
+                    leader: Some((_, leader)),
+                }) => self.remote_read_index(&leader).await,
+                Ok(_) => None,
+                Err(message) => return Err(ClusterError::Raft(message)),
+            };
+            let Some(index) = index else {
+                tokio::time::sleep(FORWARD_RETRY_DELAY).await;
+                continue;
+            };
+            self.raft
+                .wait(Some(APPLY_WAIT))
+                .applied_index_at_least(Some(index), "a read index")
+                .await
+                .map_err(|error| ClusterError::Raft(error.to_string()))?;
+            return Ok(());
+        }
+        Err(ClusterError::NoLeader {
+            attempts: MAX_WRITE_ATTEMPTS,
+        })
+    }
+
+    async fn remote_read_index(&self, leader: &ClusterNode) -> Option<u64> {
+        let addr: SocketAddr = leader.raft_addr.parse().ok()?;
+        match self
+            .client
+            .call::<PeerRequest, PeerResponse>(addr, &PeerRequest::ReadIndex)
             .await
-            .map(|_| ())
-            .map_err(|error| ClusterError::Raft(error.to_string()))
+        {
+            Ok(PeerResponse::ReadIndex { index }) => Some(index),
+            _ => None,
+        }
     }
 
     /// This node's view of the cluster.
@@ -716,6 +746,28 @@ pub(crate) async fn write_as_leader(
             })
         }
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(not_leader(raft)),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// On the leader: confirms leadership with a quorum (ReadIndex) and answers
+/// with its applied index, which then includes every write committed
+/// before the call. Elsewhere: names the leader.
+pub(crate) async fn read_index_as_leader(raft: &Raft) -> Result<PeerResponse, String> {
+    use openraft::error::LinearizableReadError;
+    match raft
+        .ensure_linearizable(openraft::ReadPolicy::ReadIndex)
+        .await
+    {
+        Ok(_) => {
+            let applied = raft
+                .metrics()
+                .borrow_watched()
+                .last_applied
+                .map_or(0, |id| id.index());
+            Ok(PeerResponse::ReadIndex { index: applied })
+        }
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => Ok(not_leader(raft)),
         Err(error) => Err(error.to_string()),
     }
 }

@@ -20,6 +20,9 @@ use crate::node::ClusterHandle;
 pub struct ReplicatedStore {
     cluster: Arc<ClusterHandle>,
     runtime: tokio::runtime::Handle,
+    /// Loads wait for a read index first (remote readers); the node's own
+    /// actors read as-is and follow changes as they apply.
+    linearizable: bool,
 }
 
 impl ReplicatedStore {
@@ -29,6 +32,16 @@ impl ReplicatedStore {
         Self {
             cluster,
             runtime: tokio::runtime::Handle::current(),
+            linearizable: false,
+        }
+    }
+
+    /// The same store, whose loads first wait until this replica holds
+    /// everything the cluster had committed when the load began.
+    pub fn linearizable(&self) -> Self {
+        Self {
+            linearizable: true,
+            ..self.clone()
         }
     }
 
@@ -50,6 +63,14 @@ impl EnvironmentStore for ReplicatedStore {
     }
 
     fn load(&self, env: &EnvId) -> Result<Option<EnvironmentState>, StoreError> {
+        if self.linearizable {
+            self.block_on(self.cluster.read_barrier())
+                .map_err(|error| StoreError::Io {
+                    action: "confirm with the cluster (read index) the replica",
+                    path: self.cluster.state_machine().store().root().to_owned(),
+                    source: std::io::Error::other(error.to_string()),
+                })?;
+        }
         self.cluster.state_machine().store().load(env)
     }
 

@@ -306,7 +306,7 @@ mod tests {
     fn key_values_round_trip() {
         let facts = sample();
         let pairs = facts.to_key_values();
-        assert_eq!(pairs.len(), 7);
+        assert_eq!(pairs.len(), 8);
         let text: Vec<(&str, &str)> = pairs
             .iter()
             .map(|(key, value)| (key.as_str(), value.as_str()))

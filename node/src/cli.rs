@@ -286,6 +286,11 @@ pub struct OpArgs {
     /// CA certificates (PEM) to trust when the running node serves its admin API over HTTPS.
     #[arg(long, global = true, value_name = "FILE", env = "GTC_ADMIN_CA")]
     pub admin_ca: Option<PathBuf>,
+    /// Read this member's replica as it is, without first waiting until it
+    /// has applied everything the cluster had committed (a read index).
+    /// Faster, and works without a quorum, but may miss the latest changes.
+    #[arg(long, global = true)]
+    pub stale_ok: bool,
     #[command(subcommand)]
     pub noun: Noun,
 }

@@ -28,6 +28,8 @@ pub struct Context {
     pub registry: EnvPackRegistry,
     /// CA certificates to trust when a running node's admin API is HTTPS.
     pub admin_ca: Option<PathBuf>,
+    /// Read replicas without a read index (`--stale-ok`).
+    pub stale_ok: bool,
 }
 
 /// `GREENTIC_HOME`, else `~/.greentic`.
@@ -73,6 +75,7 @@ impl Context {
             actor: local_actor(),
             registry: packs::with_builtins(),
             admin_ca: None,
+            stale_ok: false,
         })
     }
 
@@ -253,9 +256,38 @@ impl Context {
     /// Parses a positional environment id and loads it.
     pub fn load(&self, env: &str) -> Result<EnvironmentState, CliError> {
         let env_id = parse_env(env)?;
+        self.read_index(&env_id)?;
         self.store
             .load(&env_id)?
             .ok_or_else(|| self.missing(&env_id))
+    }
+
+    /// Before a read of a cluster member's replica: waits (through the
+    /// running member) until the replica holds everything the cluster had
+    /// committed when the read began, so the read is linearizable. Nothing
+    /// to do with `--stale-ok`, or without a running cluster member.
+    fn read_index(&self, env: &EnvId) -> Result<(), CliError> {
+        if self.stale_ok {
+            return Ok(());
+        }
+        let Some(node) =
+            crate::node_client::running_node(&self.store.env_dir(env), self.admin_ca.as_deref())
+        else {
+            return Ok(());
+        };
+        match node.request("POST", "/admin/v1/cluster/read-index", b"")? {
+            (200, _) => Ok(()),
+            // Not a cluster member: its store is the only copy.
+            (404, _) => Ok(()),
+            (_, document) => Err(CliError::new(
+                ErrorKind::parse(document["error"]["kind"].as_str().unwrap_or(""))
+                    .unwrap_or(ErrorKind::Store),
+                format!(
+                    "the cluster could not confirm this replica is current ({}); retry, or read it as it is with --stale-ok",
+                    document["error"]["message"].as_str().unwrap_or("no answer")
+                ),
+            )),
+        }
     }
 
     /// The error for an environment that does not exist.

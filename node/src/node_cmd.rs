@@ -303,7 +303,13 @@ impl RunningNode {
             router: Arc::clone(&router),
             env_id: env_id.clone(),
             metrics,
-            store,
+            // Remote readers get linearizable reads; the actors above read as-is.
+            store: match &cluster {
+                Some(cluster) => {
+                    Arc::new(consensus::ReplicatedStore::new(Arc::clone(cluster)).linearizable())
+                }
+                None => Arc::clone(&store),
+            },
             cluster: cluster.clone(),
             local_store,
             node_token: token.clone(),

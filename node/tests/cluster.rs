@@ -69,6 +69,28 @@ fn a_three_node_cluster_replicates_survives_a_killed_leader_and_catches_up() {
 
     // A command through a follower, replicated everywhere.
     add_bundle(&home, &members[2], "shop");
+    // A read on another member right after the write sees it (read index);
+    // --stale-ok reads the replica as it is.
+    let store = members[1].store();
+    for extra in [&[][..], &["--stale-ok"][..]] {
+        let mut args = vec![
+            "op",
+            "bundles",
+            "list",
+            "local",
+            "--store-root",
+            store.to_str().expect("utf8"),
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, text) = run(&home, &args);
+        assert!(ok, "bundles list {extra:?}: {text}");
+        if extra.is_empty() {
+            assert!(
+                text.contains("shop"),
+                "a linearizable read missed the write: {text}"
+            );
+        }
+    }
     let target = members[2].generation();
     for member in &members {
         eventually("replication", || member.generation() == target);

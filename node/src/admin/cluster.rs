@@ -1,6 +1,8 @@
-//! `GET /admin/v1/cluster/status` and `POST /admin/v1/cluster/leave`: the
-//! membership verbs of `gtc cluster`, for the node's owner only (the node
-//! file's token), like `POST /admin/v1/commands`.
+//! `GET /admin/v1/cluster/status`, `POST /admin/v1/cluster/leave` and
+//! `POST /admin/v1/cluster/read-index` (returns once this member has applied
+//! everything committed when the call began: `gtc op` reads after it), for
+//! the node's owner only (the node file's token), like
+//! `POST /admin/v1/commands`.
 
 use std::sync::Arc;
 
@@ -34,6 +36,17 @@ async fn answer(
             "this node is not a cluster member (start it with --cluster-dir)",
         ));
     };
+    if request.uri().path().ends_with("/read-index") {
+        cluster
+            .read_barrier()
+            .await
+            .map_err(|error| ApiError::new(ErrorKind::Conflict, error.to_string()))?;
+        return Ok(json_reply(
+            StatusCode::OK,
+            &serde_json::json!({"applied_index": cluster.state_machine().applied_index()}),
+            None,
+        ));
+    }
     if request.method() == Method::GET {
         let status = serde_json::to_value(cluster.status())
             .map_err(|error| ApiError::new(ErrorKind::Internal, error.to_string()))?;

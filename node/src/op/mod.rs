@@ -120,6 +120,7 @@ pub fn run(args: OpArgs) -> Result<Outcome, CliError> {
     }
     let mut context = Context::open(args.store_root)?;
     context.admin_ca = args.admin_ca;
+    context.stale_ok = args.stale_ok;
     let report = match args.noun {
         Noun::Env(verb) => env::run(&context, verb)?,
         Noun::EnvPacks(verb) => objects::packs(&context, verb)?,
