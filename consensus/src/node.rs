@@ -421,6 +421,40 @@ impl ClusterHandle {
         }
     }
 
+    /// Asks the leader to add `node` (already running, not in a cluster) as
+    /// a learner and, once it caught up, as a voter.
+    pub async fn add(&self, node_id: NodeId, node: ClusterNode) -> Result<(), ClusterError> {
+        let request = PeerRequest::Join(node_id, node.clone());
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            match join_as_leader(&self.raft, node_id, node.clone()).await {
+                Ok(PeerResponse::MembershipChanged) => return Ok(()),
+                Ok(PeerResponse::NotLeader {
+                    leader: Some((_, leader)),
+                }) => {
+                    let Ok(addr) = leader.raft_addr.parse::<SocketAddr>() else {
+                        return Err(ClusterError::Forward {
+                            leader: leader.to_string(),
+                            message: "invalid raft address".to_owned(),
+                        });
+                    };
+                    match self
+                        .client
+                        .call::<PeerRequest, PeerResponse>(addr, &request)
+                        .await
+                    {
+                        Ok(PeerResponse::MembershipChanged) => return Ok(()),
+                        Ok(_) | Err(_) => tokio::time::sleep(FORWARD_RETRY_DELAY).await,
+                    }
+                }
+                Ok(_) => tokio::time::sleep(FORWARD_RETRY_DELAY).await,
+                Err(message) => return Err(ClusterError::Raft(message)),
+            }
+        }
+        Err(ClusterError::NoLeader {
+            attempts: MAX_WRITE_ATTEMPTS,
+        })
+    }
+
     /// Asks the leader to remove `node_id` (this node or another).
     pub async fn remove(&self, node_id: NodeId) -> Result<(), ClusterError> {
         let request = PeerRequest::Leave(node_id);

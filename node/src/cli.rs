@@ -79,6 +79,26 @@ pub enum ClusterVerb {
         #[arg(long, default_value = "local")]
         env: String,
     },
+    /// Add a member through the running member of NODE_DIR: the leader adds
+    /// it as a learner, waits for it to catch up, then makes it a voter.
+    /// Start the new member first with `--no-bootstrap` (or let it join by
+    /// itself with `gtc node run --join`).
+    Join {
+        /// A running member's node folder.
+        #[arg(long, value_name = "DIR")]
+        node_dir: PathBuf,
+        #[arg(long, default_value = "local")]
+        env: String,
+        /// The new member's name (its certificate name).
+        #[arg(long)]
+        name: String,
+        /// The new member's `--raft-listen` address.
+        #[arg(long, value_name = "ADDR")]
+        raft_addr: std::net::SocketAddr,
+        /// The new member's admin API address.
+        #[arg(long, value_name = "ADDR")]
+        admin_addr: Option<std::net::SocketAddr>,
+    },
     /// Remove the member running from NODE_DIR from the cluster (its
     /// replica stays on disk).
     Leave {
@@ -204,6 +224,10 @@ pub struct NodeRunArgs {
     /// it a new cluster member bootstraps a one-voter cluster.
     #[arg(long, value_name = "ADDR", requires = "cluster_dir")]
     pub join: Option<std::net::SocketAddr>,
+    /// Neither bootstrap a new cluster nor ask to join: wait until a member
+    /// adds this one (`gtc cluster join`).
+    #[arg(long, requires = "cluster_dir", conflicts_with = "join")]
+    pub no_bootstrap: bool,
     /// UDP address for encrypted gossip (membership, liveness and where
     /// ready instances run, so every router can reach every revision).
     /// Needs the cluster's `gossip.key` in the node folder.

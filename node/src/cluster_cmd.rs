@@ -54,6 +54,21 @@ pub fn run(verb: ClusterVerb) -> Result<Report, CliError> {
                 member(&node_dir, &env)?.request("GET", "/admin/v1/cluster/status", b"")?;
             answer("status", status, document)
         }
+        ClusterVerb::Join {
+            node_dir,
+            env,
+            name,
+            raft_addr,
+            admin_addr,
+        } => {
+            let body = serde_json::json!({"name": name, "raft_addr": raft_addr, "admin_addr": admin_addr.map(|a| a.to_string()).unwrap_or_default()});
+            let (status, document) = member(&node_dir, &env)?.request(
+                "POST",
+                "/admin/v1/cluster/join",
+                body.to_string().as_bytes(),
+            )?;
+            answer("join", status, document)
+        }
         ClusterVerb::Leave { node_dir, env } => {
             let (status, document) =
                 member(&node_dir, &env)?.request("POST", "/admin/v1/cluster/leave", b"")?;

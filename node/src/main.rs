@@ -69,6 +69,7 @@ fn main() {
                 cli::ClusterVerb::IssueCert { .. } => "issue-cert",
                 cli::ClusterVerb::Status { .. } => "status",
                 cli::ClusterVerb::Leave { .. } => "leave",
+                cli::ClusterVerb::Join { .. } => "join",
             };
             match cluster_cmd::run(verb) {
                 Ok(report) => {

@@ -181,8 +181,7 @@ impl RunningNode {
             None => Arc::new(LocalFsStore::open(context.store.root())?),
         };
         if let Some(cluster) = &cluster {
-            ensure_cluster_environment(&context, &env_id, &store, args.join.is_none(), cluster)
-                .await?;
+            ensure_cluster_environment(&context, &env_id, &store, args, cluster).await?;
         } else if context.store.load(&env_id)?.is_none() {
             if env_id.is_local() {
                 // The embedded default needs no setup step.
@@ -439,7 +438,7 @@ async fn start_cluster(
         raft_advertise: None,
         admin_addr: args.admin.to_string(),
         identity,
-        bootstrap: args.join.is_none(),
+        bootstrap: args.join.is_none() && !args.no_bootstrap,
         join: args.join,
         raft: consensus::RaftSettings::default(),
     })
@@ -461,10 +460,20 @@ async fn ensure_cluster_environment(
     context: &crate::context::Context,
     env_id: &EnvId,
     store: &Arc<dyn EnvironmentStore + Send + Sync>,
-    bootstrap: bool,
+    args: &NodeRunArgs,
     cluster: &consensus::ClusterHandle,
 ) -> Result<(), CliError> {
-    let deadline = tokio::time::Instant::now() + REPLICATION_WAIT;
+    let bootstrap = args.join.is_none() && !args.no_bootstrap;
+    if args.no_bootstrap {
+        tracing::info!(raft = %cluster.node().raft_addr, "waiting to be added with `gtc cluster join`");
+    }
+    // A member waiting to be added waits as long as it takes.
+    let wait = if args.no_bootstrap {
+        Duration::from_secs(u64::from(u32::MAX))
+    } else {
+        REPLICATION_WAIT
+    };
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         if store.load(env_id)?.is_some() {
             return Ok(());

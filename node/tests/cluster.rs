@@ -142,6 +142,71 @@ fn a_three_node_cluster_replicates_survives_a_killed_leader_and_catches_up() {
         );
     }
     assert_eq!(members[leader].audit(), members[survivor].audit());
+
+    // `gtc cluster join` adds a fourth member that waits to be added, and
+    // `gtc cluster leave` removes it again.
+    let (ok, _, text) = run(
+        &home,
+        &[
+            "cluster",
+            "issue-cert",
+            "n4",
+            "--dir",
+            dir.to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "issue-cert: {text}");
+    let mut fourth = Member {
+        name: "n4".to_owned(),
+        dir: dir.join("n4"),
+        raft: free_udp(),
+        admin: free_tcp(),
+        router: free_tcp(),
+        gossip: None,
+        gossip_seed: None,
+        child: None,
+    };
+    fourth.start_with(&home, None, &["--no-bootstrap"]);
+    let via = members[survivor].dir.to_str().expect("utf8").to_owned();
+    let raft = fourth.raft.to_string();
+    let (ok, _, text) = run(
+        &home,
+        &[
+            "cluster",
+            "join",
+            "--node-dir",
+            &via,
+            "--name",
+            "n4",
+            "--raft-addr",
+            &raft,
+        ],
+    );
+    assert!(ok, "cluster join: {text}");
+    fourth.wait_serving();
+    eventually("n4 to catch up", || fourth.generation() == target);
+    assert_eq!(
+        status(&members[survivor])["voters"]
+            .as_array()
+            .map(Vec::len),
+        Some(4)
+    );
+    let (ok, _, text) = run(
+        &home,
+        &[
+            "cluster",
+            "leave",
+            "--node-dir",
+            fourth.dir.to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "cluster leave: {text}");
+    eventually("n4 to be gone", || {
+        status(&members[survivor])["voters"]
+            .as_array()
+            .map(Vec::len)
+            == Some(3)
+    });
 }
 
 #[test]

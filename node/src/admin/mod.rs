@@ -139,7 +139,8 @@ async fn respond(request: Request<hyper::body::Incoming>, admin: Arc<AdminState>
         ("POST", "/admin/v1/commands") => commands::submit_envelope(request, &admin).await,
         ("GET", "/admin/v1/cluster/status")
         | ("POST", "/admin/v1/cluster/leave")
-        | ("POST", "/admin/v1/cluster/read-index") => cluster::respond(request, &admin).await,
+        | ("POST", "/admin/v1/cluster/read-index")
+        | ("POST", "/admin/v1/cluster/join") => cluster::respond(request, &admin).await,
         _ if path.starts_with(route::ENVIRONMENTS) => handlers::handle(request, &admin).await,
         _ => ApiError::new(
             ErrorKind::NotFound,

@@ -54,6 +54,11 @@ pub struct Member {
 
 impl Member {
     pub fn start(&mut self, home: &Path, join: Option<SocketAddr>) {
+        self.start_with(home, join, &[]);
+    }
+
+    /// Starts the member with extra `gtc node run` arguments.
+    pub fn start_with(&mut self, home: &Path, join: Option<SocketAddr>, extra: &[&str]) {
         let mut command = gtc();
         command
             .args(["node", "run", "--log-format", "json", "--poll-ms", "1000"])
@@ -78,6 +83,7 @@ impl Member {
         if let Some(join) = join {
             command.arg("--join").arg(join.to_string());
         }
+        command.args(extra);
         if let Some(gossip) = self.gossip {
             command.arg("--gossip-listen").arg(gossip.to_string());
         }
@@ -85,6 +91,18 @@ impl Member {
             command.arg("--gossip-seed").arg(seed.to_string());
         }
         self.child = Some(command.spawn().expect("spawn node"));
+        if extra.contains(&"--no-bootstrap") {
+            // It serves only once a member added it (`gtc cluster join`).
+            return;
+        }
+        let node_file = self.store().join("local").join("node.json");
+        eventually(&format!("{} to serve", self.name), || {
+            node_file.exists() && std::net::TcpStream::connect(self.admin).is_ok()
+        });
+    }
+
+    /// Waits until the member serves its admin API (after it was added).
+    pub fn wait_serving(&self) {
         let node_file = self.store().join("local").join("node.json");
         eventually(&format!("{} to serve", self.name), || {
             node_file.exists() && std::net::TcpStream::connect(self.admin).is_ok()
