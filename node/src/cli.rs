@@ -315,6 +315,19 @@ pub struct OpArgs {
     /// Faster, and works without a quorum, but may miss the latest changes.
     #[arg(long, global = true)]
     pub stale_ok: bool,
+    /// Talk to this node's admin API from anywhere (`http://ip:port` or
+    /// `https://ip:port`) instead of the local store; needs --token.
+    #[arg(long, global = true, value_name = "URL", env = "GTC_NODE")]
+    pub node: Option<String>,
+    /// API token for --node (`gtc node token create` on the node).
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "GTC_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub noun: Noun,
 }

@@ -30,6 +30,8 @@ pub struct Context {
     pub admin_ca: Option<PathBuf>,
     /// Read replicas without a read index (`--stale-ok`).
     pub stale_ok: bool,
+    /// A node reached by URL (`--node`): reads and changes go there.
+    pub remote: Option<crate::remote::Remote>,
 }
 
 /// `GREENTIC_HOME`, else `~/.greentic`.
@@ -76,6 +78,7 @@ impl Context {
             registry: packs::with_builtins(),
             admin_ca: None,
             stale_ok: false,
+            remote: None,
         })
     }
 
@@ -148,6 +151,10 @@ impl Context {
 
     /// Authorizes, applies and persists `command`; every outcome is audited.
     pub fn submit(&self, command: Command) -> Result<Report, CliError> {
+        if let Some(remote) = &self.remote {
+            // The node authorizes with the token's role and audits.
+            return remote.submit(&command);
+        }
         let (noun, verb) = (command.noun(), command.verb());
         let envelope = self.envelope(command);
         if envelope.authorization.decision == Decision::Deny {
@@ -256,6 +263,9 @@ impl Context {
     /// Parses a positional environment id and loads it.
     pub fn load(&self, env: &str) -> Result<EnvironmentState, CliError> {
         let env_id = parse_env(env)?;
+        if let Some(remote) = &self.remote {
+            return remote.load(&env_id);
+        }
         self.read_index(&env_id)?;
         self.store
             .load(&env_id)?

@@ -19,6 +19,7 @@ mod node_client;
 mod node_cmd;
 mod op;
 mod output;
+mod remote;
 mod token_cmd;
 
 use clap::{CommandFactory, Parser};

@@ -36,6 +36,49 @@ pub struct NodeClient {
     ca: Option<PathBuf>,
 }
 
+impl NodeClient {
+    /// A node named by its admin URL (`http://ip:port` or `https://ip:port`)
+    /// and a bearer token, from anywhere (`gtc op --node URL --token T`).
+    pub fn remote(url: &str, token: String, ca: Option<PathBuf>) -> Result<Self, CliError> {
+        use std::net::ToSocketAddrs;
+        let bad = |why: &str| {
+            CliError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "--node {url:?} {why}; give the node's admin URL, e.g. http://10.0.0.5:8081"
+                ),
+            )
+            .with_field("--node")
+        };
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (Scheme::Https, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (Scheme::Http, rest)
+        } else {
+            return Err(bad("does not start with http:// or https://"));
+        };
+        let authority = rest.split('/').next().unwrap_or_default();
+        let admin = authority
+            .to_socket_addrs()
+            .map_err(|e| bad(&format!("does not name a reachable host and port ({e})")))?
+            .next()
+            .ok_or_else(|| bad("resolves to no address"))?;
+        if token.is_empty() {
+            return Err(CliError::new(
+                ErrorKind::InvalidArgument,
+                "--node needs --token (or GTC_TOKEN): a token from `gtc node token create` on that node",
+            )
+            .with_field("--token"));
+        }
+        Ok(Self {
+            admin,
+            token,
+            scheme,
+            ca,
+        })
+    }
+}
+
 /// The running node of the environment in `env_dir`, if there is one.
 pub fn running_node(env_dir: &Path, ca: Option<&Path>) -> Option<NodeClient> {
     let text = std::fs::read_to_string(env_dir.join(crate::node_cmd::NODE_FILE)).ok()?;
@@ -118,8 +161,23 @@ impl NodeClient {
         path: &str,
         body: &[u8],
     ) -> Result<(u16, serde_json::Value), CliError> {
+        self.request_with(method, path, body, &[])
+    }
+
+    /// [`NodeClient::request`] with extra headers (`If-Match`, say).
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, serde_json::Value), CliError> {
+        let extra: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
             self.admin,
             self.token,
             body.len()

@@ -814,3 +814,67 @@ fn create_checks_existence_and_restore_needs_admin_and_a_precondition() {
     assert_eq!(destroyed.body["etag"], Value::Null);
     assert_error(&api.get(staging), 404, "not-found");
 }
+
+#[test]
+fn gtc_op_reaches_a_node_by_url_with_an_api_token() {
+    // Proves: from elsewhere (an empty GREENTIC_HOME, no node file),
+    // `gtc op --node URL --token T` reads and changes through the contract
+    // with the token's role; a viewer cannot change anything; nothing is
+    // written in the caller's own home.
+    let home = Home::new();
+    let node = Node::start(&home);
+    let operator = make_token(&home, "ci", "operator", "local");
+    let viewer = make_token(&home, "dash", "viewer", "local");
+    let elsewhere = Home::new();
+    let url = format!("http://{}", node.admin);
+    let answers = elsewhere.write(
+        "bundle.json",
+        r#"{"environment_id":"local","bundle_id":"shop","route_binding":{"path_prefixes":["/shop"]}}"#,
+    );
+    let answers = answers.to_str().expect("utf8");
+    let added = elsewhere.gtc(&[
+        "op",
+        "bundles",
+        "add",
+        "--answers",
+        answers,
+        "--node",
+        &url,
+        "--token",
+        &operator,
+    ]);
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    assert_eq!(added.stdout["via"], "node", "{}", added.stdout);
+    let listed = elsewhere.gtc(&[
+        "op", "bundles", "list", "local", "--node", &url, "--token", &viewer,
+    ]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(
+        listed.stdout.to_string().contains("shop"),
+        "{}",
+        listed.stdout
+    );
+    let other = elsewhere.write(
+        "other.json",
+        r#"{"environment_id":"local","bundle_id":"cart","route_binding":{"path_prefixes":["/cart"]}}"#,
+    );
+    let refused = elsewhere.gtc(&[
+        "op",
+        "bundles",
+        "add",
+        "--answers",
+        other.to_str().expect("utf8"),
+        "--node",
+        &url,
+        "--token",
+        &viewer,
+    ]);
+    assert_ne!(refused.code, 0);
+    assert_eq!(refused.error_kind(), "unauthorized", "{}", refused.stdout);
+    let local_only = elsewhere.gtc(&["op", "env", "list", "--node", &url, "--token", &viewer]);
+    assert_eq!(local_only.error_kind(), "not-yet-implemented");
+    assert!(
+        !elsewhere.root().join("local").exists(),
+        "nothing was written locally"
+    );
+}

@@ -112,6 +112,20 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
 }
 
 /// Runs one operator verb.
+/// Verbs that read or write files on the node's own machine (the store
+/// folder, backups, a bundle to stage), so `--node` cannot carry them yet.
+const LOCAL_ONLY_WITH_NODE: [(&str, &str); 9] = [
+    ("env", "init"),
+    ("env", "list"),
+    ("env", "doctor"),
+    ("env", "backup"),
+    ("env", "backups"),
+    ("env", "restore"),
+    ("env", "migrate-dev"),
+    ("env", "migrate-state"),
+    ("revisions", "stage"),
+];
+
 pub fn run(args: OpArgs) -> Result<Outcome, CliError> {
     let (noun_name, verb_name) = names(&args.noun);
     // `--schema` never touches the store, so it works without GREENTIC_HOME.
@@ -119,8 +133,24 @@ pub fn run(args: OpArgs) -> Result<Outcome, CliError> {
         return Ok(Outcome::Schema(schema));
     }
     let mut context = Context::open(args.store_root)?;
-    context.admin_ca = args.admin_ca;
     context.stale_ok = args.stale_ok;
+    if let Some(url) = &args.node {
+        if LOCAL_ONLY_WITH_NODE.contains(&(noun_name, verb_name)) {
+            return Err(CliError::new(
+                deploy::error::ErrorKind::NotYetImplemented,
+                format!(
+                    "`gtc op {noun_name} {verb_name}` works on the node's machine only, not with --node yet"
+                ),
+            ));
+        }
+        let client = crate::node_client::NodeClient::remote(
+            url,
+            args.token.clone().unwrap_or_default(),
+            args.admin_ca.clone(),
+        )?;
+        context.remote = Some(crate::remote::Remote::new(client));
+    }
+    context.admin_ca = args.admin_ca;
     let report = match args.noun {
         Noun::Env(verb) => env::run(&context, verb)?,
         Noun::EnvPacks(verb) => objects::packs(&context, verb)?,
