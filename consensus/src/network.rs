@@ -28,12 +28,20 @@ pub enum PeerRequest {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
-    /// A whole snapshot in one message (bounded by the transport's frame
-    /// limit, see `transport::MAX_FRAME_BYTES`).
-    Snapshot {
+    /// One piece of a snapshot, sent in order from offset 0; pieces keep
+    /// every message far below the transport's frame limit whatever the
+    /// snapshot's size.
+    SnapshotChunk {
+        snapshot: String,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// The snapshot's pieces are all sent: install it.
+    SnapshotDone {
         vote: Vote,
         meta: SnapshotMeta,
-        data: Vec<u8>,
+        snapshot: String,
+        total: u64,
     },
     /// A write forwarded by a follower to the leader.
     Write(ClusterRequest),
@@ -70,6 +78,8 @@ pub enum PeerResponse {
     },
     /// A membership change went through.
     MembershipChanged,
+    /// A snapshot piece was kept.
+    ChunkAccepted,
     /// A chunk of a staged bundle archive, and the archive's whole size.
     BundleChunk {
         total: u64,
@@ -227,10 +237,29 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let request = PeerRequest::Snapshot {
+        // Names this transfer; the receiver keys pieces by sender and name.
+        let name = format!(
+            "{}-{}",
+            snapshot.meta.last_log_id.map_or(0, |id| id.index()),
+            snapshot.snapshot.len()
+        );
+        let mut offset = 0usize;
+        for piece in snapshot.snapshot.chunks(SNAPSHOT_CHUNK_BYTES) {
+            let request = PeerRequest::SnapshotChunk {
+                snapshot: name.clone(),
+                offset: offset as u64,
+                bytes: piece.to_vec(),
+            };
+            match self.call(&request).await? {
+                PeerResponse::ChunkAccepted => offset += piece.len(),
+                other => return Err(self.unexpected(other).into()),
+            }
+        }
+        let request = PeerRequest::SnapshotDone {
             vote,
             meta: snapshot.meta,
-            data: snapshot.snapshot,
+            snapshot: name,
+            total: snapshot.snapshot.len() as u64,
         };
         match self.call(&request).await? {
             PeerResponse::Snapshot(response) => Ok(response),
@@ -251,6 +280,74 @@ pub struct PeerService {
     raft: Arc<OnceLock<Raft>>,
     /// The replica's store folder, where staged bundles live.
     store_root: Arc<OnceLock<std::path::PathBuf>>,
+    /// Snapshots being received in pieces.
+    incoming: Arc<IncomingSnapshots>,
+}
+
+/// Pieces of a snapshot in one message.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Largest snapshot a member accepts (the whole store image).
+pub const SNAPSHOT_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
+/// Snapshots received at once; a new one from the same sender replaces its
+/// old one (only the latest matters).
+pub const INCOMING_SNAPSHOTS_MAX: usize = 4;
+
+/// Snapshots being assembled, by (sender, name).
+#[derive(Default)]
+struct IncomingSnapshots {
+    pending: std::sync::Mutex<std::collections::HashMap<(String, String), Vec<u8>>>,
+}
+
+impl IncomingSnapshots {
+    fn accept(&self, sender: &str, name: &str, offset: u64, bytes: &[u8]) -> Result<(), String> {
+        let mut pending = self.pending.lock().map_err(|_| "poisoned".to_owned())?;
+        if offset == 0 {
+            pending.retain(|(from, _), _| from != sender);
+            if pending.len() >= INCOMING_SNAPSHOTS_MAX {
+                return Err(format!(
+                    "{INCOMING_SNAPSHOTS_MAX} snapshots are already arriving"
+                ));
+            }
+            pending.insert((sender.to_owned(), name.to_owned()), Vec::new());
+        }
+        let Some(buffer) = pending.get_mut(&(sender.to_owned(), name.to_owned())) else {
+            return Err(format!(
+                "snapshot {name} from {sender}: a piece arrived without its start"
+            ));
+        };
+        if buffer.len() as u64 != offset {
+            pending.remove(&(sender.to_owned(), name.to_owned()));
+            return Err(format!(
+                "snapshot {name} from {sender}: piece at {offset} out of order"
+            ));
+        }
+        if offset + bytes.len() as u64 > SNAPSHOT_BYTES_MAX {
+            pending.remove(&(sender.to_owned(), name.to_owned()));
+            return Err(format!(
+                "snapshot {name} from {sender} is larger than {SNAPSHOT_BYTES_MAX} bytes"
+            ));
+        }
+        buffer.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finish(&self, sender: &str, name: &str, total: u64) -> Result<Vec<u8>, String> {
+        let mut pending = self.pending.lock().map_err(|_| "poisoned".to_owned())?;
+        let key = (sender.to_owned(), name.to_owned());
+        if total == 0 && !pending.contains_key(&key) {
+            return Ok(Vec::new());
+        }
+        let data = pending
+            .remove(&key)
+            .ok_or_else(|| format!("snapshot {name} from {sender} was never started"))?;
+        if data.len() as u64 != total {
+            return Err(format!(
+                "snapshot {name} from {sender}: {} of {total} bytes arrived",
+                data.len()
+            ));
+        }
+        Ok(data)
+    }
 }
 
 impl PeerService {
@@ -323,8 +420,24 @@ impl PeerService {
                 .await
                 .map(PeerResponse::Vote)
                 .map_err(|e| e.to_string()),
-            PeerRequest::Snapshot { vote, meta, data } => raft
-                .install_full_snapshot(
+            PeerRequest::SnapshotChunk {
+                snapshot,
+                offset,
+                bytes,
+            } => self
+                .incoming
+                .accept(&peer.node_name.to_string(), &snapshot, offset, &bytes)
+                .map(|()| PeerResponse::ChunkAccepted),
+            PeerRequest::SnapshotDone {
+                vote,
+                meta,
+                snapshot,
+                total,
+            } => {
+                let data = self
+                    .incoming
+                    .finish(&peer.node_name.to_string(), &snapshot, total)?;
+                raft.install_full_snapshot(
                     vote,
                     Snapshot {
                         meta,
@@ -333,7 +446,8 @@ impl PeerService {
                 )
                 .await
                 .map(PeerResponse::Snapshot)
-                .map_err(|e| e.to_string()),
+                .map_err(|e| e.to_string())
+            }
             PeerRequest::Write(request) => crate::node::write_as_leader(raft, request).await,
             PeerRequest::Join(id, node) => {
                 tracing::info!(peer = %peer.node_name, node = %node, "join requested");
@@ -347,5 +461,26 @@ impl PeerService {
                 offset,
             } => Ok(self.bundle_chunk(&env, &revision, offset)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_arrive_in_order_pieces_and_anything_else_is_refused() {
+        // Proves: pieces assemble in order; a piece out of order, a piece
+        // without its start, or a short total is refused.
+        let incoming = IncomingSnapshots::default();
+        incoming.accept("n1", "s", 0, b"ab").expect("start");
+        incoming.accept("n1", "s", 2, b"cd").expect("next");
+        assert_eq!(incoming.finish("n1", "s", 4).expect("done"), b"abcd");
+        assert!(incoming.accept("n1", "t", 3, b"x").is_err(), "no start");
+        incoming.accept("n2", "u", 0, b"ab").expect("start");
+        assert!(incoming.accept("n2", "u", 5, b"x").is_err(), "a gap");
+        incoming.accept("n3", "v", 0, b"abc").expect("start");
+        assert!(incoming.finish("n3", "v", 10).is_err(), "short");
+        assert!(incoming.finish("n4", "never", 0).expect("empty").is_empty());
     }
 }
