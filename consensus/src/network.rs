@@ -426,7 +426,7 @@ impl PeerService {
                 bytes,
             } => self
                 .incoming
-                .accept(&peer.node_name.to_string(), &snapshot, offset, &bytes)
+                .accept(peer.node_name.as_ref(), &snapshot, offset, &bytes)
                 .map(|()| PeerResponse::ChunkAccepted),
             PeerRequest::SnapshotDone {
                 vote,
@@ -436,7 +436,7 @@ impl PeerService {
             } => {
                 let data = self
                     .incoming
-                    .finish(&peer.node_name.to_string(), &snapshot, total)?;
+                    .finish(peer.node_name.as_ref(), &snapshot, total)?;
                 raft.install_full_snapshot(
                     vote,
                     Snapshot {
