@@ -116,6 +116,13 @@ pub enum NodeVerb {
     /// Bearer tokens of the admin API, with a role per environment.
     #[command(subcommand)]
     Token(TokenVerb),
+    /// Exit 0 when the node's admin API answers `/healthz`, 1 otherwise:
+    /// the container image's HEALTHCHECK (there is no shell or curl in it).
+    Health {
+        /// The node's admin address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
+        admin: std::net::SocketAddr,
+    },
 }
 
 /// A role of an admin API token.

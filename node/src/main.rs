@@ -54,6 +54,7 @@ fn main() {
                 }
             }
         }
+        TopCommand::Node(cli::NodeVerb::Health { admin }) => node_cmd::health(admin),
         TopCommand::Node(cli::NodeVerb::Run(args)) => {
             let store_root = args.store_root.clone();
             match node_cmd::run(*args, store_root) {

@@ -357,6 +357,40 @@ impl RunningNode {
     }
 }
 
+/// How long `gtc node health` waits for the admin API.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `gtc node health`: 0 when `GET /healthz` answers 200, else 1 with the
+/// reason on stderr.
+pub fn health(admin: SocketAddr) -> i32 {
+    use std::io::{Read, Write};
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&admin, HEALTH_TIMEOUT)?;
+        stream.set_read_timeout(Some(HEALTH_TIMEOUT))?;
+        write!(
+            stream,
+            "GET /healthz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text)
+    })();
+    match answer {
+        Ok(text) if text.starts_with("HTTP/1.1 200") => 0,
+        Ok(text) => {
+            eprintln!(
+                "unhealthy: {admin} answered {}",
+                text.lines().next().unwrap_or("nothing")
+            );
+            1
+        }
+        Err(error) => {
+            eprintln!("unhealthy: {admin}: {error}");
+            1
+        }
+    }
+}
+
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut terminate), Ok(mut interrupt)) = (
