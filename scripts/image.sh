@@ -32,4 +32,5 @@ strip "$context/gtc" 2>/dev/null || true
 cp container/Dockerfile "$context/Dockerfile"
 docker build --quiet -t "$image" "$context" >/dev/null
 bytes=$(docker image inspect --format '{{.Size}}' "$image")
-echo "image $image: $((bytes / 1024 / 1024)) MiB ($bytes bytes; target < 30 MB), binary $(file -b "$context/gtc" | cut -d, -f1-2)"
+kind=$(command -v file >/dev/null && file -b "$context/gtc" | cut -d, -f1-2 || echo "a static binary")
+echo "image $image: $((bytes / 1024 / 1024)) MiB ($bytes bytes; target < 30 MB), $kind"
