@@ -62,6 +62,14 @@ pub enum ClusterVerb {
         /// The first node's name (its certificate name and Raft identity).
         #[arg(long, default_value = "node-1")]
         name: String,
+        /// Also issue certificates for these nodes (repeatable), e.g. for a
+        /// Compose file that makes every node's certificate in one step.
+        #[arg(long, value_name = "NAME")]
+        issue: Vec<String>,
+        /// Succeed without changing anything when DIR already holds a CA
+        /// (a container that runs at every start).
+        #[arg(long)]
+        if_missing: bool,
     },
     /// Issue a certificate for a new node NAME, signed by the CA in DIR.
     IssueCert {
@@ -224,6 +232,10 @@ pub struct NodeRunArgs {
     /// there. Without it the node runs on the embedded local store.
     #[arg(long, value_name = "DIR", requires = "raft_listen")]
     pub cluster_dir: Option<PathBuf>,
+    /// Read the certificate, key and gossip key from this folder instead of
+    /// the cluster folder (a read-only mount in a container, say).
+    #[arg(long, value_name = "DIR", requires = "cluster_dir")]
+    pub identity_dir: Option<PathBuf>,
     /// UDP address of the node's QUIC endpoint for Raft and forwarding.
     #[arg(long, value_name = "ADDR")]
     pub raft_listen: Option<std::net::SocketAddr>,

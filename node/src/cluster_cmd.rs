@@ -17,8 +17,20 @@ fn pki(error: transport::PkiError) -> CliError {
 /// Runs one `gtc cluster` verb.
 pub fn run(verb: ClusterVerb) -> Result<Report, CliError> {
     match verb {
-        ClusterVerb::Init { dir, name } => {
+        ClusterVerb::Init {
+            dir,
+            name,
+            issue: others,
+            if_missing,
+        } => {
             let ca_dir = dir.join("ca");
+            if if_missing && ca_dir.join("ca.pem").is_file() {
+                return Ok(Report::new(
+                    "cluster",
+                    "init",
+                    serde_json::json!({"ca_dir": ca_dir, "unchanged": true}),
+                ));
+            }
             let ca = ClusterCa::create("greentic").map_err(pki)?;
             ca.write_to_dir(&ca_dir).map_err(pki)?;
             let key = membership::ClusterKey::generate().map_err(|e| {
@@ -32,6 +44,9 @@ pub fn run(verb: ClusterVerb) -> Result<Report, CliError> {
                 &format!("{}\n", key.to_base64()),
             )?;
             let node_dir = issue(&ca, &dir, &name)?;
+            for other in &others {
+                issue(&ca, &dir, other)?;
+            }
             Ok(Report::new(
                 "cluster",
                 "init",

@@ -332,6 +332,7 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
         gossip_seed: Vec::new(),
         capacity: 16,
         no_bootstrap: false,
+        identity_dir: None,
         admin_tls_cert: None,
         admin_tls_key: None,
         admin_tokens: None,

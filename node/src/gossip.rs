@@ -68,7 +68,10 @@ pub fn load_keyring(node_dir: &Path) -> Result<Keyring, CliError> {
 
 /// What a member gossips about itself.
 pub struct GossipSettings<'a> {
+    /// Where the generation counter is kept (writable).
     pub node_dir: &'a Path,
+    /// Where `gossip.key` is read from.
+    pub key_dir: &'a Path,
     pub node_name: String,
     pub listen: SocketAddr,
     pub seeds: Vec<SocketAddr>,
@@ -84,7 +87,7 @@ pub async fn start(
     router: Arc<Router>,
     cluster: Arc<consensus::ClusterHandle>,
 ) -> Result<Arc<Membership>, CliError> {
-    let keyring = SharedKeyring::new(load_keyring(settings.node_dir)?);
+    let keyring = SharedKeyring::new(load_keyring(settings.key_dir)?);
     let generation = Generation::next_persisted(settings.node_dir)
         .map_err(|e| CliError::new(ErrorKind::Io, e.to_string()))?;
     let mut config =

@@ -281,6 +281,7 @@ impl RunningNode {
                 };
                 let settings = crate::gossip::GossipSettings {
                     node_dir,
+                    key_dir: args.identity_dir.as_deref().unwrap_or(node_dir),
                     node_name: cluster.node().name.clone(),
                     listen,
                     seeds: args.gossip_seed.clone(),
@@ -452,7 +453,8 @@ async fn start_cluster(
     dir: &std::path::Path,
     store_root: &std::path::Path,
 ) -> Result<Arc<consensus::ClusterHandle>, CliError> {
-    let identity = transport::NodeIdentity::load_from_dir(dir)
+    let identity_dir = args.identity_dir.as_deref().unwrap_or(dir);
+    let identity = transport::NodeIdentity::load_from_dir(identity_dir)
         .map_err(|e| CliError::new(ErrorKind::InvalidArgument, e.to_string()))?;
     let node_name = identity
         .validate()
