@@ -5,9 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deploy::audit::{Actor as AuditActor, Authorization, Decision};
-use deploy::command::{Command, CommandEnvelope, MintedIds, RuntimeOutcome, RuntimeReport};
-use deploy::ids::{EventId, RevisionId};
+use deploy::command::{Command, RuntimeOutcome, RuntimeReport};
+use deploy::ids::RevisionId;
 use deploy::lifecycle::Lifecycle;
 use deploy::state::EnvironmentState;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -253,26 +252,11 @@ impl EnvironmentActor {
 
     fn submit_report(&self, state: &EnvironmentActorState, report: RuntimeReport) {
         let context = &state.context;
-        let envelope = CommandEnvelope {
-            at: chrono::Utc::now(),
-            actor: AuditActor {
-                kind: "node".to_owned(),
-                user: Some(context.node_name.clone()),
-                uid: None,
-            },
-            authorization: Authorization {
-                decision: Decision::Allow,
-                policy: "node".to_owned(),
-                reason: format!("runtime report from node {}", context.node_name),
-            },
-            minted: MintedIds {
-                event_id: EventId::from_ulid(ulid::Ulid::new()),
-                object_id: ulid::Ulid::new(),
-            },
-            command: Command::RevisionReport(report),
-            precondition: None,
-            idempotency_key: None,
-        };
+        let envelope = crate::supervisor::node_envelope(
+            &context.node_name,
+            format!("runtime report from node {}", context.node_name),
+            Command::RevisionReport(report),
+        );
         match context.store.submit(&envelope) {
             Ok(_) => tracing::info!(env = %context.env_id, "runtime report committed"),
             Err(error) => {

@@ -22,5 +22,5 @@ mod supervisor;
 pub use environment::{EnvironmentActor, EnvironmentArgs, EnvironmentMsg};
 pub use supervisor::{
     BundleFetcher, NodeContext, NodeHandle, NodeSupervisor, SUPERVISOR_RESTARTS_MAX, Share,
-    SupervisorMsg,
+    SupervisorMsg, node_envelope,
 };

@@ -53,6 +53,38 @@ pub trait BundleFetcher: Send + Sync {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 }
 
+/// A command the node itself submits (a runtime report, the leader's
+/// placement): audited as actor `node:<name>`, allowed by the `node` policy.
+pub fn node_envelope(
+    node_name: &str,
+    reason: String,
+    command: deploy::command::Command,
+) -> deploy::command::CommandEnvelope {
+    use deploy::audit::{Actor, Authorization, Decision};
+    use deploy::command::{CommandEnvelope, MintedIds};
+    use deploy::ids::EventId;
+    CommandEnvelope {
+        at: chrono::Utc::now(),
+        actor: Actor {
+            kind: "node".to_owned(),
+            user: Some(node_name.to_owned()),
+            uid: None,
+        },
+        authorization: Authorization {
+            decision: Decision::Allow,
+            policy: "node".to_owned(),
+            reason,
+        },
+        minted: MintedIds {
+            event_id: EventId::from_ulid(ulid::Ulid::new()),
+            object_id: ulid::Ulid::new(),
+        },
+        command,
+        precondition: None,
+        idempotency_key: None,
+    }
+}
+
 /// How many of a revision's instances this node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Share {

@@ -424,9 +424,25 @@ impl ClusterHandle {
     /// Asks the leader to add `node` (already running, not in a cluster) as
     /// a learner and, once it caught up, as a voter.
     pub async fn add(&self, node_id: NodeId, node: ClusterNode) -> Result<(), ClusterError> {
-        let request = PeerRequest::Join(node_id, node.clone());
+        self.change_membership(PeerRequest::Join(node_id, node))
+            .await
+    }
+
+    /// Asks the leader to remove `node_id` (this node or another).
+    pub async fn remove(&self, node_id: NodeId) -> Result<(), ClusterError> {
+        self.change_membership(PeerRequest::Leave(node_id)).await
+    }
+
+    /// Applies a `Join` or `Leave` here if this node leads, else sends it to
+    /// the leader; retries while leadership moves.
+    async fn change_membership(&self, request: PeerRequest) -> Result<(), ClusterError> {
         for _ in 0..MAX_WRITE_ATTEMPTS {
-            match join_as_leader(&self.raft, node_id, node.clone()).await {
+            let local = match &request {
+                PeerRequest::Join(id, node) => join_as_leader(&self.raft, *id, node.clone()).await,
+                PeerRequest::Leave(id) => leave_as_leader(&self.raft, *id).await,
+                other => Err(format!("{other:?} is not a membership change")),
+            };
+            match local {
                 Ok(PeerResponse::MembershipChanged) => return Ok(()),
                 Ok(PeerResponse::NotLeader {
                     leader: Some((_, leader)),
@@ -434,39 +450,6 @@ impl ClusterHandle {
                     let Ok(addr) = leader.raft_addr.parse::<SocketAddr>() else {
                         return Err(ClusterError::Forward {
                             leader: leader.to_string(),
-                            message: "invalid raft address".to_owned(),
-                        });
-                    };
-                    match self
-                        .client
-                        .call::<PeerRequest, PeerResponse>(addr, &request)
-                        .await
-                    {
-                        Ok(PeerResponse::MembershipChanged) => return Ok(()),
-                        Ok(_) | Err(_) => tokio::time::sleep(FORWARD_RETRY_DELAY).await,
-                    }
-                }
-                Ok(_) => tokio::time::sleep(FORWARD_RETRY_DELAY).await,
-                Err(message) => return Err(ClusterError::Raft(message)),
-            }
-        }
-        Err(ClusterError::NoLeader {
-            attempts: MAX_WRITE_ATTEMPTS,
-        })
-    }
-
-    /// Asks the leader to remove `node_id` (this node or another).
-    pub async fn remove(&self, node_id: NodeId) -> Result<(), ClusterError> {
-        let request = PeerRequest::Leave(node_id);
-        for _ in 0..MAX_WRITE_ATTEMPTS {
-            match leave_as_leader(&self.raft, node_id).await {
-                Ok(PeerResponse::MembershipChanged) => return Ok(()),
-                Ok(PeerResponse::NotLeader {
-                    leader: Some((_, node)),
-                }) => {
-                    let Ok(addr) = node.raft_addr.parse::<SocketAddr>() else {
-                        return Err(ClusterError::Forward {
-                            leader: node.to_string(),
                             message: "invalid raft address".to_owned(),
                         });
                     };

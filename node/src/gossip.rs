@@ -6,19 +6,16 @@
 //! only from committed state).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-
-use deploy::audit::{Actor, Authorization, Decision};
-use deploy::command::{Command, CommandEnvelope, MintedIds, PlacementAnswers};
-use deploy::ids::EventId;
-use deploy::lifecycle::Lifecycle;
-use deploy::placement::{NodeCapacity, place};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deploy::command::{Command, PlacementAnswers};
 use deploy::error::ErrorKind;
 use deploy::ids::RevisionId;
+use deploy::lifecycle::Lifecycle;
+use deploy::placement::{NodeCapacity, place};
 use membership::{
     ClusterKey, FactKey, Generation, Keyring, Membership, MembershipConfig, NodeFacts, NodeRole,
     SharedKeyring, encrypted_udp,
@@ -218,7 +215,12 @@ impl Placer {
         let Some(answers) = placement_changes(&state, &nodes) else {
             return;
         };
-        let envelope = placement_envelope(&cluster.node().name, answers);
+        let name = &cluster.node().name;
+        let envelope = actors::node_envelope(
+            name,
+            format!("placement by the cluster leader {name}"),
+            Command::RevisionPlace(answers),
+        );
         let store = Arc::clone(&self.store);
         match tokio::task::spawn_blocking(move || store.submit(&envelope)).await {
             Ok(Ok(_)) => tracing::info!("placement committed"),
@@ -261,27 +263,4 @@ pub fn placement_changes(
         environment_id: state.env_id().clone(),
         placements: changed,
     })
-}
-
-fn placement_envelope(node_name: &str, answers: PlacementAnswers) -> CommandEnvelope {
-    CommandEnvelope {
-        at: chrono::Utc::now(),
-        actor: Actor {
-            kind: "node".to_owned(),
-            user: Some(node_name.to_owned()),
-            uid: None,
-        },
-        authorization: Authorization {
-            decision: Decision::Allow,
-            policy: "node".to_owned(),
-            reason: format!("placement by the cluster leader {node_name}"),
-        },
-        minted: MintedIds {
-            event_id: EventId::from_ulid(ulid::Ulid::new()),
-            object_id: ulid::Ulid::new(),
-        },
-        command: Command::RevisionPlace(answers),
-        precondition: None,
-        idempotency_key: None,
-    }
 }
