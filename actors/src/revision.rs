@@ -111,6 +111,7 @@ fn specs(args: &RevisionArgs) -> Result<Vec<InstanceSpec>, String> {
             command: runtime.command.clone(),
             env: runtime.env.clone(),
             port_env: runtime.port_env.clone(),
+            host: context.instance_host,
             health_path: runtime.health_path.clone(),
             startup_timeout: Duration::from_secs(u64::from(runtime.startup_timeout_seconds)),
             health_timeout: Duration::from_millis(u64::from(runtime.health_timeout_ms)),

@@ -40,6 +40,8 @@ pub struct NodeContext {
     /// cluster member's replica): the state is checked at once rather than
     /// at the next poll.
     pub state_changes: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The address this node's instances listen on and are reached at.
+    pub instance_host: std::net::IpAddr,
 }
 
 /// Fetches and stages the bundle of a revision placed on this node but

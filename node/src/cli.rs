@@ -260,6 +260,12 @@ pub struct NodeRunArgs {
     /// places more on it.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub capacity: u32,
+    /// The address instances listen on (given to them as `HOST`) and that
+    /// routers reach them at. Default: 127.0.0.1 on a single node; on a
+    /// cluster member, the IP of --raft-listen, so the other members'
+    /// routers can reach this member's instances.
+    #[arg(long, value_name = "IP")]
+    pub instance_host: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Args)]

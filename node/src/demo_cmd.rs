@@ -331,6 +331,7 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
         gossip_listen: None,
         gossip_seed: Vec::new(),
         capacity: 16,
+        instance_host: None,
         no_bootstrap: false,
         identity_dir: None,
         admin_tls_cert: None,

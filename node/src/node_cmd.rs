@@ -95,6 +95,25 @@ async fn bind(addr: SocketAddr, what: &str, hint: &str) -> Result<TcpListener, C
 }
 
 /// The admin API's TLS acceptor when a certificate and key are given.
+/// Where instances listen (see `--instance-host`): loopback on a single
+/// node; a cluster member's Raft IP, which its peers already reach, unless
+/// that is a wildcard address, which names no one interface.
+fn instance_host(args: &NodeRunArgs) -> std::net::IpAddr {
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    match (
+        args.instance_host,
+        args.cluster_dir.as_ref().and(args.raft_listen),
+    ) {
+        (Some(host), _) => host,
+        (None, Some(raft)) if !raft.ip().is_unspecified() => raft.ip(),
+        (None, Some(raft)) => {
+            tracing::warn!(%raft, "--raft-listen is a wildcard address: instances listen on 127.0.0.1 and other members' routers cannot reach them; set --instance-host");
+            loopback
+        }
+        (None, None) => loopback,
+    }
+}
+
 fn admin_tls(args: &NodeRunArgs) -> Result<Option<tokio_rustls::TlsAcceptor>, CliError> {
     match (&args.admin_tls_cert, &args.admin_tls_key) {
         (Some(cert), Some(key)) => Ok(Some(tokio_rustls::TlsAcceptor::from(
@@ -263,6 +282,7 @@ impl RunningNode {
             }),
             poll_interval: Duration::from_millis(args.poll_ms),
             state_changes: cluster.as_ref().map(|c| c.state_machine().watch_applied()),
+            instance_host: instance_host(args),
         };
         let actors = NodeHandle::start(node_context).await.map_err(|e| {
             CliError::new(

@@ -5,12 +5,17 @@
 
 use std::env;
 use std::fmt;
+use std::net::IpAddr;
 
 /// Variable that may name the port variable (for bundles whose platform
 /// contract uses another name than `PORT`).
 pub const PORT_ENV_VAR: &str = "PORT_ENV";
 /// Port variable used when `PORT_ENV` is not set.
 pub const DEFAULT_PORT_VAR: &str = "PORT";
+/// Variable naming the address to listen on (the platform sets it).
+pub const HOST_VAR: &str = "HOST";
+/// Address listened on when `HOST` is not set.
+const DEFAULT_HOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 /// Variable naming the revision this process serves.
 pub const REVISION_VAR: &str = "GREENTIC_REVISION";
 /// Variable naming the instance number within the revision.
@@ -102,6 +107,23 @@ pub fn port_from_env() -> Result<u16, ConfigError> {
     parse_port(&var, &raw)
 }
 
+/// Reads the address to listen on from `$HOST` (loopback when unset).
+pub fn host_from_env() -> Result<IpAddr, ConfigError> {
+    match env::var(HOST_VAR) {
+        Err(_) => Ok(DEFAULT_HOST),
+        Ok(raw) => parse_host(&raw),
+    }
+}
+
+/// Parses an IP address to listen on.
+pub fn parse_host(raw: &str) -> Result<IpAddr, ConfigError> {
+    raw.trim().parse().map_err(|_| {
+        ConfigError(format!(
+            "{HOST_VAR}={raw:?} is not an IP address (e.g. 127.0.0.1 or 10.0.0.5)"
+        ))
+    })
+}
+
 /// Parses a port value; 0 is refused because the platform must know the port.
 pub fn parse_port(var: &str, raw: &str) -> Result<u16, ConfigError> {
     match raw.trim().parse::<u16>() {
@@ -124,6 +146,18 @@ pub fn identity_from_env(mode: Mode) -> Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_parse_and_bad_ones_are_refused() {
+        // Proves an IPv4 or IPv6 address is accepted and a name is refused.
+        assert_eq!(
+            parse_host("10.0.0.5").ok(),
+            Some(IpAddr::from([10, 0, 0, 5]))
+        );
+        assert_eq!(parse_host(" ::1 ").ok(), "::1".parse().ok());
+        assert!(parse_host("localhost").is_err());
+        assert!(parse_host("").is_err());
+    }
 
     #[test]
     fn modes_parse_and_bad_ones_are_refused() {

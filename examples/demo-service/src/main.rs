@@ -60,6 +60,10 @@ fn main() -> ExitCode {
         Ok(port) => port,
         Err(e) => return config_failure(&e),
     };
+    let host = match config::host_from_env() {
+        Ok(host) => host,
+        Err(e) => return config_failure(&e),
+    };
     if mode == Mode::NeverListen {
         never_listen();
     }
@@ -75,7 +79,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_SETUP_FAILED);
         }
     };
-    let code = runtime.block_on(serve(port, identity, mode));
+    let code = runtime.block_on(serve(SocketAddr::from((host, port)), identity, mode));
     // Connections abandoned after the drain timeout must not hold up the exit.
     runtime.shutdown_background();
     code
@@ -97,7 +101,7 @@ fn never_listen() -> ! {
 }
 
 /// Binds, accepts until SIGTERM/SIGINT, then drains. Returns the exit code.
-async fn serve(port: u16, identity: Arc<Identity>, mode: Mode) -> ExitCode {
+async fn serve(addr: SocketAddr, identity: Arc<Identity>, mode: Mode) -> ExitCode {
     // Handlers go in before binding, so a SIGTERM right after start is still graceful.
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -109,7 +113,6 @@ async fn serve(port: u16, identity: Arc<Identity>, mode: Mode) -> ExitCode {
             return ExitCode::from(EXIT_SETUP_FAILED);
         }
     };
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = match TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(e) => {

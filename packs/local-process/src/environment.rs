@@ -13,10 +13,13 @@ use crate::spec::InstanceSpec;
 /// Variables copied from the manager's environment: program lookup, home folder
 /// and locale. Everything else the process sees comes from the spec.
 pub const INHERITED_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
+/// The variable that tells the process which address to listen on.
+pub const HOST_ENV: &str = "HOST";
 
 /// Builds the child's full environment. Later layers win: inherited, then
 /// `spec.env`, then `spec.labels`, then `spec.port_env=<port>` (the platform's
-/// port assignment cannot be overridden by the bundle's configuration).
+/// port assignment cannot be overridden by the bundle's configuration), and
+/// [`HOST_ENV`]`=<spec.host>` likewise.
 pub(crate) fn child_env(
     spec: &InstanceSpec,
     port: u16,
@@ -31,6 +34,10 @@ pub(crate) fn child_env(
     env.insert(
         OsString::from(&spec.port_env),
         OsString::from(port.to_string()),
+    );
+    env.insert(
+        OsString::from(HOST_ENV),
+        OsString::from(spec.host.to_string()),
     );
     env
 }
@@ -49,8 +56,10 @@ mod tests {
                 ("PORT".into(), "1".into()),
                 ("GREENTIC_REVISION".into(), "from-env".into()),
                 ("LOG".into(), "debug".into()),
+                ("HOST".into(), "0.0.0.0".into()),
             ]),
             port_env: "PORT".into(),
+            host: std::net::IpAddr::from([127, 0, 0, 2]),
             health_path: "/healthz".into(),
             startup_timeout: Duration::from_secs(1),
             health_timeout: Duration::from_secs(1),
@@ -62,7 +71,7 @@ mod tests {
 
     #[test]
     fn only_allowed_parent_variables_pass_and_layers_override_in_order() {
-        // Proves operator secrets are not passed through and port > labels > env.
+        // Proves operator secrets are not passed through and port/host > labels > env.
         let parent = |name: &str| match name {
             "PATH" => Some(OsString::from("/usr/bin")),
             "AWS_SECRET_ACCESS_KEY" => Some(OsString::from("hunter2")),
@@ -76,6 +85,11 @@ mod tests {
         assert_eq!(get("PORT"), Some("4242".into()));
         assert_eq!(get("GREENTIC_REVISION"), Some("rev-1".into()));
         assert_eq!(get("LOG"), Some("debug".into()));
-        assert_eq!(env.len(), 4);
+        assert_eq!(
+            get("HOST"),
+            Some("127.0.0.2".into()),
+            "the platform's host wins"
+        );
+        assert_eq!(env.len(), 5);
     }
 }

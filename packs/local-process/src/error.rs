@@ -65,10 +65,10 @@ pub enum StartError {
         /// The last lines of its stdout and stderr logs from this start.
         last_log_lines: Vec<String>,
     },
-    /// No loopback port could be reserved.
-    #[error("no free loopback port: {source}")]
+    /// No port could be reserved on the instance's host address.
+    #[error("no free port on the instance's host address: {source}")]
     NoFreePort {
-        /// The OS error from binding `127.0.0.1:0`.
+        /// The OS error from binding `<host>:0`.
         source: io::Error,
     },
     /// The log folder or a log file could not be created or opened.

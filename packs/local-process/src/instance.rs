@@ -1,6 +1,6 @@
 //! Starting one instance, and the handle that checks and stops it.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -25,7 +25,8 @@ pub const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// complaining that its address was in use. The port is chosen by binding
 /// `127.0.0.1:0` and releasing it, so another program can take it before the
 /// child binds; one retry makes that small race practically invisible, while a
-/// bound keeps a persistently failing bundle from looping.
+/// bound keeps a persistently failing bundle from looping. (The same holds for
+/// the spec's `host` in place of `127.0.0.1`.)
 pub const PORT_RACE_RETRIES: u32 = 1;
 /// SIGTERM grace given to a process that failed to start before it is SIGKILLed.
 pub const FAILED_START_GRACE: Duration = Duration::from_secs(2);
@@ -109,7 +110,7 @@ pub async fn start(spec: &InstanceSpec) -> Result<RunningInstance, StartError> {
 }
 
 async fn start_once(spec: &InstanceSpec, program: &Path) -> Result<RunningInstance, StartError> {
-    let port = free_port()?;
+    let port = free_port(spec.host)?;
     let (logs, stdout, stderr) = LogFiles::open(&spec.log_dir, spec.index)?;
     let child = spawn(spec, program, port, stdout, stderr).await?;
     let mut instance = RunningInstance::new(child, port, logs, spec)?;
@@ -123,10 +124,10 @@ async fn start_once(spec: &InstanceSpec, program: &Path) -> Result<RunningInstan
     }
 }
 
-/// Reserves a loopback port by binding port 0 and releasing it (see
+/// Reserves a port on `host` by binding port 0 and releasing it (see
 /// [`PORT_RACE_RETRIES`] for the race this leaves and how it is handled).
-fn free_port() -> Result<u16, StartError> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+fn free_port(host: IpAddr) -> Result<u16, StartError> {
+    TcpListener::bind((host, 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .map_err(|source| StartError::NoFreePort { source })
@@ -245,7 +246,7 @@ impl RunningInstance {
             group,
             child,
             pid,
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            addr: SocketAddr::from((spec.host, port)),
             health_path: spec.health_path.clone(),
             logs,
             exit_status: None,
@@ -253,7 +254,7 @@ impl RunningInstance {
         })
     }
 
-    /// The instance's address, `127.0.0.1:<port>`.
+    /// The instance's address, `<spec.host>:<port>`.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -5,7 +5,8 @@
 //! Starting, checking and stopping the local processes of **one revision**:
 //!
 //! * [`start`] validates that the revision's command lives inside its extracted
-//!   bundle, picks a free loopback port, spawns the process in its own process
+//!   bundle, picks a free port on the spec's host address (loopback on a
+//!   single node), spawns the process in its own process
 //!   group with a cleared-down environment and its output appended to per-instance
 //!   log files, and waits until its health path answers 2xx.
 //! * [`RunningInstance`] reports the instance's address and pid, health-checks it,

@@ -1,6 +1,7 @@
 //! What the caller asks for: one instance of one revision.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,6 +17,10 @@ pub struct InstanceSpec {
     pub env: BTreeMap<String, String>,
     /// Name of the variable that receives the instance's port, e.g. `PORT`.
     pub port_env: String,
+    /// The address the instance listens on, given to it as `HOST`:
+    /// `127.0.0.1` on a single node; on a cluster member, an address the
+    /// other members' routers can reach.
+    pub host: IpAddr,
     /// Path probed with `GET` for health, e.g. `/healthz`; any 2xx is healthy.
     pub health_path: String,
     /// The first health check must pass within this, or the start fails.

@@ -112,6 +112,7 @@ impl Bundle {
             command: vec![command.to_owned()],
             env: BTreeMap::new(),
             port_env: "PORT".to_owned(),
+            host: std::net::IpAddr::from([127, 0, 0, 1]),
             health_path: "/healthz".to_owned(),
             startup_timeout: Duration::from_secs(10),
             health_timeout: Duration::from_secs(1),
@@ -294,12 +295,14 @@ async fn child_environment_is_cleared_down() {
         .collect();
     assert!(stdout.lines().any(|l| l == port_line), "{stdout}");
     assert!(stdout.contains(&format!("GREENTIC_REVISION={REVISION}")));
+    assert!(stdout.lines().any(|l| l == "HOST=127.0.0.1"), "{stdout}");
     // The shell itself may add PWD, SHLVL, OLDPWD and `_`; nothing else is allowed.
     let allowed = [
         "PATH",
         "HOME",
         "LANG",
         "HTTP_PORT",
+        "HOST",
         "PORT_ENV",
         "GREENTIC_REVISION",
         "GREENTIC_INSTANCE",
