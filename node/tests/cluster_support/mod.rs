@@ -211,10 +211,16 @@ pub fn example_bundle(home: &Path) -> PathBuf {
 
 /// A bundle of the example service asking for `instances` instances.
 pub fn example_bundle_with(home: &Path, instances: u32) -> PathBuf {
+    bundle_of(home, &demo_service(), instances)
+}
+
+/// A bundle running `service` (a build of the example service) with
+/// `instances` instances.
+pub fn bundle_of(home: &Path, service: &Path, instances: u32) -> PathBuf {
     let dir = home.join(format!("src-shop-{instances}"));
     std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
     std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
-    std::fs::copy(demo_service(), dir.join("bin/server")).expect("copy service");
+    std::fs::copy(service, dir.join("bin/server")).expect("copy service");
     std::fs::write(
         dir.join("bundle.yaml"),
         format!("schema_version: 1\nbundle_id: shop\nruntime:\n  command: [bin/server]\n  health_path: /healthz\n  startup_timeout_seconds: 10\n  instances: {instances}\n"),
