@@ -94,6 +94,42 @@ pub fn place(
     placement
 }
 
+/// The placements that differ from the committed ones for the revisions
+/// that run, or `None` when nothing needs to move: what the cluster leader
+/// commits as `revisions place` (and what the simulation runs).
+pub fn changes(
+    state: &crate::state::EnvironmentState,
+    nodes: &[NodeCapacity],
+) -> Option<crate::command::PlacementAnswers> {
+    let running = state.environment.revisions.iter().filter(|r| {
+        r.runtime_instances.is_some()
+            && matches!(
+                r.lifecycle,
+                crate::lifecycle::Lifecycle::Warming
+                    | crate::lifecycle::Lifecycle::Ready
+                    | crate::lifecycle::Lifecycle::Draining
+            )
+    });
+    let mut desired = BTreeMap::new();
+    let mut current = BTreeMap::new();
+    for revision in running {
+        desired.insert(
+            revision.revision_id,
+            revision.runtime_instances.unwrap_or(1),
+        );
+        current.insert(revision.revision_id, revision.placement.clone());
+    }
+    let placed = place(&desired, nodes, &current);
+    let changed: BTreeMap<_, _> = placed
+        .into_iter()
+        .filter(|(revision, nodes)| current.get(revision) != Some(nodes))
+        .collect();
+    (!changed.is_empty()).then(|| crate::command::PlacementAnswers {
+        environment_id: state.env_id().clone(),
+        placements: changed,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,17 +5,16 @@
 //! goes to which revision is never decided here (the router's table comes
 //! only from committed state).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deploy::command::{Command, PlacementAnswers};
+use deploy::command::Command;
 use deploy::error::ErrorKind;
 use deploy::ids::RevisionId;
-use deploy::lifecycle::Lifecycle;
-use deploy::placement::{NodeCapacity, place};
+use deploy::placement::NodeCapacity;
 use membership::{
     ClusterKey, FactKey, Generation, Keyring, Membership, MembershipConfig, NodeFacts, NodeRole,
     SharedKeyring, encrypted_udp,
@@ -212,7 +211,7 @@ impl Placer {
         let Ok(Some(state)) = self.store.load(&self.env_id) else {
             return;
         };
-        let Some(answers) = placement_changes(&state, &nodes) else {
+        let Some(answers) = deploy::placement::changes(&state, &nodes) else {
             return;
         };
         let name = &cluster.node().name;
@@ -230,37 +229,4 @@ impl Placer {
             Err(error) => tracing::warn!(%error, "placement task failed"),
         }
     }
-}
-
-/// The placements that differ from the committed ones for the revisions
-/// that run, or `None` when nothing needs to move.
-pub fn placement_changes(
-    state: &deploy::state::EnvironmentState,
-    nodes: &[NodeCapacity],
-) -> Option<PlacementAnswers> {
-    let running = state.environment.revisions.iter().filter(|r| {
-        r.runtime_instances.is_some()
-            && matches!(
-                r.lifecycle,
-                Lifecycle::Warming | Lifecycle::Ready | Lifecycle::Draining
-            )
-    });
-    let mut desired = BTreeMap::new();
-    let mut current = BTreeMap::new();
-    for revision in running {
-        desired.insert(
-            revision.revision_id,
-            revision.runtime_instances.unwrap_or(1),
-        );
-        current.insert(revision.revision_id, revision.placement.clone());
-    }
-    let placed = place(&desired, nodes, &current);
-    let changed: BTreeMap<_, _> = placed
-        .into_iter()
-        .filter(|(revision, nodes)| current.get(revision) != Some(nodes))
-        .collect();
-    (!changed.is_empty()).then(|| PlacementAnswers {
-        environment_id: state.env_id().clone(),
-        placements: changed,
-    })
 }
