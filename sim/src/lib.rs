@@ -1,4 +1,19 @@
 //! Deterministic simulation of whole clusters under a seeded scheduler.
 //!
-//! Status: reserved. Nothing lives here yet; issue #6 fills it. Boundary:
-//! test-only; production crates must not depend on it.
+//! Owns: the simulated network, disk and clock a cluster runs on, the
+//! workloads that drive it, the named invariants checked while it runs,
+//! and the reproduction of a failing run from its seed. Boundary:
+//! test-only; production crates must not depend on it, and it must not
+//! reimplement what it tests (it runs openraft, `deploy::apply`, the
+//! router's table, pick and sticky cookies, and the membership crate).
+
+pub mod disk;
+pub mod entropy;
+pub mod invariants;
+pub mod machine;
+pub mod net;
+pub mod trace;
+pub mod world;
+
+pub use invariants::{Violation, names};
+pub use world::{PlantedBug, RunConfig, RunReport, RunStats, SimError, run};

@@ -1,0 +1,1311 @@
+//! One simulated run: nodes, the network and disks between them, the
+//! operators and users who drive them, the faults, and the final checks.
+//!
+//! Everything runs on one thread in a tokio current-thread runtime with
+//! paused time: timers fire in order of simulated time, and time jumps
+//! ahead whenever every task waits. Every choice comes from the run's
+//! seed ([`crate::entropy`]), so a run is a function of its seed and
+//! configuration, and its trace hash says so.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use consensus::{ClusterNode, ClusterRequest, ClusterResponse, NodeId};
+use deploy::audit::{Actor, Authorization, Decision};
+use deploy::bundle::RouteBinding;
+use deploy::command::{
+    BundleAddAnswers, Command, CommandEnvelope, DefaultBinding, DeploymentAnswers, EnvInitAnswers,
+    MintedIds, RevisionAnswers, RevisionStageAnswers, RuntimeOutcome, RuntimeReport,
+    TrafficEntryAnswers, TrafficSetAnswers,
+};
+use deploy::descriptor::CapabilitySlot;
+use deploy::ids::{DeploymentId, EnvId, EventId, RevisionId};
+use deploy::lifecycle::Lifecycle;
+use deploy::placement::NodeCapacity;
+use deploy::state::EnvironmentState;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use rand::Rng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use router::RouteTable;
+use router::pick_point;
+use router::sticky::{self, StickyKey};
+
+use crate::disk::{Disk, DiskSpeed};
+use crate::entropy::{self, SimRng};
+use crate::invariants::{Ack, Ledger, Served, TableSource, Violation, names};
+use crate::machine::{Answer, ApplyHook, Machine, SimRaft};
+use crate::net::{LinkFaults, Net, NetStats, PeerFactory};
+use crate::trace::Trace;
+
+/// A bug the simulator must find (a test proves it does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// The node that receives a write rebuilds its router table from the
+    /// state it expects the write to produce, before the write commits.
+    RouterUsesUncommittedState,
+}
+
+/// What one run does.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub seed: u64,
+    /// Raft voters at the start.
+    pub voters: usize,
+    /// Learners added at the start.
+    pub learners: usize,
+    /// Nodes started outside the cluster, for joins.
+    pub spares: usize,
+    /// Workload steps (each a few hundred simulated milliseconds).
+    pub steps: usize,
+    /// Inject faults (crashes, partitions, loss, skew, slow disks, joins).
+    pub faults: bool,
+    pub bug: Option<PlantedBug>,
+    /// How long the healed cluster may take to converge.
+    pub settle_bound: Duration,
+    /// Keep the trace's lines (for printing), not only its hash.
+    pub keep_trace: bool,
+    /// Simulated user requests per step.
+    pub requests_per_step: usize,
+    /// Sticky sessions among the users.
+    pub sessions: usize,
+}
+
+impl RunConfig {
+    /// The default run of `seed`: 3 voters, 1 spare, 80 steps, faults on.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            voters: 3,
+            learners: 0,
+            spares: 1,
+            steps: 80,
+            faults: true,
+            bug: None,
+            settle_bound: Duration::from_secs(30),
+            keep_trace: false,
+            requests_per_step: 6,
+            sessions: 6,
+        }
+    }
+}
+
+/// Counters of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    pub steps: usize,
+    pub applied_entries: u64,
+    pub acked: usize,
+    pub refused: usize,
+    pub unacknowledged: usize,
+    pub served: usize,
+    pub no_route: usize,
+    pub crashes: usize,
+    pub lost_unflushed_entries: usize,
+    pub partitions: usize,
+    pub joins: usize,
+    pub leaves: usize,
+    pub terms: usize,
+    pub net: NetStats,
+    pub converged_after: Option<Duration>,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub seed: u64,
+    pub trace_hash: String,
+    pub trace_lines: Vec<String>,
+    pub violations: Vec<Violation>,
+    pub simulated: Duration,
+    pub stats: RunStats,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The first violation of `invariant`, if any.
+    pub fn violation_of(&self, invariant: &str) -> Option<&Violation> {
+        self.violations.iter().find(|v| v.invariant == invariant)
+    }
+}
+
+/// Why a run could not even be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot build the simulation runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("the run's thread panicked: {0}")]
+    Panicked(String),
+    #[error("cannot start node n{node}: {message}")]
+    Start { node: NodeId, message: String },
+    #[error("the cluster elected no leader within {0:?} of simulated time")]
+    NoLeader(Duration),
+}
+
+/// Runs `config` on a fresh thread (so every thread-local random source
+/// starts from the seed) and returns its report.
+pub fn run(config: &RunConfig) -> Result<RunReport, SimError> {
+    let config = config.clone();
+    let handle = std::thread::Builder::new()
+        .name(format!("sim-seed-{}", config.seed))
+        .spawn(move || {
+            entropy::seed_thread(config.seed);
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            builder.enable_time().start_paused(true);
+            #[cfg(tokio_unstable)]
+            builder.rng_seed(tokio::runtime::RngSeed::from_bytes(
+                &config.seed.to_le_bytes(),
+            ));
+            let runtime = builder.build().map_err(SimError::Runtime)?;
+            runtime.block_on(async move { World::new(config)?.run().await })
+        })
+        .map_err(SimError::Runtime)?;
+    handle.join().map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        SimError::Panicked(message)
+    })?
+}
+
+struct Node {
+    id: NodeId,
+    disk: Disk,
+    raft: Option<SimRaft>,
+    machine: Option<Machine>,
+    /// In the Raft membership (voter or learner).
+    member: bool,
+    voter: bool,
+    /// Added to the timestamps of commands this node receives.
+    skew: chrono::Duration,
+}
+
+struct Session {
+    cookies: BTreeMap<DeploymentId, String>,
+    last: BTreeMap<DeploymentId, (RevisionId, u64)>,
+}
+
+/// How long a client waits for one write attempt.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Write attempts before the client gives up (the command is then neither
+/// acknowledged nor known to be lost).
+const WRITE_ATTEMPTS: usize = 6;
+/// Simulated instances a node accepts, for placement.
+const NODE_CAPACITY: u32 = 8;
+
+struct World {
+    config: RunConfig,
+    rng: SimRng,
+    net: Net,
+    nodes: Vec<Node>,
+    ledger: Arc<Mutex<Ledger>>,
+    raft_config: Arc<Config>,
+    epoch: chrono::DateTime<chrono::Utc>,
+    sticky_key: StickyKey,
+    sessions: Vec<Session>,
+    ids: u64,
+    picks: u64,
+    env: EnvId,
+    stats: RunStats,
+}
+
+fn defaults() -> Vec<DefaultBinding> {
+    [
+        (
+            CapabilitySlot::Deployer,
+            "greentic.deployer.local-process@0.1.0",
+        ),
+        (CapabilitySlot::Secrets, "greentic.secrets.dev-store@0.1.0"),
+        (CapabilitySlot::Telemetry, "greentic.telemetry.stdout@0.1.0"),
+        (
+            CapabilitySlot::Sessions,
+            "greentic.sessions.in-memory@0.1.0",
+        ),
+        (CapabilitySlot::State, "greentic.state.in-memory@0.1.0"),
+    ]
+    .into_iter()
+    .filter_map(|(slot, kind)| kind.parse().ok().map(|kind| DefaultBinding { slot, kind }))
+    .collect()
+}
+
+impl World {
+    fn new(config: RunConfig) -> Result<Self, SimError> {
+        let mut rng = entropy::sim_rng(config.seed);
+        let net = Net::new(entropy::sim_rng(rng.random()));
+        let total = config.voters + config.learners + config.spares;
+        let nodes = (1..=total as u64)
+            .map(|id| Node {
+                id,
+                disk: Disk::new(entropy::sim_rng(rng.random())),
+                raft: None,
+                machine: None,
+                member: id as usize <= config.voters + config.learners,
+                voter: id as usize <= config.voters,
+                skew: chrono::Duration::zero(),
+            })
+            .collect();
+        let raft_config = Config {
+            cluster_name: "greentic-sim".to_owned(),
+            heartbeat_interval: 250,
+            election_timeout_min: 1_000,
+            election_timeout_max: 2_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(40),
+            max_in_snapshot_log_to_keep: 10,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|error| SimError::Start {
+            node: 0,
+            message: error.to_string(),
+        })?;
+        let sticky_key = StickyKey::new(rng.random());
+        let sessions = (0..config.sessions)
+            .map(|_| Session {
+                cookies: BTreeMap::new(),
+                last: BTreeMap::new(),
+            })
+            .collect();
+        let epoch = chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(20_000);
+        Ok(Self {
+            ledger: Arc::new(Mutex::new(Ledger::new(Trace::new(config.keep_trace)))),
+            config,
+            rng,
+            net,
+            nodes,
+            raft_config: Arc::new(raft_config),
+            epoch,
+            sticky_key,
+            sessions,
+            ids: 0,
+            picks: 0,
+            env: EnvId::local(),
+            stats: RunStats::default(),
+        })
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn trace(&self, what: impl AsRef<str>) {
+        self.ledger().trace.record(what);
+    }
+
+    fn cluster_node(id: NodeId) -> ClusterNode {
+        ClusterNode {
+            name: format!("n{id}"),
+            raft_addr: format!("sim:n{id}"),
+            admin_addr: String::new(),
+        }
+    }
+
+    async fn start(&mut self, index: usize) -> Result<(), SimError> {
+        let id = self.nodes[index].id;
+        let ledger = Arc::clone(&self.ledger);
+        let hook: ApplyHook = Arc::new(move |change| {
+            ledger
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .applied(change);
+        });
+        let machine = Machine::open(id, self.nodes[index].disk.clone(), hook);
+        let raft = SimRaft::new(
+            id,
+            Arc::clone(&self.raft_config),
+            PeerFactory {
+                from: id,
+                net: self.net.clone(),
+            },
+            self.nodes[index].disk.log_store(),
+            machine.clone(),
+        )
+        .await
+        .map_err(|error| SimError::Start {
+            node: id,
+            message: error.to_string(),
+        })?;
+        // Watches every state change for the one-leader-per-term check.
+        let mut metrics = raft.metrics();
+        let ledger = Arc::clone(&self.ledger);
+        tokio::spawn(async move {
+            loop {
+                let leader = {
+                    let seen = metrics.borrow_watched();
+                    (seen.state == ServerState::Leader).then_some(seen.current_term)
+                };
+                if let Some(term) = leader {
+                    ledger
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .leader(term, id);
+                }
+                if metrics.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        self.net.attach(id, raft.clone());
+        self.nodes[index].raft = Some(raft);
+        self.nodes[index].machine = Some(machine);
+        self.trace(format!("n{id} started"));
+        Ok(())
+    }
+
+    async fn crash(&mut self, index: usize) {
+        let id = self.nodes[index].id;
+        self.net.detach(id);
+        if let Some(raft) = self.nodes[index].raft.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), raft.shutdown()).await;
+        }
+        self.nodes[index].machine = None;
+        let lost = self.nodes[index].disk.crash();
+        self.stats.crashes += 1;
+        self.stats.lost_unflushed_entries += lost;
+        self.trace(format!("FAULT crash n{id} ({lost} unflushed entries lost)"));
+    }
+
+    fn up(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].raft.is_some())
+            .collect()
+    }
+
+    fn leader(&self) -> Option<usize> {
+        self.up().into_iter().find(|i| {
+            self.nodes[*i]
+                .raft
+                .as_ref()
+                .is_some_and(|raft| raft.metrics().borrow_watched().state == ServerState::Leader)
+        })
+    }
+
+    async fn wait_for_leader(&mut self, within: Duration) -> Option<usize> {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(leader) = self.leader() {
+                return Some(leader);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    fn next_ids(&mut self) -> MintedIds {
+        self.ids += 1;
+        MintedIds {
+            event_id: EventId::from_ulid(ulid::Ulid::from_parts(self.ids, self.rng.random())),
+            object_id: ulid::Ulid::from_parts(self.ids, self.rng.random()),
+        }
+    }
+
+    fn envelope(
+        &mut self,
+        command: Command,
+        key: String,
+        node: usize,
+        actor: Actor,
+    ) -> CommandEnvelope {
+        let elapsed = chrono::Duration::from_std(self.ledger().trace.elapsed())
+            .unwrap_or_else(|_| chrono::Duration::zero());
+        CommandEnvelope {
+            at: self.epoch + elapsed + self.nodes[node].skew,
+            actor,
+            authorization: Authorization {
+                decision: Decision::Allow,
+                policy: "sim".to_owned(),
+                reason: "simulated operator".to_owned(),
+            },
+            minted: self.next_ids(),
+            command,
+            precondition: None,
+            idempotency_key: Some(key),
+        }
+    }
+
+    /// Sends a command like a client would: to a random running node,
+    /// then to the leader it names, retrying under the same idempotency
+    /// key. `Some` when the cluster answered.
+    async fn submit(&mut self, command: Command, what: &str) -> Option<Answer> {
+        let up = self.up();
+        let &first = up.choose(&mut self.rng)?;
+        self.ids += 1;
+        let key = format!("sim-{}-{}", self.config.seed, self.ids);
+        let operator = Actor::local_user(Some("sim-operator".to_owned()), Some(1000));
+        let envelope = self.envelope(command, key.clone(), first, operator);
+        let json = serde_json::to_string(&envelope).ok()?;
+        let env = envelope.command.env_id();
+        if self.config.bug == Some(PlantedBug::RouterUsesUncommittedState) {
+            self.speculate(first, &envelope);
+        }
+        let mut target = first;
+        for attempt in 0..WRITE_ATTEMPTS {
+            let Some(raft) = self.nodes[target].raft.clone() else {
+                target = *self.up().choose(&mut self.rng)?;
+                continue;
+            };
+            let request = ClusterRequest::Submit {
+                envelope_json: json.clone(),
+            };
+            match tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(request)).await {
+                Ok(Ok(written)) => {
+                    let ClusterResponse::Outcome { outcome_json } = written.data else {
+                        return None;
+                    };
+                    let answer: Answer = serde_json::from_str(&outcome_json).ok()?;
+                    let index = written.log_id.index();
+                    if answer.ok {
+                        self.stats.acked += 1;
+                        let generation = answer.generation.unwrap_or(0);
+                        self.trace(format!(
+                            "ACK {what} {key} via n{} at #{index} gen={generation}{}",
+                            self.nodes[target].id,
+                            if answer.replayed { " (replayed)" } else { "" }
+                        ));
+                        self.ledger().acks.push(Ack {
+                            key,
+                            env,
+                            generation,
+                            index,
+                        });
+                    } else {
+                        self.stats.refused += 1;
+                        self.trace(format!(
+                            "REFUSED {what} {key}: {}",
+                            answer.error.clone().unwrap_or_default()
+                        ));
+                    }
+                    return Some(answer);
+                }
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                    match forward
+                        .leader_id
+                        .and_then(|id| self.nodes.iter().position(|n| n.id == id))
+                    {
+                        Some(leader) if self.nodes[leader].raft.is_some() => target = leader,
+                        _ => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            target = *self.up().choose(&mut self.rng)?;
+                        }
+                    }
+                }
+                Ok(Err(error)) => {
+                    self.trace(format!("{what} {key} attempt {attempt}: {error}"));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    target = *self.up().choose(&mut self.rng)?;
+                }
+                Err(_) => {
+                    self.trace(format!("{what} {key} attempt {attempt} timed out"));
+                    target = *self.up().choose(&mut self.rng)?;
+                }
+            }
+        }
+        self.stats.unacknowledged += 1;
+        self.trace(format!("GAVE UP {what} {key}"));
+        None
+    }
+
+    /// The planted bug: the receiving node's router takes the state the
+    /// write should produce from its own replica, before it is committed.
+    fn speculate(&mut self, node: usize, envelope: &CommandEnvelope) {
+        let id = self.nodes[node].id;
+        let env = envelope.command.env_id();
+        let current = self
+            .ledger()
+            .applied
+            .get(&id)
+            .and_then(|s| s.get(&env))
+            .cloned();
+        if let Ok(applied) = deploy::apply::apply(current.as_ref(), envelope)
+            && let Some(state) = applied.state
+        {
+            self.ledger().set_table(
+                id,
+                &env,
+                RouteTable::build(&state),
+                TableSource::Speculative,
+            );
+        }
+    }
+
+    /// The newest state any node applied: what an operator would read.
+    fn view(&self) -> Option<EnvironmentState> {
+        let ledger = self.ledger();
+        ledger
+            .applied
+            .values()
+            .filter_map(|states| states.get(&self.env))
+            .max_by_key(|state| state.generation)
+            .cloned()
+    }
+
+    async fn setup(&mut self) -> Result<(), SimError> {
+        for index in 0..self.nodes.len() {
+            self.start(index).await?;
+        }
+        let voters: BTreeMap<NodeId, ClusterNode> = self
+            .nodes
+            .iter()
+            .filter(|n| n.voter)
+            .map(|n| (n.id, Self::cluster_node(n.id)))
+            .collect();
+        if let Some(raft) = self.nodes[0].raft.clone() {
+            raft.initialize(voters)
+                .await
+                .map_err(|error| SimError::Start {
+                    node: 1,
+                    message: error.to_string(),
+                })?;
+        }
+        let leader = self
+            .wait_for_leader(Duration::from_secs(20))
+            .await
+            .ok_or(SimError::NoLeader(Duration::from_secs(20)))?;
+        let learners: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| n.member && !n.voter)
+            .map(|n| n.id)
+            .collect();
+        for id in learners {
+            if let Some(raft) = self.nodes[leader].raft.clone() {
+                let added = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    raft.add_learner(id, Self::cluster_node(id), false),
+                )
+                .await;
+                self.trace(format!(
+                    "learner n{id} added: {}",
+                    matches!(added, Ok(Ok(_)))
+                ));
+            }
+        }
+        self.submit(
+            Command::EnvInit {
+                answers: EnvInitAnswers::default(),
+                defaults: defaults(),
+            },
+            "env init",
+        )
+        .await;
+        self.add_deployment("shop").await;
+        Ok(())
+    }
+
+    async fn add_deployment(&mut self, bundle: &str) {
+        let Ok(bundle_id) = bundle.parse() else {
+            return;
+        };
+        self.submit(
+            Command::BundleAdd(BundleAddAnswers {
+                environment_id: self.env.clone(),
+                bundle_id,
+                customer_id: None,
+                route_binding: RouteBinding {
+                    path_prefixes: vec![format!("/{bundle}")],
+                    ..Default::default()
+                },
+                revenue_share: None,
+                authorization_ref: None,
+                config_overrides: None,
+                idempotency_key: None,
+            }),
+            "bundle add",
+        )
+        .await;
+    }
+
+    fn deployments(state: &EnvironmentState) -> Vec<DeploymentId> {
+        state
+            .environment
+            .bundles
+            .iter()
+            .map(|b| b.deployment_id)
+            .collect()
+    }
+
+    fn revisions_in(
+        state: &EnvironmentState,
+        lifecycle: Lifecycle,
+    ) -> Vec<(DeploymentId, RevisionId)> {
+        state
+            .environment
+            .revisions
+            .iter()
+            .filter(|r| r.lifecycle == lifecycle)
+            .map(|r| (r.deployment_id, r.revision_id))
+            .collect()
+    }
+
+    fn revision_answers(&self, revision_id: RevisionId) -> RevisionAnswers {
+        RevisionAnswers {
+            environment_id: self.env.clone(),
+            revision_id,
+            idempotency_key: None,
+        }
+    }
+
+    /// One operator or deployer action, chosen from what the newest state allows.
+    async fn operate(&mut self) {
+        let Some(state) = self.view() else {
+            self.setup_again().await;
+            return;
+        };
+        let deployments = Self::deployments(&state);
+        if deployments.is_empty() {
+            self.add_deployment("shop").await;
+            return;
+        }
+        let &deployment = deployments.choose(&mut self.rng).unwrap_or(&deployments[0]);
+        let ready = Self::revisions_in(&state, Lifecycle::Ready);
+        let staged = Self::revisions_in(&state, Lifecycle::Staged);
+        let draining = Self::revisions_in(&state, Lifecycle::Draining);
+        let inactive = Self::revisions_in(&state, Lifecycle::Inactive);
+        let warming = Self::revisions_in(&state, Lifecycle::Warming);
+        let in_split: BTreeSet<RevisionId> = state
+            .environment
+            .traffic_splits
+            .iter()
+            .flat_map(|s| s.entries.iter().map(|e| e.revision_id))
+            .collect();
+        let live = state
+            .environment
+            .revisions
+            .iter()
+            .filter(|r| r.lifecycle != Lifecycle::Archived)
+            .count();
+        match self.rng.random_range(0..100) {
+            0..18 if live < 8 => {
+                self.submit(
+                    Command::RevisionStage {
+                        answers: RevisionStageAnswers::new(self.env.clone(), deployment),
+                        staged: None,
+                    },
+                    "stage",
+                )
+                .await;
+            }
+            0..30 if !staged.is_empty() => {
+                let &(_, revision) = staged.choose(&mut self.rng).unwrap_or(&staged[0]);
+                let answers = self.revision_answers(revision);
+                self.submit(Command::warm(answers), "warm").await;
+            }
+            30..60 => {
+                let choices: Vec<RevisionId> = ready
+                    .iter()
+                    .filter(|(d, _)| *d == deployment)
+                    .map(|(_, r)| *r)
+                    .collect();
+                if choices.is_empty() {
+                    return;
+                }
+                let count = self.rng.random_range(1..=choices.len().min(3));
+                let mut picked = choices.clone();
+                picked.shuffle(&mut self.rng);
+                picked.truncate(count);
+                let mut left = 10_000u32;
+                let entries = picked
+                    .iter()
+                    .enumerate()
+                    .map(|(i, revision)| {
+                        let weight = if i + 1 == picked.len() {
+                            left
+                        } else {
+                            self.rng.random_range(0..=left)
+                        };
+                        left -= weight;
+                        TrafficEntryAnswers {
+                            revision_id: revision.to_string(),
+                            weight_bps: Some(weight),
+                            weight_percent: None,
+                            tag: None,
+                        }
+                    })
+                    .collect();
+                self.ids += 1;
+                let key = format!("split-{}-{}", self.config.seed, self.ids);
+                self.submit(
+                    Command::TrafficSet(TrafficSetAnswers {
+                        environment_id: self.env.clone(),
+                        deployment_id: deployment,
+                        entries,
+                        updated_by: None,
+                        idempotency_key: key,
+                        authorization_ref: None,
+                    }),
+                    "traffic set",
+                )
+                .await;
+            }
+            60..66 => {
+                self.submit(
+                    Command::TrafficRollback(DeploymentAnswers {
+                        environment_id: self.env.clone(),
+                        deployment_id: deployment,
+                        idempotency_key: None,
+                    }),
+                    "traffic rollback",
+                )
+                .await;
+            }
+            66..76 => {
+                let candidates: Vec<RevisionId> = ready
+                    .iter()
+                    .map(|(_, r)| *r)
+                    .filter(|r| !in_split.contains(r))
+                    .collect();
+                if let Some(&revision) = candidates.choose(&mut self.rng) {
+                    let answers = self.revision_answers(revision);
+                    self.submit(Command::RevisionDrain(answers), "drain").await;
+                }
+            }
+            76..84 => {
+                // Archive a revision: usually an inactive one; now and then
+                // one that is still referenced, which must be refused.
+                let pool: Vec<RevisionId> = if self.rng.random_bool(0.8) {
+                    inactive.iter().map(|(_, r)| *r).collect()
+                } else {
+                    in_split.iter().copied().collect()
+                };
+                if let Some(&revision) = pool.choose(&mut self.rng) {
+                    let answers = self.revision_answers(revision);
+                    self.submit(Command::RevisionArchive(answers), "archive")
+                        .await;
+                }
+            }
+            84..94 => {
+                // The deployer reports what the runtime observed.
+                if let Some(&(_, revision)) = warming.choose(&mut self.rng) {
+                    self.report(revision, RuntimeOutcome::Ready).await;
+                } else if let Some(&(_, revision)) = draining.choose(&mut self.rng) {
+                    self.report(revision, RuntimeOutcome::Drained).await;
+                }
+            }
+            94..97 if deployments.len() < 2 => self.add_deployment("books").await,
+            _ => self.place().await,
+        }
+    }
+
+    async fn setup_again(&mut self) {
+        self.submit(
+            Command::EnvInit {
+                answers: EnvInitAnswers::default(),
+                defaults: defaults(),
+            },
+            "env init",
+        )
+        .await;
+    }
+
+    async fn report(&mut self, revision_id: RevisionId, outcome: RuntimeOutcome) {
+        self.submit(
+            Command::RevisionReport(RuntimeReport {
+                environment_id: self.env.clone(),
+                revision_id,
+                outcome,
+            }),
+            "runtime report",
+        )
+        .await;
+    }
+
+    /// The leader's placement round, on the members it can see running.
+    async fn place(&mut self) {
+        let Some(state) = self.view() else {
+            return;
+        };
+        let nodes: Vec<NodeCapacity> = self
+            .nodes
+            .iter()
+            .filter(|n| n.member && n.raft.is_some())
+            .map(|n| NodeCapacity {
+                name: format!("n{}", n.id),
+                capacity: NODE_CAPACITY,
+            })
+            .collect();
+        if let Some(answers) = deploy::placement::changes(&state, &nodes) {
+            self.submit(Command::RevisionPlace(answers), "place").await;
+        }
+    }
+
+    /// Users: requests through random running routers, some in sticky sessions.
+    fn serve(&mut self) {
+        for _ in 0..self.config.requests_per_step {
+            let up = self.up();
+            let Some(&node) = up.choose(&mut self.rng) else {
+                return;
+            };
+            let id = self.nodes[node].id;
+            let session = self.rng.random_range(0..self.sessions.len().max(1));
+            let table = self
+                .ledger()
+                .tables
+                .get(&id)
+                .and_then(|tables| tables.get(&self.env))
+                .map(|(table, _)| table.clone());
+            let Some(table) = table else {
+                self.stats.no_route += 1;
+                continue;
+            };
+            let routes = table.deployments().to_vec();
+            let Some(route) = routes.choose(&mut self.rng) else {
+                self.stats.no_route += 1;
+                continue;
+            };
+            let now_unix = (self.epoch
+                + chrono::Duration::from_std(self.ledger().trace.elapsed())
+                    .unwrap_or_else(|_| chrono::Duration::zero()))
+            .timestamp();
+            let Some(session_state) = self.sessions.get_mut(session) else {
+                continue;
+            };
+            // The router's own choice: a verified cookie of the current split
+            // generation whose revision still has weight, else a weighted pick.
+            let pinned = session_state
+                .cookies
+                .get(&route.deployment_id)
+                .and_then(|cookie| {
+                    sticky::verify(
+                        &self.sticky_key,
+                        cookie,
+                        &self.env,
+                        route.deployment_id,
+                        route.split_generation,
+                        now_unix,
+                    )
+                    .ok()
+                    .filter(|revision| route.pick.contains(*revision))
+                });
+            let revision = match pinned {
+                Some(revision) => revision,
+                None => {
+                    self.picks += 1;
+                    let revision = route.pick.pick(pick_point(self.picks));
+                    session_state.cookies.insert(
+                        route.deployment_id,
+                        sticky::issue(
+                            &self.sticky_key,
+                            &self.env,
+                            route.deployment_id,
+                            revision,
+                            route.split_generation,
+                            now_unix + 3600,
+                        ),
+                    );
+                    revision
+                }
+            };
+            let previous = session_state
+                .last
+                .insert(route.deployment_id, (revision, route.split_generation));
+            let flipped = previous.filter(|(was, split_generation)| {
+                *was != revision && *split_generation == route.split_generation
+            });
+            let at = self.ledger().trace.elapsed();
+            let mut ledger = self.ledger();
+            if let Some((was, split_generation)) = flipped {
+                ledger.violate(
+                    names::STICKY_STAYS,
+                    format!(
+                        "session {session} moved from {was} to {revision} under split generation {split_generation} of {}",
+                        route.deployment_id
+                    ),
+                );
+            }
+            ledger.served.push(Served {
+                node: id,
+                env: self.env.clone(),
+                generation: table.generation(),
+                deployment: route.deployment_id,
+                split_generation: route.split_generation,
+                revision,
+                at,
+            });
+            drop(ledger);
+            self.stats.served += 1;
+        }
+    }
+
+    fn pick_node(&mut self, filter: impl Fn(&Node) -> bool) -> Option<usize> {
+        let candidates: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| filter(&self.nodes[*i]))
+            .collect();
+        candidates.choose(&mut self.rng).copied()
+    }
+
+    /// One fault, or the repair of one.
+    async fn fault(&mut self) {
+        let voters_down = self
+            .nodes
+            .iter()
+            .filter(|n| n.voter && n.raft.is_none())
+            .count();
+        let voters = self.nodes.iter().filter(|n| n.voter).count();
+        let minority = (voters - 1) / 2;
+        match self.rng.random_range(0..100) {
+            0..14 if voters_down < minority => {
+                if let Some(index) = self.pick_node(|n| n.raft.is_some()) {
+                    self.crash(index).await;
+                }
+            }
+            0..26 => {
+                if let Some(index) = self.pick_node(|n| n.raft.is_none()) {
+                    let id = self.nodes[index].id;
+                    self.trace(format!("FAULT restart n{id}"));
+                    if self.start(index).await.is_err() {
+                        self.trace(format!("n{id} failed to restart"));
+                    }
+                }
+            }
+            26..36 => {
+                if let Some(index) = self.pick_node(|n| n.member) {
+                    let id = self.nodes[index].id;
+                    let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+                    self.net.isolate(id, &all);
+                    self.stats.partitions += 1;
+                    self.trace(format!("FAULT partition n{id} from everyone"));
+                }
+            }
+            36..44 => {
+                if let Some(index) = self.leader() {
+                    let id = self.nodes[index].id;
+                    let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+                    self.net.isolate(id, &all);
+                    self.stats.partitions += 1;
+                    self.trace(format!("FAULT isolate the leader n{id}"));
+                }
+            }
+            44..50 => {
+                let from = self.pick_node(|n| n.member);
+                let to = self.pick_node(|n| n.member);
+                if let (Some(from), Some(to)) = (from, to)
+                    && from != to
+                {
+                    let (from, to) = (self.nodes[from].id, self.nodes[to].id);
+                    self.net.block(from, to);
+                    self.stats.partitions += 1;
+                    self.trace(format!("FAULT one-way partition n{from} -> n{to}"));
+                }
+            }
+            50..64 => {
+                self.net.heal();
+                self.trace("HEAL partitions");
+            }
+            64..72 => {
+                let faults = LinkFaults {
+                    min_delay: Duration::from_millis(1),
+                    max_delay: Duration::from_millis(self.rng.random_range(5..80)),
+                    loss: self.rng.random_range(0.0..0.2),
+                    duplicate: self.rng.random_range(0.0..0.1),
+                };
+                self.net.set_faults(faults);
+                self.trace(format!("FAULT noisy network {faults:?}"));
+            }
+            72..78 => {
+                self.net.set_faults(LinkFaults::CALM);
+                self.trace("HEAL calm network");
+            }
+            78..84 => {
+                if let Some(index) = self.pick_node(|_| true) {
+                    let skew = chrono::Duration::milliseconds(self.rng.random_range(-5_000..5_000));
+                    self.nodes[index].skew = skew;
+                    self.trace(format!("FAULT clock skew n{} {skew}", self.nodes[index].id));
+                }
+            }
+            84..90 => {
+                if let Some(index) = self.pick_node(|_| true) {
+                    let slow = self.rng.random_bool(0.5);
+                    self.nodes[index].disk.set_speed(if slow {
+                        DiskSpeed::SLOW
+                    } else {
+                        DiskSpeed::FAST
+                    });
+                    self.trace(format!(
+                        "FAULT disk of n{} {}",
+                        self.nodes[index].id,
+                        if slow { "slow" } else { "fast" }
+                    ));
+                }
+            }
+            90..95 => self.join().await,
+            _ => self.leave().await,
+        }
+    }
+
+    /// A running node outside the cluster joins: learner, then voter.
+    async fn join(&mut self) {
+        let Some(index) = self.pick_node(|n| !n.member && n.raft.is_some()) else {
+            return;
+        };
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let Some(raft) = self.nodes[leader].raft.clone() else {
+            return;
+        };
+        let id = self.nodes[index].id;
+        let added = tokio::time::timeout(
+            Duration::from_secs(10),
+            raft.add_learner(id, Self::cluster_node(id), true),
+        )
+        .await;
+        if !matches!(added, Ok(Ok(_))) {
+            self.trace(format!("join of n{id} failed at the learner step"));
+            return;
+        }
+        self.nodes[index].member = true;
+        let promoted = tokio::time::timeout(
+            Duration::from_secs(10),
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
+        )
+        .await;
+        let voter = matches!(promoted, Ok(Ok(_)));
+        self.nodes[index].voter = voter;
+        self.stats.joins += 1;
+        self.trace(format!("MEMBERSHIP n{id} joined (voter: {voter})"));
+    }
+
+    /// A voter leaves, when more than three remain.
+    async fn leave(&mut self) {
+        let voters = self.nodes.iter().filter(|n| n.voter).count();
+        if voters <= 3 {
+            return;
+        }
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let leader_id = self.nodes[leader].id;
+        let Some(index) = self.pick_node(|n| n.voter && n.id != leader_id) else {
+            return;
+        };
+        let Some(raft) = self.nodes[leader].raft.clone() else {
+            return;
+        };
+        let id = self.nodes[index].id;
+        let demoted = tokio::time::timeout(
+            Duration::from_secs(10),
+            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
+        )
+        .await;
+        if !matches!(demoted, Ok(Ok(_))) {
+            self.trace(format!("leave of n{id} failed"));
+            return;
+        }
+        self.nodes[index].voter = false;
+        let removed = tokio::time::timeout(
+            Duration::from_secs(10),
+            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false),
+        )
+        .await;
+        if matches!(removed, Ok(Ok(_))) {
+            self.nodes[index].member = false;
+        }
+        self.stats.leaves += 1;
+        self.trace(format!("MEMBERSHIP n{id} left"));
+    }
+
+    async fn step(&mut self, step: usize) {
+        let pause = Duration::from_millis(self.rng.random_range(50..400));
+        tokio::time::sleep(pause).await;
+        self.trace(format!("step {step}"));
+        self.operate().await;
+        if self.config.faults && self.rng.random_bool(0.35) {
+            self.fault().await;
+        }
+        self.serve();
+    }
+
+    /// Heals every fault and waits until every member and its router hold
+    /// the newest committed generation.
+    async fn settle(&mut self) {
+        self.net.heal();
+        self.net.set_faults(LinkFaults::CALM);
+        for index in 0..self.nodes.len() {
+            self.nodes[index].disk.set_speed(DiskSpeed::FAST);
+            self.nodes[index].skew = chrono::Duration::zero();
+            if self.nodes[index].raft.is_none() && self.start(index).await.is_err() {
+                let id = self.nodes[index].id;
+                self.trace(format!("n{id} failed to restart while healing"));
+            }
+        }
+        self.trace("HEAL everything");
+        // A write after healing makes a new leader commit everything before it.
+        self.place().await;
+        let started = tokio::time::Instant::now();
+        loop {
+            if let Some(generation) = self.converged() {
+                let after = started.elapsed();
+                self.stats.converged_after = Some(after);
+                self.trace(format!(
+                    "converged on generation {generation} after {:.3}s",
+                    after.as_secs_f64()
+                ));
+                return;
+            }
+            if started.elapsed() > self.config.settle_bound {
+                let detail = self.divergence();
+                self.ledger().violate(
+                    names::CONVERGE_AFTER_HEAL,
+                    format!(
+                        "not converged {:?} after healing: {detail}",
+                        self.config.settle_bound
+                    ),
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.member)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// The generation every member and router agrees on, if they do and
+    /// it is the newest committed one.
+    fn converged(&self) -> Option<u64> {
+        let ledger = self.ledger();
+        let newest = ledger
+            .committed
+            .keys()
+            .filter(|(env, _)| *env == self.env)
+            .map(|(_, generation)| *generation)
+            .max()?;
+        for id in self.members() {
+            let applied = ledger.applied.get(&id)?.get(&self.env)?.generation;
+            let routed = ledger.tables.get(&id)?.get(&self.env)?.0.generation();
+            if applied != newest || routed != newest {
+                return None;
+            }
+        }
+        Some(newest)
+    }
+
+    fn divergence(&self) -> String {
+        let ledger = self.ledger();
+        self.members()
+            .iter()
+            .map(|id| {
+                let applied = ledger
+                    .applied
+                    .get(id)
+                    .and_then(|s| s.get(&self.env))
+                    .map(|s| s.generation);
+                let routed = ledger
+                    .tables
+                    .get(id)
+                    .and_then(|t| t.get(&self.env))
+                    .map(|(t, _)| t.generation());
+                format!("n{id}: applied {applied:?}, router {routed:?}")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Acknowledged commands, audit chains and served answers, checked on
+    /// the healed cluster.
+    fn final_checks(&mut self) {
+        let members: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].member)
+            .collect();
+        let acks = self.ledger().acks.clone();
+        let mut chains: Vec<(NodeId, Vec<String>)> = Vec::new();
+        for index in members {
+            let id = self.nodes[index].id;
+            let Some(machine) = &self.nodes[index].machine else {
+                continue;
+            };
+            let replica = machine.replica();
+            let lines = replica.audit.get(&self.env).cloned().unwrap_or_default();
+            let mut ledger = self.ledger();
+            for ack in &acks {
+                let found = lines.iter().any(|line| {
+                    serde_json::from_str::<serde_json::Value>(line).is_ok_and(|event| {
+                        event["idempotency_key"] == ack.key.as_str()
+                            && event["new_generation"].as_u64() == Some(ack.generation)
+                            && event["replayed"] != true
+                    })
+                });
+                if !found {
+                    ledger.violate(
+                        names::ACKED_NEVER_LOST,
+                        format!(
+                            "n{id} lacks {} (acknowledged at #{} generation {})",
+                            ack.key, ack.index, ack.generation
+                        ),
+                    );
+                }
+            }
+            if let Err(error) = deploy::audit::verify_chain(lines.iter().map(String::as_str)) {
+                ledger.violate(names::AUDIT_CHAIN_VERIFIES, format!("n{id}: {error}"));
+            }
+            drop(ledger);
+            chains.push((id, lines));
+        }
+        if let Some((first, reference)) = chains.first() {
+            for (id, lines) in chains.iter().skip(1) {
+                if lines != reference {
+                    self.ledger().violate(
+                        names::AUDIT_CHAIN_VERIFIES,
+                        format!(
+                            "n{id}'s audit chain ({} events) differs from n{first}'s ({} events)",
+                            lines.len(),
+                            reference.len()
+                        ),
+                    );
+                }
+            }
+        }
+        self.ledger().check_served();
+    }
+
+    async fn run(mut self) -> Result<RunReport, SimError> {
+        self.trace(format!(
+            "run seed={} voters={} learners={} spares={} steps={} faults={} bug={:?}",
+            self.config.seed,
+            self.config.voters,
+            self.config.learners,
+            self.config.spares,
+            self.config.steps,
+            self.config.faults,
+            self.config.bug
+        ));
+        self.setup().await?;
+        for step in 0..self.config.steps {
+            self.step(step).await;
+            self.stats.steps = step + 1;
+        }
+        self.settle().await;
+        self.final_checks();
+        for index in 0..self.nodes.len() {
+            if let Some(raft) = self.nodes[index].raft.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), raft.shutdown()).await;
+            }
+        }
+        self.stats.net = self.net.stats();
+        let ledger = self.ledger();
+        let mut stats = self.stats.clone();
+        stats.applied_entries = ledger.applied_entries;
+        stats.terms = ledger.leaders.len();
+        Ok(RunReport {
+            seed: self.config.seed,
+            trace_hash: ledger.trace.hash(),
+            trace_lines: ledger.trace.lines().to_vec(),
+            violations: ledger.violations.clone(),
+            simulated: ledger.trace.elapsed(),
+            stats,
+        })
+    }
+}
