@@ -4,11 +4,20 @@
 //! workloads that drive it, the named invariants checked while it runs,
 //! and the reproduction of a failing run from its seed. Boundary:
 //! test-only; production crates must not depend on it, and it must not
-//! reimplement what it tests (it runs openraft, `deploy::apply`, the
-//! router's table, pick and sticky cookies, and the membership crate).
+//! reimplement what it tests (it runs openraft, `deploy::apply`,
+//! `deploy::placement`, the router's table, pick and sticky cookies, and
+//! the membership crate).
+//!
+//! - [`world`]: one run of a Raft cluster (nodes on [`net`] and [`disk`],
+//!   state machines in [`machine`]) driven by operators, users and faults,
+//!   checked by [`invariants`], recorded in a hashed [`trace`].
+//! - [`gossip`]: N real `membership` nodes on chitchat's in-memory
+//!   transport under paused time; convergence, failure-detection and heal
+//!   times at cluster sizes from a handful to hundreds.
 
 pub mod disk;
 pub mod entropy;
+pub mod gossip;
 pub mod invariants;
 pub mod machine;
 pub mod net;
