@@ -46,9 +46,9 @@ struct Args {
     /// For a failing --seed: find the fewest steps that still fail.
     #[arg(long, requires = "seed")]
     shrink: bool,
-    /// Run the gossip-scale measurement instead (membership sizes).
+    /// Seeds run at once, each on its own thread [default: the cores].
     #[arg(long)]
-    gossip_scale: bool,
+    jobs: Option<usize>,
 }
 
 fn config(args: &Args, seed: u64) -> RunConfig {
@@ -111,20 +111,40 @@ fn main() -> ExitCode {
             "note: built without --cfg tokio_unstable --cfg getrandom_backend=\"custom\": openraft's and chitchat's own random draws come from the OS, so a seed does not replay exactly (see TESTING.md)"
         );
     }
-    if args.gossip_scale {
-        eprintln!(
-            "the gossip-scale measurement is `cargo test -p sim --test gossip_scale -- --nocapture`"
-        );
-        return ExitCode::from(2);
-    }
     if let Some(seed) = args.seed {
         return run_one(&args, seed);
     }
     let started = Instant::now();
+    let jobs = args
+        .jobs
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
+        .max(1);
+    let next = std::sync::atomic::AtomicU64::new(args.first);
+    let end = args.first + args.seeds;
+    let outcomes = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if seed >= end {
+                        break;
+                    }
+                    let outcome = sim::run(&config(&args, seed));
+                    if let Ok(mut outcomes) = outcomes.lock() {
+                        outcomes.push((seed, outcome));
+                    }
+                }
+            });
+        }
+    });
+    let mut outcomes = outcomes.into_inner().unwrap_or_default();
+    outcomes.sort_by_key(|(seed, _)| *seed);
     let mut failed = Vec::new();
     let mut simulated = Duration::ZERO;
-    for seed in args.first..args.first + args.seeds {
-        match sim::run(&config(&args, seed)) {
+    for (seed, outcome) in outcomes {
+        match outcome {
             Ok(report) => {
                 simulated += report.simulated;
                 if !report.passed() {
@@ -149,7 +169,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "{} seeds from {}: {} failed, {:.0}s simulated in {:.1}s of wall time",
+        "{} seeds from {} on {jobs} threads: {} failed, {:.0}s simulated in {:.1}s of wall time",
         args.seeds,
         args.first,
         failed.len(),
