@@ -23,7 +23,7 @@ pub use log_store::LogStore;
 pub use network::{PeerRequest, PeerResponse};
 pub use node::{
     APPLY_WAIT, ClusterConfig, ClusterError, ClusterHandle, ClusterStatus, MAX_WRITE_ATTEMPTS,
-    RaftSettings,
+    RaftSettings, raft_config,
 };
 pub use outcome::{AppliedWire, ErrorWire, Outcome};
 pub use replicated_store::ReplicatedStore;

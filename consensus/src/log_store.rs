@@ -27,8 +27,9 @@ const VOTE_KEY: &str = "vote";
 const COMMITTED_KEY: &str = "committed";
 const PURGED_KEY: &str = "last_purged";
 
-/// Format version of every value this store writes.
-const FORMAT_VERSION: u8 = 1;
+/// Format version of every value this store writes. 2: standard leader
+/// ids (a vote names the node voted for; 1 held advanced leader ids).
+const FORMAT_VERSION: u8 = 2;
 
 /// The on-disk log of one node; cheap to clone (the database is shared).
 #[derive(Clone)]
@@ -247,7 +248,7 @@ mod tests {
     use openraft::EntryPayload;
     use openraft::storage::RaftLogStorage;
 
-    type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, u64>;
+    type LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>;
 
     fn entry(term: u64, node: u64, index: u64) -> Entry {
         Entry {

@@ -76,6 +76,31 @@ impl Default for RaftSettings {
     }
 }
 
+/// The openraft configuration of every member (and of the simulator's
+/// nodes, so it tests what runs).
+///
+/// A restarted leader does not resume leadership without an election
+/// (openraft's `enable_leader_restore`, on by default): its log may have
+/// lost entries it appended but had not flushed, which a quorum of the
+/// others had already committed, and a leader that resumed its term with
+/// the shorter log would write different entries at those indexes. The
+/// simulator found that (seed 619 of its soak; `PlantedBug::LeaderRestore`
+/// replays it); an election makes the others refuse the shorter log.
+pub fn raft_config(settings: &RaftSettings) -> Result<Config, ClusterError> {
+    Config {
+        cluster_name: "greentic".to_owned(),
+        heartbeat_interval: settings.heartbeat_interval_ms,
+        election_timeout_min: settings.election_timeout_min_ms,
+        election_timeout_max: settings.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: settings.entries_kept_after_snapshot,
+        enable_leader_restore: Some(false),
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|error| ClusterError::Config(error.to_string()))
+}
+
 /// How to start a cluster member.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -214,17 +239,7 @@ impl ClusterHandle {
             )?,
         );
 
-        let raft_config = Config {
-            cluster_name: "greentic".to_owned(),
-            heartbeat_interval: config.raft.heartbeat_interval_ms,
-            election_timeout_min: config.raft.election_timeout_min_ms,
-            election_timeout_max: config.raft.election_timeout_max_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.raft.snapshot_every_entries),
-            max_in_snapshot_log_to_keep: config.raft.entries_kept_after_snapshot,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|error| ClusterError::Config(error.to_string()))?;
+        let raft_config = raft_config(&config.raft)?;
         let raft = Raft::new(
             node_id,
             Arc::new(raft_config),
@@ -839,5 +854,19 @@ pub(crate) async fn leave_as_leader(raft: &Raft, id: NodeId) -> Result<PeerRespo
         Ok(_) => Ok(PeerResponse::MembershipChanged),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Ok(not_leader(raft)),
         Err(error) => Err(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarted_leader_must_win_an_election_again() {
+        // Proves the fix for what the simulator found (TESTING.md): openraft's
+        // default lets a restarted leader resume its term with a log that lost
+        // unflushed entries the others had committed.
+        let config = raft_config(&RaftSettings::default()).expect("valid settings");
+        assert_eq!(config.enable_leader_restore, Some(false));
     }
 }

@@ -72,11 +72,18 @@ pub enum ClusterResponse {
 
 openraft::declare_raft_types!(
     /// The Raft types of the cluster.
+    ///
+    /// Standard leader ids: a term has at most one leader, as in the Raft
+    /// paper and as `gtc cluster status` and the term metric suggest.
+    /// openraft's default ("advanced" ids, ordered by term then node id)
+    /// lets two nodes lead the same term one after the other; the
+    /// simulator's `one-leader-per-term` invariant caught that.
     pub TypeConfig:
         D = ClusterRequest,
         R = ClusterResponse,
         NodeId = NodeId,
         Node = ClusterNode,
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, NodeId>,
 );
 
 /// A Raft instance of this cluster's types over our state machine.

@@ -3,8 +3,9 @@
 //! Appends are written at once but become durable only when their flush
 //! completes, after a seeded disk latency, in order; openraft is told an
 //! append is flushed only then. A crash keeps what was durable and loses
-//! the rest, as a power cut loses what was never fsynced. The vote is
-//! durable before `save_vote` returns. A slow disk is a larger latency.
+//! the rest, as a power cut loses what was never fsynced; writes reach the
+//! disk in order, so a committed index saved after a lost append is lost
+//! too. The vote is durable before `save_vote` returns. A slow disk is a larger latency.
 //!
 //! The disk outlives the node's Raft: a restarted node opens the same one.
 //! It owns only bytes; it must not know what a command means.
@@ -116,6 +117,15 @@ impl Disk {
         state
             .entries
             .retain(|index, _| durable.is_some_and(|d| *index <= d));
+        // A real disk writes in order: a committed index saved after
+        // appends that were still in flight is lost with them.
+        if let Some(committed) = state.committed
+            && durable.is_none_or(|d| committed.index() > d)
+        {
+            state.committed = durable
+                .and_then(|d| state.entries.get(&d).map(|entry| entry.log_id()))
+                .or(state.purged);
+        }
         before - state.entries.len()
     }
 

@@ -43,6 +43,8 @@ pub mod names {
     pub const CONVERGE_AFTER_HEAL: &str = "routers-converge-after-heal";
     /// Every member's audit chain verifies, and all members hold the same one.
     pub const AUDIT_CHAIN_VERIFIES: &str = "audit-chain-verifies";
+    /// A crashed node starts again from what its disk kept.
+    pub const RESTARTS_FROM_DISK: &str = "node-restarts-from-its-disk";
 }
 
 /// One broken invariant.

@@ -38,7 +38,7 @@ struct Args {
     #[arg(long)]
     calm: bool,
     /// Plant a known bug (to see the simulator find it).
-    #[arg(long, value_parser = ["router-uses-uncommitted-state"])]
+    #[arg(long, value_parser = ["router-uses-uncommitted-state", "leader-restore"])]
     bug: Option<String>,
     /// Print every line of the trace of --seed.
     #[arg(long)]
@@ -58,10 +58,10 @@ fn config(args: &Args, seed: u64) -> RunConfig {
     config.learners = args.learners;
     config.spares = args.spares;
     config.faults = !args.calm;
-    config.bug = args
-        .bug
-        .as_deref()
-        .map(|_| PlantedBug::RouterUsesUncommittedState);
+    config.bug = args.bug.as_deref().map(|bug| match bug {
+        "leader-restore" => PlantedBug::LeaderRestore,
+        _ => PlantedBug::RouterUsesUncommittedState,
+    });
     config.keep_trace = args.trace;
     config
 }

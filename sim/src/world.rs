@@ -26,7 +26,7 @@ use deploy::placement::NodeCapacity;
 use deploy::state::EnvironmentState;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, Config, ServerState};
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use router::RouteTable;
@@ -46,6 +46,10 @@ pub enum PlantedBug {
     /// The node that receives a write rebuilds its router table from the
     /// state it expects the write to produce, before the write commits.
     RouterUsesUncommittedState,
+    /// openraft's default: a restarted leader resumes its term without an
+    /// election, even when its log lost entries it had not flushed but the
+    /// others had committed.
+    LeaderRestore,
 }
 
 /// What one run does.
@@ -251,20 +255,21 @@ impl World {
                 skew: chrono::Duration::zero(),
             })
             .collect();
-        let raft_config = Config {
-            cluster_name: "greentic-sim".to_owned(),
-            heartbeat_interval: 250,
-            election_timeout_min: 1_000,
-            election_timeout_max: 2_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(40),
-            max_in_snapshot_log_to_keep: 10,
-            ..Default::default()
+        // The production configuration, with snapshots often enough that
+        // lagging members catch up from one.
+        let settings = consensus::RaftSettings {
+            snapshot_every_entries: 40,
+            entries_kept_after_snapshot: 10,
+            ..consensus::RaftSettings::default()
+        };
+        let mut raft_config =
+            consensus::raft_config(&settings).map_err(|error| SimError::Start {
+                node: 0,
+                message: error.to_string(),
+            })?;
+        if config.bug == Some(PlantedBug::LeaderRestore) {
+            raft_config.enable_leader_restore = Some(true);
         }
-        .validate()
-        .map_err(|error| SimError::Start {
-            node: 0,
-            message: error.to_string(),
-        })?;
         let sticky_key = StickyKey::new(rng.random());
         let sessions = (0..config.sessions)
             .map(|_| Session {
@@ -358,6 +363,15 @@ impl World {
         self.nodes[index].machine = Some(machine);
         self.trace(format!("n{id} started"));
         Ok(())
+    }
+
+    /// Starts a crashed node again; failing to is a violation.
+    async fn restart(&mut self, index: usize) {
+        if let Err(error) = self.start(index).await {
+            let id = self.nodes[index].id;
+            self.ledger()
+                .violate(names::RESTARTS_FROM_DISK, format!("n{id}: {error}"));
+        }
     }
 
     async fn crash(&mut self, index: usize) {
@@ -790,6 +804,25 @@ impl World {
                 }
             }
             94..97 if deployments.len() < 2 => self.add_deployment("books").await,
+            97 => {
+                // Another environment: created once, refused as a duplicate after.
+                let Ok(environment_id) = "prod-eu".parse() else {
+                    return;
+                };
+                self.submit(
+                    Command::EnvCreate(deploy::command::EnvCreateAnswers {
+                        environment_id,
+                        name: "Production EU".to_owned(),
+                        region: Some("eu-west".to_owned()),
+                        tenant_org_id: None,
+                        listen_addr: None,
+                        public_base_url: None,
+                        gui_enabled: None,
+                    }),
+                    "env create",
+                )
+                .await;
+            }
             _ => self.place().await,
         }
     }
@@ -960,9 +993,7 @@ impl World {
                 if let Some(index) = self.pick_node(|n| n.raft.is_none()) {
                     let id = self.nodes[index].id;
                     self.trace(format!("FAULT restart n{id}"));
-                    if self.start(index).await.is_err() {
-                        self.trace(format!("n{id} failed to restart"));
-                    }
+                    self.restart(index).await;
                 }
             }
             26..36 => {
@@ -1115,6 +1146,7 @@ impl World {
     async fn step(&mut self, step: usize) {
         let pause = Duration::from_millis(self.rng.random_range(50..400));
         tokio::time::sleep(pause).await;
+        self.sync_membership();
         self.trace(format!("step {step}"));
         self.operate().await;
         if self.config.faults && self.rng.random_bool(0.35) {
@@ -1131,9 +1163,8 @@ impl World {
         for index in 0..self.nodes.len() {
             self.nodes[index].disk.set_speed(DiskSpeed::FAST);
             self.nodes[index].skew = chrono::Duration::zero();
-            if self.nodes[index].raft.is_none() && self.start(index).await.is_err() {
-                let id = self.nodes[index].id;
-                self.trace(format!("n{id} failed to restart while healing"));
+            if self.nodes[index].raft.is_none() {
+                self.restart(index).await;
             }
         }
         self.trace("HEAL everything");
@@ -1141,6 +1172,7 @@ impl World {
         self.place().await;
         let started = tokio::time::Instant::now();
         loop {
+            self.sync_membership();
             if let Some(generation) = self.converged() {
                 let after = started.elapsed();
                 self.stats.converged_after = Some(after);
@@ -1165,6 +1197,33 @@ impl World {
         }
     }
 
+    /// Takes voters and learners from the committed membership as the most
+    /// advanced running node applied it: a membership change whose client
+    /// timed out may still have committed.
+    fn sync_membership(&mut self) {
+        let newest = self
+            .nodes
+            .iter()
+            .filter_map(|node| node.raft.as_ref())
+            .map(|raft| {
+                let metrics = raft.metrics().borrow_watched().clone();
+                (
+                    metrics.last_applied.map_or(0, |id| id.index()),
+                    metrics.membership_config,
+                )
+            })
+            .max_by_key(|(applied, _)| *applied);
+        let Some((_, membership)) = newest else {
+            return;
+        };
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let nodes: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+        for node in &mut self.nodes {
+            node.voter = voters.contains(&node.id);
+            node.member = nodes.contains(&node.id);
+        }
+    }
+
     fn members(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
@@ -1173,24 +1232,29 @@ impl World {
             .collect()
     }
 
-    /// The generation every member and router agrees on, if they do and
-    /// it is the newest committed one.
+    /// The generation of the main environment that every member and its
+    /// router agree on, if every member holds the newest committed state
+    /// of every environment and routes by the main one's.
     fn converged(&self) -> Option<u64> {
         let ledger = self.ledger();
-        let newest = ledger
-            .committed
-            .keys()
-            .filter(|(env, _)| *env == self.env)
-            .map(|(_, generation)| *generation)
-            .max()?;
+        let mut newest: BTreeMap<&EnvId, u64> = BTreeMap::new();
+        for (env, generation) in ledger.committed.keys() {
+            let entry = newest.entry(env).or_insert(*generation);
+            *entry = (*entry).max(*generation);
+        }
         for id in self.members() {
-            let applied = ledger.applied.get(&id)?.get(&self.env)?.generation;
+            let applied = ledger.applied.get(&id)?;
+            for (env, generation) in &newest {
+                if applied.get(*env).map(|state| state.generation) != Some(*generation) {
+                    return None;
+                }
+            }
             let routed = ledger.tables.get(&id)?.get(&self.env)?.0.generation();
-            if applied != newest || routed != newest {
+            if Some(&routed) != newest.get(&self.env) {
                 return None;
             }
         }
-        Some(newest)
+        newest.get(&self.env).copied()
     }
 
     fn divergence(&self) -> String {
@@ -1217,20 +1281,16 @@ impl World {
     /// Acknowledged commands, audit chains and served answers, checked on
     /// the healed cluster.
     fn final_checks(&mut self) {
-        let members: Vec<usize> = (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].member)
-            .collect();
         let acks = self.ledger().acks.clone();
-        let mut chains: Vec<(NodeId, Vec<String>)> = Vec::new();
-        for index in members {
-            let id = self.nodes[index].id;
-            let Some(machine) = &self.nodes[index].machine else {
+        let mut chains: Vec<(NodeId, BTreeMap<EnvId, Vec<String>>)> = Vec::new();
+        for node in self.nodes.iter().filter(|n| n.member) {
+            let Some(machine) = &node.machine else {
                 continue;
             };
-            let replica = machine.replica();
-            let lines = replica.audit.get(&self.env).cloned().unwrap_or_default();
+            let audit = machine.replica().audit;
             let mut ledger = self.ledger();
             for ack in &acks {
+                let lines = audit.get(&ack.env).map_or(&[][..], Vec::as_slice);
                 let found = lines.iter().any(|line| {
                     serde_json::from_str::<serde_json::Value>(line).is_ok_and(|event| {
                         event["idempotency_key"] == ack.key.as_str()
@@ -1242,27 +1302,38 @@ impl World {
                     ledger.violate(
                         names::ACKED_NEVER_LOST,
                         format!(
-                            "n{id} lacks {} (acknowledged at #{} generation {})",
-                            ack.key, ack.index, ack.generation
+                            "n{} lacks {} in {} (acknowledged at #{} generation {})",
+                            node.id, ack.key, ack.env, ack.index, ack.generation
                         ),
                     );
                 }
             }
-            if let Err(error) = deploy::audit::verify_chain(lines.iter().map(String::as_str)) {
-                ledger.violate(names::AUDIT_CHAIN_VERIFIES, format!("n{id}: {error}"));
+            for (env, lines) in &audit {
+                if let Err(error) = deploy::audit::verify_chain(lines.iter().map(String::as_str)) {
+                    ledger.violate(
+                        names::AUDIT_CHAIN_VERIFIES,
+                        format!("n{} {env}: {error}", node.id),
+                    );
+                }
             }
             drop(ledger);
-            chains.push((id, lines));
+            chains.push((node.id, audit));
         }
         if let Some((first, reference)) = chains.first() {
-            for (id, lines) in chains.iter().skip(1) {
-                if lines != reference {
+            for (id, audit) in chains.iter().skip(1) {
+                if audit != reference {
+                    let sizes = |a: &BTreeMap<EnvId, Vec<String>>| {
+                        a.iter()
+                            .map(|(env, lines)| format!("{env}: {}", lines.len()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
                     self.ledger().violate(
                         names::AUDIT_CHAIN_VERIFIES,
                         format!(
-                            "n{id}'s audit chain ({} events) differs from n{first}'s ({} events)",
-                            lines.len(),
-                            reference.len()
+                            "n{id}'s audit chains ({}) differ from n{first}'s ({})",
+                            sizes(audit),
+                            sizes(reference)
                         ),
                     );
                 }
