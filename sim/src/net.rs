@@ -260,6 +260,20 @@ fn unreachable(from: NodeId, to: NodeId) -> Failure {
     Failure(format!("n{to} is unreachable from n{from}"))
 }
 
+impl Peer {
+    /// openraft's view of one exchange: unreachable, refused by the
+    /// receiver's Raft, or answered.
+    fn outcome<T>(&self, answer: Option<Result<T, String>>) -> Result<T, RPCError<TypeConfig>> {
+        match answer {
+            None => Err(RPCError::Unreachable(Unreachable::new(&unreachable(
+                self.from, self.to,
+            )))),
+            Some(Err(error)) => Err(RPCError::Network(NetworkError::new(&Failure(error)))),
+            Some(Ok(response)) => Ok(response),
+        }
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for Peer {
     type SnapshotData = Vec<u8>;
 
@@ -275,13 +289,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
                 async move { Some(raft.append_entries(rpc).await.map_err(|e| e.to_string())) }
             })
             .await;
-        match answer {
-            None => Err(RPCError::Unreachable(Unreachable::new(&unreachable(
-                self.from, self.to,
-            )))),
-            Some(Err(error)) => Err(RPCError::Network(NetworkError::new(&Failure(error)))),
-            Some(Ok(response)) => Ok(response),
-        }
+        self.outcome(answer)
     }
 
     async fn vote(
@@ -296,13 +304,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
                 async move { Some(raft.vote(rpc).await.map_err(|e| e.to_string())) }
             })
             .await;
-        match answer {
-            None => Err(RPCError::Unreachable(Unreachable::new(&unreachable(
-                self.from, self.to,
-            )))),
-            Some(Err(error)) => Err(RPCError::Network(NetworkError::new(&Failure(error)))),
-            Some(Ok(response)) => Ok(response),
-        }
+        self.outcome(answer)
     }
 
     async fn pre_vote(
@@ -317,13 +319,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
                 async move { Some(raft.pre_vote(rpc).await.map_err(|e| e.to_string())) }
             })
             .await;
-        match answer {
-            None => Err(RPCError::Unreachable(Unreachable::new(&unreachable(
-                self.from, self.to,
-            )))),
-            Some(Err(error)) => Err(RPCError::Network(NetworkError::new(&Failure(error)))),
-            Some(Ok(response)) => Ok(response),
-        }
+        self.outcome(answer)
     }
 
     async fn full_snapshot(

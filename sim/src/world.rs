@@ -15,11 +15,10 @@ use consensus::{ClusterNode, ClusterRequest, ClusterResponse, NodeId};
 use deploy::audit::{Actor, Authorization, Decision};
 use deploy::bundle::RouteBinding;
 use deploy::command::{
-    BundleAddAnswers, Command, CommandEnvelope, DefaultBinding, DeploymentAnswers, EnvInitAnswers,
-    MintedIds, RevisionAnswers, RevisionStageAnswers, RuntimeOutcome, RuntimeReport,
-    TrafficEntryAnswers, TrafficSetAnswers,
+    BundleAddAnswers, Command, CommandEnvelope, DeploymentAnswers, EnvInitAnswers, MintedIds,
+    RevisionAnswers, RevisionStageAnswers, RuntimeOutcome, RuntimeReport, TrafficEntryAnswers,
+    TrafficSetAnswers,
 };
-use deploy::descriptor::CapabilitySlot;
 use deploy::ids::{DeploymentId, EnvId, EventId, RevisionId};
 use deploy::lifecycle::Lifecycle;
 use deploy::placement::NodeCapacity;
@@ -218,25 +217,6 @@ struct World {
     picks: u64,
     env: EnvId,
     stats: RunStats,
-}
-
-fn defaults() -> Vec<DefaultBinding> {
-    [
-        (
-            CapabilitySlot::Deployer,
-            "greentic.deployer.local-process@0.1.0",
-        ),
-        (CapabilitySlot::Secrets, "greentic.secrets.dev-store@0.1.0"),
-        (CapabilitySlot::Telemetry, "greentic.telemetry.stdout@0.1.0"),
-        (
-            CapabilitySlot::Sessions,
-            "greentic.sessions.in-memory@0.1.0",
-        ),
-        (CapabilitySlot::State, "greentic.state.in-memory@0.1.0"),
-    ]
-    .into_iter()
-    .filter_map(|(slot, kind)| kind.parse().ok().map(|kind| DefaultBinding { slot, kind }))
-    .collect()
 }
 
 impl World {
@@ -605,7 +585,7 @@ impl World {
         self.submit(
             Command::EnvInit {
                 answers: EnvInitAnswers::default(),
-                defaults: defaults(),
+                defaults: packs::default_bindings(),
             },
             "env init",
         )
@@ -831,7 +811,7 @@ impl World {
         self.submit(
             Command::EnvInit {
                 answers: EnvInitAnswers::default(),
-                defaults: defaults(),
+                defaults: packs::default_bindings(),
             },
             "env init",
         )
