@@ -60,8 +60,9 @@ pub struct MembershipConfig {
 /// Settings of chitchat's phi-accrual failure detector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FailureDetectorSettings {
-    /// Suspicion level above which a peer is dead. The time to detection is
-    /// roughly `phi_threshold * ln(10) * mean heartbeat interval`.
+    /// Suspicion level above which a peer is dead. chitchat 0.13's phi is
+    /// the time since the last heartbeat over the mean heartbeat gap, so
+    /// detection takes about `phi_threshold * mean heartbeat gap`.
     pub phi_threshold: f64,
     /// How long a dead peer stays in `dead_members` before it is forgotten.
     pub dead_node_grace_period_ms: u64,
