@@ -858,21 +858,28 @@ impl World {
             };
             let id = self.nodes[node].id;
             let session = self.rng.random_range(0..self.sessions.len().max(1));
-            let table = self
-                .ledger()
-                .tables
-                .get(&id)
-                .and_then(|tables| tables.get(&self.env))
-                .map(|(table, _)| table.clone());
-            let Some(table) = table else {
+            // Only the chosen deployment's route is copied out of the ledger.
+            let chosen = {
+                let ledger = self
+                    .ledger
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                ledger
+                    .tables
+                    .get(&id)
+                    .and_then(|tables| tables.get(&self.env))
+                    .and_then(|(table, _)| {
+                        table
+                            .deployments()
+                            .choose(&mut self.rng)
+                            .map(|route| (table.generation(), route.clone()))
+                    })
+            };
+            let Some((generation, route)) = chosen else {
                 self.stats.no_route += 1;
                 continue;
             };
-            let routes = table.deployments().to_vec();
-            let Some(route) = routes.choose(&mut self.rng) else {
-                self.stats.no_route += 1;
-                continue;
-            };
+            let route = &route;
             let now_unix = (self.epoch
                 + chrono::Duration::from_std(self.ledger().trace.elapsed())
                     .unwrap_or_else(|_| chrono::Duration::zero()))
@@ -936,7 +943,7 @@ impl World {
             ledger.served.push(Served {
                 node: id,
                 env: self.env.clone(),
-                generation: table.generation(),
+                generation,
                 deployment: route.deployment_id,
                 split_generation: route.split_generation,
                 revision,
@@ -1073,15 +1080,21 @@ impl World {
             return;
         }
         self.nodes[index].member = true;
-        let promoted = tokio::time::timeout(
-            Duration::from_secs(10),
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false),
-        )
-        .await;
-        let voter = matches!(promoted, Ok(Ok(_)));
+        let voter = Self::change(&raft, ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await;
         self.nodes[index].voter = voter;
         self.stats.joins += 1;
         self.trace(format!("MEMBERSHIP n{id} joined (voter: {voter})"));
+    }
+
+    /// One membership change through the leader; true when it committed in
+    /// time (a change that timed out may still commit: `sync_membership`).
+    async fn change(raft: &SimRaft, change: ChangeMembers<NodeId, ClusterNode>) -> bool {
+        let changed = tokio::time::timeout(
+            Duration::from_secs(10),
+            raft.change_membership(change, false),
+        )
+        .await;
+        matches!(changed, Ok(Ok(_)))
     }
 
     /// A voter leaves, when more than three remain.
@@ -1101,22 +1114,12 @@ impl World {
             return;
         };
         let id = self.nodes[index].id;
-        let demoted = tokio::time::timeout(
-            Duration::from_secs(10),
-            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false),
-        )
-        .await;
-        if !matches!(demoted, Ok(Ok(_))) {
+        if !Self::change(&raft, ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await {
             self.trace(format!("leave of n{id} failed"));
             return;
         }
         self.nodes[index].voter = false;
-        let removed = tokio::time::timeout(
-            Duration::from_secs(10),
-            raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false),
-        )
-        .await;
-        if matches!(removed, Ok(Ok(_))) {
+        if Self::change(&raft, ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await {
             self.nodes[index].member = false;
         }
         self.stats.leaves += 1;
