@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,6 +33,9 @@ pub struct TransportClient {
     peers: PeerConnections,
     stats: Arc<TransportStats>,
 }
+
+/// `stable_id` of no connection: the call timed out before it had one.
+const NO_CONNECTION: usize = usize::MAX;
 
 /// A failed attempt, and whether the request may have reached the peer.
 enum AttemptError {
@@ -80,10 +85,67 @@ impl TransportClient {
         let frame = encode_frame(request, self.config.max_frame_bytes)
             .map_err(|source| RpcError::Encode { peer, source })?;
         self.stats.record_request_outbound();
-        let timeout = self.config.call_timeout;
-        match tokio::time::timeout(timeout, self.call_once_or_twice(peer, &frame)).await {
+        self.call_framed(peer, &frame, self.config.call_timeout)
+            .await
+    }
+
+    /// Like [`TransportClient::call`], but bounded by `timeout` instead of the
+    /// configured call timeout (Raft gives each heartbeat a deadline of its own).
+    pub async fn call_within<Req, Resp>(
+        &self,
+        peer: SocketAddr,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let frame = encode_frame(request, self.config.max_frame_bytes)
+            .map_err(|source| RpcError::Encode { peer, source })?;
+        self.stats.record_request_outbound();
+        self.call_framed(peer, &frame, timeout.min(self.config.call_timeout))
+            .await
+    }
+
+    /// One call with its deadline. A call that times out drops the connection it
+    /// used from the cache, so the next call dials again instead of reusing a
+    /// connection whose peer may be gone (a peer that restarted answers a new
+    /// dial at once; the stale connection would only die at its idle timeout).
+    async fn call_framed<Resp: DeserializeOwned>(
+        &self,
+        peer: SocketAddr,
+        frame: &[u8],
+        timeout: Duration,
+    ) -> Result<Resp, RpcError> {
+        let used = AtomicUsize::new(NO_CONNECTION);
+        match tokio::time::timeout(timeout, self.call_once_or_twice(peer, frame, &used)).await {
             Ok(result) => result,
-            Err(_) => Err(RpcError::Timeout { peer, timeout }),
+            Err(_) => {
+                self.forget(peer, used.load(Ordering::Acquire)).await;
+                Err(RpcError::Timeout { peer, timeout })
+            }
+        }
+    }
+
+    /// Drops the cached connection to `peer` if it is the one with `stable_id`
+    /// (another call may already have replaced it with a fresh one). Calls still
+    /// in flight on it keep their streams; nobody new uses it.
+    async fn forget(&self, peer: SocketAddr, stable_id: usize) {
+        if stable_id == NO_CONNECTION {
+            return;
+        }
+        let Ok(slot) = self.peers.slot(peer) else {
+            return;
+        };
+        let mut cached = slot.lock().await;
+        if cached
+            .as_ref()
+            .is_some_and(|connection| connection.stable_id() == stable_id)
+        {
+            tracing::info!(%peer, "call timed out; the connection will be dialled again");
+            self.stats.record_connection(ConnectionResult::Dropped);
+            *cached = None;
         }
     }
 
@@ -99,13 +161,16 @@ impl TransportClient {
         &self,
         peer: SocketAddr,
         frame: &[u8],
+        used: &AtomicUsize,
     ) -> Result<Resp, RpcError> {
         let (connection, reused) = self.connection(peer).await?;
+        used.store(connection.stable_id(), Ordering::Release);
         match self.attempt(peer, &connection, frame).await {
             Ok(response) => Ok(response),
             Err(AttemptError::NotSent(error)) if reused => {
                 tracing::debug!(%peer, %error, "cached connection was dead; reconnecting once");
                 let (connection, _) = self.connection(peer).await?;
+                used.store(connection.stable_id(), Ordering::Release);
                 self.attempt(peer, &connection, frame)
                     .await
                     .map_err(AttemptError::into_inner)

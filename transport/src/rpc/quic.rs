@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{EndpointConfig, IdleTimeout, VarInt};
+use quinn_proto::HashedConnectionIdGenerator;
 use ring::{digest, hmac};
 
 use super::config::{ConfigError, TransportConfig};
@@ -14,6 +15,8 @@ use crate::tls::{self, TlsError};
 
 /// Domain separation for the stateless-reset key derived from the node key.
 const RESET_KEY_LABEL: &[u8] = b"greentic-transport stateless-reset key v1\0";
+/// Domain separation for the connection-id key derived from the node key.
+const CID_KEY_LABEL: &[u8] = b"greentic-transport connection-id key v1\0";
 
 /// A quinn client configuration for dialing cluster peers with `identity`.
 ///
@@ -51,7 +54,9 @@ pub(crate) fn bind_endpoint(
 ) -> Result<quinn::Endpoint, BindError> {
     let socket_error = |source| BindError::Socket { addr, source };
     let socket = UdpSocket::bind(addr).map_err(socket_error)?;
-    let endpoint_config = EndpointConfig::new(Arc::new(reset_key(identity)?));
+    let mut endpoint_config = EndpointConfig::new(Arc::new(reset_key(identity)?));
+    let cid_key = connection_id_key(identity)?;
+    endpoint_config.cid_generator(move || Box::new(HashedConnectionIdGenerator::from_key(cid_key)));
     quinn::Endpoint::new(
         endpoint_config,
         server_config,
@@ -88,11 +93,35 @@ fn transport_config(config: &TransportConfig) -> Result<Arc<quinn::TransportConf
 /// wait for the idle timeout. A key that survives restarts lets peers learn of a
 /// restart on their next packet.
 fn reset_key(identity: &NodeIdentity) -> Result<hmac::Key, BindError> {
+    let digest = node_key_digest(identity, RESET_KEY_LABEL)?;
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, digest.as_ref()))
+}
+
+/// The key of the connection-id generator, derived from the node's private key.
+///
+/// quinn's default generator signs the connection ids it issues with a key random
+/// per process, and an endpoint drops, without answering, a packet whose id it did
+/// not sign. So a restarted node silently dropped every packet of a connection of its
+/// previous life instead of answering with the stateless reset above, and its peers
+/// kept sending into that connection until their idle timeout (30 s): the leader could
+/// not reach a restarted member for that long (issue #12). With a key that survives
+/// restarts, the restarted node recognises the ids as its own, finds no connection for
+/// them, and resets the connection on the peer's next packet, so the peer redials.
+fn connection_id_key(identity: &NodeIdentity) -> Result<u64, BindError> {
+    let digest = node_key_digest(identity, CID_KEY_LABEL)?;
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest.as_ref()[..8]);
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// SHA-256 of a domain label and the node's private key: a per-node secret that stays
+/// the same across restarts and reveals nothing about the key.
+fn node_key_digest(identity: &NodeIdentity, label: &[u8]) -> Result<digest::Digest, BindError> {
     let private_key = identity
         .private_key_der()
         .map_err(|error| BindError::Tls(TlsError::Identity(error)))?;
     let mut context = digest::Context::new(&digest::SHA256);
-    context.update(RESET_KEY_LABEL);
+    context.update(label);
     context.update(private_key.secret_der());
-    Ok(hmac::Key::new(hmac::HMAC_SHA256, context.finish().as_ref()))
+    Ok(context.finish())
 }

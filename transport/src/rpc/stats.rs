@@ -11,7 +11,8 @@ pub const FRAMES_REJECTED_TOTAL: &str = "gtc_transport_frames_rejected_total";
 /// Requests handled (`direction="inbound"`) or sent (`direction="outbound"`).
 pub const REQUESTS_TOTAL: &str = "gtc_transport_requests_total";
 /// Connections, by `result`: `accepted`/`rejected` on servers,
-/// `established`/`failed` on clients.
+/// `established`/`failed` on clients, and `dropped` for a client connection
+/// abandoned after a call timed out on it.
 pub const CONNECTIONS_TOTAL: &str = "gtc_transport_connections_total";
 
 /// Live counters of one server or client.
@@ -24,6 +25,7 @@ pub struct TransportStats {
     connections_rejected: AtomicU64,
     connections_established: AtomicU64,
     connections_failed: AtomicU64,
+    connections_dropped: AtomicU64,
 }
 
 /// A copy of [`TransportStats`] at one moment.
@@ -43,6 +45,8 @@ pub struct StatsSnapshot {
     pub connections_established: u64,
     /// Connection attempts of a client that failed.
     pub connections_failed: u64,
+    /// Cached client connections abandoned because a call on them timed out.
+    pub connections_dropped: u64,
 }
 
 /// Outcome of one connection attempt.
@@ -52,6 +56,7 @@ pub(crate) enum ConnectionResult {
     Rejected,
     Established,
     Failed,
+    Dropped,
 }
 
 impl TransportStats {
@@ -65,6 +70,7 @@ impl TransportStats {
             connections_rejected: self.connections_rejected.load(Ordering::Relaxed),
             connections_established: self.connections_established.load(Ordering::Relaxed),
             connections_failed: self.connections_failed.load(Ordering::Relaxed),
+            connections_dropped: self.connections_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -89,6 +95,7 @@ impl TransportStats {
             ConnectionResult::Rejected => (&self.connections_rejected, "rejected"),
             ConnectionResult::Established => (&self.connections_established, "established"),
             ConnectionResult::Failed => (&self.connections_failed, "failed"),
+            ConnectionResult::Dropped => (&self.connections_dropped, "dropped"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(CONNECTIONS_TOTAL, "result" => label).increment(1);
