@@ -17,6 +17,8 @@
 //! the simulator needs, so its separately flagged build stays small.
 
 #[cfg(feature = "node")]
+mod leader_contact;
+#[cfg(feature = "node")]
 mod log_store;
 #[cfg(feature = "node")]
 mod network;
@@ -45,7 +47,7 @@ pub use node::{
 pub use outcome::{AppliedWire, ErrorWire, Outcome};
 #[cfg(feature = "node")]
 pub use replicated_store::ReplicatedStore;
-pub use settings::{RaftSettings, raft_config};
+pub use settings::{LEADER_CONTACT_STALE_TIMEOUTS, PEER_IDLE_TIMEOUT, RaftSettings, raft_config};
 #[cfg(feature = "node")]
 pub use state_machine::StateMachine;
 pub use types::{ClusterNode, ClusterRequest, ClusterResponse, NodeId, TypeConfig, node_id_for};

@@ -17,6 +17,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 use transport::{PeerInfo, RpcError, TransportClient};
 
+use crate::leader_contact::LeaderContact;
 use crate::types::{
     ClusterNode, ClusterRequest, ClusterResponse, NodeId, Raft, Snapshot, SnapshotMeta, TypeConfig,
     Vote,
@@ -93,6 +94,14 @@ pub enum PeerResponse {
     },
 }
 
+/// Shortest deadline of a heartbeat call. A heartbeat that goes unanswered
+/// this long drops its connection (the transport forgets a connection a
+/// call timed out on), so the next heartbeat dials afresh: a member that
+/// restarted while the old connection sat in QUIC's loss backoff is then
+/// reached within this bound instead of after the backoff. 500 ms is far
+/// above a healthy round trip and leaves a busy follower room to answer.
+pub const HEARTBEAT_CALL_TIMEOUT_MIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Connects openraft to peers through one shared transport client.
 #[derive(Clone)]
 pub struct Network {
@@ -121,6 +130,16 @@ struct PeerFailure {
 
 impl PeerClient {
     async fn call(&self, request: &PeerRequest) -> Result<PeerResponse, PeerCallError> {
+        self.call_within(request, None).await
+    }
+
+    /// One call, bounded by `timeout` when given (else the transport's call
+    /// timeout).
+    async fn call_within(
+        &self,
+        request: &PeerRequest,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<PeerResponse, PeerCallError> {
         let addr = self.addr.clone().map_err(|message| {
             PeerCallError::Unreachable(PeerFailure {
                 target: self.target,
@@ -131,11 +150,19 @@ impl PeerClient {
             target: self.target,
             message,
         };
-        match self
-            .client
-            .call::<PeerRequest, PeerResponse>(addr, request)
-            .await
-        {
+        let answer = match timeout {
+            Some(timeout) => {
+                self.client
+                    .call_within::<PeerRequest, PeerResponse>(addr, request, timeout)
+                    .await
+            }
+            None => {
+                self.client
+                    .call::<PeerRequest, PeerResponse>(addr, request)
+                    .await
+            }
+        };
+        match answer {
             Ok(response) => Ok(response),
             Err(error @ (RpcError::Connect { .. } | RpcError::TooManyPeers { .. })) => {
                 Err(PeerCallError::Unreachable(failure(error.to_string())))
@@ -200,9 +227,18 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&PeerRequest::AppendEntries(rpc)).await? {
+        // A heartbeat (no entries) has a short deadline of its own; entries
+        // keep the transport's, since the follower fsyncs them first.
+        let timeout = rpc
+            .entries
+            .is_empty()
+            .then(|| option.soft_ttl().max(HEARTBEAT_CALL_TIMEOUT_MIN));
+        match self
+            .call_within(&PeerRequest::AppendEntries(rpc), timeout)
+            .await?
+        {
             PeerResponse::AppendEntries(response) => Ok(response),
             other => Err(self.unexpected(other).into()),
         }
@@ -211,9 +247,14 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     async fn vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&PeerRequest::Vote(rpc)).await? {
+        // Within openraft's own deadline, so the transport (not openraft's
+        // cancellation) sees the timeout and drops a stale connection.
+        match self
+            .call_within(&PeerRequest::Vote(rpc), Some(option.soft_ttl()))
+            .await?
+        {
             PeerResponse::Vote(response) => Ok(response),
             other => Err(self.unexpected(other).into()),
         }
@@ -222,9 +263,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     async fn pre_vote(
         &mut self,
         rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
+        option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(&PeerRequest::PreVote(rpc)).await? {
+        match self
+            .call_within(&PeerRequest::PreVote(rpc), Some(option.soft_ttl()))
+            .await?
+        {
             PeerResponse::Vote(response) => Ok(response),
             other => Err(self.unexpected(other).into()),
         }
@@ -282,6 +326,8 @@ pub struct PeerService {
     store_root: Arc<OnceLock<std::path::PathBuf>>,
     /// Snapshots being received in pieces.
     incoming: Arc<IncomingSnapshots>,
+    /// When a leader's append entries or snapshot was last accepted here.
+    leader_contact: LeaderContact,
 }
 
 /// Pieces of a snapshot in one message.
@@ -390,6 +436,11 @@ impl PeerService {
         PeerResponse::BundleChunk { total, bytes }
     }
 
+    /// When this member last accepted a leader's message.
+    pub fn leader_contact(&self) -> LeaderContact {
+        self.leader_contact.clone()
+    }
+
     /// Hands the started Raft to the service.
     pub fn set_raft(&self, raft: Raft) {
         let _ = self.raft.set(raft);
@@ -405,11 +456,15 @@ impl PeerService {
             return Err("this node's raft is still starting".to_owned());
         };
         match request {
-            PeerRequest::AppendEntries(rpc) => raft
-                .append_entries(rpc)
-                .await
-                .map(PeerResponse::AppendEntries)
-                .map_err(|e| e.to_string()),
+            PeerRequest::AppendEntries(rpc) => {
+                let response = raft.append_entries(rpc).await.map_err(|e| e.to_string())?;
+                // Anything but a higher vote means this node accepted the
+                // sender as its leader (a conflict only asks for older entries).
+                if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
+                    self.leader_contact.touch();
+                }
+                Ok(PeerResponse::AppendEntries(response))
+            }
             PeerRequest::Vote(rpc) => raft
                 .vote(rpc)
                 .await
@@ -445,7 +500,10 @@ impl PeerService {
                     },
                 )
                 .await
-                .map(PeerResponse::Snapshot)
+                .map(|response| {
+                    self.leader_contact.touch();
+                    PeerResponse::Snapshot(response)
+                })
                 .map_err(|e| e.to_string())
             }
             PeerRequest::Write(request) => crate::node::write_as_leader(raft, request).await,

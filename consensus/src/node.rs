@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 use store::{SubmitError, Submitted};
 use transport::{NodeIdentity, TransportClient, TransportConfig, TransportServer};
 
+use crate::leader_contact::LeaderContact;
 use crate::log_store::LogStore;
 use crate::network::{Network, PeerRequest, PeerResponse, PeerService};
 use crate::outcome::Outcome;
-use crate::settings::{RaftSettings, raft_config};
+use crate::settings::{PEER_IDLE_TIMEOUT, RaftSettings, raft_config};
 use crate::state_machine::StateMachine;
 use crate::types::{ClusterNode, ClusterRequest, ClusterResponse, NodeId, Raft, node_id_for};
 
@@ -44,9 +45,15 @@ pub const APPLY_WAIT: Duration = Duration::from_secs(10);
 /// forwarded to a leader that just died is retried on the new one soon.
 pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Keep-alive of peer connections: a quiet connection still carries a packet
+/// this often, so the idle timeout below only fires on a peer that is gone.
+pub const PEER_KEEP_ALIVE: Duration = Duration::from_secs(1);
+
 fn transport_config() -> TransportConfig {
     TransportConfig {
         call_timeout: PEER_CALL_TIMEOUT,
+        keep_alive_interval: PEER_KEEP_ALIVE,
+        idle_timeout: PEER_IDLE_TIMEOUT,
         ..TransportConfig::default()
     }
 }
@@ -123,6 +130,10 @@ pub struct ClusterStatus {
     /// Leader only: how far each follower's matched index trails the
     /// leader's last log index.
     pub replication_lag: BTreeMap<NodeId, u64>,
+    /// How long ago this member last heard from a leader (on the leader: a
+    /// quorum's acknowledgement); `None` if never since it started.
+    #[serde(default)]
+    pub leader_contact_age_ms: Option<u64>,
 }
 
 /// A running cluster member.
@@ -133,6 +144,8 @@ pub struct ClusterHandle {
     node: ClusterNode,
     client: Arc<TransportClient>,
     server: Mutex<Option<TransportServer>>,
+    leader_contact: LeaderContact,
+    settings: RaftSettings,
 }
 
 fn storage_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
@@ -214,8 +227,10 @@ impl ClusterHandle {
             node,
             client,
             server: Mutex::new(Some(server)),
+            leader_contact: service.leader_contact(),
+            settings: config.raft.clone(),
         });
-        tokio::spawn(export_metrics(handle.raft.clone()));
+        tokio::spawn(export_metrics(Arc::downgrade(&handle)));
         let initialized = handle
             .raft
             .is_initialized()
@@ -451,16 +466,16 @@ impl ClusterHandle {
                     log_index,
                 } => (response, log_index),
                 PeerResponse::NotLeader {
-                    leader: Some((_, leader)),
-                } => match self.forward(&leader, &request).await? {
+                    leader: Some((leader_id, leader)),
+                } => match self.forward(leader_id, &leader, &request).await? {
                     Some(written) => written,
                     None => {
-                        tokio::time::sleep(FORWARD_RETRY_DELAY).await;
+                        self.wait_for_a_leader_other_than(Some(leader_id)).await;
                         continue;
                     }
                 },
                 _ => {
-                    tokio::time::sleep(FORWARD_RETRY_DELAY).await;
+                    self.wait_for_a_leader_other_than(None).await;
                     continue;
                 }
             };
@@ -477,9 +492,51 @@ impl ClusterHandle {
         })
     }
 
-    /// Sends `request` to `leader`. `None` when the leader certainly did not
-    /// take it (unreachable or no longer leader): the caller may retry.
+    /// Waits until this node knows a leader other than `not` (an election
+    /// ended), at most [`FORWARD_RETRY_DELAY`]: a write retried after a
+    /// failover goes out as soon as the new leader is known, not after a
+    /// fixed pause.
+    async fn wait_for_a_leader_other_than(&self, not: Option<NodeId>) {
+        let wait = self.raft.wait(Some(FORWARD_RETRY_DELAY));
+        let _ = wait
+            .metrics(
+                |metrics| metrics.current_leader.is_some() && metrics.current_leader != not,
+                "a leader to forward to",
+            )
+            .await;
+    }
+
+    /// Sends `request` to `leader`. `None` when the caller should retry: the
+    /// leader certainly did not take it (unreachable or no longer leader), or
+    /// it may have but leadership moved on meanwhile (a retry is safe: the
+    /// state machine answers an event id it applied from its outcome window).
+    ///
+    /// The call is abandoned as soon as this node learns that `leader_id` no
+    /// longer leads (an election started or ended), so a write sent to a
+    /// leader that just died waits for the election, not for the call's
+    /// timeout.
     async fn forward(
+        &self,
+        leader_id: NodeId,
+        leader: &ClusterNode,
+        request: &ClusterRequest,
+    ) -> Result<Option<(ClusterResponse, u64)>, ClusterError> {
+        let call = self.forward_once(leader, request);
+        let wait = self.raft.wait(Some(PEER_CALL_TIMEOUT));
+        let deposed = wait.metrics(
+            |metrics| metrics.current_leader != Some(leader_id),
+            "the leader a write was forwarded to is no longer the leader",
+        );
+        tokio::select! {
+            answer = call => answer,
+            Ok(_) = deposed => {
+                tracing::info!(leader = %leader, "leadership moved while a write was forwarded; retrying");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn forward_once(
         &self,
         leader: &ClusterNode,
         request: &ClusterRequest,
@@ -625,6 +682,42 @@ impl ClusterHandle {
             voters: metrics.membership_config.voter_ids().collect(),
             members,
             replication_lag,
+            leader_contact_age_ms: self
+                .leader_contact_age()
+                .map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+
+    /// How long ago this member last heard from a leader: on a follower, the
+    /// last append entries or snapshot it accepted; on the leader, the last
+    /// acknowledgement by a quorum (a leader cut off from its quorum is as
+    /// stale as its followers). `None` if never since this member started.
+    pub fn leader_contact_age(&self) -> Option<Duration> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        if metrics.state == ServerState::Leader {
+            metrics
+                .last_quorum_acked
+                .map(|acked| openraft::Instant::elapsed(&*acked))
+        } else {
+            self.leader_contact.age()
+        }
+    }
+
+    /// Whether this member is current enough to serve: `Err` says why not
+    /// (no contact with a leader for longer than
+    /// [`RaftSettings::leader_contact_stale_after`]). Its router keeps
+    /// serving the last split it applied; this tells a load balancer in
+    /// front to prefer other members.
+    pub fn readiness(&self) -> Result<(), String> {
+        let bound = self.settings.leader_contact_stale_after();
+        match self.leader_contact_age() {
+            Some(age) if age <= bound => Ok(()),
+            Some(age) => Err(format!(
+                "no contact with a raft leader for {:.1} s (bound {:.1} s): this member may serve an old split",
+                age.as_secs_f64(),
+                bound.as_secs_f64()
+            )),
+            None => Err("this member has not heard from a raft leader since it started".to_owned()),
         }
     }
 
@@ -644,13 +737,29 @@ impl ClusterHandle {
     }
 }
 
-/// Publishes Raft's metrics to Prometheus whenever they change, until Raft
-/// shuts down.
-async fn export_metrics(raft: Raft) {
-    let mut watch = raft.metrics();
+/// How often the leader-contact age is exported even when nothing else
+/// changes (a follower's heartbeats do not change Raft's metrics).
+const CONTACT_EXPORT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Publishes Raft's metrics to Prometheus whenever they change (and the
+/// leader-contact age every [`CONTACT_EXPORT_INTERVAL`]), until the member
+/// is dropped or Raft shuts down.
+async fn export_metrics(handle: std::sync::Weak<ClusterHandle>) {
+    let Some(mut watch) = handle.upgrade().map(|handle| handle.raft.metrics()) else {
+        return;
+    };
     let mut last_leader = None;
     loop {
         let metrics = watch.borrow_watched().clone();
+        match handle
+            .upgrade()
+            .and_then(|handle| handle.leader_contact_age())
+        {
+            Some(age) => {
+                metrics::gauge!("gtc_raft_leader_contact_age_seconds").set(age.as_secs_f64())
+            }
+            None => metrics::gauge!("gtc_raft_leader_contact_age_seconds").set(f64::NAN),
+        }
         metrics::gauge!("gtc_raft_term").set(metrics.current_term as f64);
         metrics::gauge!("gtc_raft_is_leader").set(if metrics.state == ServerState::Leader {
             1.0
@@ -679,7 +788,11 @@ async fn export_metrics(raft: Raft) {
                     .set(last.saturating_sub(matched) as f64);
             }
         }
-        if watch.changed().await.is_err() {
+        tokio::select! {
+            changed = watch.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(CONTACT_EXPORT_INTERVAL) => {}
+        }
+        if handle.strong_count() == 0 {
             return;
         }
     }

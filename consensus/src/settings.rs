@@ -4,9 +4,24 @@
 use openraft::{Config, ConfigError, SnapshotPolicy};
 
 /// Raft timings and log bounds.
+///
+/// The defaults suit loopback, a LAN and a container network (round trips
+/// well under a millisecond, fsync in milliseconds): a heartbeat every
+/// 100 ms and an election timeout drawn from 500–1000 ms, as etcd does
+/// (100 ms / 1 s). A follower refuses to vote while it heard from a leader
+/// within the election timeout's maximum (openraft's leader lease), so a
+/// dead leader is replaced about `election_timeout_max_ms` after its last
+/// heartbeat, plus one pre-vote and one vote round trip. For members a WAN
+/// apart, raise all three in proportion to the round trip (heartbeat about
+/// the round trip, election timeout 5–10 times the heartbeat); see
+/// `gtc node run --raft-heartbeat-ms`.
 #[derive(Debug, Clone)]
 pub struct RaftSettings {
+    /// How often the leader sends heartbeats (append entries) to each member.
     pub heartbeat_interval_ms: u64,
+    /// The election timeout is drawn from `min..max` at each round; a
+    /// follower that heard nothing from a leader for that long runs a
+    /// pre-vote. `max` is also the leader lease.
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     /// A snapshot is built after this many entries since the last one, and
@@ -17,15 +32,36 @@ pub struct RaftSettings {
     pub entries_kept_after_snapshot: u64,
 }
 
+/// A peer connection silent this long (keep-alives included) is closed and
+/// dialled again on the next call. A peer that restarted resets its old
+/// connections at once (a QUIC stateless reset); this bounds the rest (a
+/// peer frozen or cut off), where the transport's 30 s default would keep
+/// calling into the void. The simulator's transport model uses it too.
+pub const PEER_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A member that has heard from no leader for this many election timeouts
+/// (their maximum) is reported unready: an election normally ends within
+/// one or two of them, so three mean a partition or a lost quorum.
+pub const LEADER_CONTACT_STALE_TIMEOUTS: u32 = 3;
+
 impl Default for RaftSettings {
     fn default() -> Self {
         Self {
-            heartbeat_interval_ms: 250,
-            election_timeout_min_ms: 1_000,
-            election_timeout_max_ms: 2_000,
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1_000,
             snapshot_every_entries: 1_000,
             entries_kept_after_snapshot: 200,
         }
+    }
+}
+
+impl RaftSettings {
+    /// How long a member may go without hearing from a leader before it
+    /// reports itself unready (`/readyz`).
+    pub fn leader_contact_stale_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.election_timeout_max_ms)
+            * LEADER_CONTACT_STALE_TIMEOUTS
     }
 }
 
@@ -39,6 +75,15 @@ impl Default for RaftSettings {
 /// the shorter log would write different entries at those indexes. The
 /// simulator found that (seed 619 of its soak; `PlantedBug::LeaderRestore`
 /// replays it); an election makes the others refuse the shorter log.
+///
+/// Pre-vote is on: a member that cannot win (restarted, or cut off and back)
+/// first asks whether a quorum would vote for it, without raising its term,
+/// and the others refuse while their leader is alive. Without it a
+/// restarted member raised its term on every timeout until the leader saw
+/// the higher term and stepped down, forcing an election on a healthy
+/// cluster (issue #12). The leader lease alone refuses the votes but not
+/// the term's growth; a follower that waits for the leader it last knew
+/// would stall when that leader is really gone.
 pub fn raft_config(settings: &RaftSettings) -> Result<Config, ConfigError> {
     Config {
         cluster_name: "greentic".to_owned(),
@@ -48,6 +93,7 @@ pub fn raft_config(settings: &RaftSettings) -> Result<Config, ConfigError> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every_entries),
         max_in_snapshot_log_to_keep: settings.entries_kept_after_snapshot,
         enable_leader_restore: Some(false),
+        enable_pre_vote: Some(true),
         ..Default::default()
     }
     .validate()
@@ -64,5 +110,27 @@ mod tests {
         // unflushed entries the others had committed.
         let config = raft_config(&RaftSettings::default()).expect("valid settings");
         assert_eq!(config.enable_leader_restore, Some(false));
+    }
+
+    #[test]
+    fn a_member_asks_before_it_raises_its_term() {
+        // Proves: pre-vote is on, so a restarted member cannot disturb a
+        // healthy leader by raising its term (issue #12).
+        let config = raft_config(&RaftSettings::default()).expect("valid settings");
+        assert_eq!(config.enable_pre_vote, Some(true));
+    }
+
+    #[test]
+    fn the_defaults_replace_a_dead_leader_within_about_a_second() {
+        // Proves: the default timings keep failover near one second (the
+        // leader lease is the election timeout's maximum) and stay valid.
+        let settings = RaftSettings::default();
+        assert!(settings.election_timeout_max_ms <= 1_000);
+        assert!(settings.heartbeat_interval_ms * 5 <= settings.election_timeout_min_ms);
+        assert!(raft_config(&settings).is_ok());
+        assert_eq!(
+            settings.leader_contact_stale_after(),
+            std::time::Duration::from_secs(3)
+        );
     }
 }

@@ -266,6 +266,22 @@ pub struct NodeRunArgs {
     /// routers can reach this member's instances.
     #[arg(long, value_name = "IP")]
     pub instance_host: Option<std::net::IpAddr>,
+    /// Raft heartbeat interval of a cluster member. The default suits
+    /// loopback, a LAN and a container network; raise it with the round
+    /// trip between members (about one round trip).
+    #[arg(long, value_name = "MS", default_value_t = 100, env = "GTC_RAFT_HEARTBEAT_MS",
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub raft_heartbeat_ms: u64,
+    /// Raft election timeout range of a cluster member, `MIN-MAX` in
+    /// milliseconds. A dead leader is replaced about MAX after its last
+    /// heartbeat; MIN must exceed the heartbeat (5-10 heartbeats is usual).
+    #[arg(
+        long,
+        value_name = "MIN-MAX",
+        default_value = "500-1000",
+        env = "GTC_RAFT_ELECTION_TIMEOUT_MS"
+    )]
+    pub raft_election_timeout_ms: String,
 }
 
 #[derive(Debug, Args)]

@@ -496,7 +496,7 @@ async fn start_cluster(
         identity,
         bootstrap: args.join.is_none() && !args.no_bootstrap,
         join: args.join,
-        raft: consensus::RaftSettings::default(),
+        raft: raft_settings(args)?,
     })
     .await
     .map_err(|e| {
@@ -505,6 +505,41 @@ async fn start_cluster(
             format!("cannot start the cluster member: {e}"),
         )
     })
+}
+
+/// The member's Raft timings from its flags, checked by openraft's own
+/// validation (the election timeout's minimum above the heartbeat, below its
+/// maximum), so a bad combination is refused before anything starts.
+fn raft_settings(args: &NodeRunArgs) -> Result<consensus::RaftSettings, CliError> {
+    let invalid = |message: String| {
+        CliError::new(ErrorKind::InvalidArgument, message).with_field("--raft-election-timeout-ms")
+    };
+    let range = args.raft_election_timeout_ms.trim();
+    let (min, max) = range.split_once('-').ok_or_else(|| {
+        invalid(format!(
+            "--raft-election-timeout-ms {range:?} is not MIN-MAX in milliseconds (e.g. 500-1000)"
+        ))
+    })?;
+    let parse = |text: &str| {
+        text.trim().parse::<u64>().map_err(|_| {
+            invalid(format!(
+                "--raft-election-timeout-ms {range:?}: {text:?} is not a number of milliseconds"
+            ))
+        })
+    };
+    let settings = consensus::RaftSettings {
+        heartbeat_interval_ms: args.raft_heartbeat_ms,
+        election_timeout_min_ms: parse(min)?,
+        election_timeout_max_ms: parse(max)?,
+        ..consensus::RaftSettings::default()
+    };
+    consensus::raft_config(&settings).map_err(|error| {
+        invalid(format!(
+            "--raft-heartbeat-ms {} with --raft-election-timeout-ms {range}: {error}",
+            args.raft_heartbeat_ms
+        ))
+    })?;
+    Ok(settings)
 }
 
 /// Bounds the wait of a joining member for the environment to replicate.

@@ -103,6 +103,10 @@ impl Disk {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    pub fn speed(&self) -> DiskSpeed {
+        self.lock().speed
+    }
+
     pub fn set_speed(&self, speed: DiskSpeed) {
         self.lock().speed = speed;
     }

@@ -45,6 +45,12 @@ pub mod names {
     pub const AUDIT_CHAIN_VERIFIES: &str = "audit-chain-verifies";
     /// A crashed node starts again from what its disk kept.
     pub const RESTARTS_FROM_DISK: &str = "node-restarts-from-its-disk";
+    /// A member restarted into a calm cluster with a live leader applies
+    /// what was committed at its restart within the rejoin bound (2 s),
+    /// although its peers still held connections to its previous life.
+    pub const REJOIN_WITHIN_BOUND: &str = "restarted-member-rejoins-within-bound";
+    /// A member returning to a calm cluster with a live leader moves no term.
+    pub const RETURN_MOVES_NO_TERM: &str = "returning-member-moves-no-term";
 }
 
 /// One broken invariant.

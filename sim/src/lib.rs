@@ -25,4 +25,7 @@ pub mod trace;
 pub mod world;
 
 pub use invariants::{Violation, names};
-pub use world::{PlantedBug, RunConfig, RunReport, RunStats, SimError, run};
+pub use world::{
+    FaultMix, PlantedBug, REJOIN_BOUND, REJOIN_TERM_WATCH, RunConfig, RunReport, RunStats,
+    SimError, run,
+};

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use sim::{PlantedBug, RunConfig, RunReport};
+use sim::{FaultMix, PlantedBug, RunConfig, RunReport};
 
 /// Runs seeded simulations of a whole cluster under faults.
 #[derive(Debug, Parser)]
@@ -37,8 +37,12 @@ struct Args {
     /// Run without faults.
     #[arg(long)]
     calm: bool,
+    /// Only crashes and restarts, on a calm network: every restart into a
+    /// cluster with a live leader is held to the rejoin invariants.
+    #[arg(long, conflicts_with = "calm")]
+    crash_restart: bool,
     /// Plant a known bug (to see the simulator find it).
-    #[arg(long, value_parser = ["router-uses-uncommitted-state", "leader-restore"])]
+    #[arg(long, value_parser = ["router-uses-uncommitted-state", "leader-restore", "stale-connections", "no-pre-vote"])]
     bug: Option<String>,
     /// Print every line of the trace of --seed.
     #[arg(long)]
@@ -58,8 +62,13 @@ fn config(args: &Args, seed: u64) -> RunConfig {
     config.learners = args.learners;
     config.spares = args.spares;
     config.faults = !args.calm;
+    if args.crash_restart {
+        config.fault_mix = FaultMix::CrashRestart;
+    }
     config.bug = args.bug.as_deref().map(|bug| match bug {
         "leader-restore" => PlantedBug::LeaderRestore,
+        "stale-connections" => PlantedBug::StaleConnections,
+        "no-pre-vote" => PlantedBug::NoPreVote,
         _ => PlantedBug::RouterUsesUncommittedState,
     });
     config.keep_trace = args.trace;
@@ -74,6 +83,9 @@ fn replay_command(args: &Args, seed: u64, steps: usize) -> String {
     if args.calm {
         command.push_str(" --calm");
     }
+    if args.crash_restart {
+        command.push_str(" --crash-restart");
+    }
     if let Some(bug) = &args.bug {
         command.push_str(&format!(" --bug {bug}"));
     }
@@ -83,7 +95,7 @@ fn replay_command(args: &Args, seed: u64, steps: usize) -> String {
 fn describe(report: &RunReport) -> String {
     let stats = &report.stats;
     format!(
-        "seed {}: {} in {:.1}s simulated, trace {} ({} acked, {} refused, {} unacknowledged, {} served, {} crashes, {} partitions, {} joins, {} leaves, {} terms, converged after {})",
+        "seed {}: {} in {:.1}s simulated, trace {} ({} acked, {} refused, {} unacknowledged, {} served, {} crashes, {} partitions, {} joins, {} leaves, {} terms, {} rejoins checked (slowest {}), converged after {})",
         report.seed,
         if report.passed() { "ok" } else { "FAILED" },
         report.simulated.as_secs_f64(),
@@ -97,6 +109,10 @@ fn describe(report: &RunReport) -> String {
         stats.joins,
         stats.leaves,
         stats.terms,
+        stats.rejoins_checked,
+        stats
+            .slowest_rejoin
+            .map_or_else(|| "-".to_owned(), |d| format!("{:.3}s", d.as_secs_f64())),
         stats.converged_after.map_or_else(
             || "never".to_owned(),
             |d| format!("{:.2}s", d.as_secs_f64())

@@ -8,8 +8,19 @@
 //! blocked pair and a symmetric one is two. A crashed node neither sends
 //! nor answers; a message in flight when its receiver crashes is lost.
 //!
-//! It owns nothing but the link table and the handle of every running
-//! Raft; it must not touch state machines or disks.
+//!
+//! Senders hold a connection per peer, as the production transport (QUIC)
+//! does: the first message to a peer dials it (one extra round trip), and a
+//! connection belongs to one life of the peer. When the peer restarts, the
+//! sender still holds the old life's connection; [`TransportModel`] says
+//! what then happens: production resets it on the first message (the
+//! restarted peer answers with a stateless reset) and drops a connection a
+//! call timed out on; the transport before issue #12 black-holed every
+//! message until the idle timeout. A connection that heard nothing for the
+//! idle timeout is dropped and dialled again.
+//!
+//! It owns nothing but the link table, the connections and the handle of
+//! every running Raft; it must not touch state machines or disks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -58,6 +69,55 @@ impl LinkFaults {
 /// How long a sender waits before it gives up on a lost message.
 pub const LOSS_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// What a sender's transport does with connections (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportModel {
+    /// A message on a connection to an earlier life of the peer is reset at
+    /// once (`true`), or lost until the connection's idle timeout (`false`).
+    pub reset_stale: bool,
+    /// A call that timed out drops its connection, so the next one dials.
+    pub forget_on_timeout: bool,
+    /// A connection that heard nothing for this long is dropped.
+    pub idle_timeout: Duration,
+}
+
+impl TransportModel {
+    /// The production transport: keyed connection ids make a restarted
+    /// peer reset its old connections; consensus's idle timeout.
+    pub const PRODUCTION: Self = Self {
+        reset_stale: true,
+        forget_on_timeout: true,
+        idle_timeout: consensus::PEER_IDLE_TIMEOUT,
+    };
+    /// The transport before issue #12: a restarted peer silently dropped
+    /// the old connection's packets, which stayed in use for quinn's 30 s
+    /// idle timeout.
+    pub const BEFORE_ISSUE_12: Self = Self {
+        reset_stale: false,
+        forget_on_timeout: false,
+        idle_timeout: Duration::from_secs(30),
+    };
+}
+
+/// A sender's connection to one life of a peer.
+#[derive(Debug, Clone, Copy)]
+struct Connection {
+    /// The life of the peer it was dialled to.
+    life: u64,
+    /// When an answer last came back on it.
+    last_heard: tokio::time::Instant,
+}
+
+/// What became of one exchange.
+pub enum Exchange<T> {
+    /// No answer: lost, refused or the peer is down.
+    Unreachable,
+    /// The connection belonged to an earlier life of the peer and was reset.
+    Reset,
+    /// The receiver's answer.
+    Answered(T),
+}
+
 /// Counters of what the network did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetStats {
@@ -65,6 +125,10 @@ pub struct NetStats {
     pub lost: u64,
     pub refused: u64,
     pub duplicated: u64,
+    /// Connections dialled (a first message, or after one was dropped).
+    pub dialled: u64,
+    /// Messages on a connection to an earlier life of the peer.
+    pub stale: u64,
 }
 
 struct NetState {
@@ -72,6 +136,11 @@ struct NetState {
     /// Blocked directions (from, to).
     blocked: BTreeSet<(NodeId, NodeId)>,
     rafts: BTreeMap<NodeId, SimRaft>,
+    /// How many times each node has started.
+    lives: BTreeMap<NodeId, u64>,
+    /// Each sender's connection to each peer.
+    connections: BTreeMap<(NodeId, NodeId), Connection>,
+    transport: TransportModel,
     rng: SimRng,
     stats: NetStats,
 }
@@ -83,6 +152,7 @@ pub struct Net {
 }
 
 /// What happens to one message.
+#[derive(Clone, Copy)]
 struct Plan {
     delivered: bool,
     duplicated: bool,
@@ -91,12 +161,15 @@ struct Plan {
 }
 
 impl Net {
-    pub fn new(rng: SimRng) -> Self {
+    pub fn new(rng: SimRng, transport: TransportModel) -> Self {
         Self {
             state: Arc::new(Mutex::new(NetState {
                 faults: LinkFaults::CALM,
                 blocked: BTreeSet::new(),
                 rafts: BTreeMap::new(),
+                lives: BTreeMap::new(),
+                connections: BTreeMap::new(),
+                transport,
                 rng,
                 stats: NetStats::default(),
             })),
@@ -111,14 +184,19 @@ impl Net {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A running node's Raft becomes reachable.
+    /// A running node's Raft becomes reachable, as a new life of the node.
     pub fn attach(&self, id: NodeId, raft: SimRaft) {
-        self.lock().rafts.insert(id, raft);
+        let mut state = self.lock();
+        state.rafts.insert(id, raft);
+        *state.lives.entry(id).or_default() += 1;
     }
 
     /// A crashed node: unreachable, and its in-flight messages are lost.
+    /// Its own connections die with it; its peers keep theirs to it.
     pub fn detach(&self, id: NodeId) {
-        self.lock().rafts.remove(&id);
+        let mut state = self.lock();
+        state.rafts.remove(&id);
+        state.connections.retain(|(from, _), _| *from != id);
     }
 
     pub fn set_faults(&self, faults: LinkFaults) {
@@ -195,15 +273,101 @@ impl Net {
         }
     }
 
-    /// Sends one request from `from` to `to` and waits for its answer.
-    /// `call` runs on the receiver's Raft; `None` means unreachable.
-    pub async fn exchange<T, F, Fut>(&self, from: NodeId, to: NodeId, call: F) -> Option<T>
+    /// The sender's connection to `to`, as the transport model has it now:
+    /// `Some(true)` a current one, `Some(false)` one to an earlier life of
+    /// the peer, `None` none (dropped when idle too long).
+    fn connection(&self, from: NodeId, to: NodeId) -> Option<bool> {
+        let mut state = self.lock();
+        let idle_timeout = state.transport.idle_timeout;
+        let connection = *state.connections.get(&(from, to))?;
+        if connection.last_heard.elapsed() > idle_timeout {
+            state.connections.remove(&(from, to));
+            return None;
+        }
+        let life = state.lives.get(&to).copied().unwrap_or(0);
+        Some(connection.life == life)
+    }
+
+    /// A dialled connection to the current life of `to`, if it is up.
+    fn dialled(&self, from: NodeId, to: NodeId) {
+        let mut state = self.lock();
+        state.stats.dialled += 1;
+        if state.rafts.contains_key(&to) {
+            let life = state.lives.get(&to).copied().unwrap_or(0);
+            let last_heard = tokio::time::Instant::now();
+            state
+                .connections
+                .insert((from, to), Connection { life, last_heard });
+        }
+    }
+
+    fn heard(&self, from: NodeId, to: NodeId) {
+        if let Some(connection) = self.lock().connections.get_mut(&(from, to)) {
+            connection.last_heard = tokio::time::Instant::now();
+        }
+    }
+
+    fn forget(&self, from: NodeId, to: NodeId) {
+        self.lock().connections.remove(&(from, to));
+    }
+
+    /// Sends one request from `from` to `to` over the sender's connection
+    /// and waits for its answer. `call` runs on the receiver's Raft.
+    pub async fn exchange<T, F, Fut>(&self, from: NodeId, to: NodeId, call: F) -> Exchange<T>
     where
         F: Fn(SimRaft) -> Fut,
         Fut: Future<Output = Option<T>> + Send + 'static,
         T: Send + 'static,
     {
         let plan = self.plan(from, to);
+        let transport = self.lock().transport;
+        match self.connection(from, to) {
+            Some(true) => {}
+            Some(false) if plan.delivered => {
+                self.lock().stats.stale += 1;
+                if transport.reset_stale {
+                    // The new life answers the first packet with a reset.
+                    tokio::time::sleep(plan.there + plan.back).await;
+                    self.forget(from, to);
+                    return Exchange::Reset;
+                }
+                // The new life drops what it cannot place: the call times
+                // out and the connection stays until its idle timeout.
+                tokio::time::sleep(LOSS_TIMEOUT).await;
+                return Exchange::Unreachable;
+            }
+            Some(false) => {}
+            None => {
+                // Dialling costs a round trip before the request leaves.
+                if !plan.delivered || self.open(from, to).is_none() {
+                    tokio::time::sleep(LOSS_TIMEOUT).await;
+                    return Exchange::Unreachable;
+                }
+                tokio::time::sleep(plan.there + plan.back).await;
+                self.dialled(from, to);
+            }
+        }
+        let answer = self.deliver(from, to, plan, call).await;
+        match answer {
+            Some(answer) => {
+                self.heard(from, to);
+                Exchange::Answered(answer)
+            }
+            None => {
+                if transport.forget_on_timeout {
+                    self.forget(from, to);
+                }
+                Exchange::Unreachable
+            }
+        }
+    }
+
+    async fn deliver<T, F, Fut>(&self, from: NodeId, to: NodeId, plan: Plan, call: F) -> Option<T>
+    where
+        F: Fn(SimRaft) -> Fut,
+        Fut: Future<Output = Option<T>> + Send + 'static,
+        T: Send + 'static,
+    {
         if !plan.delivered {
             tokio::time::sleep(LOSS_TIMEOUT).await;
             return None;
@@ -260,16 +424,25 @@ fn unreachable(from: NodeId, to: NodeId) -> Failure {
     Failure(format!("n{to} is unreachable from n{from}"))
 }
 
+fn reset(from: NodeId, to: NodeId) -> Failure {
+    Failure(format!("n{to} restarted: it reset n{from}'s connection"))
+}
+
 impl Peer {
-    /// openraft's view of one exchange: unreachable, refused by the
+    /// openraft's view of one exchange: unreachable, reset, refused by the
     /// receiver's Raft, or answered.
-    fn outcome<T>(&self, answer: Option<Result<T, String>>) -> Result<T, RPCError<TypeConfig>> {
+    fn outcome<T>(&self, answer: Exchange<Result<T, String>>) -> Result<T, RPCError<TypeConfig>> {
         match answer {
-            None => Err(RPCError::Unreachable(Unreachable::new(&unreachable(
+            Exchange::Unreachable => Err(RPCError::Unreachable(Unreachable::new(&unreachable(
                 self.from, self.to,
             )))),
-            Some(Err(error)) => Err(RPCError::Network(NetworkError::new(&Failure(error)))),
-            Some(Ok(response)) => Ok(response),
+            Exchange::Reset => Err(RPCError::Network(NetworkError::new(&reset(
+                self.from, self.to,
+            )))),
+            Exchange::Answered(Err(error)) => {
+                Err(RPCError::Network(NetworkError::new(&Failure(error))))
+            }
+            Exchange::Answered(Ok(response)) => Ok(response),
         }
     }
 }
@@ -343,11 +516,16 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             })
             .await;
         match answer {
-            None => Err(StreamingError::Unreachable(Unreachable::new(&unreachable(
+            Exchange::Unreachable => Err(StreamingError::Unreachable(Unreachable::new(
+                &unreachable(self.from, self.to),
+            ))),
+            Exchange::Reset => Err(StreamingError::Network(NetworkError::new(&reset(
                 self.from, self.to,
             )))),
-            Some(Err(error)) => Err(StreamingError::Network(NetworkError::new(&Failure(error)))),
-            Some(Ok(response)) => Ok(response),
+            Exchange::Answered(Err(error)) => {
+                Err(StreamingError::Network(NetworkError::new(&Failure(error))))
+            }
+            Exchange::Answered(Ok(response)) => Ok(response),
         }
     }
 }

@@ -36,7 +36,7 @@ use crate::disk::{Disk, DiskSpeed};
 use crate::entropy::{self, SimRng};
 use crate::invariants::{Ack, Ledger, Served, TableSource, Violation, names};
 use crate::machine::{Answer, ApplyHook, Machine, SimRaft};
-use crate::net::{LinkFaults, Net, NetStats, PeerFactory};
+use crate::net::{LinkFaults, Net, NetStats, PeerFactory, TransportModel};
 use crate::trace::Trace;
 
 /// A bug the simulator must find (a test proves it does).
@@ -49,7 +49,32 @@ pub enum PlantedBug {
     /// election, even when its log lost entries it had not flushed but the
     /// others had committed.
     LeaderRestore,
+    /// The transport before issue #12: a restarted member silently dropped
+    /// the packets of its peers' old connections, which they kept using
+    /// until the idle timeout, so the leader could not reach it for 30 s.
+    StaleConnections,
+    /// Pre-vote off (openraft's default): a member that cannot reach the
+    /// leader raises its term on every election timeout.
+    NoPreVote,
 }
+
+/// The faults a run draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FaultMix {
+    /// Every fault of the fault model.
+    #[default]
+    All,
+    /// Crashes and restarts only, on a calm network with fast disks.
+    CrashRestart,
+}
+
+/// A member restarted into a calm, healthy cluster applies what was
+/// committed when it started within this much simulated time (issue #12's
+/// target for a restarted member serving the committed split).
+pub const REJOIN_BOUND: Duration = Duration::from_secs(2);
+/// How long the term is watched after such a restart: a few election
+/// timeouts, so a returning member that campaigned would have moved it.
+pub const REJOIN_TERM_WATCH: Duration = Duration::from_secs(3);
 
 /// What one run does.
 #[derive(Debug, Clone)]
@@ -65,6 +90,10 @@ pub struct RunConfig {
     pub steps: usize,
     /// Inject faults (crashes, partitions, loss, skew, slow disks, joins).
     pub faults: bool,
+    /// Which faults: all of them, or only crashes and restarts on a calm
+    /// network (where every restart into a cluster with a live leader is
+    /// held to the rejoin invariants).
+    pub fault_mix: FaultMix,
     pub bug: Option<PlantedBug>,
     /// How long the healed cluster may take to converge.
     pub settle_bound: Duration,
@@ -86,6 +115,7 @@ impl RunConfig {
             spares: 1,
             steps: 80,
             faults: true,
+            fault_mix: FaultMix::All,
             bug: None,
             settle_bound: Duration::from_secs(30),
             keep_trace: false,
@@ -111,6 +141,10 @@ pub struct RunStats {
     pub joins: usize,
     pub leaves: usize,
     pub terms: usize,
+    /// Restarts into a calm cluster whose rejoin was checked, and the
+    /// slowest of them.
+    pub rejoins_checked: usize,
+    pub slowest_rejoin: Option<Duration>,
     pub net: NetStats,
     pub converged_after: Option<Duration>,
 }
@@ -217,12 +251,30 @@ struct World {
     picks: u64,
     env: EnvId,
     stats: RunStats,
+    /// A restart into a calm cluster being watched (issue #12's invariants).
+    rejoin: Option<Rejoin>,
+}
+
+/// A member restarted into a calm cluster with a live leader: it must
+/// apply `target` within [`REJOIN_BOUND`], and no term may move meanwhile.
+struct Rejoin {
+    id: NodeId,
+    at: tokio::time::Instant,
+    term: u64,
+    target: u64,
+    /// Set by a watcher task when the member applied `target`.
+    caught_up: Arc<Mutex<Option<Duration>>>,
 }
 
 impl World {
     fn new(config: RunConfig) -> Result<Self, SimError> {
         let mut rng = entropy::sim_rng(config.seed);
-        let net = Net::new(entropy::sim_rng(rng.random()));
+        let transport = if config.bug == Some(PlantedBug::StaleConnections) {
+            TransportModel::BEFORE_ISSUE_12
+        } else {
+            TransportModel::PRODUCTION
+        };
+        let net = Net::new(entropy::sim_rng(rng.random()), transport);
         let total = config.voters + config.learners + config.spares;
         let nodes = (1..=total as u64)
             .map(|id| Node {
@@ -250,6 +302,9 @@ impl World {
         if config.bug == Some(PlantedBug::LeaderRestore) {
             raft_config.enable_leader_restore = Some(true);
         }
+        if config.bug == Some(PlantedBug::NoPreVote) {
+            raft_config.enable_pre_vote = Some(false);
+        }
         let sticky_key = StickyKey::new(rng.random());
         let sessions = (0..config.sessions)
             .map(|_| Session {
@@ -272,6 +327,7 @@ impl World {
             picks: 0,
             env: EnvId::local(),
             stats: RunStats::default(),
+            rejoin: None,
         })
     }
 
@@ -961,8 +1017,112 @@ impl World {
         candidates.choose(&mut self.rng).copied()
     }
 
+    /// The term and committed index of a live leader, when the network is
+    /// calm and whole and every disk fast: a restart now must rejoin within
+    /// the bound without moving the term.
+    fn calm_with_a_leader(&self) -> Option<(u64, u64)> {
+        if self.net.faults() != LinkFaults::CALM
+            || self.net.is_partitioned()
+            || self.nodes.iter().any(|n| n.disk.speed() != DiskSpeed::FAST)
+        {
+            return None;
+        }
+        let leader = self.nodes[self.leader()?].raft.as_ref()?;
+        let metrics = leader.metrics().borrow_watched().clone();
+        let committed = metrics.cluster_committed.map(|id| id.index())?;
+        Some((metrics.current_term, committed))
+    }
+
+    /// Starts watching the member restarted at `index` (see [`Rejoin`]).
+    fn watch_rejoin(&mut self, index: usize, term: u64, target: u64) {
+        let Some(raft) = self.nodes[index].raft.clone() else {
+            return;
+        };
+        if !self.nodes[index].member {
+            return;
+        }
+        let at = tokio::time::Instant::now();
+        let caught_up = Arc::new(Mutex::new(None));
+        let done = Arc::clone(&caught_up);
+        tokio::spawn(async move {
+            let applied = raft
+                .wait(Some(REJOIN_BOUND * 4))
+                .applied_index_at_least(Some(target), "a rejoin")
+                .await;
+            if applied.is_ok() {
+                *done
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(at.elapsed());
+            }
+        });
+        self.rejoin = Some(Rejoin {
+            id: self.nodes[index].id,
+            at,
+            term,
+            target,
+            caught_up,
+        });
+    }
+
+    /// Checks the watched restart: applied within [`REJOIN_BOUND`], and no
+    /// term moved; done after [`REJOIN_TERM_WATCH`].
+    fn check_rejoin(&mut self) {
+        let Some(rejoin) = &self.rejoin else {
+            return;
+        };
+        let elapsed = rejoin.at.elapsed();
+        let caught_up = *rejoin
+            .caught_up
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let highest_term = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref())
+            .map(|raft| raft.metrics().borrow_watched().current_term)
+            .max()
+            .unwrap_or(0);
+        let (id, term, target) = (rejoin.id, rejoin.term, rejoin.target);
+        if highest_term != term {
+            self.rejoin = None;
+            self.ledger().violate(
+                names::RETURN_MOVES_NO_TERM,
+                format!(
+                    "n{id} returned to a calm cluster with a live leader in term {term}; the term moved to {highest_term} {:.3}s later",
+                    elapsed.as_secs_f64()
+                ),
+            );
+            return;
+        }
+        match caught_up {
+            Some(took) if took > REJOIN_BOUND => {
+                self.rejoin = None;
+                self.ledger().violate(
+                    names::REJOIN_WITHIN_BOUND,
+                    format!("n{id} applied index {target} only {took:?} after its restart"),
+                );
+            }
+            None if elapsed > REJOIN_BOUND => {
+                self.rejoin = None;
+                self.ledger().violate(
+                    names::REJOIN_WITHIN_BOUND,
+                    format!("n{id} had not applied index {target} {elapsed:?} after its restart"),
+                );
+            }
+            Some(took) if elapsed > REJOIN_TERM_WATCH => {
+                self.rejoin = None;
+                self.stats.rejoins_checked += 1;
+                self.stats.slowest_rejoin = self.stats.slowest_rejoin.max(Some(took));
+                self.trace(format!("n{id} rejoined after {:.3}s", took.as_secs_f64()));
+            }
+            _ => {}
+        }
+    }
+
     /// One fault, or the repair of one.
     async fn fault(&mut self) {
+        // Any new fault ends the calm the watched restart was judged in.
+        self.rejoin = None;
         let voters_down = self
             .nodes
             .iter()
@@ -970,7 +1130,11 @@ impl World {
             .count();
         let voters = self.nodes.iter().filter(|n| n.voter).count();
         let minority = (voters - 1) / 2;
-        match self.rng.random_range(0..100) {
+        let draw = match self.config.fault_mix {
+            FaultMix::All => self.rng.random_range(0..100),
+            FaultMix::CrashRestart => self.rng.random_range(0..26),
+        };
+        match draw {
             0..14 if voters_down < minority => {
                 if let Some(index) = self.pick_node(|n| n.raft.is_some()) {
                     self.crash(index).await;
@@ -980,7 +1144,11 @@ impl World {
                 if let Some(index) = self.pick_node(|n| n.raft.is_none()) {
                     let id = self.nodes[index].id;
                     self.trace(format!("FAULT restart n{id}"));
+                    let watch = self.calm_with_a_leader();
                     self.restart(index).await;
+                    if let Some((term, target)) = watch {
+                        self.watch_rejoin(index, term, target);
+                    }
                 }
             }
             26..36 => {
@@ -1129,6 +1297,7 @@ impl World {
     async fn step(&mut self, step: usize) {
         let pause = Duration::from_millis(self.rng.random_range(50..400));
         tokio::time::sleep(pause).await;
+        self.check_rejoin();
         self.sync_membership();
         self.trace(format!("step {step}"));
         self.operate().await;

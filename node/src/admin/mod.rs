@@ -130,12 +130,9 @@ async fn respond(request: Request<hyper::body::Incoming>, admin: Arc<AdminState>
     let path = request.uri().path().to_owned();
     match (request.method().as_str(), path.as_str()) {
         ("GET", "/metrics") => reply::text_reply(StatusCode::OK, admin.metrics.render()),
-        ("GET", "/healthz" | "/readyz") => reply::text_reply(StatusCode::OK, "ok\n".to_owned()),
-        ("GET", "/status") => reply::json_reply(
-            StatusCode::OK,
-            &serde_json::json!({"environment_id": admin.env_id, "generation": admin.router.generation(), "pid": std::process::id()}),
-            None,
-        ),
+        ("GET", "/healthz") => reply::text_reply(StatusCode::OK, "ok\n".to_owned()),
+        ("GET", "/readyz") => readiness(&admin),
+        ("GET", "/status") => reply::json_reply(StatusCode::OK, &status(&admin), None),
         ("POST", "/admin/v1/commands") => commands::submit_envelope(request, &admin).await,
         ("GET", "/admin/v1/cluster/status")
         | ("POST", "/admin/v1/cluster/leave")
@@ -151,6 +148,49 @@ async fn respond(request: Request<hyper::body::Incoming>, admin: Arc<AdminState>
         )
         .into_reply(),
     }
+}
+
+/// `/readyz`: 200 while this node can serve current state; on a cluster
+/// member, 503 once it has heard from no Raft leader for longer than the
+/// documented bound (`consensus::RaftSettings::leader_contact_stale_after`),
+/// so a load balancer in front takes it out while its router still serves
+/// the last split it applied. `/healthz` stays 200: the process is fine.
+fn readiness(admin: &AdminState) -> Reply {
+    match admin
+        .cluster
+        .as_deref()
+        .map(consensus::ClusterHandle::readiness)
+    {
+        None | Some(Ok(())) => reply::text_reply(StatusCode::OK, "ok\n".to_owned()),
+        Some(Err(reason)) => reply::text_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
+}
+
+/// `/status`: the environment, the generation the router serves and, on a
+/// cluster member, its Raft view (term, leader, indexes, leader contact).
+fn status(admin: &AdminState) -> serde_json::Value {
+    let mut status = serde_json::json!({
+        "environment_id": admin.env_id,
+        "generation": admin.router.generation(),
+        "pid": std::process::id(),
+    });
+    if let Some(cluster) = &admin.cluster {
+        let view = cluster.status();
+        status["cluster"] = serde_json::json!({
+            "node_name": view.node_name,
+            "state": view.state,
+            "term": view.term,
+            "leader": view.leader.map(|id| id.to_string()),
+            "committed_index": view.committed_index,
+            "applied_index": view.applied_index,
+            "leader_contact_age_ms": view.leader_contact_age_ms,
+            "ready": cluster.readiness().is_ok(),
+        });
+    }
+    status
 }
 
 /// Runs blocking store work off the async threads.
