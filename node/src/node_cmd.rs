@@ -147,10 +147,24 @@ const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
 ];
 
 pub fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, CliError> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&LATENCY_BUCKETS_SECONDS)
         .and_then(|builder| builder.install_recorder())
-        .map_err(|e| CliError::new(ErrorKind::Io, format!("cannot set up metrics: {e}")))
+        .map_err(|e| CliError::new(ErrorKind::Io, format!("cannot set up metrics: {e}")))?;
+    describe_metrics();
+    Ok(handle)
+}
+
+/// Registers the HELP text and unit of every metric a node can emit, so
+/// `/metrics` passes `promtool check metrics`. Each crate describes its own.
+fn describe_metrics() {
+    router::describe_metrics();
+    actors::describe_metrics();
+    consensus::describe_metrics();
+    transport::describe_metrics();
+    membership::describe_metrics();
+    crate::gossip::describe_metrics();
+    metrics_process::Collector::default().describe();
 }
 
 async fn run_async(args: NodeRunArgs, store_root: Option<PathBuf>) -> Result<(), CliError> {

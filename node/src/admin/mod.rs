@@ -129,7 +129,12 @@ where
 async fn respond(request: Request<hyper::body::Incoming>, admin: Arc<AdminState>) -> Reply {
     let path = request.uri().path().to_owned();
     match (request.method().as_str(), path.as_str()) {
-        ("GET", "/metrics") => reply::text_reply(StatusCode::OK, admin.metrics.render()),
+        ("GET", "/metrics") => {
+            // Process figures (CPU, memory, open fds, start time) are read
+            // when scraped, so they are as fresh as the scrape.
+            metrics_process::Collector::default().collect();
+            reply::text_reply(StatusCode::OK, admin.metrics.render())
+        }
         ("GET", "/healthz" | "/readyz") => reply::text_reply(StatusCode::OK, "ok\n".to_owned()),
         ("GET", "/status") => reply::json_reply(
             StatusCode::OK,
