@@ -20,6 +20,7 @@ mod pick;
 pub mod proxy;
 pub mod sticky;
 mod table;
+pub mod traceparent;
 mod upstream;
 
 pub use describe::describe_metrics;
