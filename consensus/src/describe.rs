@@ -15,6 +15,11 @@ pub fn describe_metrics() {
         Unit::Count,
         "1 while this member is the Raft leader, else 0."
     );
+    describe_gauge!(
+        "gtc_raft_has_leader",
+        Unit::Count,
+        "1 while this member knows a Raft leader, else 0 (no change can commit through it)."
+    );
     describe_counter!(
         "gtc_raft_leader_changes_total",
         Unit::Count,

@@ -164,6 +164,7 @@ fn describe_metrics() {
     transport::describe_metrics();
     membership::describe_metrics();
     crate::gossip::describe_metrics();
+    crate::admin::console::describe_metrics();
     metrics_process::Collector::default().describe();
 }
 
@@ -298,6 +299,7 @@ impl RunningNode {
             state_changes: cluster.as_ref().map(|c| c.state_machine().watch_applied()),
             instance_host: instance_host(args),
         };
+        let node_context_name = node_context.node_name.clone();
         let actors = NodeHandle::start(node_context).await.map_err(|e| {
             CliError::new(
                 ErrorKind::Store,
@@ -332,6 +334,17 @@ impl RunningNode {
         };
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let serving = tokio::spawn(Arc::clone(&router).serve(router_listener, shutdown_rx.clone()));
+        let console_state =
+            crate::admin::console::ConsoleState::new(node_context_name.clone(), gossip.clone());
+        tokio::spawn(crate::admin::console::sample(
+            crate::admin::console::Sampled {
+                router: Arc::clone(&router),
+                window: Arc::clone(&console_state.window),
+                store: Arc::clone(&store),
+                env_id: env_id.clone(),
+            },
+            shutdown_rx.clone(),
+        ));
         let scheme = if tls.is_some() { "https" } else { "http" };
         let admin_state = Arc::new(AdminState {
             router: Arc::clone(&router),
@@ -349,6 +362,7 @@ impl RunningNode {
             node_token: token.clone(),
             tokens_file,
             context,
+            console: console_state,
         });
         let admin = tokio::spawn(crate::admin::serve(
             admin_listener,

@@ -24,7 +24,10 @@ use router::sticky::StickyKey;
 use router::traceparent::TraceContext;
 use tokio::net::TcpListener;
 
-fn run(state: Option<&EnvironmentState>, command: Command) -> (EnvironmentState, serde_json::Value) {
+fn run(
+    state: Option<&EnvironmentState>,
+    command: Command,
+) -> (EnvironmentState, serde_json::Value) {
     let envelope = CommandEnvelope {
         at: chrono::Utc::now(),
         actor: Actor::local_user(None, None),
@@ -164,7 +167,12 @@ async fn the_trace_crosses_the_router_with_the_routers_span_and_requests_are_cou
                 .request(request.body(Empty::new()).expect("request"))
                 .await
                 .expect("response");
-            let body = response.into_body().collect().await.expect("body").to_bytes();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
             String::from_utf8_lossy(&body).into_owned()
         }
     };
@@ -172,7 +180,10 @@ async fn the_trace_crosses_the_router_with_the_routers_span_and_requests_are_cou
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
     let seen = TraceContext::parse(&get(Some(incoming)).await).expect("forwarded traceparent");
     assert_eq!(seen.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
-    assert_ne!(seen.span_id, 0x00f067aa0ba902b7, "the router's own span is the parent");
+    assert_ne!(
+        seen.span_id, 0x00f067aa0ba902b7,
+        "the router's own span is the parent"
+    );
     assert_eq!(seen.flags, 0, "the caller's sampling decision is kept");
 
     let started = TraceContext::parse(&get(None).await).expect("a started trace");
