@@ -132,7 +132,10 @@ pub fn shares(
             let shares = counts
                 .into_iter()
                 .map(|(revision, requests)| {
-                    let share_bps = (requests * 10_000).checked_div(total).unwrap_or(0);
+                    let share_bps = requests
+                        .saturating_mul(10_000)
+                        .checked_div(total)
+                        .unwrap_or(0);
                     let share = ObservedShare {
                         requests,
                         share_bps: u32::try_from(share_bps).unwrap_or(10_000),

@@ -16,6 +16,7 @@ const state = {
   rendered: new Map(), // deployment id -> the JSON it was last drawn from
   timer: null,
   firstRender: null,
+  messages: new Map(), // deployment id -> [text, class] of its last action
 };
 
 const $ = (id) => document.getElementById(id);
@@ -38,6 +39,8 @@ function el(tag, attrs = {}, ...children) {
 
 const percent = (bps) => `${(bps / 100).toFixed(2)} %`;
 const short = (id) => (id ? `${id.slice(0, 6)}…${id.slice(-4)}` : "");
+// "sha256:<64 hex>" shown as its first 12 hex digits.
+const shortDigest = (digest) => (digest ? digest.replace(/^sha256:/, "").slice(0, 12) : "");
 
 function setStatus(text, kind = "") {
   const status = $("status");
@@ -190,7 +193,8 @@ function renderDeployments(view) {
     };
     const key = JSON.stringify(input);
     let section = container.querySelector(`[data-deployment="${id}"]`);
-    const editing = section && section.contains(document.activeElement) && section.querySelector(".dirty");
+    // A split being edited is not redrawn under the operator's hands.
+    const editing = section && section.querySelector("input.dirty");
     if (!section || (state.rendered.get(id) !== key && !editing)) {
       const fresh = renderDeployment(input);
       if (section) section.replaceWith(fresh);
@@ -268,6 +272,8 @@ function renderDeployment({ deployment, split, revisions, routers, instances, ro
                 "data-weight-for": revision.revision_id,
                 value: entry ? (entry.weight_bps / 100).toString() : "0",
                 oninput: (event) => event.target.classList.add("dirty"),
+                onchange: (event) => event.target.classList.add("dirty"),
+                onfocus: (event) => event.target.classList.add("dirty"),
               }),
             )
           : operator
@@ -277,9 +283,12 @@ function renderDeployment({ deployment, split, revisions, routers, instances, ro
     );
   }
   splitTable.append(body);
-  section.append(el("h4", { text: split ? `Split (generation ${split.generation})` : "No split yet" }), splitTable);
+  section.append(el("h4", { text: split ? `Split (generation ${split.generation})` : "No split yet" }));
+  if (candidates.length) section.append(splitTable);
   if (operator && candidates.length) {
-    const message = el("span", { class: "message" });
+    const [text, kind] = state.messages.get(id) || ["", ""];
+    const message = el("span", { class: `message ${kind}`, text });
+    message.dataset.messageFor = id;
     section.append(
       el(
         "p",
@@ -316,7 +325,7 @@ function renderDeployment({ deployment, split, revisions, routers, instances, ro
       actions.append(
         el(
           "button",
-          { type: "button", "data-action": "drain", onclick: () => drain(revision.revision_id, actions) },
+          { type: "button", "data-action": "drain", onclick: () => drain(revision.revision_id, actions, id) },
           "Drain",
         ),
       );
@@ -327,7 +336,7 @@ function renderDeployment({ deployment, split, revisions, routers, instances, ro
         { "data-revision": revision.revision_id, class: revision.lifecycle },
         el("td", { text: revision.revision_id }),
         el("td", { class: "lifecycle", text: revision.lifecycle + (revision.failure_reason ? `: ${revision.failure_reason}` : "") }),
-        el("td", { class: "digest", text: short(revision.bundle_digest), title: revision.bundle_digest }),
+        el("td", { class: "digest", text: shortDigest(revision.bundle_digest), title: revision.bundle_digest }),
         el("td", { class: "instances", text: running.length ? running.map((i) => `${i.addr} (${i.node})`).join(", ") : "none ready" }),
         el("td", { text: revision.created_at }),
         actions,
@@ -364,9 +373,14 @@ function renderAudit(view) {
   replaceRows($("audit"), rows);
 }
 
+function say(message, text, kind) {
+  message.textContent = text;
+  message.className = `message ${kind}`;
+  if (message.dataset.messageFor) state.messages.set(message.dataset.messageFor, [text, kind]);
+}
+
 async function change(path, body, message) {
-  message.textContent = "sending…";
-  message.className = "message";
+  say(message, "sending…", "");
   const response = await api(path, {
     method: "POST",
     headers: {
@@ -378,14 +392,11 @@ async function change(path, body, message) {
   });
   const answer = await response.json().catch(() => ({}));
   if (response.ok) {
-    message.textContent = `done: generation ${answer.generation}`;
-    message.className = "message ok";
+    say(message, `done: generation ${answer.generation}`, "ok");
     state.viewTag = null;
-    poll();
     return true;
   }
-  message.textContent = answer.error ? `${answer.error.kind}: ${answer.error.message}` : `refused (${response.status})`;
-  message.className = "message error";
+  say(message, answer.error ? `${answer.error.kind}: ${answer.error.message}` : `refused (${response.status})`, "error");
   return false;
 }
 
@@ -396,26 +407,31 @@ function setSplit(section, deploymentId, message) {
   }));
   const total = entries.reduce((sum, e) => sum + e.weight_bps, 0);
   if (total !== 10000) {
-    message.textContent = `the weights add up to ${percent(total)}; they must make exactly 100 %`;
-    message.className = "message error";
+    say(message, `the weights add up to ${percent(total)}; they must make exactly 100 %`, "error");
     return;
   }
   const path = `/v1/environments/${encodeURIComponent(state.env)}/traffic`;
   change(path, { deployment_id: deploymentId, entries: entries.filter((e) => e.weight_bps > 0) }, message).then((ok) => {
-    if (ok) state.rendered.delete(deploymentId);
+    if (ok) {
+      // Committed: the section may be redrawn from the new state again.
+      for (const input of section.querySelectorAll("input.dirty")) input.classList.remove("dirty");
+      state.rendered.delete(deploymentId);
+    }
+    poll();
   });
 }
 
 function rollback(deploymentId, message) {
   const path = `/v1/environments/${encodeURIComponent(state.env)}/traffic/rollback`;
-  change(path, { deployment_id: deploymentId }, message);
+  change(path, { deployment_id: deploymentId }, message).then(poll);
 }
 
-function drain(revisionId, cell) {
+function drain(revisionId, cell, deploymentId) {
   const message = el("span", { class: "message" });
+  message.dataset.messageFor = deploymentId;
   cell.append(message);
   const path = `/v1/environments/${encodeURIComponent(state.env)}/revisions/${revisionId}/drain`;
-  change(path, {}, message);
+  change(path, {}, message).then(poll);
 }
 
 async function showLogs(section, revisionId) {

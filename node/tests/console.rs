@@ -354,13 +354,20 @@ fn the_console_shows_the_cluster_and_moves_traffic_through_the_api() {
             .click()
             .await
             .expect("click");
-        let desired = until(
+        let outcome = until(
+            &client,
+            "the page to report the change",
+            &format!("(m => m && /^(done|[a-z-]+:)/.test(m.textContent) && m.textContent)(document.querySelector('[data-deployment=\"{deployment}\"] .actions .message'))"),
+        )
+        .await;
+        assert!(outcome.as_str().is_some_and(|m| m.starts_with("done")), "the split change was refused: {outcome}");
+        let role = until(
             &client,
             "the new split in the page",
             &format!("(document.querySelector('[data-split-revision=\"{}\"] .desired')?.textContent === '100.00 %') && document.body.dataset.role", revisions[0]),
         )
         .await;
-        assert_eq!(desired, json!("admin"), "the node's owner is an admin of local");
+        assert_eq!(role, json!("admin"), "the node's owner is an admin of local");
         let committed = members[0].generation().expect("generation");
         // Every router row reaches the committed generation…
         until(

@@ -389,14 +389,22 @@ async fn routers(
     committed: u64,
 ) -> Vec<RouterRow> {
     let mine = last_minute(admin);
-    let mut rows = vec![console::view::router_row(
+    let mut me = console::view::router_row(
         admin.console.node_name.clone(),
         Some(admin.router.generation()),
         committed,
         true,
         Ok(&mine),
         deployments,
-    )];
+    );
+    let healthy: usize = admin.router.local_instances().values().map(Vec::len).sum();
+    me.instances_healthy = u32::try_from(healthy).ok();
+    if let Some(cluster) = &admin.cluster {
+        let voter = cluster.status().voters.contains(&cluster.node_id());
+        me.role = Some(if voter { "voter" } else { "learner" }.to_owned());
+        me.applied_index = cluster.state_machine().applied_index();
+    }
+    let mut rows = vec![me];
     if let Some((live, dead)) = members {
         let others = live
             .iter()
