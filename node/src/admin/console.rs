@@ -443,9 +443,9 @@ async fn routers(
 }
 
 /// Runs the peer fetches together (they each have their own timeout).
-async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
+async fn futures_join<F>(futures: Vec<F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let mut tasks = tokio::task::JoinSet::new();
