@@ -34,8 +34,12 @@ pub struct RequestWindow {
 /// What one router served over (up to) the last minute.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastMinute {
-    /// How much time the counts cover: less than a minute while the router
-    /// has run for less than that.
+    /// How much time the counts cover, in whole seconds' worth of ms and at
+    /// most [`WINDOW_MS`] (the base sample may be up to one
+    /// [`SAMPLE_INTERVAL_MS`] older): less while the router has run for less
+    /// than a minute. Rounded so that a router whose counts do not change
+    /// answers the same figure twice, which keeps the console's view ETag
+    /// (and so its 304s) stable.
     pub covered_ms: u64,
     pub requests: BTreeMap<RevisionId, u64>,
 }
@@ -72,7 +76,10 @@ impl RequestWindow {
             .find(|(at, _)| *at <= start)
             .or_else(|| self.samples.iter().find(|(at, _)| *at <= now_ms));
         let (covered_ms, base) = match base {
-            Some((at, counts)) => (now_ms.saturating_sub(*at), Some(counts)),
+            Some((at, counts)) => {
+                let covered = now_ms.saturating_sub(*at).min(WINDOW_MS);
+                (covered - covered % 1_000, Some(counts))
+            }
             None => (0, None),
         };
         let requests = current
@@ -232,6 +239,21 @@ mod tests {
                 share_bps: 10_000
             }
         );
+    }
+
+    #[test]
+    fn an_idle_router_reports_the_same_minute_at_every_poll() {
+        // Regression: the covered time once grew with every call, so the
+        // console's view changed (and was sent again) at every poll.
+        let mut window = RequestWindow::default();
+        for second in (0..=90u64).step_by(2) {
+            window.record(second * 1_000, counts(&[(1, 5)]));
+        }
+        let current = counts(&[(1, 5)]);
+        let first = window.last_minute(90_300, &current);
+        let second = window.last_minute(91_700, &current);
+        assert_eq!(first, second);
+        assert_eq!(first.covered_ms, WINDOW_MS);
     }
 
     proptest! {
