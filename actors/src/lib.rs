@@ -15,10 +15,12 @@
 //! Must not touch: routing decisions (router), validation (deploy), files of
 //! the store (store). Actors are node-local; nothing here crosses the network.
 
+mod describe;
 mod environment;
 mod revision;
 mod supervisor;
 
+pub use describe::describe_metrics;
 pub use environment::{EnvironmentActor, EnvironmentArgs, EnvironmentMsg};
 pub use supervisor::{
     BundleFetcher, NodeContext, NodeHandle, NodeSupervisor, SUPERVISOR_RESTARTS_MAX, Share,

@@ -17,6 +17,8 @@
 //! the simulator needs, so its separately flagged build stays small.
 
 #[cfg(feature = "node")]
+mod describe;
+#[cfg(feature = "node")]
 mod leader_contact;
 #[cfg(feature = "node")]
 mod log_store;
@@ -35,6 +37,8 @@ mod state_machine;
 #[cfg_attr(not(feature = "node"), allow(dead_code))]
 mod types;
 
+#[cfg(feature = "node")]
+pub use describe::describe_metrics;
 #[cfg(feature = "node")]
 pub use log_store::LogStore;
 #[cfg(feature = "node")]

@@ -766,6 +766,11 @@ async fn export_metrics(handle: std::sync::Weak<ClusterHandle>) {
         } else {
             0.0
         });
+        metrics::gauge!("gtc_raft_has_leader").set(if metrics.current_leader.is_some() {
+            1.0
+        } else {
+            0.0
+        });
         if metrics.current_leader != last_leader {
             if metrics.current_leader.is_some() {
                 metrics::counter!("gtc_raft_leader_changes_total").increment(1);

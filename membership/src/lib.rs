@@ -37,6 +37,7 @@
 pub mod codec;
 pub mod config;
 pub mod decoder;
+mod describe;
 pub mod facts;
 pub mod generation;
 pub mod key;
@@ -52,6 +53,7 @@ pub mod transport;
 pub use codec::CodecError;
 pub use config::{ConfigError, FailureDetectorSettings, MembershipConfig};
 pub use decoder::GossipPacketDecoder;
+pub use describe::describe_metrics;
 pub use facts::{
     FactError, FactKey, KEY_PREFIX_ENDPOINTS, MAX_ENDPOINTS_VALUE_BYTES, NodeFacts, NodeRole,
     endpoints_from_key_values, endpoints_value,

@@ -129,7 +129,37 @@ fn build_bundle(
     for skipped in &report.skipped {
         eprintln!("skipped {}: {}", skipped.path, skipped.reason);
     }
-    Ok(Report::new("bundle", "build", json!(report)))
+    let warnings = staging_warnings(&report.output);
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut result = json!(report);
+    result["warnings"] = json!(warnings);
+    Ok(Report::new("bundle", "build", result))
+}
+
+/// Why staging would refuse the bundle just written (read back with the
+/// same checks staging runs), each saying what to add. The bundle is still
+/// written: a work-in-progress folder may be built on purpose.
+fn staging_warnings(bundle: &Path) -> Vec<String> {
+    let inspection = match bundle::inspect::inspect(bundle, ExtractLimits::default()) {
+        Ok(inspection) => inspection,
+        Err(error) => {
+            return vec![format!(
+                "the written bundle could not be read back, so staging will refuse it: {error}"
+            )];
+        }
+    };
+    let mut warnings = Vec::new();
+    if let Some(error) = inspection.manifest_error {
+        warnings.push(format!(
+            "staging will refuse this bundle: {error}; add bundle.yaml (schema_version: 1, bundle_id: …) or bundle-manifest.json at the folder's root"
+        ));
+    }
+    if let Some(error) = inspection.packs_error {
+        warnings.push(format!("staging will refuse this bundle: {error}"));
+    }
+    warnings
 }
 
 fn doctor(file: &Path, allowlist: Option<&Path>) -> Result<Report, CliError> {

@@ -30,6 +30,15 @@ pub const GOSSIP_KEY_FILE: &str = "gossip.key";
 /// multiple of the gossip interval, so a change is seen within a second.
 pub const FACTS_INTERVAL: Duration = Duration::from_millis(250);
 
+/// HELP text of the metrics this module emits.
+pub fn describe_metrics() {
+    metrics::describe_gauge!(
+        "gtc_gossip_members",
+        metrics::Unit::Count,
+        "Cluster members gossip currently considers live or dead, by state."
+    );
+}
+
 /// Reads the keyring of a node folder.
 pub fn load_keyring(node_dir: &Path) -> Result<Keyring, CliError> {
     let path = node_dir.join(GOSSIP_KEY_FILE);

@@ -147,10 +147,25 @@ const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
 ];
 
 pub fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, CliError> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&LATENCY_BUCKETS_SECONDS)
         .and_then(|builder| builder.install_recorder())
-        .map_err(|e| CliError::new(ErrorKind::Io, format!("cannot set up metrics: {e}")))
+        .map_err(|e| CliError::new(ErrorKind::Io, format!("cannot set up metrics: {e}")))?;
+    describe_metrics();
+    Ok(handle)
+}
+
+/// Registers the HELP text and unit of every metric a node can emit, so
+/// `/metrics` passes `promtool check metrics`. Each crate describes its own.
+fn describe_metrics() {
+    router::describe_metrics();
+    actors::describe_metrics();
+    consensus::describe_metrics();
+    transport::describe_metrics();
+    membership::describe_metrics();
+    crate::gossip::describe_metrics();
+    crate::admin::console::describe_metrics();
+    metrics_process::Collector::default().describe();
 }
 
 async fn run_async(args: NodeRunArgs, store_root: Option<PathBuf>) -> Result<(), CliError> {
@@ -284,6 +299,7 @@ impl RunningNode {
             state_changes: cluster.as_ref().map(|c| c.state_machine().watch_applied()),
             instance_host: instance_host(args),
         };
+        let node_context_name = node_context.node_name.clone();
         let actors = NodeHandle::start(node_context).await.map_err(|e| {
             CliError::new(
                 ErrorKind::Store,
@@ -318,6 +334,17 @@ impl RunningNode {
         };
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let serving = tokio::spawn(Arc::clone(&router).serve(router_listener, shutdown_rx.clone()));
+        let console_state =
+            crate::admin::console::ConsoleState::new(node_context_name.clone(), gossip.clone());
+        tokio::spawn(crate::admin::console::sample(
+            crate::admin::console::Sampled {
+                router: Arc::clone(&router),
+                window: Arc::clone(&console_state.window),
+                store: Arc::clone(&store),
+                env_id: env_id.clone(),
+            },
+            shutdown_rx.clone(),
+        ));
         let scheme = if tls.is_some() { "https" } else { "http" };
         let admin_state = Arc::new(AdminState {
             router: Arc::clone(&router),
@@ -335,6 +362,7 @@ impl RunningNode {
             node_token: token.clone(),
             tokens_file,
             context,
+            console: console_state,
         });
         let admin = tokio::spawn(crate::admin::serve(
             admin_listener,

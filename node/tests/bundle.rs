@@ -407,3 +407,55 @@ fn doctor_finds_a_secret_inside_a_nested_pack() {
         "the secret is never printed"
     );
 }
+
+#[test]
+fn a_bundle_without_runtime_packs_builds_with_a_warning_and_fails_the_doctor() {
+    // Proves: `bundle build` writes a bundle staging would refuse (no
+    // runtime packs) but warns, saying what to add; `bundle doctor` fails
+    // on it; a bundle with a pack gets no warning.
+    let home = Home::new();
+    let dir = home.dir.path().join("src-nopacks");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(
+        dir.join("bundle.yaml"),
+        "schema_version: 1\nbundle_id: empty\n",
+    )
+    .expect("manifest");
+    let out = home.dir.path().join("empty.gtbundle");
+    let built = build(&home, &dir, &out, "zip");
+    assert_eq!(built.code, 0, "{:?}", built.raw);
+    let warnings = built.stdout["result"]["warnings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(warnings.len(), 1, "{}", built.stdout);
+    let warning = warnings[0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("no runtime packs") && warning.contains("packs/"),
+        "{warning}"
+    );
+    let stderr = String::from_utf8_lossy(&built.raw.stderr);
+    assert!(
+        stderr.contains("warning: staging will refuse this bundle"),
+        "{stderr}"
+    );
+
+    let doctor = home.gtc(&["bundle", "doctor", out.to_str().expect("utf8")]);
+    assert_eq!(doctor.code, 1, "{:?}", doctor.raw);
+    assert_eq!(
+        doctor.stdout["result"]["packs"]["status"], "error",
+        "{}",
+        doctor.stdout
+    );
+
+    let good = source_tree(&home, "shop");
+    let good_out = home.dir.path().join("good.gtbundle");
+    let built = build(&home, &good, &good_out, "zip");
+    assert_eq!(built.code, 0);
+    assert_eq!(
+        built.stdout["result"]["warnings"],
+        serde_json::json!([]),
+        "{}",
+        built.stdout
+    );
+}

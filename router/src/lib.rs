@@ -15,11 +15,14 @@
 //! the current time, so the same inputs give the same answer, which the
 //! simulator relies on); the proxy serves whatever snapshot it was given.
 
+mod describe;
 mod pick;
 pub mod proxy;
 pub mod sticky;
 mod table;
+pub mod traceparent;
 mod upstream;
 
+pub use describe::describe_metrics;
 pub use pick::{WeightedPick, pick_point};
 pub use table::{DeploymentRoute, RouteTable, normalize_host};

@@ -248,6 +248,20 @@ impl Router {
         self.published.store(Arc::new(published));
     }
 
+    /// Requests this router forwarded per revision since it started (the
+    /// sum of `gtc_http_requests_total` over status classes).
+    pub fn requests_served(&self) -> HashMap<RevisionId, u64> {
+        self.metrics.read().map_or_else(
+            |_| HashMap::new(),
+            |cache| {
+                cache
+                    .iter()
+                    .map(|(revision, metrics)| (*revision, metrics.served.load(Ordering::Relaxed)))
+                    .collect()
+            },
+        )
+    }
+
     /// The generation of the table currently served.
     pub fn generation(&self) -> u64 {
         self.published.load().table.generation()
@@ -372,6 +386,9 @@ impl Router {
                 generation,
             );
         };
+        let mut request = request;
+        let trace = crate::traceparent::propagate(request.headers_mut());
+        tracing::debug!(trace_id = %trace.trace_id_hex(), deployment = %route.deployment_id, revision = %choice.revision, generation, "request routed");
         let started = std::time::Instant::now();
         let mut response = self.forward(request, peer, instances, generation).await;
         self.metrics_for(route, choice.revision)
@@ -765,6 +782,8 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
 struct RevisionMetrics {
     /// Indexed by status class: 1xx..5xx.
     requests: [metrics::Counter; 5],
+    /// All of them, readable here (the console's observed share).
+    served: AtomicU64,
     latency: metrics::Histogram,
 }
 
@@ -781,12 +800,14 @@ impl RevisionMetrics {
                 counter("5xx"),
             ],
             latency: metrics::histogram!("gtc_http_request_duration_seconds", "deployment" => deployment.clone(), "revision" => revision.clone()),
+            served: AtomicU64::new(0),
         }
     }
 
     fn record(&self, status: StatusCode, elapsed: Duration) {
         let class = usize::from((status.as_u16() / 100).clamp(1, 5)) - 1;
         self.requests[class].increment(1);
+        self.served.fetch_add(1, Ordering::Relaxed);
         self.latency.record(elapsed.as_secs_f64());
     }
 }

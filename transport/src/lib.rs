@@ -28,11 +28,13 @@
 //! - TLS uses an explicit ring [`rustls::crypto::CryptoProvider`]; nothing depends on
 //!   a process-level default provider.
 
+mod describe;
 pub mod pki;
 pub mod rpc;
 pub mod tls;
 pub mod wire;
 
+pub use describe::describe_metrics;
 pub use pki::{ClusterCa, NodeIdentity, NodeName, PkiError};
 pub use rpc::{
     Handler, PeerInfo, RpcError, ShutdownOutcome, StatsSnapshot, TransportClient, TransportConfig,

@@ -6,6 +6,7 @@
 //! ```text
 //! request ─► [TLS when configured] ─► respond
 //!   /healthz /readyz /status /metrics        public
+//!   /ui/…                                    the web console (console.rs)
 //!   /admin/v1/commands                       node token only (envelope as sent)
 //!   /v1/environments…  auth::authenticate    401 without a known token
 //!                      route::parse          404 / 405 / 400
@@ -19,6 +20,7 @@
 mod auth;
 mod cluster;
 mod commands;
+pub mod console;
 mod handlers;
 mod reply;
 mod route;
@@ -73,6 +75,8 @@ pub struct AdminState {
     /// The owner's identity and policy, the env-pack registry and the
     /// edge checks shared with `gtc op`.
     pub context: Context,
+    /// The web console's own state (node name, gossip, request samples).
+    pub console: console::ConsoleState,
 }
 
 /// Serves the admin API on `listener` until `shutdown` changes, over TLS
@@ -129,7 +133,12 @@ where
 async fn respond(request: Request<hyper::body::Incoming>, admin: Arc<AdminState>) -> Reply {
     let path = request.uri().path().to_owned();
     match (request.method().as_str(), path.as_str()) {
-        ("GET", "/metrics") => reply::text_reply(StatusCode::OK, admin.metrics.render()),
+        ("GET", "/metrics") => {
+            // Process figures (CPU, memory, open fds, start time) are read
+            // when scraped, so they are as fresh as the scrape.
+            metrics_process::Collector::default().collect();
+            reply::text_reply(StatusCode::OK, admin.metrics.render())
+        }
         ("GET", "/healthz") => reply::text_reply(StatusCode::OK, "ok\n".to_owned()),
         ("GET", "/readyz") => readiness(&admin),
         ("GET", "/status") => reply::json_reply(StatusCode::OK, &status(&admin), None),
@@ -139,6 +148,9 @@ async fn respond(request: Request<hyper::body::Incoming>, admin: Arc<AdminState>
         | ("POST", "/admin/v1/cluster/read-index")
         | ("POST", "/admin/v1/cluster/join") => cluster::respond(request, &admin).await,
         _ if path.starts_with(route::ENVIRONMENTS) => handlers::handle(request, &admin).await,
+        _ if path == console::PREFIX || path.starts_with("/ui/") => {
+            console::respond(request, &admin).await
+        }
         _ => ApiError::new(
             ErrorKind::NotFound,
             format!(
