@@ -273,12 +273,13 @@ pub struct NodeRunArgs {
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub raft_heartbeat_ms: u64,
     /// Raft election timeout range of a cluster member, `MIN-MAX` in
-    /// milliseconds. A dead leader is replaced about MAX after its last
-    /// heartbeat; MIN must exceed the heartbeat (5-10 heartbeats is usual).
+    /// milliseconds. A dead leader is replaced MAX plus a draw from MIN-MAX
+    /// after its last heartbeat; MIN must exceed the heartbeat (3-10
+    /// heartbeats).
     #[arg(
         long,
         value_name = "MIN-MAX",
-        default_value = "500-1000",
+        default_value = "300-600",
         env = "GTC_RAFT_ELECTION_TIMEOUT_MS"
     )]
     pub raft_election_timeout_ms: String,

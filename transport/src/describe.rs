@@ -20,6 +20,6 @@ pub fn describe_metrics() {
     describe_counter!(
         CONNECTIONS_TOTAL,
         Unit::Count,
-        "Peer connections, by result: accepted or rejected (server), established, failed or dropped after a call timed out on it (client)."
+        "Peer connections, by result: accepted or rejected (server), established, failed, dropped after a call timed out on it, or closed_stale when a new dial succeeded while the dropped one heard nothing (client)."
     );
 }

@@ -176,3 +176,52 @@ async fn a_call_that_times_out_drops_its_connection_and_the_next_call_dials_agai
         "the call after the timeout must use a new connection"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_stuck_on_a_dead_connection_fails_as_soon_as_a_new_dial_reaches_the_peer() {
+    // Proves: a call in flight on the connection to a process that died is
+    // released when the client's next dial reaches the restarted process
+    // (the old connection heard nothing since a call on it timed out), not
+    // when QUIC's backed-off retransmission finally draws a reset.
+    let (dir, caller) = peer_dir("stuck-peer");
+    let addr = free_udp_addr();
+    let peer = Peer::start(dir.path(), addr);
+    let config = TransportConfig {
+        call_timeout: Duration::from_secs(30),
+        ..client_config()
+    };
+    let client =
+        std::sync::Arc::new(TransportClient::bind(loopback(), &caller, config).expect("client"));
+    who_am_i(&client, addr).await.expect("before the crash");
+    peer.crash();
+
+    // A long call goes out on the dead connection and waits.
+    let stuck = {
+        let client = std::sync::Arc::clone(&client);
+        tokio::spawn(async move {
+            let result: Result<TestResponse, RpcError> = client
+                .call_within(addr, &TestRequest::WhoAmI, Duration::from_secs(30))
+                .await;
+            (result, Instant::now())
+        })
+    };
+    // Long enough for QUIC's retransmissions to back off past a second.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let short: Result<TestResponse, RpcError> = client
+        .call_within(addr, &TestRequest::WhoAmI, Duration::from_millis(300))
+        .await;
+    assert!(matches!(short, Err(RpcError::Timeout { .. })), "{short:?}");
+
+    let _restarted = Peer::start(dir.path(), addr);
+    let fresh = who_am_i(&client, addr).await.expect("the new process");
+    let reached = Instant::now();
+    assert_eq!(fresh, TestResponse::YouAre("caller".into()));
+    let (result, failed_at) = stuck.await.expect("stuck call");
+    assert!(result.is_err(), "the stuck call cannot have been answered");
+    assert!(
+        failed_at.saturating_duration_since(reached) < Duration::from_millis(500),
+        "the stuck call was released {:?} after the new dial",
+        failed_at.saturating_duration_since(reached)
+    );
+    assert_eq!(client.stats().snapshot().connections_closed_stale, 1);
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::close_code::CLOSE_SHUTDOWN;
+use super::close_code::{CLOSE_PEER_GONE, CLOSE_SHUTDOWN};
 use super::config::{ENDPOINT_DRAIN_TIMEOUT, TransportConfig};
 use super::error::{BindError, ConnectFailure, RpcError};
 use super::message::ResponseEnvelope;
@@ -140,12 +140,16 @@ impl TransportClient {
         };
         let mut cached = slot.lock().await;
         if cached
+            .live
             .as_ref()
             .is_some_and(|connection| connection.stable_id() == stable_id)
         {
             tracing::info!(%peer, "call timed out; the connection will be dialled again");
             self.stats.record_connection(ConnectionResult::Dropped);
-            *cached = None;
+            cached.suspect = cached.live.take().map(|connection| {
+                let heard = connection.stats().udp_rx.datagrams;
+                (connection, heard)
+            });
         }
     }
 
@@ -183,12 +187,22 @@ impl TransportClient {
     async fn connection(&self, peer: SocketAddr) -> Result<(quinn::Connection, bool), RpcError> {
         let slot = self.peers.slot(peer)?;
         let mut cached = slot.lock().await;
-        if let Some(connection) = cached.as_ref().filter(|c| c.close_reason().is_none()) {
+        if let Some(connection) = cached.live.as_ref().filter(|c| c.close_reason().is_none()) {
             return Ok((connection.clone(), true));
         }
-        *cached = None;
+        cached.live = None;
         let connection = self.connect(peer).await?;
-        *cached = Some(connection.clone());
+        if let Some((suspect, heard)) = cached.suspect.take()
+            && suspect.close_reason().is_none()
+            && suspect.stats().udp_rx.datagrams == heard
+        {
+            // The peer answered a new handshake while the old connection heard
+            // nothing since its call timed out: that connection is dead.
+            tracing::info!(%peer, "the connection a call timed out on heard nothing since; closing it");
+            suspect.close(CLOSE_PEER_GONE, b"peer gone or restarted");
+            self.stats.record_connection(ConnectionResult::ClosedStale);
+        }
+        cached.live = Some(connection.clone());
         Ok((connection, false))
     }
 

@@ -8,7 +8,20 @@ use super::error::RpcError;
 
 /// One peer's connection, behind an async lock so concurrent callers share a single
 /// connection attempt instead of racing to open many.
-pub(crate) type PeerSlot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
+pub(crate) type PeerSlot = Arc<tokio::sync::Mutex<CachedPeer>>;
+
+/// What the client holds for one peer.
+#[derive(Default)]
+pub(crate) struct CachedPeer {
+    /// The connection new calls use.
+    pub(crate) live: Option<quinn::Connection>,
+    /// The connection dropped after a call timed out on it, with the datagrams it
+    /// had received by then. Calls still in flight on it keep it open; if the next
+    /// dial succeeds while it heard nothing more, its peer is gone (or restarted
+    /// and not yet resetting it, its packets held back by QUIC's loss backoff), so
+    /// it is closed and those calls fail at once instead of at their timeouts.
+    pub(crate) suspect: Option<(quinn::Connection, u64)>,
+}
 
 /// At most `max_peers` slots, keyed by peer address.
 pub(crate) struct PeerConnections {
@@ -50,10 +63,12 @@ impl PeerConnections {
 
 fn is_unused_and_dead(slot: &PeerSlot) -> bool {
     Arc::strong_count(slot) == 1
-        && slot.try_lock().is_ok_and(|connection| {
-            connection
-                .as_ref()
-                .is_none_or(|connection| connection.close_reason().is_some())
+        && slot.try_lock().is_ok_and(|cached| {
+            cached.suspect.is_none()
+                && cached
+                    .live
+                    .as_ref()
+                    .is_none_or(|connection| connection.close_reason().is_some())
         })
 }
 

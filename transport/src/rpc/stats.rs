@@ -11,8 +11,9 @@ pub const FRAMES_REJECTED_TOTAL: &str = "gtc_transport_frames_rejected_total";
 /// Requests handled (`direction="inbound"`) or sent (`direction="outbound"`).
 pub const REQUESTS_TOTAL: &str = "gtc_transport_requests_total";
 /// Connections, by `result`: `accepted`/`rejected` on servers,
-/// `established`/`failed` on clients, and `dropped` for a client connection
-/// abandoned after a call timed out on it.
+/// `established`/`failed` on clients, `dropped` for a client connection
+/// abandoned after a call timed out on it, and `closed_stale` for such a
+/// connection closed once a new dial succeeded while it heard nothing.
 pub const CONNECTIONS_TOTAL: &str = "gtc_transport_connections_total";
 
 /// Live counters of one server or client.
@@ -26,6 +27,7 @@ pub struct TransportStats {
     connections_established: AtomicU64,
     connections_failed: AtomicU64,
     connections_dropped: AtomicU64,
+    connections_closed_stale: AtomicU64,
 }
 
 /// A copy of [`TransportStats`] at one moment.
@@ -47,6 +49,9 @@ pub struct StatsSnapshot {
     pub connections_failed: u64,
     /// Cached client connections abandoned because a call on them timed out.
     pub connections_dropped: u64,
+    /// Abandoned connections closed because a new dial succeeded while they
+    /// heard nothing.
+    pub connections_closed_stale: u64,
 }
 
 /// Outcome of one connection attempt.
@@ -57,6 +62,7 @@ pub(crate) enum ConnectionResult {
     Established,
     Failed,
     Dropped,
+    ClosedStale,
 }
 
 impl TransportStats {
@@ -71,6 +77,7 @@ impl TransportStats {
             connections_established: self.connections_established.load(Ordering::Relaxed),
             connections_failed: self.connections_failed.load(Ordering::Relaxed),
             connections_dropped: self.connections_dropped.load(Ordering::Relaxed),
+            connections_closed_stale: self.connections_closed_stale.load(Ordering::Relaxed),
         }
     }
 
@@ -96,6 +103,7 @@ impl TransportStats {
             ConnectionResult::Established => (&self.connections_established, "established"),
             ConnectionResult::Failed => (&self.connections_failed, "failed"),
             ConnectionResult::Dropped => (&self.connections_dropped, "dropped"),
+            ConnectionResult::ClosedStale => (&self.connections_closed_stale, "closed_stale"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(CONNECTIONS_TOTAL, "result" => label).increment(1);
