@@ -53,9 +53,6 @@ pub enum PlantedBug {
     /// the packets of its peers' old connections, which they kept using
     /// until the idle timeout, so the leader could not reach it for 30 s.
     StaleConnections,
-    /// Pre-vote off (openraft's default): a member that cannot reach the
-    /// leader raises its term on every election timeout.
-    NoPreVote,
 }
 
 /// The faults a run draws from.
@@ -301,9 +298,6 @@ impl World {
             })?;
         if config.bug == Some(PlantedBug::LeaderRestore) {
             raft_config.enable_leader_restore = Some(true);
-        }
-        if config.bug == Some(PlantedBug::NoPreVote) {
-            raft_config.enable_pre_vote = Some(false);
         }
         let sticky_key = StickyKey::new(rng.random());
         let sessions = (0..config.sessions)
@@ -1301,7 +1295,10 @@ impl World {
         self.sync_membership();
         self.trace(format!("step {step}"));
         self.operate().await;
-        if self.config.faults && self.rng.random_bool(0.35) {
+        // With crashes and restarts only, a watched restart is left alone
+        // until its watch ends, so every such restart is judged.
+        let watching = self.config.fault_mix == FaultMix::CrashRestart && self.rejoin.is_some();
+        if self.config.faults && !watching && self.rng.random_bool(0.35) {
             self.fault().await;
         }
         self.serve();
