@@ -224,6 +224,25 @@ pub struct NodeRunArgs {
     /// A client that has not sent its request headers in this time gets 408.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
     pub header_timeout_ms: u64,
+    /// Per-try time for the router to open a connection to an instance;
+    /// a request that could not reach one goes to another instance of the
+    /// same revision. Raise it when instances are far away.
+    #[arg(long, value_name = "MS", default_value_t = router::proxy::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub upstream_connect_timeout_ms: u64,
+    /// Per-try time to the first byte of an instance's response: after it,
+    /// a request that is safe to send twice (idempotent method, body of at
+    /// most 64 KiB) is also sent to another instance of the same revision
+    /// and the first answer wins (bounded by the retry budget). 0 turns
+    /// hedging off; raise it above the p99 of slow endpoints.
+    #[arg(long, value_name = "MS", default_value_t = router::proxy::DEFAULT_FIRST_BYTE_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub upstream_first_byte_timeout_ms: u64,
+    /// Time from sending a request to an instance to its response head,
+    /// all tries together; past it the client gets 504.
+    #[arg(long, value_name = "MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub upstream_response_timeout_ms: u64,
     /// Folder holding one sub-folder per environment.
     #[arg(long, value_name = "DIR", env = "GREENTIC_STORE_ROOT")]
     pub store_root: Option<PathBuf>,

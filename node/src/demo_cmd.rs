@@ -324,6 +324,10 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
         poll_ms: 50,
         name: Some("demo".to_owned()),
         header_timeout_ms: 10_000,
+        upstream_connect_timeout_ms: router::proxy::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
+        upstream_first_byte_timeout_ms: router::proxy::DEFAULT_FIRST_BYTE_TIMEOUT.as_millis()
+            as u64,
+        upstream_response_timeout_ms: 30_000,
         store_root: Some(store_root.clone()),
         cluster_dir: None,
         raft_listen: None,

@@ -245,6 +245,10 @@ impl RunningNode {
                 .ok()
                 .filter(|t| !t.is_empty()),
             header_read_timeout: Duration::from_millis(args.header_timeout_ms),
+            connect_timeout: Duration::from_millis(args.upstream_connect_timeout_ms),
+            response_timeout: Duration::from_millis(args.upstream_response_timeout_ms),
+            first_byte_timeout: (args.upstream_first_byte_timeout_ms > 0)
+                .then(|| Duration::from_millis(args.upstream_first_byte_timeout_ms)),
             ..ProxyConfig::default()
         };
         let published = Published {

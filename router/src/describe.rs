@@ -32,4 +32,29 @@ pub fn describe_metrics() {
         Unit::Count,
         "Committed environment generation of the route table this router serves."
     );
+    describe_counter!(
+        "gtc_router_retries_total",
+        Unit::Count,
+        "Extra tries of a request on another instance of the same revision, by reason: not_sent (no connection could be opened; the request never left the router), reset (the connection failed before a response head; idempotent requests with a held body only), first_byte_timeout (a hedge after the per-try first-byte timeout)."
+    );
+    describe_counter!(
+        "gtc_router_retry_budget_exhausted_total",
+        Unit::Count,
+        "Retries or hedges not made because the router's retry budget (a share of requests plus a floor per second) was spent."
+    );
+    describe_counter!(
+        "gtc_router_upstream_failures_total",
+        Unit::Count,
+        "Failed tries on an instance, by reason (connect, connect_timeout, reset, outrun_by_hedge, response_timeout); consecutive failures eject the instance."
+    );
+    describe_counter!(
+        "gtc_router_ejections_total",
+        Unit::Count,
+        "Instances taken out of balancing after consecutive failures, each for a backoff that doubles until the instance answers again."
+    );
+    describe_counter!(
+        "gtc_router_ejection_overridden_total",
+        Unit::Count,
+        "Tries sent to an ejected instance because every untried instance of the revision was ejected (the router never refuses a revision's last instances silently)."
+    );
 }

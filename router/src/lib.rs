@@ -18,6 +18,7 @@
 mod describe;
 mod pick;
 pub mod proxy;
+pub mod resilience;
 pub mod sticky;
 mod table;
 pub mod traceparent;

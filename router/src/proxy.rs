@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -25,9 +25,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::pick::pick_point;
+use crate::resilience::{EjectionConfig, FailureOutcome, Outlier, RetryBudget, RetryBudgetConfig};
 use crate::sticky::{self, StickyKey};
 use crate::table::{DeploymentRoute, RouteTable};
-use crate::upstream::{ConnectionPool, PooledBody};
+use crate::upstream::{ConnectionPool, PooledBody, SendFailure, UpstreamError};
 
 /// Boxed error of streamed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -44,14 +45,40 @@ pub const TAG_HEADER: &str = "x-greentic-tag";
 /// Header an admin caller sends its token in, to be allowed to override.
 pub const ADMIN_TOKEN_HEADER: &str = "x-greentic-admin-token";
 
+/// Default per-try connect timeout: a loopback or LAN connect takes well
+/// under a millisecond, so 250 ms only ever cuts off an instance that is
+/// gone, frozen or behind a partition.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+/// Default per-try first-byte timeout before a safe request is hedged on
+/// another instance: short enough that one frozen instance costs a request
+/// well under a second, long enough that ordinary responses never hedge.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_millis(300);
+
 /// Bounds and timeouts of the proxy.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// Time to open a connection to an instance; short, because a refused
-    /// connection is retried on another instance.
+    /// Time to open a connection to an instance (per try); short, because
+    /// a request that could not reach an instance is tried on another
+    /// instance of the same revision, whatever its method and body.
     pub connect_timeout: Duration,
-    /// Time from sending a request to an instance to its response headers.
+    /// Time from sending a request to an instance to its response headers
+    /// (the whole request, all tries together).
     pub response_timeout: Duration,
+    /// Per-try time to the first byte of the response: when it passes, a
+    /// request that is safe to send twice (idempotent method, body held by
+    /// the router) is also sent to another instance of the same revision,
+    /// and the first answer wins. `None` turns this hedging off.
+    pub first_byte_timeout: Option<Duration>,
+    /// Largest request body the router holds so that it can send the
+    /// request again; larger (or unsized) bodies stream through and their
+    /// request is retried only if it never left the router.
+    pub retry_body_limit: u64,
+    /// Most tries of one request, on distinct instances (1 = no retry).
+    pub max_tries: usize,
+    /// Passive outlier ejection of instances.
+    pub ejection: EjectionConfig,
+    /// How many extra tries (retries and hedges) the router may spend.
+    pub retry_budget: RetryBudgetConfig,
     /// A client that has not sent its headers in this time gets 408.
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers) accepted.
@@ -67,8 +94,13 @@ pub struct ProxyConfig {
 impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
-            connect_timeout: Duration::from_secs(1),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: Duration::from_secs(30),
+            first_byte_timeout: Some(DEFAULT_FIRST_BYTE_TIMEOUT),
+            retry_body_limit: 64 * 1024,
+            max_tries: 3,
+            ejection: EjectionConfig::default(),
+            retry_budget: RetryBudgetConfig::default(),
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             max_body_bytes: 64 * 1024 * 1024,
@@ -85,6 +117,8 @@ pub struct Instance {
     in_flight: AtomicUsize,
     /// Keep-alive connections to this instance, reused across requests.
     pool: Arc<ConnectionPool>,
+    /// Passive health from the outcomes of requests sent to it.
+    outlier: Outlier,
 }
 
 impl Instance {
@@ -94,6 +128,7 @@ impl Instance {
             addr,
             in_flight: AtomicUsize::new(0),
             pool: Arc::default(),
+            outlier: Outlier::default(),
         })
     }
 
@@ -134,6 +169,10 @@ pub struct Router {
     metrics: RwLock<HashMap<RevisionId, Arc<RevisionMetrics>>>,
     key: StickyKey,
     config: ProxyConfig,
+    /// Clock of outlier ejection and the retry budget.
+    epoch: Instant,
+    budget: RetryBudget,
+    resilience: ResilienceMetrics,
     /// What this node's own actors published (table and local instances),
     /// kept so remote instances can be merged in again when they change.
     local: Mutex<Published>,
@@ -154,6 +193,9 @@ impl Router {
             cookies: RwLock::new(HashMap::new()),
             metrics: RwLock::new(HashMap::new()),
             key,
+            epoch: Instant::now(),
+            budget: RetryBudget::new(config.retry_budget),
+            resilience: ResilienceMetrics::new(),
             config,
         })
     }
@@ -509,37 +551,71 @@ impl Router {
         route.revisions.contains(&revision).then_some(revision)
     }
 
-    /// Power of two choices on in-flight requests; the two candidates come
-    /// from the pick counter, so no RNG is needed.
-    fn pick_instance<'a>(
+    /// Power of two choices on in-flight requests among the instances
+    /// not yet tried and not ejected; the two candidates come from the
+    /// pick counter, so no RNG is needed. When every untried instance is
+    /// ejected, `allow_ejected` decides whether one of them is used anyway
+    /// (counted in `gtc_router_ejection_overridden_total`).
+    fn pick_instance(
         &self,
-        instances: &'a [Arc<Instance>],
-        avoid: Option<usize>,
-    ) -> (usize, &'a Arc<Instance>) {
+        instances: &[Arc<Instance>],
+        tried: &[usize],
+        now_ms: u64,
+        allow_ejected: bool,
+    ) -> Option<usize> {
         let count = instances.len();
+        if count == 0 {
+            return None;
+        }
         let draw = self
             .instance_counter
             .fetch_add(1, Ordering::Relaxed)
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let first = (draw % count as u64) as usize;
-        let second = ((draw >> 32) % count as u64) as usize;
-        let mut candidates = [first, second];
-        if let Some(avoid) = avoid {
-            for candidate in &mut candidates {
-                if *candidate == avoid && count > 1 {
-                    *candidate = (avoid + 1) % count;
-                }
-            }
-        }
-        let chosen = if instances[candidates[1]].in_flight() < instances[candidates[0]].in_flight()
-        {
-            candidates[1]
-        } else {
-            candidates[0]
+        let untried = |i: &usize| !tried.contains(i);
+        let healthy = |i: &usize| untried(i) && !instances[*i].outlier.is_ejected(now_ms);
+        let probe = |start: u64, eligible: &dyn Fn(&usize) -> bool| {
+            let start = (start % count as u64) as usize;
+            (0..count).map(|k| (start + k) % count).find(eligible)
         };
-        (chosen, &instances[chosen])
+        let (first, second) = match probe(draw, &healthy) {
+            Some(first) => (first, probe(draw >> 32, &healthy).unwrap_or(first)),
+            None if allow_ejected => {
+                let first = probe(draw, &untried)?;
+                self.resilience.ejection_overridden.increment(1);
+                (first, probe(draw >> 32, &untried).unwrap_or(first))
+            }
+            None => return None,
+        };
+        Some(
+            if instances[second].in_flight() < instances[first].in_flight() {
+                second
+            } else {
+                first
+            },
+        )
     }
 
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn record_failure(&self, instance: &Instance, reason: FailureReason) {
+        self.resilience.failure(reason).increment(1);
+        if let FailureOutcome::Ejected(length) = instance
+            .outlier
+            .record_failure(&self.config.ejection, self.now_ms())
+        {
+            self.resilience.ejections.increment(1);
+            tracing::warn!(instance = %instance.addr, ?reason, ejected_for = ?length, "instance ejected from balancing after consecutive failures");
+        }
+    }
+
+    /// Sends the request to an instance of the chosen revision: a request
+    /// that never left the router goes to another instance whatever it
+    /// carries; one that is safe to send twice (idempotent method, body
+    /// held) is retried after a reset and hedged after the first-byte
+    /// timeout. Every try stays within the revision, so the split is never
+    /// changed by a retry.
     async fn forward(
         &self,
         request: Request<Incoming>,
@@ -563,39 +639,114 @@ impl Router {
             None => http::Uri::from_static("/"),
         };
         parts.uri = origin_form;
-        // Only bodiless idempotent requests can be sent twice.
-        let retryable = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
-            && body.is_end_stream();
-        let mut body = Some(body);
-        let mut avoid = None;
-        let attempts = if retryable && instances.len() > 1 {
-            2
+        parts.version = http::Version::HTTP_11;
+        self.budget.deposit();
+        let idempotent = matches!(
+            parts.method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        let several = instances.len() > 1;
+        // With another instance to go to, a small body is held so the
+        // request can be sent again; a large or unsized one streams through.
+        let mut payload = if several && body.is_end_stream() {
+            Payload::Held {
+                head: parts,
+                body: Bytes::new(),
+            }
+        } else if several
+            && declared_length(&parts.headers).is_some_and(|l| l <= self.config.retry_body_limit)
+        {
+            match http_body_util::Limited::new(body, self.config.retry_body_limit as usize)
+                .collect()
+                .await
+            {
+                Ok(collected) => Payload::Held {
+                    head: parts,
+                    body: collected.to_bytes(),
+                },
+                Err(error) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        "request-body-unreadable",
+                        format!("the request body could not be read: {error}"),
+                        generation,
+                    );
+                }
+            }
         } else {
-            1
+            Payload::Streamed(Some(Request::from_parts(
+                parts,
+                body.map_err(|e| Box::new(e) as BoxError).boxed(),
+            )))
         };
-        let mut last_error = None;
-        // The head is cloned only when a second attempt is possible.
-        let mut spare = (attempts > 1).then(|| parts.clone());
-        let mut head_for_attempt = Some(parts);
-        for _ in 0..attempts {
-            let (index, instance) = self.pick_instance(instances, avoid);
-            let outgoing_body = match body.take() {
-                Some(body) if !retryable => body.map_err(|e| Box::new(e) as BoxError).boxed(),
-                _ => Empty::<Bytes>::new()
-                    .map_err(|never| match never {})
-                    .boxed(),
+        let hedgeable = several && idempotent && matches!(payload, Payload::Held { .. });
+        let max_tries = self.config.max_tries.clamp(1, MAX_TRIES);
+        let mut tried = [usize::MAX; MAX_TRIES];
+        let mut tries = 0usize;
+        let mut slots: [Option<Try>; 2] = [None, None];
+        let mut hedge_slot = None;
+        let mut never_sent = true;
+        let deadline = tokio::time::sleep(self.config.response_timeout);
+        tokio::pin!(deadline);
+        let hedge_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(hedge_timer);
+        let mut hedge_armed = false;
+
+        // The first try.
+        let Some(index) = self.pick_instance(instances, &[], self.now_ms(), true) else {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-ready-instance",
+                "the revision has no ready instance".to_owned(),
+                generation,
+            );
+        };
+        let Some(request) = payload.request() else {
+            return error_response(
+                StatusCode::BAD_GATEWAY,
+                "upstream-unavailable",
+                "the request could not be prepared".to_owned(),
+                generation,
+            );
+        };
+        tried[0] = index;
+        tries += 1;
+        slots[0] = Some(self.start_try(instances, index, request));
+        if hedgeable && let Some(after) = self.config.first_byte_timeout {
+            hedge_timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + after);
+            hedge_armed = true;
+        }
+
+        loop {
+            let event = {
+                let [first, second] = &mut slots;
+                tokio::select! {
+                    done = poll_try(first) => Event::Done(0, done),
+                    done = poll_try(second) => Event::Done(1, done),
+                    () = &mut hedge_timer, if hedge_armed => Event::Hedge,
+                    () = &mut deadline => Event::Deadline,
+                }
             };
-            let Some(head) = head_for_attempt.take().or_else(|| spare.take()) else {
-                break;
-            };
-            let mut outgoing = Request::from_parts(head, outgoing_body);
-            *outgoing.version_mut() = http::Version::HTTP_11;
-            let guard = InFlight::enter(instance);
-            let sent = instance
-                .pool
-                .send(instance.addr, self.config.connect_timeout, outgoing);
-            match tokio::time::timeout(self.config.response_timeout, sent).await {
-                Ok(Ok(response)) => {
+            match event {
+                Event::Done(slot, (index, guard, Ok(response))) => {
+                    slots[slot] = None;
+                    let instance = &instances[index];
+                    instance.outlier.record_success();
+                    // The hedge answered first: the try it raced was slow
+                    // past the first-byte timeout while another instance
+                    // was not.
+                    if hedge_slot == Some(slot)
+                        && let Some(outrun) = slots[1 - slot].take()
+                    {
+                        self.record_failure(&instances[outrun.index], FailureReason::Outrun);
+                    }
                     let (mut head, upstream) = response.into_parts();
                     strip_hop_by_hop(&mut head.headers);
                     let streamed = GuardedBody {
@@ -607,41 +758,269 @@ impl Router {
                         streamed.map_err(|e| Box::new(e) as BoxError).boxed(),
                     );
                 }
-                Ok(Err(error)) if error.is_connect() => {
-                    tracing::warn!(instance = %instance.addr, %error, "instance refused the connection");
-                    last_error = Some(format!(
-                        "instance {} refused the connection: {error}",
-                        instance.addr
-                    ));
-                    avoid = Some(index);
+                Event::Done(slot, (index, guard, Err(failure))) => {
+                    slots[slot] = None;
+                    drop(guard);
+                    let instance = &instances[index];
+                    let SendFailure { error, unsent } = failure;
+                    let reason = match (&error, unsent.is_some()) {
+                        (UpstreamError::ConnectTimeout(_), _) => FailureReason::ConnectTimeout,
+                        (_, true) => FailureReason::Connect,
+                        (_, false) => FailureReason::Reset,
+                    };
+                    self.record_failure(instance, reason);
+                    tracing::warn!(instance = %instance.addr, %error, "try failed");
+                    let message = format!("instance {} failed: {error}", instance.addr);
+                    let retry = if let Some(unsent) = unsent {
+                        // Never left the router: safe whatever it carries.
+                        payload.put_back(unsent);
+                        true
+                    } else {
+                        never_sent = false;
+                        idempotent && matches!(payload, Payload::Held { .. }) && {
+                            let granted = self.budget.withdraw(self.now_ms());
+                            if !granted {
+                                self.resilience.budget_exhausted.increment(1);
+                            }
+                            granted
+                        }
+                    };
+                    let next = if retry && tries < max_tries {
+                        self.pick_instance(instances, &tried[..tries], self.now_ms(), true)
+                    } else {
+                        None
+                    };
+                    match next.and_then(|next| Some((next, payload.request()?))) {
+                        Some((next, request)) => {
+                            self.resilience.retry(reason).increment(1);
+                            tried[tries] = next;
+                            tries += 1;
+                            slots[slot] = Some(self.start_try(instances, next, request));
+                            if hedge_slot == Some(slot) {
+                                hedge_slot = None;
+                            }
+                            if slots[1 - slot].is_none()
+                                && hedgeable
+                                && let Some(after) = self.config.first_byte_timeout
+                            {
+                                hedge_timer
+                                    .as_mut()
+                                    .reset(tokio::time::Instant::now() + after);
+                                hedge_armed = true;
+                            }
+                        }
+                        None if slots[1 - slot].is_some() => {}
+                        None => {
+                            let kind = if never_sent {
+                                "upstream-unavailable"
+                            } else {
+                                "upstream-error"
+                            };
+                            return error_response(
+                                StatusCode::BAD_GATEWAY,
+                                kind,
+                                message,
+                                generation,
+                            );
+                        }
+                    }
                 }
-                Ok(Err(error)) => {
-                    return error_response(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream-error",
-                        format!("instance {} failed: {error}", instance.addr),
-                        generation,
-                    );
+                Event::Hedge => {
+                    hedge_armed = false;
+                    let free = slots.iter().position(Option::is_none);
+                    let (Some(free), true) = (free, tries < max_tries) else {
+                        continue;
+                    };
+                    let Some(next) =
+                        self.pick_instance(instances, &tried[..tries], self.now_ms(), false)
+                    else {
+                        continue;
+                    };
+                    if !self.budget.withdraw(self.now_ms()) {
+                        self.resilience.budget_exhausted.increment(1);
+                        continue;
+                    }
+                    let Some(request) = payload.request() else {
+                        continue;
+                    };
+                    self.resilience.hedges.increment(1);
+                    tried[tries] = next;
+                    tries += 1;
+                    slots[free] = Some(self.start_try(instances, next, request));
+                    hedge_slot = Some(free);
                 }
-                Err(_) => {
+                Event::Deadline => {
+                    for running in slots.iter_mut().filter_map(Option::take) {
+                        self.record_failure(&instances[running.index], FailureReason::Timeout);
+                    }
                     return error_response(
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream-timeout",
                         format!(
-                            "instance {} sent no response within {:?}",
-                            instance.addr, self.config.response_timeout
+                            "no instance sent a response within {:?}",
+                            self.config.response_timeout
                         ),
                         generation,
                     );
                 }
             }
         }
-        error_response(
-            StatusCode::BAD_GATEWAY,
-            "upstream-unavailable",
-            last_error.unwrap_or_else(|| "no instance answered".to_owned()),
-            generation,
-        )
+    }
+
+    fn start_try(
+        &self,
+        instances: &[Arc<Instance>],
+        index: usize,
+        request: Request<ProxyBody>,
+    ) -> Try {
+        let instance = Arc::clone(&instances[index]);
+        let connect_timeout = self.config.connect_timeout;
+        Try {
+            index,
+            future: Box::pin(async move {
+                let guard = InFlight::enter(&instance);
+                let result = instance
+                    .pool
+                    .send(instance.addr, connect_timeout, request)
+                    .await;
+                (index, guard, result)
+            }),
+        }
+    }
+}
+
+/// Most tries of one request, whatever the configuration says.
+const MAX_TRIES: usize = 4;
+
+/// What one try ends with: the instance's index, its in-flight guard and
+/// the response or the failure.
+type TryOutput = (usize, InFlight, Result<Response<PooledBody>, SendFailure>);
+
+/// A try in flight on one instance.
+struct Try {
+    index: usize,
+    future: std::pin::Pin<Box<dyn std::future::Future<Output = TryOutput> + Send>>,
+}
+
+async fn poll_try(slot: &mut Option<Try>) -> TryOutput {
+    match slot {
+        Some(running) => running.future.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+// Lives on the stack for one turn of the loop; boxing the large variant
+// would allocate once per try on the request path.
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    Done(usize, TryOutput),
+    Hedge,
+    Deadline,
+}
+
+/// The request body, held (so it can be sent again) or streamed (so the
+/// request can be sent again only while it has not left the router).
+enum Payload {
+    Held {
+        head: http::request::Parts,
+        body: Bytes,
+    },
+    Streamed(Option<Request<ProxyBody>>),
+}
+
+impl Payload {
+    /// The request for the next try, if there is one to send.
+    fn request(&mut self) -> Option<Request<ProxyBody>> {
+        match self {
+            Self::Held { head, body: bytes } => {
+                let body = if bytes.is_empty() {
+                    Empty::<Bytes>::new()
+                        .map_err(|never| match never {})
+                        .boxed()
+                } else {
+                    Full::new(bytes.clone())
+                        .map_err(|never| match never {})
+                        .boxed()
+                };
+                Some(Request::from_parts(head.clone(), body))
+            }
+            Self::Streamed(request) => request.take(),
+        }
+    }
+
+    /// A request that never left the router, back for the next try.
+    fn put_back(&mut self, unsent: Request<ProxyBody>) {
+        if let Self::Streamed(slot) = self {
+            *slot = Some(unsent);
+        }
+    }
+}
+
+/// Why a try failed, for the metrics and for outlier ejection.
+#[derive(Debug, Clone, Copy)]
+enum FailureReason {
+    /// The connection was refused or failed before the request left.
+    Connect,
+    /// No connection within the connect timeout.
+    ConnectTimeout,
+    /// The connection failed after the request was sent, before a response head.
+    Reset,
+    /// No response head within the first-byte timeout while a hedge on
+    /// another instance answered.
+    Outrun,
+    /// No response head within the response timeout.
+    Timeout,
+}
+
+/// Counters of retries, hedges and ejections, created once per router so
+/// the request path only increments handles.
+struct ResilienceMetrics {
+    retry_connect: metrics::Counter,
+    retry_reset: metrics::Counter,
+    hedges: metrics::Counter,
+    budget_exhausted: metrics::Counter,
+    ejections: metrics::Counter,
+    ejection_overridden: metrics::Counter,
+    failure_connect: metrics::Counter,
+    failure_connect_timeout: metrics::Counter,
+    failure_reset: metrics::Counter,
+    failure_outrun: metrics::Counter,
+    failure_timeout: metrics::Counter,
+}
+
+impl ResilienceMetrics {
+    fn new() -> Self {
+        let failure = |reason: &'static str| metrics::counter!("gtc_router_upstream_failures_total", "reason" => reason);
+        Self {
+            retry_connect: metrics::counter!("gtc_router_retries_total", "reason" => "not_sent"),
+            retry_reset: metrics::counter!("gtc_router_retries_total", "reason" => "reset"),
+            hedges: metrics::counter!("gtc_router_retries_total", "reason" => "first_byte_timeout"),
+            budget_exhausted: metrics::counter!("gtc_router_retry_budget_exhausted_total"),
+            ejections: metrics::counter!("gtc_router_ejections_total"),
+            ejection_overridden: metrics::counter!("gtc_router_ejection_overridden_total"),
+            failure_connect: failure("connect"),
+            failure_connect_timeout: failure("connect_timeout"),
+            failure_reset: failure("reset"),
+            failure_outrun: failure("outrun_by_hedge"),
+            failure_timeout: failure("response_timeout"),
+        }
+    }
+
+    fn failure(&self, reason: FailureReason) -> &metrics::Counter {
+        match reason {
+            FailureReason::Connect => &self.failure_connect,
+            FailureReason::ConnectTimeout => &self.failure_connect_timeout,
+            FailureReason::Reset => &self.failure_reset,
+            FailureReason::Outrun => &self.failure_outrun,
+            FailureReason::Timeout => &self.failure_timeout,
+        }
+    }
+
+    fn retry(&self, reason: FailureReason) -> &metrics::Counter {
+        match reason {
+            FailureReason::Connect | FailureReason::ConnectTimeout => &self.retry_connect,
+            _ => &self.retry_reset,
+        }
     }
 }
 

@@ -46,11 +46,13 @@ pub enum UpstreamError {
     Http(#[from] hyper::Error),
 }
 
-impl UpstreamError {
-    /// Whether the request certainly never reached the instance.
-    pub fn is_connect(&self) -> bool {
-        matches!(self, Self::Connect(_) | Self::ConnectTimeout(_))
-    }
+/// A try that failed, with the request back when it never left the router
+/// (no connection could be opened), so it can go to another instance
+/// whatever its body.
+#[derive(Debug)]
+pub struct SendFailure {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<ProxyBody>>,
 }
 
 impl ConnectionPool {
@@ -63,7 +65,7 @@ impl ConnectionPool {
         addr: SocketAddr,
         connect_timeout: Duration,
         mut request: Request<ProxyBody>,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
+    ) -> Result<Response<PooledBody>, SendFailure> {
         while let Some(mut sender) = self.checkout() {
             // A connection whose last body just ended may not have turned
             // ready yet; it will, or it reports itself closed.
@@ -74,13 +76,34 @@ impl ConnectionPool {
                 Ok(response) => return Ok(self.wrap(sender, response)),
                 Err(mut failed) => match failed.take_message() {
                     Some(unsent) => request = unsent,
-                    None => return Err(UpstreamError::Http(failed.into_error())),
+                    None => {
+                        return Err(SendFailure {
+                            error: UpstreamError::Http(failed.into_error()),
+                            unsent: None,
+                        });
+                    }
                 },
             }
         }
-        let mut sender = connect(addr, connect_timeout).await?;
-        let response = sender.send_request(request).await?;
-        Ok(self.wrap(sender, response))
+        let mut sender = match connect(addr, connect_timeout).await {
+            Ok(sender) => sender,
+            Err(error) => {
+                return Err(SendFailure {
+                    error,
+                    unsent: Some(request),
+                });
+            }
+        };
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok(self.wrap(sender, response)),
+            Err(mut failed) => {
+                let unsent = failed.take_message();
+                Err(SendFailure {
+                    error: UpstreamError::Http(failed.into_error()),
+                    unsent,
+                })
+            }
+        }
     }
 
     fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
