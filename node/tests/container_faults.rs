@@ -303,6 +303,9 @@ struct Tally {
     /// a failed request may take up to the 2 s connect timeout, so counts
     /// alone understate an outage.
     longest_gap_ms: AtomicU64,
+    /// Failed requests since the last reset, by what came back (a status,
+    /// or "no answer"), so a report says what failed, not only how often.
+    failure_kinds: Mutex<BTreeMap<String, u64>>,
 }
 
 /// A traffic change the cluster acknowledged.
@@ -669,7 +672,17 @@ fn the_cluster_in_containers_survives_partition_kill_rolling_restart_and_pause()
                                 .expect("answers")
                                 .push((generation, revision));
                         }
-                        _ => {
+                        other => {
+                            let kind = match other {
+                                Some((status, _, _)) => format!("status {status}"),
+                                None => "no answer".to_owned(),
+                            };
+                            *tally
+                                .failure_kinds
+                                .lock()
+                                .expect("failure kinds")
+                                .entry(kind)
+                                .or_default() += 1;
                             tally.failed.fetch_add(1, Ordering::Relaxed);
                             std::thread::sleep(Duration::from_millis(20));
                         }
@@ -717,6 +730,7 @@ fn the_cluster_in_containers_survives_partition_kill_rolling_restart_and_pause()
         let (answered_before, failed_before) = snapshot(&tallies);
         for tally in &tallies {
             tally.longest_gap_ms.store(0, Ordering::Relaxed);
+            tally.failure_kinds.lock().expect("failure kinds").clear();
         }
         let target = inject(&nodes);
         let target_index = nodes.iter().position(|node| node.name == target);
@@ -748,8 +762,12 @@ fn the_cluster_in_containers_survives_partition_kill_rolling_restart_and_pause()
                 .collect(),
             converged,
         };
+        let kinds: Vec<BTreeMap<String, u64>> = tallies
+            .iter()
+            .map(|t| t.failure_kinds.lock().expect("failure kinds").clone())
+            .collect();
         eprintln!(
-            "fault `{}` on {}: answered {:?}, failed {:?}, longest gaps {:?} ms, routers converged {:?} after healing",
+            "fault `{}` on {}: answered {:?}, failed {:?} ({kinds:?}), longest gaps {:?} ms, routers converged {:?} after healing",
             report.fault,
             report.target,
             report.answered,
