@@ -459,3 +459,100 @@ fn a_bundle_without_runtime_packs_builds_with_a_warning_and_fails_the_doctor() {
         built.stdout
     );
 }
+
+/// A ZIP holding `entries` in order, repeated names included: the zip
+/// writer refuses a repeat, so each entry is written under a same-length
+/// placeholder that is then patched in the local and central headers.
+fn zip_with_repeated_names(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let placeholder = |index: usize, name: &str| {
+        let tag = format!("~{index}~");
+        format!("{tag}{}", "_".repeat(name.len() - tag.len()))
+    };
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (index, (name, data)) in entries.iter().enumerate() {
+        writer
+            .start_file(
+                placeholder(index, name),
+                zip::write::SimpleFileOptions::default(),
+            )
+            .expect("start");
+        writer.write_all(data).expect("write");
+    }
+    let mut bytes = writer.finish().expect("finish").into_inner();
+    for (index, (name, _)) in entries.iter().enumerate() {
+        let from = placeholder(index, name);
+        let mut patched = 0;
+        while let Some(at) = bytes.windows(from.len()).position(|w| w == from.as_bytes()) {
+            bytes[at..at + name.len()].copy_from_slice(name.as_bytes());
+            patched += 1;
+        }
+        assert_eq!(patched, 2, "one local and one central header");
+    }
+    bytes
+}
+
+#[test]
+fn duplicate_entries_are_refused_alike_by_inspect_doctor_and_stage() {
+    // Proves the class of issue 20 item 1 through the binary: a bundle
+    // whose entries name one file twice (after normalisation) is refused
+    // by `bundle inspect`, `bundle doctor` and staging with the same rule,
+    // and staging keeps nothing.
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    let deployment = id(
+        &home.ok("bundles", "add", json!({"environment_id": "local", "bundle_id": "first", "route_binding": {"path_prefixes": ["/first"]}})),
+        "deployment_id",
+    );
+    let manifest = |bundle: &str| {
+        format!(
+            r#"{{"schema_version":1,"bundle_id":"{bundle}","runtime":{{"command":["bin/server"]}}}}"#
+        )
+    };
+    let (first, second) = (manifest("first"), manifest("second"));
+    let app = gtpack("app");
+    let exact = zip_with_repeated_names(&[
+        ("bundle-manifest.json", first.as_bytes()),
+        ("packs/app.gtpack", &app),
+        ("bundle-manifest.json", second.as_bytes()),
+    ]);
+    let dotted = zip_with_repeated_names(&[
+        ("bundle-manifest.json", first.as_bytes()),
+        ("packs/app.gtpack", &app),
+        ("./packs/app.gtpack", &app),
+    ]);
+    // Tar's repeats are refused by the same rule; bundle/tests/hostile.rs
+    // covers every format at the library level.
+    for (name, bytes) in [("exact.zip", exact), ("dotted.zip", dotted)] {
+        let path = home.dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let file = path.to_str().expect("utf8");
+        for verb in ["inspect", "doctor"] {
+            let run = home.gtc(&["bundle", verb, file]);
+            assert_eq!(run.code, 1, "{name} {verb}: {:?}", run.raw);
+            assert_eq!(run.error_kind(), "bundle-refused", "{name} {verb}");
+            assert_eq!(
+                run.stderr["error"]["details"]["rule"], "duplicate-entry",
+                "{name} {verb}: {}",
+                run.stderr
+            );
+        }
+        let staged = home.mutate("revisions", "stage", stage_payload(&deployment, &path));
+        assert_eq!(
+            staged.error_kind(),
+            "bundle-refused",
+            "{name}: {}",
+            staged.stderr
+        );
+        assert_eq!(
+            staged.stderr["error"]["details"]["rule"], "duplicate-entry",
+            "{name}"
+        );
+        let kept = std::fs::read_dir(home.root().join("local/revisions"))
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        assert_eq!(
+            kept, 0,
+            "{name}: a refused bundle leaves no revision folder"
+        );
+    }
+}
