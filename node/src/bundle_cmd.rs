@@ -127,11 +127,11 @@ fn build_bundle(
         other => CliError::new(ErrorKind::InvalidArgument, other.to_string()),
     })?;
     for skipped in &report.skipped {
-        eprintln!("skipped {}: {}", skipped.path, skipped.reason);
+        crate::output::errln!("skipped {}: {}", skipped.path, skipped.reason);
     }
     let warnings = staging_warnings(&report.output);
     for warning in &warnings {
-        eprintln!("warning: {warning}");
+        crate::output::errln!("warning: {warning}");
     }
     let mut result = json!(report);
     result["warnings"] = json!(warnings);
