@@ -11,7 +11,7 @@ use deploy::lifecycle::Lifecycle;
 use serde_json::json;
 use store::EnvironmentStore;
 
-use super::{answers, optional_answers};
+use super::{answers, optional_answers, target_answers};
 use crate::cli::EnvVerb;
 use crate::context::Context;
 use crate::error::CliError;
@@ -54,7 +54,7 @@ pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
             if !confirm {
                 return Err(context.refuse(
                     command,
-                    CliError::invalid("destroying an environment needs --confirm; its folder is moved under .destroyed/ in the store root"),
+                    CliError::usage("destroying an environment needs --confirm; its folder is moved under .destroyed/ in the store root"),
                 ));
             }
             context.submit(command)
@@ -72,12 +72,12 @@ pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
         EnvVerb::Restore(mutation) => restore(context, answers(&mutation, "env", "restore")?),
         EnvVerb::MigrateDev { mutation, mode } => migrate_dev(
             context,
-            answers(&mutation, "env", "migrate-dev")?,
+            target_answers(&mutation, "env", "migrate-dev")?,
             mode.apply,
         ),
         EnvVerb::MigrateState { mutation, mode } => migrate_state(
             context,
-            answers(&mutation, "env", "migrate-state")?,
+            target_answers(&mutation, "env", "migrate-state")?,
             mode.apply,
         ),
     }
@@ -255,7 +255,13 @@ fn migrate_dev(
         "would_merge": would_merge,
     });
     if !apply {
-        return Ok(Report::new("env", "migrate-dev", check));
+        // Blockers are what `--apply` would refuse: the check fails with
+        // them, as `env doctor` fails on a problem it finds.
+        let mut report = Report::new("env", "migrate-dev", check);
+        if !blockers.is_empty() {
+            report.exit_code = crate::error::EXIT_FAILURE;
+        }
+        return Ok(report);
     }
     let Some(dev) = dev else {
         return Ok(Report::new(

@@ -180,9 +180,13 @@ fn schema_request(noun: &Noun) -> Option<serde_json::Value> {
             EnvVerb::Destroy { mutation, .. } | EnvVerb::Backup(mutation) => {
                 schema_of::<EnvTargetAnswers>(mutation)
             }
-            EnvVerb::MigrateDev { mutation, .. } => schema_of::<EnvTargetAnswers>(mutation),
+            EnvVerb::MigrateDev { mutation, .. } => {
+                schema_of::<EnvTargetAnswers>(&mutation.mutation())
+            }
             EnvVerb::Restore(m) => schema_of::<EnvRestoreAnswers>(m),
-            EnvVerb::MigrateState { mutation, .. } => schema_of::<EnvMigrateStateAnswers>(mutation),
+            EnvVerb::MigrateState { mutation, .. } => {
+                schema_of::<EnvMigrateStateAnswers>(&mutation.mutation())
+            }
             EnvVerb::List | EnvVerb::Show(_) | EnvVerb::Doctor(_) | EnvVerb::Backups(_) => None,
         },
         Noun::EnvPacks(verb) => match verb {
@@ -239,6 +243,20 @@ pub fn answers<T: DeserializeOwned>(
         ))
     })?;
     read_answers(path, noun, verb)
+}
+
+/// Reads the payload of a verb that takes its target environment either
+/// positionally or in `--answers`.
+pub fn target_answers<T: DeserializeOwned>(
+    mutation: &crate::cli::TargetMutation,
+    noun: &str,
+    verb: &str,
+) -> Result<T, CliError> {
+    match &mutation.env {
+        Some(env) => serde_json::from_value(serde_json::json!({ "environment_id": env }))
+            .map_err(|e| CliError::invalid(format!("environment id {env:?}: {e}"))),
+        None => answers(&mutation.mutation(), noun, verb),
+    }
 }
 
 /// Reads an optional payload.
