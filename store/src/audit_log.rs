@@ -53,7 +53,25 @@ impl AuditLog {
     /// event's chain hash. A torn last line (a crash mid-append) is cut off
     /// first: its change was never committed, because events are written
     /// before the state they describe.
-    pub fn append(&self, mut event: AuditEvent) -> Result<String, StoreError> {
+    ///
+    /// Every failure is a [`StoreError::Audit`] (kind `audit`), the I/O
+    /// ones included: the caller learns that the audit log, not the state,
+    /// could not be written.
+    pub fn append(&self, event: AuditEvent) -> Result<String, StoreError> {
+        self.append_event(event).map_err(|error| match error {
+            StoreError::Io {
+                action,
+                path,
+                source,
+            } => StoreError::Audit {
+                path,
+                reason: format!("{action}: {source}"),
+            },
+            other => other,
+        })
+    }
+
+    fn append_event(&self, mut event: AuditEvent) -> Result<String, StoreError> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(StoreError::io("create audit folder", dir))?;
         }
