@@ -385,8 +385,18 @@ fn every_corrupt_archive_error_says_why() {
     // Issue 20's class "honest reports": a refusal of an unreadable archive
     // always carries a reason (backhand displays some errors as "", which
     // used to end the message at "is not a readable squashfs archive: ").
+    // Incompressible, so every cut lands in data the image needs.
+    let mut state = 0x2545_f491_u32;
+    let noise: Vec<u8> = (0..256 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
     let good_squash = squashfs_bytes(|w| {
-        w.push_file(Cursor::new(vec![7u8; 300_000]), "/a.txt", header())
+        w.push_file(Cursor::new(noise), "/a.txt", header())
             .expect("file");
     });
     let good_zip = zip_bytes(|z| {
@@ -405,7 +415,7 @@ fn every_corrupt_archive_error_says_why() {
         ),
         ("zip-head.zip".into(), good_zip[..30].to_vec()),
     ];
-    for cut in [8, 64, 96, 200, good_squash.len() / 2, good_squash.len() - 8] {
+    for cut in [8, 64, 96, 200, good_squash.len() / 3] {
         cases.push((format!("cut-{cut}.gtbundle"), good_squash[..cut].to_vec()));
     }
     for (name, bytes) in &cases {
