@@ -100,6 +100,14 @@ pub struct Collected {
     pub total_bytes: u64,
 }
 
+/// The dev-secret rule: why `relative` (a path inside a bundle folder or
+/// archive) holds local development secrets, if it does. `build` leaves
+/// such paths out with this reason; `bundle doctor` fails on an archive
+/// that carries one, or a link to one, with the same words.
+pub fn dev_secret_reason(relative: &str, is_dir: bool) -> Option<String> {
+    skip_reason(relative, is_dir)
+}
+
 fn skip_reason(relative: &str, is_dir: bool) -> Option<String> {
     for dir in DEV_SECRET_DIRS {
         if relative == dir || relative.starts_with(&format!("{dir}/")) {
@@ -197,6 +205,20 @@ fn walk(
         if file_type.is_symlink() {
             let target = fs::read_link(&path).map_err(io("read link", &path))?;
             let target = target.to_string_lossy().into_owned();
+            // A link to a dev secret would point at a file left out (or
+            // carry the secret's name): the dev-secret rule covers it too.
+            let resolved = crate::extract::resolve_lexically(&relative, &target);
+            let secret = resolved.as_deref().and_then(|resolved| {
+                skip_reason(resolved, fs::metadata(&path).is_ok_and(|m| m.is_dir()))
+                    .map(|reason| format!("it links to {resolved}: {reason}"))
+            });
+            if let Some(reason) = secret {
+                collected.skipped.push(Skipped {
+                    path: relative,
+                    reason,
+                });
+                continue;
+            }
             let inside = fs::canonicalize(&path).is_ok_and(|resolved| resolved.starts_with(root))
                 && crate::extract::resolve_lexically(&relative, &target).is_some();
             if !inside {

@@ -172,7 +172,7 @@ fn normalize_path(entry: &RawEntry, raw: &[u8]) -> Result<String, ArchiveError> 
 
 /// Resolves a symlink target against the link's folder without touching
 /// the disk; `None` when it leaves the root.
-pub(crate) fn resolve_lexically(link: &str, target: &str) -> Option<String> {
+pub fn resolve_lexically(link: &str, target: &str) -> Option<String> {
     if target.starts_with('/') {
         return None;
     }

@@ -556,3 +556,155 @@ fn duplicate_entries_are_refused_alike_by_inspect_doctor_and_stage() {
         );
     }
 }
+
+/// A ZIP bundle of `files` (name, bytes) and `links` (name, target).
+fn zip_bundle(path: &Path, files: &[(&str, &[u8])], links: &[(&str, &str)]) {
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(path).expect("create"));
+    let options = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+    for (name, data) in files {
+        writer.start_file(*name, options).expect("start");
+        writer.write_all(data).expect("write");
+    }
+    for (name, target) in links {
+        writer
+            .add_symlink(*name, *target, zip::write::SimpleFileOptions::default())
+            .expect("link");
+    }
+    writer.finish().expect("finish");
+}
+
+#[test]
+fn doctor_fails_on_everything_staging_or_the_dev_secret_rule_refuses() {
+    // Issue 20's class: `bundle doctor` is unhealthy (exit 1) on every
+    // bundle that staging or warming would refuse, or that carries what the
+    // dev-secret rule leaves out, and says so in the words those use.
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    let deployment = id(
+        &home.ok("bundles", "add", json!({"environment_id": "local", "bundle_id": "doc", "route_binding": {"path_prefixes": ["/doc"]}})),
+        "deployment_id",
+    );
+    let yaml = b"schema_version: 1\nbundle_id: doc\nruntime:\n  command: [bin/server]\n";
+    let app = gtpack("app");
+    let server: &[u8] = b"#!/bin/sh\n";
+    let doctor = |name: &str, files: &[(&str, &[u8])], links: &[(&str, &str)]| {
+        let path = home.dir.path().join(name);
+        zip_bundle(&path, files, links);
+        let run = home.gtc(&["bundle", "doctor", path.to_str().expect("utf8")]);
+        (path, run)
+    };
+
+    // A healthy bundle, for contrast.
+    let (_, good) = doctor(
+        "good.zip",
+        &[
+            ("bundle.yaml", yaml),
+            ("bin/server", server),
+            ("packs/app.gtpack", &app),
+        ],
+        &[],
+    );
+    assert_eq!(good.code, 0, "{}", good.stdout);
+
+    // runtime.command names a file the bundle lacks: warming refuses it.
+    let (path, run) = doctor(
+        "no-program.zip",
+        &[("bundle.yaml", yaml), ("packs/app.gtpack", &app)],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let message = run.stdout["result"]["runtime"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("is not a file in the bundle"),
+        "{}",
+        run.stdout
+    );
+    let staged = home.ok("revisions", "stage", stage_payload(&deployment, &path));
+    let warm = home.mutate(
+        "revisions",
+        "warm",
+        json!({"environment_id": "local", "revision_id": staged["revision_id"]}),
+    );
+    assert_eq!(warm.code, 1, "{}", warm.stdout);
+    assert!(
+        warm.error_message().contains(&message),
+        "warming and the doctor say the same: {} / {message}",
+        warm.error_message()
+    );
+
+    // No runtime section: warming refuses it.
+    let (_, run) = doctor(
+        "no-runtime.zip",
+        &[
+            ("bundle.yaml", b"schema_version: 1\nbundle_id: doc\n"),
+            ("packs/app.gtpack", &app),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(run.stdout["result"]["runtime"]["status"], "error");
+
+    // No runtime packs: staging refuses it, with the same message.
+    let (path, run) = doctor(
+        "no-packs.zip",
+        &[("bundle.yaml", yaml), ("bin/server", server)],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let refused = home.mutate("revisions", "stage", stage_payload(&deployment, &path));
+    assert_eq!(refused.code, 1);
+    assert_eq!(
+        run.stdout["result"]["staging"]["message"], refused.stderr["error"]["message"],
+        "staging and the doctor say the same"
+    );
+
+    // What the dev-secret rule leaves out, with content no scanner rule
+    // matches, and a link to such a file that the archive does not hold.
+    let dev_rule = |relative: &str| -> String {
+        let source = home
+            .dir
+            .path()
+            .join(format!("src-{}", relative.replace('/', "_")));
+        let file = source.join(relative);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&file, b"harmless").expect("write");
+        std::fs::write(source.join("bundle.yaml"), yaml).expect("yaml");
+        let out = home
+            .dir
+            .path()
+            .join(format!("{}.gtbundle", relative.replace('/', "_")));
+        let built = build(&home, &source, &out, "zip");
+        built.stdout["result"]["skipped"][0]["reason"]
+            .as_str()
+            .unwrap_or_else(|| panic!("build did not skip {relative}: {}", built.stdout))
+            .to_owned()
+    };
+    for (name, relative, dev_file) in [
+        ("dev-dir.zip", ".greentic/dev/token", true),
+        ("dev-env.zip", "config/app.dev.secrets.env", true),
+        ("dev-link.zip", "config/app.dev.secrets.env", false),
+    ] {
+        let reason = dev_rule(relative);
+        let mut files: Vec<(&str, &[u8])> = vec![
+            ("bundle.yaml", yaml),
+            ("bin/server", server),
+            ("packs/app.gtpack", &app),
+        ];
+        let links: Vec<(&str, &str)> = if dev_file {
+            files.push((relative, b"harmless"));
+            vec![]
+        } else {
+            vec![("app.env", relative)]
+        };
+        let (_, run) = doctor(name, &files, &links);
+        assert_eq!(run.code, 1, "{name}: {}", run.stdout);
+        let problems = run.stdout["result"]["dev_secrets"].to_string();
+        assert!(
+            problems.contains(&reason),
+            "{name}: {problems} lacks {reason:?}"
+        );
+    }
+}
