@@ -708,3 +708,55 @@ fn doctor_fails_on_everything_staging_or_the_dev_secret_rule_refuses() {
         );
     }
 }
+
+#[test]
+fn a_build_never_packs_an_earlier_build_output() {
+    // Issue 20 item 11's class: outputs written into the source folder,
+    // under any name and format, are left out of later builds (and listed
+    // as skipped); the packs in the folder are still packed, and the result
+    // is the same bundle as a build written outside the folder.
+    let home = Home::new();
+    let dir = source_tree(&home, "outputs");
+    let path = |name: &str| dir.join(name);
+    assert_eq!(build(&home, &dir, &path("v1.gtbundle"), "squashfs").code, 0);
+    assert_eq!(build(&home, &dir, &path("v2.zip"), "zip").code, 0);
+    let latest = build(&home, &dir, &path("v3.gtbundle"), "squashfs");
+    assert_eq!(latest.code, 0, "{:?}", latest.raw);
+    let skipped: Vec<String> = latest.stdout["result"]["skipped"]
+        .as_array()
+        .expect("skipped")
+        .iter()
+        .map(|s| s["path"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for output in ["v1.gtbundle", "v2.zip"] {
+        assert!(
+            skipped.contains(&output.to_owned()),
+            "{output}: {skipped:?}"
+        );
+    }
+    let inspected = home.gtc(&[
+        "bundle",
+        "inspect",
+        path("v3.gtbundle").to_str().expect("utf8"),
+    ]);
+    let files = inspected.stdout["result"]["files"].to_string();
+    assert!(
+        !files.contains("v1.gtbundle") && !files.contains("v2.zip"),
+        "{files}"
+    );
+    assert!(
+        files.contains("packs/app.gtpack"),
+        "packs are still packed: {files}"
+    );
+    // The same bytes as a build whose output lies outside the folder, once
+    // the earlier outputs are gone from the folder too.
+    let outside = home.dir.path().join("outside.gtbundle");
+    std::fs::remove_file(path("v1.gtbundle")).expect("rm");
+    std::fs::remove_file(path("v2.zip")).expect("rm");
+    std::fs::rename(path("v3.gtbundle"), home.dir.path().join("v3.gtbundle")).expect("mv");
+    let clean = build(&home, &dir, &outside, "squashfs");
+    assert_eq!(
+        clean.stdout["result"]["digest"],
+        latest.stdout["result"]["digest"]
+    );
+}
