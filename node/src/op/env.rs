@@ -38,7 +38,10 @@ pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
             let answers: EnvUpdateAnswers = answers(&mutation, "env", "update")?;
             context.submit(Command::EnvUpdate(answers))
         }
-        EnvVerb::List => list(context),
+        EnvVerb::List => match &context.remote {
+            Some(remote) => remote.list(),
+            None => list(context),
+        },
         EnvVerb::Show(env) => {
             let state = context.load(&env.env)?;
             let mut result = serde_json::to_value(&state.environment).unwrap_or_default();
@@ -59,8 +62,17 @@ pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
             }
             context.submit(command)
         }
-        EnvVerb::Backup(mutation) => backup(context, answers(&mutation, "env", "backup")?),
+        EnvVerb::Backup(mutation) => {
+            let answers: EnvTargetAnswers = answers(&mutation, "env", "backup")?;
+            match &context.remote {
+                Some(remote) => remote.backup(&answers.environment_id),
+                None => backup(context, answers),
+            }
+        }
         EnvVerb::Backups(env) => {
+            if let Some(remote) = &context.remote {
+                return remote.backups(&crate::context::parse_env(&env.env)?);
+            }
             let env_id = context.load(&env.env)?.env_id().clone();
             let manifests = context.store.list_backups(&env_id)?;
             Ok(Report::new(
@@ -189,6 +201,12 @@ fn restore(context: &Context, answers: EnvRestoreAnswers) -> Result<Report, CliE
         answers: answers.clone(),
         snapshot: Box::new(snapshot),
     };
+    if context.remote.is_some() {
+        // The node loads the backup from its own store; the snapshot sent
+        // here is not used by the route.
+        let current = context.load(answers.environment_id.as_str())?;
+        return context.submit(command_for(current));
+    }
     match context
         .store
         .load_backup(&answers.environment_id, answers.backup_id)
