@@ -249,13 +249,13 @@ pub enum ValidationError {
     /// A change would claim a route a live deployment already holds; names
     /// the holder, which exists (the changed deployment may not, yet).
     #[error(
-        "host {host:?} with path prefix {prefix:?} is already claimed by deployment {holder} (bundle {bundle_id}); a request must map to one deployment, so pick another host or path prefix, or remove that deployment"
+        "{route} is already claimed by deployment {holder} (bundle {bundle_id}); a request must map to one deployment, so pick another host or path prefix, or remove that deployment"
     )]
     RouteTaken {
         holder: DeploymentId,
         bundle_id: String,
-        host: String,
-        prefix: String,
+        /// `host "*" with path prefix "/api"` (one field keeps the error small).
+        route: String,
     },
     #[error("traffic split of deployment {deployment_id}: {source}")]
     Split {
@@ -574,8 +574,10 @@ impl Environment {
                     .map(|(host, prefix)| ValidationError::RouteTaken {
                         holder: holder.deployment_id,
                         bundle_id: holder.bundle_id.to_string(),
-                        host: host.unwrap_or("*").to_owned(),
-                        prefix: (*prefix).to_owned(),
+                        route: format!(
+                            "host {:?} with path prefix {prefix:?}",
+                            host.unwrap_or("*")
+                        ),
                     })
             })
     }
