@@ -627,3 +627,68 @@ fn every_identity_a_denial_suggests_is_matched_by_the_policy() {
         );
     }
 }
+
+#[test]
+fn every_change_to_disk_is_audited_and_its_answer_says_what_changed() {
+    // Issue 20's class: migrate-dev that only moves dev aside (nothing to
+    // merge) and migrate-state both change the disk; each is audited and
+    // its answer says what changed, unlike the check before it.
+    let home = Home::new();
+    home.ok("env", "init", json!({}));
+    std::fs::write(
+        home.root().join("policy.json"),
+        json!({"schema": "greentic.policy.v1", "grants": [{"environment_id": "dev", "users": ["tester"]}]}).to_string(),
+    )
+    .expect("policy");
+    home.ok(
+        "env",
+        "create",
+        json!({"environment_id": "dev", "name": "legacy dev"}),
+    );
+    let before = home.audit_lines("local").len();
+    let applied = home.gtc(&["op", "env", "migrate-dev", "local", "--apply"]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert_ne!(
+        applied.stdout["idempotency"], "unchanged",
+        "moving dev aside is a change: {}",
+        applied.stdout
+    );
+    let moved_to = applied.stdout["result"]["source_moved_to"]
+        .as_str()
+        .expect("source_moved_to")
+        .to_owned();
+    assert!(std::path::Path::new(&moved_to).is_dir(), "{moved_to}");
+    assert!(!home.root().join("dev").exists());
+    let lines = home.audit_lines("local");
+    let audited = lines[before..]
+        .iter()
+        .any(|line| line.contains("\"migrate-dev\"") && line.contains(".dev-migrated-"));
+    assert!(audited, "the move is audited: {:?}", &lines[before..]);
+
+    let legacy = home.dir.path().join("state/deploy");
+    std::fs::create_dir_all(&legacy).expect("legacy tree");
+    let check = home.gtc(&["op", "env", "migrate-state", "local", "--check"]);
+    let before = home.audit_lines("local").len();
+    let apply = home.gtc(&["op", "env", "migrate-state", "local", "--apply"]);
+    assert_eq!(apply.code, 0, "{}", apply.stderr);
+    assert_ne!(
+        apply.stdout["result"], check.stdout["result"],
+        "the answer says what changed, not what would"
+    );
+    assert_eq!(apply.stdout["result"]["changed"], true, "{}", apply.stdout);
+    let moved_to = apply.stdout["result"]["moved_to"]
+        .as_str()
+        .expect("moved_to");
+    assert!(std::path::Path::new(moved_to).is_dir() && !legacy.exists());
+    let lines = home.audit_lines("local");
+    assert!(
+        lines[before..]
+            .iter()
+            .any(|line| line.contains("\"migrate-state\"") && line.contains(".deploy-migrated-")),
+        "{:?}",
+        &lines[before..]
+    );
+    // Nothing left to move: the answer says so.
+    let again = home.gtc(&["op", "env", "migrate-state", "local", "--apply"]);
+    assert_eq!(again.stdout["result"]["changed"], false, "{}", again.stdout);
+}

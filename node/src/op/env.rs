@@ -307,8 +307,20 @@ fn migrate_dev(
         ".dev-migrated-{}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S")
     );
+    // Moving dev aside is a change to disk of its own (even when no
+    // binding had to merge): audited on the target before the move, and
+    // the answer says it happened.
+    let moved_to = context.store.root().join(&retired_name);
+    context.audit_edge(
+        &answers.environment_id,
+        "env",
+        "migrate-dev",
+        json!({"environment_id": answers.environment_id, "source": LEGACY_DEV_ENV, "source_moved_to": moved_to}),
+        AuditResult::Ok,
+    )?;
     let retired = context.store.retire(&source, &retired_name)?;
     report.result["source_moved_to"] = json!(retired);
+    report.idempotency = Some("applied");
     Ok(report)
 }
 
@@ -331,8 +343,17 @@ fn migrate_state(
             json!(store::plan_legacy_state(&state_dir, &stamp)),
         ));
     }
-    let target = json!({"environment_id": env, "state_dir": state_dir});
+    // Audited before the move (fail closed), naming what will move; the
+    // answer says what did.
+    let plan = store::plan_legacy_state(&state_dir, &stamp);
+    let target = json!({"environment_id": env, "state_dir": state_dir, "moved_from": plan.legacy, "moved_to": plan.target});
     context.audit_edge(&env, "env", "migrate-state", target, AuditResult::Ok)?;
-    let migration = store::migrate_legacy_state(&state_dir, &stamp)?;
-    Ok(Report::new("env", "migrate-state", json!(migration)))
+    let moved = store::migrate_legacy_state(&state_dir, &stamp)?;
+    let mut report = Report::new("env", "migrate-state", json!(moved));
+    report.idempotency = Some(if moved.changed {
+        "applied"
+    } else {
+        "unchanged"
+    });
+    Ok(report)
 }
