@@ -505,7 +505,7 @@ pub enum EnvVerb {
     /// Destroy an environment (its folder is kept aside under .destroyed/).
     Destroy {
         #[command(flatten)]
-        mutation: Mutation,
+        mutation: TargetMutation,
         /// Required: destroying is not undoable from the CLI.
         #[arg(long)]
         confirm: bool,

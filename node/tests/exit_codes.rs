@@ -161,6 +161,10 @@ fn usage_errors_of_every_verb_exit_with_the_readme_code() {
             "destroy without --confirm",
         ),
         (
+            vec!["op", "env", "destroy", "local"],
+            "destroy ENV without --confirm",
+        ),
+        (
             vec!["op", "env", "migrate-dev", "--answers", target],
             "neither --check nor --apply",
         ),

@@ -52,7 +52,7 @@ pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
         }
         EnvVerb::Doctor(env) => doctor(context, &env.env),
         EnvVerb::Destroy { mutation, confirm } => {
-            let answers: EnvTargetAnswers = answers(&mutation, "env", "destroy")?;
+            let answers: EnvTargetAnswers = target_answers(&mutation, "env", "destroy")?;
             let command = Command::EnvDestroy(answers);
             if !confirm {
                 return Err(context.refuse(

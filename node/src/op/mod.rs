@@ -175,9 +175,10 @@ fn schema_request(noun: &Noun) -> Option<serde_json::Value> {
             EnvVerb::Init(m) => m.schema.then(deploy::schema::schema_for::<EnvInitAnswers>),
             EnvVerb::Create(m) => schema_of::<EnvCreateAnswers>(m),
             EnvVerb::Update(m) => schema_of::<EnvUpdateAnswers>(m),
-            EnvVerb::Destroy { mutation, .. } | EnvVerb::Backup(mutation) => {
-                schema_of::<EnvTargetAnswers>(mutation)
+            EnvVerb::Destroy { mutation, .. } => {
+                schema_of::<EnvTargetAnswers>(&mutation.mutation())
             }
+            EnvVerb::Backup(mutation) => schema_of::<EnvTargetAnswers>(mutation),
             EnvVerb::MigrateDev { mutation, .. } => {
                 schema_of::<EnvTargetAnswers>(&mutation.mutation())
             }
