@@ -100,6 +100,14 @@ pub struct Collected {
     pub total_bytes: u64,
 }
 
+/// The dev-secret rule: why `relative` (a path inside a bundle folder or
+/// archive) holds local development secrets, if it does. `build` leaves
+/// such paths out with this reason; `bundle doctor` fails on an archive
+/// that carries one, or a link to one, with the same words.
+pub fn dev_secret_reason(relative: &str, is_dir: bool) -> Option<String> {
+    skip_reason(relative, is_dir)
+}
+
 fn skip_reason(relative: &str, is_dir: bool) -> Option<String> {
     for dir in DEV_SECRET_DIRS {
         if relative == dir || relative.starts_with(&format!("{dir}/")) {
@@ -197,6 +205,20 @@ fn walk(
         if file_type.is_symlink() {
             let target = fs::read_link(&path).map_err(io("read link", &path))?;
             let target = target.to_string_lossy().into_owned();
+            // A link to a dev secret would point at a file left out (or
+            // carry the secret's name): the dev-secret rule covers it too.
+            let resolved = crate::extract::resolve_lexically(&relative, &target);
+            let secret = resolved.as_deref().and_then(|resolved| {
+                skip_reason(resolved, fs::metadata(&path).is_ok_and(|m| m.is_dir()))
+                    .map(|reason| format!("it links to {resolved}: {reason}"))
+            });
+            if let Some(reason) = secret {
+                collected.skipped.push(Skipped {
+                    path: relative,
+                    reason,
+                });
+                continue;
+            }
             let inside = fs::canonicalize(&path).is_ok_and(|resolved| resolved.starts_with(root))
                 && crate::extract::resolve_lexically(&relative, &target).is_some();
             if !inside {
@@ -213,12 +235,53 @@ fn walk(
             collected.nodes.push(Node::Dir { path: relative });
             walk(root, &path, exclude, collected)?;
         } else if file_type.is_file() {
+            if is_bundle_archive(&path) {
+                collected.skipped.push(Skipped {
+                    path: relative,
+                    reason: "it is a bundle (an earlier build's output); a bundle is never packed inside another".to_owned(),
+                });
+                continue;
+            }
             add_file(&path, relative, collected)?;
         } else {
             return Err(BuildError::SpecialFile { path: relative });
         }
     }
     Ok(())
+}
+
+/// Whether the file at `path` is a bundle: an archive (recognised by its
+/// magic bytes, not its name) with a bundle manifest at its root. Packs
+/// (`.gtpack` ZIPs) have none, so they are still packed.
+fn is_bundle_archive(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let read = fs::File::open(path).and_then(|file| {
+        file.take(crate::format::DETECT_BYTES as u64)
+            .read_to_end(&mut head)
+    });
+    if read.is_err() {
+        return false;
+    }
+    // By magic bytes only: the name decides nothing here.
+    let Ok(format) = crate::format::detect(&head, Path::new("")) else {
+        return false;
+    };
+    let mut found = false;
+    // Stop at the first manifest; any error means "not a readable bundle".
+    let _ = crate::read::visit(path, format, &mut |entry, _| {
+        let name = String::from_utf8_lossy(&entry.name);
+        let name = name.trim_start_matches("./");
+        if name == MANIFEST_JSON || name == BUNDLE_YAML {
+            found = true;
+            return Err(crate::read::ArchiveError::Truncated {
+                entry: name.to_owned(),
+                reason: "found".to_owned(),
+            });
+        }
+        Ok(())
+    });
+    found
 }
 
 fn add_file(path: &Path, relative: String, collected: &mut Collected) -> Result<(), BuildError> {

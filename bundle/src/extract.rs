@@ -172,7 +172,7 @@ fn normalize_path(entry: &RawEntry, raw: &[u8]) -> Result<String, ArchiveError> 
 
 /// Resolves a symlink target against the link's folder without touching
 /// the disk; `None` when it leaves the root.
-pub(crate) fn resolve_lexically(link: &str, target: &str) -> Option<String> {
+pub fn resolve_lexically(link: &str, target: &str) -> Option<String> {
     if target.starts_with('/') {
         return None;
     }
@@ -315,11 +315,7 @@ impl Checker {
         self.budget.count_entry(entry)?;
         let name = normalize_name(entry)?;
         if !self.seen.insert(name.clone()) {
-            return Err(ArchiveError::refused(
-                entry,
-                Rule::DuplicateEntry,
-                format!("{name} appears more than once"),
-            ));
+            return Err(duplicate_entry(entry, &name));
         }
         match &entry.kind {
             EntryKind::Dir => {}
@@ -356,6 +352,19 @@ impl Checker {
         }
         Ok(name)
     }
+}
+
+/// The one refusal for two entries that name the same file once
+/// normalized, whatever the archive format: the reader of a format that
+/// cannot show both entries (ZIP's by-name index) refuses with it too.
+pub(crate) fn duplicate_entry(entry: &RawEntry, normalized: &str) -> ArchiveError {
+    ArchiveError::refused(
+        entry,
+        Rule::DuplicateEntry,
+        format!(
+            "{normalized} appears more than once; an archive may name each file only once, or which copy is used would depend on the reader"
+        ),
+    )
 }
 
 fn check_symlink(entry: &RawEntry, name: &str, target: &[u8]) -> Result<(), ArchiveError> {

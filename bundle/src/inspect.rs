@@ -23,6 +23,9 @@ pub struct FileRow {
     pub path: String,
     pub kind: &'static str,
     pub size: u64,
+    /// A symlink's target as stored (lossy UTF-8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// What `gtc bundle inspect` reports.
@@ -90,10 +93,15 @@ pub fn walk(
                 EntryKind::Symlink { .. } => ("symlink", 0),
                 EntryKind::Special { what } => (*what, 0),
             };
+            let target = match &entry.kind {
+                EntryKind::Symlink { target } => Some(String::from_utf8_lossy(target).into_owned()),
+                _ => None,
+            };
             rows.push(FileRow {
                 path: name,
                 kind,
                 size,
+                target,
             });
             Ok(())
         },

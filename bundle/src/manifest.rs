@@ -270,6 +270,28 @@ fn valid_env_name(name: &str) -> bool {
 }
 
 impl RuntimeSection {
+    /// Checks that the program `command[0]` names is a file of the
+    /// extracted bundle at `root`; warming and `bundle doctor` both refuse
+    /// a runtime that could not start with this message.
+    pub fn check_program(&self, root: &std::path::Path) -> Result<(), ManifestError> {
+        let Some(program) = self.command.first() else {
+            return Err(runtime_error("command", "is empty"));
+        };
+        let relative = program.strip_prefix("./").unwrap_or(program);
+        let path = root.join(relative);
+        // The program must resolve inside the bundle (extraction proved
+        // links stay inside; this also catches a link to a folder).
+        if !path.is_file() {
+            return Err(runtime_error(
+                "command[0]",
+                format!(
+                    "{program:?} is not a file in the bundle, so no instance could start; add it or fix runtime.command"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the command, variables, health path and bounds.
     pub fn validate(&self) -> Result<(), ManifestError> {
         let Some(program) = self.command.first() else {

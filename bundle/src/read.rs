@@ -143,7 +143,12 @@ pub fn visit_reader<R: BufRead + Seek + Send>(
     let corrupt = |reason: String| ArchiveError::Corrupt {
         path: label.to_owned(),
         format,
-        reason,
+        // Never an empty reason: the message must say what is wrong.
+        reason: if reason.trim().is_empty() {
+            "the reader stopped without saying why; the archive is truncated or not what its signature claims".to_owned()
+        } else {
+            reason
+        },
     };
     match format {
         BundleFormat::Squashfs => visit_squashfs(reader, visitor, &corrupt),
@@ -154,9 +159,20 @@ pub fn visit_reader<R: BufRead + Seek + Send>(
         }
         BundleFormat::TarZst => {
             let decoder = zstd::stream::read::Decoder::with_buffer(reader)
-                .map_err(|e| corrupt(e.to_string()))?;
+                .map_err(|e| corrupt(reason_of(&e)))?;
             visit_tar(decoder, visitor, &corrupt)
         }
+    }
+}
+
+/// Why a reader failed: its message, or its debug form when the message
+/// is empty (backhand's errors for some corrupt images display as "").
+fn reason_of<E: std::fmt::Display + std::fmt::Debug>(error: &E) -> String {
+    let shown = error.to_string();
+    if shown.trim().is_empty() {
+        format!("{error:?}")
+    } else {
+        shown
     }
 }
 
@@ -168,7 +184,7 @@ fn visit_squashfs<R: BufRead + Seek + Send>(
     use backhand::{FilesystemReader, InnerNode};
     use std::os::unix::ffi::OsStrExt;
 
-    let filesystem = FilesystemReader::from_reader(reader).map_err(|e| corrupt(e.to_string()))?;
+    let filesystem = FilesystemReader::from_reader(reader).map_err(|e| corrupt(reason_of(&e)))?;
     for node in filesystem.files() {
         // Names are stored per directory; backhand joins them under "/".
         let full = node.fullpath.as_os_str().as_bytes();
@@ -217,7 +233,7 @@ fn visit_squashfs<R: BufRead + Seek + Send>(
                 let mut content = filesystem
                     .file(file)
                     .reader_checked()
-                    .map_err(|e| corrupt(e.to_string()))?;
+                    .map_err(|e| corrupt(reason_of(&e)))?;
                 visitor(&entry, &mut content)?;
             }
             None => visitor(&entry, &mut std::io::empty())?,
@@ -231,11 +247,31 @@ fn visit_zip<R: Read + Seek>(
     visitor: &mut Visitor<'_>,
     corrupt: &dyn Fn(String) -> ArchiveError,
 ) -> Result<(), ArchiveError> {
-    let mut archive = zip::ZipArchive::new(reader).map_err(|e| corrupt(e.to_string()))?;
+    let mut archive = zip::ZipArchive::new(reader).map_err(|e| corrupt(reason_of(&e)))?;
+    if archive.has_duplicate_names() {
+        // The zip crate keys entries by name, so a repeated name would hide
+        // all but one copy from the loop below; find it in the central
+        // directory and refuse it with the rule every format uses.
+        let dir_start = archive.central_directory_start();
+        let mut reader = archive.into_inner();
+        let name = repeated_central_name(&mut reader, dir_start)
+            .map_err(|e| corrupt(reason_of(&e)))?
+            .ok_or_else(|| {
+                corrupt("the central directory repeats a name but could not be re-read".to_owned())
+            })?;
+        let entry = RawEntry {
+            name,
+            kind: EntryKind::File { size: 0 },
+            mode: None,
+            compressed_size: None,
+        };
+        let normalized = crate::extract::normalize_name(&entry)?;
+        return Err(crate::extract::duplicate_entry(&entry, &normalized));
+    }
     for index in 0..archive.len() {
         let mut zipped = archive
             .by_index(index)
-            .map_err(|e| corrupt(e.to_string()))?;
+            .map_err(|e| corrupt(reason_of(&e)))?;
         let name = zipped.name_raw().to_vec();
         let mode = zipped.unix_mode();
         let compressed_size = Some(zipped.compressed_size());
@@ -248,7 +284,7 @@ fn visit_zip<R: Read + Seek>(
             (&mut zipped)
                 .take(4096)
                 .read_to_end(&mut target)
-                .map_err(|e| corrupt(e.to_string()))?;
+                .map_err(|e| corrupt(reason_of(&e)))?;
             EntryKind::Symlink { target }
         } else {
             EntryKind::File {
@@ -266,6 +302,45 @@ fn visit_zip<R: Read + Seek>(
     Ok(())
 }
 
+/// The first name the ZIP central directory at `dir_start` holds twice.
+fn repeated_central_name<R: Read + Seek>(
+    reader: &mut R,
+    dir_start: u64,
+) -> std::io::Result<Option<Vec<u8>>> {
+    use std::collections::HashSet;
+    use std::io::SeekFrom;
+
+    /// A central directory file header: signature, then fixed fields up to
+    /// the name (46 bytes in all).
+    const SIGNATURE: [u8; 4] = [0x50, 0x4b, 0x01, 0x02];
+    const FIXED: usize = 46;
+    reader.seek(SeekFrom::Start(dir_start))?;
+    let mut seen = HashSet::new();
+    let mut fixed = [0u8; FIXED];
+    // Each header is at least 46 bytes, so the loop ends with the archive.
+    loop {
+        match reader.read_exact(&mut fixed) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(error) => return Err(error),
+        }
+        if fixed[..4] != SIGNATURE {
+            return Ok(None);
+        }
+        let field = |at: usize| u64::from(u16::from_le_bytes([fixed[at], fixed[at + 1]]));
+        let (name_len, extra_len, comment_len) = (field(28), field(30), field(32));
+        let mut name = Vec::new();
+        reader.by_ref().take(name_len).read_to_end(&mut name)?;
+        if name.len() as u64 != name_len {
+            return Ok(None);
+        }
+        reader.seek(SeekFrom::Current((extra_len + comment_len) as i64))?;
+        if !seen.insert(name.clone()) {
+            return Ok(Some(name));
+        }
+    }
+}
+
 fn visit_tar(
     reader: impl Read,
     visitor: &mut Visitor<'_>,
@@ -274,12 +349,12 @@ fn visit_tar(
     use tar::EntryType;
 
     let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| corrupt(e.to_string()))?;
+    let entries = archive.entries().map_err(|e| corrupt(reason_of(&e)))?;
     for item in entries {
-        let mut item = item.map_err(|e| corrupt(e.to_string()))?;
+        let mut item = item.map_err(|e| corrupt(reason_of(&e)))?;
         let header = item.header();
         let mode = header.mode().ok();
-        let size = header.size().map_err(|e| corrupt(e.to_string()))?;
+        let size = header.size().map_err(|e| corrupt(reason_of(&e)))?;
         let link = || -> Result<Vec<u8>, ArchiveError> {
             Ok(item
                 .link_name_bytes()

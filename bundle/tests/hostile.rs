@@ -266,6 +266,175 @@ fn duplicates_devices_and_fifos_are_refused() {
     assert_refused(&squash_fifo, "fifo.gtbundle", Rule::SpecialFile);
 }
 
+/// A ZIP whose entries carry `names` in order. The zip writer refuses a
+/// repeated name, so each is written under a unique placeholder of the
+/// same length and the placeholder bytes are then replaced in the local
+/// and central headers (the CRCs cover content, not names).
+fn zip_with_names(names: &[(&str, &[u8])]) -> Vec<u8> {
+    let placeholders: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(index, (name, _))| {
+            let tag = format!("~{index}~");
+            assert!(name.len() >= tag.len(), "{name} is too short to patch");
+            format!("{tag}{}", "_".repeat(name.len() - tag.len()))
+        })
+        .collect();
+    let mut bytes = zip_bytes(|z| {
+        for (placeholder, (_, data)) in placeholders.iter().zip(names) {
+            z.start_file(placeholder.as_str(), zip_options())
+                .expect("start");
+            z.write_all(data).expect("write");
+        }
+    });
+    for (placeholder, (name, _)) in placeholders.iter().zip(names) {
+        let mut at = 0;
+        let mut patched = 0;
+        while let Some(found) = bytes[at..]
+            .windows(placeholder.len())
+            .position(|w| w == placeholder.as_bytes())
+        {
+            let start = at + found;
+            bytes[start..start + name.len()].copy_from_slice(name.as_bytes());
+            at = start + name.len();
+            patched += 1;
+        }
+        assert_eq!(
+            patched, 2,
+            "{placeholder}: one local and one central header"
+        );
+    }
+    bytes
+}
+
+#[test]
+fn duplicate_entries_after_normalisation_are_refused_in_every_format() {
+    // Proves the class of issue 20 item 1: two entries that name the same
+    // file once normalized are refused by one rule, whatever the format
+    // (ZIP's reader keys entries by name and used to hide the first copy),
+    // by extraction and by inspection alike, and nothing is written.
+    let manifest = |id: &str| format!(r#"{{"schema_version":1,"bundle_id":"{id}"}}"#);
+    let (first, second) = (manifest("first"), manifest("second"));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "exact.zip",
+            zip_with_names(&[
+                ("bundle-manifest.json", first.as_bytes()),
+                ("bundle-manifest.json", second.as_bytes()),
+            ]),
+        ),
+        (
+            "dot.zip",
+            zip_with_names(&[("a/b.txt", b"1"), ("./a/b.txt", b"2")]),
+        ),
+        (
+            "dot-dir.zip",
+            zip_with_names(&[("a/b.txt", b"1"), ("a/./b.txt", b"2")]),
+        ),
+        (
+            "exact-late.zip",
+            zip_with_names(&[("x.txt", b"1"), ("y.txt", b"2"), ("x.txt", b"3")]),
+        ),
+        (
+            "exact.tar",
+            tar_bytes(&[member("a.txt", b"1"), member("a.txt", b"2")]),
+        ),
+        (
+            "dot.tar",
+            tar_bytes(&[member("a.txt", b"1"), member("./a.txt", b"2")]),
+        ),
+        (
+            "exact.tar.gz",
+            gzip(&tar_bytes(&[
+                member("bundle-manifest.json", first.as_bytes()),
+                member("bundle-manifest.json", second.as_bytes()),
+            ])),
+        ),
+    ];
+    for (name, bytes) in &cases {
+        assert_refused(bytes, name, Rule::DuplicateEntry);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let inspected = bundle::inspect::inspect(&path, ExtractLimits::default());
+        match inspected {
+            Err(error) => {
+                assert_eq!(error.rule(), Some(Rule::DuplicateEntry), "{name}: {error}");
+                assert!(
+                    error.to_string().contains("appears more than once"),
+                    "{name}: {error}"
+                );
+            }
+            Ok(inspection) => panic!("{name}: inspect accepted a duplicate: {inspection:?}"),
+        }
+    }
+    // The same names without the repeat are accepted: the rule is about
+    // the repeat, not about the names.
+    let single = zip_with_names(&[("bundle-manifest.json", first.as_bytes())]);
+    assert!(try_extract(&single, "single.zip", ExtractLimits::default()).is_ok());
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+#[test]
+fn every_corrupt_archive_error_says_why() {
+    // Issue 20's class "honest reports": a refusal of an unreadable archive
+    // always carries a reason (backhand displays some errors as "", which
+    // used to end the message at "is not a readable squashfs archive: ").
+    // Incompressible, so every cut lands in data the image needs.
+    let mut state = 0x2545_f491_u32;
+    let noise: Vec<u8> = (0..256 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    let good_squash = squashfs_bytes(|w| {
+        w.push_file(Cursor::new(noise), "/a.txt", header())
+            .expect("file");
+    });
+    let good_zip = zip_bytes(|z| {
+        z.start_file("a.txt", zip_options()).expect("start");
+        z.write_all(&[7u8; 10_000]).expect("write");
+    });
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("hsqs.gtbundle".into(), b"hsqs".to_vec()),
+        (
+            "zeros.gtbundle".into(),
+            [b"hsqs".as_slice(), &[0u8; 200]].concat(),
+        ),
+        (
+            "ones.gtbundle".into(),
+            [b"hsqs".as_slice(), &[0xffu8; 200]].concat(),
+        ),
+        ("zip-head.zip".into(), good_zip[..30].to_vec()),
+    ];
+    for cut in [8, 64, 96, 200, good_squash.len() / 3] {
+        cases.push((format!("cut-{cut}.gtbundle"), good_squash[..cut].to_vec()));
+    }
+    for (name, bytes) in &cases {
+        let Err(error) = try_extract(bytes, name, ExtractLimits::default()) else {
+            panic!("{name}: a corrupt archive was accepted");
+        };
+        let reason = match &error {
+            ArchiveError::Corrupt { reason, .. } | ArchiveError::Truncated { reason, .. } => {
+                reason.clone()
+            }
+            other => other.to_string(),
+        };
+        assert!(
+            !reason.trim().is_empty() && !error.to_string().trim_end().ends_with(':'),
+            "{name}: the refusal does not say why: {error}"
+        );
+    }
+}
+
 #[test]
 fn zip_bombs_and_oversized_archives_are_refused() {
     // 16 MiB of zeros deflates to ~16 KiB: a ratio near 1000.

@@ -50,6 +50,17 @@ impl Actor {
         }
     }
 
+    /// Every name a policy grant may use for this actor: the user name,
+    /// and `uid:N` for a local user whose uid is known. Empty when the
+    /// actor has neither (only a `*` grant matches it).
+    pub fn policy_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.user.iter().cloned().collect();
+        if let Some(uid) = self.uid {
+            names.push(format!("uid:{uid}"));
+        }
+        names
+    }
+
     /// A short name for `updated_by` fields.
     pub fn display_name(&self) -> String {
         self.user.clone().unwrap_or_else(|| match self.uid {

@@ -45,14 +45,33 @@ pub struct TenantSelector {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteBinding {
-    /// Host names (lowercase, no port). Empty means any host.
-    #[serde(default)]
+    /// Host names (lowercase, no port). Empty means any host. `host` (the
+    /// original platform's spelling, one name or a list) is accepted too.
+    #[serde(default, alias = "host", deserialize_with = "one_or_many")]
     pub hosts: Vec<String>,
-    /// Path prefixes starting with `/`. Empty means `/`.
-    #[serde(default)]
+    /// Path prefixes starting with `/`. Empty means `/`. `path_prefix` (one
+    /// prefix or a list) is accepted too.
+    #[serde(default, alias = "path_prefix", deserialize_with = "one_or_many")]
     pub path_prefixes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_selector: Option<TenantSelector>,
+}
+
+/// A list of strings, or one string standing for a list of one (the
+/// original platform's `host: "a.example"` spelling).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(deserializer)
+        .map_err(|_| serde::de::Error::custom("expected a string or a list of strings"))?
+    {
+        OneOrMany::One(one) => Ok(vec![one]),
+        OneOrMany::Many(many) => Ok(many),
+    }
 }
 
 /// One share of a deployment's revenue.
@@ -373,6 +392,37 @@ mod tests {
         assert_eq!(
             selector_only.validate(),
             Err(BundleError::TenantSelectorWithoutRoute)
+        );
+    }
+
+    #[test]
+    fn the_status_pages_route_spellings_are_accepted() {
+        // Issue 20 item 12: `host` and `path_prefix` (one value or a list)
+        // mean `hosts` and `path_prefixes`; giving both spellings of one
+        // field is refused naming it.
+        let parse = |text: &str| serde_json::from_str::<RouteBinding>(text);
+        let expected = RouteBinding {
+            hosts: vec!["shop.example".into()],
+            path_prefixes: vec!["/shop".into()],
+            tenant_selector: None,
+        };
+        for text in [
+            r#"{"host": "shop.example", "path_prefix": "/shop"}"#,
+            r#"{"host": ["shop.example"], "path_prefix": ["/shop"]}"#,
+            r#"{"hosts": ["shop.example"], "path_prefixes": ["/shop"]}"#,
+            r#"{"hosts": "shop.example", "path_prefixes": "/shop"}"#,
+        ] {
+            assert_eq!(parse(text).expect(text), expected, "{text}");
+        }
+        let both =
+            parse(r#"{"host": "a.example", "hosts": ["b.example"]}"#).expect_err("both spellings");
+        assert!(both.to_string().contains("hosts"), "{both}");
+        let typo = parse(r#"{"path": "/shop"}"#).expect_err("unknown");
+        assert!(typo.to_string().contains("path_prefixes"), "{typo}");
+        let wrong = parse(r#"{"hosts": 7}"#).expect_err("a number");
+        assert!(
+            wrong.to_string().contains("a string or a list of strings"),
+            "{wrong}"
         );
     }
 

@@ -246,6 +246,17 @@ pub enum ValidationError {
         host: String,
         prefix: String,
     },
+    /// A change would claim a route a live deployment already holds; names
+    /// the holder, which exists (the changed deployment may not, yet).
+    #[error(
+        "{route} is already claimed by deployment {holder} (bundle {bundle_id}); a request must map to one deployment, so pick another host or path prefix, or remove that deployment"
+    )]
+    RouteTaken {
+        holder: DeploymentId,
+        bundle_id: String,
+        /// `host "*" with path prefix "/api"` (one field keeps the error small).
+        route: String,
+    },
     #[error("traffic split of deployment {deployment_id}: {source}")]
     Split {
         deployment_id: DeploymentId,
@@ -541,6 +552,34 @@ impl Environment {
             }
         }
         Ok(())
+    }
+
+    /// The refusal of `binding` when a live deployment other than `except`
+    /// already claims one of its routes, naming that deployment.
+    pub fn route_taken(
+        &self,
+        binding: &crate::bundle::RouteBinding,
+        except: Option<DeploymentId>,
+    ) -> Option<ValidationError> {
+        let claims = binding.claims();
+        self.bundles
+            .iter()
+            .filter(|b| b.status != crate::bundle::DeploymentStatus::Archived)
+            .filter(|b| Some(b.deployment_id) != except)
+            .find_map(|holder| {
+                let held = holder.route_binding.claims();
+                claims
+                    .iter()
+                    .find(|claim| held.contains(claim))
+                    .map(|(host, prefix)| ValidationError::RouteTaken {
+                        holder: holder.deployment_id,
+                        bundle_id: holder.bundle_id.to_string(),
+                        route: format!(
+                            "host {:?} with path prefix {prefix:?}",
+                            host.unwrap_or("*")
+                        ),
+                    })
+            })
     }
 
     fn validate_routes(&self) -> Result<(), ValidationError> {

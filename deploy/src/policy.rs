@@ -39,7 +39,7 @@ pub fn authorize(policy: Option<&Policy>, actor: &Actor, env: &EnvId) -> Authori
             reason: "the local environment is open to the local user".to_owned(),
         };
     }
-    let user = actor.user.as_deref();
+    let names = actor.policy_names();
     let grant = policy
         .into_iter()
         .flat_map(|p| p.grants.iter())
@@ -48,7 +48,7 @@ pub fn authorize(policy: Option<&Policy>, actor: &Actor, env: &EnvId) -> Authori
                 && grant
                     .users
                     .iter()
-                    .any(|u| u == "*" || Some(u.as_str()) == user)
+                    .any(|u| u == "*" || names.iter().any(|name| name == u))
         });
     match grant {
         Some(index) => Authorization {
@@ -67,6 +67,25 @@ pub fn authorize(policy: Option<&Policy>, actor: &Actor, env: &EnvId) -> Authori
                 actor.display_name()
             ),
         },
+    }
+}
+
+/// The policy file a denial suggests: it grants `env` to the name the
+/// actor is best known by (`*` when the actor has no name a grant can
+/// use). [`authorize`] allows `actor` on `env` under it, whatever the way
+/// the actor's identity was formed.
+pub fn suggested_grant(actor: &Actor, env: &EnvId) -> Policy {
+    let user = actor
+        .policy_names()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "*".to_owned());
+    Policy {
+        schema: POLICY_SCHEMA.to_owned(),
+        grants: vec![Grant {
+            environment_id: env.to_string(),
+            users: vec![user],
+        }],
     }
 }
 
@@ -92,6 +111,70 @@ mod tests {
         };
         assert_eq!(
             authorize(Some(&empty), &alice(), &prod).decision,
+            Decision::Deny
+        );
+    }
+
+    #[test]
+    fn every_identity_a_denial_suggests_is_matched_by_the_policy() {
+        // Issue 20's class: each way a local (or API) identity is formed,
+        // the grant the denial suggests is one the policy matches, on the
+        // environment that was denied; and a grant naming any of the
+        // actor's names (`uid:N` included) matches it.
+        let actors = [
+            Actor::local_user(Some("alice".into()), Some(1000)),
+            Actor::local_user(Some("alice".into()), None),
+            Actor::local_user(None, Some(0)),
+            Actor::local_user(None, Some(65532)),
+            Actor::local_user(None, None),
+            Actor::token("ci-deployer"),
+        ];
+        for env in ["staging", "prod-eu"] {
+            let env: EnvId = env.parse().expect("env");
+            for actor in &actors {
+                assert_eq!(
+                    authorize(None, actor, &env).decision,
+                    Decision::Deny,
+                    "{actor:?}"
+                );
+                let suggested = suggested_grant(actor, &env);
+                assert_eq!(suggested.grants[0].environment_id, env.as_str());
+                // The suggestion survives the trip through the policy file.
+                let text = serde_json::to_string(&suggested).expect("json");
+                let reread: Policy = serde_json::from_str(&text).expect("policy");
+                assert_eq!(
+                    authorize(Some(&reread), actor, &env).decision,
+                    Decision::Allow,
+                    "{actor:?} was denied under the grant its denial suggested: {text}"
+                );
+                for name in actor.policy_names() {
+                    let named = Policy {
+                        schema: POLICY_SCHEMA.into(),
+                        grants: vec![Grant {
+                            environment_id: env.to_string(),
+                            users: vec![name.clone()],
+                        }],
+                    };
+                    assert_eq!(
+                        authorize(Some(&named), actor, &env).decision,
+                        Decision::Allow,
+                        "{actor:?} by {name}"
+                    );
+                }
+            }
+        }
+        // Another uid is not matched by a uid grant.
+        let root_only = suggested_grant(
+            &Actor::local_user(None, Some(0)),
+            &"prod-eu".parse().expect("env"),
+        );
+        assert_eq!(
+            authorize(
+                Some(&root_only),
+                &Actor::local_user(None, Some(1000)),
+                &"prod-eu".parse().expect("env")
+            )
+            .decision,
             Decision::Deny
         );
     }

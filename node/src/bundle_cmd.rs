@@ -127,11 +127,11 @@ fn build_bundle(
         other => CliError::new(ErrorKind::InvalidArgument, other.to_string()),
     })?;
     for skipped in &report.skipped {
-        eprintln!("skipped {}: {}", skipped.path, skipped.reason);
+        crate::output::errln!("skipped {}: {}", skipped.path, skipped.reason);
     }
     let warnings = staging_warnings(&report.output);
     for warning in &warnings {
-        eprintln!("warning: {warning}");
+        crate::output::errln!("warning: {warning}");
     }
     let mut result = json!(report);
     result["warnings"] = json!(warnings);
@@ -201,18 +201,39 @@ fn doctor(file: &Path, allowlist: Option<&Path>) -> Result<Report, CliError> {
         },
     )
     .map_err(archive_error)?;
-    let runtime = match &inspection.manifest {
-        Some(manifest) => match manifest.require_runtime() {
-            Ok(runtime) => {
-                json!({"status": "ok", "instances": runtime.instances, "command": runtime.command})
-            }
-            Err(error) => json!({"status": "missing", "message": error.to_string()}),
-        },
-        None => json!({"status": "unknown", "message": "no valid manifest"}),
+    // What staging, warming and the dev-secret rule would refuse, in their
+    // own words: the bundle is staged for real into a scratch folder.
+    let staged = trial_stage(file);
+    let extracted = staged.as_ref().ok().map(|scratch| {
+        scratch
+            .path()
+            .join("revision")
+            .join(bundle::stage::BUNDLE_DIR)
+    });
+    let staging = match &staged {
+        Ok(_) => json!({"status": "ok"}),
+        Err(error) => json!({"status": "error", "message": error.message}),
     };
+    let (runtime, runtime_ok) = match &extracted {
+        Some(root) => match runnable(root) {
+            Ok(runtime) => (
+                json!({"status": "ok", "instances": runtime.instances, "command": runtime.command}),
+                true,
+            ),
+            Err(message) => (json!({"status": "error", "message": message}), false),
+        },
+        None => (
+            json!({"status": "unknown", "message": "the bundle does not stage (see staging)"}),
+            false,
+        ),
+    };
+    let dev_secrets = dev_secret_problems(&inspection.files);
     let healthy = scan.findings.is_empty()
         && inspection.manifest_error.is_none()
-        && inspection.packs_error.is_none();
+        && inspection.packs_error.is_none()
+        && staged.is_ok()
+        && runtime_ok
+        && dev_secrets.is_empty();
     let mut report = Report::new(
         "bundle",
         "doctor",
@@ -224,7 +245,9 @@ fn doctor(file: &Path, allowlist: Option<&Path>) -> Result<Report, CliError> {
             "archive": {"status": "ok", "entries": inspection.files.len(), "total_bytes": inspection.total_bytes},
             "manifest": {"status": if inspection.manifest_error.is_none() { "ok" } else { "error" }, "message": inspection.manifest_error},
             "packs": {"status": if inspection.packs_error.is_none() { "ok" } else { "error" }, "message": inspection.packs_error, "pinned": inspection.packs.len()},
+            "staging": staging,
             "runtime": runtime,
+            "dev_secrets": dev_secrets,
             "secrets": {"findings": scan.findings, "notes": scan.notes, "allowed": scan.allowed},
         }),
     );
@@ -234,6 +257,67 @@ fn doctor(file: &Path, allowlist: Option<&Path>) -> Result<Report, CliError> {
         crate::error::EXIT_FAILURE
     };
     Ok(report)
+}
+
+/// Whether the extracted bundle at `root` has something that can run: a
+/// runtime section whose program is a file of the bundle. Warming and
+/// `bundle doctor` both ask this, so they refuse with the same words.
+fn runnable(root: &Path) -> Result<bundle::manifest::RuntimeSection, String> {
+    let manifest = bundle::stage::read_manifest(root).map_err(|e| e.to_string())?;
+    let runtime = manifest.require_runtime().map_err(|e| e.to_string())?;
+    runtime.check_program(root).map_err(|e| e.to_string())?;
+    Ok(runtime.clone())
+}
+
+/// Stages `file` into a scratch folder exactly as `revisions stage` would;
+/// returns the scratch folder (holding `bundle/`) or staging's refusal as
+/// `revisions stage` words it.
+fn trial_stage(file: &Path) -> Result<tempfile::TempDir, CliError> {
+    let scratch = tempfile::Builder::new()
+        .prefix("gtc-doctor-")
+        .tempdir()
+        .map_err(|e| {
+            CliError::new(
+                ErrorKind::Io,
+                format!("cannot create a scratch folder to stage into: {e}"),
+            )
+        })?;
+    let revision_id = RevisionId::from_ulid(ulid::Ulid::nil());
+    let request = StageRequest {
+        bundle: file.to_owned(),
+        revision_dir: scratch.path().join("revision"),
+        env_relative_dir: format!("revisions/{revision_id}"),
+        revision_id,
+        limits: ExtractLimits::default(),
+    };
+    stage(&request).map_err(stage_error)?;
+    Ok(scratch)
+}
+
+/// Every entry of the archive the dev-secret rule names, and every link
+/// to one (present or not), each with the rule's words.
+fn dev_secret_problems(rows: &[bundle::inspect::FileRow]) -> Vec<serde_json::Value> {
+    let mut problems = Vec::new();
+    for row in rows {
+        if let Some(reason) = bundle::build::dev_secret_reason(&row.path, row.kind == "dir") {
+            problems.push(json!({"path": row.path, "message": format!("{}: {reason}", row.path)}));
+            continue;
+        }
+        let Some(target) = &row.target else {
+            continue;
+        };
+        let Some(resolved) = bundle::extract::resolve_lexically(&row.path, target) else {
+            continue; // a link leaving the bundle: staging refuses it
+        };
+        let is_dir = rows.iter().any(|r| r.path == resolved && r.kind == "dir");
+        if let Some(reason) = bundle::build::dev_secret_reason(&resolved, is_dir) {
+            problems.push(json!({
+                "path": row.path,
+                "message": format!("{} links to {resolved}: {reason}", row.path),
+            }));
+        }
+    }
+    problems
 }
 
 fn stage_error(error: StageError) -> CliError {
@@ -350,15 +434,7 @@ pub fn warm_checks(
             message: error.to_string(),
         });
     }
-    let runtime = bundle::stage::read_manifest(&revision_dir.join(bundle::stage::BUNDLE_DIR))
-        .map_err(|e| e.to_string())
-        .and_then(|manifest| {
-            manifest
-                .require_runtime()
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        });
-    if let Err(message) = runtime {
+    if let Err(message) = runnable(&revision_dir.join(bundle::stage::BUNDLE_DIR)) {
         failed.push(FailedCheck {
             check: "runtime-section".to_owned(),
             message,

@@ -415,6 +415,32 @@ pub struct OptionalMutation {
     pub schema: bool,
 }
 
+/// The payload of a verb that only names its target environment: the id
+/// as a positional argument (`gtc op env migrate-dev local --check`) or
+/// `--answers FILE`, not both.
+#[derive(Debug, Args, Clone)]
+pub struct TargetMutation {
+    /// Target environment id (instead of --answers).
+    #[arg(value_name = "ENV", conflicts_with = "answers")]
+    pub env: Option<String>,
+    /// The verb's payload as a JSON or YAML file (chosen by extension).
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["schema", "env"])]
+    pub answers: Option<PathBuf>,
+    /// Print the JSON Schema (draft 2020-12) of the payload and exit.
+    #[arg(long)]
+    pub schema: bool,
+}
+
+impl TargetMutation {
+    /// The `--answers`/`--schema` half, for code shared with [`Mutation`].
+    pub fn mutation(&self) -> Mutation {
+        Mutation {
+            answers: self.answers.clone(),
+            schema: self.schema,
+        }
+    }
+}
+
 /// `--check` or `--apply`, exactly one.
 #[derive(Debug, Args, Clone)]
 #[group(required = true, multiple = false)]
@@ -479,7 +505,7 @@ pub enum EnvVerb {
     /// Destroy an environment (its folder is kept aside under .destroyed/).
     Destroy {
         #[command(flatten)]
-        mutation: Mutation,
+        mutation: TargetMutation,
         /// Required: destroying is not undoable from the CLI.
         #[arg(long)]
         confirm: bool,
@@ -494,7 +520,7 @@ pub enum EnvVerb {
     #[command(name = "migrate-dev")]
     MigrateDev {
         #[command(flatten)]
-        mutation: Mutation,
+        mutation: TargetMutation,
         #[command(flatten)]
         mode: CheckOrApply,
     },
@@ -502,7 +528,7 @@ pub enum EnvVerb {
     #[command(name = "migrate-state")]
     MigrateState {
         #[command(flatten)]
-        mutation: Mutation,
+        mutation: TargetMutation,
         #[command(flatten)]
         mode: CheckOrApply,
     },

@@ -137,14 +137,15 @@ impl Context {
         }
     }
 
-    fn denial(&self, authorization: &Authorization) -> CliError {
+    fn denial(&self, authorization: &Authorization, env: &EnvId) -> CliError {
+        let example = deploy::policy::suggested_grant(&self.actor, env);
         CliError::new(
             ErrorKind::Unauthorized,
             format!(
-                "{}; grant it in {} (schema {POLICY_SCHEMA}, e.g. {{\"schema\":\"{POLICY_SCHEMA}\",\"grants\":[{{\"environment_id\":\"prod-eu\",\"users\":[\"{}\"]}}]}})",
+                "{}; grant it in {} (schema {POLICY_SCHEMA}), e.g. {}",
                 authorization.reason,
                 self.store.root().join(POLICY_FILE).display(),
-                self.actor.display_name()
+                serde_json::to_string(&example).unwrap_or_default()
             ),
         )
     }
@@ -158,7 +159,7 @@ impl Context {
         let (noun, verb) = (command.noun(), command.verb());
         let envelope = self.envelope(command);
         if envelope.authorization.decision == Decision::Deny {
-            let error = self.denial(&envelope.authorization);
+            let error = self.denial(&envelope.authorization, &envelope.command.env_id());
             self.record_refusal(&envelope, &error)?;
             return Err(error);
         }
@@ -255,7 +256,7 @@ impl Context {
             )
         })?;
         if authorization.decision == Decision::Deny {
-            return Err(self.denial(&authorization));
+            return Err(self.denial(&authorization, env));
         }
         Ok(authorization)
     }

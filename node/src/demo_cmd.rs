@@ -304,12 +304,12 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
         .tempdir()
         .map_err(|e| fail(format!("cannot create a temporary folder: {e}")))?;
     let store_root = work.path().join("environments");
-    println!("gtc demo: a fresh store in {}", work.path().display());
+    crate::output::outln!("gtc demo: a fresh store in {}", work.path().display());
     let bundles = [
         build_example(work.path(), "v1", &service)?,
         build_example(work.path(), "v2", &service)?,
     ];
-    println!(
+    crate::output::outln!(
         "built two revisions of the example bundle: {}, {}",
         bundles[0].display(),
         bundles[1].display()
@@ -347,9 +347,10 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
     let node = RunningNode::start(&node_args, Some(store_root.clone()), metrics).await?;
     let outcome = drive(&node, &store_root, &bundles, args.requests).await;
     if args.keep && outcome.is_ok() {
-        println!(
+        crate::output::outln!(
             "\nkept running: traffic on http://{} , metrics on http://{}/metrics ; Ctrl-C to stop",
-            node.router_addr, node.admin_addr
+            node.router_addr,
+            node.admin_addr
         );
         let _ = work.keep();
         crate::node_cmd::wait_for_signal().await;
@@ -366,7 +367,7 @@ async fn drive(
 ) -> Result<i32, CliError> {
     let context = Context::open(Some(store_root.to_owned()))?;
     let (deployment, [v1, v2]) = deploy_two_revisions(&context, bundles)?;
-    println!(
+    crate::output::outln!(
         "deployment {deployment}: revision v1 {v1}, revision v2 {v2}; warming (2 instances each)..."
     );
     wait_ready(&context, &[v1, v2]).await?;
@@ -376,17 +377,20 @@ async fn drive(
     let generation = split(&context, deployment, "demo-90-10", [(v1, 90), (v2, 10)])?;
     wait_generation(&client, addr, generation).await?;
     let (counts, failed) = measure(&client, addr, requests).await;
-    println!("\nsplit 90/10 (generation {generation}), {requests} requests:");
-    println!(
+    crate::output::outln!("\nsplit 90/10 (generation {generation}), {requests} requests:");
+    crate::output::outln!(
         "  {:<28} {:>8} {:>9} {:>9}",
-        "revision", "desired", "observed", "requests"
+        "revision",
+        "desired",
+        "observed",
+        "requests"
     );
     let mut off_target = false;
     for (label, revision, desired) in [("v1", v1, 90.0), ("v2", v2, 10.0)] {
         let served = counts.get(&revision.to_string()).copied().unwrap_or(0);
         let observed = 100.0 * served as f64 / requests.max(1) as f64;
         off_target |= (observed - desired).abs() > SPLIT_TOLERANCE_PERCENT;
-        println!(
+        crate::output::outln!(
             "  {:<28} {:>7.2}% {:>8.2}% {:>9}",
             format!("{label} {revision}"),
             desired,
@@ -394,7 +398,7 @@ async fn drive(
             served
         );
     }
-    println!("  failed requests: {failed}");
+    crate::output::outln!("  failed requests: {failed}");
 
     // Shift everything to v2 while clients keep sending.
     let stop = Arc::new(AtomicBool::new(false));
@@ -428,13 +432,13 @@ async fn drive(
     let (after, _) = measure(&client, addr, 200).await;
     let all_v2 = after.get(&v2.to_string()).copied().unwrap_or(0) == 200;
     let dropped = shifted_failures.load(Ordering::Relaxed);
-    println!(
+    crate::output::outln!(
         "\nshifted to 0/100 (generation {shifted}) under load: {} requests, {dropped} failed; afterwards {} of 200 went to v2",
         shifted_total.load(Ordering::Relaxed),
         after.get(&v2.to_string()).copied().unwrap_or(0)
     );
     let healthy = !off_target && failed == 0 && dropped == 0 && all_v2;
-    println!(
+    crate::output::outln!(
         "\n{}",
         if healthy {
             "demo OK"

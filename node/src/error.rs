@@ -5,9 +5,15 @@ use deploy::error::{ApplyError, ErrorKind};
 use serde_json::json;
 use store::{StoreError, SubmitError};
 
+// The exit codes; README.md's "Exit codes" table lists the same, and
+// tests/exit_codes.rs holds every verb to it.
 /// Exit code of a failed verb.
 pub const EXIT_FAILURE: i32 = 1;
-/// Exit code of a verb that is not implemented yet (and of usage errors).
+/// Exit code of a usage error: the command line itself is wrong (a
+/// missing flag, a flag the verb does not take), whatever the store
+/// holds. clap's own parse errors exit with it too.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code of a verb that is not implemented yet.
 pub const EXIT_NOT_IMPLEMENTED: i32 = 2;
 
 /// A failure reported at the binary's edge.
@@ -19,6 +25,8 @@ pub struct CliError {
     pub field: Option<String>,
     /// Structured facts (a bundle's leak findings, say).
     pub details: Option<serde_json::Value>,
+    /// The command line was wrong, not the payload or the state.
+    pub usage: bool,
 }
 
 impl CliError {
@@ -28,6 +36,15 @@ impl CliError {
             message: message.into(),
             field: None,
             details: None,
+            usage: false,
+        }
+    }
+
+    /// A usage error: exits with [`EXIT_USAGE`], kind `invalid-argument`.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            usage: true,
+            ..Self::new(ErrorKind::InvalidArgument, message)
         }
     }
 
@@ -59,7 +76,9 @@ impl CliError {
 
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
-        if self.kind == ErrorKind::NotYetImplemented {
+        if self.usage {
+            EXIT_USAGE
+        } else if self.kind == ErrorKind::NotYetImplemented {
             EXIT_NOT_IMPLEMENTED
         } else {
             EXIT_FAILURE

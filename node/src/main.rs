@@ -4,6 +4,11 @@
 //! id minting, the operator's identity, output formatting and exit codes.
 //! Everything else is delegated: meaning to `deploy`, persistence to
 //! `store`, env-pack knowledge to `packs`.
+//!
+//! Nothing prints with `print!`/`eprint!` (they panic on a closed pipe):
+//! output goes through `output::outln!`/`errln!`, and the lints below keep
+//! it that way.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod admin;
 mod answers;
@@ -31,7 +36,9 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         TopCommand::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "gtc", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "gtc", &mut script);
+            output::write_stdout(&script);
             0
         }
         TopCommand::Demo(args) => match demo_cmd::run(args) {
@@ -107,7 +114,7 @@ fn main() {
             let format = args.output;
             match op::run(args) {
                 Ok(op::Outcome::Schema(schema)) => {
-                    println!(
+                    output::outln!(
                         "{}",
                         serde_json::to_string_pretty(&schema).unwrap_or_default()
                     );
@@ -124,5 +131,5 @@ fn main() {
             }
         }
     };
-    std::process::exit(code);
+    std::process::exit(output::exit_code(code));
 }

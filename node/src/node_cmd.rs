@@ -171,7 +171,7 @@ fn describe_metrics() {
 async fn run_async(args: NodeRunArgs, store_root: Option<PathBuf>) -> Result<(), CliError> {
     let metrics = install_metrics()?;
     let node = RunningNode::start(&args, store_root, metrics).await?;
-    println!("{}", node.announcement);
+    crate::output::outln!("{}", node.announcement);
     wait_for_signal().await;
     node.stop().await;
     Ok(())
@@ -431,14 +431,14 @@ pub fn health(admin: SocketAddr) -> i32 {
     match answer {
         Ok(text) if text.starts_with("HTTP/1.1 200") => 0,
         Ok(text) => {
-            eprintln!(
+            crate::output::errln!(
                 "unhealthy: {admin} answered {}",
                 text.lines().next().unwrap_or("nothing")
             );
             1
         }
         Err(error) => {
-            eprintln!("unhealthy: {admin}: {error}");
+            crate::output::errln!("unhealthy: {admin}: {error}");
             1
         }
     }

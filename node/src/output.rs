@@ -1,6 +1,7 @@
 //! Printing results: compact JSON for scripts, tables for people.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
 
@@ -34,10 +35,79 @@ impl Report {
     }
 }
 
+/// Exit code of a verb whose output could not be written because its
+/// reader went away (`gtc … | head -1`): what a shell reports for a
+/// program ended by SIGPIPE (128 + 13). Rust ignores SIGPIPE, so without
+/// this a closed pipe would surface as a write error or a panic.
+pub const EXIT_OUTPUT_CLOSED: i32 = 141;
+
+/// Set when stdout was found closed; nothing more is written to it.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+/// Set when stdout failed otherwise (a full disk); the verb then fails.
+static STDOUT_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `bytes` to stdout. Every byte the binary prints on stdout goes
+/// through here, so no command panics when its output is closed early:
+/// a closed pipe ends the output quietly (the verb still finishes, so
+/// nothing is left half-done) and [`exit_code`] reports it.
+pub fn write_stdout(bytes: &[u8]) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+        Err(error) => {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+            STDOUT_FAILED.store(true, Ordering::Relaxed);
+            write_stderr(format!("error: cannot write the output: {error}\n").as_bytes());
+        }
+    }
+}
+
+/// Writes `bytes` to stderr, ignoring failure: a closed stderr has no
+/// one left to tell.
+pub fn write_stderr(bytes: &[u8]) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(bytes).and_then(|()| stderr.flush());
+}
+
+/// `println!` that never panics; see [`write_stdout`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
+}
+pub(crate) use outln;
+
+/// `eprintln!` that never panics; see [`write_stderr`].
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::output::write_stderr(format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
+}
+pub(crate) use errln;
+
+/// The process's exit code once the verb returned `code`: a verb that
+/// succeeded but whose output was lost does not claim success.
+pub fn exit_code(code: i32) -> i32 {
+    if code != 0 {
+        code
+    } else if STDOUT_FAILED.load(Ordering::Relaxed) {
+        crate::error::EXIT_FAILURE
+    } else if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        EXIT_OUTPUT_CLOSED
+    } else {
+        0
+    }
+}
+
 /// Prints a success report on stdout.
 pub fn print_report(report: &Report, format: OutputFormat) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = match format {
+    let text = match format {
         OutputFormat::Json => {
             let mut document =
                 json!({"op": report.verb, "noun": report.noun, "result": report.result});
@@ -50,18 +120,17 @@ pub fn print_report(report: &Report, format: OutputFormat) {
             if let Some(via) = report.via {
                 document["via"] = json!(via);
             }
-            writeln!(stdout, "{document}")
+            format!("{document}\n")
         }
-        OutputFormat::Table => writeln!(stdout, "{}", render(&report.result)),
+        OutputFormat::Table => format!("{}\n", render(&report.result)),
     };
+    write_stdout(text.as_bytes());
 }
 
 /// Prints an error on stderr.
 pub fn print_error(noun: &str, verb: &str, error: &CliError, format: OutputFormat) {
-    let mut stderr = std::io::stderr().lock();
-    let _ = match format {
-        OutputFormat::Json => writeln!(
-            stderr,
+    match format {
+        OutputFormat::Json => errln!(
             "{}",
             json!({"op": verb, "noun": noun, "error": error.to_json()})
         ),
@@ -71,9 +140,9 @@ pub fn print_error(noun: &str, verb: &str, error: &CliError, format: OutputForma
                 .as_deref()
                 .map(|f| format!(" [{f}]"))
                 .unwrap_or_default();
-            writeln!(stderr, "error ({}){field}: {}", error.kind, error.message)
+            errln!("error ({}){field}: {}", error.kind, error.message)
         }
-    };
+    }
 }
 
 fn scalar(value: &Value) -> String {

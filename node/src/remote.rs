@@ -109,6 +109,56 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// `GET path`, refusing anything but 200.
+    fn get(&self, path: &str) -> Result<Value, CliError> {
+        let (status, document) = self.client.request("GET", path, b"")?;
+        if status != 200 {
+            return Err(error_from(status, &document));
+        }
+        Ok(document)
+    }
+
+    /// `env list`: the environments the token has a role on.
+    pub fn list(&self) -> Result<Report, CliError> {
+        let document = self.get(ENVIRONMENTS_PATH)?;
+        let mut report = Report::new("env", "list", document["environments"].clone());
+        report.via = Some("node");
+        Ok(report)
+    }
+
+    /// `env backups ENV`: the node's backups of the environment.
+    pub fn backups(&self, env: &EnvId) -> Result<Report, CliError> {
+        let document = self.get(&format!("{ENVIRONMENTS_PATH}/{env}/backups"))?;
+        let mut report = Report::new(
+            "env",
+            "backups",
+            crate::op::listing(env, "backups", document["backups"].clone()),
+        );
+        report.via = Some("node");
+        Ok(report)
+    }
+
+    /// `env backup`: the node writes a backup into its own store and
+    /// audits it.
+    pub fn backup(&self, env: &EnvId) -> Result<Report, CliError> {
+        let (status, document) =
+            self.client
+                .request("POST", &format!("{ENVIRONMENTS_PATH}/{env}/backups"), b"{}")?;
+        if !(200..300).contains(&status) {
+            return Err(error_from(status, &document));
+        }
+        let mut report = Report::new("env", "backup", document["result"].clone());
+        report.generation = document["generation"].as_u64();
+        report.idempotency = Some("applied");
+        report.via = Some("node");
+        Ok(report)
+    }
+}
+
+/// The collection route of the remote-store contract.
+const ENVIRONMENTS_PATH: &str = "/v1/environments";
+
 /// The contract route of a command: method, path and body.
 fn route(command: &Command) -> Result<(&'static str, String, Value), CliError> {
     let env = command.env_id();
@@ -156,6 +206,10 @@ fn route(command: &Command) -> Result<(&'static str, String, Value), CliError> {
             format!("{base}/packs/{}/rollback", a.slot),
             encode(a)?,
         ),
+        // The node loads the backup from its own store.
+        Command::EnvRestore { answers, .. } => {
+            ("POST", format!("{base}/restore"), encode(answers)?)
+        }
         other => {
             return Err(CliError::new(
                 ErrorKind::NotYetImplemented,

@@ -871,8 +871,60 @@ fn gtc_op_reaches_a_node_by_url_with_an_api_token() {
     ]);
     assert_ne!(refused.code, 0);
     assert_eq!(refused.error_kind(), "unauthorized", "{}", refused.stdout);
-    let local_only = elsewhere.gtc(&["op", "env", "list", "--node", &url, "--token", &viewer]);
-    assert_eq!(local_only.error_kind(), "not-yet-implemented");
+    // Every verb with an API route works through --node (issue 20): the
+    // environment list, a backup written by the node, its backups.
+    let listed = elsewhere.gtc(&["op", "env", "list", "--node", &url, "--token", &viewer]);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert_eq!(
+        listed.stdout["result"][0]["environment_id"], "local",
+        "{}",
+        listed.stdout
+    );
+    let target = elsewhere.write("target.json", r#"{"environment_id":"local"}"#);
+    let backup = elsewhere.gtc(&[
+        "op",
+        "env",
+        "backup",
+        "--answers",
+        target.to_str().expect("utf8"),
+        "--node",
+        &url,
+        "--token",
+        &operator,
+    ]);
+    assert_eq!(backup.code, 0, "{}", backup.stderr);
+    let backup_id = backup.stdout["result"]["backup_id"].clone();
+    assert!(backup_id.is_string(), "{}", backup.stdout);
+    let backups = elsewhere.gtc(&[
+        "op", "env", "backups", "local", "--node", &url, "--token", &viewer,
+    ]);
+    assert_eq!(backups.code, 0, "{}", backups.stderr);
+    assert_eq!(
+        backups.stdout["result"]["backups"][0]["backup_id"],
+        backup_id
+    );
+    let admin = make_token(&home, "ops", "admin", "local");
+    let restore = elsewhere.write(
+        "restore.json",
+        &json!({"environment_id": "local", "backup_id": backup_id, "expected_generation": listed.stdout["result"][0]["generation"]}).to_string(),
+    );
+    let restored = elsewhere.gtc(&[
+        "op",
+        "env",
+        "restore",
+        "--answers",
+        restore.to_str().expect("utf8"),
+        "--node",
+        &url,
+        "--token",
+        &admin,
+    ]);
+    assert_eq!(restored.code, 0, "{}", restored.stderr);
+    assert_eq!(restored.stdout["via"], "node", "{}", restored.stdout);
+    let still_local = elsewhere.gtc(&[
+        "op", "env", "doctor", "local", "--node", &url, "--token", &viewer,
+    ]);
+    assert_eq!(still_local.error_kind(), "not-yet-implemented");
     assert!(
         !elsewhere.root().join("local").exists(),
         "nothing was written locally"

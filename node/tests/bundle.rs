@@ -459,3 +459,304 @@ fn a_bundle_without_runtime_packs_builds_with_a_warning_and_fails_the_doctor() {
         built.stdout
     );
 }
+
+/// A ZIP holding `entries` in order, repeated names included: the zip
+/// writer refuses a repeat, so each entry is written under a same-length
+/// placeholder that is then patched in the local and central headers.
+fn zip_with_repeated_names(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let placeholder = |index: usize, name: &str| {
+        let tag = format!("~{index}~");
+        format!("{tag}{}", "_".repeat(name.len() - tag.len()))
+    };
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (index, (name, data)) in entries.iter().enumerate() {
+        writer
+            .start_file(
+                placeholder(index, name),
+                zip::write::SimpleFileOptions::default(),
+            )
+            .expect("start");
+        writer.write_all(data).expect("write");
+    }
+    let mut bytes = writer.finish().expect("finish").into_inner();
+    for (index, (name, _)) in entries.iter().enumerate() {
+        let from = placeholder(index, name);
+        let mut patched = 0;
+        while let Some(at) = bytes.windows(from.len()).position(|w| w == from.as_bytes()) {
+            bytes[at..at + name.len()].copy_from_slice(name.as_bytes());
+            patched += 1;
+        }
+        assert_eq!(patched, 2, "one local and one central header");
+    }
+    bytes
+}
+
+#[test]
+fn duplicate_entries_are_refused_alike_by_inspect_doctor_and_stage() {
+    // Proves the class of issue 20 item 1 through the binary: a bundle
+    // whose entries name one file twice (after normalisation) is refused
+    // by `bundle inspect`, `bundle doctor` and staging with the same rule,
+    // and staging keeps nothing.
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    let deployment = id(
+        &home.ok("bundles", "add", json!({"environment_id": "local", "bundle_id": "first", "route_binding": {"path_prefixes": ["/first"]}})),
+        "deployment_id",
+    );
+    let manifest = |bundle: &str| {
+        format!(
+            r#"{{"schema_version":1,"bundle_id":"{bundle}","runtime":{{"command":["bin/server"]}}}}"#
+        )
+    };
+    let (first, second) = (manifest("first"), manifest("second"));
+    let app = gtpack("app");
+    let exact = zip_with_repeated_names(&[
+        ("bundle-manifest.json", first.as_bytes()),
+        ("packs/app.gtpack", &app),
+        ("bundle-manifest.json", second.as_bytes()),
+    ]);
+    let dotted = zip_with_repeated_names(&[
+        ("bundle-manifest.json", first.as_bytes()),
+        ("packs/app.gtpack", &app),
+        ("./packs/app.gtpack", &app),
+    ]);
+    // Tar's repeats are refused by the same rule; bundle/tests/hostile.rs
+    // covers every format at the library level.
+    for (name, bytes) in [("exact.zip", exact), ("dotted.zip", dotted)] {
+        let path = home.dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let file = path.to_str().expect("utf8");
+        for verb in ["inspect", "doctor"] {
+            let run = home.gtc(&["bundle", verb, file]);
+            assert_eq!(run.code, 1, "{name} {verb}: {:?}", run.raw);
+            assert_eq!(run.error_kind(), "bundle-refused", "{name} {verb}");
+            assert_eq!(
+                run.stderr["error"]["details"]["rule"], "duplicate-entry",
+                "{name} {verb}: {}",
+                run.stderr
+            );
+        }
+        let staged = home.mutate("revisions", "stage", stage_payload(&deployment, &path));
+        assert_eq!(
+            staged.error_kind(),
+            "bundle-refused",
+            "{name}: {}",
+            staged.stderr
+        );
+        assert_eq!(
+            staged.stderr["error"]["details"]["rule"], "duplicate-entry",
+            "{name}"
+        );
+        let kept = std::fs::read_dir(home.root().join("local/revisions"))
+            .map(|entries| entries.count())
+            .unwrap_or(0);
+        assert_eq!(
+            kept, 0,
+            "{name}: a refused bundle leaves no revision folder"
+        );
+    }
+}
+
+/// A ZIP bundle of `files` (name, bytes) and `links` (name, target).
+fn zip_bundle(path: &Path, files: &[(&str, &[u8])], links: &[(&str, &str)]) {
+    let mut writer = zip::ZipWriter::new(std::fs::File::create(path).expect("create"));
+    let options = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+    for (name, data) in files {
+        writer.start_file(*name, options).expect("start");
+        writer.write_all(data).expect("write");
+    }
+    for (name, target) in links {
+        writer
+            .add_symlink(*name, *target, zip::write::SimpleFileOptions::default())
+            .expect("link");
+    }
+    writer.finish().expect("finish");
+}
+
+#[test]
+fn doctor_fails_on_everything_staging_or_the_dev_secret_rule_refuses() {
+    // Issue 20's class: `bundle doctor` is unhealthy (exit 1) on every
+    // bundle that staging or warming would refuse, or that carries what the
+    // dev-secret rule leaves out, and says so in the words those use.
+    let home = Home::new();
+    home.gtc(&["op", "env", "init"]);
+    let deployment = id(
+        &home.ok("bundles", "add", json!({"environment_id": "local", "bundle_id": "doc", "route_binding": {"path_prefixes": ["/doc"]}})),
+        "deployment_id",
+    );
+    let yaml = b"schema_version: 1\nbundle_id: doc\nruntime:\n  command: [bin/server]\n";
+    let app = gtpack("app");
+    let server: &[u8] = b"#!/bin/sh\n";
+    let doctor = |name: &str, files: &[(&str, &[u8])], links: &[(&str, &str)]| {
+        let path = home.dir.path().join(name);
+        zip_bundle(&path, files, links);
+        let run = home.gtc(&["bundle", "doctor", path.to_str().expect("utf8")]);
+        (path, run)
+    };
+
+    // A healthy bundle, for contrast.
+    let (_, good) = doctor(
+        "good.zip",
+        &[
+            ("bundle.yaml", yaml),
+            ("bin/server", server),
+            ("packs/app.gtpack", &app),
+        ],
+        &[],
+    );
+    assert_eq!(good.code, 0, "{}", good.stdout);
+
+    // runtime.command names a file the bundle lacks: warming refuses it.
+    let (path, run) = doctor(
+        "no-program.zip",
+        &[("bundle.yaml", yaml), ("packs/app.gtpack", &app)],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let message = run.stdout["result"]["runtime"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("is not a file in the bundle"),
+        "{}",
+        run.stdout
+    );
+    let staged = home.ok("revisions", "stage", stage_payload(&deployment, &path));
+    let warm = home.mutate(
+        "revisions",
+        "warm",
+        json!({"environment_id": "local", "revision_id": staged["revision_id"]}),
+    );
+    assert_eq!(warm.code, 1, "{}", warm.stdout);
+    assert!(
+        warm.error_message().contains(&message),
+        "warming and the doctor say the same: {} / {message}",
+        warm.error_message()
+    );
+
+    // No runtime section: warming refuses it.
+    let (_, run) = doctor(
+        "no-runtime.zip",
+        &[
+            ("bundle.yaml", b"schema_version: 1\nbundle_id: doc\n"),
+            ("packs/app.gtpack", &app),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(run.stdout["result"]["runtime"]["status"], "error");
+
+    // No runtime packs: staging refuses it, with the same message.
+    let (path, run) = doctor(
+        "no-packs.zip",
+        &[("bundle.yaml", yaml), ("bin/server", server)],
+        &[],
+    );
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let refused = home.mutate("revisions", "stage", stage_payload(&deployment, &path));
+    assert_eq!(refused.code, 1);
+    assert_eq!(
+        run.stdout["result"]["staging"]["message"], refused.stderr["error"]["message"],
+        "staging and the doctor say the same"
+    );
+
+    // What the dev-secret rule leaves out, with content no scanner rule
+    // matches, and a link to such a file that the archive does not hold.
+    let dev_rule = |relative: &str| -> String {
+        let source = home
+            .dir
+            .path()
+            .join(format!("src-{}", relative.replace('/', "_")));
+        let file = source.join(relative);
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&file, b"harmless").expect("write");
+        std::fs::write(source.join("bundle.yaml"), yaml).expect("yaml");
+        let out = home
+            .dir
+            .path()
+            .join(format!("{}.gtbundle", relative.replace('/', "_")));
+        let built = build(&home, &source, &out, "zip");
+        built.stdout["result"]["skipped"][0]["reason"]
+            .as_str()
+            .unwrap_or_else(|| panic!("build did not skip {relative}: {}", built.stdout))
+            .to_owned()
+    };
+    for (name, relative, dev_file) in [
+        ("dev-dir.zip", ".greentic/dev/token", true),
+        ("dev-env.zip", "config/app.dev.secrets.env", true),
+        ("dev-link.zip", "config/app.dev.secrets.env", false),
+    ] {
+        let reason = dev_rule(relative);
+        let mut files: Vec<(&str, &[u8])> = vec![
+            ("bundle.yaml", yaml),
+            ("bin/server", server),
+            ("packs/app.gtpack", &app),
+        ];
+        let links: Vec<(&str, &str)> = if dev_file {
+            files.push((relative, b"harmless"));
+            vec![]
+        } else {
+            vec![("app.env", relative)]
+        };
+        let (_, run) = doctor(name, &files, &links);
+        assert_eq!(run.code, 1, "{name}: {}", run.stdout);
+        let problems = run.stdout["result"]["dev_secrets"].to_string();
+        assert!(
+            problems.contains(&reason),
+            "{name}: {problems} lacks {reason:?}"
+        );
+    }
+}
+
+#[test]
+fn a_build_never_packs_an_earlier_build_output() {
+    // Issue 20 item 11's class: outputs written into the source folder,
+    // under any name and format, are left out of later builds (and listed
+    // as skipped); the packs in the folder are still packed, and the result
+    // is the same bundle as a build written outside the folder.
+    let home = Home::new();
+    let dir = source_tree(&home, "outputs");
+    let path = |name: &str| dir.join(name);
+    assert_eq!(build(&home, &dir, &path("v1.gtbundle"), "squashfs").code, 0);
+    assert_eq!(build(&home, &dir, &path("v2.zip"), "zip").code, 0);
+    let latest = build(&home, &dir, &path("v3.gtbundle"), "squashfs");
+    assert_eq!(latest.code, 0, "{:?}", latest.raw);
+    let skipped: Vec<String> = latest.stdout["result"]["skipped"]
+        .as_array()
+        .expect("skipped")
+        .iter()
+        .map(|s| s["path"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    for output in ["v1.gtbundle", "v2.zip"] {
+        assert!(
+            skipped.contains(&output.to_owned()),
+            "{output}: {skipped:?}"
+        );
+    }
+    let inspected = home.gtc(&[
+        "bundle",
+        "inspect",
+        path("v3.gtbundle").to_str().expect("utf8"),
+    ]);
+    let files = inspected.stdout["result"]["files"].to_string();
+    assert!(
+        !files.contains("v1.gtbundle") && !files.contains("v2.zip"),
+        "{files}"
+    );
+    assert!(
+        files.contains("packs/app.gtpack"),
+        "packs are still packed: {files}"
+    );
+    // The same bytes as a build whose output lies outside the folder, once
+    // the earlier outputs are gone from the folder too.
+    let outside = home.dir.path().join("outside.gtbundle");
+    std::fs::remove_file(path("v1.gtbundle")).expect("rm");
+    std::fs::remove_file(path("v2.zip")).expect("rm");
+    std::fs::rename(path("v3.gtbundle"), home.dir.path().join("v3.gtbundle")).expect("mv");
+    let clean = build(&home, &dir, &outside, "squashfs");
+    assert_eq!(
+        clean.stdout["result"]["digest"],
+        latest.stdout["result"]["digest"]
+    );
+}

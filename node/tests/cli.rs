@@ -551,7 +551,8 @@ fn migrations_and_destroy() {
     let unconfirmed = home.gtc(&["op", "env", "destroy", "--answers", path]);
     assert_eq!(
         (unconfirmed.code, unconfirmed.error_kind()),
-        (1, "invalid-argument")
+        (2, "invalid-argument"),
+        "a missing --confirm is a usage error (README exit-code table)"
     );
     assert!(home.root().join("local/environment.json").exists());
     let destroyed = home.gtc(&["op", "env", "destroy", "--answers", path, "--confirm"]);
@@ -563,4 +564,131 @@ fn migrations_and_destroy() {
         .collect();
     assert_eq!(kept.len(), 1);
     assert!(kept[0].path().join("audit/events.jsonl").exists());
+}
+
+#[test]
+fn every_identity_a_denial_suggests_is_matched_by_the_policy() {
+    // Issue 20's class through the binary: for each way the CLI forms the
+    // local identity ($USER, $USERNAME, neither so only the uid), the
+    // denial's example grant names the denied environment, and writing
+    // exactly that example to policy.json lets the same change through.
+    let identities: [(&str, &[(&str, &str)]); 3] = [
+        ("user", &[("USER", "tester")]),
+        ("username", &[("USERNAME", "winuser")]),
+        ("uid only", &[]),
+    ];
+    for (label, vars) in identities {
+        let home = Home::new();
+        home.ok("env", "init", json!({}));
+        let answers = home.write(
+            "create.json",
+            &json!({"environment_id": "staging-7", "name": "staging"}).to_string(),
+        );
+        let run = || {
+            let mut command = home.command();
+            command.env_remove("USER").env_remove("USERNAME");
+            for (key, value) in vars {
+                command.env(key, value);
+            }
+            command
+                .args(["op", "env", "create", "--answers"])
+                .arg(&answers)
+                .output()
+                .expect("run gtc")
+        };
+        let denied = run();
+        assert_eq!(denied.status.code(), Some(1), "{label}");
+        let stderr: serde_json::Value = serde_json::from_slice(&denied.stderr).expect("json error");
+        assert_eq!(stderr["error"]["kind"], "unauthorized", "{label}: {stderr}");
+        let message = stderr["error"]["message"].as_str().expect("message");
+        let example = message
+            .split_once("e.g. ")
+            .map(|(_, example)| example)
+            .unwrap_or_else(|| panic!("{label}: no example in {message}"));
+        let policy: serde_json::Value = serde_json::from_str(example)
+            .unwrap_or_else(|e| panic!("{label}: the example is not JSON ({e}): {example}"));
+        assert_eq!(
+            policy["grants"][0]["environment_id"], "staging-7",
+            "{label}: the example names the denied environment"
+        );
+        let user = policy["grants"][0]["users"][0].as_str().expect("user");
+        match label {
+            "user" => assert_eq!(user, "tester"),
+            "username" => assert_eq!(user, "winuser"),
+            _ => assert!(user.starts_with("uid:"), "{label}: {user}"),
+        }
+        std::fs::write(home.root().join("policy.json"), example).expect("policy");
+        let allowed = run();
+        assert_eq!(
+            allowed.status.code(),
+            Some(0),
+            "{label}: the suggested grant {example} did not allow the change: {}",
+            String::from_utf8_lossy(&allowed.stderr)
+        );
+    }
+}
+
+#[test]
+fn every_change_to_disk_is_audited_and_its_answer_says_what_changed() {
+    // Issue 20's class: migrate-dev that only moves dev aside (nothing to
+    // merge) and migrate-state both change the disk; each is audited and
+    // its answer says what changed, unlike the check before it.
+    let home = Home::new();
+    home.ok("env", "init", json!({}));
+    std::fs::write(
+        home.root().join("policy.json"),
+        json!({"schema": "greentic.policy.v1", "grants": [{"environment_id": "dev", "users": ["tester"]}]}).to_string(),
+    )
+    .expect("policy");
+    home.ok(
+        "env",
+        "create",
+        json!({"environment_id": "dev", "name": "legacy dev"}),
+    );
+    let before = home.audit_lines("local").len();
+    let applied = home.gtc(&["op", "env", "migrate-dev", "local", "--apply"]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert_ne!(
+        applied.stdout["idempotency"], "unchanged",
+        "moving dev aside is a change: {}",
+        applied.stdout
+    );
+    let moved_to = applied.stdout["result"]["source_moved_to"]
+        .as_str()
+        .expect("source_moved_to")
+        .to_owned();
+    assert!(std::path::Path::new(&moved_to).is_dir(), "{moved_to}");
+    assert!(!home.root().join("dev").exists());
+    let lines = home.audit_lines("local");
+    let audited = lines[before..]
+        .iter()
+        .any(|line| line.contains("\"migrate-dev\"") && line.contains(".dev-migrated-"));
+    assert!(audited, "the move is audited: {:?}", &lines[before..]);
+
+    let legacy = home.dir.path().join("state/deploy");
+    std::fs::create_dir_all(&legacy).expect("legacy tree");
+    let check = home.gtc(&["op", "env", "migrate-state", "local", "--check"]);
+    let before = home.audit_lines("local").len();
+    let apply = home.gtc(&["op", "env", "migrate-state", "local", "--apply"]);
+    assert_eq!(apply.code, 0, "{}", apply.stderr);
+    assert_ne!(
+        apply.stdout["result"], check.stdout["result"],
+        "the answer says what changed, not what would"
+    );
+    assert_eq!(apply.stdout["result"]["changed"], true, "{}", apply.stdout);
+    let moved_to = apply.stdout["result"]["moved_to"]
+        .as_str()
+        .expect("moved_to");
+    assert!(std::path::Path::new(moved_to).is_dir() && !legacy.exists());
+    let lines = home.audit_lines("local");
+    assert!(
+        lines[before..]
+            .iter()
+            .any(|line| line.contains("\"migrate-state\"") && line.contains(".deploy-migrated-")),
+        "{:?}",
+        &lines[before..]
+    );
+    // Nothing left to move: the answer says so.
+    let again = home.gtc(&["op", "env", "migrate-state", "local", "--apply"]);
+    assert_eq!(again.stdout["result"]["changed"], false, "{}", again.stdout);
 }

@@ -38,6 +38,17 @@ pub struct AuditReport {
     pub torn_tail: bool,
 }
 
+/// An I/O failure on the audit log. Every failure of the log, reading or
+/// writing, is a [`StoreError::Audit`] (kind `audit`, the spec's kind), so
+/// a caller learns that the audit log, not the state, failed.
+fn audit_io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_owned();
+    move |source| StoreError::Audit {
+        path,
+        reason: format!("cannot {action}: {source}"),
+    }
+}
+
 impl AuditLog {
     /// The log at `path` (created on first append).
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -55,7 +66,7 @@ impl AuditLog {
     /// before the state they describe.
     pub fn append(&self, mut event: AuditEvent) -> Result<String, StoreError> {
         if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(StoreError::io("create audit folder", dir))?;
+            std::fs::create_dir_all(dir).map_err(audit_io("create audit folder", dir))?;
         }
         let mut file = OpenOptions::new()
             .create(true)
@@ -63,17 +74,14 @@ impl AuditLog {
             .read(true)
             .write(true)
             .open(&self.path)
-            .map_err(StoreError::io("open audit log", &self.path))?;
+            .map_err(audit_io("open audit log", &self.path))?;
         file.lock()
-            .map_err(StoreError::io("lock audit log", &self.path))?;
+            .map_err(audit_io("lock audit log", &self.path))?;
         let (last, valid_len) = self.read_tail(&mut file)?;
-        let length = file
-            .metadata()
-            .map_err(StoreError::io("stat", &self.path))?
-            .len();
+        let length = file.metadata().map_err(audit_io("stat", &self.path))?.len();
         if valid_len < length {
             file.set_len(valid_len)
-                .map_err(StoreError::io("cut torn tail of", &self.path))?;
+                .map_err(audit_io("cut torn tail of", &self.path))?;
         }
         event.prev_hash = match &last {
             Some(line) => line_hash(line).map_err(|error| self.corrupt(error.to_string()))?,
@@ -88,10 +96,10 @@ impl AuditLog {
         let hash = line_hash(&line).map_err(|e| self.corrupt(e.to_string()))?;
         line.push('\n');
         file.seek(SeekFrom::End(0))
-            .map_err(StoreError::io("seek", &self.path))?;
+            .map_err(audit_io("seek", &self.path))?;
         file.write_all(line.as_bytes())
             .and_then(|()| file.sync_data())
-            .map_err(StoreError::io("append to", &self.path))?;
+            .map_err(audit_io("append to", &self.path))?;
         Ok(hash)
     }
 
@@ -104,20 +112,17 @@ impl AuditLog {
 
     /// The last complete line and the length of the log without a torn tail.
     fn read_tail(&self, file: &mut File) -> Result<(Option<String>, u64), StoreError> {
-        let length = file
-            .metadata()
-            .map_err(StoreError::io("stat", &self.path))?
-            .len();
+        let length = file.metadata().map_err(audit_io("stat", &self.path))?.len();
         let mut window = TAIL_WINDOW_BYTES;
         loop {
             let start = length.saturating_sub(window);
             let mut buffer = Vec::new();
             file.seek(SeekFrom::Start(start))
-                .map_err(StoreError::io("seek", &self.path))?;
+                .map_err(audit_io("seek", &self.path))?;
             Read::by_ref(file)
                 .take(length - start)
                 .read_to_end(&mut buffer)
-                .map_err(StoreError::io("read", &self.path))?;
+                .map_err(audit_io("read", &self.path))?;
             // Complete data ends after the last newline.
             let complete_end = match buffer.iter().rposition(|b| *b == b'\n') {
                 Some(position) => position + 1,
@@ -148,7 +153,7 @@ impl AuditLog {
         let text = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => return Err(StoreError::io("read", &self.path)(error)),
+            Err(error) => return Err(audit_io("read", &self.path)(error)),
         };
         let complete = match text.iter().rposition(|b| *b == b'\n') {
             Some(position) => &text[..position],

@@ -29,7 +29,9 @@ pub fn write_file_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(),
     fs_util::atomic_write(path, bytes)
 }
 pub use local::{LocalFsStore, PRE_CHANGE_BACKUPS_KEPT};
-pub use migrate::{LegacyStateMigration, migrate_legacy_state, plan_legacy_state};
+pub use migrate::{
+    LegacyStateMigration, LegacyStateMoved, migrate_legacy_state, plan_legacy_state,
+};
 
 use deploy::apply::Applied;
 use deploy::audit::AuditEvent;

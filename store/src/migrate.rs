@@ -19,6 +19,18 @@ pub struct LegacyStateMigration {
     pub clean: bool,
 }
 
+/// What `migrate-state --apply` changed on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LegacyStateMoved {
+    pub state_dir: PathBuf,
+    /// True when a folder was moved; false when there was nothing to move.
+    pub changed: bool,
+    /// The legacy tree that was moved.
+    pub moved_from: Option<PathBuf>,
+    /// Where it is now.
+    pub moved_to: Option<PathBuf>,
+}
+
 /// The plan for `state_dir` with timestamp `stamp` (no change on disk).
 pub fn plan_legacy_state(state_dir: &Path, stamp: &str) -> LegacyStateMigration {
     let legacy = state_dir.join("deploy");
@@ -33,15 +45,17 @@ pub fn plan_legacy_state(state_dir: &Path, stamp: &str) -> LegacyStateMigration 
 
 /// Renames `<state_dir>/deploy/` to `.deploy-migrated-<stamp>/` under the
 /// `.migrate-state.lock`. Copies nothing; the rename is atomic.
-pub fn migrate_legacy_state(
-    state_dir: &Path,
-    stamp: &str,
-) -> Result<LegacyStateMigration, StoreError> {
+pub fn migrate_legacy_state(state_dir: &Path, stamp: &str) -> Result<LegacyStateMoved, StoreError> {
     let _lock = FileLock::acquire(&state_dir.join(".migrate-state.lock"))?;
     let plan = plan_legacy_state(state_dir, stamp);
     if let (Some(legacy), Some(target)) = (&plan.legacy, &plan.target) {
         std::fs::rename(legacy, target).map_err(StoreError::io("rename", legacy))?;
         fsync_dir(state_dir)?;
     }
-    Ok(plan)
+    Ok(LegacyStateMoved {
+        state_dir: plan.state_dir,
+        changed: plan.legacy.is_some(),
+        moved_from: plan.legacy,
+        moved_to: plan.target,
+    })
 }

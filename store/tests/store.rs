@@ -203,3 +203,49 @@ fn a_recorded_event_after_a_crash_is_preceded_by_the_aborted_marker() {
     assert!(lines[2].contains("\"aborted\""), "{}", lines[2]);
     assert!(lines[3].contains("\"verb\":\"put\""), "{}", lines[3]);
 }
+
+#[test]
+fn every_audit_write_failure_reports_kind_audit() {
+    // Issue 20's class: whichever way an event is written (a change
+    // through `submit`, an edge event through `record`, the root log), an
+    // audit log that cannot be written is reported as kind `audit` (the
+    // spec's kind), never as a plain `io` failure.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalFsStore::open(dir.path()).expect("open");
+    store.submit(&envelope(init())).expect("init");
+    let lines = store.audit_lines(&EnvId::local()).expect("lines");
+    let event: deploy::audit::AuditEvent = serde_json::from_str(&lines[0]).expect("event");
+    // A folder where the log should be: it cannot be opened for writing.
+    let log = dir.path().join("local/audit/events.jsonl");
+    std::fs::remove_file(&log).expect("remove log");
+    std::fs::create_dir(&log).expect("folder in its place");
+    let submitted = store
+        .submit(&envelope(set_region("x", None)))
+        .expect_err("unwritable log");
+    assert_eq!(
+        submitted.kind(),
+        deploy::error::ErrorKind::Audit,
+        "{submitted}"
+    );
+    let mut edge = event.clone();
+    edge.event_id = deploy::ids::EventId::from_ulid(ulid::Ulid::new());
+    let recorded = store.record(edge).expect_err("unwritable log");
+    assert_eq!(
+        recorded.kind(),
+        deploy::error::ErrorKind::Audit,
+        "{recorded}"
+    );
+    assert!(recorded.to_string().contains("events.jsonl"), "{recorded}");
+    // The root log, for events about environments that do not exist.
+    let root_log = store.root_audit_log().path().to_owned();
+    std::fs::create_dir_all(&root_log).expect("folder in its place");
+    let mut ghost = event;
+    ghost.event_id = deploy::ids::EventId::from_ulid(ulid::Ulid::new());
+    ghost.env_id = "ghost".into();
+    let recorded = store.record(ghost).expect_err("unwritable root log");
+    assert_eq!(
+        recorded.kind(),
+        deploy::error::ErrorKind::Audit,
+        "{recorded}"
+    );
+}

@@ -79,6 +79,9 @@ pub(crate) fn add(
             ),
         });
     }
+    if let Some(taken) = environment.route_taken(&answers.route_binding, None) {
+        return Err(ApplyError::Validation(taken));
+    }
     let deployment = BundleDeployment {
         schema: BUNDLE_DEPLOYMENT_SCHEMA.to_owned(),
         deployment_id: DeploymentId::from_ulid(envelope.minted.object_id),
@@ -129,6 +132,12 @@ pub(crate) fn update(
         .revisions
         .iter()
         .any(|r| r.deployment_id == answers.deployment_id && r.lifecycle != Lifecycle::Archived);
+    if let Some(route_binding) = &answers.route_binding
+        && answers.status != Some(DeploymentStatus::Archived)
+        && let Some(taken) = environment.route_taken(route_binding, Some(answers.deployment_id))
+    {
+        return Err(ApplyError::Validation(taken));
+    }
     let bundle = &mut environment.bundles[index];
     if bundle.status == DeploymentStatus::Archived {
         return Err(ApplyError::Conflict {

@@ -393,17 +393,20 @@ fn a_revision_of_another_deployment_is_refused_by_field() {
 }
 
 #[test]
-fn route_conflicts_are_refused() {
+fn route_conflicts_name_the_deployment_that_holds_the_route() {
+    // Issue 20's class: a refused route names only deployments that exist
+    // (the holder), never the id minted for the refused `bundles add`.
     let mut harness = Harness::new();
     harness.init();
-    harness.add_bundle("shop", "/api");
+    let shop = harness.add_bundle("shop", "/api");
+    let blog = harness.add_bundle("blog", "/blog");
     let error = harness
         .run(Command::BundleAdd(BundleAddAnswers {
             environment_id: EnvId::local(),
-            bundle_id: "blog".parse().expect("bundle"),
+            bundle_id: "wiki".parse().expect("bundle"),
             customer_id: None,
             route_binding: RouteBinding {
-                path_prefixes: vec!["/api".into()],
+                path_prefixes: vec!["/docs".into(), "/api".into()],
                 ..Default::default()
             },
             revenue_share: None,
@@ -412,10 +415,61 @@ fn route_conflicts_are_refused() {
             idempotency_key: None,
         }))
         .expect_err("conflict");
-    assert!(matches!(
-        error,
-        ApplyError::Validation(crate::environment::ValidationError::RouteConflict { .. })
-    ));
+    let taken = |error: &ApplyError| match error {
+        ApplyError::Validation(crate::environment::ValidationError::RouteTaken {
+            holder, ..
+        }) => Some(*holder),
+        _ => None,
+    };
+    assert_eq!(taken(&error), Some(shop), "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("bundle shop") && message.contains("\"/api\""),
+        "{message}"
+    );
+    // Every id the message names is a deployment that exists.
+    for word in message.split(|c: char| !c.is_ascii_alphanumeric()) {
+        if word.len() == 26 && word.parse::<DeploymentId>().is_ok() {
+            assert!(
+                harness
+                    .env()
+                    .deployment(word.parse().expect("id"))
+                    .is_some(),
+                "{message} names {word}, which does not exist"
+            );
+        }
+    }
+    // Moving another deployment onto the route names the holder too.
+    let error = harness
+        .run(Command::BundleUpdate(BundleUpdateAnswers {
+            environment_id: EnvId::local(),
+            deployment_id: blog,
+            route_binding: Some(RouteBinding {
+                path_prefixes: vec!["/api".into()],
+                ..Default::default()
+            }),
+            status: None,
+            revenue_share: None,
+            config_overrides: None,
+            idempotency_key: None,
+        }))
+        .expect_err("conflict");
+    assert_eq!(taken(&error), Some(shop), "{error}");
+    // A deployment may keep its own routes.
+    harness
+        .run(Command::BundleUpdate(BundleUpdateAnswers {
+            environment_id: EnvId::local(),
+            deployment_id: shop,
+            route_binding: Some(RouteBinding {
+                path_prefixes: vec!["/api".into(), "/v2".into()],
+                ..Default::default()
+            }),
+            status: None,
+            revenue_share: None,
+            config_overrides: None,
+            idempotency_key: None,
+        }))
+        .expect("own route");
 }
 
 #[test]

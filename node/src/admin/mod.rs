@@ -23,7 +23,7 @@ mod commands;
 pub mod console;
 mod handlers;
 mod reply;
-mod route;
+pub(crate) mod route;
 pub mod tls;
 
 use std::path::PathBuf;

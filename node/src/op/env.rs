@@ -11,7 +11,7 @@ use deploy::lifecycle::Lifecycle;
 use serde_json::json;
 use store::EnvironmentStore;
 
-use super::{answers, optional_answers};
+use super::{answers, optional_answers, target_answers};
 use crate::cli::EnvVerb;
 use crate::context::Context;
 use crate::error::CliError;
@@ -38,7 +38,10 @@ pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
             let answers: EnvUpdateAnswers = answers(&mutation, "env", "update")?;
             context.submit(Command::EnvUpdate(answers))
         }
-        EnvVerb::List => list(context),
+        EnvVerb::List => match &context.remote {
+            Some(remote) => remote.list(),
+            None => list(context),
+        },
         EnvVerb::Show(env) => {
             let state = context.load(&env.env)?;
             let mut result = serde_json::to_value(&state.environment).unwrap_or_default();
@@ -49,18 +52,27 @@ pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
         }
         EnvVerb::Doctor(env) => doctor(context, &env.env),
         EnvVerb::Destroy { mutation, confirm } => {
-            let answers: EnvTargetAnswers = answers(&mutation, "env", "destroy")?;
+            let answers: EnvTargetAnswers = target_answers(&mutation, "env", "destroy")?;
             let command = Command::EnvDestroy(answers);
             if !confirm {
                 return Err(context.refuse(
                     command,
-                    CliError::invalid("destroying an environment needs --confirm; its folder is moved under .destroyed/ in the store root"),
+                    CliError::usage("destroying an environment needs --confirm; its folder is moved under .destroyed/ in the store root"),
                 ));
             }
             context.submit(command)
         }
-        EnvVerb::Backup(mutation) => backup(context, answers(&mutation, "env", "backup")?),
+        EnvVerb::Backup(mutation) => {
+            let answers: EnvTargetAnswers = answers(&mutation, "env", "backup")?;
+            match &context.remote {
+                Some(remote) => remote.backup(&answers.environment_id),
+                None => backup(context, answers),
+            }
+        }
         EnvVerb::Backups(env) => {
+            if let Some(remote) = &context.remote {
+                return remote.backups(&crate::context::parse_env(&env.env)?);
+            }
             let env_id = context.load(&env.env)?.env_id().clone();
             let manifests = context.store.list_backups(&env_id)?;
             Ok(Report::new(
@@ -72,12 +84,12 @@ pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
         EnvVerb::Restore(mutation) => restore(context, answers(&mutation, "env", "restore")?),
         EnvVerb::MigrateDev { mutation, mode } => migrate_dev(
             context,
-            answers(&mutation, "env", "migrate-dev")?,
+            target_answers(&mutation, "env", "migrate-dev")?,
             mode.apply,
         ),
         EnvVerb::MigrateState { mutation, mode } => migrate_state(
             context,
-            answers(&mutation, "env", "migrate-state")?,
+            target_answers(&mutation, "env", "migrate-state")?,
             mode.apply,
         ),
     }
@@ -189,6 +201,12 @@ fn restore(context: &Context, answers: EnvRestoreAnswers) -> Result<Report, CliE
         answers: answers.clone(),
         snapshot: Box::new(snapshot),
     };
+    if context.remote.is_some() {
+        // The node loads the backup from its own store; the snapshot sent
+        // here is not used by the route.
+        let current = context.load(answers.environment_id.as_str())?;
+        return context.submit(command_for(current));
+    }
     match context
         .store
         .load_backup(&answers.environment_id, answers.backup_id)
@@ -255,7 +273,13 @@ fn migrate_dev(
         "would_merge": would_merge,
     });
     if !apply {
-        return Ok(Report::new("env", "migrate-dev", check));
+        // Blockers are what `--apply` would refuse: the check fails with
+        // them, as `env doctor` fails on a problem it finds.
+        let mut report = Report::new("env", "migrate-dev", check);
+        if !blockers.is_empty() {
+            report.exit_code = crate::error::EXIT_FAILURE;
+        }
+        return Ok(report);
     }
     let Some(dev) = dev else {
         return Ok(Report::new(
@@ -283,8 +307,20 @@ fn migrate_dev(
         ".dev-migrated-{}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S")
     );
+    // Moving dev aside is a change to disk of its own (even when no
+    // binding had to merge): audited on the target before the move, and
+    // the answer says it happened.
+    let moved_to = context.store.root().join(&retired_name);
+    context.audit_edge(
+        &answers.environment_id,
+        "env",
+        "migrate-dev",
+        json!({"environment_id": answers.environment_id, "source": LEGACY_DEV_ENV, "source_moved_to": moved_to}),
+        AuditResult::Ok,
+    )?;
     let retired = context.store.retire(&source, &retired_name)?;
     report.result["source_moved_to"] = json!(retired);
+    report.idempotency = Some("applied");
     Ok(report)
 }
 
@@ -307,8 +343,17 @@ fn migrate_state(
             json!(store::plan_legacy_state(&state_dir, &stamp)),
         ));
     }
-    let target = json!({"environment_id": env, "state_dir": state_dir});
+    // Audited before the move (fail closed), naming what will move; the
+    // answer says what did.
+    let plan = store::plan_legacy_state(&state_dir, &stamp);
+    let target = json!({"environment_id": env, "state_dir": state_dir, "moved_from": plan.legacy, "moved_to": plan.target});
     context.audit_edge(&env, "env", "migrate-state", target, AuditResult::Ok)?;
-    let migration = store::migrate_legacy_state(&state_dir, &stamp)?;
-    Ok(Report::new("env", "migrate-state", json!(migration)))
+    let moved = store::migrate_legacy_state(&state_dir, &stamp)?;
+    let mut report = Report::new("env", "migrate-state", json!(moved));
+    report.idempotency = Some(if moved.changed {
+        "applied"
+    } else {
+        "unchanged"
+    });
+    Ok(report)
 }

@@ -129,6 +129,11 @@ pub fn revisions(context: &Context, verb: RevisionsVerb) -> Result<Report, CliEr
         RevisionsVerb::Stage(mutation) => {
             let answers: RevisionStageAnswers = answers(&mutation, "revisions", "stage")?;
             match answers.bundle_path.clone() {
+                Some(_) if context.remote.is_some() => Err(CliError::new(
+                    ErrorKind::NotYetImplemented,
+                    "`gtc op revisions stage` with bundle_path stages a file on this machine, so it works on the node's machine only, not with --node yet; stage without bundle_path, or run it where the bundle and the store are",
+                )
+                .with_field("bundle_path")),
                 Some(path) => crate::bundle_cmd::stage_revision(context, answers, &path),
                 None => context.submit(Command::RevisionStage {
                     answers,
