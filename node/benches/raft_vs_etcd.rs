@@ -78,19 +78,32 @@ async fn client(target: Target, until: Instant, measure_from: Instant) -> (Vec<D
     tokio::spawn(connection);
     let mut etag = String::new();
     if let Target::Gtc { token, env, .. } = &target {
-        let request = Request::get(format!("/v1/environments/{env}"))
-            .header("host", "bench")
-            .header("authorization", format!("Bearer {token}"))
-            .body(Full::new(Bytes::new()))
-            .expect("request");
-        let response = sender.send_request(request).await.expect("read etag");
-        etag = response
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .expect("etag")
-            .to_owned();
-        let _ = response.into_body().collect().await;
+        // The environment was created through n1: wait until this member
+        // has applied it (its reads come from its own replica).
+        let mut attempts = 0;
+        etag = loop {
+            let request = Request::get(format!("/v1/environments/{env}"))
+                .header("host", "bench")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let response = sender.send_request(request).await.expect("read etag");
+            let status = response.status();
+            let found = response
+                .headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = response.into_body().collect().await.map(|b| b.to_bytes());
+            match found {
+                Some(etag) if status.is_success() => break etag,
+                _ if attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => panic!("GET /v1/environments/{env} gave {status} without an ETag: {body:?}"),
+            }
+        };
     }
     let mut latencies = Vec::new();
     let mut errors = 0;

@@ -163,10 +163,7 @@ impl Context {
             self.record_refusal(&envelope, &error)?;
             return Err(error);
         }
-        if let Some(node) = crate::node_client::running_node(
-            &self.store.env_dir(&envelope.command.env_id()),
-            self.admin_ca.as_deref(),
-        ) {
+        if let Some(node) = self.running_node(&envelope.command.env_id()) {
             return node.submit(&envelope, noun, verb);
         }
         let submitted = self.store.submit(&envelope)?;
@@ -273,6 +270,18 @@ impl Context {
             .ok_or_else(|| self.missing(&env_id))
     }
 
+    /// The running node that owns changes to `env`: the node serving that
+    /// environment, else a cluster member serving this store root (every
+    /// environment of a member's replica, including one not created yet,
+    /// changes only through Raft).
+    fn running_node(&self, env: &EnvId) -> Option<crate::node_client::NodeClient> {
+        let ca = self.admin_ca.as_deref();
+        crate::node_client::running_node(&self.store.env_dir(env), ca).or_else(|| {
+            let root = self.store.env_dir(env).parent()?.to_owned();
+            crate::node_client::running_node(&root, ca)
+        })
+    }
+
     /// Before a read of a cluster member's replica: waits (through the
     /// running member) until the replica holds everything the cluster had
     /// committed when the read began, so the read is linearizable. Nothing
@@ -281,9 +290,7 @@ impl Context {
         if self.stale_ok {
             return Ok(());
         }
-        let Some(node) =
-            crate::node_client::running_node(&self.store.env_dir(env), self.admin_ca.as_deref())
-        else {
+        let Some(node) = self.running_node(env) else {
             return Ok(());
         };
         match node.request("POST", "/admin/v1/cluster/read-index", b"")? {

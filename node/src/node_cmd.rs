@@ -191,6 +191,8 @@ pub struct RunningNode {
     admin: tokio::task::JoinHandle<()>,
     actors: NodeHandle,
     node_file: PathBuf,
+    /// The member's announcement at the store root (cluster members only).
+    root_node_file: Option<PathBuf>,
 }
 
 impl RunningNode {
@@ -377,6 +379,18 @@ impl RunningNode {
         let node_file = env_dir.join(NODE_FILE);
         let announcement = serde_json::json!({"pid": std::process::id(), "listen": router_addr, "admin": admin_addr, "admin_scheme": scheme, "environment_id": env_id});
         write_node_file(&node_file, &announcement, &token)?;
+        // A cluster member's store root is a replica of every environment:
+        // announce the member there too, so a command on an environment
+        // that has no folder yet (`env create`) goes through Raft instead
+        // of being written to this replica alone.
+        let root_node_file = match (&cluster, env_dir.parent()) {
+            (Some(_), Some(root)) => {
+                let path = root.join(NODE_FILE);
+                write_node_file(&path, &announcement, &token)?;
+                Some(path)
+            }
+            _ => None,
+        };
         tracing::info!(env = %env_id, listen = %router_addr, admin = %admin_addr, "node running");
         Ok(Self {
             gossip,
@@ -389,6 +403,7 @@ impl RunningNode {
             admin,
             actors,
             node_file,
+            root_node_file,
         })
     }
 
@@ -406,6 +421,9 @@ impl RunningNode {
             cluster.shutdown().await;
         }
         let _ = std::fs::remove_file(&self.node_file);
+        if let Some(path) = &self.root_node_file {
+            let _ = std::fs::remove_file(path);
+        }
         tracing::info!("node stopped");
     }
 }

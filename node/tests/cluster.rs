@@ -69,6 +69,51 @@ fn a_three_node_cluster_replicates_survives_a_killed_leader_and_catches_up() {
 
     // A command through a follower, replicated everywhere.
     add_bundle(&home, &members[2], "shop");
+    // A new environment created through a member's store root goes
+    // through Raft like any change (it has no folder, so no node of its
+    // own to send it to): every other member's replica has it.
+    std::fs::write(
+        members[2].store().join("policy.json"),
+        r#"{"schema": "greentic.policy.v1", "grants": [{"environment_id": "second", "users": ["*"]}]}"#,
+    )
+    .expect("policy");
+    let answers = home.join("second.json");
+    std::fs::write(
+        &answers,
+        r#"{"environment_id": "second", "name": "created through n3"}"#,
+    )
+    .expect("answers");
+    let (ok, _, text) = run(
+        &home,
+        &[
+            "op",
+            "env",
+            "create",
+            "--answers",
+            answers.to_str().expect("utf8"),
+            "--store-root",
+            members[2].store().to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "env create through n3: {text}");
+    for member in &members[..2] {
+        let (ok, value, text) = run(
+            &home,
+            &[
+                "op",
+                "env",
+                "show",
+                "second",
+                "--store-root",
+                member.store().to_str().expect("utf8"),
+            ],
+        );
+        assert!(
+            ok && value["result"]["name"] == "created through n3",
+            "{}'s replica lacks the environment created through n3: {text}",
+            member.name
+        );
+    }
     // A read on another member right after the write sees it (read index);
     // --stale-ok reads the replica as it is.
     let store = members[1].store();
