@@ -358,6 +358,56 @@ fn idempotent_replays_survive_a_restart() {
 }
 
 #[test]
+fn every_audit_event_an_answer_returns_is_the_one_the_log_holds() {
+    // Proves (issue 20 item 9): the `audit` of an admin-API answer is the
+    // event exactly as the audit log holds it, `prev_hash` included, for a
+    // first answer with and without an idempotency key, a replay (whose
+    // replicated record keeps no `prev_hash`) and a backup.
+    let home = Home::new();
+    let node = Node::start(&home);
+    let api = Api::new(&node, &owner_token(&home));
+    let logged = |answer: &Answer| {
+        let audit = &answer.body["audit"];
+        assert!(audit["event_id"].is_string(), "{:?}", answer.body);
+        let events = audit_events(&home);
+        let stored = events
+            .iter()
+            .find(|e| e["event_id"] == audit["event_id"])
+            .expect("the answer's event is in the log");
+        assert_eq!(audit, stored, "the answer's event is the stored one");
+        let prev_hash = audit["prev_hash"].as_str().unwrap_or("");
+        assert_eq!(prev_hash.len(), 64, "a real chain hash: {audit}");
+    };
+
+    let etag = api.get(LOCAL).quoted_etag();
+    let plain = api.call(
+        "POST",
+        &format!("{LOCAL}/bundles"),
+        &[("If-Match", &etag)],
+        Some(json!({"bundle_id": "shop", "route_binding": {"path_prefixes": ["/shop"]}})),
+    );
+    assert_eq!(plain.status, 200, "{:?}", plain.body);
+    logged(&plain);
+
+    let etag = api.get(LOCAL).quoted_etag();
+    let headers = [("If-Match", etag.as_str()), ("Idempotency-Key", "add-cart")];
+    let body = json!({"bundle_id": "cart", "route_binding": {"path_prefixes": ["/cart"]}});
+    let path = format!("{LOCAL}/bundles");
+    let first = api.call("POST", &path, &headers, Some(body.clone()));
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    logged(&first);
+    let replay = api.call("POST", &path, &headers, Some(body));
+    assert_eq!(replay.body["idempotency"], "replayed", "{:?}", replay.body);
+    assert_eq!(replay.body["audit"], first.body["audit"]);
+    logged(&replay);
+
+    let backup = api.call("POST", &format!("{LOCAL}/backups"), &[], None);
+    assert_eq!(backup.status, 200, "{:?}", backup.body);
+    logged(&backup);
+    drop(node);
+}
+
+#[test]
 fn roles_decide_and_every_decision_is_audited() {
     // Proves: no or an unknown token is 401; a viewer reads but may not
     // change (403, audited with its id); an operator changes (audited with

@@ -301,9 +301,9 @@ impl LocalFsStore {
         env: &EnvId,
         applied: &Applied,
         event: AuditEvent,
-    ) -> Result<(), SubmitError> {
+    ) -> Result<Option<String>, SubmitError> {
         let Some(mut state) = applied.state.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         self.clean_staging();
         let staging = self
@@ -311,15 +311,15 @@ impl LocalFsStore {
             .join(format!(".creating-{env}-{}", event.event_id));
         std::fs::create_dir_all(&staging).map_err(StoreError::io("create", &staging))?;
         let log = AuditLog::new(staging.join("audit").join("events.jsonl"));
-        let hash = log.append(event).map_err(SubmitError::AuditFailed)?;
-        state.audit_head = Some(hash);
+        let appended = log.append(event).map_err(SubmitError::AuditFailed)?;
+        state.audit_head = Some(appended.hash);
         let path = staging.join(STATE_FILE);
         atomic_write(&path, &pretty(&state, &path)?)?;
         fsync_dir(&staging)?;
         let target = self.env_dir(env);
         std::fs::rename(&staging, &target).map_err(StoreError::io("rename into place", &target))?;
         fsync_dir(&self.root)?;
-        Ok(())
+        Ok(Some(appended.prev_hash))
     }
 
     /// Removes staging folders left by a create that crashed before its
@@ -343,9 +343,10 @@ impl LocalFsStore {
         env: &EnvId,
         event: AuditEvent,
         at: deploy::Timestamp,
-    ) -> Result<(), SubmitError> {
+    ) -> Result<Option<String>, SubmitError> {
         let log = self.audit_log(env);
-        log.append(event.clone())
+        let appended = log
+            .append(event.clone())
             .map_err(SubmitError::AuditFailed)?;
         let graveyard = self.root.join(".destroyed");
         std::fs::create_dir_all(&graveyard).map_err(StoreError::io("create", &graveyard))?;
@@ -360,7 +361,7 @@ impl LocalFsStore {
         }
         fsync_dir(&graveyard)?;
         fsync_dir(&self.root)?;
-        Ok(())
+        Ok(Some(appended.prev_hash))
     }
 
     fn commit_update(
@@ -368,20 +369,22 @@ impl LocalFsStore {
         current: &EnvironmentState,
         applied: &Applied,
         event: AuditEvent,
-    ) -> Result<(), SubmitError> {
+    ) -> Result<Option<String>, SubmitError> {
         let Some(mut state) = applied.state.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         let env = current.env_id();
         let log = self.audit_log(env);
-        let hash = log
+        let appended = log
             .append(event.clone())
             .map_err(SubmitError::AuditFailed)?;
-        state.audit_head = Some(hash);
-        let written = self.pre_change_backup(env, current).and_then(|()| {
-            let path = self.env_dir(env).join(STATE_FILE);
-            atomic_write(&path, &pretty(&state, &path)?)
-        });
+        state.audit_head = Some(appended.hash);
+        let written = self
+            .pre_change_backup(env, current)
+            .and_then(|()| {
+                let path = self.env_dir(env).join(STATE_FILE);
+                atomic_write(&path, &pretty(&state, &path)?)
+            });
         if let Err(error) = written {
             let _ = log.append(aborted(
                 event,
@@ -389,7 +392,7 @@ impl LocalFsStore {
             ));
             return Err(error.into());
         }
-        Ok(())
+        Ok(Some(appended.prev_hash))
     }
 
     fn pre_change_backup(&self, env: &EnvId, current: &EnvironmentState) -> Result<(), StoreError> {
@@ -502,7 +505,7 @@ impl EnvironmentStore for LocalFsStore {
         if let Some(state) = &current {
             self.reconcile(state, envelope.at, envelope.minted.event_id)?;
         }
-        let applied = match apply(current.as_ref(), envelope) {
+        let mut applied = match apply(current.as_ref(), envelope) {
             Ok(applied) => applied,
             Err(error) => {
                 self.audit_refusal(
@@ -515,16 +518,24 @@ impl EnvironmentStore for LocalFsStore {
             }
         };
         if let Some(event) = applied.event.clone() {
-            match (&current, &applied.state) {
-                _ if applied.replayed => {
+            let prev_hash = match (&current, &applied.state) {
+                _ if applied.replayed => Some(
                     self.audit_log(&env)
                         .append(event)
-                        .map_err(SubmitError::AuditFailed)?;
-                }
+                        .map_err(SubmitError::AuditFailed)?
+                        .prev_hash,
+                ),
                 (None, Some(_)) => self.commit_create(&env, &applied, event)?,
                 (Some(_), None) => self.commit_destroy(&env, event, envelope.at)?,
                 (Some(current), Some(_)) => self.commit_update(current, &applied, event)?,
-                (None, None) => {}
+                (None, None) => None,
+            };
+            // The answer carries the event as the log holds it. The copy in
+            // the idempotency record keeps `prev_hash` empty: it is part of
+            // the replicated state (and its ETag), which must not depend on
+            // anything but the command.
+            if let (Some(prev_hash), Some(event)) = (prev_hash, applied.event.as_mut()) {
+                event.prev_hash = prev_hash;
             }
         }
         let generation = applied.state.as_ref().map(|s| s.generation);
