@@ -692,3 +692,76 @@ fn every_change_to_disk_is_audited_and_its_answer_says_what_changed() {
     let again = home.gtc(&["op", "env", "migrate-state", "local", "--apply"]);
     assert_eq!(again.stdout["result"]["changed"], false, "{}", again.stdout);
 }
+
+#[test]
+fn the_legacy_dev_name_is_refused_everywhere_with_an_error_that_names_local() {
+    // Proves (issue 20 item 12): `dev` is not an alias of `local` (the spec
+    // describes none): every verb that names an environment, read or write,
+    // refuses `dev` with not-found and an error that says to use `local`
+    // and how to migrate a legacy `dev` folder, and nothing is created.
+    let home = Home::new();
+    home.ok("env", "init", json!({}));
+    std::fs::write(
+        home.root().join("policy.json"),
+        json!({"schema": "greentic.policy.v1", "grants": [{"environment_id": "*", "users": ["tester"]}]}).to_string(),
+    )
+    .expect("policy");
+    let refused = |what: &str, run: common::Run| {
+        assert_eq!(
+            (run.code, run.error_kind()),
+            (1, "not-found"),
+            "{what}: {:?}",
+            run.stderr
+        );
+        let message = run.error_message();
+        assert!(
+            message.contains("use `local`") && message.contains("migrate-dev local"),
+            "{what}: the error names `local`: {message}"
+        );
+    };
+    let reads: &[&[&str]] = &[
+        &["op", "env", "show", "dev"],
+        &["op", "env", "doctor", "dev"],
+        &["op", "env", "backups", "dev"],
+        &["op", "env-packs", "list", "dev"],
+        &["op", "bundles", "list", "dev"],
+        &["op", "revisions", "list", "dev"],
+        &["op", "traffic", "show", "dev"],
+        &["op", "config", "show", "dev"],
+        &["op", "secrets", "list", "dev"],
+        &["op", "env", "destroy", "dev", "--confirm"],
+    ];
+    for args in reads {
+        refused(&args.join(" "), home.gtc(args));
+    }
+    let dev = json!({"environment_id": "dev"});
+    let writes = [
+        ("env", "update", json!({"environment_id": "dev", "name": "x"})),
+        ("env", "backup", dev.clone()),
+        ("config", "set", json!({"environment_id": "dev", "name": "x"})),
+        (
+            "env-packs",
+            "add",
+            json!({"environment_id": "dev", "slot": "state", "kind": "greentic.state.in-memory@0.1.2"}),
+        ),
+        (
+            "bundles",
+            "add",
+            json!({"environment_id": "dev", "bundle_id": "shop", "customer_id": "acme", "route_binding": {"path_prefixes": ["/shop"]}}),
+        ),
+        (
+            "revisions",
+            "stage",
+            json!({"environment_id": "dev", "deployment_id": "01J0000000000000000000000A"}),
+        ),
+        (
+            "traffic",
+            "set",
+            json!({"environment_id": "dev", "deployment_id": "01J0000000000000000000000A", "idempotency_key": "k", "entries": []}),
+        ),
+    ];
+    for (noun, verb, answers) in writes {
+        refused(&format!("{noun} {verb}"), home.mutate(noun, verb, answers));
+    }
+    assert!(!home.root().join("dev").exists(), "nothing was created");
+}
