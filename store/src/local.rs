@@ -55,7 +55,7 @@ fn stamp(at: deploy::Timestamp) -> String {
     at.format("%Y%m%dT%H%M%S.%9fZ").to_string()
 }
 
-fn pretty(state: &EnvironmentState, path: &Path) -> Result<Vec<u8>, StoreError> {
+fn pretty<T: serde::Serialize>(state: &T, path: &Path) -> Result<Vec<u8>, StoreError> {
     let mut bytes = serde_json::to_vec_pretty(state).map_err(|error| StoreError::Corrupt {
         path: path.to_owned(),
         reason: error.to_string(),
@@ -381,6 +381,7 @@ impl LocalFsStore {
         state.audit_head = Some(appended.hash);
         let written = self
             .pre_change_backup(env, current)
+            .and_then(|()| self.write_revenue_policies(&state))
             .and_then(|()| {
                 let path = self.env_dir(env).join(STATE_FILE);
                 atomic_write(&path, &pretty(&state, &path)?)
@@ -393,6 +394,43 @@ impl LocalFsStore {
             return Err(error.into());
         }
         Ok(Some(appended.prev_hash))
+    }
+
+    /// Writes the revenue policy document each deployment's
+    /// `revenue_policy_ref` names (before the state that names it, so a
+    /// committed reference never points at nothing). The documents follow
+    /// from the state alone: rewriting one is a no-op, and every replica
+    /// writes the same bytes. A reference that is not a plain relative path
+    /// under `billing-policies/` is refused as corrupt rather than followed.
+    pub(crate) fn write_revenue_policies(&self, state: &EnvironmentState) -> Result<(), StoreError> {
+        let dir = self.env_dir(state.env_id());
+        for deployment in &state.environment.bundles {
+            let reference = Path::new(&deployment.revenue_policy_ref);
+            let plain = reference
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !plain || !reference.starts_with(deploy::bundle::REVENUE_POLICIES_DIR) {
+                return Err(StoreError::Corrupt {
+                    path: dir.join(STATE_FILE),
+                    reason: format!(
+                        "deployment {} names revenue policy {:?}, which is not a path under {}/",
+                        deployment.deployment_id,
+                        deployment.revenue_policy_ref,
+                        deploy::bundle::REVENUE_POLICIES_DIR
+                    ),
+                });
+            }
+            let path = dir.join(reference);
+            let bytes = pretty(&deployment.revenue_policy(), &path)?;
+            if read_optional(&path)?.as_deref() == Some(bytes.as_slice()) {
+                continue;
+            }
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(StoreError::io("create", parent))?;
+            }
+            atomic_write(&path, &bytes)?;
+        }
+        Ok(())
     }
 
     fn pre_change_backup(&self, env: &EnvId, current: &EnvironmentState) -> Result<(), StoreError> {
