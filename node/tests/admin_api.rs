@@ -639,22 +639,26 @@ fn every_error_kind_we_can_provoke_has_its_status() {
 #[test]
 fn a_whole_deployment_goes_through_the_api_and_gtc_op_still_works() {
     // Proves: stage → warm → traffic → rollback through the contract, and
-    // `gtc op` beside it through the same node.
+    // `gtc op` beside it through the same node. The revisions have
+    // something to run (the example bundle, staged with `gtc op` through
+    // the node, since the API takes no uploads): warm answers `warming`
+    // and the node makes them ready; only then may they take traffic.
     let home = Home::new();
     let node = Node::start(&home);
     let api = Api::new(&node, &owner_token(&home));
     let deployment = add_bundle(&api, "/shop");
+    let bundle = common::example_bundle(&home, "shop", "shop");
     let any = [("If-Match", "*")];
     let mut revisions = Vec::new();
     for _ in 0..2 {
-        let staged = api.call(
-            "POST",
-            &format!("{LOCAL}/revisions"),
-            &any,
-            Some(json!({"deployment_id": deployment})),
+        let staged = home.mutate(
+            "revisions",
+            "stage",
+            json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
         );
-        assert_eq!(staged.status, 200, "{:?}", staged.body);
-        let revision = id(&staged.body["result"], "revision_id");
+        assert_eq!(staged.code, 0, "{}", staged.stderr);
+        assert_eq!(staged.stdout["via"], "node");
+        let revision = id(&staged.stdout["result"], "revision_id");
         let warmed = api.call(
             "POST",
             &format!("{LOCAL}/revisions/{revision}/warm"),
@@ -662,9 +666,44 @@ fn a_whole_deployment_goes_through_the_api_and_gtc_op_still_works() {
             None,
         );
         assert_eq!(warmed.status, 200, "{:?}", warmed.body);
-        assert_eq!(warmed.body["result"]["lifecycle"], "ready");
+        assert_eq!(warmed.body["result"]["lifecycle"], "warming");
+        common::wait_until("the revision ready", Duration::from_secs(30), || {
+            common::lifecycle(&home, &revision) == "ready"
+        });
         revisions.push(revision);
     }
+    // A revision staged without a bundle becomes ready on the state checks
+    // alone, but nothing runs it: the split is refused, saying why.
+    let bare = api.call(
+        "POST",
+        &format!("{LOCAL}/revisions"),
+        &any,
+        Some(json!({"deployment_id": deployment})),
+    );
+    assert_eq!(bare.status, 200, "{:?}", bare.body);
+    let bare = id(&bare.body["result"], "revision_id");
+    let warmed = api.call(
+        "POST",
+        &format!("{LOCAL}/revisions/{bare}/warm"),
+        &any,
+        None,
+    );
+    assert_eq!(warmed.body["result"]["lifecycle"], "ready", "{:?}", warmed.body);
+    let refused = api.call(
+        "POST",
+        &format!("{LOCAL}/traffic"),
+        &[("If-Match", "*"), ("Idempotency-Key", "bare")],
+        Some(json!({"deployment_id": deployment, "entries": [{"revision_id": bare, "weight_bps": 10000}]})),
+    );
+    assert_error(&refused, 400, "invalid-argument");
+    assert_eq!(refused.body["error"]["field"], "entries[0].revision_id");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing to run")),
+        "{:?}",
+        refused.body
+    );
     for (key, revision) in [("split-1", &revisions[0]), ("split-2", &revisions[1])] {
         let set = api.call(
             "POST",

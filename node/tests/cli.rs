@@ -2,11 +2,14 @@
 
 mod common;
 
-use common::{Home, id};
+use std::time::Duration;
+
+use common::{Home, Node, id};
 use serde_json::json;
 
-/// Adds a bundle, stages two revisions and warms both; returns
-/// (deployment, v1, v2).
+/// Adds a bundle, stages two revisions of the example bundle (something to
+/// run) and warms both on a node until they are ready, then stops the node;
+/// returns (deployment, v1, v2). Only such revisions may take traffic.
 fn two_ready_revisions(home: &Home) -> (String, String, String) {
     home.ok("env", "init", json!({}));
     let deployment = id(
@@ -17,7 +20,9 @@ fn two_ready_revisions(home: &Home) -> (String, String, String) {
         ),
         "deployment_id",
     );
-    let stage = json!({"environment_id": "local", "deployment_id": deployment});
+    let bundle = common::example_bundle(home, "shop", "shop");
+    let node = Node::start(home);
+    let stage = json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle});
     let v1 = id(&home.ok("revisions", "stage", stage.clone()), "revision_id");
     let v2 = id(&home.ok("revisions", "stage", stage), "revision_id");
     for revision in [&v1, &v2] {
@@ -26,8 +31,12 @@ fn two_ready_revisions(home: &Home) -> (String, String, String) {
             "warm",
             json!({"environment_id": "local", "revision_id": revision}),
         );
-        assert_eq!(warmed["lifecycle"], "ready");
+        assert_eq!(warmed["lifecycle"], "warming");
     }
+    common::wait_until("both revisions ready", Duration::from_secs(30), || {
+        common::lifecycle(home, &v1) == "ready" && common::lifecycle(home, &v2) == "ready"
+    });
+    drop(node);
     (deployment, v1, v2)
 }
 
