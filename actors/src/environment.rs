@@ -297,7 +297,10 @@ impl EnvironmentActor {
             })
             .collect();
         let discovered = std::collections::BTreeMap::from([
-            ("node".to_owned(), serde_json::json!(state.context.node_name)),
+            (
+                "node".to_owned(),
+                serde_json::json!(state.context.node_name),
+            ),
             ("revisions".to_owned(), serde_json::Value::Object(revisions)),
         ]);
         let generation = current.generation;

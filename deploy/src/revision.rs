@@ -117,7 +117,8 @@ impl Revision {
     /// without one can be `ready` on the state checks alone, but no node
     /// can serve it, so it may take no traffic.
     pub fn has_something_to_run(&self) -> bool {
-        self.runtime_instances.is_some_and(|instances| instances > 0)
+        self.runtime_instances
+            .is_some_and(|instances| instances > 0)
     }
 
     /// Why this revision may take no traffic although it is ready, if so.

@@ -688,7 +688,11 @@ fn a_whole_deployment_goes_through_the_api_and_gtc_op_still_works() {
         &any,
         None,
     );
-    assert_eq!(warmed.body["result"]["lifecycle"], "ready", "{:?}", warmed.body);
+    assert_eq!(
+        warmed.body["result"]["lifecycle"], "ready",
+        "{:?}",
+        warmed.body
+    );
     let refused = api.call(
         "POST",
         &format!("{LOCAL}/traffic"),

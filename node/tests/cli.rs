@@ -22,7 +22,8 @@ fn two_ready_revisions(home: &Home) -> (String, String, String) {
     );
     let bundle = common::example_bundle(home, "shop", "shop");
     let node = Node::start(home);
-    let stage = json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle});
+    let stage =
+        json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle});
     let v1 = id(&home.ok("revisions", "stage", stage.clone()), "revision_id");
     let v2 = id(&home.ok("revisions", "stage", stage), "revision_id");
     for revision in [&v1, &v2] {
@@ -745,9 +746,17 @@ fn the_legacy_dev_name_is_refused_everywhere_with_an_error_that_names_local() {
     }
     let dev = json!({"environment_id": "dev"});
     let writes = [
-        ("env", "update", json!({"environment_id": "dev", "name": "x"})),
+        (
+            "env",
+            "update",
+            json!({"environment_id": "dev", "name": "x"}),
+        ),
         ("env", "backup", dev.clone()),
-        ("config", "set", json!({"environment_id": "dev", "name": "x"})),
+        (
+            "config",
+            "set",
+            json!({"environment_id": "dev", "name": "x"}),
+        ),
         (
             "env-packs",
             "add",

@@ -152,7 +152,11 @@ fn a_three_node_cluster_replicates_survives_a_killed_leader_and_catches_up() {
     let (status, first) = admin_post(&members[1], path, "add-cart", &cart);
     assert_eq!(status, 200, "{first}");
     let audit = first["audit"].clone();
-    assert_eq!(audit["prev_hash"].as_str().map(str::len), Some(64), "{audit}");
+    assert_eq!(
+        audit["prev_hash"].as_str().map(str::len),
+        Some(64),
+        "{audit}"
+    );
     let target = first["generation"].as_u64();
     for member in &members {
         eventually("replication", || member.generation() >= target);

@@ -660,12 +660,16 @@ fn no_placeholder_values_in_committed_state() {
             .is_some_and(|kind| kind.starts_with("greentic.deployer.")),
         "{runtime}"
     );
-    wait_for("the runtime lists the instance", Duration::from_secs(10), || {
-        let shown = home.gtc(&["op", "config", "show", "local"]);
-        shown.stdout["result"]["runtime"]["discovered"]["revisions"][&revision]["instances"]
-            .as_array()
-            .is_some_and(|instances| instances.len() == 1)
-    });
+    wait_for(
+        "the runtime lists the instance",
+        Duration::from_secs(10),
+        || {
+            let shown = home.gtc(&["op", "config", "show", "local"]);
+            shown.stdout["result"]["runtime"]["discovered"]["revisions"][&revision]["instances"]
+                .as_array()
+                .is_some_and(|instances| instances.len() == 1)
+        },
+    );
 
     // A changed revenue share is a new version of the policy.
     home.ok(
@@ -683,8 +687,14 @@ fn no_placeholder_values_in_committed_state() {
         .iter()
         .filter(|(_, text)| *text == "sha256:00")
         .collect();
-    assert!(placeholders.is_empty(), "placeholder digests: {placeholders:?}");
-    for revision in state["environment"]["revisions"].as_array().expect("revisions") {
+    assert!(
+        placeholders.is_empty(),
+        "placeholder digests: {placeholders:?}"
+    );
+    for revision in state["environment"]["revisions"]
+        .as_array()
+        .expect("revisions")
+    {
         let digest = revision["config_digest"].as_str().expect("config_digest");
         assert_eq!(digest.len(), "sha256:".len() + 64, "{digest}");
     }
@@ -701,10 +711,9 @@ fn no_placeholder_values_in_committed_state() {
         assert_eq!(policy["revenue_share"], deployment["revenue_share"]);
         assert_eq!(policy["version"], 2);
         let first = reference.replace("/v2.json", "/v1.json");
-        let first: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(env_dir.join(&first)).expect("v1 stays"),
-        )
-        .expect("policy json");
+        let first: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(env_dir.join(&first)).expect("v1 stays"))
+                .expect("policy json");
         assert_eq!(
             first["revenue_share"],
             json!([{"party_id": "greentic", "basis_points": 10000}])
@@ -713,5 +722,8 @@ fn no_placeholder_values_in_committed_state() {
 
     drop(node);
     let doctor = home.gtc(&["op", "env", "doctor", "local"]);
-    assert_eq!(doctor.stdout["result"]["has_runtime"], false, "the node stopped");
+    assert_eq!(
+        doctor.stdout["result"]["has_runtime"], false,
+        "the node stopped"
+    );
 }

@@ -402,7 +402,10 @@ impl LocalFsStore {
     /// from the state alone: rewriting one is a no-op, and every replica
     /// writes the same bytes. A reference that is not a plain relative path
     /// under `billing-policies/` is refused as corrupt rather than followed.
-    pub(crate) fn write_revenue_policies(&self, state: &EnvironmentState) -> Result<(), StoreError> {
+    pub(crate) fn write_revenue_policies(
+        &self,
+        state: &EnvironmentState,
+    ) -> Result<(), StoreError> {
         let dir = self.env_dir(state.env_id());
         for deployment in &state.environment.bundles {
             let reference = Path::new(&deployment.revenue_policy_ref);

@@ -1121,5 +1121,8 @@ fn a_revision_with_nothing_to_run_takes_no_traffic() {
         .expect("ulid");
     harness.warm(later).expect("warm");
     let split = harness.env().split(deployment).expect("split");
-    assert_eq!(split.entries[0].revision_id, runs, "LATEST stays on what runs");
+    assert_eq!(
+        split.entries[0].revision_id, runs,
+        "LATEST stays on what runs"
+    );
 }

@@ -460,8 +460,8 @@ pub fn placement(member: &Member, revision: &str) -> Vec<String> {
 
 /// The owner token of a member's node file.
 pub fn node_token(member: &Member) -> String {
-    let text = std::fs::read_to_string(member.store().join("local").join("node.json"))
-        .expect("node file");
+    let text =
+        std::fs::read_to_string(member.store().join("local").join("node.json")).expect("node file");
     let document: Value = serde_json::from_str(&text).expect("node file json");
     document["token"].as_str().expect("token").to_owned()
 }
