@@ -149,8 +149,8 @@ fn a_three_node_cluster_replicates_survives_a_killed_leader_and_catches_up() {
     // event (the replicated idempotency record keeps no `prev_hash`).
     let path = "/v1/environments/local/bundles";
     let cart = json!({"bundle_id": "cart", "route_binding": {"path_prefixes": ["/cart"]}});
-    let (status, first) = admin_post(&members[1], path, "add-cart", &cart);
-    assert_eq!(status, 200, "{first}");
+    let (code, first) = admin_post(&members[1], path, "add-cart", &cart);
+    assert_eq!(code, 200, "{first}");
     let audit = first["audit"].clone();
     assert_eq!(
         audit["prev_hash"].as_str().map(str::len),
@@ -168,8 +168,8 @@ fn a_three_node_cluster_replicates_survives_a_killed_leader_and_catches_up() {
             .expect("the answer's event is logged");
         assert_eq!(logged, audit, "{} logged the answer's event", member.name);
     }
-    let (status, replay) = admin_post(&members[2], path, "add-cart", &cart);
-    assert_eq!(status, 200, "{replay}");
+    let (code, replay) = admin_post(&members[2], path, "add-cart", &cart);
+    assert_eq!(code, 200, "{replay}");
     assert_eq!(replay["idempotency"], "replayed");
     for field in ["etag", "generation", "audit", "result"] {
         assert_eq!(replay[field], first[field], "{field} is replayed verbatim");
