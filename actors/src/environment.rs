@@ -6,6 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deploy::command::{Command, RuntimeOutcome, RuntimeReport};
+use deploy::descriptor::CapabilitySlot;
+use deploy::environment_runtime::{
+    ENVIRONMENT_RUNTIME_FILE, ENVIRONMENT_RUNTIME_SCHEMA, EnvironmentRuntime,
+};
 use deploy::ids::RevisionId;
 use deploy::lifecycle::Lifecycle;
 use deploy::state::EnvironmentState;
@@ -64,6 +68,9 @@ pub struct EnvironmentActorState {
     revisions: HashMap<RevisionId, Running>,
     /// Bundles being fetched from other members, not to be asked for twice.
     fetching: Arc<std::sync::Mutex<std::collections::HashSet<RevisionId>>>,
+    /// What `runtime.json` last said (generation and discoveries), so it is
+    /// rewritten only when that changes.
+    runtime_written: Option<(u64, std::collections::BTreeMap<String, serde_json::Value>)>,
 }
 
 fn wants_instances(lifecycle: Lifecycle) -> bool {
@@ -250,6 +257,78 @@ impl EnvironmentActor {
         });
     }
 
+    fn runtime_path(context: &NodeContext) -> std::path::PathBuf {
+        context
+            .store_root
+            .join(context.env_id.as_str())
+            .join(ENVIRONMENT_RUNTIME_FILE)
+    }
+
+    /// Writes `runtime.json` after an apply: this node, and every revision
+    /// it runs with its lifecycle and the instances that pass their health
+    /// checks. `env doctor`'s `has_runtime` and `config show`'s `runtime`
+    /// read it; it is removed when the node stops.
+    fn write_runtime(&self, state: &mut EnvironmentActorState) {
+        let Some(current) = &state.current else {
+            return;
+        };
+        let Some(deployer) = current.environment.binding(CapabilitySlot::Deployer) else {
+            return;
+        };
+        let revisions: serde_json::Map<String, serde_json::Value> = current
+            .environment
+            .revisions
+            .iter()
+            .filter_map(|r| {
+                let running = state.revisions.get(&r.revision_id)?;
+                let instances: Vec<String> = running
+                    .instances
+                    .iter()
+                    .map(|i| i.addr.to_string())
+                    .collect();
+                Some((
+                    r.revision_id.to_string(),
+                    serde_json::json!({
+                        "deployment_id": r.deployment_id,
+                        "lifecycle": r.lifecycle,
+                        "instances": instances,
+                    }),
+                ))
+            })
+            .collect();
+        let discovered = std::collections::BTreeMap::from([
+            (
+                "node".to_owned(),
+                serde_json::json!(state.context.node_name),
+            ),
+            ("revisions".to_owned(), serde_json::Value::Object(revisions)),
+        ]);
+        let generation = current.generation;
+        if state.runtime_written.as_ref() == Some(&(generation, discovered.clone())) {
+            return;
+        }
+        let document = EnvironmentRuntime {
+            schema: ENVIRONMENT_RUNTIME_SCHEMA.to_owned(),
+            environment_id: state.context.env_id.clone(),
+            discovered: discovered.clone(),
+            generated_at: chrono::Utc::now(),
+            generated_by: deployer.kind.clone(),
+            generation,
+        };
+        let path = Self::runtime_path(&state.context);
+        let written = serde_json::to_vec_pretty(&document)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| {
+                store::write_file_atomically(&path, &bytes).map_err(|error| error.to_string())
+            });
+        match written {
+            Ok(()) => state.runtime_written = Some((generation, discovered)),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "runtime.json not written")
+            }
+        }
+    }
+
     fn submit_report(&self, state: &EnvironmentActorState, report: RuntimeReport) {
         let context = &state.context;
         let envelope = crate::supervisor::node_envelope(
@@ -293,6 +372,7 @@ impl Actor for EnvironmentActor {
             current: None,
             revisions: HashMap::new(),
             fetching: Arc::default(),
+            runtime_written: None,
         })
     }
 
@@ -319,6 +399,7 @@ impl Actor for EnvironmentActor {
                             state.current = Some(loaded);
                             self.reconcile(&myself, state).await;
                             self.publish(state);
+                            self.write_runtime(state);
                         }
                     }
                     Ok(None) => {
@@ -332,6 +413,7 @@ impl Actor for EnvironmentActor {
             EnvironmentMsg::Reconcile => {
                 self.reconcile(&myself, state).await;
                 self.publish(state);
+                self.write_runtime(state);
             }
             EnvironmentMsg::Instances {
                 from,
@@ -343,6 +425,7 @@ impl Actor for EnvironmentActor {
                 {
                     running.instances = instances;
                     self.publish(state);
+                    self.write_runtime(state);
                 }
             }
             EnvironmentMsg::Report(report) => {
@@ -364,6 +447,15 @@ impl Actor for EnvironmentActor {
                 .actor
                 .stop_and_wait(Some("node stopping".to_owned()), Some(SHUTDOWN_WAIT))
                 .await;
+        }
+        // Nothing serves the environment from here any more.
+        if state.runtime_written.take().is_some() {
+            let path = Self::runtime_path(&state.context);
+            if let Err(error) = std::fs::remove_file(&path)
+                && error.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), %error, "runtime.json not removed");
+            }
         }
         Ok(())
     }

@@ -165,7 +165,69 @@ pub enum BundleError {
     TenantSelectorWithoutRoute,
 }
 
+/// Schema discriminator of a revenue policy document.
+pub const REVENUE_POLICY_SCHEMA: &str = "greentic.revenue-policy.v1";
+
+/// Folder (relative to the environment's folder) of the revenue policies.
+pub const REVENUE_POLICIES_DIR: &str = "billing-policies";
+
+/// One path component for an opaque id: ASCII letters, digits, `_`, `-`
+/// and `.` (not leading) are kept, every other byte is `%XX`, so an id like
+/// `../x` or `a/b` can never leave or nest inside its folder.
+fn path_component(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for (index, byte) in id.bytes().enumerate() {
+        let keep = byte.is_ascii_alphanumeric()
+            || byte == b'_'
+            || byte == b'-'
+            || (byte == b'.' && index > 0);
+        if keep {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// `billing-policies/<bundle>/<customer>/v<version>.json`, the spec's
+/// layout, with each id made a safe path component.
+pub fn revenue_policy_ref(bundle_id: &BundleId, customer_id: &CustomerId, version: u32) -> String {
+    format!(
+        "{REVENUE_POLICIES_DIR}/{}/{}/v{version}.json",
+        path_component(bundle_id.as_str()),
+        path_component(customer_id.as_str())
+    )
+}
+
+/// The version `vN.json` of a revenue policy reference, if it has one.
+pub fn revenue_policy_version(reference: &str) -> Option<u32> {
+    reference
+        .rsplit('/')
+        .next()?
+        .strip_prefix('v')?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
+}
+
 impl BundleDeployment {
+    /// The revenue policy document `revenue_policy_ref` names: the
+    /// deployment's revenue share at that version. Derived from the
+    /// committed state alone, so every store that holds the state writes
+    /// the same bytes.
+    pub fn revenue_policy(&self) -> serde_json::Value {
+        serde_json::json!({
+            "schema": REVENUE_POLICY_SCHEMA,
+            "env_id": self.env_id,
+            "deployment_id": self.deployment_id,
+            "bundle_id": self.bundle_id,
+            "customer_id": self.customer_id,
+            "version": revenue_policy_version(&self.revenue_policy_ref),
+            "revenue_share": self.revenue_share,
+        })
+    }
+
     /// Checks the schema, revenue shares, config-override caps and routes.
     pub fn validate(&self) -> Result<(), BundleError> {
         if self.schema != BUNDLE_DEPLOYMENT_SCHEMA {
@@ -350,6 +412,21 @@ impl RouteBinding {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn revenue_policy_refs_stay_inside_their_folder_and_carry_a_version() {
+        let bundle: BundleId = "../etc".parse().expect("bundle id");
+        let customer: CustomerId = "a/b".parse().expect("customer id");
+        let reference = revenue_policy_ref(&bundle, &customer, 3);
+        assert_eq!(reference, "billing-policies/%2E.%2Fetc/a%2Fb/v3.json");
+        assert_eq!(revenue_policy_version(&reference), Some(3));
+        let plain: BundleId = "acme.shop".parse().expect("bundle id");
+        let local: CustomerId = "local-dev".parse().expect("customer id");
+        assert_eq!(
+            revenue_policy_ref(&plain, &local, 1),
+            "billing-policies/acme.shop/local-dev/v1.json"
+        );
+    }
 
     #[test]
     fn hosts_and_prefixes_are_checked() {

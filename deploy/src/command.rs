@@ -202,6 +202,8 @@ pub struct RevisionStageAnswers {
     pub pack_list: Vec<PackListEntry>,
     #[serde(default)]
     pub pack_list_lock_ref: String,
+    /// Computed from the deployment's `config_overrides` and the pack list
+    /// when absent (see `revision::config_digest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_digest: Option<ContentDigest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -121,7 +121,21 @@ impl EnvId {
     pub fn is_local(&self) -> bool {
         self.0 == LOCAL_ENV
     }
+
+    /// What to say when this environment does not exist and its name is
+    /// the legacy `dev`: that name is not an alias of `local` (the spec
+    /// describes no such alias), so the error names `local` and the
+    /// migration of a legacy `dev` folder.
+    pub fn legacy_dev_hint(&self) -> Option<&'static str> {
+        (self.0 == LEGACY_DEV_ENV).then_some(
+            "`dev` is the legacy name of the embedded environment and is not an alias: use `local` (`gtc op env init` creates it), and merge a legacy `dev` folder into it with `gtc op env migrate-dev local --check`, then `--apply`",
+        )
+    }
 }
+
+/// The legacy name of the embedded environment, which `migrate-dev` merges
+/// into `local`; never an alias of `local`.
+pub const LEGACY_DEV_ENV: &str = "dev";
 
 /// Name of the embedded default environment.
 pub const LOCAL_ENV: &str = "local";

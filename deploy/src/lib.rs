@@ -21,6 +21,7 @@ pub mod command;
 pub mod credentials;
 pub mod descriptor;
 pub mod environment;
+pub mod environment_runtime;
 pub mod error;
 pub mod ids;
 pub mod lifecycle;

@@ -82,6 +82,23 @@ pub struct Revision {
     pub placement: Vec<String>,
 }
 
+/// The spec's `config_digest`: a hash over the setup answers plus the pack
+/// list. The setup answers of a revision are its deployment's
+/// `config_overrides` (per-pack configuration); the digest is SHA-256 over
+/// the canonical JSON of `{"config_overrides": …, "pack_list": …}`, so two
+/// revisions with the same configuration and packs share it and any change
+/// to either changes it.
+pub fn config_digest(
+    config_overrides: &crate::bundle::ConfigOverrides,
+    pack_list: &[PackListEntry],
+) -> ContentDigest {
+    let document = serde_json::json!({
+        "config_overrides": config_overrides,
+        "pack_list": pack_list,
+    });
+    ContentDigest::of_bytes(crate::canonical::to_canonical_json(&document).as_bytes())
+}
+
 /// The short form `revisions list` prints.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RevisionSummary {
@@ -95,6 +112,25 @@ pub struct RevisionSummary {
 }
 
 impl Revision {
+    /// Whether a node has something to run for this revision: a staged
+    /// bundle with a runtime section (at least one instance). A revision
+    /// without one can be `ready` on the state checks alone, but no node
+    /// can serve it, so it may take no traffic.
+    pub fn has_something_to_run(&self) -> bool {
+        self.runtime_instances
+            .is_some_and(|instances| instances > 0)
+    }
+
+    /// Why this revision may take no traffic although it is ready, if so.
+    pub fn nothing_to_run_reason(&self) -> Option<String> {
+        (!self.has_something_to_run()).then(|| {
+            format!(
+                "revision {} has nothing to run (it was staged without a bundle, or its bundle has no runtime section), so no node can serve it; stage a bundle with a runtime section (`gtc op revisions stage <env> --deployment {} --bundle <file>.gtbundle`) and send the traffic to that revision",
+                self.revision_id, self.deployment_id
+            )
+        })
+    }
+
     /// The summary row of this revision.
     pub fn summary(&self) -> RevisionSummary {
         RevisionSummary {

@@ -315,10 +315,10 @@ impl Context {
             format!(
                 "environment {env_id} does not exist in {}; {}",
                 self.store.root().display(),
-                if env_id.is_local() {
-                    "create it with `gtc op env init`"
-                } else {
-                    "create it with `gtc op env create`"
+                match env_id.legacy_dev_hint() {
+                    Some(hint) => hint,
+                    None if env_id.is_local() => "create it with `gtc op env init`",
+                    None => "create it with `gtc op env create`",
                 }
             ),
         )

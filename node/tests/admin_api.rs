@@ -358,6 +358,56 @@ fn idempotent_replays_survive_a_restart() {
 }
 
 #[test]
+fn every_audit_event_an_answer_returns_is_the_one_the_log_holds() {
+    // Proves (issue 20 item 9): the `audit` of an admin-API answer is the
+    // event exactly as the audit log holds it, `prev_hash` included, for a
+    // first answer with and without an idempotency key, a replay (whose
+    // replicated record keeps no `prev_hash`) and a backup.
+    let home = Home::new();
+    let node = Node::start(&home);
+    let api = Api::new(&node, &owner_token(&home));
+    let logged = |answer: &Answer| {
+        let audit = &answer.body["audit"];
+        assert!(audit["event_id"].is_string(), "{:?}", answer.body);
+        let events = audit_events(&home);
+        let stored = events
+            .iter()
+            .find(|e| e["event_id"] == audit["event_id"])
+            .expect("the answer's event is in the log");
+        assert_eq!(audit, stored, "the answer's event is the stored one");
+        let prev_hash = audit["prev_hash"].as_str().unwrap_or("");
+        assert_eq!(prev_hash.len(), 64, "a real chain hash: {audit}");
+    };
+
+    let etag = api.get(LOCAL).quoted_etag();
+    let plain = api.call(
+        "POST",
+        &format!("{LOCAL}/bundles"),
+        &[("If-Match", &etag)],
+        Some(json!({"bundle_id": "shop", "route_binding": {"path_prefixes": ["/shop"]}})),
+    );
+    assert_eq!(plain.status, 200, "{:?}", plain.body);
+    logged(&plain);
+
+    let etag = api.get(LOCAL).quoted_etag();
+    let headers = [("If-Match", etag.as_str()), ("Idempotency-Key", "add-cart")];
+    let body = json!({"bundle_id": "cart", "route_binding": {"path_prefixes": ["/cart"]}});
+    let path = format!("{LOCAL}/bundles");
+    let first = api.call("POST", &path, &headers, Some(body.clone()));
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    logged(&first);
+    let replay = api.call("POST", &path, &headers, Some(body));
+    assert_eq!(replay.body["idempotency"], "replayed", "{:?}", replay.body);
+    assert_eq!(replay.body["audit"], first.body["audit"]);
+    logged(&replay);
+
+    let backup = api.call("POST", &format!("{LOCAL}/backups"), &[], None);
+    assert_eq!(backup.status, 200, "{:?}", backup.body);
+    logged(&backup);
+    drop(node);
+}
+
+#[test]
 fn roles_decide_and_every_decision_is_audited() {
     // Proves: no or an unknown token is 401; a viewer reads but may not
     // change (403, audited with its id); an operator changes (audited with
@@ -589,22 +639,26 @@ fn every_error_kind_we_can_provoke_has_its_status() {
 #[test]
 fn a_whole_deployment_goes_through_the_api_and_gtc_op_still_works() {
     // Proves: stage → warm → traffic → rollback through the contract, and
-    // `gtc op` beside it through the same node.
+    // `gtc op` beside it through the same node. The revisions have
+    // something to run (the example bundle, staged with `gtc op` through
+    // the node, since the API takes no uploads): warm answers `warming`
+    // and the node makes them ready; only then may they take traffic.
     let home = Home::new();
     let node = Node::start(&home);
     let api = Api::new(&node, &owner_token(&home));
     let deployment = add_bundle(&api, "/shop");
+    let bundle = common::example_bundle(&home, "shop", "shop");
     let any = [("If-Match", "*")];
     let mut revisions = Vec::new();
     for _ in 0..2 {
-        let staged = api.call(
-            "POST",
-            &format!("{LOCAL}/revisions"),
-            &any,
-            Some(json!({"deployment_id": deployment})),
+        let staged = home.mutate(
+            "revisions",
+            "stage",
+            json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
         );
-        assert_eq!(staged.status, 200, "{:?}", staged.body);
-        let revision = id(&staged.body["result"], "revision_id");
+        assert_eq!(staged.code, 0, "{}", staged.stderr);
+        assert_eq!(staged.stdout["via"], "node");
+        let revision = id(&staged.stdout["result"], "revision_id");
         let warmed = api.call(
             "POST",
             &format!("{LOCAL}/revisions/{revision}/warm"),
@@ -612,9 +666,48 @@ fn a_whole_deployment_goes_through_the_api_and_gtc_op_still_works() {
             None,
         );
         assert_eq!(warmed.status, 200, "{:?}", warmed.body);
-        assert_eq!(warmed.body["result"]["lifecycle"], "ready");
+        assert_eq!(warmed.body["result"]["lifecycle"], "warming");
+        common::wait_until("the revision ready", Duration::from_secs(30), || {
+            common::lifecycle(&home, &revision) == "ready"
+        });
         revisions.push(revision);
     }
+    // A revision staged without a bundle becomes ready on the state checks
+    // alone, but nothing runs it: the split is refused, saying why.
+    let bare = api.call(
+        "POST",
+        &format!("{LOCAL}/revisions"),
+        &any,
+        Some(json!({"deployment_id": deployment})),
+    );
+    assert_eq!(bare.status, 200, "{:?}", bare.body);
+    let bare = id(&bare.body["result"], "revision_id");
+    let warmed = api.call(
+        "POST",
+        &format!("{LOCAL}/revisions/{bare}/warm"),
+        &any,
+        None,
+    );
+    assert_eq!(
+        warmed.body["result"]["lifecycle"], "ready",
+        "{:?}",
+        warmed.body
+    );
+    let refused = api.call(
+        "POST",
+        &format!("{LOCAL}/traffic"),
+        &[("If-Match", "*"), ("Idempotency-Key", "bare")],
+        Some(json!({"deployment_id": deployment, "entries": [{"revision_id": bare, "weight_bps": 10000}]})),
+    );
+    assert_error(&refused, 400, "invalid-argument");
+    assert_eq!(refused.body["error"]["field"], "entries[0].revision_id");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing to run")),
+        "{:?}",
+        refused.body
+    );
     for (key, revision) in [("split-1", &revisions[0]), ("split-2", &revisions[1])] {
         let set = api.call(
             "POST",

@@ -2,11 +2,14 @@
 
 mod common;
 
-use common::{Home, id};
+use std::time::Duration;
+
+use common::{Home, Node, id};
 use serde_json::json;
 
-/// Adds a bundle, stages two revisions and warms both; returns
-/// (deployment, v1, v2).
+/// Adds a bundle, stages two revisions of the example bundle (something to
+/// run) and warms both on a node until they are ready, then stops the node;
+/// returns (deployment, v1, v2). Only such revisions may take traffic.
 fn two_ready_revisions(home: &Home) -> (String, String, String) {
     home.ok("env", "init", json!({}));
     let deployment = id(
@@ -17,7 +20,10 @@ fn two_ready_revisions(home: &Home) -> (String, String, String) {
         ),
         "deployment_id",
     );
-    let stage = json!({"environment_id": "local", "deployment_id": deployment});
+    let bundle = common::example_bundle(home, "shop", "shop");
+    let node = Node::start(home);
+    let stage =
+        json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle});
     let v1 = id(&home.ok("revisions", "stage", stage.clone()), "revision_id");
     let v2 = id(&home.ok("revisions", "stage", stage), "revision_id");
     for revision in [&v1, &v2] {
@@ -26,8 +32,12 @@ fn two_ready_revisions(home: &Home) -> (String, String, String) {
             "warm",
             json!({"environment_id": "local", "revision_id": revision}),
         );
-        assert_eq!(warmed["lifecycle"], "ready");
+        assert_eq!(warmed["lifecycle"], "warming");
     }
+    common::wait_until("both revisions ready", Duration::from_secs(30), || {
+        common::lifecycle(home, &v1) == "ready" && common::lifecycle(home, &v2) == "ready"
+    });
+    drop(node);
     (deployment, v1, v2)
 }
 
@@ -691,4 +701,85 @@ fn every_change_to_disk_is_audited_and_its_answer_says_what_changed() {
     // Nothing left to move: the answer says so.
     let again = home.gtc(&["op", "env", "migrate-state", "local", "--apply"]);
     assert_eq!(again.stdout["result"]["changed"], false, "{}", again.stdout);
+}
+
+#[test]
+fn the_legacy_dev_name_is_refused_everywhere_with_an_error_that_names_local() {
+    // Proves (issue 20 item 12): `dev` is not an alias of `local` (the spec
+    // describes none): every verb that names an environment, read or write,
+    // refuses `dev` with not-found and an error that says to use `local`
+    // and how to migrate a legacy `dev` folder, and nothing is created.
+    let home = Home::new();
+    home.ok("env", "init", json!({}));
+    std::fs::write(
+        home.root().join("policy.json"),
+        json!({"schema": "greentic.policy.v1", "grants": [{"environment_id": "*", "users": ["tester"]}]}).to_string(),
+    )
+    .expect("policy");
+    let refused = |what: &str, run: common::Run| {
+        assert_eq!(
+            (run.code, run.error_kind()),
+            (1, "not-found"),
+            "{what}: {:?}",
+            run.stderr
+        );
+        let message = run.error_message();
+        assert!(
+            message.contains("use `local`") && message.contains("migrate-dev local"),
+            "{what}: the error names `local`: {message}"
+        );
+    };
+    let reads: &[&[&str]] = &[
+        &["op", "env", "show", "dev"],
+        &["op", "env", "doctor", "dev"],
+        &["op", "env", "backups", "dev"],
+        &["op", "env-packs", "list", "dev"],
+        &["op", "bundles", "list", "dev"],
+        &["op", "revisions", "list", "dev"],
+        &["op", "traffic", "show", "dev"],
+        &["op", "config", "show", "dev"],
+        &["op", "secrets", "list", "dev"],
+        &["op", "env", "destroy", "dev", "--confirm"],
+    ];
+    for args in reads {
+        refused(&args.join(" "), home.gtc(args));
+    }
+    let dev = json!({"environment_id": "dev"});
+    let writes = [
+        (
+            "env",
+            "update",
+            json!({"environment_id": "dev", "name": "x"}),
+        ),
+        ("env", "backup", dev.clone()),
+        (
+            "config",
+            "set",
+            json!({"environment_id": "dev", "name": "x"}),
+        ),
+        (
+            "env-packs",
+            "add",
+            json!({"environment_id": "dev", "slot": "state", "kind": "greentic.state.in-memory@0.1.2"}),
+        ),
+        (
+            "bundles",
+            "add",
+            json!({"environment_id": "dev", "bundle_id": "shop", "customer_id": "acme", "route_binding": {"path_prefixes": ["/shop"]}}),
+        ),
+        (
+            "revisions",
+            "stage",
+            json!({"environment_id": "dev", "deployment_id": "01J0000000000000000000000A"}),
+        ),
+        (
+            "traffic",
+            "set",
+            json!({"environment_id": "dev", "deployment_id": "01J0000000000000000000000A", "idempotency_key": "k", "entries": []}),
+        ),
+    ];
+    for (noun, verb, answers) in writes {
+        refused(&format!("{noun} {verb}"), home.mutate(noun, verb, answers));
+    }
+    assert!(!home.root().join("dev").exists(), "nothing was created");
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cluster_support::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 #[test]
 fn a_three_node_cluster_replicates_survives_a_killed_leader_and_catches_up() {
@@ -142,6 +142,38 @@ fn a_three_node_cluster_replicates_survives_a_killed_leader_and_catches_up() {
     }
     assert_eq!(members[0].audit(), members[1].audit());
     assert_eq!(members[0].audit(), members[2].audit());
+
+    // Issue 20 item 9 on a cluster: a change through a follower's admin API
+    // answers with its audit event as every member logged it, `prev_hash`
+    // included, and its replay through another member answers the same
+    // event (the replicated idempotency record keeps no `prev_hash`).
+    let path = "/v1/environments/local/bundles";
+    let cart = json!({"bundle_id": "cart", "route_binding": {"path_prefixes": ["/cart"]}});
+    let (code, first) = admin_post(&members[1], path, "add-cart", &cart);
+    assert_eq!(code, 200, "{first}");
+    let audit = first["audit"].clone();
+    assert_eq!(
+        audit["prev_hash"].as_str().map(str::len),
+        Some(64),
+        "{audit}"
+    );
+    let target = first["generation"].as_u64();
+    for member in &members {
+        eventually("replication", || member.generation() >= target);
+        let logged = member
+            .audit()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|event| event["event_id"] == audit["event_id"])
+            .expect("the answer's event is logged");
+        assert_eq!(logged, audit, "{} logged the answer's event", member.name);
+    }
+    let (code, replay) = admin_post(&members[2], path, "add-cart", &cart);
+    assert_eq!(code, 200, "{replay}");
+    assert_eq!(replay["idempotency"], "replayed");
+    for field in ["etag", "generation", "audit", "result"] {
+        assert_eq!(replay[field], first[field], "{field} is replayed verbatim");
+    }
 
     // SIGKILL the leader; the others elect one and keep acknowledging.
     let leader_id = status(&members[0])["leader"].as_u64().expect("leader");

@@ -599,3 +599,131 @@ fn instances_left_by_a_killed_node_are_stopped_when_it_restarts() {
     });
     drop(node);
 }
+
+/// Every string in `value` with its JSON path.
+fn strings<'a>(value: &'a serde_json::Value, path: String, out: &mut Vec<(String, &'a str)>) {
+    match value {
+        serde_json::Value::String(text) => out.push((path, text)),
+        serde_json::Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                strings(item, format!("{path}[{index}]"), out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (key, item) in map {
+                strings(item, format!("{path}.{key}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn no_placeholder_values_in_committed_state() {
+    // Proves (issue 20 item 8): while a node serves the environment,
+    // `env doctor` says `has_runtime: true` and `config show` shows the
+    // runtime the node's deployer wrote (its revisions and instances); no
+    // digest in the committed state is the `sha256:00` placeholder; every
+    // revision's `config_digest` is the hash of its configuration and pack
+    // list; every `revenue_policy_ref` names a file that exists and holds
+    // the deployment's revenue share, and a changed share is a new version.
+    // When the node stops, the runtime is gone again.
+    let (home, node, deployment) = setup();
+    let revision = stage_and_warm(
+        &home,
+        &deployment,
+        &example_bundle(&home, "placeholders", &[], 1),
+    );
+    wait_for("ready", Duration::from_secs(20), || {
+        lifecycle(&home, &revision) == "ready"
+    });
+    let generation = set_split(
+        &home,
+        &deployment,
+        "all",
+        json!([{"revision_id": revision, "weight_bps": 10000}]),
+    );
+    wait_generation(&node, generation);
+    let (status, _, _) = get(node.addr, "/", None).expect("request");
+    assert_eq!(status, 200, "the node serves the environment");
+
+    wait_for("runtime.json", Duration::from_secs(10), || {
+        home.gtc(&["op", "env", "doctor", "local"]).stdout["result"]["has_runtime"] == true
+    });
+    let shown = home.gtc(&["op", "config", "show", "local"]);
+    let runtime = &shown.stdout["result"]["runtime"];
+    assert_eq!(runtime["schema"], "greentic.environment-runtime.v1");
+    assert_eq!(runtime["environment_id"], "local");
+    assert!(
+        runtime["generated_by"]
+            .as_str()
+            .is_some_and(|kind| kind.starts_with("greentic.deployer.")),
+        "{runtime}"
+    );
+    wait_for(
+        "the runtime lists the instance",
+        Duration::from_secs(10),
+        || {
+            let shown = home.gtc(&["op", "config", "show", "local"]);
+            shown.stdout["result"]["runtime"]["discovered"]["revisions"][&revision]["instances"]
+                .as_array()
+                .is_some_and(|instances| instances.len() == 1)
+        },
+    );
+
+    // A changed revenue share is a new version of the policy.
+    home.ok(
+        "bundles",
+        "update",
+        json!({"environment_id": "local", "deployment_id": deployment, "revenue_share": [{"party_id": "greentic", "basis_points": 7000}, {"party_id": "acme", "basis_points": 3000}]}),
+    );
+
+    let env_dir = home.root().join("local");
+    let text = std::fs::read_to_string(env_dir.join("environment.json")).expect("state");
+    let state: serde_json::Value = serde_json::from_str(&text).expect("state json");
+    let mut found = Vec::new();
+    strings(&state, String::new(), &mut found);
+    let placeholders: Vec<_> = found
+        .iter()
+        .filter(|(_, text)| *text == "sha256:00")
+        .collect();
+    assert!(
+        placeholders.is_empty(),
+        "placeholder digests: {placeholders:?}"
+    );
+    for revision in state["environment"]["revisions"]
+        .as_array()
+        .expect("revisions")
+    {
+        let digest = revision["config_digest"].as_str().expect("config_digest");
+        assert_eq!(digest.len(), "sha256:".len() + 64, "{digest}");
+    }
+    let deployments = state["environment"]["bundles"].as_array().expect("bundles");
+    assert!(!deployments.is_empty());
+    for deployment in deployments {
+        let reference = deployment["revenue_policy_ref"].as_str().expect("ref");
+        assert!(reference.ends_with("/v2.json"), "{reference}");
+        let policy: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(env_dir.join(reference))
+                .unwrap_or_else(|error| panic!("{reference} is written: {error}")),
+        )
+        .expect("policy json");
+        assert_eq!(policy["revenue_share"], deployment["revenue_share"]);
+        assert_eq!(policy["version"], 2);
+        let first = reference.replace("/v2.json", "/v1.json");
+        let first: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(env_dir.join(&first)).expect("v1 stays"))
+                .expect("policy json");
+        assert_eq!(
+            first["revenue_share"],
+            json!([{"party_id": "greentic", "basis_points": 10000}])
+        );
+    }
+
+    drop(node);
+    let doctor = home.gtc(&["op", "env", "doctor", "local"]);
+    assert_eq!(
+        doctor.stdout["result"]["has_runtime"], false,
+        "the node stopped"
+    );
+}

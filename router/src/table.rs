@@ -277,15 +277,31 @@ mod tests {
                 .expect("id")
                 .parse()
                 .expect("ulid");
+            // Something to run (a bundle with a runtime section), warmed
+            // and reported healthy as a node would.
+            let mut answers = RevisionStageAnswers::new(EnvId::local(), deployment);
+            answers.bundle_path = Some(format!("{bundle}.gtbundle"));
             let staged = self.run(Command::RevisionStage {
-                answers: RevisionStageAnswers::new(EnvId::local(), deployment),
-                staged: None,
+                answers,
+                staged: Some(StagedBundle {
+                    revision_id: RevisionId::from_ulid(ulid::Ulid::new()),
+                    bundle_id: bundle.parse().expect("bundle"),
+                    bundle_digest: "sha256:ab".parse().expect("digest"),
+                    pack_list: Vec::new(),
+                    pack_list_lock_ref: String::new(),
+                    runtime_instances: Some(1),
+                }),
             });
             let revision = staged["revision_id"].as_str().expect("id").to_owned();
             self.run(Command::warm(RevisionAnswers {
                 environment_id: EnvId::local(),
                 revision_id: revision.parse().expect("ulid"),
                 idempotency_key: None,
+            }));
+            self.run(Command::RevisionReport(RuntimeReport {
+                environment_id: EnvId::local(),
+                revision_id: revision.parse().expect("ulid"),
+                outcome: RuntimeOutcome::Ready,
             }));
             self.run(Command::TrafficSet(TrafficSetAnswers {
                 environment_id: EnvId::local(),

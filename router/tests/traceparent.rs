@@ -75,11 +75,22 @@ fn one_revision() -> (EnvironmentState, RevisionId) {
         .expect("id")
         .parse()
         .expect("ulid");
+    // Something to run (a bundle with a runtime section), warmed and
+    // reported healthy as a node would.
+    let mut answers = RevisionStageAnswers::new(EnvId::local(), deployment);
+    answers.bundle_path = Some("shop.gtbundle".into());
     let (state, staged) = run(
         Some(&state),
         Command::RevisionStage {
-            answers: RevisionStageAnswers::new(EnvId::local(), deployment),
-            staged: None,
+            answers,
+            staged: Some(StagedBundle {
+                revision_id: RevisionId::from_ulid(ulid::Ulid::new()),
+                bundle_id: "shop".parse().expect("bundle"),
+                bundle_digest: "sha256:ab".parse().expect("digest"),
+                pack_list: Vec::new(),
+                pack_list_lock_ref: String::new(),
+                runtime_instances: Some(1),
+            }),
         },
     );
     let revision: RevisionId = staged["revision_id"]
@@ -93,6 +104,14 @@ fn one_revision() -> (EnvironmentState, RevisionId) {
             environment_id: EnvId::local(),
             revision_id: revision,
             idempotency_key: None,
+        }),
+    );
+    let (state, _) = run(
+        Some(&state),
+        Command::RevisionReport(RuntimeReport {
+            environment_id: EnvId::local(),
+            revision_id: revision,
+            outcome: RuntimeOutcome::Ready,
         }),
     );
     let (state, _) = run(

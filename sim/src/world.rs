@@ -728,10 +728,35 @@ impl World {
             .count();
         match self.rng.random_range(0..100) {
             0..18 if live < 8 => {
+                // A revision with something to run, as the edge stages a
+                // bundle with a runtime section: only such a revision may
+                // take traffic once ready.
+                let Some(bundle_id) = state
+                    .environment
+                    .deployment(deployment)
+                    .map(|d| d.bundle_id.clone())
+                else {
+                    return;
+                };
+                self.ids += 1;
+                let revision_id =
+                    RevisionId::from_ulid(ulid::Ulid::from_parts(self.ids, self.rng.random()));
+                let mut answers = RevisionStageAnswers::new(self.env.clone(), deployment);
+                answers.bundle_path = Some(format!("{bundle_id}.gtbundle"));
+                let Ok(bundle_digest) = "sha256:ab".parse() else {
+                    return;
+                };
                 self.submit(
                     Command::RevisionStage {
-                        answers: RevisionStageAnswers::new(self.env.clone(), deployment),
-                        staged: None,
+                        answers,
+                        staged: Some(deploy::command::StagedBundle {
+                            revision_id,
+                            bundle_id,
+                            bundle_digest,
+                            pack_list: Vec::new(),
+                            pack_list_lock_ref: String::new(),
+                            runtime_instances: Some(1),
+                        }),
                     },
                     "stage",
                 )

@@ -18,6 +18,15 @@ pub const AUDIT_LINE_BYTES_MAX: usize = 64 * 1024;
 /// until the line fits.
 const TAIL_WINDOW_BYTES: u64 = 16 * 1024;
 
+/// Where an appended event sits in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The chain hash of the new line (what the next event carries).
+    pub hash: String,
+    /// The `prev_hash` the event was written with.
+    pub prev_hash: String,
+}
+
 /// One environment's (or the store root's) audit log.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
@@ -61,10 +70,10 @@ impl AuditLog {
     }
 
     /// Appends `event` after the current last line, fsyncs, and returns the
-    /// event's chain hash. A torn last line (a crash mid-append) is cut off
+    /// event's chain hash and the `prev_hash` it was written with. A torn last line (a crash mid-append) is cut off
     /// first: its change was never committed, because events are written
     /// before the state they describe.
-    pub fn append(&self, mut event: AuditEvent) -> Result<String, StoreError> {
+    pub fn append(&self, mut event: AuditEvent) -> Result<Appended, StoreError> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(audit_io("create audit folder", dir))?;
         }
@@ -100,7 +109,10 @@ impl AuditLog {
         file.write_all(line.as_bytes())
             .and_then(|()| file.sync_data())
             .map_err(audit_io("append to", &self.path))?;
-        Ok(hash)
+        Ok(Appended {
+            hash,
+            prev_hash: event.prev_hash,
+        })
     }
 
     fn corrupt(&self, reason: String) -> StoreError {

@@ -18,7 +18,7 @@ pub enum StoreError {
     },
     #[error("{path} is not a valid environment state: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("environment {env} does not exist")]
+    #[error("environment {env} does not exist{}", legacy_dev_hint(env))]
     NotFound { env: String },
     #[error(
         "backup {backup_id} of environment {env} does not exist; list backups with `gtc op env backups {env}`"
@@ -108,4 +108,13 @@ impl SubmitError {
             SubmitError::Replicated { kind, .. } => *kind,
         }
     }
+}
+
+/// `; <hint>` when `env` is the legacy `dev`, which is not an alias of `local`.
+fn legacy_dev_hint(env: &str) -> String {
+    env.parse::<deploy::ids::EnvId>()
+        .ok()
+        .and_then(|env| env.legacy_dev_hint())
+        .map(|hint| format!("; {hint}"))
+        .unwrap_or_default()
 }

@@ -91,6 +91,7 @@ impl LocalFsStore {
                 }
             })?;
             bytes.push(b'\n');
+            self.write_revenue_policies(&environment.state)?;
             atomic_write(&path, &bytes)?;
             fsync_dir(&dir)?;
         }

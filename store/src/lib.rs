@@ -18,7 +18,7 @@ mod image;
 mod local;
 mod migrate;
 
-pub use audit_log::{AuditLog, AuditReport};
+pub use audit_log::{Appended, AuditLog, AuditReport};
 pub use backup::{BACKUP_ARTIFACT_SCHEMA, BACKUP_MANIFEST_SCHEMA, BackupArtifact, BackupManifest};
 pub use error::{StoreError, SubmitError};
 pub use image::{EnvironmentImage, StoreImage};

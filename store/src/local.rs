@@ -55,7 +55,7 @@ fn stamp(at: deploy::Timestamp) -> String {
     at.format("%Y%m%dT%H%M%S.%9fZ").to_string()
 }
 
-fn pretty(state: &EnvironmentState, path: &Path) -> Result<Vec<u8>, StoreError> {
+fn pretty<T: serde::Serialize>(state: &T, path: &Path) -> Result<Vec<u8>, StoreError> {
     let mut bytes = serde_json::to_vec_pretty(state).map_err(|error| StoreError::Corrupt {
         path: path.to_owned(),
         reason: error.to_string(),
@@ -301,9 +301,9 @@ impl LocalFsStore {
         env: &EnvId,
         applied: &Applied,
         event: AuditEvent,
-    ) -> Result<(), SubmitError> {
+    ) -> Result<Option<String>, SubmitError> {
         let Some(mut state) = applied.state.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         self.clean_staging();
         let staging = self
@@ -311,15 +311,15 @@ impl LocalFsStore {
             .join(format!(".creating-{env}-{}", event.event_id));
         std::fs::create_dir_all(&staging).map_err(StoreError::io("create", &staging))?;
         let log = AuditLog::new(staging.join("audit").join("events.jsonl"));
-        let hash = log.append(event).map_err(SubmitError::AuditFailed)?;
-        state.audit_head = Some(hash);
+        let appended = log.append(event).map_err(SubmitError::AuditFailed)?;
+        state.audit_head = Some(appended.hash);
         let path = staging.join(STATE_FILE);
         atomic_write(&path, &pretty(&state, &path)?)?;
         fsync_dir(&staging)?;
         let target = self.env_dir(env);
         std::fs::rename(&staging, &target).map_err(StoreError::io("rename into place", &target))?;
         fsync_dir(&self.root)?;
-        Ok(())
+        Ok(Some(appended.prev_hash))
     }
 
     /// Removes staging folders left by a create that crashed before its
@@ -343,9 +343,10 @@ impl LocalFsStore {
         env: &EnvId,
         event: AuditEvent,
         at: deploy::Timestamp,
-    ) -> Result<(), SubmitError> {
+    ) -> Result<Option<String>, SubmitError> {
         let log = self.audit_log(env);
-        log.append(event.clone())
+        let appended = log
+            .append(event.clone())
             .map_err(SubmitError::AuditFailed)?;
         let graveyard = self.root.join(".destroyed");
         std::fs::create_dir_all(&graveyard).map_err(StoreError::io("create", &graveyard))?;
@@ -360,7 +361,7 @@ impl LocalFsStore {
         }
         fsync_dir(&graveyard)?;
         fsync_dir(&self.root)?;
-        Ok(())
+        Ok(Some(appended.prev_hash))
     }
 
     fn commit_update(
@@ -368,26 +369,69 @@ impl LocalFsStore {
         current: &EnvironmentState,
         applied: &Applied,
         event: AuditEvent,
-    ) -> Result<(), SubmitError> {
+    ) -> Result<Option<String>, SubmitError> {
         let Some(mut state) = applied.state.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         let env = current.env_id();
         let log = self.audit_log(env);
-        let hash = log
+        let appended = log
             .append(event.clone())
             .map_err(SubmitError::AuditFailed)?;
-        state.audit_head = Some(hash);
-        let written = self.pre_change_backup(env, current).and_then(|()| {
-            let path = self.env_dir(env).join(STATE_FILE);
-            atomic_write(&path, &pretty(&state, &path)?)
-        });
+        state.audit_head = Some(appended.hash);
+        let written = self
+            .pre_change_backup(env, current)
+            .and_then(|()| self.write_revenue_policies(&state))
+            .and_then(|()| {
+                let path = self.env_dir(env).join(STATE_FILE);
+                atomic_write(&path, &pretty(&state, &path)?)
+            });
         if let Err(error) = written {
             let _ = log.append(aborted(
                 event,
                 &format!("the state could not be written: {error}"),
             ));
             return Err(error.into());
+        }
+        Ok(Some(appended.prev_hash))
+    }
+
+    /// Writes the revenue policy document each deployment's
+    /// `revenue_policy_ref` names (before the state that names it, so a
+    /// committed reference never points at nothing). The documents follow
+    /// from the state alone: rewriting one is a no-op, and every replica
+    /// writes the same bytes. A reference that is not a plain relative path
+    /// under `billing-policies/` is refused as corrupt rather than followed.
+    pub(crate) fn write_revenue_policies(
+        &self,
+        state: &EnvironmentState,
+    ) -> Result<(), StoreError> {
+        let dir = self.env_dir(state.env_id());
+        for deployment in &state.environment.bundles {
+            let reference = Path::new(&deployment.revenue_policy_ref);
+            let plain = reference
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !plain || !reference.starts_with(deploy::bundle::REVENUE_POLICIES_DIR) {
+                return Err(StoreError::Corrupt {
+                    path: dir.join(STATE_FILE),
+                    reason: format!(
+                        "deployment {} names revenue policy {:?}, which is not a path under {}/",
+                        deployment.deployment_id,
+                        deployment.revenue_policy_ref,
+                        deploy::bundle::REVENUE_POLICIES_DIR
+                    ),
+                });
+            }
+            let path = dir.join(reference);
+            let bytes = pretty(&deployment.revenue_policy(), &path)?;
+            if read_optional(&path)?.as_deref() == Some(bytes.as_slice()) {
+                continue;
+            }
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(StoreError::io("create", parent))?;
+            }
+            atomic_write(&path, &bytes)?;
         }
         Ok(())
     }
@@ -502,7 +546,7 @@ impl EnvironmentStore for LocalFsStore {
         if let Some(state) = &current {
             self.reconcile(state, envelope.at, envelope.minted.event_id)?;
         }
-        let applied = match apply(current.as_ref(), envelope) {
+        let mut applied = match apply(current.as_ref(), envelope) {
             Ok(applied) => applied,
             Err(error) => {
                 self.audit_refusal(
@@ -515,16 +559,24 @@ impl EnvironmentStore for LocalFsStore {
             }
         };
         if let Some(event) = applied.event.clone() {
-            match (&current, &applied.state) {
-                _ if applied.replayed => {
+            let prev_hash = match (&current, &applied.state) {
+                _ if applied.replayed => Some(
                     self.audit_log(&env)
                         .append(event)
-                        .map_err(SubmitError::AuditFailed)?;
-                }
+                        .map_err(SubmitError::AuditFailed)?
+                        .prev_hash,
+                ),
                 (None, Some(_)) => self.commit_create(&env, &applied, event)?,
                 (Some(_), None) => self.commit_destroy(&env, event, envelope.at)?,
                 (Some(current), Some(_)) => self.commit_update(current, &applied, event)?,
-                (None, None) => {}
+                (None, None) => None,
+            };
+            // The answer carries the event as the log holds it. The copy in
+            // the idempotency record keeps `prev_hash` empty: it is part of
+            // the replicated state (and its ETag), which must not depend on
+            // anything but the command.
+            if let (Some(prev_hash), Some(event)) = (prev_hash, applied.event.as_mut()) {
+                event.prev_hash = prev_hash;
             }
         }
         let generation = applied.state.as_ref().map(|s| s.generation);

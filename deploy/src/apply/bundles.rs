@@ -87,10 +87,7 @@ pub(crate) fn add(
         deployment_id: DeploymentId::from_ulid(envelope.minted.object_id),
         env_id: environment.environment_id.clone(),
         bundle_id: answers.bundle_id.clone(),
-        revenue_policy_ref: format!(
-            "billing-policies/{}/{}/v1.json",
-            answers.bundle_id, customer_id
-        ),
+        revenue_policy_ref: crate::bundle::revenue_policy_ref(&answers.bundle_id, &customer_id, 1),
         customer_id,
         status: DeploymentStatus::Active,
         current_revisions: Vec::new(),
@@ -161,7 +158,16 @@ pub(crate) fn update(
     if let Some(route_binding) = &answers.route_binding {
         bundle.route_binding = route_binding.clone();
     }
-    if let Some(shares) = &answers.revenue_share {
+    if let Some(shares) = &answers.revenue_share
+        && *shares != bundle.revenue_share
+    {
+        // Revenue policies are versioned documents: a new share is a new
+        // version, and the one written before stays as it was.
+        let version = crate::bundle::revenue_policy_version(&bundle.revenue_policy_ref)
+            .unwrap_or(1)
+            .saturating_add(1);
+        bundle.revenue_policy_ref =
+            crate::bundle::revenue_policy_ref(&bundle.bundle_id, &bundle.customer_id, version);
         bundle.revenue_share = shares.clone();
     }
     if let Some(overrides) = &answers.config_overrides {

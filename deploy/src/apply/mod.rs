@@ -220,16 +220,12 @@ fn unreachable_command() -> Result<Outcome, ApplyError> {
 }
 
 pub(crate) fn missing_environment(env_id: &EnvId) -> ApplyError {
-    ApplyError::not_found(
-        "environment",
-        env_id,
-        env_id,
-        if env_id.is_local() {
-            "; run `gtc op env init` first"
-        } else {
-            "; create it with `gtc op env create`"
-        },
-    )
+    let hint = match env_id.legacy_dev_hint() {
+        Some(hint) => format!("; {hint}"),
+        None if env_id.is_local() => "; run `gtc op env init` first".to_owned(),
+        None => "; create it with `gtc op env create`".to_owned(),
+    };
+    ApplyError::not_found("environment", env_id, env_id, &hint)
 }
 
 /// SHA-256 over the canonical JSON of the operator's payload.

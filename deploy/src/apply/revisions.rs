@@ -193,6 +193,11 @@ pub(crate) fn stage(
         .max()
         .unwrap_or(0)
         + 1;
+    let pack_list = staged.map_or_else(|| answers.pack_list.clone(), |s| s.pack_list.clone());
+    // Computed, never a placeholder: an operator's own digest is kept.
+    let config_digest = answers.config_digest.clone().unwrap_or_else(|| {
+        crate::revision::config_digest(&environment.bundles[index].config_overrides, &pack_list)
+    });
     let revision = Revision {
         schema: REVISION_SCHEMA.to_owned(),
         revision_id,
@@ -206,16 +211,13 @@ pub(crate) fn stage(
             .or_else(|| answers.bundle_digest.clone())
             .unwrap_or_else(ContentDigest::placeholder),
         bundle_source_uri: answers.bundle_source_uri.clone(),
-        pack_list: staged.map_or_else(|| answers.pack_list.clone(), |s| s.pack_list.clone()),
+        pack_list,
         pack_list_lock_ref: staged.map_or_else(
             || answers.pack_list_lock_ref.clone(),
             |s| s.pack_list_lock_ref.clone(),
         ),
         pack_config_refs: Vec::new(),
-        config_digest: answers
-            .config_digest
-            .clone()
-            .unwrap_or_else(ContentDigest::placeholder),
+        config_digest,
         signature_sidecar_ref: answers
             .signature_sidecar_ref
             .clone()

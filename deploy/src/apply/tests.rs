@@ -110,11 +110,29 @@ impl Harness {
             .expect("ulid")
     }
 
+    /// Stages a revision with something to run: a bundle (as the edge
+    /// staged it) whose runtime section asks for one instance.
     fn stage(&mut self, deployment_id: DeploymentId) -> RevisionId {
+        let bundle_id = self
+            .env()
+            .deployment(deployment_id)
+            .expect("deployment")
+            .bundle_id
+            .clone();
+        let mut answers = stage_answers(deployment_id);
+        answers.bundle_path = Some("bundle.gtbundle".into());
+        let staged = StagedBundle {
+            revision_id: RevisionId::from_ulid(ulid::Ulid::from_parts(8, self.counter)),
+            bundle_id,
+            bundle_digest: "sha256:ab".parse().expect("digest"),
+            pack_list: vec![],
+            pack_list_lock_ref: String::new(),
+            runtime_instances: Some(1),
+        };
         let applied = self
             .run(Command::RevisionStage {
-                answers: stage_answers(deployment_id),
-                staged: None,
+                answers,
+                staged: Some(staged),
             })
             .expect("stage");
         applied.result["revision_id"]
@@ -133,6 +151,20 @@ impl Harness {
             environment_id: EnvId::local(),
             revision_id,
             idempotency_key: None,
+        }))
+    }
+
+    /// Warms `revision_id` the whole way: `warm`, then the runtime's
+    /// report that every instance is healthy.
+    fn warm(&mut self, revision_id: RevisionId) -> Result<Applied, ApplyError> {
+        let warmed = self.revision_command(Command::warm, revision_id)?;
+        if warmed.committed_error.is_some() || self.lifecycle(revision_id) != Lifecycle::Warming {
+            return Ok(warmed);
+        }
+        self.run(Command::RevisionReport(RuntimeReport {
+            environment_id: EnvId::local(),
+            revision_id,
+            outcome: RuntimeOutcome::Ready,
         }))
     }
 
@@ -236,12 +268,8 @@ fn the_operator_journey_guards_every_step() {
         "{refused:?}"
     );
 
-    harness
-        .revision_command(Command::warm, v1)
-        .expect("warm v1");
-    harness
-        .revision_command(Command::warm, v2)
-        .expect("warm v2");
+    harness.warm(v1).expect("warm v1");
+    harness.warm(v2).expect("warm v2");
     assert_eq!(harness.lifecycle(v1), Lifecycle::Ready);
 
     let first = harness
@@ -352,9 +380,7 @@ fn a_failed_warm_gate_persists_failed_and_a_retry_recovers() {
             idempotency_key: None,
         }))
         .expect("resume");
-    harness
-        .revision_command(Command::warm, revision)
-        .expect("retry");
+    harness.warm(revision).expect("retry");
     assert_eq!(harness.lifecycle(revision), Lifecycle::Ready);
 }
 
@@ -364,12 +390,12 @@ fn latest_follows_the_newest_ready_revision() {
     harness.init();
     let deployment = harness.add_bundle("shop", "/");
     let v1 = harness.stage(deployment);
-    harness.revision_command(Command::warm, v1).expect("warm");
+    harness.warm(v1).expect("warm");
     harness
         .set(deployment, "k1", &[("LATEST", 10_000)])
         .expect("set");
     let v2 = harness.stage(deployment);
-    harness.revision_command(Command::warm, v2).expect("warm");
+    harness.warm(v2).expect("warm");
     let split = harness.env().split(deployment).expect("split");
     assert_eq!(split.entries[0].revision_id, v2);
     assert!(split.entries[0].latest);
@@ -383,9 +409,7 @@ fn a_revision_of_another_deployment_is_refused_by_field() {
     let shop = harness.add_bundle("shop", "/shop");
     let blog = harness.add_bundle("blog", "/blog");
     let foreign = harness.stage(blog);
-    harness
-        .revision_command(Command::warm, foreign)
-        .expect("warm");
+    harness.warm(foreign).expect("warm");
     let error = harness
         .set(shop, "k", &[(&foreign.to_string(), 10_000)])
         .expect_err("foreign");
@@ -479,8 +503,8 @@ fn weights_in_percent_convert_exactly() {
     let deployment = harness.add_bundle("shop", "/");
     let v1 = harness.stage(deployment);
     let v2 = harness.stage(deployment);
-    harness.revision_command(Command::warm, v1).expect("warm");
-    harness.revision_command(Command::warm, v2).expect("warm");
+    harness.warm(v1).expect("warm");
+    harness.warm(v2).expect("warm");
     let percent = |revision: RevisionId, percent: f64| TrafficEntryAnswers {
         revision_id: revision.to_string(),
         weight_bps: None,
@@ -613,7 +637,11 @@ fn a_guarded_write_needs_a_precondition_that_holds() {
 enum Action {
     AddBundle(u8),
     Stage(u8),
+    /// Stages a revision without a bundle (nothing to run).
+    StageBare(u8),
     Warm(u8),
+    /// The runtime's report on a revision: ready, failed or drained.
+    Report(u8, u8),
     Drain(u8),
     Archive(u8),
     Set(u8, Vec<(u8, u16)>, u8),
@@ -631,7 +659,9 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         (0u8..4).prop_map(Action::AddBundle),
         any::<u8>().prop_map(Action::Stage),
+        any::<u8>().prop_map(Action::StageBare),
         any::<u8>().prop_map(Action::Warm),
+        (any::<u8>(), 0u8..3).prop_map(|(r, o)| Action::Report(r, o)),
         any::<u8>().prop_map(Action::Drain),
         any::<u8>().prop_map(Action::Archive),
         (
@@ -691,11 +721,42 @@ fn to_command(harness: &Harness, action: &Action) -> Option<Command> {
             config_overrides: None,
             idempotency_key: None,
         }),
-        Action::Stage(d) => Command::RevisionStage {
+        Action::Stage(d) => {
+            let deployment_id = pick(&deployments, *d)?;
+            let mut answers = stage_answers(deployment_id);
+            answers.bundle_path = Some("bundle.gtbundle".into());
+            Command::RevisionStage {
+                answers,
+                staged: Some(StagedBundle {
+                    // The next envelope's counter: unique per stage.
+                    revision_id: RevisionId::from_ulid(ulid::Ulid::from_parts(
+                        8,
+                        harness.counter + 2,
+                    )),
+                    bundle_id: env.deployment(deployment_id)?.bundle_id.clone(),
+                    bundle_digest: "sha256:ab".parse().ok()?,
+                    pack_list: vec![],
+                    pack_list_lock_ref: String::new(),
+                    runtime_instances: Some(1),
+                }),
+            }
+        }
+        Action::StageBare(d) => Command::RevisionStage {
             answers: stage_answers(pick(&deployments, *d)?),
             staged: None,
         },
         Action::Warm(r) => revision(Command::warm, *r)?,
+        Action::Report(r, outcome) => Command::RevisionReport(RuntimeReport {
+            environment_id: local(),
+            revision_id: pick(&revisions, *r)?,
+            outcome: match outcome {
+                0 => RuntimeOutcome::Ready,
+                1 => RuntimeOutcome::Failed {
+                    reason: "health check timed out".into(),
+                },
+                _ => RuntimeOutcome::Drained,
+            },
+        }),
         Action::Drain(r) => revision(Command::RevisionDrain, *r)?,
         Action::Archive(r) => revision(Command::RevisionArchive, *r)?,
         Action::Set(d, entries, key) => {
@@ -782,6 +843,7 @@ proptest! {
                         for entry in &split.entries {
                             let revision = state.environment.revision(entry.revision_id).expect("exists");
                             prop_assert_eq!(revision.lifecycle, Lifecycle::Ready);
+                            prop_assert!(revision.has_something_to_run(), "a split names a revision with nothing to run");
                         }
                     }
                     harness.state = Some(state);
@@ -986,4 +1048,81 @@ fn placements_are_recorded_for_running_revisions_only() {
         harness.run(place(&["N1"])),
         Err(ApplyError::InvalidField { .. })
     ));
+}
+
+#[test]
+fn a_revision_with_nothing_to_run_takes_no_traffic() {
+    // Proves (issue 20 item 3): a revision staged without a bundle becomes
+    // `ready` on the state checks alone, but no node can serve it, so
+    // `traffic set` refuses it by field with an error that says why, LATEST
+    // never resolves to it, and a split of revisions that run is untouched.
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let bare = harness
+        .run(Command::RevisionStage {
+            answers: stage_answers(deployment),
+            staged: None,
+        })
+        .expect("stage without a bundle");
+    let bare: RevisionId = bare.result["revision_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("ulid");
+    harness.warm(bare).expect("warm");
+    assert_eq!(harness.lifecycle(bare), Lifecycle::Ready);
+
+    let error = harness
+        .set(deployment, "bare", &[(&bare.to_string(), 10_000)])
+        .expect_err("nothing to run");
+    assert_eq!(error.field(), Some("entries[0].revision_id"));
+    let message = error.to_string();
+    assert!(
+        message.contains("nothing to run") && message.contains("runtime section"),
+        "{message}"
+    );
+    assert!(
+        harness.env().split(deployment).is_none(),
+        "nothing was committed"
+    );
+    let latest = harness
+        .set(deployment, "latest", &[("LATEST", 10_000)])
+        .expect_err("no revision with something to run");
+    assert!(latest.to_string().contains("something to run"), "{latest}");
+
+    let runs = harness.stage(deployment);
+    harness.warm(runs).expect("warm");
+    harness
+        .set(deployment, "latest", &[("LATEST", 10_000)])
+        .expect("split");
+    let error = harness
+        .set(
+            deployment,
+            "mixed",
+            &[(&runs.to_string(), 9_000), (&bare.to_string(), 1_000)],
+        )
+        .expect_err("mixed");
+    assert_eq!(error.field(), Some("entries[1].revision_id"));
+    let split = harness.env().split(deployment).expect("split");
+    assert_eq!(split.entries.len(), 1);
+    assert_eq!(split.entries[0].revision_id, runs);
+    // A bare revision staged later never becomes LATEST.
+    let later = harness
+        .run(Command::RevisionStage {
+            answers: stage_answers(deployment),
+            staged: None,
+        })
+        .expect("stage");
+    let later: RevisionId = later.result["revision_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("ulid");
+    harness.warm(later).expect("warm");
+    let split = harness.env().split(deployment).expect("split");
+    assert_eq!(
+        split.entries[0].revision_id, runs,
+        "LATEST stays on what runs"
+    );
 }

@@ -12,6 +12,7 @@ use crate::environment::Environment;
 use crate::error::ApplyError;
 use crate::ids::{DeploymentId, RevisionId};
 use crate::lifecycle::Lifecycle;
+use crate::revision::Revision;
 use crate::traffic::{
     BASIS_POINTS_TOTAL, SplitError, SplitSnapshot, TRAFFIC_SPLIT_SCHEMA, TrafficEntry,
     TrafficSplit, validate_entries,
@@ -76,12 +77,17 @@ fn weight_bps(entry: &TrafficEntryAnswers, index: usize) -> Result<u32, ApplyErr
     Ok(rounded as u32)
 }
 
-/// The newest ready revision of a deployment, by sequence.
+/// The newest ready revision of a deployment that has something to run,
+/// by sequence.
 fn latest_ready(environment: &Environment, deployment_id: DeploymentId) -> Option<RevisionId> {
     environment
         .revisions
         .iter()
-        .filter(|r| r.deployment_id == deployment_id && r.lifecycle == Lifecycle::Ready)
+        .filter(|r| {
+            r.deployment_id == deployment_id
+                && r.lifecycle == Lifecycle::Ready
+                && r.has_something_to_run()
+        })
         .max_by_key(|r| r.sequence)
         .map(|r| r.revision_id)
 }
@@ -98,7 +104,7 @@ fn resolve_target(
             .map(|id| (id, true))
             .ok_or_else(|| ApplyError::Conflict {
                 message: format!(
-                    "{field}: LATEST needs a ready revision, but deployment {deployment_id} has none; warm one with `gtc op revisions warm`"
+                    "{field}: LATEST needs a ready revision with something to run, but deployment {deployment_id} has none; stage a bundle with a runtime section and warm it with `gtc op revisions warm`"
                 ),
             });
     }
@@ -129,6 +135,9 @@ fn resolve_target(
                 revision.lifecycle
             ),
         });
+    }
+    if let Some(reason) = revision.nothing_to_run_reason() {
+        return Err(ApplyError::invalid(field, reason));
     }
     Ok((revision_id, false))
 }
@@ -291,6 +300,11 @@ pub(crate) fn rollback(
                     entry.revision_id,
                     lifecycle.map_or("gone", |l| l.as_str())
                 ),
+            });
+        }
+        if let Some(reason) = revision.and_then(Revision::nothing_to_run_reason) {
+            return Err(ApplyError::Conflict {
+                message: format!("cannot roll back: {reason}"),
             });
         }
     }

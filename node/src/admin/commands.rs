@@ -79,7 +79,17 @@ pub async fn submit(
     let store = Arc::clone(&admin.store);
     let sent = envelope.clone();
     match blocking(move || store.submit(&sent)).await {
-        Ok(Ok(submitted)) => success(&envelope, submitted, status),
+        Ok(Ok(submitted)) => {
+            let mut reply_event = replayed_record(&envelope, &submitted)
+                .and_then(|record| record.event.clone())
+                .or_else(|| submitted.applied.event.clone());
+            if submitted.applied.replayed
+                && let Some(event) = reply_event.as_mut()
+            {
+                fill_logged_prev_hash(admin, &envelope.command.env_id(), event).await;
+            }
+            success(&envelope, submitted, reply_event, status)
+        }
         Ok(Err(error)) => failure(admin, &envelope, error).await.into_reply(),
         Err(error) => error.into_reply(),
     }
@@ -98,19 +108,48 @@ fn replayed_record<'a>(
     state.idempotency.iter().find(|record| record.key == key)
 }
 
+/// Sets `event.prev_hash` to the one this member's audit log holds for it.
+/// The copy of an event kept in an idempotency record leaves `prev_hash`
+/// empty (the record is replicated state, the same on every member), so a
+/// replay reads it back from the log, whose chain every member shares.
+pub async fn fill_logged_prev_hash(
+    admin: &Arc<AdminState>,
+    env: &deploy::ids::EnvId,
+    event: &mut deploy::audit::AuditEvent,
+) {
+    let store = Arc::clone(&admin.store);
+    let id = env.clone();
+    let Ok(Ok(lines)) = blocking(move || store.audit_lines(&id)).await else {
+        return;
+    };
+    let wanted = event.event_id.to_string();
+    if let Some(logged) = lines
+        .iter()
+        .rev()
+        .filter(|line| line.contains(&wanted))
+        .filter_map(|line| serde_json::from_str::<deploy::audit::AuditEvent>(line).ok())
+        .find(|logged| logged.event_id == event.event_id)
+    {
+        event.prev_hash = logged.prev_hash;
+    }
+}
+
 /// The mutation body. A replay answers with the first answer's etag,
 /// generation, audit event and result, as recorded in the state, so it is
-/// the first answer verbatim except for `"idempotency": "replayed"`.
-fn success(envelope: &CommandEnvelope, submitted: Submitted, status: StatusCode) -> Reply {
+/// the first answer verbatim except for `"idempotency": "replayed"`. The
+/// audit event (`audit`) is the one the log holds, `prev_hash` included.
+fn success(
+    envelope: &CommandEnvelope,
+    submitted: Submitted,
+    audit: Option<deploy::audit::AuditEvent>,
+    status: StatusCode,
+) -> Reply {
     let record = replayed_record(envelope, &submitted);
     let applied = &submitted.applied;
     let etag = record
         .and_then(|r| r.etag.clone())
         .or_else(|| applied.state.as_ref().map(|s| s.etag()));
     let generation = record.map(|r| r.generation).or(submitted.generation);
-    let audit = record
-        .and_then(|r| r.event.clone())
-        .or_else(|| applied.event.clone());
     let result = record.map_or_else(|| applied.result.clone(), |r| r.response.clone());
     let idempotency = match (applied.replayed, applied.changed) {
         (true, _) => "replayed",

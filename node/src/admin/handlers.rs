@@ -312,7 +312,7 @@ async fn create_backup(
         },
     };
     let target = json!({"environment_id": env, "backup_id": backup_id});
-    let event = edge_event(
+    let mut event = edge_event(
         admin,
         call,
         env,
@@ -322,6 +322,7 @@ async fn create_backup(
         result,
     );
     record(admin, event.clone()).await?;
+    super::commands::fill_logged_prev_hash(admin, env, &mut event).await;
     let manifest = manifest.map_err(|error| ApiError::from(crate::error::CliError::from(error)))?;
     let etag = state.etag();
     let body = json!({

@@ -18,7 +18,7 @@ use crate::error::CliError;
 use crate::output::Report;
 
 /// The legacy environment `migrate-dev` merges from.
-const LEGACY_DEV_ENV: &str = "dev";
+use deploy::ids::LEGACY_DEV_ENV;
 
 pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
     match verb {
@@ -151,7 +151,7 @@ fn doctor(context: &Context, env: &str) -> Result<Report, CliError> {
         "bindings": bindings,
         "audit": {"events": audit.events, "chain": audit.chain, "head": audit.head, "torn_tail": audit.torn_tail, "head_anchored": anchored},
         "stale_revisions": stale,
-        "has_runtime": context.store.env_dir(&env_id).join("runtime.json").is_file(),
+        "has_runtime": context.store.env_dir(&env_id).join(deploy::environment_runtime::ENVIRONMENT_RUNTIME_FILE).is_file(),
         "checked_at": chrono::Utc::now(),
     });
     let mut report = Report::new("env", "doctor", result);

@@ -262,9 +262,10 @@ pub fn config(context: &Context, verb: ConfigVerb) -> Result<Report, CliError> {
                     json!({"present": keys.is_some(), "keys": keys.unwrap_or_default()}),
                 );
             }
-            let runtime = std::fs::read(env_dir.join("runtime.json"))
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+            let runtime =
+                std::fs::read(env_dir.join(deploy::environment_runtime::ENVIRONMENT_RUNTIME_FILE))
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
             Ok(Report::new(
                 "config",
                 "show",

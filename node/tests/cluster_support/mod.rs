@@ -457,3 +457,41 @@ pub fn placement(member: &Member, revision: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The owner token of a member's node file.
+pub fn node_token(member: &Member) -> String {
+    let text =
+        std::fs::read_to_string(member.store().join("local").join("node.json")).expect("node file");
+    let document: Value = serde_json::from_str(&text).expect("node file json");
+    document["token"].as_str().expect("token").to_owned()
+}
+
+/// `POST <path>` on a member's admin API with the owner token, `If-Match: *`
+/// and `Idempotency-Key: key`; (status, body).
+pub fn admin_post(member: &Member, path: &str, key: &str, body: &Value) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let token = node_token(member);
+    let body = body.to_string();
+    let mut stream = std::net::TcpStream::connect_timeout(&member.admin, Duration::from_secs(2))
+        .expect("connect admin");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nIf-Match: *\r\nIdempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        member.admin,
+        body.len()
+    )
+    .expect("request");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("answer");
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP answer");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}

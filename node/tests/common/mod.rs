@@ -205,3 +205,62 @@ impl Drop for Node {
         let _ = self.child.wait();
     }
 }
+
+/// The example service built beside `gtc` (`cargo build -p demo-service`).
+pub fn demo_service() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_gtc")).with_file_name("demo-service");
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p demo-service` first)",
+        path.display()
+    );
+    path
+}
+
+/// A bundle of the example service for `bundle_id` with a runtime section
+/// (one instance): a revision staged from it has something to run.
+pub fn example_bundle(home: &Home, name: &str, bundle_id: &str) -> PathBuf {
+    let dir = home.dir.path().join(format!("src-{name}"));
+    std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
+    std::fs::copy(demo_service(), dir.join("bin/server")).expect("copy service");
+    std::fs::write(
+        dir.join("bundle.yaml"),
+        format!("schema_version: 1\nbundle_id: {bundle_id}\nruntime:\n  command: [bin/server]\n  health_path: /healthz\n  startup_timeout_seconds: 10\n  instances: 1\n"),
+    )
+    .expect("manifest");
+    // An empty ZIP archive as the bundle's one pack.
+    let mut empty_zip = vec![b'P', b'K', 5, 6];
+    empty_zip.resize(22, 0);
+    std::fs::write(dir.join("packs/app.gtpack"), empty_zip).expect("pack");
+    let out = home.dir.path().join(format!("{name}.gtbundle"));
+    let built = home.gtc(&[
+        "bundle",
+        "build",
+        dir.to_str().expect("path"),
+        "-o",
+        out.to_str().expect("path"),
+    ]);
+    assert_eq!(built.code, 0, "{}", built.stderr);
+    out
+}
+
+/// The lifecycle of `revision` in `local`, as `revisions list` says.
+pub fn lifecycle(home: &Home, revision: &str) -> String {
+    let listed = home.gtc(&["op", "revisions", "list", "local"]);
+    listed.stdout["result"]["revisions"]
+        .as_array()
+        .and_then(|list| list.iter().find(|r| r["revision_id"] == revision))
+        .and_then(|r| r["lifecycle"].as_str())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Waits up to `timeout` for `check`, panicking with `what` after.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -55,7 +55,8 @@ impl Operator {
         applied.result
     }
 
-    /// `local` with one deployment on `/` and `count` ready revisions.
+    /// `local` with one deployment on `/` and `count` ready revisions, each
+    /// with something to run.
     pub fn new(count: usize) -> (Self, DeploymentId, Vec<RevisionId>) {
         let mut operator = Self {
             state: None,
@@ -82,9 +83,20 @@ impl Operator {
             .expect("ulid");
         let mut revisions = Vec::new();
         for _ in 0..count {
+            // A revision with something to run (a bundle with a runtime
+            // section), warmed and reported healthy as a node would.
+            let mut answers = RevisionStageAnswers::new(EnvId::local(), deployment);
+            answers.bundle_path = Some("shop.gtbundle".into());
             let staged = operator.run(Command::RevisionStage {
-                answers: RevisionStageAnswers::new(EnvId::local(), deployment),
-                staged: None,
+                answers,
+                staged: Some(StagedBundle {
+                    revision_id: RevisionId::from_ulid(ulid::Ulid::new()),
+                    bundle_id: "shop".parse().expect("bundle"),
+                    bundle_digest: "sha256:ab".parse().expect("digest"),
+                    pack_list: Vec::new(),
+                    pack_list_lock_ref: String::new(),
+                    runtime_instances: Some(1),
+                }),
             });
             let revision: RevisionId = staged["revision_id"]
                 .as_str()
@@ -95,6 +107,11 @@ impl Operator {
                 environment_id: EnvId::local(),
                 revision_id: revision,
                 idempotency_key: None,
+            }));
+            operator.run(Command::RevisionReport(RuntimeReport {
+                environment_id: EnvId::local(),
+                revision_id: revision,
+                outcome: RuntimeOutcome::Ready,
             }));
             revisions.push(revision);
         }
