@@ -12,6 +12,13 @@
 //! 2. Only live nodes, never above a node's capacity.
 //! 3. Spread: a missing instance goes to the node with the fewest instances
 //!    of that revision, then the fewest instances overall, then by name.
+//! 4. Rebalance: while one node holds two or more instances of a revision
+//!    more than another live node with room, one of them moves there. A
+//!    placement made while few nodes were live (both instances on the one
+//!    survivor of a rolling restart, say) would otherwise stay doubled up
+//!    forever, and losing that node would then take the whole revision
+//!    down. Stability yields only to this; nothing ever moves to a node
+//!    without room, so nothing placed becomes unplaced.
 //!
 //! An instance that fits nowhere stays unplaced (the list is shorter than
 //! asked); it is placed as soon as capacity appears.
@@ -91,7 +98,71 @@ pub fn place(
         }
         assigned.sort();
     }
+
+    // 4. Rebalance what an earlier placement doubled up, to a fixed point:
+    // a move frees room that another revision may then use. Each move
+    // lowers the sum over revisions of the squared instances per node, so
+    // this ends.
+    let mut moved = true;
+    while moved {
+        moved = false;
+        for assigned in placement.values_mut() {
+            moved |= rebalance(assigned, nodes, &mut load);
+        }
+    }
     placement
+}
+
+/// Moves instances of one revision from the node that holds the most of
+/// them to a node with room that holds at least two fewer; whether any
+/// moved.
+fn rebalance(
+    assigned: &mut Vec<String>,
+    nodes: &[NodeCapacity],
+    load: &mut BTreeMap<&str, u32>,
+) -> bool {
+    let mut moved = false;
+    loop {
+        let count = |name: &str| assigned.iter().filter(|a| *a == name).count();
+        let Some(source) = nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .max_by_key(|name| (count(name), std::cmp::Reverse(*name)))
+        else {
+            break;
+        };
+        let target = nodes
+            .iter()
+            .filter(|n| n.name != source)
+            .filter(|n| load.get(n.name.as_str()).copied().unwrap_or(u32::MAX) < n.capacity)
+            .min_by_key(|n| {
+                (
+                    count(&n.name),
+                    load.get(n.name.as_str()).copied().unwrap_or(0),
+                    n.name.clone(),
+                )
+            });
+        let Some(target) = target else {
+            break;
+        };
+        if count(&target.name) + 2 > count(source) {
+            break;
+        }
+        let source = source.to_owned();
+        if let Some(position) = assigned.iter().position(|a| *a == source) {
+            assigned.remove(position);
+        }
+        if let Some(used) = load.get_mut(source.as_str()) {
+            *used = used.saturating_sub(1);
+        }
+        if let Some(used) = load.get_mut(target.name.as_str()) {
+            *used += 1;
+        }
+        assigned.push(target.name.clone());
+        assigned.sort();
+        moved = true;
+    }
+    moved
 }
 
 /// The placements that differ from the committed ones for the revisions
@@ -175,6 +246,20 @@ mod tests {
     }
 
     #[test]
+    fn a_revision_doubled_up_on_one_node_spreads_again_when_others_return() {
+        // Placed while only n0 was live (a rolling restart): both instances
+        // on n0. With n1 and n2 back, one moves, so losing n0 no longer
+        // takes the revision down; the other stays put.
+        let desired = BTreeMap::from([(revision(1), 2)]);
+        let doubled = Placement::from([(revision(1), vec!["n0".to_owned(), "n0".to_owned()])]);
+        let placed = place(&desired, &nodes(&[10, 10, 10]), &doubled);
+        assert_eq!(placed[&revision(1)], vec!["n0", "n1"]);
+        // Without room elsewhere it stays doubled rather than unplaced.
+        let placed = place(&desired, &nodes(&[10, 0, 0]), &doubled);
+        assert_eq!(placed[&revision(1)], vec!["n0", "n0"]);
+    }
+
+    #[test]
     fn capacity_is_never_exceeded_and_the_rest_waits() {
         let desired = BTreeMap::from([(revision(1), 5)]);
         let placed = place(&desired, &nodes(&[1, 2]), &Placement::new());
@@ -230,6 +315,21 @@ mod tests {
             }
             // Placing again changes nothing.
             prop_assert_eq!(place(&desired, &live, &placed), placed.clone());
+            // No node holds two or more instances of a revision more than
+            // another node that still has room.
+            let mut used: BTreeMap<&str, u32> = BTreeMap::new();
+            for node in placed.values().flatten() {
+                *used.entry(node.as_str()).or_default() += 1;
+            }
+            for list in placed.values() {
+                let count = |name: &str| list.iter().filter(|a| *a == name).count();
+                for a in &live {
+                    for b in &live {
+                        let room = used.get(b.name.as_str()).copied().unwrap_or(0) < b.capacity;
+                        prop_assert!(!(room && count(&a.name) >= count(&b.name) + 2), "{:?} doubled up beside {} with room", list, b.name);
+                    }
+                }
+            }
             // Spread: with room everywhere, a revision's instances per node
             // differ by at most one when placed from scratch.
             if live.iter().all(|n| n.capacity >= total_desired) && !live.is_empty() {
