@@ -95,7 +95,7 @@ async fn run(
             env, noun, verb, ..
         } => not_implemented(admin, &call, env, noun, verb, decided(authorization)?).await,
         _ => {
-            let body = read_body(request).await?;
+            let body = read_body(request, admin.body_timeout).await?;
             mutate(admin, &call, &route, authorization, &body).await
         }
     }
