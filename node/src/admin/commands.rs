@@ -41,6 +41,9 @@ pub async fn submit_envelope(
         Ok(body) => body,
         Err(error) => return error.into_reply(),
     };
+    if let Err(error) = super::strict::check(&body) {
+        return error.into_reply();
+    }
     match serde_json::from_slice::<CommandEnvelope>(&body) {
         Ok(envelope) => submit(admin, envelope, StatusCode::OK).await,
         Err(error) => {
