@@ -294,7 +294,7 @@ fn hostile_requests_get_their_status_and_change_nothing() {
     type Case = (&'static str, Vec<u8>, u16, &'static str);
     let cases: Vec<Case> = vec![
         // Who may call.
-        ("no token", http("POST", &bundles, &[any.clone()], add), 401, "unauthenticated"),
+        ("no token", http("POST", &bundles, std::slice::from_ref(&any), add), 401, "unauthenticated"),
         ("unknown token", http("POST", &bundles, &[bearer("gtc_nope"), any.clone()], add), 401, "unauthenticated"),
         ("revoked token", http("POST", &bundles, &[bearer(&revoked), any.clone()], add), 401, "unauthenticated"),
         ("viewer changes", http("POST", &bundles, &[bearer(&viewer), any.clone()], add), 403, "unauthorized"),
