@@ -34,13 +34,19 @@ fn env_number(name: &str, default: u64) -> u64 {
 /// One slow client: holds a connection with a trickled head; reconnects
 /// when closed. Records the longest life of a connection in `longest_ms`.
 async fn slow_client(
+    from: std::net::Ipv4Addr,
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     longest_ms: Arc<AtomicU64>,
     closed: Arc<AtomicU64>,
 ) {
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut stream) = TcpStream::connect(addr).await else {
+        let connect = async {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from((from, 0)))?;
+            socket.connect(addr).await
+        };
+        let Ok(mut stream) = connect.await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -119,6 +125,7 @@ async fn main() {
         let closed = Arc::new(AtomicU64::new(0));
         for _ in 0..slow {
             tokio::spawn(slow_client(
+                from,
                 addr,
                 Arc::clone(&stop),
                 Arc::clone(&longest),
@@ -160,6 +167,7 @@ async fn main() {
         results.push(handle.await.expect("measuring client"));
     }
     stop.store(true, Ordering::Relaxed);
+    println!("slow clients from {from}, normal clients from 127.0.0.1");
     println!(
         "| listener | slow clients | normal requests | answered | p50 | p99 | max | slow connections closed | longest slow connection |"
     );

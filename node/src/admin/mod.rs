@@ -45,13 +45,16 @@ use crate::context::Context;
 pub use auth::{TOKENS_FILE, load_tokens, token_hash};
 use reply::{ApiError, Reply};
 
-/// Default connections the admin API holds at once. It is an operator's
-/// API, not a traffic path: a few dozen clients is plenty; the bound keeps a
-/// misbehaving script from exhausting the node's file descriptors, and the
-/// oldest idle connection is closed first when it is reached.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default connections the admin API holds at once. An operator's API needs
+/// a few dozen, but the limit is sized to hold a slowloris flood of a
+/// thousand connections from one address cheaply until the head deadline
+/// cuts them: evicting them instead would have them reconnect at once, and
+/// that churn (thousands of accepts a second) is what starves normal
+/// clients. The bound still keeps a flood from exhausting file descriptors,
+/// and the oldest idle connection is closed first when it is reached.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
 /// Default admin connections from one client address.
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 128;
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
 /// Default admin connections kept for `/healthz` and `/readyz`.
 pub const DEFAULT_HEALTH_RESERVE: usize = 16;
 /// Default time to receive a request body the admin API reads.
