@@ -102,12 +102,12 @@ async fn slow_and_idle_floods_lock_no_one_out_of_either_listener() {
     // limits that tripped are counted in /metrics.
     let home = Home::new();
     home.gtc(&["op", "env", "init"]);
-    let header_timeout = Duration::from_millis(3000);
+    let header_timeout = Duration::from_millis(5000);
     let node = Node::start_with(
         &home,
         &[
             "--header-timeout-ms",
-            "3000",
+            "5000",
             "--admin-max-connections",
             "128",
             "--admin-max-connections-per-ip",
@@ -128,7 +128,7 @@ async fn slow_and_idle_floods_lock_no_one_out_of_either_listener() {
     // Normal requests on both listeners while the flood is held.
     let mut answered = 0;
     let mut slowest = Duration::ZERO;
-    while opened.elapsed() < header_timeout.mul_f32(0.8) {
+    for _ in 0..5 {
         for (addr, path, expected) in [
             (node.admin, "/healthz", 200),
             (node.admin, "/readyz", 200),
@@ -144,11 +144,15 @@ async fn slow_and_idle_floods_lock_no_one_out_of_either_listener() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(answered >= 20, "only {answered} normal requests were made");
+    assert!(
+        opened.elapsed() < header_timeout,
+        "the normal requests took {:?}, past the head deadline, so the flood was no longer held while they ran",
+        opened.elapsed()
+    );
 
     // Every held connection is closed within the head deadline (evicted
     // earlier, or cut at the deadline), with scheduling slack.
-    let deadline = header_timeout + Duration::from_millis(1500);
+    let deadline = header_timeout + Duration::from_millis(2000);
     let waits = held.into_iter().map(|stream| {
         let left = deadline.saturating_sub(opened.elapsed());
         tokio::spawn(closed_within(stream, left))
