@@ -234,12 +234,18 @@ fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}")
 }
 
-/// Every store file except the audit log, which a denial must grow, and
-/// the (empty) lock file that writing it creates.
+/// Every store file except the audit log, which a denial must grow, the
+/// (empty) lock file that writing it creates, and `runtime.json`, the
+/// serving node's own record of its instances, which its environment actor
+/// rewrites (through a `.tmp-*` file) whatever the requests do.
 fn store_without_audit(home: &Home) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
     let mut files = home.snapshot();
     files.retain(|path, _| {
-        !path.components().any(|c| c.as_os_str() == "audit") && !path.ends_with(".lock")
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        !path.components().any(|c| c.as_os_str() == "audit")
+            && name != ".lock"
+            && name != "runtime.json"
+            && !name.starts_with(".tmp-")
     });
     files
 }
