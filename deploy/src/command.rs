@@ -297,7 +297,7 @@ pub struct RevisionAnswers {
 pub const LATEST_TARGET: &str = "LATEST";
 
 /// One requested traffic entry: a revision id or `LATEST`, and a weight in
-/// basis points or percent (basis points win when both are given).
+/// basis points or percent (exactly one of them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficEntryAnswers {

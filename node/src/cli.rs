@@ -221,9 +221,9 @@ pub struct NodeRunArgs {
     /// Name of this node in audit events.
     #[arg(long)]
     pub name: Option<String>,
-    /// A client that has not sent its request headers in this time gets 408.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=300_000))]
-    pub header_timeout_ms: u64,
+    /// Connection limits of the traffic and admin listeners.
+    #[command(flatten)]
+    pub limits: ConnectionLimitArgs,
     /// Per-try time for the router to open a connection to an instance;
     /// a request that could not reach one goes to another instance of the
     /// same revision. Raise it when instances are far away.
@@ -302,6 +302,92 @@ pub struct NodeRunArgs {
         env = "GTC_RAFT_ELECTION_TIMEOUT_MS"
     )]
     pub raft_election_timeout_ms: String,
+}
+
+/// Connection limits of `gtc node run`'s two listeners (README: "Connection
+/// limits"). Each one that trips is counted in
+/// `gtc_connection_limit_trips_total{listener, limit}`.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionLimitArgs {
+    /// Time a client gets to send a whole request head, from the accept
+    /// (or the first byte of a later request); past it the connection is
+    /// closed. Both listeners.
+    #[arg(long, value_name = "MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=300_000))]
+    pub header_timeout_ms: u64,
+    /// Time a keep-alive connection may wait for its next request. Both
+    /// listeners.
+    #[arg(long, value_name = "MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub idle_timeout_ms: u64,
+    /// Time the admin API waits for a request body it reads, after the head.
+    #[arg(long, value_name = "MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub body_timeout_ms: u64,
+    /// Connections the router holds at once; past it the oldest idle one
+    /// is closed, or the new one refused if every one is serving a request.
+    #[arg(long, value_name = "N", default_value_t = router::proxy::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections: usize,
+    /// Connections the router holds at once from one client IP address
+    /// (raise it behind a load balancer that connects from one address).
+    #[arg(long, value_name = "N", default_value_t = router::proxy::DEFAULT_MAX_CONNECTIONS_PER_IP,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections_per_ip: usize,
+    /// Connections the admin API holds at once.
+    #[arg(long, value_name = "N", default_value_t = crate::admin::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=100_000))]
+    pub admin_max_connections: usize,
+    /// Connections the admin API holds at once from one client IP address.
+    #[arg(long, value_name = "N", default_value_t = crate::admin::DEFAULT_MAX_CONNECTIONS_PER_IP,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub admin_max_connections_per_ip: usize,
+    /// Admin connections kept for /healthz and /readyz: other requests get
+    /// 503 once all but this many connections are serving one.
+    #[arg(long, value_name = "N", default_value_t = crate::admin::DEFAULT_HEALTH_RESERVE,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    pub admin_health_reserve: usize,
+}
+
+impl Default for ConnectionLimitArgs {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: router::connections::DEFAULT_HEADER_TIMEOUT.as_millis() as u64,
+            idle_timeout_ms: router::connections::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
+            body_timeout_ms: crate::admin::DEFAULT_BODY_TIMEOUT.as_millis() as u64,
+            max_connections: router::proxy::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: router::proxy::DEFAULT_MAX_CONNECTIONS_PER_IP,
+            admin_max_connections: crate::admin::DEFAULT_MAX_CONNECTIONS,
+            admin_max_connections_per_ip: crate::admin::DEFAULT_MAX_CONNECTIONS_PER_IP,
+            admin_health_reserve: crate::admin::DEFAULT_HEALTH_RESERVE,
+        }
+    }
+}
+
+impl ConnectionLimitArgs {
+    /// The router listener's limits.
+    pub fn router(&self) -> router::connections::ConnectionLimits {
+        router::connections::ConnectionLimits {
+            header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
+            idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            reserved_for_priority: 0,
+        }
+    }
+
+    /// The admin listener's limits.
+    pub fn admin(&self) -> router::connections::ConnectionLimits {
+        router::connections::ConnectionLimits {
+            header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
+            idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.admin_max_connections,
+            max_connections_per_ip: self.admin_max_connections_per_ip,
+            reserved_for_priority: self
+                .admin_health_reserve
+                .min(self.admin_max_connections.saturating_sub(1)),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

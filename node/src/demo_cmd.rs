@@ -323,7 +323,7 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
         log_format: LogFormat::Human,
         poll_ms: 50,
         name: Some("demo".to_owned()),
-        header_timeout_ms: 10_000,
+        limits: crate::cli::ConnectionLimitArgs::default(),
         upstream_connect_timeout_ms: router::proxy::DEFAULT_CONNECT_TIMEOUT.as_millis() as u64,
         upstream_first_byte_timeout_ms: router::proxy::DEFAULT_FIRST_BYTE_TIMEOUT.as_millis()
             as u64,

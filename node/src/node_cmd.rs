@@ -246,7 +246,7 @@ impl RunningNode {
             admin_token: std::env::var("GTC_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
-            header_read_timeout: Duration::from_millis(args.header_timeout_ms),
+            connections: args.limits.router(),
             connect_timeout: Duration::from_millis(args.upstream_connect_timeout_ms),
             response_timeout: Duration::from_millis(args.upstream_response_timeout_ms),
             first_byte_timeout: (args.upstream_first_byte_timeout_ms > 0)
@@ -369,6 +369,8 @@ impl RunningNode {
             tokens_file,
             context,
             console: console_state,
+            limits: args.limits.admin(),
+            body_timeout: Duration::from_millis(args.limits.body_timeout_ms),
         });
         let admin = tokio::spawn(crate::admin::serve(
             admin_listener,

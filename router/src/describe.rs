@@ -57,4 +57,14 @@ pub fn describe_metrics() {
         Unit::Count,
         "Tries sent to an ejected instance because every untried instance of the revision was ejected (the router never refuses a revision's last instances silently)."
     );
+    describe_counter!(
+        crate::connections::TRIPS_METRIC,
+        Unit::Count,
+        "Connection limits that tripped, by listener (router, admin) and limit: header_timeout (no whole request head within the head deadline; closed), idle_timeout (keep-alive connection idle too long; closed), max_connections_evicted / max_connections_per_ip_evicted (an idle connection closed to admit a new one), max_connections_refused / max_connections_per_ip_refused (a new connection refused: every open one was serving a request), body_timeout (a request body the admin API reads did not arrive in time; 400), reserved_for_health (a request answered 503 to keep capacity for /healthz and /readyz), accept_error (the listener could not accept)."
+    );
+    describe_gauge!(
+        crate::connections::OPEN_METRIC,
+        Unit::Count,
+        "Client connections open now, by listener (router, admin)."
+    );
 }

@@ -15,6 +15,7 @@
 //! the current time, so the same inputs give the same answer, which the
 //! simulator relies on); the proxy serves whatever snapshot it was given.
 
+pub mod connections;
 mod describe;
 mod pick;
 pub mod proxy;

@@ -24,6 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::connections::{self, ConnectionLimits, Connections, Ended, Trip};
 use crate::pick::pick_point;
 use crate::resilience::{EjectionConfig, FailureOutcome, Outlier, RetryBudget, RetryBudgetConfig};
 use crate::sticky::{self, StickyKey};
@@ -54,6 +55,36 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 /// well under a second, long enough that ordinary responses never hedge.
 pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_millis(300);
 
+/// Pause after a failed accept (out of file descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Default most connections the router holds open at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default most connections from one client address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+
+/// `body`, keeping its request counted as in service until it is sent.
+fn guarded(body: ProxyBody, guard: connections::RequestGuard) -> ProxyBody {
+    BoxBody::new(connections::GuardedBody::new(body, guard))
+}
+
+/// The answer to a request on a connection a limit is closing.
+fn closing_response(trip: Trip, generation: u64) -> Response<ProxyBody> {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "connection-closing",
+        format!(
+            "the connection is being closed ({}); retry on a new one",
+            trip.label()
+        ),
+        generation,
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// Bounds and timeouts of the proxy.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -79,8 +110,9 @@ pub struct ProxyConfig {
     pub ejection: EjectionConfig,
     /// How many extra tries (retries and hedges) the router may spend.
     pub retry_budget: RetryBudgetConfig,
-    /// A client that has not sent its headers in this time gets 408.
-    pub header_read_timeout: Duration,
+    /// Connection limits of the listener: head deadline, idle keep-alive
+    /// timeout, connections in total and per client address.
+    pub connections: ConnectionLimits,
     /// Largest request head (request line and headers) accepted.
     pub max_header_bytes: usize,
     /// Largest request body forwarded; larger declared bodies get 413.
@@ -101,7 +133,13 @@ impl Default for ProxyConfig {
             max_tries: 3,
             ejection: EjectionConfig::default(),
             retry_budget: RetryBudgetConfig::default(),
-            header_read_timeout: Duration::from_secs(10),
+            connections: ConnectionLimits {
+                header_timeout: connections::DEFAULT_HEADER_TIMEOUT,
+                idle_timeout: connections::DEFAULT_IDLE_TIMEOUT,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+                reserved_for_priority: 0,
+            },
             max_header_bytes: 64 * 1024,
             max_body_bytes: 64 * 1024 * 1024,
             sticky_ttl: Duration::from_secs(3600),
@@ -310,18 +348,24 @@ impl Router {
     }
 
     /// Accepts connections until `shutdown` turns true, then lets in-flight
-    /// connections finish.
+    /// connections finish. Each connection is admitted and supervised by
+    /// [`Connections`] with `ProxyConfig::connections`: a head deadline, an
+    /// idle keep-alive timeout, and limits in total and per client address
+    /// that close the oldest idle connection first.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let connections = Connections::new("router", self.config.connections);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // The head deadline is the supervisor's (hyper's own would also cut
+        // idle keep-alive connections at the head deadline).
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.config.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(self.config.max_header_bytes.max(8192));
         builder
             .http2()
@@ -330,17 +374,53 @@ impl Router {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, peer)) = accepted else { continue };
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            // Out of file descriptors, say: back off instead
+                            // of spinning on the error.
+                            connections.count(Trip::AcceptError);
+                            tracing::warn!(%error, "router accept failed");
+                            tokio::time::sleep(ACCEPT_BACKOFF).await;
+                            continue;
+                        }
+                    };
+                    let admitted = match connections.admit(peer) {
+                        Ok(admitted) => Arc::new(admitted),
+                        Err(trip) => {
+                            tracing::debug!(%peer, limit = trip.label(), "router connection refused");
+                            continue;
+                        }
+                    };
                     let router = Arc::clone(&self);
+                    let guard_source = Arc::clone(&admitted);
                     let service = hyper::service::service_fn(move |request| {
                         let router = Arc::clone(&router);
-                        async move { Ok::<_, Infallible>(router.handle(request, peer).await) }
+                        let started = guard_source.request_started(false);
+                        async move {
+                            let guard = match started {
+                                Ok(guard) => guard,
+                                Err(trip) => return Ok::<_, Infallible>(closing_response(trip, router.generation())),
+                            };
+                            let response = router.handle(request, peer).await;
+                            Ok::<_, Infallible>(response.map(|body| guarded(body, guard)))
+                        }
                     });
+                    let stream = admitted.watch(stream);
                     let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let connection = graceful.watch(connection);
+                    // Boxed so the spawned future's `Send` is proved here,
+                    // not through the supervisor's generic future.
+                    let connection: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BoxError>> + Send>> =
+                        Box::pin(graceful.watch(connection));
                     tokio::spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::info!(%peer, %error, "connection closed on a client error (malformed request, oversized head or header timeout)");
+                        match admitted.supervise(connection).await {
+                            Ended::Finished(Err(error)) => {
+                                tracing::info!(%peer, %error, "connection closed on a client error (malformed request or oversized head)");
+                            }
+                            Ended::Finished(Ok(())) => {}
+                            Ended::Closed(trip) => {
+                                tracing::debug!(%peer, limit = trip.label(), "connection closed by a limit");
+                            }
                         }
                     });
                 }

@@ -123,6 +123,17 @@ pub(crate) fn update(
     mut environment: Environment,
     answers: &BundleUpdateAnswers,
 ) -> Result<Outcome, ApplyError> {
+    if answers.status.is_none()
+        && answers.route_binding.is_none()
+        && answers.revenue_share.is_none()
+        && answers.config_overrides.is_none()
+    {
+        // An update with nothing in it is a mistake, not a new generation.
+        return Err(ApplyError::invalid(
+            ".",
+            "nothing to change: give at least one of status, route_binding, revenue_share, config_overrides",
+        ));
+    }
     let index = deployment_index(&environment, answers.deployment_id)?;
     let has_split = environment.split(answers.deployment_id).is_some();
     let has_live_revisions = environment

@@ -126,6 +126,29 @@ pub(crate) fn update(
     mut environment: Environment,
     answers: &EnvUpdateAnswers,
 ) -> Result<Outcome, ApplyError> {
+    let EnvUpdateAnswers {
+        name,
+        region,
+        tenant_org_id,
+        listen_addr,
+        public_base_url,
+        gui_enabled,
+        ..
+    } = answers;
+    if name.is_none()
+        && region.is_none()
+        && tenant_org_id.is_none()
+        && listen_addr.is_none()
+        && public_base_url.is_none()
+        && gui_enabled.is_none()
+    {
+        // An update with nothing in it is a mistake (an empty body, a
+        // misspelt file), not a reason to commit a new generation.
+        return Err(ApplyError::invalid(
+            ".",
+            "nothing to change: give at least one of name, region, tenant_org_id, listen_addr, public_base_url, gui_enabled",
+        ));
+    }
     if let Some(name) = &answers.name {
         check_name(name)?;
         environment.name = name.clone();

@@ -534,6 +534,59 @@ fn weights_in_percent_convert_exactly() {
 }
 
 #[test]
+fn an_entry_with_both_weights_is_refused_not_decided() {
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let v1 = harness.stage(deployment);
+    harness.revision_command(Command::warm, v1).expect("warm");
+    let mut answers = split_answers(deployment, "both", &[]);
+    answers.entries = vec![TrafficEntryAnswers {
+        revision_id: v1.to_string(),
+        weight_bps: Some(10_000),
+        weight_percent: Some(50.0),
+        tag: None,
+    }];
+    let error = harness
+        .run(Command::TrafficSet(answers))
+        .expect_err("both weights");
+    assert_eq!(error.field(), Some("entries[0]"));
+    assert!(error.to_string().contains("not both"), "{error}");
+}
+
+#[test]
+fn an_update_with_nothing_to_change_is_refused() {
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let error = harness
+        .run(Command::EnvUpdate(EnvUpdateAnswers {
+            environment_id: EnvId::local(),
+            name: None,
+            region: None,
+            tenant_org_id: None,
+            listen_addr: None,
+            public_base_url: None,
+            gui_enabled: None,
+            idempotency_key: None,
+        }))
+        .expect_err("empty env update");
+    assert!(error.to_string().contains("nothing to change"), "{error}");
+    let error = harness
+        .run(Command::BundleUpdate(BundleUpdateAnswers {
+            environment_id: EnvId::local(),
+            deployment_id: deployment,
+            status: None,
+            route_binding: None,
+            revenue_share: None,
+            config_overrides: None,
+            idempotency_key: None,
+        }))
+        .expect_err("empty bundle update");
+    assert!(error.to_string().contains("nothing to change"), "{error}");
+}
+
+#[test]
 fn destroy_removes_the_state() {
     let mut harness = Harness::new();
     harness.init();

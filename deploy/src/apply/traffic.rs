@@ -42,6 +42,12 @@ pub fn split_view(split: &TrafficSplit) -> serde_json::Value {
 /// Converts a requested weight to basis points.
 fn weight_bps(entry: &TrafficEntryAnswers, index: usize) -> Result<u32, ApplyError> {
     let field = format!("entries[{index}]");
+    if entry.weight_bps.is_some() && entry.weight_percent.is_some() {
+        return Err(ApplyError::invalid(
+            field,
+            "give one weight, not both: \"weight_bps\" (0-10000) or \"weight_percent\" (0-100)",
+        ));
+    }
     if let Some(bps) = entry.weight_bps {
         if bps > BASIS_POINTS_TOTAL {
             return Err(ApplyError::invalid(
@@ -170,6 +176,9 @@ pub(crate) fn set(
     let bundle_id = deployment.bundle_id.clone();
     let mut entries = Vec::with_capacity(answers.entries.len());
     for (position, entry) in answers.entries.iter().enumerate() {
+        // The entry's own shape first: a malformed weight is the caller's
+        // to fix whatever state the revisions are in.
+        let weight_bps = weight_bps(entry, position)?;
         let (revision_id, latest) = resolve_target(
             &environment,
             answers.deployment_id,
@@ -178,7 +187,7 @@ pub(crate) fn set(
         )?;
         entries.push(TrafficEntry {
             revision_id,
-            weight_bps: weight_bps(entry, position)?,
+            weight_bps,
             latest,
             tag: entry.tag.clone(),
         });

@@ -63,6 +63,12 @@ fn unauthenticated(message: &str) -> ApiError {
 /// file is read on every request, so adding or revoking a token needs no
 /// restart; an unreadable file fails closed (only the node token works).
 pub fn authenticate(headers: &HeaderMap, admin: &AdminState) -> Result<Caller, ApiError> {
+    if headers.get_all(AUTHORIZATION).iter().nth(1).is_some() {
+        // Two credentials: which one counts would be a guess; refuse.
+        return Err(ApiError::invalid_request(
+            "the request has more than one Authorization header; send exactly one",
+        ));
+    }
     let Some(token) = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())

@@ -37,10 +37,13 @@ pub async fn submit_envelope(
         }
         Err(error) => return error.into_reply(),
     }
-    let body = match read_body(request).await {
+    let body = match read_body(request, admin.body_timeout).await {
         Ok(body) => body,
         Err(error) => return error.into_reply(),
     };
+    if let Err(error) = super::strict::check(&body) {
+        return error.into_reply();
+    }
     match serde_json::from_slice::<CommandEnvelope>(&body) {
         Ok(envelope) => submit(admin, envelope, StatusCode::OK).await,
         Err(error) => {
@@ -49,13 +52,23 @@ pub async fn submit_envelope(
     }
 }
 
-/// The body of a request, bounded by [`BODY_BYTES_MAX`].
-pub async fn read_body(request: Request<hyper::body::Incoming>) -> Result<bytes::Bytes, ApiError> {
+/// The body of a request, bounded by [`BODY_BYTES_MAX`] and by `timeout`
+/// from the end of the head (a client that trickles its body is refused
+/// rather than holding a connection in service).
+pub async fn read_body(
+    request: Request<hyper::body::Incoming>,
+    timeout: std::time::Duration,
+) -> Result<bytes::Bytes, ApiError> {
     use http_body_util::BodyExt;
     let limited = http_body_util::Limited::new(request.into_body(), BODY_BYTES_MAX);
-    limited
-        .collect()
-        .await
+    let Ok(collected) = tokio::time::timeout(timeout, limited.collect()).await else {
+        router::connections::count_trip("admin", router::connections::Trip::BodyTimeout);
+        return Err(ApiError::invalid_request(format!(
+            "the request body did not arrive within {} ms (--body-timeout-ms)",
+            timeout.as_millis()
+        )));
+    };
+    collected
         .map(|collected| collected.to_bytes())
         .map_err(|error| {
             if error.is::<http_body_util::LengthLimitError>() {

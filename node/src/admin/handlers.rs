@@ -95,7 +95,7 @@ async fn run(
             env, noun, verb, ..
         } => not_implemented(admin, &call, env, noun, verb, decided(authorization)?).await,
         _ => {
-            let body = read_body(request).await?;
+            let body = read_body(request, admin.body_timeout).await?;
             mutate(admin, &call, &route, authorization, &body).await
         }
     }
@@ -382,6 +382,7 @@ fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
+    super::strict::check(body)?;
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::invalid_request(

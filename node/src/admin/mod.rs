@@ -24,6 +24,7 @@ pub mod console;
 mod handlers;
 mod reply;
 pub(crate) mod route;
+mod strict;
 pub mod tls;
 
 use std::path::PathBuf;
@@ -34,7 +35,8 @@ use deploy::audit::AuditEvent;
 use deploy::error::ErrorKind;
 use deploy::ids::EnvId;
 use hyper::{Request, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use router::connections::{Admitted, ConnectionLimits, Connections, Ended, Trip};
 use router::proxy::Router;
 use store::LocalFsStore;
 use tokio::net::TcpListener;
@@ -43,13 +45,26 @@ use crate::context::Context;
 pub use auth::{TOKENS_FILE, load_tokens, token_hash};
 use reply::{ApiError, Reply};
 
-/// Connections the admin API serves at once. It is an operator's API, not
-/// a traffic path: a few dozen clients is plenty, and the bound keeps a
-/// misbehaving script from exhausting the node's file descriptors.
-const ADMIN_CONNECTIONS_MAX: usize = 64;
+/// Default connections the admin API holds at once. An operator's API needs
+/// a few dozen, but the limit is sized to hold a slowloris flood of a
+/// thousand connections from one address cheaply until the head deadline
+/// cuts them: evicting them instead would have them reconnect at once, and
+/// that churn (thousands of accepts a second) is what starves normal
+/// clients. The bound still keeps a flood from exhausting file descriptors,
+/// and the oldest idle connection is closed first when it is reached.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
+/// Default admin connections from one client address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+/// Default admin connections kept for `/healthz` and `/readyz`.
+pub const DEFAULT_HEALTH_RESERVE: usize = 16;
+/// Default time to receive a request body the admin API reads.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Time a client gets to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause after a failed accept (out of file descriptors, say).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Largest request body the admin API reads.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024;
@@ -77,38 +92,66 @@ pub struct AdminState {
     pub context: Context,
     /// The web console's own state (node name, gossip, request samples).
     pub console: console::ConsoleState,
+    /// Connection limits of the admin listener.
+    pub limits: ConnectionLimits,
+    /// Time to receive a request body after its head.
+    pub body_timeout: Duration,
 }
 
 /// Serves the admin API on `listener` until `shutdown` changes, over TLS
-/// when `tls` is given.
+/// when `tls` is given. Connections are admitted and supervised by
+/// [`Connections`] with `AdminState::limits`: the head deadline (TLS
+/// handshake included), the idle timeout, limits in total and per client
+/// address (the oldest idle connection is closed first), and a reserve of
+/// connections that only `/healthz` and `/readyz` may use, so slow or
+/// flooding clients cannot starve the health checks.
 pub async fn serve(
     listener: TcpListener,
     admin: Arc<AdminState>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS_MAX));
+    let connections = Connections::new("admin", admin.limits);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                    tracing::warn!(%peer, limit = ADMIN_CONNECTIONS_MAX, "admin connection refused: too many open");
-                    continue;
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        connections.count(Trip::AcceptError);
+                        tracing::warn!(%error, "admin accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                };
+                let admitted = match connections.admit(peer) {
+                    Ok(admitted) => Arc::new(admitted),
+                    Err(trip) => {
+                        tracing::warn!(%peer, limit = trip.label(), "admin connection refused");
+                        continue;
+                    }
                 };
                 let admin = Arc::clone(&admin);
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _permit = permit;
-                    match tls {
-                        Some(acceptor) => {
-                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), admin).await,
-                                Ok(Err(error)) => tracing::debug!(%peer, %error, "admin tls handshake failed"),
-                                Err(_) => tracing::debug!(%peer, "admin tls handshake timed out"),
+                    let stream = admitted.watch(stream);
+                    let serving = {
+                        let admitted = Arc::clone(&admitted);
+                        async move {
+                            match tls {
+                                Some(acceptor) => {
+                                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                        Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), admin, admitted).await,
+                                        Ok(Err(error)) => tracing::debug!(%peer, %error, "admin tls handshake failed"),
+                                        Err(_) => tracing::debug!(%peer, "admin tls handshake timed out"),
+                                    }
+                                }
+                                None => serve_connection(TokioIo::new(stream), admin, admitted).await,
                             }
                         }
-                        None => serve_connection(TokioIo::new(stream), admin).await,
+                    };
+                    if let Ended::Closed(trip) = admitted.supervise(serving).await {
+                        tracing::debug!(%peer, limit = trip.label(), "admin connection closed by a limit");
                     }
                 });
             }
@@ -117,17 +160,51 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<I>(io: I, admin: Arc<AdminState>)
+async fn serve_connection<I>(io: I, admin: Arc<AdminState>, admitted: Arc<Admitted>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let admin = Arc::clone(&admin);
-        async move { Ok::<_, std::convert::Infallible>(respond(request, admin).await) }
+        let priority = matches!(request.uri().path(), "/healthz" | "/readyz");
+        let started = admitted.request_started(priority);
+        async move {
+            let _guard = match started {
+                Ok(guard) => guard,
+                Err(trip) => return Ok::<_, std::convert::Infallible>(busy_reply(trip)),
+            };
+            Ok::<_, std::convert::Infallible>(respond(request, admin).await)
+        }
     });
-    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-        .serve_connection(io, service)
-        .await;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // The head deadline is the supervisor's (hyper's own would also cut idle
+    // keep-alive connections at the head deadline).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None);
+    let _ = builder.serve_connection(io, service).await;
+}
+
+/// The answer to a request refused to keep the health reserve free, or
+/// made on a connection a limit is closing.
+fn busy_reply(trip: Trip) -> Reply {
+    let mut reply = reply::text_reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "the admin API is at its connection limit ({}); retry shortly\n",
+            trip.label()
+        ),
+    );
+    reply.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    reply.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static("1"),
+    );
+    reply
 }
 
 async fn respond(request: Request<hyper::body::Incoming>, admin: Arc<AdminState>) -> Reply {
