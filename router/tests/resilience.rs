@@ -77,6 +77,11 @@ async fn resetting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
 async fn counting_backend(name: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    (addr, serve_counting(listener, name))
+}
+
+/// Serves `counting_backend`'s answers on `listener`.
+fn serve_counting(listener: TcpListener, name: &'static str) -> Arc<AtomicUsize> {
     let served = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&served);
     tokio::spawn(async move {
@@ -105,7 +110,7 @@ async fn counting_backend(name: &'static str) -> (SocketAddr, Arc<AtomicUsize>) 
             });
         }
     });
-    (addr, served)
+    served
 }
 
 fn config() -> ProxyConfig {
@@ -386,29 +391,64 @@ async fn a_revision_whose_instances_are_all_ejected_is_still_tried() {
     let listener = TcpListener::bind(first)
         .await
         .expect("rebind the first address");
-    let served = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&served);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let count = Arc::clone(&count);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_: Request<Incoming>| {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    async {
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                            Bytes::from_static(b"back"),
-                        )))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let served = serve_counting(listener, "back");
     // Within the backoff: without the override this would be refused.
     let (status, _, body) = harness.get("/", &[]).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, "back");
+    assert_eq!(body, "back GET 0");
     assert_eq!(served.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_mid_body_reaches_no_instance_and_harms_no_one() {
+    // Proves: a held body (declared length under the limit) that the
+    // client never finishes is answered 400 or dropped, is never forwarded
+    // half-read, and the router serves the next client; a body one byte
+    // over the held limit streams and still survives a refused instance.
+    let (mut operator, deployment, revisions) = Operator::new(1);
+    operator.split(deployment, &[(revisions[0], 10_000)]);
+    let dead = dead_addr().await;
+    let (live, served) = counting_backend("live").await;
+    let harness = Harness::start(
+        published(operator.state(), &[(revisions[0], vec![dead, live])]),
+        ProxyConfig {
+            retry_body_limit: 1024,
+            ..config()
+        },
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(harness.addr)
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stream,
+        b"POST / HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 1000\r\n\r\n0123456789",
+    )
+    .await
+    .expect("write");
+    tokio::io::AsyncWriteExt::shutdown(&mut stream)
+        .await
+        .expect("half-close");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    eprintln!("a half-sent body was answered: {:?}", text.lines().next());
+    assert!(
+        answer.is_empty() || text.starts_with("HTTP/1.1 400"),
+        "a half-sent body got {text}"
+    );
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        0,
+        "a half-read body reached an instance"
+    );
+    // Exactly one byte over the held limit: streamed, still delivered.
+    let over = Bytes::from(vec![b'y'; 1025]);
+    for _ in 0..4 {
+        let (status, _, body) = harness.send("POST", "/", &[], over.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, "live POST 1025");
+    }
+    let (status, _, _) = harness.get("/", &[]).await;
+    assert_eq!(status, 200);
 }

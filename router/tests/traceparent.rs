@@ -3,16 +3,12 @@
 //! the router's span as parent; a request without one starts a trace; and
 //! the router counts what it forwarded per revision.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use deploy::apply::apply;
-use deploy::audit::{Actor, Authorization, Decision};
-use deploy::bundle::RouteBinding;
-use deploy::command::*;
-use deploy::ids::{EnvId, EventId, RevisionId};
-use deploy::state::EnvironmentState;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -24,114 +20,7 @@ use router::sticky::StickyKey;
 use router::traceparent::TraceContext;
 use tokio::net::TcpListener;
 
-fn run(
-    state: Option<&EnvironmentState>,
-    command: Command,
-) -> (EnvironmentState, serde_json::Value) {
-    let envelope = CommandEnvelope {
-        at: chrono::Utc::now(),
-        actor: Actor::local_user(None, None),
-        authorization: Authorization {
-            decision: Decision::Allow,
-            policy: "t".into(),
-            reason: "t".into(),
-        },
-        minted: MintedIds {
-            event_id: EventId::from_ulid(ulid::Ulid::new()),
-            object_id: ulid::Ulid::new(),
-        },
-        command,
-        precondition: None,
-        idempotency_key: None,
-    };
-    let applied = apply(state, &envelope).expect("apply");
-    (applied.state.expect("state"), applied.result)
-}
-
-/// `local` with one deployment on `/` whose one ready revision takes all traffic.
-fn one_revision() -> (EnvironmentState, RevisionId) {
-    let (state, _) = run(
-        None,
-        Command::EnvInit {
-            answers: EnvInitAnswers::default(),
-            defaults: packs::default_bindings(),
-        },
-    );
-    let (state, added) = run(
-        Some(&state),
-        Command::BundleAdd(BundleAddAnswers {
-            environment_id: EnvId::local(),
-            bundle_id: "shop".parse().expect("bundle"),
-            customer_id: None,
-            route_binding: RouteBinding::default(),
-            revenue_share: None,
-            authorization_ref: None,
-            config_overrides: None,
-            idempotency_key: None,
-        }),
-    );
-    let deployment = added["deployment_id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("ulid");
-    // Something to run (a bundle with a runtime section), warmed and
-    // reported healthy as a node would.
-    let mut answers = RevisionStageAnswers::new(EnvId::local(), deployment);
-    answers.bundle_path = Some("shop.gtbundle".into());
-    let (state, staged) = run(
-        Some(&state),
-        Command::RevisionStage {
-            answers,
-            staged: Some(StagedBundle {
-                revision_id: RevisionId::from_ulid(ulid::Ulid::new()),
-                bundle_id: "shop".parse().expect("bundle"),
-                bundle_digest: "sha256:ab".parse().expect("digest"),
-                pack_list: Vec::new(),
-                pack_list_lock_ref: String::new(),
-                runtime_instances: Some(1),
-            }),
-        },
-    );
-    let revision: RevisionId = staged["revision_id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("ulid");
-    let (state, _) = run(
-        Some(&state),
-        Command::warm(RevisionAnswers {
-            environment_id: EnvId::local(),
-            revision_id: revision,
-            idempotency_key: None,
-        }),
-    );
-    let (state, _) = run(
-        Some(&state),
-        Command::RevisionReport(RuntimeReport {
-            environment_id: EnvId::local(),
-            revision_id: revision,
-            outcome: RuntimeOutcome::Ready,
-        }),
-    );
-    let (state, _) = run(
-        Some(&state),
-        Command::TrafficSet(TrafficSetAnswers {
-            environment_id: EnvId::local(),
-            deployment_id: deployment,
-            entries: vec![TrafficEntryAnswers {
-                revision_id: revision.to_string(),
-                weight_bps: Some(10_000),
-                weight_percent: None,
-                tag: None,
-            }],
-            updated_by: None,
-            idempotency_key: "t".into(),
-            authorization_ref: None,
-        }),
-    );
-    (state, revision)
-}
+use support::Operator;
 
 /// A backend that answers with the `traceparent` it received.
 async fn echo_traceparent() -> SocketAddr {
@@ -163,10 +52,12 @@ async fn the_trace_crosses_the_router_with_the_routers_span_and_requests_are_cou
     // Proves: an incoming trace id reaches the instance with a new parent
     // span; no or a malformed traceparent starts a fresh sampled trace; the
     // router's per-revision count sees every forwarded request.
-    let (state, revision) = one_revision();
+    let (mut operator, deployment, revisions) = Operator::new(1);
+    operator.split(deployment, &[(revisions[0], 10_000)]);
+    let (state, revision) = (operator.state(), revisions[0]);
     let backend = echo_traceparent().await;
     let published = Published {
-        table: RouteTable::build(&state),
+        table: RouteTable::build(state),
         instances: [(revision, vec![Instance::new(backend)])].into(),
     };
     let router = Router::new(published, StickyKey::new([7; 32]), ProxyConfig::default());
