@@ -7,7 +7,7 @@
 //! sizes the archive declares.
 
 use std::collections::BTreeSet;
-use std::fmt;
+
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -15,52 +15,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::entry::{ArchiveError, EntryKind, RawEntry, duplicate_entry, normalize_path};
+pub use crate::entry::{Rule, normalize_name, resolve_lexically};
 use crate::format::BundleFormat;
-use crate::read::{ArchiveError, EntryKind, RawEntry, visit};
-
-/// The safety rule an entry broke; each refusal names one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rule {
-    AbsolutePath,
-    ParentTraversal,
-    DrivePrefix,
-    EmptyName,
-    NonUtf8Name,
-    InvalidName,
-    DuplicateEntry,
-    PathConflict,
-    SymlinkEscape,
-    HardlinkEscape,
-    SpecialFile,
-    WriteThroughSymlink,
-    TooManyEntries,
-    TooLarge,
-    CompressionRatio,
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            Rule::AbsolutePath => "absolute-path",
-            Rule::ParentTraversal => "parent-traversal",
-            Rule::DrivePrefix => "drive-prefix",
-            Rule::EmptyName => "empty-name",
-            Rule::NonUtf8Name => "non-utf8-name",
-            Rule::InvalidName => "invalid-name",
-            Rule::DuplicateEntry => "duplicate-entry",
-            Rule::PathConflict => "path-conflict",
-            Rule::SymlinkEscape => "symlink-escape",
-            Rule::HardlinkEscape => "hardlink-escape",
-            Rule::SpecialFile => "special-file",
-            Rule::WriteThroughSymlink => "write-through-symlink",
-            Rule::TooManyEntries => "too-many-entries",
-            Rule::TooLarge => "too-large",
-            Rule::CompressionRatio => "compression-ratio",
-        };
-        f.write_str(name)
-    }
-}
+use crate::read::visit;
 
 /// Bounds on what one archive may expand to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,11 +49,6 @@ impl Default for ExtractLimits {
     }
 }
 
-/// Longest path component, as on common file systems.
-const COMPONENT_BYTES_MAX: usize = 255;
-/// Longest relative path.
-const PATH_BYTES_MAX: usize = 4096;
-
 /// What an accepted archive contained.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ExtractReport {
@@ -103,91 +56,6 @@ pub struct ExtractReport {
     pub dirs: usize,
     pub symlinks: usize,
     pub bytes: u64,
-}
-
-/// Normalizes an entry name to a relative `a/b/c` path, or refuses it.
-/// Leading `./` and `.` components are dropped; a trailing `/` is allowed.
-pub fn normalize_name(entry: &RawEntry) -> Result<String, ArchiveError> {
-    normalize_path(entry, &entry.name)
-}
-
-fn normalize_path(entry: &RawEntry, raw: &[u8]) -> Result<String, ArchiveError> {
-    let refuse = |rule, detail: &str| Err(ArchiveError::refused(entry, rule, detail));
-    let Ok(text) = std::str::from_utf8(raw) else {
-        return refuse(Rule::NonUtf8Name, "names must be valid UTF-8");
-    };
-    if text.starts_with('/') {
-        return refuse(
-            Rule::AbsolutePath,
-            "names must be relative to the bundle root",
-        );
-    }
-    if text.contains('\\') {
-        return refuse(
-            Rule::InvalidName,
-            "'\\' is not a path separator in bundles; use '/'",
-        );
-    }
-    if text.chars().any(char::is_control) {
-        return refuse(
-            Rule::InvalidName,
-            "names must not contain control characters",
-        );
-    }
-    let trimmed = text.strip_suffix('/').unwrap_or(text);
-    let mut parts = Vec::new();
-    for (index, part) in trimmed.split('/').enumerate() {
-        if index == 0
-            && part.len() >= 2
-            && part.as_bytes()[1] == b':'
-            && part.as_bytes()[0].is_ascii_alphabetic()
-        {
-            return refuse(
-                Rule::DrivePrefix,
-                "names must not start with a drive letter",
-            );
-        }
-        match part {
-            "." => continue,
-            ".." => return refuse(Rule::ParentTraversal, "'..' would leave the bundle root"),
-            "" => return refuse(Rule::EmptyName, "the name has an empty component ('//')"),
-            part if part.len() > COMPONENT_BYTES_MAX => {
-                return refuse(
-                    Rule::InvalidName,
-                    "a path component is longer than 255 bytes",
-                );
-            }
-            part => parts.push(part),
-        }
-    }
-    let normalized = parts.join("/");
-    if normalized.is_empty() {
-        return refuse(Rule::EmptyName, "the name is empty");
-    }
-    if normalized.len() > PATH_BYTES_MAX {
-        return refuse(Rule::InvalidName, "the path is longer than 4096 bytes");
-    }
-    Ok(normalized)
-}
-
-/// Resolves a symlink target against the link's folder without touching
-/// the disk; `None` when it leaves the root.
-pub fn resolve_lexically(link: &str, target: &str) -> Option<String> {
-    if target.starts_with('/') {
-        return None;
-    }
-    let mut stack: Vec<&str> = link.split('/').collect();
-    stack.pop(); // the link's own name
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                stack.pop()?;
-            }
-            part => stack.push(part),
-        }
-    }
-    Some(stack.join("/"))
 }
 
 /// Counts what has been written and enforces the limits.
@@ -352,19 +220,6 @@ impl Checker {
         }
         Ok(name)
     }
-}
-
-/// The one refusal for two entries that name the same file once
-/// normalized, whatever the archive format: the reader of a format that
-/// cannot show both entries (ZIP's by-name index) refuses with it too.
-pub(crate) fn duplicate_entry(entry: &RawEntry, normalized: &str) -> ArchiveError {
-    ArchiveError::refused(
-        entry,
-        Rule::DuplicateEntry,
-        format!(
-            "{normalized} appears more than once; an archive may name each file only once, or which copy is used would depend on the reader"
-        ),
-    )
 }
 
 fn check_symlink(entry: &RawEntry, name: &str, target: &[u8]) -> Result<(), ArchiveError> {

@@ -11,6 +11,7 @@
 //! revision is the caller's job (through `store`).
 
 pub mod build;
+pub mod entry;
 pub mod extract;
 pub mod format;
 pub mod inspect;

@@ -3,111 +3,10 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use thiserror::Error;
-
-use crate::extract::Rule;
+pub use crate::entry::{ArchiveError, EntryKind, RawEntry};
 use crate::format::{BundleFormat, DETECT_BYTES, detect};
-
-/// What an archive entry is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntryKind {
-    File {
-        size: u64,
-    },
-    Dir,
-    Symlink {
-        target: Vec<u8>,
-    },
-    Hardlink {
-        target: Vec<u8>,
-    },
-    /// Devices, fifos, sockets and anything else that is not plain data.
-    Special {
-        what: &'static str,
-    },
-}
-
-/// One entry as the archive names it, before any path check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawEntry {
-    /// The name exactly as stored (bytes: names are not trusted to be UTF-8).
-    pub name: Vec<u8>,
-    pub kind: EntryKind,
-    /// Unix permission bits, when the format records them.
-    pub mode: Option<u32>,
-    /// Compressed size, when the format records it per entry (ZIP).
-    pub compressed_size: Option<u64>,
-}
-
-impl RawEntry {
-    /// The name for messages (lossy UTF-8).
-    pub fn display_name(&self) -> String {
-        String::from_utf8_lossy(&self.name).into_owned()
-    }
-}
-
-/// Why reading an archive failed.
-#[derive(Debug, Error)]
-pub enum ArchiveError {
-    /// An entry breaks a safety rule; nothing was kept.
-    #[error("entry {entry:?} refused ({rule}): {detail}")]
-    Refused {
-        entry: String,
-        rule: Rule,
-        detail: String,
-    },
-    /// The archive is truncated, corrupt or not what its signature claims.
-    #[error("{path} is not a readable {format} archive: {reason}")]
-    Corrupt {
-        path: PathBuf,
-        format: BundleFormat,
-        reason: String,
-    },
-    /// An entry's content could not be read to its end.
-    #[error("entry {entry:?} could not be read: {reason}; the archive is truncated or corrupt")]
-    Truncated { entry: String, reason: String },
-    #[error(transparent)]
-    Format(#[from] crate::format::FormatError),
-    #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl ArchiveError {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.into();
-        move |source| ArchiveError::Io {
-            action,
-            path,
-            source,
-        }
-    }
-
-    pub(crate) fn refused(entry: &RawEntry, rule: Rule, detail: impl Into<String>) -> Self {
-        ArchiveError::Refused {
-            entry: entry.display_name(),
-            rule,
-            detail: detail.into(),
-        }
-    }
-
-    /// The rule an entry broke, if this is a refusal.
-    pub fn rule(&self) -> Option<Rule> {
-        match self {
-            ArchiveError::Refused { rule, .. } => Some(*rule),
-            _ => None,
-        }
-    }
-}
 
 /// Called once per entry with a reader over its content (empty for
 /// non-files).
@@ -265,8 +164,8 @@ fn visit_zip<R: Read + Seek>(
             mode: None,
             compressed_size: None,
         };
-        let normalized = crate::extract::normalize_name(&entry)?;
-        return Err(crate::extract::duplicate_entry(&entry, &normalized));
+        let normalized = crate::entry::normalize_name(&entry)?;
+        return Err(crate::entry::duplicate_entry(&entry, &normalized));
     }
     for index in 0..archive.len() {
         let mut zipped = archive
