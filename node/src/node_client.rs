@@ -14,6 +14,11 @@ use deploy::error::ErrorKind;
 use crate::error::CliError;
 use crate::output::Report;
 
+/// File in the environment folder (and, on a cluster member, in the store
+/// root) that tells `gtc` a node is running: its pid, addresses and the
+/// owner's admin token. `gtc node run` writes it; this client reads it.
+pub const NODE_FILE: &str = "node.json";
+
 /// How long the CLI waits to reach a node before using the store directly.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long a command may take on the node (staging a large bundle is
@@ -81,7 +86,7 @@ impl NodeClient {
 
 /// The running node of the environment in `env_dir`, if there is one.
 pub fn running_node(env_dir: &Path, ca: Option<&Path>) -> Option<NodeClient> {
-    let text = std::fs::read_to_string(env_dir.join(crate::node_cmd::NODE_FILE)).ok()?;
+    let text = std::fs::read_to_string(env_dir.join(NODE_FILE)).ok()?;
     let document: serde_json::Value = serde_json::from_str(&text).ok()?;
     let admin: SocketAddr = document["admin"].as_str()?.parse().ok()?;
     let token = document["token"].as_str()?.to_owned();

@@ -41,7 +41,7 @@ use router::proxy::Router;
 use store::LocalFsStore;
 use tokio::net::TcpListener;
 
-use crate::context::Context;
+use crate::checks::Checks;
 pub use auth::{TOKENS_FILE, load_tokens, token_hash};
 use reply::{ApiError, Reply};
 
@@ -88,8 +88,8 @@ pub struct AdminState {
     /// The API tokens with their roles, read on every request.
     pub tokens_file: PathBuf,
     /// The owner's identity and policy, the env-pack registry and the
-    /// edge checks shared with `gtc op`.
-    pub context: Context,
+    /// warm checks: the edge checks shared with `gtc op`.
+    pub checks: Checks,
     /// The web console's own state (node name, gossip, request samples).
     pub console: console::ConsoleState,
     /// Connection limits of the admin listener.
