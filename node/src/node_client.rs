@@ -1,7 +1,9 @@
-//! `gtc op` talking to a running node: when the environment's node file
-//! names a live admin API, commands go through the node (which applies them
-//! with the same store and apply path); otherwise straight to the store.
-//! A node that serves HTTPS is reached with TLS, trusting `--admin-ca`.
+//! The client of a node's admin API: one HTTP/1.1 request per connection
+//! with a bearer token. A running node on this machine is found through
+//! the node file it writes (`submit::Local` decides when a command goes
+//! through it: when the environment's node file names a live admin API);
+//! a node elsewhere is named by URL (`remote`, `gtc cluster`). A node that
+//! serves HTTPS is reached with TLS, trusting `--admin-ca`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -93,7 +93,6 @@ async fn bind(addr: SocketAddr, what: &str, hint: &str) -> Result<TcpListener, C
     })
 }
 
-/// The admin API's TLS acceptor when a certificate and key are given.
 /// Where instances listen (see `--instance-host`): loopback on a single
 /// node; a cluster member's Raft IP, which its peers already reach, unless
 /// that is a wildcard address, which names no one interface.
@@ -113,6 +112,7 @@ fn instance_host(args: &NodeRunArgs) -> std::net::IpAddr {
     }
 }
 
+/// The admin API's TLS acceptor when a certificate and key are given.
 fn admin_tls(args: &NodeRunArgs) -> Result<Option<tokio_rustls::TlsAcceptor>, CliError> {
     match (&args.admin_tls_cert, &args.admin_tls_key) {
         (Some(cert), Some(key)) => Ok(Some(tokio_rustls::TlsAcceptor::from(

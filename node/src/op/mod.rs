@@ -111,7 +111,6 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
     }
 }
 
-/// Runs one operator verb.
 /// Verbs the admin API has no route for (they read or write the store
 /// folder on the node's own machine), so `--node` cannot carry them.
 /// Every verb with a route works through `--node`; the test below holds
@@ -124,6 +123,7 @@ const LOCAL_ONLY_WITH_NODE: [(&str, &str); 4] = [
     ("env", "migrate-state"),
 ];
 
+/// Runs one operator verb.
 pub fn run(args: OpArgs) -> Result<Outcome, CliError> {
     let (noun_name, verb_name) = names(&args.noun);
     // `--schema` never touches the store, so it works without GREENTIC_HOME.
