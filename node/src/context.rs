@@ -15,7 +15,7 @@ use deploy::state::EnvironmentState;
 use store::{EnvironmentStore, LocalFsStore};
 
 use crate::checks::Checks;
-pub use crate::checks::parse_env;
+use crate::checks::parse_env;
 use crate::error::CliError;
 use crate::output::Report;
 use crate::submit::{Local, Submitter};

@@ -151,7 +151,7 @@ async fn load(admin: &Arc<AdminState>, env: &EnvId) -> Result<EnvironmentState, 
     let id = env.clone();
     let loaded = blocking(move || store.load(&id)).await?;
     loaded
-        .map_err(|error| ApiError::from(CliError::from(error)))?
+        .map_err(|error| ApiError::from(crate::error::CliError::from(error)))?
         .ok_or_else(|| ApiError::from(admin.checks.missing(env)))
 }
 
@@ -167,7 +167,7 @@ async fn list(admin: &Arc<AdminState>, caller: &Caller) -> Result<Reply, ApiErro
         },
     )
     .await?
-    .map_err(|error| ApiError::from(CliError::from(error)))?;
+    .map_err(|error| ApiError::from(crate::error::CliError::from(error)))?;
     // A token sees the environments it has a role on.
     let rows: Vec<Value> = states
         .iter()
@@ -210,7 +210,7 @@ async fn backups(admin: &Arc<AdminState>, env: &EnvId) -> Result<Reply, ApiError
     let id = env.clone();
     let manifests = blocking(move || store.list_backups(&id))
         .await?
-        .map_err(|error| ApiError::from(CliError::from(error)))?;
+        .map_err(|error| ApiError::from(crate::error::CliError::from(error)))?;
     let etag = state.etag();
     let body = json!({"environment_id": env, "etag": etag, "generation": state.generation, "backups": manifests});
     Ok(json_reply(StatusCode::OK, &body, Some(&etag)))
@@ -245,7 +245,7 @@ async fn audit(
     let id = env.clone();
     let lines = blocking(move || store.audit_lines(&id))
         .await?
-        .map_err(|error| ApiError::from(CliError::from(error)))?;
+        .map_err(|error| ApiError::from(crate::error::CliError::from(error)))?;
     let total = lines.len();
     let events: Vec<Value> = lines
         .iter()
@@ -324,7 +324,7 @@ async fn create_backup(
     );
     record(admin, event.clone()).await?;
     super::commands::fill_logged_prev_hash(admin, env, &mut event).await;
-    let manifest = manifest.map_err(|error| ApiError::from(CliError::from(error)))?;
+    let manifest = manifest.map_err(|error| ApiError::from(crate::error::CliError::from(error)))?;
     let etag = state.etag();
     let body = json!({
         "etag": etag,
@@ -588,7 +588,7 @@ async fn restore_command(
                 answers,
                 snapshot: Box::new(current),
             }),
-            ApiError::from(CliError::from(error)),
+            ApiError::from(crate::error::CliError::from(error)),
         )),
     }
 }
