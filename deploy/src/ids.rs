@@ -14,6 +14,12 @@ use thiserror::Error;
 /// within the 63-byte DNS label limit.
 pub const ENV_ID_LEN_MAX: usize = 63;
 
+/// Longest node name, in bytes: the DNS label limit, so a name fits a
+/// certificate SAN. One bound for every place a node name lives: the
+/// member's certificate (`transport`), gossip (`membership`) and the
+/// placements the leader records (`apply`).
+pub const NODE_NAME_BYTES_MAX: usize = 63;
+
 /// Longest opaque id (bundle, customer, pack, party). Long enough for reverse
 /// DNS names, short enough to keep audit lines and file names bounded.
 pub const OPAQUE_ID_LEN_MAX: usize = 128;

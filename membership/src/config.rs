@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use crate::generation::Generation;
 
-/// Longest node name. Names travel in every digest, so they stay short.
-pub const MAX_NODE_NAME_BYTES: usize = 64;
+/// Longest node name: the workspace's one node-name bound (a member's
+/// gossip name is its certificate's name). Names travel in every digest,
+/// so they stay short.
+pub use deploy::ids::NODE_NAME_BYTES_MAX;
 /// Longest cluster id; it travels in every SYN.
 pub const MAX_CLUSTER_ID_BYTES: usize = 64;
 /// Most seed addresses; more than a handful adds nothing once joined.
@@ -130,10 +132,10 @@ impl MembershipConfig {
 
     /// Checks every bound; [`crate::Membership::start`] calls it first.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !is_identifier(&self.node_name, MAX_NODE_NAME_BYTES) {
+        if !is_identifier(&self.node_name, NODE_NAME_BYTES_MAX) {
             return Err(ConfigError::InvalidNodeName {
                 name: self.node_name.clone(),
-                max: MAX_NODE_NAME_BYTES,
+                max: NODE_NAME_BYTES_MAX,
             });
         }
         if !is_identifier(&self.cluster_id, MAX_CLUSTER_ID_BYTES) {

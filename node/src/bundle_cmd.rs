@@ -9,7 +9,7 @@ use bundle::build::{ALLOWLIST_FILE, BuildError, BuildOptions, build};
 use bundle::read::ArchiveError;
 use bundle::scan::{Allowlist, ScanNote, ScanReport, Scanner};
 use bundle::stage::{StageError, StageRequest, stage};
-use deploy::command::{Command, FailedCheck, RevisionStageAnswers, StagedBundle};
+use deploy::command::{Command, RevisionStageAnswers, StagedBundle};
 use deploy::error::ErrorKind;
 use deploy::ids::RevisionId;
 use serde_json::json;
@@ -215,7 +215,7 @@ fn doctor(file: &Path, allowlist: Option<&Path>) -> Result<Report, CliError> {
         Err(error) => json!({"status": "error", "message": error.message}),
     };
     let (runtime, runtime_ok) = match &extracted {
-        Some(root) => match runnable(root) {
+        Some(root) => match crate::checks::runnable(root) {
             Ok(runtime) => (
                 json!({"status": "ok", "instances": runtime.instances, "command": runtime.command}),
                 true,
@@ -257,16 +257,6 @@ fn doctor(file: &Path, allowlist: Option<&Path>) -> Result<Report, CliError> {
         crate::error::EXIT_FAILURE
     };
     Ok(report)
-}
-
-/// Whether the extracted bundle at `root` has something that can run: a
-/// runtime section whose program is a file of the bundle. Warming and
-/// `bundle doctor` both ask this, so they refuse with the same words.
-fn runnable(root: &Path) -> Result<bundle::manifest::RuntimeSection, String> {
-    let manifest = bundle::stage::read_manifest(root).map_err(|e| e.to_string())?;
-    let runtime = manifest.require_runtime().map_err(|e| e.to_string())?;
-    runtime.check_program(root).map_err(|e| e.to_string())?;
-    Ok(runtime.clone())
 }
 
 /// Stages `file` into a scratch folder exactly as `revisions stage` would;
@@ -407,38 +397,4 @@ pub fn stage_revision(
             Err(error)
         }
     }
-}
-
-/// Warm-gate checks only the edge can run: a revision staged from a bundle
-/// file must have a runnable runtime section, and its bundle copy must
-/// still match the recorded digest.
-pub fn warm_checks(
-    context: &Context,
-    answers: &deploy::command::RevisionAnswers,
-) -> Result<Vec<FailedCheck>, CliError> {
-    let state = context.load(answers.environment_id.as_str())?;
-    let Some(revision) = state.environment.revision(answers.revision_id) else {
-        return Ok(Vec::new()); // apply reports the missing revision
-    };
-    let revision_dir = context
-        .store
-        .env_dir(&answers.environment_id)
-        .join(format!("revisions/{}", revision.revision_id));
-    if !revision_dir.join(bundle::stage::BUNDLE_COPY).is_file() {
-        return Ok(Vec::new()); // staged without a bundle file: nothing to check here
-    }
-    let mut failed = Vec::new();
-    if let Err(error) = bundle::stage::verify(&revision_dir, &revision.bundle_digest) {
-        failed.push(FailedCheck {
-            check: "bundle-digest".to_owned(),
-            message: error.to_string(),
-        });
-    }
-    if let Err(message) = runnable(&revision_dir.join(bundle::stage::BUNDLE_DIR)) {
-        failed.push(FailedCheck {
-            check: "runtime-section".to_owned(),
-            message,
-        });
-    }
-    Ok(failed)
 }

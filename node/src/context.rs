@@ -1,37 +1,33 @@
-//! Everything a verb needs from the outside world: the store, the operator's
-//! identity, the policy and the env-pack registry. The clock and id minting
-//! live here too, so `deploy` stays pure.
+//! Everything a `gtc` verb needs from the outside world: this machine's
+//! store, the edge checks of its owner (identity, policy, env-pack
+//! registry; see `checks`) and the submitter chosen when the command
+//! started (see `submit`). The clock and id minting live in `checks`, so
+//! `deploy` stays pure.
 
 use std::path::{Path, PathBuf};
 
 use deploy::apply::event_for;
-use deploy::audit::{AUDIT_SCHEMA, Actor, AuditEvent, AuditResult, Authorization, Decision};
-use deploy::command::{Command, CommandEnvelope, MintedIds};
+use deploy::audit::{AUDIT_SCHEMA, AuditEvent, AuditResult, Authorization, Decision};
+use deploy::command::{Command, CommandEnvelope};
 use deploy::error::ErrorKind;
 use deploy::ids::{EnvId, EventId};
-use deploy::policy::{POLICY_SCHEMA, Policy, authorize};
 use deploy::state::EnvironmentState;
-use packs::EnvPackRegistry;
 use store::{EnvironmentStore, LocalFsStore};
 
+use crate::checks::Checks;
+use crate::checks::parse_env;
 use crate::error::CliError;
 use crate::output::Report;
-
-/// Name of the policy file in the store root.
-pub const POLICY_FILE: &str = "policy.json";
+use crate::submit::{Local, Submitter};
 
 /// The operator's session.
 pub struct Context {
     pub store: LocalFsStore,
     pub home: PathBuf,
-    pub actor: Actor,
-    pub registry: EnvPackRegistry,
-    /// CA certificates to trust when a running node's admin API is HTTPS.
-    pub admin_ca: Option<PathBuf>,
-    /// Read replicas without a read index (`--stale-ok`).
-    pub stale_ok: bool,
-    /// A node reached by URL (`--node`): reads and changes go there.
-    pub remote: Option<crate::remote::Remote>,
+    /// The owner's identity, policy and env-pack registry.
+    pub checks: Checks,
+    /// Where reads and changes go, chosen when the command started.
+    pub submitter: Submitter,
 }
 
 /// `GREENTIC_HOME`, else `~/.greentic`.
@@ -50,120 +46,57 @@ pub fn greentic_home() -> Result<PathBuf, CliError> {
         })
 }
 
-fn local_actor() -> Actor {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .ok()
-        .filter(|u| !u.is_empty());
-    // /proc/self belongs to the process's effective uid on Linux.
-    #[cfg(unix)]
-    let uid = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata("/proc/self").ok().map(|m| m.uid())
-    };
-    #[cfg(not(unix))]
-    let uid = None;
-    Actor::local_user(user, uid)
-}
-
 impl Context {
     /// Opens the store at `store_root`, or under `GREENTIC_HOME`.
     pub fn open(store_root: Option<PathBuf>) -> Result<Self, CliError> {
         let home = greentic_home()?;
         let root = store_root.unwrap_or_else(|| home.join("environments"));
+        let store = LocalFsStore::open(root)?;
         Ok(Self {
-            store: LocalFsStore::open(root)?,
+            checks: Checks::for_local_user(store.root()),
+            store,
             home,
-            actor: local_actor(),
-            registry: packs::with_builtins(),
-            admin_ca: None,
-            stale_ok: false,
-            remote: None,
+            submitter: Submitter::Local(Local::default()),
         })
     }
 
-    fn policy(&self) -> Result<Option<Policy>, String> {
-        let path = self.store.root().join(POLICY_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => {
-                return Err(format!(
-                    "cannot read policy file {}: {error}",
-                    path.display()
-                ));
-            }
-        };
-        let policy: Policy = serde_json::from_str(&text)
-            .map_err(|error| format!("policy file {} is invalid: {error}", path.display()))?;
-        if policy.schema != POLICY_SCHEMA {
-            return Err(format!(
-                "policy file {} has schema {:?}; expected {POLICY_SCHEMA:?}",
-                path.display(),
-                policy.schema
-            ));
-        }
-        Ok(Some(policy))
+    /// The remote node, when the command goes to one (`--node`).
+    pub fn remote(&self) -> Option<&crate::remote::Remote> {
+        self.submitter.remote()
     }
 
-    /// The authorization decision for changing `env`; fails closed when the
-    /// policy file cannot be read.
+    /// The owner's authorization decision for changing `env`.
     pub fn authorize(&self, env: &EnvId) -> Authorization {
-        match self.policy() {
-            Ok(policy) => authorize(policy.as_ref(), &self.actor, env),
-            Err(_) if env.is_local() => authorize(None, &self.actor, env),
-            Err(reason) => Authorization {
-                decision: Decision::Deny,
-                policy: "policy-file".to_owned(),
-                reason,
-            },
-        }
+        self.checks.authorize(env)
     }
 
     /// Wraps `command` with the time, the operator, the decision and fresh ids.
     pub fn envelope(&self, command: Command) -> CommandEnvelope {
-        let authorization = self.authorize(&command.env_id());
-        CommandEnvelope {
-            at: chrono::Utc::now(),
-            actor: self.actor.clone(),
-            authorization,
-            minted: MintedIds {
-                event_id: EventId::from_ulid(ulid::Ulid::new()),
-                object_id: ulid::Ulid::new(),
-            },
-            command,
-            precondition: None,
-            idempotency_key: None,
-        }
+        self.checks.envelope(command)
     }
 
-    fn denial(&self, authorization: &Authorization, env: &EnvId) -> CliError {
-        let example = deploy::policy::suggested_grant(&self.actor, env);
-        CliError::new(
-            ErrorKind::Unauthorized,
-            format!(
-                "{}; grant it in {} (schema {POLICY_SCHEMA}), e.g. {}",
-                authorization.reason,
-                self.store.root().join(POLICY_FILE).display(),
-                serde_json::to_string(&example).unwrap_or_default()
-            ),
-        )
+    /// The error for an environment that does not exist.
+    pub fn missing(&self, env_id: &EnvId) -> CliError {
+        self.checks.missing(env_id)
     }
 
     /// Authorizes, applies and persists `command`; every outcome is audited.
     pub fn submit(&self, command: Command) -> Result<Report, CliError> {
-        if let Some(remote) = &self.remote {
+        let local = match &self.submitter {
             // The node authorizes with the token's role and audits.
-            return remote.submit(&command);
-        }
+            Submitter::Remote(remote) => return remote.submit(&command),
+            Submitter::Local(local) => local,
+        };
         let (noun, verb) = (command.noun(), command.verb());
         let envelope = self.envelope(command);
         if envelope.authorization.decision == Decision::Deny {
-            let error = self.denial(&envelope.authorization, &envelope.command.env_id());
+            let error = self
+                .checks
+                .denial(&envelope.authorization, &envelope.command.env_id());
             self.record_refusal(&envelope, &error)?;
             return Err(error);
         }
-        if let Some(node) = self.running_node(&envelope.command.env_id()) {
+        if let Some(node) = local.running_node(&self.store, &envelope.command.env_id()) {
             return node.submit(&envelope, noun, verb);
         }
         let submitted = self.store.submit(&envelope)?;
@@ -233,7 +166,7 @@ impl Context {
             schema: AUDIT_SCHEMA.to_owned(),
             event_id: EventId::from_ulid(ulid::Ulid::new()),
             ts: chrono::Utc::now(),
-            actor: self.actor.clone(),
+            actor: self.checks.actor.clone(),
             env_id: env.to_string(),
             noun: noun.to_owned(),
             verb: verb.to_owned(),
@@ -253,7 +186,7 @@ impl Context {
             )
         })?;
         if authorization.decision == Decision::Deny {
-            return Err(self.denial(&authorization, env));
+            return Err(self.checks.denial(&authorization, env));
         }
         Ok(authorization)
     }
@@ -261,72 +194,23 @@ impl Context {
     /// Parses a positional environment id and loads it.
     pub fn load(&self, env: &str) -> Result<EnvironmentState, CliError> {
         let env_id = parse_env(env)?;
-        if let Some(remote) = &self.remote {
-            return remote.load(&env_id);
+        match &self.submitter {
+            Submitter::Remote(remote) => return remote.load(&env_id),
+            Submitter::Local(local) => local.read_index(&self.store, &env_id)?,
         }
-        self.read_index(&env_id)?;
         self.store
             .load(&env_id)?
             .ok_or_else(|| self.missing(&env_id))
     }
 
-    /// The running node that owns changes to `env`: the node serving that
-    /// environment, else a cluster member serving this store root (every
-    /// environment of a member's replica, including one not created yet,
-    /// changes only through Raft).
-    fn running_node(&self, env: &EnvId) -> Option<crate::node_client::NodeClient> {
-        let ca = self.admin_ca.as_deref();
-        crate::node_client::running_node(&self.store.env_dir(env), ca).or_else(|| {
-            let root = self.store.env_dir(env).parent()?.to_owned();
-            crate::node_client::running_node(&root, ca)
-        })
+    /// The warm-gate checks of `answers`' revision on the environment as it
+    /// is now (see [`Checks::warm_checks`]).
+    pub fn warm_checks(
+        &self,
+        answers: &deploy::command::RevisionAnswers,
+    ) -> Result<Vec<deploy::command::FailedCheck>, CliError> {
+        let state = self.load(answers.environment_id.as_str())?;
+        let env_dir = self.store.env_dir(&answers.environment_id);
+        Ok(self.checks.warm_checks(&env_dir, &state, answers))
     }
-
-    /// Before a read of a cluster member's replica: waits (through the
-    /// running member) until the replica holds everything the cluster had
-    /// committed when the read began, so the read is linearizable. Nothing
-    /// to do with `--stale-ok`, or without a running cluster member.
-    fn read_index(&self, env: &EnvId) -> Result<(), CliError> {
-        if self.stale_ok {
-            return Ok(());
-        }
-        let Some(node) = self.running_node(env) else {
-            return Ok(());
-        };
-        match node.request("POST", "/admin/v1/cluster/read-index", b"")? {
-            (200, _) => Ok(()),
-            // Not a cluster member: its store is the only copy.
-            (404, _) => Ok(()),
-            (_, document) => Err(CliError::new(
-                ErrorKind::parse(document["error"]["kind"].as_str().unwrap_or(""))
-                    .unwrap_or(ErrorKind::Store),
-                format!(
-                    "the cluster could not confirm this replica is current ({}); retry, or read it as it is with --stale-ok",
-                    document["error"]["message"].as_str().unwrap_or("no answer")
-                ),
-            )),
-        }
-    }
-
-    /// The error for an environment that does not exist.
-    pub fn missing(&self, env_id: &EnvId) -> CliError {
-        CliError::new(
-            ErrorKind::NotFound,
-            format!(
-                "environment {env_id} does not exist in {}; {}",
-                self.store.root().display(),
-                match env_id.legacy_dev_hint() {
-                    Some(hint) => hint,
-                    None if env_id.is_local() => "create it with `gtc op env init`",
-                    None => "create it with `gtc op env create`",
-                }
-            ),
-        )
-    }
-}
-
-/// Parses a positional environment id with a clear error.
-pub fn parse_env(text: &str) -> Result<EnvId, CliError> {
-    text.parse::<EnvId>()
-        .map_err(|error| CliError::invalid(error.to_string()).with_field("environment_id"))
 }

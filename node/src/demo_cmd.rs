@@ -136,7 +136,7 @@ fn deploy_two_revisions(
             revision_id: revision,
             idempotency_key: None,
         };
-        let failed_checks = crate::bundle_cmd::warm_checks(context, &warm)?;
+        let failed_checks = context.warm_checks(&warm)?;
         context.submit(Command::RevisionWarm {
             answers: warm,
             failed_checks,

@@ -1,7 +1,9 @@
-//! `gtc op` talking to a running node: when the environment's node file
-//! names a live admin API, commands go through the node (which applies them
-//! with the same store and apply path); otherwise straight to the store.
-//! A node that serves HTTPS is reached with TLS, trusting `--admin-ca`.
+//! The client of a node's admin API: one HTTP/1.1 request per connection
+//! with a bearer token. A running node on this machine is found through
+//! the node file it writes (`submit::Local` decides when a command goes
+//! through it: when the environment's node file names a live admin API);
+//! a node elsewhere is named by URL (`remote`, `gtc cluster`). A node that
+//! serves HTTPS is reached with TLS, trusting `--admin-ca`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,6 +15,11 @@ use deploy::error::ErrorKind;
 
 use crate::error::CliError;
 use crate::output::Report;
+
+/// File in the environment folder (and, on a cluster member, in the store
+/// root) that tells `gtc` a node is running: its pid, addresses and the
+/// owner's admin token. `gtc node run` writes it; this client reads it.
+pub const NODE_FILE: &str = "node.json";
 
 /// How long the CLI waits to reach a node before using the store directly.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
@@ -81,7 +88,7 @@ impl NodeClient {
 
 /// The running node of the environment in `env_dir`, if there is one.
 pub fn running_node(env_dir: &Path, ca: Option<&Path>) -> Option<NodeClient> {
-    let text = std::fs::read_to_string(env_dir.join(crate::node_cmd::NODE_FILE)).ok()?;
+    let text = std::fs::read_to_string(env_dir.join(NODE_FILE)).ok()?;
     let document: serde_json::Value = serde_json::from_str(&text).ok()?;
     let admin: SocketAddr = document["admin"].as_str()?.parse().ok()?;
     let token = document["token"].as_str()?.to_owned();

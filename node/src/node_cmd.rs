@@ -22,11 +22,10 @@ use tokio::net::TcpListener;
 
 use crate::cli::{LogFormat, NodeRunArgs};
 use crate::error::CliError;
+use crate::node_client::NODE_FILE;
 
 /// The router's listener when the environment names none.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// File in the environment folder that tells `gtc` a node is running.
-pub const NODE_FILE: &str = "node.json";
 
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GTC_LOG")
@@ -94,7 +93,6 @@ async fn bind(addr: SocketAddr, what: &str, hint: &str) -> Result<TcpListener, C
     })
 }
 
-/// The admin API's TLS acceptor when a certificate and key are given.
 /// Where instances listen (see `--instance-host`): loopback on a single
 /// node; a cluster member's Raft IP, which its peers already reach, unless
 /// that is a wildcard address, which names no one interface.
@@ -114,6 +112,7 @@ fn instance_host(args: &NodeRunArgs) -> std::net::IpAddr {
     }
 }
 
+/// The admin API's TLS acceptor when a certificate and key are given.
 fn admin_tls(args: &NodeRunArgs) -> Result<Option<tokio_rustls::TlsAcceptor>, CliError> {
     match (&args.admin_tls_cert, &args.admin_tls_key) {
         (Some(cert), Some(key)) => Ok(Some(tokio_rustls::TlsAcceptor::from(
@@ -207,7 +206,7 @@ impl RunningNode {
             None => store_root,
         };
         let context = crate::context::Context::open(store_root)?;
-        let env_id: EnvId = crate::context::parse_env(&args.env)?;
+        let env_id: EnvId = crate::checks::parse_env(&args.env)?;
         let cluster = match &args.cluster_dir {
             Some(dir) => Some(start_cluster(args, dir, context.store.root()).await?),
             None => None,
@@ -217,7 +216,7 @@ impl RunningNode {
             None => Arc::new(LocalFsStore::open(context.store.root())?),
         };
         if let Some(cluster) = &cluster {
-            ensure_cluster_environment(&context, &env_id, &store, args, cluster).await?;
+            ensure_cluster_environment(&context.checks, &env_id, &store, args, cluster).await?;
         } else if context.store.load(&env_id)?.is_none() {
             if env_id.is_local() {
                 // The embedded default needs no setup step.
@@ -367,7 +366,7 @@ impl RunningNode {
             local_store,
             node_token: token.clone(),
             tokens_file,
-            context,
+            checks: context.checks,
             console: console_state,
             limits: args.limits.admin(),
             body_timeout: Duration::from_millis(args.limits.body_timeout_ms),
@@ -600,7 +599,7 @@ const REPLICATION_WAIT: Duration = Duration::from_secs(60);
 /// The bootstrapping member creates `local` through the cluster; a joining
 /// one waits until the environment has replicated to it.
 async fn ensure_cluster_environment(
-    context: &crate::context::Context,
+    checks: &crate::checks::Checks,
     env_id: &EnvId,
     store: &Arc<dyn EnvironmentStore + Send + Sync>,
     args: &NodeRunArgs,
@@ -622,7 +621,7 @@ async fn ensure_cluster_environment(
             return Ok(());
         }
         if bootstrap && env_id.is_local() && cluster.is_leader() {
-            let envelope = context.envelope(deploy::command::Command::EnvInit {
+            let envelope = checks.envelope(deploy::command::Command::EnvInit {
                 answers: Default::default(),
                 defaults: packs::default_bindings(),
             });

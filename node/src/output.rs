@@ -228,6 +228,11 @@ fn table(rows: &[Value]) -> String {
     out.join("\n")
 }
 
+/// A `{environment_id, …}` view for list outputs.
+pub fn listing(env: &deploy::ids::EnvId, key: &str, items: serde_json::Value) -> serde_json::Value {
+    json!({"environment_id": env, key: items})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

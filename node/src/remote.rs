@@ -133,7 +133,7 @@ impl Remote {
         let mut report = Report::new(
             "env",
             "backups",
-            crate::op::listing(env, "backups", document["backups"].clone()),
+            crate::output::listing(env, "backups", document["backups"].clone()),
         );
         report.via = Some("node");
         Ok(report)

@@ -115,7 +115,7 @@ fn create(id: &str, role_arg: RoleArg, env: &str, path: &Path) -> Result<Report,
         .with_field("id"));
     }
     if env != ANY_ENVIRONMENT {
-        crate::context::parse_env(env)?;
+        crate::checks::parse_env(env)?;
     }
     let token = format!("{TOKEN_PREFIX}{}", crate::node_cmd::random_token()?);
     let role = role(role_arg);

@@ -27,7 +27,7 @@
 
 mod cluster_support;
 
-use cluster_support::{bundle_of, get, gtc, keep_folder, ulid_like};
+use cluster_support::{bundle_of, get, gtc, keep_folder, ulid_like, wait_until};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -280,18 +280,6 @@ fn readable_by_all(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
 }
 
-fn wait(what: &str, bound: Duration, mut check: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < bound,
-            "timed out after {bound:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    start.elapsed()
-}
-
 /// What the load saw through one router.
 #[derive(Default)]
 struct Tally {
@@ -387,7 +375,7 @@ impl Operator {
     /// Stops sending after the command in flight, for a convergence check.
     fn pause(&self) {
         self.paused.store(true, Ordering::SeqCst);
-        wait(
+        wait_until(
             "the operator to finish its command",
             COMMAND_DEADLINE,
             || self.idle.load(Ordering::SeqCst),
@@ -414,7 +402,7 @@ fn committed_generation(nodes: &[Node]) -> Option<u64> {
 
 /// Waits until every router answers from the committed generation.
 fn converge(nodes: &[Node]) -> Duration {
-    wait(
+    wait_until(
         "every router to serve the committed generation",
         CONVERGENCE_BOUND,
         || {
@@ -430,7 +418,7 @@ fn converge(nodes: &[Node]) -> Duration {
 
 fn leader(nodes: &[Node]) -> usize {
     let mut found = None;
-    wait("a leader", Duration::from_secs(60), || {
+    wait_until("a leader", Duration::from_secs(60), || {
         found = nodes
             .iter()
             .position(|node| node.raft_state().as_deref() == Some("leader"));
@@ -440,7 +428,7 @@ fn leader(nodes: &[Node]) -> usize {
 }
 
 fn wait_healthy(node: &Node) {
-    wait(
+    wait_until(
         &format!("{} to turn healthy", node.name),
         Duration::from_secs(120),
         || node.health() == "healthy",
@@ -555,7 +543,7 @@ fn the_cluster_in_containers_survives_partition_kill_rolling_restart_and_pause()
     // Every member answers changes once it joined the voters.
     let added = {
         let mut answer = Err(String::new());
-        wait(
+        wait_until(
             "the cluster to accept a change",
             Duration::from_secs(90),
             || {
@@ -609,7 +597,7 @@ fn the_cluster_in_containers_survives_partition_kill_rolling_restart_and_pause()
             .expect("warm");
         revisions.push(revision);
     }
-    wait(
+    wait_until(
         "the three revisions to be ready",
         Duration::from_secs(120),
         || {
@@ -641,7 +629,7 @@ fn the_cluster_in_containers_survives_partition_kill_rolling_restart_and_pause()
     // own and reaches the others' containers (instances listen on their
     // member's address, `--instance-host`).
     for node in &nodes {
-        wait(
+        wait_until(
             &format!("{}'s router to serve revision A", node.name),
             Duration::from_secs(120),
             || matches!(get(node.router()), Some((200, _, Some(r))) if r == revisions[0]),
@@ -799,7 +787,7 @@ fn the_cluster_in_containers_survives_partition_kill_rolling_restart_and_pause()
         for node in nodes {
             docker(&["restart", "-t", "10", &node.id]).expect("restart");
             wait_healthy(node);
-            wait(
+            wait_until(
                 &format!("{}'s router to serve again", node.name),
                 Duration::from_secs(60),
                 || matches!(get(node.router()), Some((200, _, _))),

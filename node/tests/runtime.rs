@@ -7,9 +7,9 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Home, Node, id};
+use common::{Home, Node, id, wait_until};
 use serde_json::json;
 
 fn demo_service() -> PathBuf {
@@ -104,14 +104,6 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn lifecycle(home: &Home, revision: &str) -> String {
     let listed = home.gtc(&["op", "revisions", "list", "local"]);
     listed.stdout["result"]["revisions"]
@@ -145,7 +137,7 @@ fn set_split(home: &Home, deployment: &str, key: &str, entries: serde_json::Valu
 
 /// Waits until the router answers under `generation`.
 fn wait_generation(node: &Node, generation: u64) {
-    wait_for(
+    wait_until(
         "the router to serve the new split",
         Duration::from_secs(10),
         || {
@@ -179,13 +171,13 @@ fn warming_passes_for_a_healthy_bundle_and_fails_with_its_last_log_lines() {
     let (home, _node, deployment) = setup();
     let good = example_bundle(&home, "good", &[], 2);
     let revision = stage_and_warm(&home, &deployment, &good);
-    wait_for("ready", Duration::from_secs(20), || {
+    wait_until("ready", Duration::from_secs(20), || {
         lifecycle(&home, &revision) == "ready"
     });
 
     let broken = example_bundle(&home, "broken", &[("DEMO_MODE", "exit-immediately")], 1);
     let failing = stage_and_warm(&home, &deployment, &broken);
-    wait_for("failed", Duration::from_secs(20), || {
+    wait_until("failed", Duration::from_secs(20), || {
         lifecycle(&home, &failing) == "failed"
     });
     let listed = home.gtc(&["op", "revisions", "list", "local"]);
@@ -209,7 +201,7 @@ fn a_99_1_split_is_measured_and_sticky_sessions_hold() {
         &deployment,
         &example_bundle(&home, "v2", &[("DEMO_VERSION", "v2")], 1),
     );
-    wait_for("ready", Duration::from_secs(20), || {
+    wait_until("ready", Duration::from_secs(20), || {
         lifecycle(&home, &v1) == "ready" && lifecycle(&home, &v2) == "ready"
     });
     let generation = set_split(
@@ -272,7 +264,7 @@ fn draining_lets_in_flight_requests_finish_then_goes_inactive() {
     let (home, node, deployment) = setup();
     let v1 = stage_and_warm(&home, &deployment, &example_bundle(&home, "v1", &[], 1));
     let v2 = stage_and_warm(&home, &deployment, &example_bundle(&home, "v2", &[], 1));
-    wait_for("ready", Duration::from_secs(20), || {
+    wait_until("ready", Duration::from_secs(20), || {
         lifecycle(&home, &v1) == "ready" && lifecycle(&home, &v2) == "ready"
     });
     let generation = set_split(
@@ -282,12 +274,21 @@ fn draining_lets_in_flight_requests_finish_then_goes_inactive() {
         json!([{"revision_id": v1, "weight_percent": 100}]),
     );
     wait_generation(&node, generation);
-    // Five slow requests in flight on v1...
+    // Five slow responses in flight on v1: each streams for about 1.5 s,
+    // and its thread says so once v1's response head has arrived...
     let addr = node.addr;
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
     let slow: Vec<_> = (0..5)
-        .map(|_| std::thread::spawn(move || get(addr, "/slow?ms=1500", None)))
+        .map(|_| {
+            let started_tx = started_tx.clone();
+            std::thread::spawn(move || stream_after_head(addr, STREAM_CHUNKS, started_tx))
+        })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..slow.len() {
+        started_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("every slow response started on v1");
+    }
     // ...while traffic moves to v2 and v1 drains.
     let generation = set_split(
         &home,
@@ -302,11 +303,16 @@ fn draining_lets_in_flight_requests_finish_then_goes_inactive() {
         json!({"environment_id": "local", "revision_id": v1}),
     );
     for request in slow {
-        let (status, headers, _) = request.join().expect("thread").expect("slow request");
+        let (status, headers, body) = request.join().expect("thread").expect("slow request");
         assert_eq!(status, 200, "an in-flight request was cut");
         assert_eq!(header(&headers, "x-greentic-revision"), Some(v1.as_str()));
+        assert!(
+            body.len() >= STREAM_CHUNKS * STREAM_CHUNK_BYTES,
+            "an in-flight response was cut after {} bytes",
+            body.len()
+        );
     }
-    wait_for("inactive", Duration::from_secs(20), || {
+    wait_until("inactive", Duration::from_secs(20), || {
         lifecycle(&home, &v1) == "inactive"
     });
     let (status, headers, _) = get(node.addr, "/", None).expect("request");
@@ -314,6 +320,63 @@ fn draining_lets_in_flight_requests_finish_then_goes_inactive() {
         (status, header(&headers, "x-greentic-revision")),
         (200, Some(v2.as_str()))
     );
+}
+
+/// Chunks of a slow `/stream` response: the demo service sends one every
+/// 10 ms, so about 1.5 s in flight.
+const STREAM_CHUNKS: usize = 150;
+/// Bytes of one chunk of the demo service's `/stream`.
+const STREAM_CHUNK_BYTES: usize = 1024;
+
+/// Status, headers and raw (chunked) body of a streamed answer.
+type StreamAnswer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// `GET /stream?chunks=N`: sends `()` on `started` once the response head
+/// has arrived (the request is then in flight on the revision it names),
+/// then reads the whole (chunked) response.
+fn stream_after_head(
+    addr: SocketAddr,
+    chunks: usize,
+    started: std::sync::mpsc::Sender<()>,
+) -> Result<StreamAnswer, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET /stream?chunks={chunks} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    let head_end = loop {
+        let read = stream.read(&mut buffer).map_err(|e| e.to_string())?;
+        if read == 0 {
+            return Err("the connection closed before the response head".to_owned());
+        }
+        response.extend_from_slice(&buffer[..read]);
+        if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+    };
+    let _ = started.send(());
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| e.to_string())?;
+    let head = String::from_utf8_lossy(&response[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok((status, headers, response[head_end + 4..].to_vec()))
 }
 
 /// Pids of the node's child processes (its instances).
@@ -338,7 +401,7 @@ fn children(node_pid: i32) -> Vec<i32> {
 fn a_crashed_instance_is_restarted() {
     let (home, node, deployment) = setup();
     let v1 = stage_and_warm(&home, &deployment, &example_bundle(&home, "v1", &[], 2));
-    wait_for("ready", Duration::from_secs(20), || {
+    wait_until("ready", Duration::from_secs(20), || {
         lifecycle(&home, &v1) == "ready"
     });
     let generation = set_split(
@@ -361,12 +424,12 @@ fn a_crashed_instance_is_restarted() {
         assert_eq!(status, 200, "{body}");
     }
     // ...and the crashed one comes back as a new process.
-    wait_for("the instance to come back", Duration::from_secs(20), || {
+    wait_until("the instance to come back", Duration::from_secs(20), || {
         let now = children(node.pid());
         now.len() == 2 && !now.contains(&before[0])
     });
     // The new process serves once it passed its health check.
-    wait_for(
+    wait_until(
         "both instances to serve again",
         Duration::from_secs(20),
         || {
@@ -538,7 +601,7 @@ fn metrics_report_requests_split_and_generation() {
     // instances and the committed generation.
     let (home, node, deployment) = setup();
     let v1 = stage_and_warm(&home, &deployment, &example_bundle(&home, "v1", &[], 1));
-    wait_for("ready", Duration::from_secs(20), || {
+    wait_until("ready", Duration::from_secs(20), || {
         lifecycle(&home, &v1) == "ready"
     });
     let generation = set_split(
@@ -575,7 +638,7 @@ fn instances_left_by_a_killed_node_are_stopped_when_it_restarts() {
     // orphan is left holding a port.
     let (home, mut node, deployment) = setup();
     let v1 = stage_and_warm(&home, &deployment, &example_bundle(&home, "v1", &[], 1));
-    wait_for("ready", Duration::from_secs(20), || {
+    wait_until("ready", Duration::from_secs(20), || {
         lifecycle(&home, &v1) == "ready"
     });
     let orphans = children(node.pid());
@@ -589,12 +652,12 @@ fn instances_left_by_a_killed_node_are_stopped_when_it_restarts() {
     let alive = |pid: i32| std::path::Path::new(&format!("/proc/{pid}")).exists();
     assert!(alive(orphans[0]), "the instance outlived its node");
     let restarted = Node::start(&home);
-    wait_for("the orphan to be stopped", Duration::from_secs(20), || {
+    wait_until("the orphan to be stopped", Duration::from_secs(20), || {
         !alive(orphans[0])
             || std::fs::read_to_string(format!("/proc/{}/stat", orphans[0]))
                 .is_ok_and(|stat| stat.contains(") Z "))
     });
-    wait_for("a new instance", Duration::from_secs(20), || {
+    wait_until("a new instance", Duration::from_secs(20), || {
         children(restarted.pid()).len() == 1
     });
     drop(node);
@@ -634,7 +697,7 @@ fn no_placeholder_values_in_committed_state() {
         &deployment,
         &example_bundle(&home, "placeholders", &[], 1),
     );
-    wait_for("ready", Duration::from_secs(20), || {
+    wait_until("ready", Duration::from_secs(20), || {
         lifecycle(&home, &revision) == "ready"
     });
     let generation = set_split(
@@ -647,7 +710,7 @@ fn no_placeholder_values_in_committed_state() {
     let (status, _, _) = get(node.addr, "/", None).expect("request");
     assert_eq!(status, 200, "the node serves the environment");
 
-    wait_for("runtime.json", Duration::from_secs(10), || {
+    wait_until("runtime.json", Duration::from_secs(10), || {
         home.gtc(&["op", "env", "doctor", "local"]).stdout["result"]["has_runtime"] == true
     });
     let shown = home.gtc(&["op", "config", "show", "local"]);
@@ -660,7 +723,7 @@ fn no_placeholder_values_in_committed_state() {
             .is_some_and(|kind| kind.starts_with("greentic.deployer.")),
         "{runtime}"
     );
-    wait_for(
+    wait_until(
         "the runtime lists the instance",
         Duration::from_secs(10),
         || {

@@ -16,7 +16,7 @@ use crate::command::{
 use crate::descriptor::CapabilitySlot;
 use crate::environment::Environment;
 use crate::error::ApplyError;
-use crate::ids::RevisionId;
+use crate::ids::{NODE_NAME_BYTES_MAX, RevisionId};
 use crate::lifecycle::{Lifecycle, LifecycleVerb, is_valid_transition};
 use crate::revision::{DRAIN_SECONDS_DEFAULT, DRAIN_SECONDS_MAX, REVISION_SCHEMA, Revision};
 
@@ -350,10 +350,6 @@ fn become_ready(environment: &mut Environment, index: usize, envelope: &CommandE
     follow_latest(environment, deployment_id, envelope);
 }
 
-/// A runtime report: the deployer finished warming or draining a revision.
-/// Longest node name a placement may hold (a DNS label).
-const NODE_NAME_MAX: usize = 63;
-
 /// `revisions place`: records where the leader placed each revision's
 /// instances. Only revisions that run (warming, ready, draining) can be
 /// placed; a placement computed from a state that moved on is refused and
@@ -367,14 +363,16 @@ pub(crate) fn place(
         let index = revision_index(&environment, *revision_id)?;
         for (position, node) in nodes.iter().enumerate() {
             let valid = !node.is_empty()
-                && node.len() <= NODE_NAME_MAX
+                && node.len() <= NODE_NAME_BYTES_MAX
                 && node
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !valid {
                 return Err(ApplyError::invalid(
                     format!("placements.{revision_id}[{position}]"),
-                    format!("{node:?} is not a node name (1 to {NODE_NAME_MAX} of a-z, 0-9, -)"),
+                    format!(
+                        "{node:?} is not a node name (1 to {NODE_NAME_BYTES_MAX} of a-z, 0-9, -)"
+                    ),
                 ));
             }
         }
@@ -404,6 +402,7 @@ pub(crate) fn place(
     })
 }
 
+/// A runtime report: the deployer finished warming or draining a revision.
 pub(crate) fn report(
     mut environment: Environment,
     report: &RuntimeReport,

@@ -98,7 +98,7 @@ impl Caller {
     /// Who the caller is in audit events.
     pub fn actor(&self, admin: &AdminState) -> Actor {
         match self {
-            Caller::Owner => admin.context.actor.clone(),
+            Caller::Owner => admin.checks.actor.clone(),
             Caller::Token(entry) => entry.actor(),
         }
     }
@@ -122,7 +122,7 @@ impl Caller {
                     "the node's owner reads every environment, as with gtc op ({action})"
                 ),
             },
-            Caller::Owner => admin.context.authorize(env),
+            Caller::Owner => admin.checks.authorize(env),
             Caller::Token(entry) => decide(&entry.id, entry.role_on(env), required, env, action),
         }
     }

@@ -323,7 +323,7 @@ async fn view(
     })
     .await?
     .map_err(|error| ApiError::from(crate::error::CliError::from(error)))?;
-    let state = state.ok_or_else(|| ApiError::from(admin.context.missing(env)))?;
+    let state = state.ok_or_else(|| ApiError::from(admin.checks.missing(env)))?;
     let deployments = console::observed::deployments_of(&state.environment);
     let members = match &admin.console.gossip {
         Some(gossip) => Some((gossip.live_members().await, gossip.dead_members().await)),
@@ -589,8 +589,7 @@ async fn logs(
 ) -> Result<Reply, ApiError> {
     reader(request, admin, env, "logs").await?;
     let dir = admin
-        .context
-        .store
+        .local_store
         .env_dir(env)
         .join("revisions")
         .join(revision.to_string())

@@ -24,6 +24,7 @@ use super::commands::{read_body, submit};
 use super::reply::{self, ApiError, Reply, json_reply};
 use super::route::{self, RevisionVerb, Route, RouteError};
 use super::{AdminState, blocking, record};
+use crate::error::CliError;
 
 /// Audit events one `GET …/audit` returns when it names no limit.
 const AUDIT_EVENTS_DEFAULT: usize = 100;
@@ -151,7 +152,7 @@ async fn load(admin: &Arc<AdminState>, env: &EnvId) -> Result<EnvironmentState, 
     let loaded = blocking(move || store.load(&id)).await?;
     loaded
         .map_err(|error| ApiError::from(crate::error::CliError::from(error)))?
-        .ok_or_else(|| ApiError::from(admin.context.missing(env)))
+        .ok_or_else(|| ApiError::from(admin.checks.missing(env)))
 }
 
 async fn list(admin: &Arc<AdminState>, caller: &Caller) -> Result<Reply, ApiError> {
@@ -486,10 +487,18 @@ async fn command(
                 RevisionVerb::Warm => {
                     let admin = Arc::clone(admin);
                     let checked = answers.clone();
-                    let failed_checks =
-                        blocking(move || crate::bundle_cmd::warm_checks(&admin.context, &checked))
-                            .await?
-                            .map_err(ApiError::from)?;
+                    let failed_checks = blocking(move || {
+                        let env = &checked.environment_id;
+                        let state = admin
+                            .store
+                            .load(env)
+                            .map_err(CliError::from)?
+                            .ok_or_else(|| admin.checks.missing(env))?;
+                        let env_dir = admin.local_store.env_dir(env);
+                        Ok::<_, CliError>(admin.checks.warm_checks(&env_dir, &state, &checked))
+                    })
+                    .await?
+                    .map_err(ApiError::from)?;
                     Command::RevisionWarm {
                         answers,
                         failed_checks,
@@ -517,13 +526,9 @@ async fn command(
         Route::AddPack(_) | Route::UpdatePack(..) => {
             let answers: PackBindAnswers = answers(with_key(map, key)?, route)?;
             let refused = admin
-                .context
-                .registry
-                .resolve_for_slot(&answers.kind, answers.slot)
-                .err()
-                .map(|error| {
-                    ApiError::new(ErrorKind::InvalidArgument, error.to_string()).with_field("kind")
-                });
+                .checks
+                .binding_refusal(&answers)
+                .map(|reason| ApiError::new(ErrorKind::InvalidArgument, reason).with_field("kind"));
             let command = if matches!(route, Route::AddPack(_)) {
                 Command::PackAdd(answers)
             } else {

@@ -27,6 +27,7 @@ pub(crate) mod route;
 mod strict;
 pub mod tls;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +42,7 @@ use router::proxy::Router;
 use store::LocalFsStore;
 use tokio::net::TcpListener;
 
-use crate::context::Context;
+use crate::checks::Checks;
 pub use auth::{TOKENS_FILE, load_tokens, token_hash};
 use reply::{ApiError, Reply};
 
@@ -88,8 +89,8 @@ pub struct AdminState {
     /// The API tokens with their roles, read on every request.
     pub tokens_file: PathBuf,
     /// The owner's identity and policy, the env-pack registry and the
-    /// edge checks shared with `gtc op`.
-    pub context: Context,
+    /// warm checks: the edge checks shared with `gtc op`.
+    pub checks: Checks,
     /// The web console's own state (node name, gossip, request samples).
     pub console: console::ConsoleState,
     /// Connection limits of the admin listener.
@@ -133,30 +134,63 @@ pub async fn serve(
                 };
                 let admin = Arc::clone(&admin);
                 let tls = tls.clone();
-                tokio::spawn(async move {
-                    let stream = admitted.watch(stream);
-                    let serving = {
-                        let admitted = Arc::clone(&admitted);
-                        async move {
-                            match tls {
-                                Some(acceptor) => {
-                                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                        Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), admin, admitted).await,
-                                        Ok(Err(error)) => tracing::debug!(%peer, %error, "admin tls handshake failed"),
-                                        Err(_) => tracing::debug!(%peer, "admin tls handshake timed out"),
-                                    }
-                                }
-                                None => serve_connection(TokioIo::new(stream), admin, admitted).await,
-                            }
-                        }
-                    };
-                    if let Ended::Closed(trip) = admitted.supervise(serving).await {
-                        tracing::debug!(%peer, limit = trip.label(), "admin connection closed by a limit");
-                    }
-                });
+                tokio::spawn(serve_admitted(stream, peer, admitted, admin, tls));
             }
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+/// Serves one admitted connection to its end, over TLS when `tls` is
+/// given, under the supervision of its admission (head deadline, idle
+/// timeout, eviction).
+async fn serve_admitted<S>(
+    stream: S,
+    peer: SocketAddr,
+    admitted: Arc<Admitted>,
+    admin: Arc<AdminState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = admitted.watch(stream);
+    let serving = {
+        let admitted = Arc::clone(&admitted);
+        async move {
+            match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            serve_connection(TokioIo::new(stream), admin, admitted).await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "admin tls handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "admin tls handshake timed out"),
+                    }
+                }
+                None => serve_connection(TokioIo::new(stream), admin, admitted).await,
+            }
+        }
+    };
+    if let Ended::Closed(trip) = admitted.supervise(serving).await {
+        tracing::debug!(%peer, limit = trip.label(), "admin connection closed by a limit");
+    }
+}
+
+/// Serves one connection that is already open, as `serve` serves each
+/// accepted one (same limits, same routes), without a listener: any byte
+/// stream will do, so tests drive the admin API in-process over an
+/// in-memory pipe. `peer` is the client address the limits count.
+pub async fn serve_stream<S>(stream: S, peer: SocketAddr, admin: Arc<AdminState>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connections = Connections::new("admin", admin.limits);
+    match connections.admit(peer) {
+        Ok(admitted) => serve_admitted(stream, peer, Arc::new(admitted), admin, None).await,
+        Err(trip) => tracing::warn!(%peer, limit = trip.label(), "admin connection refused"),
     }
 }
 

@@ -38,7 +38,7 @@ pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
             let answers: EnvUpdateAnswers = answers(&mutation, "env", "update")?;
             context.submit(Command::EnvUpdate(answers))
         }
-        EnvVerb::List => match &context.remote {
+        EnvVerb::List => match context.remote() {
             Some(remote) => remote.list(),
             None => list(context),
         },
@@ -64,21 +64,21 @@ pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
         }
         EnvVerb::Backup(mutation) => {
             let answers: EnvTargetAnswers = answers(&mutation, "env", "backup")?;
-            match &context.remote {
+            match context.remote() {
                 Some(remote) => remote.backup(&answers.environment_id),
                 None => backup(context, answers),
             }
         }
         EnvVerb::Backups(env) => {
-            if let Some(remote) = &context.remote {
-                return remote.backups(&crate::context::parse_env(&env.env)?);
+            if let Some(remote) = context.remote() {
+                return remote.backups(&crate::checks::parse_env(&env.env)?);
             }
             let env_id = context.load(&env.env)?.env_id().clone();
             let manifests = context.store.list_backups(&env_id)?;
             Ok(Report::new(
                 "env",
                 "backups",
-                super::listing(&env_id, "backups", json!(manifests)),
+                crate::output::listing(&env_id, "backups", json!(manifests)),
             ))
         }
         EnvVerb::Restore(mutation) => restore(context, answers(&mutation, "env", "restore")?),
@@ -115,7 +115,7 @@ fn list(context: &Context) -> Result<Report, CliError> {
 }
 
 fn doctor(context: &Context, env: &str) -> Result<Report, CliError> {
-    let env_id = crate::context::parse_env(env)?;
+    let env_id = crate::checks::parse_env(env)?;
     let loaded = context.store.load(&env_id);
     let (validate, state) = match loaded {
         Ok(Some(state)) => (
@@ -130,7 +130,7 @@ fn doctor(context: &Context, env: &str) -> Result<Report, CliError> {
     };
     let bindings = state
         .as_ref()
-        .map(|state| packs::check_bindings(&context.registry, &state.environment));
+        .map(|state| packs::check_bindings(&context.checks.registry, &state.environment));
     let (audit, anchored) = context.store.verify_audit(&env_id)?;
     let stale: Vec<_> = state
         .iter()
@@ -201,7 +201,7 @@ fn restore(context: &Context, answers: EnvRestoreAnswers) -> Result<Report, CliE
         answers: answers.clone(),
         snapshot: Box::new(snapshot),
     };
-    if context.remote.is_some() {
+    if context.remote().is_some() {
         // The node loads the backup from its own store; the snapshot sent
         // here is not used by the route.
         let current = context.load(answers.environment_id.as_str())?;

@@ -9,7 +9,6 @@ use std::path::Path;
 use deploy::audit::AuditResult;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::answers::read_answers;
 use crate::cli::{
@@ -19,6 +18,7 @@ use crate::cli::{
 use crate::context::Context;
 use crate::error::CliError;
 use crate::output::Report;
+use crate::submit::{Local, Submitter};
 
 /// What `run` returns: a report to print, or a schema to print as is.
 pub enum Outcome {
@@ -111,7 +111,6 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
     }
 }
 
-/// Runs one operator verb.
 /// Verbs the admin API has no route for (they read or write the store
 /// folder on the node's own machine), so `--node` cannot carry them.
 /// Every verb with a route works through `--node`; the test below holds
@@ -124,6 +123,7 @@ const LOCAL_ONLY_WITH_NODE: [(&str, &str); 4] = [
     ("env", "migrate-state"),
 ];
 
+/// Runs one operator verb.
 pub fn run(args: OpArgs) -> Result<Outcome, CliError> {
     let (noun_name, verb_name) = names(&args.noun);
     // `--schema` never touches the store, so it works without GREENTIC_HOME.
@@ -131,8 +131,8 @@ pub fn run(args: OpArgs) -> Result<Outcome, CliError> {
         return Ok(Outcome::Schema(schema));
     }
     let mut context = Context::open(args.store_root)?;
-    context.stale_ok = args.stale_ok;
-    if let Some(url) = &args.node {
+    // How this command's reads and changes travel, decided once here.
+    context.submitter = if let Some(url) = &args.node {
         if LOCAL_ONLY_WITH_NODE.contains(&(noun_name, verb_name)) {
             return Err(CliError::new(
                 deploy::error::ErrorKind::NotYetImplemented,
@@ -146,9 +146,13 @@ pub fn run(args: OpArgs) -> Result<Outcome, CliError> {
             args.token.clone().unwrap_or_default(),
             args.admin_ca.clone(),
         )?;
-        context.remote = Some(crate::remote::Remote::new(client));
-    }
-    context.admin_ca = args.admin_ca;
+        Submitter::Remote(crate::remote::Remote::new(client))
+    } else {
+        Submitter::Local(Local {
+            admin_ca: args.admin_ca,
+            stale_ok: args.stale_ok,
+        })
+    };
     let report = match args.noun {
         Noun::Env(verb) => env::run(&context, verb)?,
         Noun::EnvPacks(verb) => objects::packs(&context, verb)?,
@@ -292,11 +296,6 @@ pub fn not_yet_implemented(
         },
     )?;
     Err(error)
-}
-
-/// A `{environment_id, …}` view for list outputs.
-pub fn listing(env: &deploy::ids::EnvId, key: &str, items: serde_json::Value) -> serde_json::Value {
-    json!({"environment_id": env, key: items})
 }
 
 #[cfg(test)]

@@ -10,13 +10,14 @@ use deploy::error::ErrorKind;
 use deploy::ids::DeploymentId;
 use serde_json::json;
 
-use super::{answers, listing, not_yet_implemented};
+use super::{answers, not_yet_implemented};
 use crate::cli::{
     BundlesVerb, ConfigVerb, CredentialsVerb, PacksVerb, RevisionsVerb, SecretsVerb, TrafficVerb,
 };
 use crate::context::Context;
 use crate::error::CliError;
 use crate::output::Report;
+use crate::output::listing;
 
 /// Refuses a binding whose pack the registry cannot drive in that slot.
 fn admit_binding(
@@ -24,15 +25,9 @@ fn admit_binding(
     answers: &PackBindAnswers,
     command: Command,
 ) -> Result<Command, CliError> {
-    match context
-        .registry
-        .resolve_for_slot(&answers.kind, answers.slot)
-    {
-        Ok(_) => Ok(command),
-        Err(error) => Err(context.refuse(
-            command,
-            CliError::invalid(error.to_string()).with_field("kind"),
-        )),
+    match context.checks.binding_refusal(answers) {
+        None => Ok(command),
+        Some(reason) => Err(context.refuse(command, CliError::invalid(reason).with_field("kind"))),
     }
 }
 
@@ -129,7 +124,7 @@ pub fn revisions(context: &Context, verb: RevisionsVerb) -> Result<Report, CliEr
         RevisionsVerb::Stage(mutation) => {
             let answers: RevisionStageAnswers = answers(&mutation, "revisions", "stage")?;
             match answers.bundle_path.clone() {
-                Some(_) if context.remote.is_some() => Err(CliError::new(
+                Some(_) if context.remote().is_some() => Err(CliError::new(
                     ErrorKind::NotYetImplemented,
                     "`gtc op revisions stage` with bundle_path stages a file on this machine, so it works on the node's machine only, not with --node yet; stage without bundle_path, or run it where the bundle and the store are",
                 )
@@ -143,7 +138,7 @@ pub fn revisions(context: &Context, verb: RevisionsVerb) -> Result<Report, CliEr
         }
         RevisionsVerb::Warm(mutation) => {
             let answers: RevisionAnswers = answers(&mutation, "revisions", "warm")?;
-            let failed_checks = crate::bundle_cmd::warm_checks(context, &answers)?;
+            let failed_checks = context.warm_checks(&answers)?;
             context.submit(Command::RevisionWarm {
                 answers,
                 failed_checks,

@@ -2,11 +2,20 @@
 //! on loopback.
 #![allow(dead_code)]
 
+// A test binary that includes `common` too loads this file twice: the
+// same function under two paths, which is harmless.
+#[allow(clippy::duplicate_mod)]
+#[path = "../support/wait.rs"]
+mod wait;
+// Not every test binary that includes this module waits.
+#[allow(unused_imports)]
+pub use wait::wait_until;
+
 use serde_json::{Value, json};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub fn gtc() -> Command {
     Command::new(env!("CARGO_BIN_EXE_gtc"))
@@ -144,8 +153,32 @@ impl Drop for Member {
 }
 
 /// Stops instances a SIGKILLed member left running (they belong to no live
-/// node; a restarted member reaps its own), when the test ends.
+/// node; a restarted member reaps its own), when the test ends: every
+/// instance records a pid file beside its logs, and the deployer's own
+/// `reap_orphans` kills the recorded process groups that are still the same
+/// processes. Nothing else on the machine is touched.
 pub struct Reaper(pub PathBuf);
+
+/// Folders under `root` that hold instance pid files, at most `depth` deep.
+fn pid_file_dirs(root: &Path, depth: usize, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let mut holds_pid_file = false;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() && depth > 0 => pid_file_dirs(&path, depth - 1, found),
+            Ok(kind) if kind.is_file() => {
+                holds_pid_file |= path.extension().is_some_and(|ext| ext == "pid");
+            }
+            _ => {}
+        }
+    }
+    if holds_pid_file {
+        found.push(root.to_owned());
+    }
+}
 
 /// Keeps the test's folder (and the members' `node.log`) when set, for
 /// debugging: `GTC_KEEP_CLUSTER_TEST=1`.
@@ -155,19 +188,22 @@ pub fn keep_folder() -> bool {
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        let _ = Command::new("pkill")
-            .arg("-f")
-            .arg(self.0.to_string_lossy().as_ref())
-            .status();
+        // members/<name>/environments/<env>/revisions/<id>/logs, with room.
+        let mut dirs = Vec::new();
+        pid_file_dirs(&self.0, 10, &mut dirs);
+        for dir in dirs {
+            local_process::reap_orphans(&dir);
+        }
     }
 }
 
-pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// How long a cluster test waits for a condition: elections, replication
+/// and gossip on a loaded machine take seconds, not milliseconds.
+pub const CLUSTER_WAIT: Duration = Duration::from_secs(60);
+
+/// [`wait_until`] with the cluster tests' [`CLUSTER_WAIT`].
+pub fn eventually(what: &str, check: impl FnMut() -> bool) {
+    wait_until(what, CLUSTER_WAIT, check);
 }
 
 pub fn add_bundle(home: &Path, member: &Member, bundle: &str) -> Value {

@@ -1,6 +1,12 @@
 //! Runs the real `gtc` binary against a temporary `GREENTIC_HOME`.
 #![allow(dead_code)]
 
+#[path = "../support/wait.rs"]
+mod wait;
+// Not every test binary that includes this module waits.
+#[allow(unused_imports)]
+pub use wait::wait_until;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -254,13 +260,4 @@ pub fn lifecycle(home: &Home, revision: &str) -> String {
         .and_then(|r| r["lifecycle"].as_str())
         .unwrap_or("")
         .to_owned()
-}
-
-/// Waits up to `timeout` for `check`, panicking with `what` after.
-pub fn wait_until(what: &str, timeout: std::time::Duration, mut check: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }

@@ -15,7 +15,7 @@ mod peer_name;
 pub use cluster_ca::{CaPem, ClusterCa};
 pub use error::PkiError;
 pub use node_identity::NodeIdentity;
-pub use node_name::{MAX_NAME_BYTES, NameError, NodeName};
+pub use node_name::{NODE_NAME_BYTES_MAX, NameError, NodeName};
 pub use peer_name::node_name_from_certificate;
 
 /// DNS SAN present in every node certificate, and the server name every client

@@ -5,8 +5,9 @@ use std::str::FromStr;
 
 use super::CLUSTER_SAN;
 
-/// Longest accepted name, in bytes: the DNS label limit, so every name is a valid SAN.
-pub const MAX_NAME_BYTES: usize = 63;
+/// Longest accepted name, in bytes: the DNS label limit, so every name is a
+/// valid SAN (the workspace's one node-name bound, from `deploy`).
+pub use deploy::ids::NODE_NAME_BYTES_MAX;
 
 /// Why a name is not a valid node or cluster name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,7 +15,7 @@ pub enum NameError {
     /// The name is empty.
     #[error("the name is empty")]
     Empty,
-    /// The name is longer than [`MAX_NAME_BYTES`].
+    /// The name is longer than [`NODE_NAME_BYTES_MAX`].
     #[error("the name is {len} bytes long; at most {max} are allowed")]
     TooLong { len: usize, max: usize },
     /// The name contains a character outside `[a-z0-9-]`.
@@ -33,10 +34,10 @@ pub(crate) fn validate_label(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
     }
-    if name.len() > MAX_NAME_BYTES {
+    if name.len() > NODE_NAME_BYTES_MAX {
         return Err(NameError::TooLong {
             len: name.len(),
-            max: MAX_NAME_BYTES,
+            max: NODE_NAME_BYTES_MAX,
         });
     }
     if let Some((index, character)) = name
@@ -102,7 +103,7 @@ mod tests {
 
     #[test]
     fn accepts_dns_labels() {
-        for name in ["a", "node-1", "n0", &"x".repeat(MAX_NAME_BYTES)] {
+        for name in ["a", "node-1", "n0", &"x".repeat(NODE_NAME_BYTES_MAX)] {
             assert!(NodeName::new(name).is_ok(), "{name}");
         }
     }
@@ -111,7 +112,7 @@ mod tests {
     fn rejects_everything_else() {
         assert_eq!(NodeName::new(""), Err(NameError::Empty));
         assert_eq!(
-            NodeName::new("x".repeat(MAX_NAME_BYTES + 1)),
+            NodeName::new("x".repeat(NODE_NAME_BYTES_MAX + 1)),
             Err(NameError::TooLong { len: 64, max: 63 })
         );
         assert_eq!(
