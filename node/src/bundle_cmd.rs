@@ -276,7 +276,7 @@ fn trial_stage(file: &Path) -> Result<tempfile::TempDir, CliError> {
     let request = StageRequest {
         bundle: file.to_owned(),
         revision_dir: scratch.path().join("revision"),
-        env_relative_dir: format!("revisions/{revision_id}"),
+        env_relative_dir: deploy::layout::revision_dir_in_env(revision_id),
         revision_id,
         limits: ExtractLimits::default(),
     };
@@ -343,7 +343,7 @@ pub fn stage_revision(
     let revision_id = answers
         .revision_id
         .unwrap_or_else(|| RevisionId::from_ulid(ulid::Ulid::new()));
-    let env_relative_dir = format!("revisions/{revision_id}");
+    let env_relative_dir = deploy::layout::revision_dir_in_env(revision_id);
     let request = StageRequest {
         bundle: PathBuf::from(bundle_path),
         revision_dir: context.store.env_dir(&env).join(&env_relative_dir),
