@@ -99,10 +99,12 @@ fn a_member_whose_writes_stall_for_ten_seconds_still_publishes_every_change_it_a
     };
     let reports_before = reports_from_n3();
 
-    // Hold n3's writes, then give it a revision to warm: it runs its
-    // instance and its ready report stalls.
+    // Hold n3's writes, then give it a revision to warm: a third revision
+    // of one instance goes to the member with the fewest instances, n3
+    // (placement's spread rule), which alone can report it ready, and that
+    // report stalls.
     std::fs::write(&stall_file, b"held by the test").expect("stall file");
-    let bundle = example_bundle_with(&home, 3);
+    let bundle = example_bundle(&home);
     let staged = op(
         &home,
         &members[0],
@@ -121,6 +123,10 @@ fn a_member_whose_writes_stall_for_ten_seconds_still_publishes_every_change_it_a
         "warm",
         serde_json::json!({"environment_id": "local", "revision_id": third}),
     );
+    eventually("the third revision to be placed", || {
+        !placement(&members[0], &third).is_empty()
+    });
+    assert_eq!(placement(&members[0], &third), vec!["n3"], "placement");
     let n3_log = members[2].dir.join("node.log");
     eventually("n3's runtime report to stall", || {
         std::fs::read_to_string(&n3_log)
