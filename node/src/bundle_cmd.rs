@@ -204,12 +204,10 @@ fn doctor(file: &Path, allowlist: Option<&Path>) -> Result<Report, CliError> {
     // What staging, warming and the dev-secret rule would refuse, in their
     // own words: the bundle is staged for real into a scratch folder.
     let staged = trial_stage(file);
-    let extracted = staged.as_ref().ok().map(|scratch| {
-        scratch
-            .path()
-            .join("revision")
-            .join(bundle::stage::BUNDLE_DIR)
-    });
+    let extracted = staged
+        .as_ref()
+        .ok()
+        .map(|scratch| deploy::layout::extracted_bundle(&scratch.path().join("revision")));
     let staging = match &staged {
         Ok(_) => json!({"status": "ok"}),
         Err(error) => json!({"status": "error", "message": error.message}),
