@@ -1,9 +1,17 @@
 //! The environment actor: follows the committed state, runs a revision
 //! actor for every revision that has instances to run, publishes router
 //! snapshots, and turns the revision actors' outcomes into runtime reports.
+//!
+//! What to run is decided by [`crate::plan::plan`]; this file gathers its
+//! inputs and carries out its actions. It never calls the store from a
+//! handler: loads and local file writes go through the store worker's query
+//! lane with a bounded wait, and runtime reports are handed to its command
+//! lane without waiting, so a stalled (Raft) write never stops the actor
+//! from following and publishing the states this node applies.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use deploy::command::{Command, RuntimeOutcome, RuntimeReport};
 use deploy::descriptor::CapabilitySlot;
@@ -16,9 +24,12 @@ use deploy::state::EnvironmentState;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use router::RouteTable;
 use router::proxy::{Instance, Published};
+use store::{StoreWorker, StoreWorkerConfig};
 
-use crate::revision::{Goal, RevisionActor, RevisionArgs, RevisionMsg};
-use crate::supervisor::NodeContext;
+use crate::context::NodeContext;
+use crate::messages::EnvironmentMsg;
+use crate::plan::{Action, PlanInput, Runs, Share, StopReason};
+use crate::revision::{RevisionActor, RevisionArgs, RevisionMsg};
 
 /// Longest wait for a revision actor to stop its instances at shutdown.
 const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -35,101 +46,90 @@ pub struct EnvironmentArgs {
     pub context: NodeContext,
 }
 
-/// Messages to the environment actor.
-pub enum EnvironmentMsg {
-    /// Check the committed state for changes.
-    Tick,
-    /// Reconcile again with the same committed state: something local
-    /// changed (a fetched bundle arrived).
-    Reconcile,
-    /// A revision's currently healthy instances.
-    Instances {
-        /// The revision actor that sent it.
-        from: ractor::ActorId,
-        revision: RevisionId,
-        instances: Vec<Arc<Instance>>,
-    },
-    /// A revision actor's outcome, to be committed.
-    Report(RuntimeReport),
-}
-
 struct Running {
     actor: ActorRef<RevisionMsg>,
     /// The share it was started with; a new placement restarts it.
-    share: crate::supervisor::Share,
+    share: Share,
     instances: Vec<Arc<Instance>>,
     draining: bool,
+}
+
+/// Lets a `Tick` into the mailbox only when none is waiting there, so the
+/// timer and the cluster's state changes cannot pile ticks up behind a
+/// slow handler (ractor mailboxes are unbounded).
+#[derive(Clone, Default)]
+struct TickGate(Arc<AtomicBool>);
+
+impl TickGate {
+    /// Sends a `Tick` unless one is waiting; false once the actor is gone.
+    fn send(&self, actor: &ActorRef<EnvironmentMsg>) -> bool {
+        if self.0.swap(true, Ordering::AcqRel) {
+            return true;
+        }
+        actor.cast(EnvironmentMsg::Tick).is_ok()
+    }
+
+    /// The waiting `Tick` is being handled: the next one may be sent.
+    fn taken(&self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// The environment actor's state.
 pub struct EnvironmentActorState {
     context: NodeContext,
+    /// The store, behind its own threads.
+    worker: StoreWorker,
+    tick_gate: TickGate,
     current: Option<EnvironmentState>,
     revisions: HashMap<RevisionId, Running>,
     /// Bundles being fetched from other members, not to be asked for twice.
-    fetching: Arc<std::sync::Mutex<std::collections::HashSet<RevisionId>>>,
+    fetching: Arc<std::sync::Mutex<HashSet<RevisionId>>>,
     /// What `runtime.json` last said (generation and discoveries), so it is
     /// rewritten only when that changes.
-    runtime_written: Option<(u64, std::collections::BTreeMap<String, serde_json::Value>)>,
-}
-
-fn wants_instances(lifecycle: Lifecycle) -> bool {
-    matches!(
-        lifecycle,
-        Lifecycle::Warming | Lifecycle::Ready | Lifecycle::Draining
-    )
+    runtime_written: Option<(u64, BTreeMap<String, serde_json::Value>)>,
 }
 
 impl EnvironmentActor {
-    /// Whether `revision`'s bundle is on this node; if not and a fetcher is
-    /// set, starts fetching it (once) and ticks when it arrives.
-    fn bundle_present(
+    /// Fetches `revision`'s bundle from another member, once at a time, and
+    /// asks for a new plan when that is over (fetched or not).
+    fn fetch_bundle(
         &self,
         state: &EnvironmentActorState,
         revision: &deploy::revision::Revision,
         myself: &ActorRef<EnvironmentMsg>,
-    ) -> bool {
-        let folder = state
-            .context
-            .store_root
-            .join(state.context.env_id.as_str())
-            .join("revisions")
-            .join(revision.revision_id.to_string())
-            .join(bundle::stage::BUNDLE_DIR);
-        if folder.is_dir() {
-            return true;
-        }
+    ) {
         let Some(fetcher) = state.context.bundle_fetcher.clone() else {
-            // Nothing can bring it; the revision actor reports what is missing.
-            return true;
+            return;
         };
         let Ok(mut fetching) = state.fetching.lock() else {
-            return false;
+            return;
         };
-        if fetching.insert(revision.revision_id) {
-            let (fetching, revision, actor) = (
-                Arc::clone(&state.fetching),
-                revision.clone(),
-                myself.clone(),
-            );
-            tokio::spawn(async move {
-                let id = revision.revision_id;
-                match fetcher.fetch(revision).await {
-                    Ok(()) => tracing::info!(revision = %id, "bundle fetched from another member"),
-                    Err(error) => {
-                        tracing::warn!(revision = %id, %error, "bundle not fetched; retrying");
-                        tokio::time::sleep(FETCH_RETRY_DELAY).await;
-                    }
-                }
-                if let Ok(mut fetching) = fetching.lock() {
-                    fetching.remove(&id);
-                }
-                let _ = actor.cast(EnvironmentMsg::Reconcile);
-            });
+        if !fetching.insert(revision.revision_id) {
+            return;
         }
-        false
+        let (fetching, revision, actor) = (
+            Arc::clone(&state.fetching),
+            revision.clone(),
+            myself.clone(),
+        );
+        tokio::spawn(async move {
+            let id = revision.revision_id;
+            match fetcher.fetch(revision).await {
+                Ok(()) => tracing::info!(revision = %id, "bundle fetched from another member"),
+                Err(error) => {
+                    tracing::warn!(revision = %id, %error, "bundle not fetched; retrying");
+                    tokio::time::sleep(FETCH_RETRY_DELAY).await;
+                }
+            }
+            if let Ok(mut fetching) = fetching.lock() {
+                fetching.remove(&id);
+            }
+            let _ = actor.cast(EnvironmentMsg::Reconcile);
+        });
     }
 
+    /// Plans against the current state and carries the plan out.
     async fn reconcile(
         &self,
         myself: &ActorRef<EnvironmentMsg>,
@@ -138,99 +138,118 @@ impl EnvironmentActor {
         let Some(current) = state.current.clone() else {
             return;
         };
-        for revision in &current.environment.revisions {
-            let id = revision.revision_id;
-            if revision.runtime_instances.is_none() {
-                continue;
-            }
-            let share = state.context.share(revision);
-            if matches!(revision.lifecycle, Lifecycle::Warming | Lifecycle::Ready)
-                && let Some(running) = state.revisions.get(&id)
-                && Some(running.share) != share
-            {
-                // Placed elsewhere now, or a different number here: stop it;
-                // the next tick starts the new share.
-                tracing::info!(revision = %id, ?share, "placement changed; restarting the revision's instances here");
-                running.actor.stop(None);
-                state.revisions.remove(&id);
-            }
-            let Some(share) = share else {
-                continue;
-            };
-            if !state.revisions.contains_key(&id)
-                && matches!(revision.lifecycle, Lifecycle::Warming | Lifecycle::Ready)
-                && !self.bundle_present(state, revision, myself)
-            {
-                continue;
-            }
-            let running = state.revisions.get_mut(&id);
-            match (revision.lifecycle, running) {
-                (Lifecycle::Warming | Lifecycle::Ready, None) => {
-                    let goal = if revision.lifecycle == Lifecycle::Warming {
-                        Goal::Warm
-                    } else {
-                        Goal::Run
-                    };
-                    let args = RevisionArgs {
-                        context: state.context.clone(),
-                        share,
-                        revision: revision.clone(),
-                        goal,
-                        parent: myself.clone(),
-                    };
-                    match Actor::spawn_linked(None, RevisionActor, args, myself.get_cell()).await {
-                        Ok((actor, _)) => {
-                            state.revisions.insert(
-                                id,
-                                Running {
-                                    actor,
-                                    share,
-                                    instances: Vec::new(),
-                                    draining: false,
-                                },
-                            );
-                        }
-                        Err(error) => {
-                            tracing::error!(revision = %id, %error, "could not start the revision actor")
-                        }
-                    }
-                }
-                (Lifecycle::Draining, Some(running)) if !running.draining => {
-                    running.draining = true;
-                    let _ = running.actor.cast(RevisionMsg::Drain {
-                        drain_seconds: revision.drain_seconds,
-                    });
-                }
-                (Lifecycle::Draining, None) => {
-                    // Nothing runs (the node restarted mid-drain): the drain is over.
-                    let _ = myself.cast(EnvironmentMsg::Report(RuntimeReport {
-                        environment_id: state.context.env_id.clone(),
-                        revision_id: id,
-                        outcome: RuntimeOutcome::Drained,
-                    }));
-                }
-                _ => {}
-            }
-        }
-        // Stop what no longer needs to run.
-        let keep: Vec<RevisionId> = current
+        let running: BTreeMap<RevisionId, Runs> = state
+            .revisions
+            .iter()
+            .map(|(id, running)| {
+                (
+                    *id,
+                    Runs {
+                        share: running.share,
+                        draining: running.draining,
+                    },
+                )
+            })
+            .collect();
+        // A stat of a local folder per revision not yet running: it never
+        // waits on the network.
+        let bundles_here: BTreeSet<RevisionId> = current
             .environment
             .revisions
             .iter()
-            .filter(|r| r.runtime_instances.is_some() && wants_instances(r.lifecycle))
+            .filter(|r| r.runtime_instances.is_some() && !running.contains_key(&r.revision_id))
+            .filter(|r| {
+                deploy::layout::extracted_bundle(&state.context.revision_dir(r.revision_id))
+                    .is_dir()
+            })
             .map(|r| r.revision_id)
             .collect();
-        let stale: Vec<RevisionId> = state
-            .revisions
-            .keys()
-            .filter(|id| !keep.contains(id))
-            .copied()
-            .collect();
-        for id in stale {
-            if let Some(running) = state.revisions.remove(&id) {
-                running
-                    .actor
-                    .stop(Some("the revision no longer runs".to_owned()));
+        let role = state.context.role();
+        let actions = crate::plan::plan(&PlanInput {
+            state: &current,
+            running: &running,
+            role: &role,
+            bundles_here: &bundles_here,
+            bundles_fetchable: state.context.bundle_fetcher.is_some(),
+        });
+        for action in actions {
+            self.perform(myself, state, &current, action).await;
+        }
+    }
+
+    async fn perform(
+        &self,
+        myself: &ActorRef<EnvironmentMsg>,
+        state: &mut EnvironmentActorState,
+        current: &EnvironmentState,
+        action: Action,
+    ) {
+        match action {
+            Action::Stop { revision, reason } => {
+                let Some(running) = state.revisions.remove(&revision) else {
+                    return;
+                };
+                let why = match reason {
+                    StopReason::PlacementChanged => {
+                        tracing::info!(%revision, "placement changed; restarting the revision's instances here");
+                        "the revision's placement changed"
+                    }
+                    StopReason::NoLongerRuns => "the revision no longer runs",
+                };
+                running.actor.stop(Some(why.to_owned()));
+            }
+            Action::Start {
+                revision,
+                share,
+                goal,
+            } => {
+                let Some(committed) = current.environment.revision(revision) else {
+                    return;
+                };
+                let args = RevisionArgs {
+                    context: state.context.clone(),
+                    share,
+                    revision: committed.clone(),
+                    goal,
+                    parent: myself.clone(),
+                };
+                match Actor::spawn_linked(None, RevisionActor, args, myself.get_cell()).await {
+                    Ok((actor, _)) => {
+                        state.revisions.insert(
+                            revision,
+                            Running {
+                                actor,
+                                share,
+                                instances: Vec::new(),
+                                draining: false,
+                            },
+                        );
+                    }
+                    Err(error) => {
+                        tracing::error!(%revision, %error, "could not start the revision actor")
+                    }
+                }
+            }
+            Action::FetchBundle { revision } => {
+                if let Some(committed) = current.environment.revision(revision) {
+                    self.fetch_bundle(state, committed, myself);
+                }
+            }
+            Action::Drain {
+                revision,
+                drain_seconds,
+            } => {
+                if let Some(running) = state.revisions.get_mut(&revision) {
+                    running.draining = true;
+                    let _ = running.actor.cast(RevisionMsg::Drain { drain_seconds });
+                }
+            }
+            Action::ReportDrained { revision } => {
+                let _ = myself.cast(EnvironmentMsg::Report(RuntimeReport {
+                    environment_id: state.context.env_id.clone(),
+                    revision_id: revision,
+                    outcome: RuntimeOutcome::Drained,
+                }));
             }
         }
     }
@@ -258,17 +277,15 @@ impl EnvironmentActor {
     }
 
     fn runtime_path(context: &NodeContext) -> std::path::PathBuf {
-        context
-            .store_root
-            .join(context.env_id.as_str())
-            .join(ENVIRONMENT_RUNTIME_FILE)
+        deploy::layout::env_dir(&context.store_root, &context.env_id).join(ENVIRONMENT_RUNTIME_FILE)
     }
 
     /// Writes `runtime.json` after an apply: this node, and every revision
     /// it runs with its lifecycle and the instances that pass their health
     /// checks. `env doctor`'s `has_runtime` and `config show`'s `runtime`
-    /// read it; it is removed when the node stops.
-    fn write_runtime(&self, state: &mut EnvironmentActorState) {
+    /// read it; it is removed when the node stops. The write runs on the
+    /// store worker's query lane, with its bounded wait.
+    async fn write_runtime(&self, state: &mut EnvironmentActorState) {
         let Some(current) = &state.current else {
             return;
         };
@@ -296,7 +313,7 @@ impl EnvironmentActor {
                 ))
             })
             .collect();
-        let discovered = std::collections::BTreeMap::from([
+        let discovered = BTreeMap::from([
             (
                 "node".to_owned(),
                 serde_json::json!(state.context.node_name),
@@ -316,32 +333,113 @@ impl EnvironmentActor {
             generation,
         };
         let path = Self::runtime_path(&state.context);
-        let written = serde_json::to_vec_pretty(&document)
-            .map_err(|error| error.to_string())
-            .and_then(|bytes| {
-                store::write_file_atomically(&path, &bytes).map_err(|error| error.to_string())
-            });
+        let bytes = match serde_json::to_vec_pretty(&document) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "runtime.json not written");
+                return;
+            }
+        };
+        let target = path.clone();
+        let written = state
+            .worker
+            .run_query("write runtime.json", move |_| {
+                store::write_file_atomically(&target, &bytes)
+            })
+            .await;
         match written {
-            Ok(()) => state.runtime_written = Some((generation, discovered)),
+            Ok(Ok(())) => state.runtime_written = Some((generation, discovered)),
+            Ok(Err(error)) => {
+                tracing::warn!(path = %path.display(), %error, "runtime.json not written")
+            }
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "runtime.json not written")
             }
         }
     }
 
-    fn submit_report(&self, state: &EnvironmentActorState, report: RuntimeReport) {
+    /// Hands the report to the store worker's command lane and returns at
+    /// once; a task waits for the outcome (bounded by the lane's timeout),
+    /// logs it and asks for a tick.
+    fn submit_report(
+        &self,
+        myself: &ActorRef<EnvironmentMsg>,
+        state: &EnvironmentActorState,
+        report: RuntimeReport,
+    ) {
         let context = &state.context;
-        let envelope = crate::supervisor::node_envelope(
+        let envelope = crate::context::node_envelope(
             &context.node_name,
             format!("runtime report from node {}", context.node_name),
             Command::RevisionReport(report),
         );
-        match context.store.submit(&envelope) {
-            Ok(_) => tracing::info!(env = %context.env_id, "runtime report committed"),
-            Err(error) => {
-                tracing::warn!(env = %context.env_id, %error, "runtime report not committed")
+        let (worker, gate, actor, env) = (
+            state.worker.clone(),
+            state.tick_gate.clone(),
+            myself.clone(),
+            context.env_id.clone(),
+        );
+        tokio::spawn(async move {
+            match worker.submit(envelope).await {
+                Ok(_) => tracing::info!(%env, "runtime report committed"),
+                Err(error) => tracing::warn!(%env, %error, "runtime report not committed"),
+            }
+            gate.send(&actor);
+        });
+    }
+
+    /// Loads the committed state and, when its generation moved, plans,
+    /// publishes and writes `runtime.json`.
+    async fn follow(&self, myself: &ActorRef<EnvironmentMsg>, state: &mut EnvironmentActorState) {
+        let env = state.context.env_id.clone();
+        match state.worker.load(&env).await {
+            Ok(Some(loaded)) => {
+                let changed =
+                    state.current.as_ref().map(|c| c.generation) != Some(loaded.generation);
+                if changed {
+                    tracing::debug!(generation = loaded.generation, "committed state changed");
+                    metrics::gauge!("gtc_store_generation", "env" => env.to_string())
+                        .set(loaded.generation as f64);
+                    state.current = Some(loaded);
+                    self.reconcile(myself, state).await;
+                    self.publish(state);
+                    self.write_runtime(state).await;
+                }
+            }
+            Ok(None) => tracing::warn!(%env, "the environment does not exist"),
+            Err(error) => tracing::error!(%env, %error, "cannot load the environment"),
+        }
+    }
+}
+
+/// Sends a tick through `gate` every `interval`, and whenever `changes`
+/// moves, until the actor is gone.
+fn spawn_tick_sources(
+    myself: &ActorRef<EnvironmentMsg>,
+    gate: &TickGate,
+    interval: std::time::Duration,
+    changes: Option<tokio::sync::watch::Receiver<u64>>,
+) {
+    let (actor, timer_gate) = (myself.clone(), gate.clone());
+    tokio::spawn(async move {
+        let mut timer = tokio::time::interval(interval);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            timer.tick().await;
+            if !timer_gate.send(&actor) {
+                return;
             }
         }
+    });
+    if let Some(mut changes) = changes {
+        let (actor, gate) = (myself.clone(), gate.clone());
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                if !gate.send(&actor) {
+                    return;
+                }
+            }
+        });
     }
 }
 
@@ -355,20 +453,21 @@ impl Actor for EnvironmentActor {
         myself: ActorRef<Self::Msg>,
         args: EnvironmentArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        myself.send_interval(args.context.poll_interval, || EnvironmentMsg::Tick);
-        if let Some(mut changes) = args.context.state_changes.clone() {
-            let actor = myself.clone();
-            tokio::spawn(async move {
-                while changes.changed().await.is_ok() {
-                    if actor.cast(EnvironmentMsg::Tick).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        myself.cast(EnvironmentMsg::Tick)?;
+        let worker = StoreWorker::start(
+            Arc::clone(&args.context.store),
+            StoreWorkerConfig::default(),
+        )?;
+        let tick_gate = TickGate::default();
+        spawn_tick_sources(
+            &myself,
+            &tick_gate,
+            args.context.poll_interval,
+            args.context.state_changes.clone(),
+        );
         Ok(EnvironmentActorState {
             context: args.context,
+            worker,
+            tick_gate,
             current: None,
             revisions: HashMap::new(),
             fetching: Arc::default(),
@@ -384,36 +483,13 @@ impl Actor for EnvironmentActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             EnvironmentMsg::Tick => {
-                let loaded = state.context.store.load(&state.context.env_id);
-                match loaded {
-                    Ok(Some(loaded)) => {
-                        let changed =
-                            state.current.as_ref().map(|c| c.generation) != Some(loaded.generation);
-                        if changed {
-                            tracing::debug!(
-                                generation = loaded.generation,
-                                "committed state changed"
-                            );
-                            metrics::gauge!("gtc_store_generation", "env" => state.context.env_id.to_string())
-                                .set(loaded.generation as f64);
-                            state.current = Some(loaded);
-                            self.reconcile(&myself, state).await;
-                            self.publish(state);
-                            self.write_runtime(state);
-                        }
-                    }
-                    Ok(None) => {
-                        tracing::warn!(env = %state.context.env_id, "the environment does not exist")
-                    }
-                    Err(error) => {
-                        tracing::error!(env = %state.context.env_id, %error, "cannot load the environment")
-                    }
-                }
+                state.tick_gate.taken();
+                self.follow(&myself, state).await;
             }
             EnvironmentMsg::Reconcile => {
                 self.reconcile(&myself, state).await;
                 self.publish(state);
-                self.write_runtime(state);
+                self.write_runtime(state).await;
             }
             EnvironmentMsg::Instances {
                 from,
@@ -425,13 +501,10 @@ impl Actor for EnvironmentActor {
                 {
                     running.instances = instances;
                     self.publish(state);
-                    self.write_runtime(state);
+                    self.write_runtime(state).await;
                 }
             }
-            EnvironmentMsg::Report(report) => {
-                self.submit_report(state, report);
-                myself.cast(EnvironmentMsg::Tick)?;
-            }
+            EnvironmentMsg::Report(report) => self.submit_report(&myself, state, report),
         }
         Ok(())
     }
@@ -451,10 +524,24 @@ impl Actor for EnvironmentActor {
         // Nothing serves the environment from here any more.
         if state.runtime_written.take().is_some() {
             let path = Self::runtime_path(&state.context);
-            if let Err(error) = std::fs::remove_file(&path)
-                && error.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %path.display(), %error, "runtime.json not removed");
+            let target = path.clone();
+            let removed = state
+                .worker
+                .run_query("remove runtime.json", move |_| {
+                    match std::fs::remove_file(&target) {
+                        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+                        _ => Ok(()),
+                    }
+                })
+                .await;
+            match removed {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(path = %path.display(), %error, "runtime.json not removed")
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "runtime.json not removed")
+                }
             }
         }
         Ok(())

@@ -2,27 +2,40 @@
 //!
 //! ```text
 //! NodeSupervisor ──► EnvironmentActor ──► RevisionActor (one per revision with instances)
-//!                         │  polls the committed state, reconciles, publishes router tables
-//!                         └─ submits runtime reports (ready, failed, drained) through the store
+//!                         │  follows the committed state, plans (plan.rs), publishes router tables
+//!                         └─ submits runtime reports (ready, failed, drained) through a StoreWorker
 //! ```
 //!
 //! Owns: following the committed state (never changing it except through
 //! `store::EnvironmentStore::submit` with `Command::RevisionReport`),
-//! starting, watching, restarting and stopping a revision's instances with
-//! the local-process deployer, and publishing `router::proxy::Published`
-//! snapshots.
+//! deciding what runs here ([`plan::plan`], pure), starting, watching,
+//! restarting and stopping a revision's instances with the local-process
+//! deployer, and publishing `router::proxy::Published` snapshots.
+//!
+//! Invariant: no handler calls the synchronous store. Loads go through a
+//! `store::StoreWorker` with a bounded wait, and writes are handed to it
+//! without waiting, so a stalled cluster write never stops this node from
+//! publishing the states it has applied.
 //!
 //! Must not touch: routing decisions (router), validation (deploy), files of
-//! the store (store). Actors are node-local; nothing here crosses the network.
+//! the store (store), the on-disk layout (`deploy::layout` names every
+//! path). Actors are node-local; nothing here crosses the network.
+//!
+//! Modules depend one way: `plan` on nothing here; `context` on `plan`;
+//! `messages` on nothing here; `revision` on those; `environment` on
+//! `revision`; `supervisor` on `environment`.
 
+mod context;
 mod describe;
 mod environment;
+mod messages;
+pub mod plan;
 mod revision;
 mod supervisor;
 
+pub use context::{BundleFetcher, NodeContext, node_envelope};
 pub use describe::describe_metrics;
-pub use environment::{EnvironmentActor, EnvironmentArgs, EnvironmentMsg};
-pub use supervisor::{
-    BundleFetcher, NodeContext, NodeHandle, NodeSupervisor, SUPERVISOR_RESTARTS_MAX, Share,
-    SupervisorMsg, node_envelope,
-};
+pub use environment::{EnvironmentActor, EnvironmentArgs};
+pub use messages::EnvironmentMsg;
+pub use plan::Share;
+pub use supervisor::{NodeHandle, NodeSupervisor, SUPERVISOR_RESTARTS_MAX, SupervisorMsg};

@@ -11,8 +11,9 @@ use local_process::{InstanceSpec, RestartDecision, RestartPolicy, RunningInstanc
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use router::proxy::Instance;
 
-use crate::environment::EnvironmentMsg;
-use crate::supervisor::NodeContext;
+use crate::context::NodeContext;
+use crate::messages::EnvironmentMsg;
+use crate::plan::{Goal, Share};
 
 /// How often instances are checked for an unexpected exit.
 const MONITOR_INTERVAL: Duration = Duration::from_millis(500);
@@ -26,15 +27,6 @@ const RESTARTS_MAX: u32 = 5;
 /// The window `RESTARTS_MAX` counts in.
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
-/// Why the revision actor runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Goal {
-    /// The revision is `warming`: report ready or failed.
-    Warm,
-    /// The revision is already `ready` (the node restarted): just run it.
-    Run,
-}
-
 /// The revision actor.
 pub struct RevisionActor;
 
@@ -42,7 +34,7 @@ pub struct RevisionActor;
 pub struct RevisionArgs {
     pub context: NodeContext,
     /// How many instances run here.
-    pub share: crate::supervisor::Share,
+    pub share: Share,
     pub revision: Revision,
     pub goal: Goal,
     pub parent: ActorRef<EnvironmentMsg>,
@@ -80,30 +72,22 @@ pub struct RevisionState {
 }
 
 fn bundle_folder(args: &RevisionArgs) -> std::path::PathBuf {
-    args.context
-        .store_root
-        .join(args.context.env_id.as_str())
-        .join("revisions")
-        .join(args.revision.revision_id.to_string())
+    args.context.revision_dir(args.revision.revision_id)
 }
 
 fn specs(args: &RevisionArgs) -> Result<Vec<InstanceSpec>, String> {
     let context = &args.context;
     let revision = &args.revision;
-    let folder = context
-        .store_root
-        .join(context.env_id.as_str())
-        .join("revisions")
-        .join(revision.revision_id.to_string());
-    let bundle_root = folder.join(bundle::stage::BUNDLE_DIR);
+    let folder = context.revision_dir(revision.revision_id);
+    let bundle_root = deploy::layout::extracted_bundle(&folder);
     let manifest = bundle::stage::read_manifest(&bundle_root).map_err(|e| e.to_string())?;
     let runtime = manifest
         .require_runtime()
         .map_err(|e| e.to_string())?
         .clone();
     let count = match args.share {
-        crate::supervisor::Share::All => revision.runtime_instances.unwrap_or(runtime.instances),
-        crate::supervisor::Share::Placed(count) => count,
+        Share::All => revision.runtime_instances.unwrap_or(runtime.instances),
+        Share::Placed(count) => count,
     };
     Ok((0..count)
         .map(|index| InstanceSpec {
@@ -115,7 +99,7 @@ fn specs(args: &RevisionArgs) -> Result<Vec<InstanceSpec>, String> {
             health_path: runtime.health_path.clone(),
             startup_timeout: Duration::from_secs(u64::from(runtime.startup_timeout_seconds)),
             health_timeout: Duration::from_millis(u64::from(runtime.health_timeout_ms)),
-            log_dir: folder.join("logs"),
+            log_dir: deploy::layout::instance_logs(&folder),
             index,
             labels: BTreeMap::from([
                 ("GREENTIC_ENV".to_owned(), context.env_id.to_string()),
@@ -241,7 +225,8 @@ impl Actor for RevisionActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         // Instances a killed node left running hold no slot here; stop
         // them before starting this revision's own.
-        let reaped = local_process::reap_orphans(&bundle_folder(&args).join("logs"));
+        let reaped =
+            local_process::reap_orphans(&deploy::layout::instance_logs(&bundle_folder(&args)));
         if reaped > 0 {
             tracing::warn!(revision = %args.revision.revision_id, reaped, "stopped instances left by a previous node");
         }

@@ -1,116 +1,18 @@
 //! The node supervisor: keeps the environment actor alive, restarting it
 //! with backoff, and gives up (reporting a restart storm) past a bound.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deploy::ids::EnvId;
 use local_process::{RestartDecision, RestartPolicy};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use router::proxy::Router;
-use store::EnvironmentStore;
 
-use crate::environment::{EnvironmentActor, EnvironmentArgs, EnvironmentMsg};
+use crate::context::NodeContext;
+use crate::environment::{EnvironmentActor, EnvironmentArgs};
+use crate::messages::EnvironmentMsg;
 
 /// Restarts of the environment actor allowed within a minute before the
 /// supervisor stops trying: a crash loop that fast is a bug, not bad luck.
 pub const SUPERVISOR_RESTARTS_MAX: u32 = 5;
-
-/// What every actor of a node shares.
-#[derive(Clone)]
-pub struct NodeContext {
-    pub store: Arc<dyn EnvironmentStore + Send + Sync>,
-    /// The folder of this node's store (or replica), where staged bundles
-    /// are extracted (`<root>/<env>/revisions/<id>/bundle`).
-    pub store_root: std::path::PathBuf,
-    /// True on a cluster member: a bundle staged on another node is not
-    /// here (artifact distribution is not built yet), so a missing bundle
-    /// means "not placed here" rather than a failed warm.
-    pub bundles_may_be_elsewhere: bool,
-    pub env_id: EnvId,
-    pub router: Arc<Router>,
-    /// Names the node in audit events of its runtime reports.
-    pub node_name: String,
-    /// How often the committed state is checked for changes.
-    pub poll_interval: Duration,
-    /// Brings a revision's staged bundle to this node when it was staged on
-    /// another one (a cluster member); `None` on a single node.
-    pub bundle_fetcher: Option<Arc<dyn BundleFetcher>>,
-    /// Changes whenever a new committed state was applied locally (a
-    /// cluster member's replica): the state is checked at once rather than
-    /// at the next poll.
-    pub state_changes: Option<tokio::sync::watch::Receiver<u64>>,
-    /// The address this node's instances listen on and are reached at.
-    pub instance_host: std::net::IpAddr,
-}
-
-/// Fetches and stages the bundle of a revision placed on this node but
-/// staged elsewhere, so that `<store_root>/<env>/revisions/<id>/bundle`
-/// exists afterwards. Implementations verify the archive's digest against
-/// the committed revision before staging it.
-pub trait BundleFetcher: Send + Sync {
-    fn fetch(
-        &self,
-        revision: deploy::revision::Revision,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
-}
-
-/// A command the node itself submits (a runtime report, the leader's
-/// placement): audited as actor `node:<name>`, allowed by the `node` policy.
-pub fn node_envelope(
-    node_name: &str,
-    reason: String,
-    command: deploy::command::Command,
-) -> deploy::command::CommandEnvelope {
-    use deploy::audit::{Actor, Authorization, Decision};
-    use deploy::command::{CommandEnvelope, MintedIds};
-    use deploy::ids::EventId;
-    CommandEnvelope {
-        at: chrono::Utc::now(),
-        actor: Actor {
-            kind: "node".to_owned(),
-            user: Some(node_name.to_owned()),
-            uid: None,
-        },
-        authorization: Authorization {
-            decision: Decision::Allow,
-            policy: "node".to_owned(),
-            reason,
-        },
-        minted: MintedIds {
-            event_id: EventId::from_ulid(ulid::Ulid::new()),
-            object_id: ulid::Ulid::new(),
-        },
-        command,
-        precondition: None,
-        idempotency_key: None,
-    }
-}
-
-/// How many of a revision's instances this node runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Share {
-    /// All of them: a single node, which runs everything it stages.
-    All,
-    /// The number the cluster leader placed here.
-    Placed(u32),
-}
-
-impl NodeContext {
-    /// This node's share of `revision`'s instances, or `None` when it runs
-    /// none (a cluster member waits for the leader's placement).
-    pub fn share(&self, revision: &deploy::revision::Revision) -> Option<Share> {
-        if !self.bundles_may_be_elsewhere {
-            return Some(Share::All);
-        }
-        let placed = revision
-            .placement
-            .iter()
-            .filter(|node| **node == self.node_name)
-            .count() as u32;
-        (placed > 0).then_some(Share::Placed(placed))
-    }
-}
 
 /// The root actor of a node.
 pub struct NodeSupervisor;

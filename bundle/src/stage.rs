@@ -1,4 +1,5 @@
-//! Staging a bundle into a revision folder:
+//! Staging a bundle into a revision folder (the names are
+//! `deploy::layout`'s):
 //!
 //! ```text
 //! <env>/revisions/<rev>/bundle.gtbundle   immutable copy; its digest is the revision's
@@ -28,12 +29,13 @@ use crate::manifest::{
 use crate::packlist::{PackListError, digest_reader, pin_extracted};
 use crate::read::{ArchiveError, detect_file};
 
-/// The copy of the bundle inside the revision folder.
-pub const BUNDLE_COPY: &str = "bundle.gtbundle";
+/// The copy of the bundle inside the revision folder (named by
+/// `deploy::layout`, the one owner of the on-disk layout).
+pub const BUNDLE_COPY: &str = deploy::layout::STAGED_BUNDLE_FILE;
 /// The extracted bundle inside the revision folder.
-pub const BUNDLE_DIR: &str = "bundle";
+pub const BUNDLE_DIR: &str = deploy::layout::EXTRACTED_BUNDLE_DIR;
 /// The pack list lock inside the revision folder.
-pub const PACK_LIST_LOCK: &str = "pack-list.lock";
+pub const PACK_LIST_LOCK: &str = deploy::layout::PACK_LIST_LOCK_FILE;
 
 /// Where and what to stage.
 #[derive(Debug, Clone)]

@@ -5,7 +5,9 @@
 //! replication delay); writes go through Raft and return once this node has
 //! applied them, so a caller always reads its own writes.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use deploy::audit::AuditEvent;
 use deploy::command::CommandEnvelope;
@@ -15,6 +17,22 @@ use store::{EnvironmentStore, StoreError, SubmitError, Submitted};
 
 use crate::node::ClusterHandle;
 
+/// TEST-ONLY fault injection. When this environment variable names a file,
+/// every write through a `ReplicatedStore` made by this process waits while
+/// that file exists (at most `STALL_WRITES_MAX`) before it goes to Raft,
+/// holding its thread exactly as a write that finds no leader does. The
+/// node tests use it to stall one member's writes
+/// (`node/tests/cluster_stall.rs`); nothing sets it in production, where
+/// the variable is absent and the check is one `Option` test per write.
+pub const STALL_WRITES_FILE_VAR: &str = "GTC_TEST_STALL_WRITES_FILE";
+
+/// The longest one write waits on the stall file, so a test that forgets
+/// to remove it cannot hang a member.
+const STALL_WRITES_MAX: Duration = Duration::from_secs(60);
+
+/// How often a stalled write looks at the stall file again.
+const STALL_POLL: Duration = Duration::from_millis(50);
+
 /// The cluster as an environment store.
 #[derive(Clone)]
 pub struct ReplicatedStore {
@@ -23,6 +41,8 @@ pub struct ReplicatedStore {
     /// Loads wait for a read index first (remote readers); the node's own
     /// actors read as-is and follow changes as they apply.
     linearizable: bool,
+    /// The test-only stall file (`STALL_WRITES_FILE_VAR`); `None` in production.
+    stall_writes_file: Option<PathBuf>,
 }
 
 impl ReplicatedStore {
@@ -33,6 +53,7 @@ impl ReplicatedStore {
             cluster,
             runtime: tokio::runtime::Handle::current(),
             linearizable: false,
+            stall_writes_file: std::env::var_os(STALL_WRITES_FILE_VAR).map(PathBuf::from),
         }
     }
 
@@ -48,6 +69,21 @@ impl ReplicatedStore {
     /// The cluster member behind the store.
     pub fn cluster(&self) -> &Arc<ClusterHandle> {
         &self.cluster
+    }
+
+    /// Test-only: waits while the stall file exists (see `STALL_WRITES_FILE_VAR`).
+    async fn stall_if_asked(&self) {
+        let Some(file) = &self.stall_writes_file else {
+            return;
+        };
+        if !file.exists() {
+            return;
+        }
+        tracing::warn!(file = %file.display(), "write stalled by the test-only stall file");
+        let began = Instant::now();
+        while file.exists() && began.elapsed() < STALL_WRITES_MAX {
+            tokio::time::sleep(STALL_POLL).await;
+        }
     }
 
     fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
@@ -75,18 +111,32 @@ impl EnvironmentStore for ReplicatedStore {
     }
 
     fn submit(&self, envelope: &CommandEnvelope) -> Result<Submitted, SubmitError> {
-        self.block_on(self.cluster.submit(envelope))
+        self.block_on(async {
+            self.stall_if_asked().await;
+            self.cluster.submit(envelope).await
+        })
     }
 
     fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
-        self.block_on(self.cluster.record(&event))
-            .map_err(|error| StoreError::Audit {
-                path: self.cluster.state_machine().store().root().to_owned(),
-                reason: format!("the event could not be replicated: {error}"),
-            })
+        self.block_on(async {
+            self.stall_if_asked().await;
+            self.cluster.record(&event).await
+        })
+        .map_err(|error| StoreError::Audit {
+            path: self.cluster.state_machine().store().root().to_owned(),
+            reason: format!("the event could not be replicated: {error}"),
+        })
     }
 
     fn audit_lines(&self, env: &EnvId) -> Result<Vec<String>, StoreError> {
         self.cluster.state_machine().store().audit_lines(env)
+    }
+
+    fn audit_tail(&self, env: &EnvId, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.cluster.state_machine().store().audit_tail(env, limit)
+    }
+
+    fn audit_count(&self, env: &EnvId) -> Result<usize, StoreError> {
+        self.cluster.state_machine().store().audit_count(env)
     }
 }

@@ -24,6 +24,7 @@ pub mod environment;
 pub mod environment_runtime;
 pub mod error;
 pub mod ids;
+pub mod layout;
 pub mod lifecycle;
 pub mod pack_config;
 pub mod pack_list_lock;

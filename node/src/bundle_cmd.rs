@@ -204,12 +204,10 @@ fn doctor(file: &Path, allowlist: Option<&Path>) -> Result<Report, CliError> {
     // What staging, warming and the dev-secret rule would refuse, in their
     // own words: the bundle is staged for real into a scratch folder.
     let staged = trial_stage(file);
-    let extracted = staged.as_ref().ok().map(|scratch| {
-        scratch
-            .path()
-            .join("revision")
-            .join(bundle::stage::BUNDLE_DIR)
-    });
+    let extracted = staged
+        .as_ref()
+        .ok()
+        .map(|scratch| deploy::layout::extracted_bundle(&scratch.path().join("revision")));
     let staging = match &staged {
         Ok(_) => json!({"status": "ok"}),
         Err(error) => json!({"status": "error", "message": error.message}),
@@ -276,7 +274,7 @@ fn trial_stage(file: &Path) -> Result<tempfile::TempDir, CliError> {
     let request = StageRequest {
         bundle: file.to_owned(),
         revision_dir: scratch.path().join("revision"),
-        env_relative_dir: format!("revisions/{revision_id}"),
+        env_relative_dir: deploy::layout::revision_dir_in_env(revision_id),
         revision_id,
         limits: ExtractLimits::default(),
     };
@@ -343,7 +341,7 @@ pub fn stage_revision(
     let revision_id = answers
         .revision_id
         .unwrap_or_else(|| RevisionId::from_ulid(ulid::Ulid::new()));
-    let env_relative_dir = format!("revisions/{revision_id}");
+    let env_relative_dir = deploy::layout::revision_dir_in_env(revision_id);
     let request = StageRequest {
         bundle: PathBuf::from(bundle_path),
         revision_dir: context.store.env_dir(&env).join(&env_relative_dir),

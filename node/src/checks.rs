@@ -154,8 +154,8 @@ impl Checks {
         let Some(revision) = state.environment.revision(answers.revision_id) else {
             return Vec::new(); // apply reports the missing revision
         };
-        let revision_dir = env_dir.join(format!("revisions/{}", revision.revision_id));
-        if !revision_dir.join(bundle::stage::BUNDLE_COPY).is_file() {
+        let revision_dir = env_dir.join(deploy::layout::revision_dir_in_env(revision.revision_id));
+        if !deploy::layout::staged_bundle(&revision_dir).is_file() {
             return Vec::new(); // staged without a bundle file: nothing to check here
         }
         let mut failed = Vec::new();
@@ -165,7 +165,7 @@ impl Checks {
                 message: error.to_string(),
             });
         }
-        if let Err(message) = runnable(&revision_dir.join(bundle::stage::BUNDLE_DIR)) {
+        if let Err(message) = runnable(&deploy::layout::extracted_bundle(&revision_dir)) {
             failed.push(FailedCheck {
                 check: "runtime-section".to_owned(),
                 message,

@@ -26,7 +26,9 @@ impl BundleFetcher for ClusterBundleFetcher {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
         let cluster = Arc::clone(&self.cluster);
         let env = self.env_id.clone();
-        let revisions = self.store_root.join(env.as_str()).join("revisions");
+        let revisions = deploy::layout::revisions_dir(&self.store_root, &env);
+        let revision_dir =
+            deploy::layout::revision_dir(&self.store_root, &env, revision.revision_id);
         Box::pin(async move {
             let id = revision.revision_id.to_string();
             std::fs::create_dir_all(&revisions).map_err(|e| e.to_string())?;
@@ -44,11 +46,12 @@ impl BundleFetcher for ClusterBundleFetcher {
                             revision.bundle_digest
                         ));
                     }
-                    let env_relative_dir = format!("revisions/{id}");
                     stage(&StageRequest {
                         bundle: download.clone(),
-                        revision_dir: revisions.join(&id),
-                        env_relative_dir,
+                        revision_dir,
+                        env_relative_dir: deploy::layout::revision_dir_in_env(
+                            revision.revision_id,
+                        ),
                         revision_id: revision.revision_id,
                         limits: ExtractLimits::default(),
                     })

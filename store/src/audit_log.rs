@@ -18,6 +18,9 @@ pub const AUDIT_LINE_BYTES_MAX: usize = 64 * 1024;
 /// until the line fits.
 const TAIL_WINDOW_BYTES: u64 = 16 * 1024;
 
+/// The buffer `count` reads the log through.
+const COUNT_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Where an appended event sits in the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
@@ -177,6 +180,71 @@ impl AuditLog {
             .collect())
     }
 
+    /// The last `limit` complete lines, oldest first; a torn last line is
+    /// left out. Reads from the end of the file, a window that doubles until
+    /// it holds `limit` lines, so a long log costs what its tail costs.
+    pub fn tail(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(audit_io("open", &self.path)(error)),
+        };
+        let length = file.metadata().map_err(audit_io("stat", &self.path))?.len();
+        let mut window = TAIL_WINDOW_BYTES;
+        loop {
+            let start = length.saturating_sub(window);
+            let mut buffer = Vec::new();
+            file.seek(SeekFrom::Start(start))
+                .map_err(audit_io("seek", &self.path))?;
+            Read::by_ref(&mut file)
+                .take(length - start)
+                .read_to_end(&mut buffer)
+                .map_err(audit_io("read", &self.path))?;
+            let complete_end = buffer.iter().rposition(|b| *b == b'\n');
+            let mut lines: Vec<&[u8]> = match complete_end {
+                Some(end) => buffer[..end].split(|b| *b == b'\n').collect(),
+                None => Vec::new(),
+            };
+            // The first piece of a window that starts mid-file may be the
+            // end of a longer line: it is not a line of its own.
+            if start > 0 && !lines.is_empty() {
+                lines.remove(0);
+            }
+            if lines.len() >= limit || start == 0 {
+                let skip = lines.len().saturating_sub(limit);
+                return Ok(lines[skip..]
+                    .iter()
+                    .map(|line| String::from_utf8_lossy(line).into_owned())
+                    .collect());
+            }
+            window = window.saturating_mul(2);
+        }
+    }
+
+    /// How many complete lines the log holds, counted in a fixed-size buffer
+    /// (the lines are not kept).
+    pub fn count(&self) -> Result<usize, StoreError> {
+        let mut file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(audit_io("open", &self.path)(error)),
+        };
+        let mut buffer = vec![0u8; COUNT_BUFFER_BYTES];
+        let mut count = 0;
+        loop {
+            let read = file
+                .read(&mut buffer)
+                .map_err(audit_io("read", &self.path))?;
+            if read == 0 {
+                return Ok(count);
+            }
+            count += buffer[..read].iter().filter(|b| **b == b'\n').count();
+        }
+    }
+
     /// The last complete event, if any.
     pub fn last_event(&self) -> Result<Option<AuditEvent>, StoreError> {
         let Ok(mut file) = File::open(&self.path) else {
@@ -281,5 +349,45 @@ mod tests {
         let last = log.last_event().expect("read").expect("event");
         assert_eq!(last.target["truncated"], true);
         assert!(log.lines().expect("lines")[0].len() < AUDIT_LINE_BYTES_MAX);
+    }
+
+    #[test]
+    fn the_tail_is_the_last_lines_of_the_whole_log_whatever_their_length() {
+        // Proves: `tail(n)` equals the last n of `lines()` for every n, with
+        // lines both shorter and longer than the first read window, and
+        // `count` equals the number of lines.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::new(dir.path().join("events.jsonl"));
+        assert!(log.tail(5).expect("tail of nothing").is_empty());
+        assert_eq!(log.count().expect("count of nothing"), 0);
+        for n in 0..60 {
+            log.append(event(n)).expect("append");
+        }
+        let all = log.lines().expect("lines");
+        assert_eq!(log.count().expect("count"), all.len());
+        for limit in [0, 1, 2, 3, 17, 59, 60, 61, 1000] {
+            let expected = &all[all.len().saturating_sub(limit)..];
+            assert_eq!(log.tail(limit).expect("tail"), expected, "limit {limit}");
+        }
+    }
+
+    #[test]
+    fn the_tail_leaves_out_a_torn_last_line() {
+        // Proves: a line cut short by a crash is not returned by `tail` (as
+        // by `lines`), nor counted.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::new(dir.path().join("events.jsonl"));
+        log.append(event(1)).expect("append");
+        log.append(event(2)).expect("append");
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .expect("open");
+        file.write_all(b"{\"schema\":\"greentic.au")
+            .expect("torn write");
+        drop(file);
+        assert_eq!(log.tail(1).expect("tail"), log.lines().expect("lines")[1..]);
+        assert_eq!(log.tail(10).expect("tail").len(), 2);
+        assert_eq!(log.count().expect("count"), 2);
     }
 }

@@ -4,7 +4,9 @@
 //! [`LocalFsStore`], the embedded default: one folder per environment under
 //! the store root, a per-environment lock, crash-safe atomic writes, a backup
 //! before every change, backup artifacts with an integrity digest, and the
-//! hash-chained audit log.
+//! hash-chained audit log; and [`StoreWorker`], which puts any store behind
+//! dedicated threads so async callers (the node's actors) never block on
+//! it and wait a bounded time for every answer.
 //!
 //! Must not touch: the meaning of a change. The store calls
 //! `deploy::apply::apply` and persists what it returns; it never edits an
@@ -17,11 +19,16 @@ mod fs_util;
 mod image;
 mod local;
 mod migrate;
+mod worker;
 
 pub use audit_log::{Appended, AuditLog, AuditReport};
 pub use backup::{BACKUP_ARTIFACT_SCHEMA, BACKUP_MANIFEST_SCHEMA, BackupArtifact, BackupManifest};
 pub use error::{StoreError, SubmitError};
 pub use image::{EnvironmentImage, StoreImage};
+pub use worker::{
+    COMMAND_QUEUE_DEPTH, COMMAND_TIMEOUT, Lane, QUERY_QUEUE_DEPTH, QUERY_TIMEOUT, SharedStore,
+    StoreCallError, StoreWorker, StoreWorkerConfig, StoreWorkerConfigError, StoreWorkerError,
+};
 
 /// Writes `bytes` to `path` crash-safely (temp file, fsync, rename, fsync
 /// of the folder): for files kept beside a store.
@@ -67,4 +74,16 @@ pub trait EnvironmentStore {
     fn record(&self, event: AuditEvent) -> Result<(), StoreError>;
     /// The raw audit lines of `env`, oldest first.
     fn audit_lines(&self, env: &EnvId) -> Result<Vec<String>, StoreError>;
+    /// The last `limit` raw audit lines of `env`, oldest first. The default
+    /// reads every line; stores override it to read only the tail.
+    fn audit_tail(&self, env: &EnvId, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut lines = self.audit_lines(env)?;
+        lines.drain(..lines.len().saturating_sub(limit));
+        Ok(lines)
+    }
+    /// How many audit lines `env` has. The default reads every line; stores
+    /// override it to count without keeping them.
+    fn audit_count(&self, env: &EnvId) -> Result<usize, StoreError> {
+        Ok(self.audit_lines(env)?.len())
+    }
 }

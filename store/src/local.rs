@@ -79,7 +79,7 @@ impl LocalFsStore {
 
     /// The folder of `env`.
     pub fn env_dir(&self, env: &EnvId) -> PathBuf {
-        self.root.join(env.as_str())
+        deploy::layout::env_dir(&self.root, env)
     }
 
     /// The audit log of `env`.
@@ -609,5 +609,13 @@ impl EnvironmentStore for LocalFsStore {
 
     fn audit_lines(&self, env: &EnvId) -> Result<Vec<String>, StoreError> {
         self.audit_log(env).lines()
+    }
+
+    fn audit_tail(&self, env: &EnvId, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.audit_log(env).tail(limit)
+    }
+
+    fn audit_count(&self, env: &EnvId) -> Result<usize, StoreError> {
+        self.audit_log(env).count()
     }
 }

@@ -588,12 +588,11 @@ async fn logs(
     revision: RevisionId,
 ) -> Result<Reply, ApiError> {
     reader(request, admin, env, "logs").await?;
-    let dir = admin
-        .local_store
-        .env_dir(env)
-        .join("revisions")
-        .join(revision.to_string())
-        .join("logs");
+    let dir = deploy::layout::instance_logs(&deploy::layout::revision_dir(
+        admin.local_store.root(),
+        env,
+        revision,
+    ));
     let files = blocking(move || tail_logs(&dir)).await?;
     Ok(json_reply(
         StatusCode::OK,

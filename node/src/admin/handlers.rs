@@ -243,13 +243,15 @@ async fn audit(
     let state = load(admin, env).await?;
     let store = Arc::clone(&admin.store);
     let id = env.clone();
-    let lines = blocking(move || store.audit_lines(&id))
-        .await?
-        .map_err(|error| ApiError::from(crate::error::CliError::from(error)))?;
-    let total = lines.len();
+    // Only the tail is read; the total is counted without keeping lines.
+    let (lines, total) = blocking(move || {
+        let lines = store.audit_tail(&id, limit)?;
+        Ok::<_, store::StoreError>((lines, store.audit_count(&id)?))
+    })
+    .await?
+    .map_err(|error| ApiError::from(crate::error::CliError::from(error)))?;
     let events: Vec<Value> = lines
         .iter()
-        .skip(total.saturating_sub(limit))
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| json!({"unparsable": line})))
         .collect();
     let etag = state.etag();

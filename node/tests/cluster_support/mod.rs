@@ -68,7 +68,19 @@ impl Member {
 
     /// Starts the member with extra `gtc node run` arguments.
     pub fn start_with(&mut self, home: &Path, join: Option<SocketAddr>, extra: &[&str]) {
+        self.start_with_env(home, join, extra, &[]);
+    }
+
+    /// Starts the member with extra arguments and environment variables.
+    pub fn start_with_env(
+        &mut self,
+        home: &Path,
+        join: Option<SocketAddr>,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) {
         let mut command = gtc();
+        command.envs(env.iter().copied());
         command
             .args(["node", "run", "--log-format", "json", "--poll-ms", "1000"])
             .arg("--listen")

@@ -1,0 +1,217 @@
+//! What the environment actor does about a committed state, as a pure
+//! function: [`plan`] takes the committed state, the revisions this node
+//! runs and which bundles are here, and returns the [`Action`]s to take.
+//! No clock, no files, no actors: the environment actor gathers the inputs
+//! and carries out the actions; unit tests and the simulator check the
+//! decisions themselves.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use deploy::ids::RevisionId;
+use deploy::lifecycle::Lifecycle;
+use deploy::revision::Revision;
+use deploy::state::EnvironmentState;
+
+/// How many of a revision's instances this node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// All of them: a single node, which runs everything it stages.
+    All,
+    /// The number the cluster leader placed here.
+    Placed(u32),
+}
+
+/// Why a revision actor runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// The revision is `warming`: report ready or failed.
+    Warm,
+    /// The revision is already `ready` (the node restarted): just run it.
+    Run,
+}
+
+/// Which node is deciding, and how instances come to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeRole {
+    /// A single node: it runs every revision it stages, in full.
+    Single,
+    /// A cluster member: it runs what the leader placed on `node_name`.
+    Member { node_name: String },
+}
+
+impl NodeRole {
+    /// This node's share of `revision`'s instances, or `None` when it runs
+    /// none (a cluster member waits for the leader's placement).
+    pub fn share(&self, revision: &Revision) -> Option<Share> {
+        let Self::Member { node_name } = self else {
+            return Some(Share::All);
+        };
+        let placed = revision
+            .placement
+            .iter()
+            .filter(|node| *node == node_name)
+            .count();
+        let placed = u32::try_from(placed).unwrap_or(u32::MAX);
+        (placed > 0).then_some(Share::Placed(placed))
+    }
+}
+
+/// A revision this node runs, as far as the plan is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runs {
+    /// The share its actor was started with; a new placement restarts it.
+    pub share: Share,
+    /// A drain was already asked for.
+    pub draining: bool,
+}
+
+/// Why a revision actor is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Its share here changed (placed elsewhere, or a different number).
+    PlacementChanged,
+    /// The revision no longer runs (archived, failed, drained, removed).
+    NoLongerRuns,
+}
+
+/// One thing to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Stop the revision's actor (and with it its instances).
+    Stop {
+        revision: RevisionId,
+        reason: StopReason,
+    },
+    /// Start a revision actor for `share` of its instances.
+    Start {
+        revision: RevisionId,
+        share: Share,
+        goal: Goal,
+    },
+    /// Its bundle is not here: bring it from another member, then plan again.
+    FetchBundle { revision: RevisionId },
+    /// Ask the revision's actor to drain.
+    Drain {
+        revision: RevisionId,
+        drain_seconds: u32,
+    },
+    /// Nothing runs a draining revision here (the node restarted mid-drain):
+    /// report the drain over.
+    ReportDrained { revision: RevisionId },
+}
+
+/// Everything [`plan`] decides from.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub state: &'a EnvironmentState,
+    pub running: &'a BTreeMap<RevisionId, Runs>,
+    pub role: &'a NodeRole,
+    /// Revisions whose extracted bundle is on this node.
+    pub bundles_here: &'a BTreeSet<RevisionId>,
+    /// Whether a missing bundle can be fetched from another member. When it
+    /// cannot, the revision actor is started anyway and reports what is
+    /// missing.
+    pub bundles_fetchable: bool,
+}
+
+/// Whether a revision in `lifecycle` has instances running.
+pub fn wants_instances(lifecycle: Lifecycle) -> bool {
+    matches!(
+        lifecycle,
+        Lifecycle::Warming | Lifecycle::Ready | Lifecycle::Draining
+    )
+}
+
+/// The actions that bring what runs here in line with the committed state.
+pub fn plan(input: &PlanInput<'_>) -> Vec<Action> {
+    let mut running = input.running.clone();
+    let mut actions = Vec::new();
+    for revision in &input.state.environment.revisions {
+        if revision.runtime_instances.is_some() {
+            plan_revision(input, revision, &mut running, &mut actions);
+        }
+    }
+    // Stop what no longer needs to run.
+    let keep: BTreeSet<RevisionId> = input
+        .state
+        .environment
+        .revisions
+        .iter()
+        .filter(|r| r.runtime_instances.is_some() && wants_instances(r.lifecycle))
+        .map(|r| r.revision_id)
+        .collect();
+    actions.extend(
+        running
+            .keys()
+            .filter(|id| !keep.contains(id))
+            .map(|&revision| Action::Stop {
+                revision,
+                reason: StopReason::NoLongerRuns,
+            }),
+    );
+    actions
+}
+
+fn plan_revision(
+    input: &PlanInput<'_>,
+    revision: &Revision,
+    running: &mut BTreeMap<RevisionId, Runs>,
+    actions: &mut Vec<Action>,
+) {
+    let id = revision.revision_id;
+    let share = input.role.share(revision);
+    let serving = matches!(revision.lifecycle, Lifecycle::Warming | Lifecycle::Ready);
+    if serving
+        && running
+            .get(&id)
+            .is_some_and(|runs| Some(runs.share) != share)
+    {
+        // Placed elsewhere now, or a different number here: stop it, and
+        // start the new share below.
+        running.remove(&id);
+        actions.push(Action::Stop {
+            revision: id,
+            reason: StopReason::PlacementChanged,
+        });
+    }
+    let Some(share) = share else {
+        return;
+    };
+    match (revision.lifecycle, running.get_mut(&id)) {
+        (Lifecycle::Warming | Lifecycle::Ready, None) => {
+            if !input.bundles_here.contains(&id) && input.bundles_fetchable {
+                actions.push(Action::FetchBundle { revision: id });
+                return;
+            }
+            let goal = if revision.lifecycle == Lifecycle::Warming {
+                Goal::Warm
+            } else {
+                Goal::Run
+            };
+            running.insert(
+                id,
+                Runs {
+                    share,
+                    draining: false,
+                },
+            );
+            actions.push(Action::Start {
+                revision: id,
+                share,
+                goal,
+            });
+        }
+        (Lifecycle::Draining, Some(runs)) if !runs.draining => {
+            runs.draining = true;
+            actions.push(Action::Drain {
+                revision: id,
+                drain_seconds: revision.drain_seconds,
+            });
+        }
+        (Lifecycle::Draining, None) => actions.push(Action::ReportDrained { revision: id }),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

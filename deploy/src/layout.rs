@@ -1,0 +1,105 @@
+//! The on-disk layout of a store root: where an environment's folder, its
+//! revisions, a staged bundle and an instance's logs live.
+//!
+//! ```text
+//! <root>/<env>/                                  layout::env_dir
+//! <root>/<env>/revisions/                        layout::revisions_dir
+//! <root>/<env>/revisions/<rev>/                  layout::revision_dir
+//! <root>/<env>/revisions/<rev>/bundle.gtbundle   layout::staged_bundle (STAGED_BUNDLE_FILE)
+//! <root>/<env>/revisions/<rev>/bundle/           layout::extracted_bundle (EXTRACTED_BUNDLE_DIR)
+//! <root>/<env>/revisions/<rev>/pack-list.lock    layout::pack_list_lock (PACK_LIST_LOCK_FILE)
+//! <root>/<env>/revisions/<rev>/logs/             layout::instance_logs (INSTANCE_LOGS_DIR)
+//! ```
+//!
+//! The one owner of these names: the store, the bundle stager, the node's
+//! fetcher and admin API and the actors all ask here. Pure path arithmetic,
+//! no I/O (this crate touches no files), so a path computed on one member
+//! is the path every member computes.
+
+use std::path::{Path, PathBuf};
+
+use crate::ids::{EnvId, RevisionId};
+
+/// The folder of an environment's revisions, inside the environment's folder.
+pub const REVISIONS_DIR: &str = "revisions";
+/// The immutable copy of the staged bundle inside a revision folder; its
+/// digest is the revision's `bundle_digest`.
+pub const STAGED_BUNDLE_FILE: &str = "bundle.gtbundle";
+/// The safely extracted bundle inside a revision folder.
+pub const EXTRACTED_BUNDLE_DIR: &str = "bundle";
+/// The pinned runtime packs inside a revision folder.
+pub const PACK_LIST_LOCK_FILE: &str = "pack-list.lock";
+/// The instances' stdout/stderr logs (and pid files) inside a revision folder.
+pub const INSTANCE_LOGS_DIR: &str = "logs";
+
+/// `<root>/<env>`.
+pub fn env_dir(root: &Path, env: &EnvId) -> PathBuf {
+    root.join(env.as_str())
+}
+
+/// `<root>/<env>/revisions`.
+pub fn revisions_dir(root: &Path, env: &EnvId) -> PathBuf {
+    env_dir(root, env).join(REVISIONS_DIR)
+}
+
+/// `<root>/<env>/revisions/<rev>`.
+pub fn revision_dir(root: &Path, env: &EnvId, revision: RevisionId) -> PathBuf {
+    revisions_dir(root, env).join(revision.to_string())
+}
+
+/// `revisions/<rev>`: a revision folder relative to its environment's
+/// folder (how staged files are named inside the environment).
+pub fn revision_dir_in_env(revision: RevisionId) -> String {
+    format!("{REVISIONS_DIR}/{revision}")
+}
+
+/// `<revision_dir>/bundle.gtbundle`.
+pub fn staged_bundle(revision_dir: &Path) -> PathBuf {
+    revision_dir.join(STAGED_BUNDLE_FILE)
+}
+
+/// `<revision_dir>/bundle`.
+pub fn extracted_bundle(revision_dir: &Path) -> PathBuf {
+    revision_dir.join(EXTRACTED_BUNDLE_DIR)
+}
+
+/// `<revision_dir>/pack-list.lock`.
+pub fn pack_list_lock(revision_dir: &Path) -> PathBuf {
+    revision_dir.join(PACK_LIST_LOCK_FILE)
+}
+
+/// `<revision_dir>/logs`.
+pub fn instance_logs(revision_dir: &Path) -> PathBuf {
+    revision_dir.join(INSTANCE_LOGS_DIR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_sits_under_the_revision_folder_of_its_environment() {
+        // Proves: the documented layout, and that the relative form names
+        // the same folder as the absolute one.
+        let root = Path::new("/store");
+        let env = EnvId::local();
+        let revision = RevisionId::from_ulid(ulid::Ulid::from_parts(7, 9));
+        let folder = revision_dir(root, &env, revision);
+        assert_eq!(
+            folder,
+            Path::new("/store/local/revisions").join(revision.to_string())
+        );
+        assert_eq!(
+            env_dir(root, &env).join(revision_dir_in_env(revision)),
+            folder
+        );
+        assert_eq!(
+            staged_bundle(&folder),
+            folder.join("bundle.gtbundle"),
+            "consensus repeats this name for bundle transfer"
+        );
+        assert_eq!(extracted_bundle(&folder), folder.join("bundle"));
+        assert_eq!(pack_list_lock(&folder), folder.join("pack-list.lock"));
+        assert_eq!(instance_logs(&folder), folder.join("logs"));
+    }
+}
