@@ -494,6 +494,19 @@ impl World {
             .map(|handle| handle.raft())
     }
 
+    /// Where a client sends a write: a running member (a node outside the
+    /// cluster knows no leader to forward to), or any running node if no
+    /// member runs.
+    fn entry_points(&self) -> Vec<usize> {
+        let up = self.up();
+        let members: Vec<usize> = up
+            .iter()
+            .copied()
+            .filter(|i| self.nodes[*i].member)
+            .collect();
+        if members.is_empty() { up } else { members }
+    }
+
     fn up(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|i| self.nodes[*i].handle.is_some())
@@ -550,12 +563,13 @@ impl World {
         }
     }
 
-    /// Sends a command like a client would: to a random running node,
-    /// then to the leader it names, retrying under the same idempotency
-    /// key. `Some` when the cluster answered.
+    /// Sends a command like a client would: to a random running member,
+    /// whose cluster handle forwards it to the leader and retries while
+    /// leadership moves; a client that gets no answer in time retries the
+    /// same envelope (same event id, same idempotency key) through another
+    /// member. `Some` when the cluster answered.
     async fn submit(&mut self, command: Command, what: &str) -> Option<Answer> {
-        let up = self.up();
-        let &first = up.choose(&mut self.rng)?;
+        let &first = self.entry_points().choose(&mut self.rng)?;
         self.ids += 1;
         let key = format!("sim-{}-{}", self.config.seed, self.ids);
         let operator = Actor::local_user(Some("sim-operator".to_owned()), Some(1000));
@@ -568,7 +582,7 @@ impl World {
         let mut target = first;
         for attempt in 0..WRITE_ATTEMPTS {
             let Some(handle) = self.nodes[target].handle.clone() else {
-                target = *self.up().choose(&mut self.rng)?;
+                target = *self.entry_points().choose(&mut self.rng)?;
                 continue;
             };
             let request = ClusterRequest::Submit {
@@ -608,16 +622,16 @@ impl World {
                 Ok(Ok(ClusterResponse::Failed { message })) => {
                     self.trace(format!("{what} {key} attempt {attempt} failed: {message}"));
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    target = *self.up().choose(&mut self.rng)?;
+                    target = *self.entry_points().choose(&mut self.rng)?;
                 }
                 Ok(Err(error)) => {
                     self.trace(format!("{what} {key} attempt {attempt}: {error}"));
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    target = *self.up().choose(&mut self.rng)?;
+                    target = *self.entry_points().choose(&mut self.rng)?;
                 }
                 Err(_) => {
                     self.trace(format!("{what} {key} attempt {attempt} timed out"));
-                    target = *self.up().choose(&mut self.rng)?;
+                    target = *self.entry_points().choose(&mut self.rng)?;
                 }
             }
         }
