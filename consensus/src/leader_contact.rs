@@ -29,6 +29,23 @@ impl LeaderContact {
     }
 }
 
+/// How long ago this member last heard from a leader: on a follower, the
+/// last append entries or snapshot it accepted; on the leader, the last
+/// acknowledgement by a quorum (a leader cut off from its quorum is as
+/// stale as its followers). `None` if never since this member started.
+pub fn leader_contact_age(
+    metrics: &openraft::RaftMetrics<crate::types::TypeConfig>,
+    contact: &LeaderContact,
+) -> Option<Duration> {
+    if metrics.state == openraft::ServerState::Leader {
+        metrics
+            .last_quorum_acked
+            .map(|acked| openraft::Instant::elapsed(&*acked))
+    } else {
+        contact.age()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use deploy::ids::EnvId;
 use deploy::state::EnvironmentState;
 use store::{EnvironmentStore, StoreError, SubmitError, Submitted};
 
-use crate::node::ClusterHandle;
+use crate::member::ClusterHandle;
 
 /// TEST-ONLY fault injection. When this environment variable names a file,
 /// every write through a `ReplicatedStore` made by this process waits while

@@ -40,6 +40,12 @@ pub struct RaftSettings {
 /// calling into the void. The simulator's transport model uses it too.
 pub const PEER_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Peer calls give up after this long: longer than any Raft RPC takes on a
+/// healthy link (a whole snapshot included), short enough that a write
+/// forwarded to a leader that just died is retried on the new one soon.
+/// The QUIC network's call timeout, and the simulator's.
+pub const PEER_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A member that has heard from no leader for this many election timeouts
 /// (their maximum) is reported unready: an election normally ends within
 /// one or two of them, so three mean a partition or a lost quorum.

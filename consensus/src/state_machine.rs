@@ -10,7 +10,15 @@
 //! Exactly-once: the applied log id is persisted after every entry. A crash
 //! between the store's commit and that write leaves one entry applied but
 //! not recorded; on the first entry after a restart the store's last audit
-//! event is compared with the entry's event id to skip it.
+//! event is compared with the entry's event id to skip it. A write retried
+//! after an ambiguous failure is answered from the recent-outcomes window.
+//!
+//! A snapshot is the JSON of the store image with its metadata (see
+//! [`SnapshotFile`]); the same bytes are kept on disk and sent to peers.
+//!
+//! With the feature `simulation` (the simulator's build only) two hooks
+//! exist: a crash point between the store's commit and the bookkeeping
+//! write, and the planted bug that skips the duplicate check.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use deploy::audit::AuditEvent;
 use deploy::command::CommandEnvelope;
 use deploy::ids::EnvId;
+use deploy::state::EnvironmentState;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
@@ -46,13 +55,62 @@ struct AppliedMeta {
     membership: StoredMembership,
 }
 
-/// A snapshot as written to disk and sent to peers.
+/// The Raft instance of this cluster's types over this state machine.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+/// A snapshot as written to disk and sent to peers: the image inline, so
+/// the bytes are the image's JSON and little else.
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotFile {
     meta: SnapshotMeta,
-    /// JSON of the [`StoreImage`].
+    image: StoreImage,
+}
+
+/// The format before issue 18: the image's JSON as a JSON array of
+/// numbers (about 3.5 times larger). Still read, from disk and from peers
+/// of an older build; never written.
+#[derive(Debug, Deserialize)]
+struct LegacySnapshotFile {
+    meta: SnapshotMeta,
     image_json: Vec<u8>,
 }
+
+fn parse_snapshot(bytes: &[u8]) -> io::Result<SnapshotFile> {
+    match serde_json::from_slice::<SnapshotFile>(bytes) {
+        Ok(file) => Ok(file),
+        Err(error) => match serde_json::from_slice::<LegacySnapshotFile>(bytes) {
+            Ok(legacy) => Ok(SnapshotFile {
+                meta: legacy.meta,
+                image: serde_json::from_slice(&legacy.image_json).map_err(to_io)?,
+            }),
+            Err(_) => Err(to_io(error)),
+        },
+    }
+}
+
+/// What one applied entry (or an installed snapshot) left in one
+/// environment, for an observer (the simulator's invariants).
+#[derive(Debug, Clone)]
+pub struct AppliedEntry {
+    /// The entry's log index (a snapshot's last index).
+    pub index: u64,
+    pub env: EnvId,
+    /// The environment after the entry (`None`: it does not exist).
+    pub state: Option<EnvironmentState>,
+    /// What applying answered ([`Outcome::Nothing`] for a snapshot).
+    pub outcome: Outcome,
+    pub from_snapshot: bool,
+}
+
+/// Called after every applied command entry and for every environment of
+/// an installed snapshot, once the bookkeeping is durable.
+pub type ApplyObserver = Arc<dyn Fn(AppliedEntry) + Send + Sync>;
+
+/// Consulted after the store committed the command of entry `index` and
+/// before its log id is recorded: `true` makes the member fail right
+/// there, as a process killed between the two writes.
+#[cfg(feature = "simulation")]
+pub type CrashPoint = Arc<dyn Fn(u64) -> bool + Send + Sync>;
 
 struct Inner {
     store: LocalFsStore,
@@ -68,6 +126,11 @@ struct Inner {
     /// The last applied index, for whoever must react to a new committed
     /// state at once (the node's routers) instead of polling.
     applied_tx: tokio::sync::watch::Sender<u64>,
+    observer: Mutex<Option<ApplyObserver>>,
+    #[cfg(feature = "simulation")]
+    crash_point: Mutex<Option<CrashPoint>>,
+    #[cfg(feature = "simulation")]
+    skip_duplicate_check: AtomicBool,
 }
 
 #[derive(Default)]
@@ -131,8 +194,77 @@ impl StateMachine {
                 snapshots_built: AtomicU64::new(0),
                 recent: Mutex::new(RecentOutcomes::default()),
                 applied_tx: tokio::sync::watch::channel(0).0,
+                observer: Mutex::new(None),
+                #[cfg(feature = "simulation")]
+                crash_point: Mutex::new(None),
+                #[cfg(feature = "simulation")]
+                skip_duplicate_check: AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Reports every applied entry to `observer` from now on.
+    pub fn observe(&self, observer: ApplyObserver) {
+        if let Ok(mut slot) = self.inner.observer.lock() {
+            *slot = Some(observer);
+        }
+    }
+
+    fn notify(&self, entry: AppliedEntry) {
+        let observer = self
+            .inner
+            .observer
+            .lock()
+            .ok()
+            .and_then(|slot| slot.clone());
+        if let Some(observer) = observer {
+            observer(entry);
+        }
+    }
+
+    /// Simulation only: fail between the store's commit and the bookkeeping
+    /// write of an entry whenever `point` says so.
+    #[cfg(feature = "simulation")]
+    pub fn set_crash_point(&self, point: CrashPoint) {
+        if let Ok(mut slot) = self.inner.crash_point.lock() {
+            *slot = Some(point);
+        }
+    }
+
+    /// Simulation only: the planted bug that applies the first entry after
+    /// a restart without checking whether the store already holds it.
+    #[cfg(feature = "simulation")]
+    pub fn plant_skipped_duplicate_check(&self) {
+        self.inner
+            .skip_duplicate_check
+            .store(true, Ordering::SeqCst);
+    }
+
+    #[cfg(feature = "simulation")]
+    fn crashes_before_bookkeeping(&self, index: u64) -> bool {
+        let point = self
+            .inner
+            .crash_point
+            .lock()
+            .ok()
+            .and_then(|slot| slot.clone());
+        point.is_some_and(|point| point(index))
+    }
+
+    #[cfg(not(feature = "simulation"))]
+    fn crashes_before_bookkeeping(&self, _index: u64) -> bool {
+        false
+    }
+
+    fn duplicate_check_planted_away(&self) -> bool {
+        #[cfg(feature = "simulation")]
+        {
+            self.inner.skip_duplicate_check.load(Ordering::SeqCst)
+        }
+        #[cfg(not(feature = "simulation"))]
+        {
+            false
+        }
     }
 
     /// The replica's store (read it; never submit to it directly).
@@ -194,7 +326,8 @@ impl StateMachine {
     }
 
     fn apply_new_request(&self, request: ClusterRequest) -> io::Result<Outcome> {
-        let check = self.inner.check_duplicate.swap(false, Ordering::SeqCst);
+        let check = self.inner.check_duplicate.swap(false, Ordering::SeqCst)
+            && !self.duplicate_check_planted_away();
         match request {
             ClusterRequest::Submit { envelope_json } => {
                 let envelope: CommandEnvelope =
@@ -225,7 +358,7 @@ impl StateMachine {
 
     fn read_snapshot_file(&self) -> io::Result<Option<SnapshotFile>> {
         match std::fs::read(self.snapshot_path()) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(to_io),
+            Ok(bytes) => parse_snapshot(&bytes).map(Some),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(error),
         }
@@ -239,6 +372,20 @@ impl StateMachine {
     /// Snapshots built by this node since it started.
     pub fn snapshots_built(&self) -> u64 {
         self.inner.snapshots_built.load(Ordering::Relaxed)
+    }
+}
+
+/// The environment a command or an audit event is about, if it names one.
+fn request_env(request: &ClusterRequest) -> Option<EnvId> {
+    match request {
+        ClusterRequest::Submit { envelope_json } => {
+            serde_json::from_str::<CommandEnvelope>(envelope_json)
+                .ok()
+                .map(|envelope| envelope.command.env_id())
+        }
+        ClusterRequest::Record { event_json } => serde_json::from_str::<AuditEvent>(event_json)
+            .ok()
+            .and_then(|event| event.env_id.parse().ok()),
     }
 }
 
@@ -262,10 +409,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_log_id: meta.last_applied,
             last_membership: meta.membership.clone(),
         };
-        let image_json = serde_json::to_vec(&image).map_err(to_io)?;
         let file = SnapshotFile {
             meta: snapshot_meta.clone(),
-            image_json,
+            image,
         };
         let bytes = serde_json::to_vec(&file).map_err(to_io)?;
         write_atomically(&self.snapshot_path(), &bytes)?;
@@ -293,18 +439,40 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id;
             let mut applied = self.lock()?.clone();
+            let mut touched = None;
+            let mut is_request = false;
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Nothing,
-                EntryPayload::Normal(request) => self.apply_request(request)?,
+                EntryPayload::Normal(request) => {
+                    touched = request_env(&request);
+                    is_request = true;
+                    self.apply_request(request)?
+                }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(log_id), membership);
                     Outcome::Nothing
                 }
             };
+            if is_request && self.crashes_before_bookkeeping(log_id.index()) {
+                return Err(io::Error::other(format!(
+                    "simulated crash after the store committed entry {} and before it was recorded",
+                    log_id.index()
+                )));
+            }
             applied.last_applied = Some(log_id);
             self.persist(&applied)?;
             *self.lock()? = applied;
             self.inner.applied_tx.send_replace(log_id.index());
+            if let Some(env) = touched {
+                let state = self.inner.store.load(&env).map_err(to_io)?;
+                self.notify(AppliedEntry {
+                    index: log_id.index(),
+                    env,
+                    state,
+                    outcome: outcome.clone(),
+                    from_snapshot: false,
+                });
+            }
             if let Some(responder) = responder {
                 responder.send(outcome_response(&outcome)?);
             }
@@ -321,11 +489,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Self::SnapshotData,
     ) -> Result<(), io::Error> {
-        let file: SnapshotFile = serde_json::from_slice(&snapshot).map_err(to_io)?;
-        let image: StoreImage = serde_json::from_slice(&file.image_json).map_err(to_io)?;
+        let file = parse_snapshot(&snapshot)?;
+        let image: StoreImage = file.image;
         let mut applied = self.lock()?;
         self.inner.store.install_image(&image).map_err(to_io)?;
-        write_atomically(&self.snapshot_path(), &snapshot)?;
+        let current = serde_json::to_vec(&SnapshotFile {
+            meta: file.meta,
+            image,
+        })
+        .map_err(to_io)?;
+        write_atomically(&self.snapshot_path(), &current)?;
         let installed = AppliedMeta {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
@@ -333,10 +506,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.persist(&installed)?;
         *applied = installed;
         drop(applied);
-        self.inner
-            .applied_tx
-            .send_replace(meta.last_log_id.map_or(0, |id| id.index()));
+        let index = meta.last_log_id.map_or(0, |id| id.index());
+        self.inner.applied_tx.send_replace(index);
         metrics::counter!("gtc_raft_snapshots_installed_total").increment(1);
+        for env in self.inner.store.list().map_err(to_io)? {
+            let state = self.inner.store.load(&env).map_err(to_io)?;
+            self.notify(AppliedEntry {
+                index,
+                env,
+                state,
+                outcome: Outcome::Nothing,
+                from_snapshot: true,
+            });
+        }
         Ok(())
     }
 

@@ -86,9 +86,6 @@ openraft::declare_raft_types!(
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, NodeId>,
 );
 
-/// A Raft instance of this cluster's types over our state machine.
-#[cfg(feature = "node")]
-pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;
 /// A log id of this cluster's types.
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
 /// A vote of this cluster's types.

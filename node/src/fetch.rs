@@ -33,10 +33,15 @@ impl BundleFetcher for ClusterBundleFetcher {
             let id = revision.revision_id.to_string();
             std::fs::create_dir_all(&revisions).map_err(|e| e.to_string())?;
             let download = revisions.join(format!(".fetch-{id}.gtbundle"));
-            cluster
-                .fetch_bundle(env.as_str(), &id, &download)
-                .await
-                .map_err(|e| e.to_string())?;
+            consensus::bundle::fetch_bundle(
+                cluster.peers(),
+                &cluster.other_members(),
+                env.as_str(),
+                &id,
+                &download,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             tokio::task::spawn_blocking(move || {
                 let outcome = (|| {
                     let digest = file_digest(&download).map_err(|e| e.to_string())?;

@@ -1,14 +1,21 @@
-//! A node's simulated disk: its Raft log, vote and last snapshot.
+//! A node's simulated Raft log disk: its log, vote and committed index, as
+//! the log storage consensus runs on in the simulation (production's is
+//! redb, `consensus::DiskLog`).
 //!
 //! Appends are written at once but become durable only when their flush
 //! completes, after a seeded disk latency, in order; openraft is told an
-//! append is flushed only then. A crash keeps what was durable and loses
-//! the rest, as a power cut loses what was never fsynced; writes reach the
-//! disk in order, so a committed index saved after a lost append is lost
-//! too. The vote is durable before `save_vote` returns. A slow disk is a larger latency.
+//! append is flushed only then. A crash keeps what was durable; of the
+//! rest a [`DiskFault::LostWrites`] keeps nothing, as a power cut loses
+//! what was never fsynced, and a [`DiskFault::TornWrite`] keeps a prefix
+//! (the disk wrote some of the unflushed appends, in order, before the
+//! power went). Writes reach the disk in order, so a committed index saved
+//! after a lost append is lost too. The vote is durable before
+//! `save_vote` returns. A slow disk is a larger latency.
 //!
 //! The disk outlives the node's Raft: a restarted node opens the same one.
-//! It owns only bytes; it must not know what a command means.
+//! The replica itself (the store folder and the state machine's files)
+//! lives in the node's folder on the real file system. This owns only
+//! bytes; it must not know what a command means.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -17,7 +24,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use consensus::TypeConfig;
+use consensus::{Entry, LogId, TypeConfig, Vote};
 use openraft::OptionalSend;
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -26,10 +33,14 @@ use tokio::time::Instant;
 
 use crate::entropy::SimRng;
 
-pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
-pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
-pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
-pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+/// What a crash does to the writes that were not flushed yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFault {
+    /// None of them reached the disk.
+    LostWrites,
+    /// The first `kept` of them did (in order), the rest did not.
+    TornWrite { kept: usize },
+}
 
 /// The latency range of one flush.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +69,6 @@ struct DiskState {
     vote: Option<Vote>,
     committed: Option<LogId>,
     purged: Option<LogId>,
-    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
     speed: DiskSpeed,
     /// When the last scheduled flush completes; flushes finish in order.
     flush_tail: Option<Instant>,
@@ -88,7 +98,6 @@ impl Disk {
                 vote: None,
                 committed: None,
                 purged: None,
-                snapshot: None,
                 speed: DiskSpeed::FAST,
                 flush_tail: None,
                 epoch: 0,
@@ -111,12 +120,26 @@ impl Disk {
         self.lock().speed = speed;
     }
 
-    /// Loses every write that was not flushed; returns how many entries.
-    pub fn crash(&self) -> usize {
+    /// Loses the writes that were not flushed as `fault` says; returns how
+    /// many entries were lost.
+    pub fn crash(&self, fault: DiskFault) -> usize {
         let mut state = self.lock();
         state.epoch += 1;
         state.flush_tail = None;
-        let durable = state.durable;
+        let kept = match fault {
+            DiskFault::LostWrites => 0,
+            DiskFault::TornWrite { kept } => kept,
+        };
+        // The unflushed entries that reached the disk after all: a prefix.
+        let survivor = state
+            .entries
+            .keys()
+            .filter(|index| state.durable.is_none_or(|d| **index > d))
+            .take(kept)
+            .last()
+            .copied();
+        let durable = survivor.or(state.durable);
+        state.durable = durable;
         let before = state.entries.len();
         state
             .entries
@@ -133,13 +156,14 @@ impl Disk {
         before - state.entries.len()
     }
 
-    /// The durable snapshot, if one was built or installed.
-    pub fn snapshot(&self) -> Option<(SnapshotMeta, Vec<u8>)> {
-        self.lock().snapshot.clone()
-    }
-
-    pub fn keep_snapshot(&self, meta: SnapshotMeta, bytes: Vec<u8>) {
-        self.lock().snapshot = Some((meta, bytes));
+    /// Entries written but not flushed yet.
+    pub fn unflushed(&self) -> usize {
+        let state = self.lock();
+        state
+            .entries
+            .keys()
+            .filter(|index| state.durable.is_none_or(|d| **index > d))
+            .count()
     }
 
     fn latency(&self) -> Duration {
@@ -153,14 +177,14 @@ impl Disk {
     }
 
     /// The log store openraft drives, over this disk.
-    pub fn log_store(&self) -> LogStore {
-        LogStore { disk: self.clone() }
+    pub fn log_store(&self) -> DiskLog {
+        DiskLog { disk: self.clone() }
     }
 }
 
 /// openraft's view of a [`Disk`].
 #[derive(Clone, Debug)]
-pub struct LogStore {
+pub struct DiskLog {
     disk: Disk,
 }
 
@@ -178,7 +202,7 @@ fn bounds<RB: RangeBounds<u64>>(range: &RB) -> (u64, Option<u64>) {
     (start, end)
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl RaftLogReader<TypeConfig> for DiskLog {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
@@ -197,7 +221,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
+impl RaftLogStorage<TypeConfig> for DiskLog {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {

@@ -15,8 +15,79 @@ use deploy::state::EnvironmentState;
 use deploy::traffic::BASIS_POINTS_TOTAL;
 use router::RouteTable;
 
-use crate::machine::AppliedChange;
 use crate::trace::Trace;
+
+/// What one applied entry did, as the invariants see it.
+#[derive(Debug, Clone)]
+pub struct AppliedChange {
+    pub node: NodeId,
+    pub index: u64,
+    pub env: EnvId,
+    /// The environment after the change (`None`: destroyed or refused
+    /// before it existed).
+    pub state: Option<EnvironmentState>,
+    pub outcome: Answer,
+}
+
+impl AppliedChange {
+    /// What consensus's state machine on `node` reported.
+    pub fn of(node: NodeId, entry: consensus::AppliedEntry) -> Self {
+        Self {
+            node,
+            index: entry.index,
+            env: entry.env,
+            state: entry.state,
+            outcome: Answer::of(&entry.outcome),
+        }
+    }
+}
+
+/// The answer to a write, as the invariants and the trace see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub ok: bool,
+    pub generation: Option<u64>,
+    pub replayed: bool,
+    pub event_id: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Answer {
+    /// The answer an applied entry's outcome gives its client.
+    pub fn of(outcome: &consensus::Outcome) -> Self {
+        use consensus::Outcome;
+        match outcome {
+            Outcome::Applied(applied) => Self {
+                ok: true,
+                generation: applied.generation,
+                replayed: applied.replayed,
+                event_id: applied.event.as_ref().map(|e| e.event_id.to_string()),
+                error: None,
+            },
+            Outcome::CommittedFailure { applied, error } => Self {
+                ok: false,
+                generation: applied.generation,
+                replayed: applied.replayed,
+                event_id: applied.event.as_ref().map(|e| e.event_id.to_string()),
+                error: Some(format!("{}: {}", error.kind, error.message)),
+            },
+            Outcome::Refused(error) => Self {
+                ok: false,
+                generation: None,
+                replayed: false,
+                event_id: None,
+                error: Some(format!("{}: {}", error.kind, error.message)),
+            },
+            Outcome::Recorded | Outcome::AlreadyApplied | Outcome::Nothing => Self {
+                ok: true,
+                generation: None,
+                replayed: false,
+                event_id: None,
+                error: None,
+            },
+        }
+    }
+}
 
 /// The invariants, by name. Each name appears in a violation's report.
 pub mod names {

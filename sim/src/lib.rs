@@ -8,18 +8,20 @@
 //! `deploy::placement`, the router's table, pick and sticky cookies, and
 //! the membership crate).
 //!
-//! - [`world`]: one run of a Raft cluster (nodes on [`net`] and [`disk`],
-//!   state machines in [`machine`]) driven by operators, users and faults,
-//!   checked by [`invariants`], recorded in a hashed [`trace`].
+//! - [`world`]: one run of a cluster of consensus's own members (the
+//!   node's `ClusterHandle` and `StateMachine` over the local store in a
+//!   folder per node), on the seeded [`net`] and log [`disk`], driven by
+//!   operators, users and [`fault`]s, checked by [`invariants`], recorded
+//!   in a hashed [`trace`].
 //! - [`gossip`]: N real `membership` nodes on chitchat's in-memory
 //!   transport under paused time; convergence, failure-detection and heal
 //!   times at cluster sizes from a handful to hundreds.
 
 pub mod disk;
 pub mod entropy;
+pub mod fault;
 pub mod gossip;
 pub mod invariants;
-pub mod machine;
 pub mod net;
 pub mod trace;
 pub mod world;

@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, conflicts_with = "calm")]
     crash_restart: bool,
     /// Plant a known bug (to see the simulator find it).
-    #[arg(long, value_parser = ["router-uses-uncommitted-state", "leader-restore", "stale-connections"])]
+    #[arg(long, value_parser = ["router-uses-uncommitted-state", "leader-restore", "stale-connections", "skip-duplicate-check"])]
     bug: Option<String>,
     /// Print every line of the trace of --seed.
     #[arg(long)]
@@ -68,6 +68,7 @@ fn config(args: &Args, seed: u64) -> RunConfig {
     config.bug = args.bug.as_deref().map(|bug| match bug {
         "leader-restore" => PlantedBug::LeaderRestore,
         "stale-connections" => PlantedBug::StaleConnections,
+        "skip-duplicate-check" => PlantedBug::SkipDuplicateCheck,
         _ => PlantedBug::RouterUsesUncommittedState,
     });
     config.keep_trace = args.trace;

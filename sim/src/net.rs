@@ -1,4 +1,7 @@
-//! The simulated network between nodes: every Raft RPC crosses it.
+//! The simulated network between nodes: every peer call of consensus
+//! crosses it (Raft RPCs, forwarded writes, read indexes, snapshots in
+//! pieces), as consensus's [`PeerNetwork`] ([`SimPeers`]), and is answered
+//! by the receiving member's own `PeerService::handle`.
 //!
 //! A message is delayed by a seeded draw from the link's delay range (so
 //! concurrent messages are reordered), may be lost (the sender sees the
@@ -19,29 +22,24 @@
 //! message until the idle timeout. A connection that heard nothing for the
 //! idle timeout is dropped and dialled again.
 //!
-//! It owns nothing but the link table, the connections and the handle of
-//! every running Raft; it must not touch state machines or disks.
+//! A held link keeps every message sent over it until it is released:
+//! the sender may give up meanwhile (its call times out), and the message
+//! is still delivered on release, as a late packet would be.
+//!
+//! It owns nothing but the link table, the connections and the peer
+//! service of every running member; it must not touch state machines or
+//! disks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use consensus::{ClusterNode, NodeId, TypeConfig};
-use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
-};
+use consensus::{CallError, NodeId, PeerNetwork, PeerRequest, PeerResponse, PeerService};
+use futures::future::BoxFuture;
 use rand::Rng;
 
 use crate::entropy::SimRng;
-use crate::machine::SimRaft;
-
-/// A snapshot as the Raft of the simulation carries it.
-pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Vec<u8>>;
-/// A vote.
-pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 
 /// How one direction of a link behaves when it is up.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,7 +133,10 @@ struct NetState {
     faults: LinkFaults,
     /// Blocked directions (from, to).
     blocked: BTreeSet<(NodeId, NodeId)>,
-    rafts: BTreeMap<NodeId, SimRaft>,
+    /// Held directions (from, to): messages wait for the release.
+    held: BTreeSet<(NodeId, NodeId)>,
+    released: Arc<tokio::sync::Notify>,
+    services: BTreeMap<NodeId, PeerService>,
     /// How many times each node has started.
     lives: BTreeMap<NodeId, u64>,
     /// Each sender's connection to each peer.
@@ -166,7 +167,9 @@ impl Net {
             state: Arc::new(Mutex::new(NetState {
                 faults: LinkFaults::CALM,
                 blocked: BTreeSet::new(),
-                rafts: BTreeMap::new(),
+                held: BTreeSet::new(),
+                released: Arc::new(tokio::sync::Notify::new()),
+                services: BTreeMap::new(),
                 lives: BTreeMap::new(),
                 connections: BTreeMap::new(),
                 transport,
@@ -184,10 +187,11 @@ impl Net {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A running node's Raft becomes reachable, as a new life of the node.
-    pub fn attach(&self, id: NodeId, raft: SimRaft) {
+    /// A running member's service becomes reachable, as a new life of the
+    /// node.
+    pub fn attach(&self, id: NodeId, service: PeerService) {
         let mut state = self.lock();
-        state.rafts.insert(id, raft);
+        state.services.insert(id, service);
         *state.lives.entry(id).or_default() += 1;
     }
 
@@ -195,7 +199,7 @@ impl Net {
     /// Its own connections die with it; its peers keep theirs to it.
     pub fn detach(&self, id: NodeId) {
         let mut state = self.lock();
-        state.rafts.remove(&id);
+        state.services.remove(&id);
         state.connections.retain(|(from, _), _| *from != id);
     }
 
@@ -221,9 +225,51 @@ impl Net {
         }
     }
 
-    /// Removes every partition.
+    /// Unblocks messages from `from` to `to`.
+    pub fn repair(&self, from: NodeId, to: NodeId) {
+        self.lock().blocked.remove(&(from, to));
+    }
+
+    /// Holds messages from `from` to `to` until [`Net::release`].
+    pub fn hold(&self, from: NodeId, to: NodeId) {
+        self.lock().held.insert((from, to));
+    }
+
+    /// Delivers what `from` to `to` held, and no longer holds.
+    pub fn release(&self, from: NodeId, to: NodeId) {
+        let released = {
+            let mut state = self.lock();
+            state.held.remove(&(from, to));
+            Arc::clone(&state.released)
+        };
+        released.notify_waiters();
+    }
+
+    /// Removes every partition and releases every held link.
     pub fn heal(&self) {
-        self.lock().blocked.clear();
+        let released = {
+            let mut state = self.lock();
+            state.blocked.clear();
+            state.held.clear();
+            Arc::clone(&state.released)
+        };
+        released.notify_waiters();
+    }
+
+    fn is_held(&self, from: NodeId, to: NodeId) -> bool {
+        self.lock().held.contains(&(from, to))
+    }
+
+    /// Waits until `from` to `to` is not held.
+    async fn until_released(&self, from: NodeId, to: NodeId) {
+        loop {
+            let released = Arc::clone(&self.lock().released);
+            let notified = released.notified();
+            if !self.is_held(from, to) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn stats(&self) -> NetStats {
@@ -231,15 +277,16 @@ impl Net {
     }
 
     pub fn is_partitioned(&self) -> bool {
-        !self.lock().blocked.is_empty()
+        let state = self.lock();
+        !state.blocked.is_empty() || !state.held.is_empty()
     }
 
-    fn open(&self, from: NodeId, to: NodeId) -> Option<SimRaft> {
+    fn open(&self, from: NodeId, to: NodeId) -> Option<PeerService> {
         let state = self.lock();
-        if state.blocked.contains(&(from, to)) || !state.rafts.contains_key(&from) {
+        if state.blocked.contains(&(from, to)) || !state.services.contains_key(&from) {
             return None;
         }
-        state.rafts.get(&to).cloned()
+        state.services.get(&to).cloned()
     }
 
     fn plan(&self, from: NodeId, to: NodeId) -> Plan {
@@ -292,7 +339,7 @@ impl Net {
     fn dialled(&self, from: NodeId, to: NodeId) {
         let mut state = self.lock();
         state.stats.dialled += 1;
-        if state.rafts.contains_key(&to) {
+        if state.services.contains_key(&to) {
             let life = state.lives.get(&to).copied().unwrap_or(0);
             let last_heard = tokio::time::Instant::now();
             state
@@ -312,10 +359,10 @@ impl Net {
     }
 
     /// Sends one request from `from` to `to` over the sender's connection
-    /// and waits for its answer. `call` runs on the receiver's Raft.
+    /// and waits for its answer. `call` runs on the receiver's service.
     pub async fn exchange<T, F, Fut>(&self, from: NodeId, to: NodeId, call: F) -> Exchange<T>
     where
-        F: Fn(SimRaft) -> Fut,
+        F: Fn(PeerService) -> Fut,
         Fut: Future<Output = Option<T>> + Send + 'static,
         T: Send + 'static,
     {
@@ -364,7 +411,7 @@ impl Net {
 
     async fn deliver<T, F, Fut>(&self, from: NodeId, to: NodeId, plan: Plan, call: F) -> Option<T>
     where
-        F: Fn(SimRaft) -> Fut,
+        F: Fn(PeerService) -> Fut,
         Fut: Future<Output = Option<T>> + Send + 'static,
         T: Send + 'static,
     {
@@ -373,17 +420,38 @@ impl Net {
             return None;
         }
         tokio::time::sleep(plan.there).await;
-        let raft = self.open(from, to)?;
+        if self.is_held(from, to) {
+            // The message waits on the link; it is delivered on release
+            // even if the sender stopped waiting for its answer.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let net = self.clone();
+            let service = self.open(from, to);
+            let pending = service.map(&call);
+            tokio::spawn(async move {
+                net.until_released(from, to).await;
+                if net.open(from, to).is_none() {
+                    return;
+                }
+                if let Some(pending) = pending {
+                    let _ = tx.send(pending.await);
+                }
+            });
+            let answer = rx.await.ok().flatten()?;
+            tokio::time::sleep(plan.back).await;
+            self.open(to, from)?;
+            return Some(answer);
+        }
+        let service = self.open(from, to)?;
         if plan.duplicated {
             // The copy arrives a little later; its answer goes nowhere.
-            let copy = call(raft.clone());
+            let copy = call(service.clone());
             let later = plan.back;
             tokio::spawn(async move {
                 tokio::time::sleep(later).await;
                 let _ = copy.await;
             });
         }
-        let answer = call(raft).await?;
+        let answer = call(service).await?;
         tokio::time::sleep(plan.back).await;
         // The answer travels back over the reverse direction.
         self.open(to, from)?;
@@ -391,141 +459,69 @@ impl Net {
     }
 }
 
-/// Makes a [`Peer`] per target for openraft.
-pub struct PeerFactory {
+/// A member's view of the network: consensus's [`PeerNetwork`] over
+/// [`Net`]. Members are addressed as `sim:n<id>`.
+pub struct SimPeers {
     pub from: NodeId,
     pub net: Net,
 }
 
-/// One node's view of a peer.
-pub struct Peer {
-    from: NodeId,
-    to: NodeId,
-    net: Net,
+/// The Raft address of node `id` in the simulation.
+pub fn address(id: NodeId) -> String {
+    format!("sim:n{id}")
 }
 
-impl RaftNetworkFactory<TypeConfig> for PeerFactory {
-    type Network = Peer;
-
-    async fn new_client(&mut self, target: NodeId, _node: &ClusterNode) -> Self::Network {
-        Peer {
-            from: self.from,
-            to: target,
-            net: self.net.clone(),
-        }
-    }
+fn node_of(address: &str) -> Option<NodeId> {
+    address.strip_prefix("sim:n")?.parse().ok()
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Failure(String);
-
-fn unreachable(from: NodeId, to: NodeId) -> Failure {
-    Failure(format!("n{to} is unreachable from n{from}"))
-}
-
-fn reset(from: NodeId, to: NodeId) -> Failure {
-    Failure(format!("n{to} restarted: it reset n{from}'s connection"))
-}
-
-impl Peer {
-    /// openraft's view of one exchange: unreachable, reset, refused by the
-    /// receiver's Raft, or answered.
-    fn outcome<T>(&self, answer: Exchange<Result<T, String>>) -> Result<T, RPCError<TypeConfig>> {
-        match answer {
-            Exchange::Unreachable => Err(RPCError::Unreachable(Unreachable::new(&unreachable(
-                self.from, self.to,
-            )))),
-            Exchange::Reset => Err(RPCError::Network(NetworkError::new(&reset(
-                self.from, self.to,
-            )))),
-            Exchange::Answered(Err(error)) => {
-                Err(RPCError::Network(NetworkError::new(&Failure(error))))
-            }
-            Exchange::Answered(Ok(response)) => Ok(response),
-        }
-    }
-}
-
-impl RaftNetworkV2<TypeConfig> for Peer {
-    type SnapshotData = Vec<u8>;
-
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let answer = self
-            .net
-            .exchange(self.from, self.to, |raft| {
-                let rpc = rpc.clone();
-                async move { Some(raft.append_entries(rpc).await.map_err(|e| e.to_string())) }
-            })
-            .await;
-        self.outcome(answer)
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let answer = self
-            .net
-            .exchange(self.from, self.to, |raft| {
-                let rpc = rpc.clone();
-                async move { Some(raft.vote(rpc).await.map_err(|e| e.to_string())) }
-            })
-            .await;
-        self.outcome(answer)
-    }
-
-    async fn pre_vote(
-        &mut self,
-        rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let answer = self
-            .net
-            .exchange(self.from, self.to, |raft| {
-                let rpc = rpc.clone();
-                async move { Some(raft.pre_vote(rpc).await.map_err(|e| e.to_string())) }
-            })
-            .await;
-        self.outcome(answer)
-    }
-
-    async fn full_snapshot(
-        &mut self,
-        vote: Vote,
-        snapshot: Snapshot,
-        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
-        _option: RPCOption,
-    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let answer = self
-            .net
-            .exchange(self.from, self.to, |raft| {
-                let (vote, snapshot) = (vote, snapshot.clone());
-                async move {
-                    Some(
-                        raft.install_full_snapshot(vote, snapshot)
-                            .await
-                            .map_err(|e| e.to_string()),
-                    )
+impl PeerNetwork for SimPeers {
+    fn call(
+        &self,
+        target: &str,
+        request: PeerRequest,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<'static, Result<PeerResponse, CallError>> {
+        let net = self.net.clone();
+        let from = self.from;
+        let target = target.to_owned();
+        Box::pin(async move {
+            let Some(to) = node_of(&target) else {
+                return Err(CallError::Unreachable {
+                    target,
+                    message: "not a simulated address".to_owned(),
+                });
+            };
+            let sender = format!("n{from}");
+            let exchange = net.exchange(from, to, |service| {
+                let (request, sender) = (request.clone(), sender.clone());
+                async move { Some(service.handle(&sender, request).await) }
+            });
+            let limit = timeout.unwrap_or(consensus::PEER_CALL_TIMEOUT);
+            let answer = match tokio::time::timeout(limit, exchange).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    if net.lock().transport.forget_on_timeout {
+                        net.forget(from, to);
+                    }
+                    return Err(CallError::NoAnswer {
+                        target,
+                        message: format!("timed out after {limit:?}"),
+                    });
                 }
-            })
-            .await;
-        match answer {
-            Exchange::Unreachable => Err(StreamingError::Unreachable(Unreachable::new(
-                &unreachable(self.from, self.to),
-            ))),
-            Exchange::Reset => Err(StreamingError::Network(NetworkError::new(&reset(
-                self.from, self.to,
-            )))),
-            Exchange::Answered(Err(error)) => {
-                Err(StreamingError::Network(NetworkError::new(&Failure(error))))
+            };
+            match answer {
+                Exchange::Unreachable => Err(CallError::Unreachable {
+                    message: format!("n{to} is unreachable from n{from}"),
+                    target,
+                }),
+                Exchange::Reset => Err(CallError::NoAnswer {
+                    message: format!("n{to} restarted: it reset n{from}'s connection"),
+                    target,
+                }),
+                Exchange::Answered(Err(message)) => Err(CallError::Failed { target, message }),
+                Exchange::Answered(Ok(response)) => Ok(response),
             }
-            Exchange::Answered(Ok(response)) => Ok(response),
-        }
+        })
     }
 }

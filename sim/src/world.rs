@@ -8,10 +8,14 @@
 //! configuration, and its trace hash says so.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use consensus::{ClusterNode, ClusterRequest, ClusterResponse, NodeId};
+use consensus::{
+    AppliedEntry, ClusterHandle, ClusterNode, ClusterRequest, ClusterResponse, MemberParts, NodeId,
+    Outcome, PeerService, StateMachine,
+};
 use deploy::audit::{Actor, Authorization, Decision};
 use deploy::bundle::RouteBinding;
 use deploy::command::{
@@ -24,19 +28,21 @@ use deploy::lifecycle::Lifecycle;
 use deploy::placement::NodeCapacity;
 use deploy::state::EnvironmentState;
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, ServerState};
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use router::RouteTable;
 use router::pick_point;
 use router::sticky::{self, StickyKey};
+use store::EnvironmentStore;
 
-use crate::disk::{Disk, DiskSpeed};
+use crate::disk::{Disk, DiskFault, DiskSpeed};
 use crate::entropy::{self, SimRng};
-use crate::invariants::{Ack, Ledger, Served, TableSource, Violation, names};
-use crate::machine::{Answer, ApplyHook, Machine, SimRaft};
-use crate::net::{LinkFaults, Net, NetStats, PeerFactory, TransportModel};
+use crate::fault::Fault;
+use crate::invariants::{
+    Ack, Answer, AppliedChange, Ledger, Served, TableSource, Violation, names,
+};
+use crate::net::{LinkFaults, Net, NetStats, SimPeers, TransportModel, address};
 use crate::trace::Trace;
 
 /// A bug the simulator must find (a test proves it does).
@@ -53,6 +59,11 @@ pub enum PlantedBug {
     /// the packets of its peers' old connections, which they kept using
     /// until the idle timeout, so the leader could not reach it for 30 s.
     StaleConnections,
+    /// The state machine applies the first entry after a restart without
+    /// checking whether the store already holds it (exactly-once recovery
+    /// skipped): a member that crashed between the store's commit and the
+    /// bookkeeping write applies that entry twice.
+    SkipDuplicateCheck,
 }
 
 /// The faults a run draws from.
@@ -212,8 +223,14 @@ pub fn run(config: &RunConfig) -> Result<RunReport, SimError> {
 struct Node {
     id: NodeId,
     disk: Disk,
-    raft: Option<SimRaft>,
-    machine: Option<Machine>,
+    /// The member's folder: its replica store and the state machine's
+    /// bookkeeping, on the real file system (they survive a crash whole,
+    /// as fsynced files do).
+    dir: tempfile::TempDir,
+    handle: Option<Arc<ClusterHandle>>,
+    /// Armed by [`Fault::CrashAfterCommit`]: the next entry the member
+    /// applies kills it between the store's commit and the bookkeeping.
+    crash_armed: Arc<AtomicBool>,
     /// In the Raft membership (voter or learner).
     member: bool,
     voter: bool,
@@ -250,6 +267,9 @@ struct World {
     stats: RunStats,
     /// A restart into a calm cluster being watched (issue #12's invariants).
     rejoin: Option<Rejoin>,
+    /// Links held by [`Fault::Hold`] and not released yet.
+    held: BTreeSet<(NodeId, NodeId)>,
+    settings: consensus::RaftSettings,
 }
 
 /// A member restarted into a calm cluster with a live leader: it must
@@ -273,17 +293,22 @@ impl World {
         };
         let net = Net::new(entropy::sim_rng(rng.random()), transport);
         let total = config.voters + config.learners + config.spares;
-        let nodes = (1..=total as u64)
-            .map(|id| Node {
+        let mut nodes = Vec::new();
+        for id in 1..=total as u64 {
+            nodes.push(Node {
                 id,
                 disk: Disk::new(entropy::sim_rng(rng.random())),
-                raft: None,
-                machine: None,
+                dir: node_dir().map_err(|error| SimError::Start {
+                    node: id,
+                    message: format!("cannot create the node's folder: {error}"),
+                })?,
+                handle: None,
+                crash_armed: Arc::new(AtomicBool::new(false)),
                 member: id as usize <= config.voters + config.learners,
                 voter: id as usize <= config.voters,
                 skew: chrono::Duration::zero(),
-            })
-            .collect();
+            });
+        }
         // The production configuration, with snapshots often enough that
         // lagging members catch up from one.
         let settings = consensus::RaftSettings {
@@ -322,6 +347,8 @@ impl World {
             env: EnvId::local(),
             stats: RunStats::default(),
             rejoin: None,
+            held: BTreeSet::new(),
+            settings,
         })
     }
 
@@ -338,36 +365,54 @@ impl World {
     fn cluster_node(id: NodeId) -> ClusterNode {
         ClusterNode {
             name: format!("n{id}"),
-            raft_addr: format!("sim:n{id}"),
+            raft_addr: address(id),
             admin_addr: String::new(),
         }
     }
 
+    /// Starts node `index` as the node binary does: consensus's state
+    /// machine over the store in its folder, consensus's cluster handle
+    /// over the simulated network and disk.
     async fn start(&mut self, index: usize) -> Result<(), SimError> {
         let id = self.nodes[index].id;
+        let failed = |message: String| SimError::Start { node: id, message };
+        let dir = self.nodes[index].dir.path().to_owned();
+        let state_machine = StateMachine::open(&dir.join("store"), &dir.join("raft"))
+            .map_err(|error| failed(error.to_string()))?;
         let ledger = Arc::clone(&self.ledger);
-        let hook: ApplyHook = Arc::new(move |change| {
+        state_machine.observe(Arc::new(move |entry: AppliedEntry| {
             ledger
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .applied(change);
-        });
-        let machine = Machine::open(id, self.nodes[index].disk.clone(), hook);
-        let raft = SimRaft::new(
-            id,
-            Arc::clone(&self.raft_config),
-            PeerFactory {
+                .applied(AppliedChange::of(id, entry));
+        }));
+        let armed = Arc::clone(&self.nodes[index].crash_armed);
+        state_machine.set_crash_point(Arc::new(move |_| armed.swap(false, Ordering::SeqCst)));
+        if self.config.bug == Some(PlantedBug::SkipDuplicateCheck) {
+            state_machine.plant_skipped_duplicate_check();
+        }
+        let service = PeerService::default();
+        service.set_store_root(dir.join("store"));
+        self.net.attach(id, service.clone());
+        let parts = MemberParts {
+            node_id: id,
+            node: Self::cluster_node(id),
+            raft_config: Arc::clone(&self.raft_config),
+            settings: self.settings.clone(),
+            state_machine,
+            service,
+            peers: Arc::new(SimPeers {
                 from: id,
                 net: self.net.clone(),
-            },
-            self.nodes[index].disk.log_store(),
-            machine.clone(),
-        )
-        .await
-        .map_err(|error| SimError::Start {
-            node: id,
-            message: error.to_string(),
-        })?;
+            }),
+        };
+        let handle = ClusterHandle::start_with(parts, self.nodes[index].disk.log_store())
+            .await
+            .map_err(|error| {
+                self.net.detach(id);
+                failed(error.to_string())
+            })?;
+        let raft = handle.raft().clone();
         // Watches every state change for the one-leader-per-term check.
         let mut metrics = raft.metrics();
         let ledger = Arc::clone(&self.ledger);
@@ -388,9 +433,7 @@ impl World {
                 }
             }
         });
-        self.net.attach(id, raft.clone());
-        self.nodes[index].raft = Some(raft);
-        self.nodes[index].machine = Some(machine);
+        self.nodes[index].handle = Some(handle);
         self.trace(format!("n{id} started"));
         Ok(())
     }
@@ -404,30 +447,75 @@ impl World {
         }
     }
 
-    async fn crash(&mut self, index: usize) {
+    async fn crash(&mut self, index: usize, fault: DiskFault) {
         let id = self.nodes[index].id;
         self.net.detach(id);
-        if let Some(raft) = self.nodes[index].raft.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), raft.shutdown()).await;
+        if let Some(handle) = self.nodes[index].handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), handle.shutdown()).await;
         }
-        self.nodes[index].machine = None;
-        let lost = self.nodes[index].disk.crash();
+        self.nodes[index].crash_armed.store(false, Ordering::SeqCst);
+        let lost = self.nodes[index].disk.crash(fault);
         self.stats.crashes += 1;
         self.stats.lost_unflushed_entries += lost;
-        self.trace(format!("FAULT crash n{id} ({lost} unflushed entries lost)"));
+        self.trace(format!(
+            "FAULT crash n{id} ({fault:?}: {lost} unflushed entries lost)"
+        ));
+    }
+
+    /// Members whose Raft stopped on its own (the crash point fired: the
+    /// process died between two writes) are crashed for good measure: the
+    /// network and disk forget them like any crashed process.
+    async fn reap_stopped(&mut self) {
+        for index in 0..self.nodes.len() {
+            let stopped = self.nodes[index].handle.as_ref().is_some_and(|handle| {
+                handle
+                    .raft()
+                    .metrics()
+                    .borrow_watched()
+                    .running_state
+                    .is_err()
+            });
+            if stopped {
+                // A crash is a fault: it ends the calm a restart is judged in.
+                self.rejoin = None;
+                let id = self.nodes[index].id;
+                self.trace(format!(
+                    "n{id} stopped between the store's commit and the bookkeeping"
+                ));
+                self.crash(index, DiskFault::LostWrites).await;
+            }
+        }
+    }
+
+    fn raft(&self, index: usize) -> Option<&consensus::Raft> {
+        self.nodes[index]
+            .handle
+            .as_ref()
+            .map(|handle| handle.raft())
+    }
+
+    /// Where a client sends a write: a running member (a node outside the
+    /// cluster knows no leader to forward to), or any running node if no
+    /// member runs.
+    fn entry_points(&self) -> Vec<usize> {
+        let up = self.up();
+        let members: Vec<usize> = up
+            .iter()
+            .copied()
+            .filter(|i| self.nodes[*i].member)
+            .collect();
+        if members.is_empty() { up } else { members }
     }
 
     fn up(&self) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].raft.is_some())
+            .filter(|i| self.nodes[*i].handle.is_some())
             .collect()
     }
 
     fn leader(&self) -> Option<usize> {
         self.up().into_iter().find(|i| {
-            self.nodes[*i]
-                .raft
-                .as_ref()
+            self.raft(*i)
                 .is_some_and(|raft| raft.metrics().borrow_watched().state == ServerState::Leader)
         })
     }
@@ -475,12 +563,13 @@ impl World {
         }
     }
 
-    /// Sends a command like a client would: to a random running node,
-    /// then to the leader it names, retrying under the same idempotency
-    /// key. `Some` when the cluster answered.
+    /// Sends a command like a client would: to a random running member,
+    /// whose cluster handle forwards it to the leader and retries while
+    /// leadership moves; a client that gets no answer in time retries the
+    /// same envelope (same event id, same idempotency key) through another
+    /// member. `Some` when the cluster answered.
     async fn submit(&mut self, command: Command, what: &str) -> Option<Answer> {
-        let up = self.up();
-        let &first = up.choose(&mut self.rng)?;
+        let &first = self.entry_points().choose(&mut self.rng)?;
         self.ids += 1;
         let key = format!("sim-{}-{}", self.config.seed, self.ids);
         let operator = Actor::local_user(Some("sim-operator".to_owned()), Some(1000));
@@ -492,25 +581,26 @@ impl World {
         }
         let mut target = first;
         for attempt in 0..WRITE_ATTEMPTS {
-            let Some(raft) = self.nodes[target].raft.clone() else {
-                target = *self.up().choose(&mut self.rng)?;
+            let Some(handle) = self.nodes[target].handle.clone() else {
+                target = *self.entry_points().choose(&mut self.rng)?;
                 continue;
             };
             let request = ClusterRequest::Submit {
                 envelope_json: json.clone(),
             };
-            match tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(request)).await {
-                Ok(Ok(written)) => {
-                    let ClusterResponse::Outcome { outcome_json } = written.data else {
-                        return None;
-                    };
-                    let answer: Answer = serde_json::from_str(&outcome_json).ok()?;
-                    let index = written.log_id.index();
+            // The node's own write path: propose if it leads, else forward
+            // to the leader and retry while leadership moves; a retry of
+            // the same envelope must be answered, not applied twice.
+            match tokio::time::timeout(WRITE_TIMEOUT, handle.write(request)).await {
+                Ok(Ok(ClusterResponse::Outcome { outcome_json })) => {
+                    let outcome: Outcome = serde_json::from_str(&outcome_json).ok()?;
+                    let answer = Answer::of(&outcome);
+                    let index = handle.state_machine().applied_index().unwrap_or(0);
                     if answer.ok {
                         self.stats.acked += 1;
                         let generation = answer.generation.unwrap_or(0);
                         self.trace(format!(
-                            "ACK {what} {key} via n{} at #{index} gen={generation}{}",
+                            "ACK {what} {key} via n{} applied #{index} gen={generation}{}",
                             self.nodes[target].id,
                             if answer.replayed { " (replayed)" } else { "" }
                         ));
@@ -529,26 +619,19 @@ impl World {
                     }
                     return Some(answer);
                 }
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                    match forward
-                        .leader_id
-                        .and_then(|id| self.nodes.iter().position(|n| n.id == id))
-                    {
-                        Some(leader) if self.nodes[leader].raft.is_some() => target = leader,
-                        _ => {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            target = *self.up().choose(&mut self.rng)?;
-                        }
-                    }
+                Ok(Ok(ClusterResponse::Failed { message })) => {
+                    self.trace(format!("{what} {key} attempt {attempt} failed: {message}"));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    target = *self.entry_points().choose(&mut self.rng)?;
                 }
                 Ok(Err(error)) => {
                     self.trace(format!("{what} {key} attempt {attempt}: {error}"));
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    target = *self.up().choose(&mut self.rng)?;
+                    target = *self.entry_points().choose(&mut self.rng)?;
                 }
                 Err(_) => {
                     self.trace(format!("{what} {key} attempt {attempt} timed out"));
-                    target = *self.up().choose(&mut self.rng)?;
+                    target = *self.entry_points().choose(&mut self.rng)?;
                 }
             }
         }
@@ -601,7 +684,7 @@ impl World {
             .filter(|n| n.voter)
             .map(|n| (n.id, Self::cluster_node(n.id)))
             .collect();
-        if let Some(raft) = self.nodes[0].raft.clone() {
+        if let Some(raft) = self.raft(0).cloned() {
             raft.initialize(voters)
                 .await
                 .map_err(|error| SimError::Start {
@@ -620,7 +703,7 @@ impl World {
             .map(|n| n.id)
             .collect();
         for id in learners {
-            if let Some(raft) = self.nodes[leader].raft.clone() {
+            if let Some(raft) = self.raft(leader).cloned() {
                 let added = tokio::time::timeout(
                     Duration::from_secs(10),
                     raft.add_learner(id, Self::cluster_node(id), false),
@@ -913,7 +996,7 @@ impl World {
         let nodes: Vec<NodeCapacity> = self
             .nodes
             .iter()
-            .filter(|n| n.member && n.raft.is_some())
+            .filter(|n| n.member && n.handle.is_some())
             .map(|n| NodeCapacity {
                 name: format!("n{}", n.id),
                 capacity: NODE_CAPACITY,
@@ -1043,10 +1126,14 @@ impl World {
         if self.net.faults() != LinkFaults::CALM
             || self.net.is_partitioned()
             || self.nodes.iter().any(|n| n.disk.speed() != DiskSpeed::FAST)
+            || self
+                .nodes
+                .iter()
+                .any(|n| n.crash_armed.load(Ordering::SeqCst))
         {
             return None;
         }
-        let leader = self.nodes[self.leader()?].raft.as_ref()?;
+        let leader = self.raft(self.leader()?)?;
         let metrics = leader.metrics().borrow_watched().clone();
         let committed = metrics.cluster_committed.map(|id| id.index())?;
         Some((metrics.current_term, committed))
@@ -1054,7 +1141,7 @@ impl World {
 
     /// Starts watching the member restarted at `index` (see [`Rejoin`]).
     fn watch_rejoin(&mut self, index: usize, term: u64, target: u64) {
-        let Some(raft) = self.nodes[index].raft.clone() else {
+        let Some(raft) = self.raft(index).cloned() else {
             return;
         };
         if !self.nodes[index].member {
@@ -1097,7 +1184,7 @@ impl World {
         let highest_term = self
             .nodes
             .iter()
-            .filter_map(|n| n.raft.as_ref())
+            .filter_map(|n| n.handle.as_ref().map(|h| h.raft()))
             .map(|raft| raft.metrics().borrow_watched().current_term)
             .max()
             .unwrap_or(0);
@@ -1138,14 +1225,14 @@ impl World {
         }
     }
 
-    /// One fault, or the repair of one.
+    /// One fault, or the repair of one, drawn from the run's mix.
     async fn fault(&mut self) {
         // Any new fault ends the calm the watched restart was judged in.
         self.rejoin = None;
         let voters_down = self
             .nodes
             .iter()
-            .filter(|n| n.voter && n.raft.is_none())
+            .filter(|n| n.voter && n.handle.is_none())
             .count();
         let voters = self.nodes.iter().filter(|n| n.voter).count();
         let minority = (voters - 1) / 2;
@@ -1153,16 +1240,140 @@ impl World {
             FaultMix::All => self.rng.random_range(0..100),
             FaultMix::CrashRestart => self.rng.random_range(0..26),
         };
-        match draw {
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let id_of = |world: &Self, index: usize| world.nodes[index].id;
+        let fault = match draw {
             0..14 if voters_down < minority => {
-                if let Some(index) = self.pick_node(|n| n.raft.is_some()) {
-                    self.crash(index).await;
+                let Some(index) = self.pick_node(|n| n.handle.is_some()) else {
+                    return;
+                };
+                let node = id_of(self, index);
+                if self.config.fault_mix == FaultMix::All && self.rng.random_bool(0.3) {
+                    Fault::CrashAfterCommit { node }
+                } else {
+                    Fault::Crash {
+                        node,
+                        disk: self.disk_fault(index),
+                    }
                 }
             }
             0..26 => {
-                if let Some(index) = self.pick_node(|n| n.raft.is_none()) {
-                    let id = self.nodes[index].id;
-                    self.trace(format!("FAULT restart n{id}"));
+                let Some(index) = self.pick_node(|n| n.handle.is_none()) else {
+                    return;
+                };
+                Fault::Restart {
+                    node: id_of(self, index),
+                }
+            }
+            26..36 => {
+                let Some(index) = self.pick_node(|n| n.member) else {
+                    return;
+                };
+                Fault::Isolate {
+                    node: id_of(self, index),
+                    from: ids,
+                }
+            }
+            36..44 => {
+                let Some(index) = self.leader() else {
+                    return;
+                };
+                Fault::Isolate {
+                    node: id_of(self, index),
+                    from: ids,
+                }
+            }
+            44..50 => {
+                let from = self.pick_node(|n| n.member);
+                let to = self.pick_node(|n| n.member);
+                let (Some(from), Some(to)) = (from, to) else {
+                    return;
+                };
+                if from == to {
+                    return;
+                }
+                let (from, to) = (id_of(self, from), id_of(self, to));
+                if self.rng.random_bool(0.5) {
+                    Fault::Partition { from, to }
+                } else {
+                    Fault::Hold { from, to }
+                }
+            }
+            50..64 => match self.held.iter().next().copied() {
+                Some((from, to)) if self.rng.random_bool(0.5) => Fault::Release { from, to },
+                _ => Fault::Heal,
+            },
+            64..72 => Fault::Noise(LinkFaults {
+                min_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(self.rng.random_range(5..80)),
+                loss: self.rng.random_range(0.0..0.2),
+                duplicate: self.rng.random_range(0.0..0.1),
+            }),
+            72..78 => Fault::Calm,
+            78..84 => {
+                let Some(index) = self.pick_node(|_| true) else {
+                    return;
+                };
+                Fault::ClockSkew {
+                    node: id_of(self, index),
+                    skew: chrono::Duration::milliseconds(self.rng.random_range(-5_000..5_000)),
+                }
+            }
+            84..90 => {
+                let Some(index) = self.pick_node(|_| true) else {
+                    return;
+                };
+                let slow = self.rng.random_bool(0.5);
+                Fault::DiskSpeed {
+                    node: id_of(self, index),
+                    speed: if slow {
+                        DiskSpeed::SLOW
+                    } else {
+                        DiskSpeed::FAST
+                    },
+                }
+            }
+            90..95 => return self.join().await,
+            _ => return self.leave().await,
+        };
+        self.inject(fault).await;
+    }
+
+    /// What a crash of node `index` does to its unflushed writes.
+    fn disk_fault(&mut self, index: usize) -> DiskFault {
+        let unflushed = self.nodes[index].disk.unflushed();
+        if unflushed > 0 && self.rng.random_bool(0.5) {
+            DiskFault::TornWrite {
+                kept: self.rng.random_range(0..unflushed),
+            }
+        } else {
+            DiskFault::LostWrites
+        }
+    }
+
+    fn index_of(&self, node: NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == node)
+    }
+
+    /// Injects one fault (or repairs one) and records it in the trace.
+    pub(crate) async fn inject(&mut self, fault: Fault) {
+        match fault {
+            Fault::Crash { node, disk } => {
+                if let Some(index) = self.index_of(node) {
+                    self.crash(index, disk).await;
+                }
+            }
+            Fault::CrashAfterCommit { node } => {
+                if let Some(index) = self.index_of(node) {
+                    self.nodes[index].crash_armed.store(true, Ordering::SeqCst);
+                    self.trace(format!(
+                        "FAULT n{node} dies after its next commit, before the bookkeeping"
+                    ));
+                }
+            }
+            Fault::Restart { node } => {
+                if let Some(index) = self.index_of(node) {
+                    self.trace(format!("FAULT restart n{node}"));
                     let watch = self.calm_with_a_leader();
                     self.restart(index).await;
                     if let Some((term, target)) = watch {
@@ -1170,90 +1381,73 @@ impl World {
                     }
                 }
             }
-            26..36 => {
-                if let Some(index) = self.pick_node(|n| n.member) {
-                    let id = self.nodes[index].id;
-                    let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-                    self.net.isolate(id, &all);
-                    self.stats.partitions += 1;
-                    self.trace(format!("FAULT partition n{id} from everyone"));
-                }
+            Fault::Isolate { node, from } => {
+                self.net.isolate(node, &from);
+                self.stats.partitions += 1;
+                self.trace(format!("FAULT isolate n{node}"));
             }
-            36..44 => {
-                if let Some(index) = self.leader() {
-                    let id = self.nodes[index].id;
-                    let all: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-                    self.net.isolate(id, &all);
-                    self.stats.partitions += 1;
-                    self.trace(format!("FAULT isolate the leader n{id}"));
-                }
+            Fault::Partition { from, to } => {
+                self.net.block(from, to);
+                self.stats.partitions += 1;
+                self.trace(format!("FAULT one-way partition n{from} -> n{to}"));
             }
-            44..50 => {
-                let from = self.pick_node(|n| n.member);
-                let to = self.pick_node(|n| n.member);
-                if let (Some(from), Some(to)) = (from, to)
-                    && from != to
-                {
-                    let (from, to) = (self.nodes[from].id, self.nodes[to].id);
-                    self.net.block(from, to);
-                    self.stats.partitions += 1;
-                    self.trace(format!("FAULT one-way partition n{from} -> n{to}"));
-                }
+            Fault::Repair { from, to } => {
+                self.net.repair(from, to);
+                self.trace(format!("HEAL link n{from} -> n{to}"));
             }
-            50..64 => {
+            Fault::Hold { from, to } => {
+                self.net.hold(from, to);
+                self.held.insert((from, to));
+                self.stats.partitions += 1;
+                self.trace(format!("FAULT hold messages n{from} -> n{to}"));
+            }
+            Fault::Release { from, to } => {
+                self.net.release(from, to);
+                self.held.remove(&(from, to));
+                self.trace(format!("HEAL release messages n{from} -> n{to}"));
+            }
+            Fault::Heal => {
                 self.net.heal();
+                self.held.clear();
                 self.trace("HEAL partitions");
             }
-            64..72 => {
-                let faults = LinkFaults {
-                    min_delay: Duration::from_millis(1),
-                    max_delay: Duration::from_millis(self.rng.random_range(5..80)),
-                    loss: self.rng.random_range(0.0..0.2),
-                    duplicate: self.rng.random_range(0.0..0.1),
-                };
+            Fault::Noise(faults) => {
                 self.net.set_faults(faults);
                 self.trace(format!("FAULT noisy network {faults:?}"));
             }
-            72..78 => {
+            Fault::Calm => {
                 self.net.set_faults(LinkFaults::CALM);
                 self.trace("HEAL calm network");
             }
-            78..84 => {
-                if let Some(index) = self.pick_node(|_| true) {
-                    let skew = chrono::Duration::milliseconds(self.rng.random_range(-5_000..5_000));
+            Fault::ClockSkew { node, skew } => {
+                if let Some(index) = self.index_of(node) {
                     self.nodes[index].skew = skew;
-                    self.trace(format!("FAULT clock skew n{} {skew}", self.nodes[index].id));
+                    self.trace(format!("FAULT clock skew n{node} {skew}"));
                 }
             }
-            84..90 => {
-                if let Some(index) = self.pick_node(|_| true) {
-                    let slow = self.rng.random_bool(0.5);
-                    self.nodes[index].disk.set_speed(if slow {
-                        DiskSpeed::SLOW
+            Fault::DiskSpeed { node, speed } => {
+                if let Some(index) = self.index_of(node) {
+                    self.nodes[index].disk.set_speed(speed);
+                    let word = if speed == DiskSpeed::SLOW {
+                        "slow"
                     } else {
-                        DiskSpeed::FAST
-                    });
-                    self.trace(format!(
-                        "FAULT disk of n{} {}",
-                        self.nodes[index].id,
-                        if slow { "slow" } else { "fast" }
-                    ));
+                        "fast"
+                    };
+                    self.trace(format!("FAULT disk of n{node} {word}"));
                 }
             }
-            90..95 => self.join().await,
-            _ => self.leave().await,
         }
     }
 
     /// A running node outside the cluster joins: learner, then voter.
     async fn join(&mut self) {
-        let Some(index) = self.pick_node(|n| !n.member && n.raft.is_some()) else {
+        let Some(index) = self.pick_node(|n| !n.member && n.handle.is_some()) else {
             return;
         };
         let Some(leader) = self.leader() else {
             return;
         };
-        let Some(raft) = self.nodes[leader].raft.clone() else {
+        let Some(raft) = self.raft(leader).cloned() else {
             return;
         };
         let id = self.nodes[index].id;
@@ -1275,7 +1469,7 @@ impl World {
 
     /// One membership change through the leader; true when it committed in
     /// time (a change that timed out may still commit: `sync_membership`).
-    async fn change(raft: &SimRaft, change: ChangeMembers<NodeId, ClusterNode>) -> bool {
+    async fn change(raft: &consensus::Raft, change: ChangeMembers<NodeId, ClusterNode>) -> bool {
         let changed = tokio::time::timeout(
             Duration::from_secs(10),
             raft.change_membership(change, false),
@@ -1297,7 +1491,7 @@ impl World {
         let Some(index) = self.pick_node(|n| n.voter && n.id != leader_id) else {
             return;
         };
-        let Some(raft) = self.nodes[leader].raft.clone() else {
+        let Some(raft) = self.raft(leader).cloned() else {
             return;
         };
         let id = self.nodes[index].id;
@@ -1316,6 +1510,7 @@ impl World {
     async fn step(&mut self, step: usize) {
         let pause = Duration::from_millis(self.rng.random_range(50..400));
         tokio::time::sleep(pause).await;
+        self.reap_stopped().await;
         self.check_rejoin();
         self.sync_membership();
         self.trace(format!("step {step}"));
@@ -1332,12 +1527,17 @@ impl World {
     /// Heals every fault and waits until every member and its router hold
     /// the newest committed generation.
     async fn settle(&mut self) {
+        for node in &self.nodes {
+            node.crash_armed.store(false, Ordering::SeqCst);
+        }
+        self.reap_stopped().await;
         self.net.heal();
+        self.held.clear();
         self.net.set_faults(LinkFaults::CALM);
         for index in 0..self.nodes.len() {
             self.nodes[index].disk.set_speed(DiskSpeed::FAST);
             self.nodes[index].skew = chrono::Duration::zero();
-            if self.nodes[index].raft.is_none() {
+            if self.nodes[index].handle.is_none() {
                 self.restart(index).await;
             }
         }
@@ -1378,7 +1578,7 @@ impl World {
         let newest = self
             .nodes
             .iter()
-            .filter_map(|node| node.raft.as_ref())
+            .filter_map(|node| node.handle.as_ref().map(|h| h.raft()))
             .map(|raft| {
                 let metrics = raft.metrics().borrow_watched().clone();
                 (
@@ -1458,10 +1658,10 @@ impl World {
         let acks = self.ledger().acks.clone();
         let mut chains: Vec<(NodeId, BTreeMap<EnvId, Vec<String>>)> = Vec::new();
         for node in self.nodes.iter().filter(|n| n.member) {
-            let Some(machine) = &node.machine else {
+            let Some(handle) = &node.handle else {
                 continue;
             };
-            let audit = machine.replica().audit;
+            let audit = audit_chains(handle);
             let mut ledger = self.ledger();
             for ack in &acks {
                 let lines = audit.get(&ack.env).map_or(&[][..], Vec::as_slice);
@@ -1535,8 +1735,8 @@ impl World {
         self.settle().await;
         self.final_checks();
         for index in 0..self.nodes.len() {
-            if let Some(raft) = self.nodes[index].raft.take() {
-                let _ = tokio::time::timeout(Duration::from_secs(5), raft.shutdown()).await;
+            if let Some(handle) = self.nodes[index].handle.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), handle.shutdown()).await;
             }
         }
         self.stats.net = self.net.stats();
@@ -1552,5 +1752,26 @@ impl World {
             simulated: ledger.trace.elapsed(),
             stats,
         })
+    }
+}
+
+/// Every environment's audit lines in a member's replica.
+fn audit_chains(handle: &ClusterHandle) -> BTreeMap<EnvId, Vec<String>> {
+    let store = handle.state_machine().store();
+    let mut chains = BTreeMap::new();
+    for env in store.list().unwrap_or_default() {
+        chains.insert(env.clone(), store.audit_lines(&env).unwrap_or_default());
+    }
+    chains
+}
+
+/// A fresh folder for a simulated member: in memory (`/dev/shm`) where
+/// there is one, so the store's fsyncs cost nothing.
+fn node_dir() -> std::io::Result<tempfile::TempDir> {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::Builder::new().prefix("gtc-sim-").tempdir_in(shm)
+    } else {
+        tempfile::Builder::new().prefix("gtc-sim-").tempdir()
     }
 }

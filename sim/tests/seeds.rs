@@ -75,6 +75,30 @@ fn a_router_that_serves_an_uncommitted_split_is_caught_within_the_fixed_seeds() 
 }
 
 #[test]
+fn an_entry_applied_twice_after_a_crash_between_commit_and_bookkeeping_is_caught() {
+    // The planted bug in consensus's exactly-once path: a member that died
+    // after its store committed an entry and before it recorded the entry
+    // as applied applies that entry again on restart, because the state
+    // machine skips its duplicate check. Its audit chain then differs from
+    // the other members'; the simulator must name it. Without the bug the
+    // same seeds pass (`seeds_1_to_12_keep_every_invariant`).
+    let caught: Vec<u64> = (1..=8)
+        .filter(|seed| {
+            let mut config = RunConfig::new(*seed);
+            config.bug = Some(PlantedBug::SkipDuplicateCheck);
+            run(&config)
+                .violation_of(names::AUDIT_CHAIN_VERIFIES)
+                .is_some()
+        })
+        .collect();
+    eprintln!("the skipped duplicate check was caught by seeds {caught:?} of 1..=8");
+    assert!(
+        !caught.is_empty(),
+        "no seed caught the skipped duplicate check"
+    );
+}
+
+#[test]
 fn different_seeds_take_different_paths() {
     let one = run(&RunConfig::new(101));
     let two = run(&RunConfig::new(102));
