@@ -7,11 +7,19 @@
 //! authorization, so applying is deterministic and the audit chains of all
 //! replicas are identical.
 //!
-//! Exactly-once: the applied log id is persisted after every entry. A crash
-//! between the store's commit and that write leaves one entry applied but
-//! not recorded; on the first entry after a restart the store's last audit
-//! event is compared with the entry's event id to skip it. A write retried
-//! after an ambiguous failure is answered from the recent-outcomes window.
+//! Exactly-once: an entry whose event id is already among the last
+//! [`RECENT_OUTCOMES_MAX`] events of the audit log it would be written to
+//! is a duplicate and changes nothing. The decision reads only replicated
+//! state (the audit logs), so every replica makes the same one, including a
+//! replica that restarted or installed a snapshot since the first copy was
+//! applied: a write retried after an ambiguous failure (the leader died
+//! while answering), and an entry applied again after a crash between the
+//! store's commit and the applied-log-id write, are both skipped
+//! everywhere. A duplicate is answered from the in-memory recent-outcomes
+//! window when this replica still holds the first answer, and as
+//! [`Outcome::AlreadyApplied`] otherwise. (Deciding from the in-memory
+//! window, as before issue 18, let a restarted or newly joined replica apply
+//! a duplicate the others skipped; the simulator running this code found it.)
 //!
 //! A snapshot is the JSON of the store image with its metadata (see
 //! [`SnapshotFile`]); the same bytes are kept on disk and sent to peers.
@@ -22,7 +30,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(feature = "simulation")]
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use deploy::audit::AuditEvent;
@@ -118,8 +128,13 @@ struct Inner {
     /// Held while an entry is applied and while a snapshot reads the store,
     /// so a snapshot's image and its last log id always match.
     applied: Mutex<AppliedMeta>,
-    /// True until the first entry after opening has been applied.
-    check_duplicate: AtomicBool,
+    /// The event ids at the end of each audit log, read from the log when
+    /// first needed and kept up to date as entries are applied: what the
+    /// duplicate check decides on.
+    applied_ids: Mutex<AppliedIds>,
+    /// This replica was opened over an existing one (a restart).
+    #[cfg_attr(not(feature = "simulation"), allow(dead_code))]
+    reopened: bool,
     snapshots_built: AtomicU64,
     /// The last [`RECENT_OUTCOMES_MAX`] outcomes by event id.
     recent: Mutex<RecentOutcomes>,
@@ -160,6 +175,45 @@ impl RecentOutcomes {
     }
 }
 
+/// Which audit log an entry's event is written to: its environment's when
+/// the environment exists, else the store's root log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum LogKey {
+    Env(EnvId),
+    Root,
+}
+
+/// The last [`RECENT_OUTCOMES_MAX`] event ids of each audit log read so far.
+#[derive(Default)]
+struct AppliedIds {
+    logs: std::collections::HashMap<LogKey, LogIds>,
+}
+
+#[derive(Default)]
+struct LogIds {
+    order: std::collections::VecDeque<String>,
+    set: std::collections::HashSet<String>,
+}
+
+impl LogIds {
+    fn push(&mut self, event_id: String) {
+        if self.set.insert(event_id.clone()) {
+            self.order.push_back(event_id);
+        }
+        while self.order.len() > RECENT_OUTCOMES_MAX {
+            if let Some(oldest) = self.order.pop_front() {
+                self.set.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// Only the id of an audit line.
+#[derive(Deserialize)]
+struct EventIdOnly {
+    event_id: String,
+}
+
 /// The state machine handle; clones share one store.
 #[derive(Clone)]
 pub struct StateMachine {
@@ -185,12 +239,14 @@ impl StateMachine {
             Err(error) if error.kind() == io::ErrorKind::NotFound => AppliedMeta::default(),
             Err(error) => return Err(error),
         };
+        let reopened = applied.last_applied.is_some();
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
                 dir: dir.to_owned(),
                 applied: Mutex::new(applied),
-                check_duplicate: AtomicBool::new(true),
+                applied_ids: Mutex::new(AppliedIds::default()),
+                reopened,
                 snapshots_built: AtomicU64::new(0),
                 recent: Mutex::new(RecentOutcomes::default()),
                 applied_tx: tokio::sync::watch::channel(0).0,
@@ -231,8 +287,9 @@ impl StateMachine {
         }
     }
 
-    /// Simulation only: the planted bug that applies the first entry after
-    /// a restart without checking whether the store already holds it.
+    /// Simulation only: the planted bug that, on a replica opened again after
+    /// a restart, applies every entry without checking whether its audit log
+    /// already holds it.
     #[cfg(feature = "simulation")]
     pub fn plant_skipped_duplicate_check(&self) {
         self.inner
@@ -259,7 +316,7 @@ impl StateMachine {
     fn duplicate_check_planted_away(&self) -> bool {
         #[cfg(feature = "simulation")]
         {
-            self.inner.skip_duplicate_check.load(Ordering::SeqCst)
+            self.inner.reopened && self.inner.skip_duplicate_check.load(Ordering::SeqCst)
         }
         #[cfg(not(feature = "simulation"))]
         {
@@ -289,31 +346,103 @@ impl StateMachine {
         write_atomically(&self.inner.dir.join(APPLIED_FILE), &bytes)
     }
 
-    /// Whether the store's last event for `env` is `event_id`, i.e. the
-    /// entry was applied before a crash lost its bookkeeping.
-    fn already_applied(&self, env: &EnvId, event_id: &str) -> bool {
-        let log = match self.inner.store.load(env) {
-            Ok(Some(_)) => self.inner.store.audit_log(env),
-            _ => self.inner.store.root_audit_log(),
-        };
-        matches!(log.last_event(), Ok(Some(event)) if event.event_id.to_string() == event_id)
+    /// The audit log an event about `env` is written to now.
+    fn log_for(&self, env: Option<&EnvId>) -> (LogKey, store::AuditLog) {
+        if let Some(env) = env
+            && self.inner.store.exists(env)
+        {
+            return (LogKey::Env(env.clone()), self.inner.store.audit_log(env));
+        }
+        (LogKey::Root, self.inner.store.root_audit_log())
+    }
+
+    fn applied_ids(&self) -> io::Result<MutexGuard<'_, AppliedIds>> {
+        self.inner
+            .applied_ids
+            .lock()
+            .map_err(|_| io::Error::other("the applied-ids lock is poisoned"))
+    }
+
+    /// Whether `event_id` is among the last [`RECENT_OUTCOMES_MAX`] events
+    /// of the log an event about `env` goes to: a function of the replicated
+    /// audit logs only, so every replica decides alike.
+    fn seen(&self, env: Option<&EnvId>, event_id: &str) -> io::Result<bool> {
+        let (key, log) = self.log_for(env);
+        let mut ids = self.applied_ids()?;
+        if !ids.logs.contains_key(&key) {
+            let mut seeded = LogIds::default();
+            for line in log.tail(RECENT_OUTCOMES_MAX).map_err(to_io)? {
+                // Every line the store wrote has an id; a line that does not
+                // parse cannot be the first copy of anything.
+                if let Ok(event) = serde_json::from_str::<EventIdOnly>(&line) {
+                    seeded.push(event.event_id);
+                }
+            }
+            ids.logs.insert(key.clone(), seeded);
+        }
+        Ok(ids
+            .logs
+            .get(&key)
+            .is_some_and(|log| log.set.contains(event_id)))
+    }
+
+    /// Keeps the cached ids of the logs an entry about `env` may have
+    /// written to in step with them after `event_id` was applied.
+    fn note_applied(&self, env: Option<&EnvId>, event_id: &str) -> io::Result<()> {
+        let mut ids = self.applied_ids()?;
+        let mut keys = vec![LogKey::Root];
+        if let Some(env) = env {
+            keys.push(LogKey::Env(env.clone()));
+        }
+        for key in keys {
+            if !ids.logs.contains_key(&key) {
+                continue;
+            }
+            let log = match &key {
+                LogKey::Env(env) => {
+                    if !self.inner.store.exists(env) {
+                        // Destroyed (or never created): read again if it returns.
+                        ids.logs.remove(&key);
+                        continue;
+                    }
+                    self.inner.store.audit_log(env)
+                }
+                LogKey::Root => self.inner.store.root_audit_log(),
+            };
+            match log.last_event() {
+                Ok(Some(event)) if event.event_id.to_string() == event_id => {
+                    if let Some(cached) = ids.logs.get_mut(&key) {
+                        cached.push(event_id.to_owned());
+                    }
+                }
+                Ok(_) => {}
+                // Unreadable now: read the tail again when next needed.
+                Err(_) => {
+                    ids.logs.remove(&key);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn apply_request(&self, request: ClusterRequest) -> io::Result<Outcome> {
-        let event_id = match &request {
+        let (event_id, env) = match &request {
             ClusterRequest::Submit { envelope_json } => {
                 serde_json::from_str::<CommandEnvelope>(envelope_json)
-                    .map(|e| e.minted.event_id.to_string())
+                    .map(|e| (e.minted.event_id.to_string(), Some(e.command.env_id())))
             }
-            ClusterRequest::Record { event_json } => {
-                serde_json::from_str::<AuditEvent>(event_json).map(|e| e.event_id.to_string())
-            }
+            ClusterRequest::Record { event_json } => serde_json::from_str::<AuditEvent>(event_json)
+                .map(|e| (e.event_id.to_string(), e.env_id.parse::<EnvId>().ok())),
         }
         .map_err(to_io)?;
-        if let Some(outcome) = self.recent()?.get(&event_id) {
-            return Ok(outcome);
+        if !self.duplicate_check_planted_away() && self.seen(env.as_ref(), &event_id)? {
+            return Ok(self
+                .recent()?
+                .get(&event_id)
+                .unwrap_or(Outcome::AlreadyApplied));
         }
         let outcome = self.apply_new_request(request)?;
+        self.note_applied(env.as_ref(), &event_id)?;
         self.recent()?.remember(event_id, &outcome);
         Ok(outcome)
     }
@@ -326,26 +455,14 @@ impl StateMachine {
     }
 
     fn apply_new_request(&self, request: ClusterRequest) -> io::Result<Outcome> {
-        let check = self.inner.check_duplicate.swap(false, Ordering::SeqCst)
-            && !self.duplicate_check_planted_away();
         match request {
             ClusterRequest::Submit { envelope_json } => {
                 let envelope: CommandEnvelope =
                     serde_json::from_str(&envelope_json).map_err(to_io)?;
-                let env = envelope.command.env_id();
-                if check && self.already_applied(&env, &envelope.minted.event_id.to_string()) {
-                    return Ok(Outcome::AlreadyApplied);
-                }
                 Outcome::from_submit(self.inner.store.submit(&envelope)).map_err(to_io)
             }
             ClusterRequest::Record { event_json } => {
                 let event: AuditEvent = serde_json::from_str(&event_json).map_err(to_io)?;
-                if check
-                    && let Ok(env) = event.env_id.parse::<EnvId>()
-                    && self.already_applied(&env, &event.event_id.to_string())
-                {
-                    return Ok(Outcome::AlreadyApplied);
-                }
                 self.inner.store.record(event).map_err(to_io)?;
                 Ok(Outcome::Recorded)
             }
@@ -493,6 +610,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let image: StoreImage = file.image;
         let mut applied = self.lock()?;
         self.inner.store.install_image(&image).map_err(to_io)?;
+        // The logs were replaced: read their tails again when needed.
+        self.applied_ids()?.logs.clear();
         let current = serde_json::to_vec(&SnapshotFile {
             meta: file.meta,
             image,

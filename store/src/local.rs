@@ -87,6 +87,12 @@ impl LocalFsStore {
         AuditLog::new(self.env_dir(env).join("audit").join("events.jsonl"))
     }
 
+    /// Whether `env` exists (its state file does), i.e. whether an event
+    /// about it goes to its own audit log rather than the root log.
+    pub fn exists(&self, env: &EnvId) -> bool {
+        self.env_dir(env).join(STATE_FILE).is_file()
+    }
+
     /// The audit log for events about environments that do not exist.
     pub fn root_audit_log(&self) -> AuditLog {
         AuditLog::new(self.root.join(".audit").join("events.jsonl"))
@@ -288,7 +294,7 @@ impl LocalFsStore {
     }
 
     fn record_for(&self, env: &EnvId, event: AuditEvent) -> Result<(), StoreError> {
-        let log = if self.env_dir(env).join(STATE_FILE).is_file() {
+        let log = if self.exists(env) {
             self.audit_log(env)
         } else {
             self.root_audit_log()
