@@ -1,0 +1,258 @@
+//! Which revision a request goes to: a tag (header or `<tag>---<host>`),
+//! the admin override, a sticky cookie, or the weighted pick.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use deploy::ids::RevisionId;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::headers::{declared_length, insert};
+use super::telemetry::RevisionMetrics;
+use super::{
+    ADMIN_TOKEN_HEADER, GENERATION_HEADER, ProxyBody, Published, REVISION_HEADER, Router,
+    TAG_HEADER, error_response,
+};
+use crate::pick::pick_point;
+use crate::sticky;
+use crate::table::DeploymentRoute;
+
+impl Router {
+    /// Routes one request.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
+        let published = self.published.load_full();
+        let generation = published.table.generation();
+        let host = request_host(&request);
+        let path = request.uri().path().to_owned();
+        // `<tag>---<host>` reaches a tagged revision directly.
+        let (resolved, host_tag) = match published.table.resolve_tagged(&host, &path) {
+            Some((route, tag)) => (Some(route), Some(tag)),
+            None => (published.table.resolve(&host, &path), None),
+        };
+        let Some(route) = resolved else {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "no-route",
+                format!("no deployment serves host {host:?} and path {path:?}"),
+                generation,
+            );
+        };
+        if let Some(length) = declared_length(request.headers())
+            && length > self.config.max_body_bytes
+        {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!(
+                    "the request body is {length} bytes; the limit is {}",
+                    self.config.max_body_bytes
+                ),
+                generation,
+            );
+        }
+        let tag = host_tag.or_else(|| {
+            request
+                .headers()
+                .get(TAG_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+        let choice = match tag {
+            Some(tag) => match route.tagged(&tag) {
+                Some(revision) => Choice {
+                    revision,
+                    set_cookie: None,
+                },
+                None => {
+                    return error_response(
+                        StatusCode::NOT_FOUND,
+                        "no-such-tag",
+                        format!(
+                            "deployment {} has no revision tagged {tag:?}",
+                            route.deployment_id
+                        ),
+                        generation,
+                    );
+                }
+            },
+            None => self.choose(&published, route, &request),
+        };
+        let Some(instances) = published
+            .instances
+            .get(&choice.revision)
+            .filter(|i| !i.is_empty())
+        else {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-ready-instance",
+                format!(
+                    "revision {} of deployment {} has no ready instance",
+                    choice.revision, route.deployment_id
+                ),
+                generation,
+            );
+        };
+        let mut request = request;
+        let trace = crate::traceparent::propagate(request.headers_mut());
+        tracing::debug!(trace_id = %trace.trace_id_hex(), deployment = %route.deployment_id, revision = %choice.revision, generation, "request routed");
+        let started = std::time::Instant::now();
+        let mut response = self.forward(request, peer, instances, generation).await;
+        self.metrics_for(route, choice.revision)
+            .record(response.status(), started.elapsed());
+        let headers = response.headers_mut();
+        insert(headers, GENERATION_HEADER, &generation.to_string());
+        insert(headers, REVISION_HEADER, &choice.revision.to_string());
+        if let Some(cookie) = choice.set_cookie
+            && let Ok(value) = HeaderValue::from_str(cookie.as_ref())
+        {
+            headers.append(header::SET_COOKIE, value);
+        }
+        response
+    }
+
+    fn choose(
+        &self,
+        published: &Published,
+        route: &DeploymentRoute,
+        request: &Request<Incoming>,
+    ) -> Choice {
+        if let Some(revision) = self.admin_override(route, request.headers()) {
+            return Choice {
+                revision,
+                set_cookie: None,
+            };
+        }
+        let env = published.table.env_id();
+        let now = unix_now();
+        let name = sticky::cookie_name(route.deployment_id);
+        if request.headers().contains_key(header::COOKIE)
+            && let Some(value) = cookie_value(request.headers(), &name)
+            && let Ok(revision) = sticky::verify(
+                &self.key,
+                &value,
+                env,
+                route.deployment_id,
+                route.split_generation,
+                now,
+            )
+            && route.pick.contains(revision)
+        {
+            return Choice {
+                revision,
+                set_cookie: None,
+            };
+        }
+        let revision = route
+            .pick
+            .pick(pick_point(self.counter.fetch_add(1, Ordering::Relaxed)));
+        let set_cookie = self.cookie_for(env, route, revision, &name, now);
+        Choice {
+            revision,
+            set_cookie: Some(set_cookie),
+        }
+    }
+
+    /// A signed cookie pinning `revision`, reused while more than half its
+    /// lifetime remains.
+    fn cookie_for(
+        &self,
+        env: &deploy::ids::EnvId,
+        route: &DeploymentRoute,
+        revision: RevisionId,
+        name: &str,
+        now: i64,
+    ) -> Arc<str> {
+        let ttl = self.config.sticky_ttl.as_secs() as i64;
+        let key = (route.deployment_id, revision, route.split_generation);
+        if let Ok(cache) = self.cookies.read()
+            && let Some((expires_at, value)) = cache.get(&key)
+            && expires_at - now > ttl / 2
+        {
+            return Arc::clone(value);
+        }
+        let expires_at = now + ttl;
+        let signed = sticky::issue(
+            &self.key,
+            env,
+            route.deployment_id,
+            revision,
+            route.split_generation,
+            expires_at,
+        );
+        let value: Arc<str> = Arc::from(format!(
+            "{name}={signed}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax"
+        ));
+        if let Ok(mut cache) = self.cookies.write() {
+            // Entries of older generations are never asked for again.
+            cache.retain(|(_, _, generation), _| *generation >= route.split_generation);
+            cache.insert(key, (expires_at, Arc::clone(&value)));
+        }
+        value
+    }
+
+    fn metrics_for(&self, route: &DeploymentRoute, revision: RevisionId) -> Arc<RevisionMetrics> {
+        if let Ok(cache) = self.metrics.read()
+            && let Some(metrics) = cache.get(&revision)
+        {
+            return Arc::clone(metrics);
+        }
+        let metrics = Arc::new(RevisionMetrics::new(route.deployment_id, revision));
+        if let Ok(mut cache) = self.metrics.write() {
+            cache.insert(revision, Arc::clone(&metrics));
+        }
+        metrics
+    }
+
+    /// `x-greentic-revision`, honoured only with the admin token and only
+    /// for a revision the split names.
+    fn admin_override(&self, route: &DeploymentRoute, headers: &HeaderMap) -> Option<RevisionId> {
+        let token = self.config.admin_token.as_deref()?;
+        let given = headers.get(ADMIN_TOKEN_HEADER)?.as_bytes();
+        if !constant_time_eq(given, token.as_bytes()) {
+            return None;
+        }
+        let revision: RevisionId = headers.get(REVISION_HEADER)?.to_str().ok()?.parse().ok()?;
+        route.revisions.contains(&revision).then_some(revision)
+    }
+}
+
+struct Choice {
+    revision: RevisionId,
+    set_cookie: Option<Arc<str>>,
+}
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+fn request_host<B>(request: &Request<B>) -> String {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_default()
+}
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
