@@ -33,7 +33,7 @@ use http_body_util::{BodyExt, Full};
 
 use crate::connections::{self, ConnectionLimits};
 use crate::resilience::{EjectionConfig, Outlier, RetryBudget, RetryBudgetConfig};
-use crate::sticky::StickyKey;
+use crate::sticky::{CookieCache, StickyKey};
 use crate::table::RouteTable;
 use crate::upstream::ConnectionPool;
 use headers::insert;
@@ -158,11 +158,6 @@ impl Instance {
     }
 }
 
-/// (deployment, revision, split generation) a sticky cookie pins.
-type CookieKey = (DeploymentId, RevisionId, u64);
-/// (expiry in unix seconds, the whole `Set-Cookie` value).
-type SignedCookie = (i64, Arc<str>);
-
 /// What the router serves: a committed route table and the ready
 /// instances of its revisions.
 #[derive(Debug, Clone)]
@@ -180,10 +175,10 @@ pub struct Router {
     /// Feeds the instance choice, kept apart from `counter` so balancing
     /// never skews the split.
     instance_counter: AtomicU64,
-    /// Signed `Set-Cookie` values by (deployment, revision, split
-    /// generation): every client that gets the same revision in the same
-    /// half-TTL gets the same cookie, so signing happens once, not per request.
-    cookies: RwLock<HashMap<CookieKey, SignedCookie>>,
+    /// Signed `Set-Cookie` values per deployment: every client that gets
+    /// the same revision in the same half-TTL gets the same cookie, so
+    /// signing happens once, not per request.
+    cookies: CookieCache,
     /// Prometheus handles per revision, created on first use so that the
     /// request path does no label formatting or registry lookups.
     metrics: RwLock<HashMap<RevisionId, Arc<RevisionMetrics>>>,
@@ -210,7 +205,7 @@ impl Router {
             published: ArcSwap::from_pointee(published),
             counter: AtomicU64::new(0),
             instance_counter: AtomicU64::new(0),
-            cookies: RwLock::new(HashMap::new()),
+            cookies: CookieCache::default(),
             metrics: RwLock::new(HashMap::new()),
             key,
             epoch: Instant::now(),
@@ -307,6 +302,13 @@ impl Router {
                 .set(instances.len() as f64);
         }
         metrics::gauge!("gtc_router_generation").set(published.table.generation() as f64);
+        let live: std::collections::HashSet<DeploymentId> = published
+            .table
+            .deployments()
+            .iter()
+            .map(|d| d.deployment_id)
+            .collect();
+        self.cookies.retain(|deployment| live.contains(deployment));
         self.published.store(Arc::new(published));
     }
 

@@ -110,10 +110,8 @@ impl Router {
         let headers = response.headers_mut();
         insert(headers, GENERATION_HEADER, &generation.to_string());
         insert(headers, REVISION_HEADER, &choice.revision.to_string());
-        if let Some(cookie) = choice.set_cookie
-            && let Ok(value) = HeaderValue::from_str(cookie.as_ref())
-        {
-            headers.append(header::SET_COOKIE, value);
+        if let Some(cookie) = choice.set_cookie {
+            headers.append(header::SET_COOKIE, cookie);
         }
         response
     }
@@ -153,10 +151,9 @@ impl Router {
         let revision = route
             .pick
             .pick(pick_point(self.counter.fetch_add(1, Ordering::Relaxed)));
-        let set_cookie = self.cookie_for(env, route, revision, &name, now);
         Choice {
             revision,
-            set_cookie: Some(set_cookie),
+            set_cookie: self.cookie_for(env, route, revision, &name, now),
         }
     }
 
@@ -169,33 +166,24 @@ impl Router {
         revision: RevisionId,
         name: &str,
         now: i64,
-    ) -> Arc<str> {
+    ) -> Option<HeaderValue> {
         let ttl = self.config.sticky_ttl.as_secs() as i64;
-        let key = (route.deployment_id, revision, route.split_generation);
-        if let Ok(cache) = self.cookies.read()
-            && let Some((expires_at, value)) = cache.get(&key)
-            && expires_at - now > ttl / 2
+        let (deployment, generation) = (route.deployment_id, route.split_generation);
+        if let Some(value) = self
+            .cookies
+            .get(deployment, revision, generation, now + ttl / 2)
         {
-            return Arc::clone(value);
+            return Some(value);
         }
         let expires_at = now + ttl;
-        let signed = sticky::issue(
-            &self.key,
-            env,
-            route.deployment_id,
-            revision,
-            route.split_generation,
-            expires_at,
-        );
-        let value: Arc<str> = Arc::from(format!(
+        let signed = sticky::issue(&self.key, env, deployment, revision, generation, expires_at);
+        let value = HeaderValue::from_str(&format!(
             "{name}={signed}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax"
-        ));
-        if let Ok(mut cache) = self.cookies.write() {
-            // Entries of older generations are never asked for again.
-            cache.retain(|(_, _, generation), _| *generation >= route.split_generation);
-            cache.insert(key, (expires_at, Arc::clone(&value)));
-        }
-        value
+        ))
+        .ok()?;
+        self.cookies
+            .insert(deployment, revision, generation, expires_at, value.clone());
+        Some(value)
     }
 
     fn metrics_for(&self, route: &DeploymentRoute, revision: RevisionId) -> Arc<RevisionMetrics> {
@@ -226,7 +214,7 @@ impl Router {
 
 struct Choice {
     revision: RevisionId,
-    set_cookie: Option<Arc<str>>,
+    set_cookie: Option<HeaderValue>,
 }
 fn unix_now() -> i64 {
     SystemTime::now()
