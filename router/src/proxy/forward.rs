@@ -2,9 +2,9 @@
 //! timeouts, retries on another instance, hedging and outlier ejection.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -155,14 +155,20 @@ impl Router {
         let max_tries = self.config.max_tries.clamp(1, MAX_TRIES);
         let mut tried = [usize::MAX; MAX_TRIES];
         let mut tries = 0usize;
-        let mut slots: [Option<Try>; 2] = [None, None];
+        // The instance of the try running in each slot; the tries
+        // themselves stay pinned in this future (no allocation per try).
+        let mut slots: [Option<usize>; 2] = [None, None];
+        let first_try = std::pin::pin!(None);
+        let second_try = std::pin::pin!(None);
+        let mut futures = [first_try, second_try];
         let mut hedge_slot = None;
         let mut never_sent = true;
-        let deadline = tokio::time::sleep(self.config.response_timeout);
-        tokio::pin!(deadline);
-        let hedge_timer = tokio::time::sleep(Duration::ZERO);
-        tokio::pin!(hedge_timer);
-        let mut hedge_armed = false;
+        // One timer for both the response deadline and the hedge: it is
+        // set to whichever comes first (one timer entry per request).
+        let deadline = tokio::time::Instant::now() + self.config.response_timeout;
+        let mut hedge_at: Option<tokio::time::Instant> = None;
+        let timer = tokio::time::sleep_until(deadline);
+        tokio::pin!(timer);
 
         // The first try.
         let Some(index) = self.pick_instance(instances, &[], self.now_ms(), true) else {
@@ -183,27 +189,30 @@ impl Router {
         };
         tried[0] = index;
         tries += 1;
-        slots[0] = Some(self.start_try(instances, index, request));
+        slots[0] = Some(index);
+        futures[0].set(Some(self.start_try(instances, index, request)));
         if hedgeable && let Some(after) = self.config.first_byte_timeout {
-            hedge_timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + after);
-            hedge_armed = true;
+            let at = tokio::time::Instant::now() + after;
+            hedge_at = Some(at);
+            timer.as_mut().reset(at.min(deadline));
         }
 
         loop {
             let event = {
-                let [first, second] = &mut slots;
+                let [first, second] = &mut futures;
                 tokio::select! {
-                    done = poll_try(first) => Event::Done(0, done),
-                    done = poll_try(second) => Event::Done(1, done),
-                    () = &mut hedge_timer, if hedge_armed => Event::Hedge,
-                    () = &mut deadline => Event::Deadline,
+                    done = poll_try(first.as_mut()) => Event::Done(0, done),
+                    done = poll_try(second.as_mut()) => Event::Done(1, done),
+                    () = &mut timer => match hedge_at {
+                        Some(at) if at < deadline => Event::Hedge,
+                        _ => Event::Deadline,
+                    },
                 }
             };
             match event {
                 Event::Done(slot, (index, guard, Ok(response))) => {
                     slots[slot] = None;
+                    futures[slot].set(None);
                     let instance = &instances[index];
                     instance.outlier.record_success();
                     // The hedge answered first: the try it raced was slow
@@ -212,7 +221,8 @@ impl Router {
                     if hedge_slot == Some(slot)
                         && let Some(outrun) = slots[1 - slot].take()
                     {
-                        self.record_failure(&instances[outrun.index], FailureReason::Outrun);
+                        futures[1 - slot].set(None);
+                        self.record_failure(&instances[outrun], FailureReason::Outrun);
                     }
                     let (mut head, upstream) = response.into_parts();
                     strip_hop_by_hop(&mut head.headers);
@@ -227,6 +237,7 @@ impl Router {
                 }
                 Event::Done(slot, (index, guard, Err(failure))) => {
                     slots[slot] = None;
+                    futures[slot].set(None);
                     drop(guard);
                     let instance = &instances[index];
                     let SendFailure { error, unsent } = failure;
@@ -262,7 +273,8 @@ impl Router {
                             self.resilience.retry(reason).increment(1);
                             tried[tries] = next;
                             tries += 1;
-                            slots[slot] = Some(self.start_try(instances, next, request));
+                            slots[slot] = Some(next);
+                            futures[slot].set(Some(self.start_try(instances, next, request)));
                             if hedge_slot == Some(slot) {
                                 hedge_slot = None;
                             }
@@ -270,10 +282,9 @@ impl Router {
                                 && hedgeable
                                 && let Some(after) = self.config.first_byte_timeout
                             {
-                                hedge_timer
-                                    .as_mut()
-                                    .reset(tokio::time::Instant::now() + after);
-                                hedge_armed = true;
+                                let at = tokio::time::Instant::now() + after;
+                                hedge_at = Some(at);
+                                timer.as_mut().reset(at.min(deadline));
                             }
                         }
                         None if slots[1 - slot].is_some() => {}
@@ -293,7 +304,8 @@ impl Router {
                     }
                 }
                 Event::Hedge => {
-                    hedge_armed = false;
+                    hedge_at = None;
+                    timer.as_mut().reset(deadline);
                     let free = slots.iter().position(Option::is_none);
                     let (Some(free), true) = (free, tries < max_tries) else {
                         continue;
@@ -313,12 +325,13 @@ impl Router {
                     self.resilience.hedges.increment(1);
                     tried[tries] = next;
                     tries += 1;
-                    slots[free] = Some(self.start_try(instances, next, request));
+                    slots[free] = Some(next);
+                    futures[free].set(Some(self.start_try(instances, next, request)));
                     hedge_slot = Some(free);
                 }
                 Event::Deadline => {
                     for running in slots.iter_mut().filter_map(Option::take) {
-                        self.record_failure(&instances[running.index], FailureReason::Timeout);
+                        self.record_failure(&instances[running], FailureReason::Timeout);
                     }
                     return error_response(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -334,24 +347,22 @@ impl Router {
         }
     }
 
+    /// One try of `request` on `instances[index]`.
     fn start_try(
         &self,
         instances: &[Arc<Instance>],
         index: usize,
         request: Request<ProxyBody>,
-    ) -> Try {
+    ) -> impl Future<Output = TryOutput> + Send + 'static {
         let instance = Arc::clone(&instances[index]);
         let connect_timeout = self.config.connect_timeout;
-        Try {
-            index,
-            future: Box::pin(async move {
-                let guard = InFlight::enter(&instance);
-                let result = instance
-                    .pool
-                    .send(instance.addr, connect_timeout, request)
-                    .await;
-                (index, guard, result)
-            }),
+        async move {
+            let guard = InFlight::enter(&instance);
+            let result = instance
+                .pool
+                .send(instance.addr, connect_timeout, request)
+                .await;
+            (index, guard, result)
         }
     }
 }
@@ -363,15 +374,10 @@ const MAX_TRIES: usize = 4;
 /// the response or the failure.
 type TryOutput = (usize, InFlight, Result<Response<PooledBody>, SendFailure>);
 
-/// A try in flight on one instance.
-struct Try {
-    index: usize,
-    future: std::pin::Pin<Box<dyn std::future::Future<Output = TryOutput> + Send>>,
-}
-
-async fn poll_try(slot: &mut Option<Try>) -> TryOutput {
-    match slot {
-        Some(running) => running.future.as_mut().await,
+/// The try in `slot`, or never when the slot is empty.
+async fn poll_try<F: Future<Output = TryOutput>>(slot: Pin<&mut Option<F>>) -> TryOutput {
+    match slot.as_pin_mut() {
+        Some(running) => running.await,
         None => std::future::pending().await,
     }
 }

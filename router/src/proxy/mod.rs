@@ -20,7 +20,7 @@ mod telemetry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -166,9 +166,60 @@ pub struct Published {
     pub instances: HashMap<RevisionId, Vec<Arc<Instance>>>,
 }
 
+/// A published snapshot with what the request path derives from it,
+/// computed once per publish instead of once per request.
+struct Snapshot {
+    published: Published,
+    /// `x-greentic-generation` of every answer under this snapshot.
+    generation_header: HeaderValue,
+    /// Per revision of the table: its ready instances, its
+    /// `x-greentic-revision` value and its metrics handles.
+    revisions: HashMap<RevisionId, Serving>,
+}
+
+/// What serving one revision needs, ready for the request path.
+struct Serving {
+    instances: Vec<Arc<Instance>>,
+    header: HeaderValue,
+    /// Created on the revision's first request (as the series appear in
+    /// `/metrics` only once a revision served), then read without a lock.
+    metrics: OnceLock<Arc<RevisionMetrics>>,
+}
+
+impl Snapshot {
+    fn new(published: Published) -> Self {
+        let mut revisions = HashMap::new();
+        for deployment in published.table.deployments() {
+            for revision in &deployment.revisions {
+                let Ok(header) = HeaderValue::from_str(&revision.to_string()) else {
+                    continue;
+                };
+                let instances = published
+                    .instances
+                    .get(revision)
+                    .cloned()
+                    .unwrap_or_default();
+                revisions.insert(
+                    *revision,
+                    Serving {
+                        instances,
+                        header,
+                        metrics: OnceLock::new(),
+                    },
+                );
+            }
+        }
+        Self {
+            generation_header: HeaderValue::from(published.table.generation()),
+            revisions,
+            published,
+        }
+    }
+}
+
 /// The router: a published snapshot, a pick counter and an HTTP client.
 pub struct Router {
-    published: ArcSwap<Published>,
+    published: ArcSwap<Snapshot>,
     /// Feeds the weighted pick; only revision picks draw from it, so the
     /// picks follow the Weyl sequence exactly.
     counter: AtomicU64,
@@ -202,7 +253,7 @@ impl Router {
         Arc::new(Self {
             local: Mutex::new(published.clone()),
             remote: Mutex::new(HashMap::new()),
-            published: ArcSwap::from_pointee(published),
+            published: ArcSwap::from_pointee(Snapshot::new(published)),
             counter: AtomicU64::new(0),
             instance_counter: AtomicU64::new(0),
             cookies: CookieCache::default(),
@@ -309,7 +360,7 @@ impl Router {
             .map(|d| d.deployment_id)
             .collect();
         self.cookies.retain(|deployment| live.contains(deployment));
-        self.published.store(Arc::new(published));
+        self.published.store(Arc::new(Snapshot::new(published)));
     }
 
     /// Requests this router forwarded per revision since it started (the
@@ -328,7 +379,7 @@ impl Router {
 
     /// The generation of the table currently served.
     pub fn generation(&self) -> u64 {
-        self.published.load().table.generation()
+        self.published.load().published.table.generation()
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use deploy::ids::RevisionId;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -28,16 +28,13 @@ impl Router {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
-        let published = self.published.load_full();
+        let snapshot = self.published.load_full();
+        let published = &snapshot.published;
         let generation = published.table.generation();
         let host = request_host(&request);
-        let path = request.uri().path().to_owned();
+        let path = request.uri().path();
         // `<tag>---<host>` reaches a tagged revision directly.
-        let (resolved, host_tag) = match published.table.resolve_tagged(&host, &path) {
-            Some((route, tag)) => (Some(route), Some(tag)),
-            None => (published.table.resolve(&host, &path), None),
-        };
-        let Some(route) = resolved else {
+        let Some((route, host_tag)) = published.table.resolve_any(host, path) else {
             return error_response(
                 StatusCode::NOT_FOUND,
                 "no-route",
@@ -83,11 +80,11 @@ impl Router {
                     );
                 }
             },
-            None => self.choose(&published, route, &request),
+            None => self.choose(published, route, &request),
         };
-        let Some(instances) = published
-            .instances
-            .get(&choice.revision)
+        let serving = snapshot.revisions.get(&choice.revision);
+        let Some(instances) = serving
+            .map(|serving| serving.instances.as_slice())
             .filter(|i| !i.is_empty())
         else {
             return error_response(
@@ -105,11 +102,30 @@ impl Router {
         tracing::debug!(trace_id = %trace.trace_id_hex(), deployment = %route.deployment_id, revision = %choice.revision, generation, "request routed");
         let started = std::time::Instant::now();
         let mut response = self.forward(request, peer, instances, generation).await;
-        self.metrics_for(route, choice.revision)
-            .record(response.status(), started.elapsed());
+        let elapsed = started.elapsed();
         let headers = response.headers_mut();
-        insert(headers, GENERATION_HEADER, &generation.to_string());
-        insert(headers, REVISION_HEADER, &choice.revision.to_string());
+        headers.insert(GENERATION, snapshot.generation_header.clone());
+        match serving {
+            Some(serving) => {
+                serving
+                    .metrics
+                    .get_or_init(|| self.metrics_for(route, choice.revision))
+                    .record(response.status(), elapsed);
+                response
+                    .headers_mut()
+                    .insert(REVISION, serving.header.clone());
+            }
+            None => {
+                self.metrics_for(route, choice.revision)
+                    .record(response.status(), elapsed);
+                insert(
+                    response.headers_mut(),
+                    REVISION_HEADER,
+                    &choice.revision.to_string(),
+                );
+            }
+        }
+        let headers = response.headers_mut();
         if let Some(cookie) = choice.set_cookie {
             headers.append(header::SET_COOKIE, cookie);
         }
@@ -130,9 +146,9 @@ impl Router {
         }
         let env = published.table.env_id();
         let now = unix_now();
-        let name = sticky::cookie_name(route.deployment_id);
         if request.headers().contains_key(header::COOKIE)
-            && let Some(value) = cookie_value(request.headers(), &name)
+            && let Some(value) =
+                cookie_value(request.headers(), &sticky::cookie_name(route.deployment_id))
             && let Ok(revision) = sticky::verify(
                 &self.key,
                 &value,
@@ -153,7 +169,7 @@ impl Router {
             .pick(pick_point(self.counter.fetch_add(1, Ordering::Relaxed)));
         Choice {
             revision,
-            set_cookie: self.cookie_for(env, route, revision, &name, now),
+            set_cookie: self.cookie_for(env, route, revision, now),
         }
     }
 
@@ -164,7 +180,6 @@ impl Router {
         env: &deploy::ids::EnvId,
         route: &DeploymentRoute,
         revision: RevisionId,
-        name: &str,
         now: i64,
     ) -> Option<HeaderValue> {
         let ttl = self.config.sticky_ttl.as_secs() as i64;
@@ -177,6 +192,7 @@ impl Router {
         }
         let expires_at = now + ttl;
         let signed = sticky::issue(&self.key, env, deployment, revision, generation, expires_at);
+        let name = sticky::cookie_name(deployment);
         let value = HeaderValue::from_str(&format!(
             "{name}={signed}; Path=/; Max-Age={ttl}; HttpOnly; SameSite=Lax"
         ))
@@ -221,15 +237,19 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
-fn request_host<B>(request: &Request<B>) -> String {
+fn request_host<B>(request: &Request<B>) -> &str {
     request
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
         .unwrap_or_default()
 }
+
+/// `x-greentic-generation`, parsed once.
+const GENERATION: HeaderName = HeaderName::from_static(GENERATION_HEADER);
+/// `x-greentic-revision`, parsed once.
+const REVISION: HeaderName = HeaderName::from_static(REVISION_HEADER);
 fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
