@@ -359,7 +359,7 @@ impl Router {
         async move {
             let guard = InFlight::enter(&instance);
             let result = instance
-                .pool
+                .pool()
                 .send(instance.addr, connect_timeout, request)
                 .await;
             (index, guard, result)

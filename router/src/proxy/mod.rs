@@ -103,6 +103,10 @@ pub struct ProxyConfig {
     pub sticky_ttl: Duration,
     /// Token that lets a caller pick the revision with `x-greentic-revision`.
     pub admin_token: Option<String>,
+    /// Threads that serve connections, each with its own runtime and its
+    /// own upstream connections (0 = one per core; 1 = serve on the
+    /// caller's runtime, as on a single-threaded caller's runtime).
+    pub workers: usize,
 }
 
 impl Default for ProxyConfig {
@@ -126,17 +130,23 @@ impl Default for ProxyConfig {
             max_body_bytes: 64 * 1024 * 1024,
             sticky_ttl: Duration::from_secs(3600),
             admin_token: None,
+            workers: 0,
         }
     }
 }
+
+/// Upstream pools per instance: router workers beyond this share them.
+const POOL_SHARDS: usize = 8;
 
 /// One ready instance of a revision.
 #[derive(Debug)]
 pub struct Instance {
     pub addr: SocketAddr,
     in_flight: AtomicUsize,
-    /// Keep-alive connections to this instance, reused across requests.
-    pool: Arc<ConnectionPool>,
+    /// Keep-alive connections to this instance, reused across requests:
+    /// one pool per router worker, so a connection is only ever used by
+    /// the thread whose runtime drives it.
+    pools: [Arc<ConnectionPool>; POOL_SHARDS],
     /// Passive health from the outcomes of requests sent to it.
     outlier: Outlier,
 }
@@ -147,9 +157,14 @@ impl Instance {
         Arc::new(Self {
             addr,
             in_flight: AtomicUsize::new(0),
-            pool: Arc::default(),
+            pools: std::array::from_fn(|_| Arc::default()),
             outlier: Outlier::default(),
         })
+    }
+
+    /// The pool of the current router worker.
+    fn pool(&self) -> &Arc<ConnectionPool> {
+        &self.pools[serve::worker_index() % POOL_SHARDS]
     }
 
     /// Requests currently being served (headers sent, body not finished).
