@@ -280,6 +280,24 @@ leg_addr() { case $1 in direct) echo "$direct" ;; nginx) echo "127.0.0.1:$port_n
 leg_pids() { case $1 in direct) echo "" ;; nginx) nginx_pids ;; gtc) echo "$gtc_pid" ;; gtc-before) echo "$before_pid" ;; esac; }
 
 for leg in "${legs[@]}"; do wrk -t1 -c4 -d1s "http://$(leg_addr "$leg")/" >/dev/null; done
+
+# BENCH_SYSCALLS=1: system calls per request of nginx and gtc under the
+# same load (strace -c -f on the proxy's processes; strace slows both, so
+# only the counts matter), then stop.
+if [ "${BENCH_SYSCALLS:-0}" = 1 ]; then
+  command -v strace >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null; }
+  for leg in nginx gtc; do
+    args=(); for p in $(leg_pids "$leg"); do args+=(-p "$p"); done
+    strace -f -c -o "$work/strace-$leg" "${args[@]}" 2>/dev/null & tracer=$!
+    sleep 1
+    requests=$(wrk -t2 -c16 -d3s -s "$work/fast.lua" "http://$(leg_addr "$leg")/" | awk '/^RESULT/ {print $2}')
+    kill -INT "$tracer"; wait "$tracer" || true
+    echo "== $leg: system calls per request ($requests requests, wrk -c16 -d3s under strace)"
+    awk -v n="$requests" '$4 ~ /^[0-9]+$/ && NF >= 5 && $NF != "total" { name = $NF; calls = $4; if (calls / n >= 0.01) printf "  %-16s %6.2f\n", name, calls / n; total += calls }
+      END { printf "  %-16s %6.2f\n", "total", total / n }' "$work/strace-$leg"
+  done
+  exit 0
+fi
 results=$work/results
 : >"$results"
 for c in $conn_list; do
