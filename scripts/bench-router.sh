@@ -262,7 +262,10 @@ error_log $work/nginx-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  upstream instances { $upstreams keepalive 128; }
+  # nginx closes a keep-alive (and HTTP/2) connection after 1000 requests
+  # by default; the router does not, so neither does nginx here.
+  keepalive_requests 100000000;
+  upstream instances { $upstreams keepalive 128; keepalive_requests 100000000; }
   server {
     listen 127.0.0.1:$port_nginx;
     listen 127.0.0.1:$port_nginx_h2 http2;
@@ -355,9 +358,15 @@ done
 start_node "$gtc" "$work/idle"
 sleep 3
 idle_rss=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
+idle_rss_before=0
+if [ -n "$gtc_before" ]; then
+  start_node "$gtc_before" "$work/idle-before"
+  sleep 3
+  idle_rss_before=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
+fi
 
 cat "$results" >&2
-python3 - "$results" "$threads" "$workers" "$idle_rss" <<'PY'
+python3 - "$results" "$threads" "$workers" "$idle_rss" "$idle_rss_before" <<'PY'
 import sys, statistics as st
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 def med(kind, leg, col):
@@ -386,6 +395,7 @@ print(f"half of gtc's peak: gtc {med('half', 'gtc', 3):.0f} req/s, p99 {med('hal
       f"nginx p99 {med('half', 'nginx', 5):.0f} us")
 print(f"10 000 routes: {med('routes', 'gtc-10k', 3):.0f} req/s vs 10 routes {med('routes', 'gtc-10', 3):.0f}: "
       f"{med('routes', 'gtc-10k', 3) / med('routes', 'gtc-10', 3):.2f}x (target >= 0.95)")
-print(f"idle node RSS: {int(sys.argv[4]) / 1024:.1f} MiB (target < 40 MiB)")
+print(f"idle node RSS: {int(sys.argv[4]) / 1024:.1f} MiB (target < 40 MiB)"
+      + (f"; gtc-before {int(sys.argv[5]) / 1024:.1f} MiB" if int(sys.argv[5]) else ""))
 print(f"(wrk -t2, BENCH_SECONDS per leg, median of rounds; one {__import__('os').cpu_count()}-core machine)")
 PY
