@@ -19,5 +19,6 @@ cargo test --workspace --locked --exclude sim 2>&1 | tee "$log"
 echo "== cargo test -p sim (simulation build flags, target/sim)"
 RUSTFLAGS='--cfg tokio_unstable --cfg getrandom_backend="custom"' \
   cargo test -p sim --locked --target-dir target/sim 2>&1 | tee -a "$log"
+echo "== router smoke (a real node under wrk: no errors, the 90/10 split kept)"; BENCH_SMOKE=1 bash scripts/bench-router.sh
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"

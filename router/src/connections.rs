@@ -29,6 +29,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -118,6 +119,10 @@ pub struct Connections {
     listener: &'static str,
     limits: ConnectionLimits,
     registry: Mutex<Registry>,
+    /// Requests in service on all connections (HTTP/2 streams count one
+    /// each): an atomic, so starting and ending a request takes no lock
+    /// shared by every connection.
+    busy_requests: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -125,8 +130,6 @@ struct Registry {
     next_id: u64,
     open: HashMap<u64, Arc<Slot>>,
     per_ip: HashMap<IpAddr, usize>,
-    /// Requests in service on all connections (HTTP/2 streams count one each).
-    busy_requests: usize,
 }
 
 /// One open connection.
@@ -134,8 +137,11 @@ struct Slot {
     id: u64,
     ip: IpAddr,
     state: Mutex<SlotState>,
-    /// Wakes the watchdog when the phase changes or the slot is closed.
+    /// Wakes the watchdog when the slot is closed or a deadline earlier
+    /// than its timer starts.
     wake: Notify,
+    header_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 struct SlotState {
@@ -148,6 +154,11 @@ struct SlotState {
     idle_since: Instant,
     /// Set when the connection is to be closed, with the reason.
     closed: Option<Trip>,
+    /// When the watchdog's timer fires, if it is set. A deadline that
+    /// starts later needs no wake-up (the timer fires early and the
+    /// watchdog sleeps again), so a keep-alive request costs the watchdog
+    /// nothing.
+    armed: Option<Instant>,
 }
 
 impl SlotState {
@@ -173,6 +184,7 @@ impl Connections {
             listener,
             limits,
             registry: Mutex::new(Registry::default()),
+            busy_requests: AtomicUsize::new(0),
         })
     }
 
@@ -229,8 +241,11 @@ impl Connections {
                 head_since: Some(now),
                 idle_since: now,
                 closed: None,
+                armed: None,
             }),
             wake: Notify::new(),
+            header_timeout: self.limits.header_timeout,
+            idle_timeout: self.limits.idle_timeout,
         });
         registry.open.insert(slot.id, Arc::clone(&slot));
         *registry.per_ip.entry(ip).or_insert(0) += 1;
@@ -310,25 +325,27 @@ impl Admitted {
     /// `Err(Trip::Reserved)` when only the reserve is left, and any request
     /// on a connection already being closed gets `Err` with the reason.
     pub fn request_started(&self, priority: bool) -> Result<RequestGuard, Trip> {
-        let mut registry = lock(&self.connections.registry);
         let limits = self.connections.limits;
+        let busy = &self.connections.busy_requests;
+        let before = busy.fetch_add(1, Ordering::Relaxed);
         if !priority
             && limits.reserved_for_priority > 0
-            && registry.busy_requests + limits.reserved_for_priority >= limits.max_connections
+            && before + limits.reserved_for_priority >= limits.max_connections
         {
-            drop(registry);
+            busy.fetch_sub(1, Ordering::Relaxed);
             self.connections.count(Trip::Reserved);
             return Err(Trip::Reserved);
         }
         {
             let mut state = lock(&self.slot.state);
             if let Some(trip) = state.closed {
+                drop(state);
+                busy.fetch_sub(1, Ordering::Relaxed);
                 return Err(trip);
             }
             state.busy += 1;
             state.head_since = None;
         }
-        registry.busy_requests += 1;
         Ok(RequestGuard {
             connections: Arc::clone(&self.connections),
             slot: Arc::clone(&self.slot),
@@ -340,37 +357,53 @@ impl Admitted {
     pub async fn supervise<F: Future>(&self, connection: F) -> Ended<F::Output> {
         let limits = self.connections.limits;
         tokio::pin!(connection);
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
+        // When `timer` fires, while it is set.
+        let mut armed: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let deadline = {
-                let state = lock(&self.slot.state);
+            let reset = {
+                let mut state = lock(&self.slot.state);
                 if let Some(trip) = state.closed {
                     return Ended::Closed(trip);
                 }
-                match state.head_since {
+                let deadline = match state.head_since {
                     Some(since) => Some((since + limits.header_timeout, Trip::HeaderTimeout)),
                     None if state.busy == 0 => {
                         Some((state.idle_since + limits.idle_timeout, Trip::IdleTimeout))
                     }
                     None => None,
+                };
+                if let Some((at, trip)) = deadline
+                    && at <= now
+                {
+                    drop(state);
+                    self.close(trip);
+                    return Ended::Closed(trip);
                 }
+                if armed.is_some_and(|at| at <= now) {
+                    armed = None;
+                }
+                // Only an earlier deadline moves the timer; a later one is
+                // found when the timer fires early.
+                let reset = match deadline {
+                    Some((at, _)) if armed.is_none_or(|armed| at < armed) => {
+                        armed = Some(at);
+                        Some(at)
+                    }
+                    _ => None,
+                };
+                state.armed = armed;
+                reset
             };
-            if let Some((at, trip)) = deadline
-                && at <= now
-            {
-                self.close(trip);
-                return Ended::Closed(trip);
+            if let Some(at) = reset {
+                timer.as_mut().reset(at.into());
             }
-            let sleep = async {
-                match deadline {
-                    Some((at, _)) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 output = &mut connection => return Ended::Finished(output),
                 _ = self.slot.wake.notified() => {}
-                _ = sleep => {}
+                _ = &mut timer, if armed.is_some() => {}
             }
         }
     }
@@ -400,15 +433,21 @@ pub struct RequestGuard {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let mut registry = lock(&self.connections.registry);
-        registry.busy_requests = registry.busy_requests.saturating_sub(1);
-        drop(registry);
+        self.connections
+            .busy_requests
+            .fetch_sub(1, Ordering::Relaxed);
         let mut state = lock(&self.slot.state);
         state.busy = state.busy.saturating_sub(1);
         if state.busy == 0 {
-            state.idle_since = Instant::now();
+            let now = Instant::now();
+            state.idle_since = now;
+            let earlier = state
+                .armed
+                .is_none_or(|at| now + self.slot.idle_timeout < at);
             drop(state);
-            self.slot.wake.notify_one();
+            if earlier {
+                self.slot.wake.notify_one();
+            }
         }
     }
 }
@@ -466,9 +505,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             let mut state = lock(&self.slot.state);
             if state.busy == 0 && state.head_since.is_none() {
-                state.head_since = Some(Instant::now());
+                let now = Instant::now();
+                state.head_since = Some(now);
+                let earlier = state
+                    .armed
+                    .is_none_or(|at| now + self.slot.header_timeout < at);
                 drop(state);
-                self.slot.wake.notify_one();
+                if earlier {
+                    self.slot.wake.notify_one();
+                }
             }
         }
         polled

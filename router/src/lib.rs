@@ -6,7 +6,8 @@
 //! basis points ([`WeightedPick`]), and signed sticky-session cookies
 //! ([`sticky`]).
 //!
-//! Around that pure core, [`proxy::Router`] is the hyper proxy: one
+//! Around that pure core, [`proxy::Router`] is the hyper proxy: per-core
+//! worker threads with their own upstream pools, one
 //! atomically swapped snapshot per request, instance balancing, streaming,
 //! retries and JSON error answers.
 //!

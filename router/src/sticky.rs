@@ -7,10 +7,14 @@
 //! split re-samples every client; the MAC means a client cannot pick its own
 //! revision.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use deploy::ids::{DeploymentId, EnvId, RevisionId};
 use hmac::{Hmac, Mac};
+use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use thiserror::Error;
@@ -141,6 +145,90 @@ pub fn verify(
     payload.r.parse().map_err(|_| StickyError::Malformed)
 }
 
+/// The `Set-Cookie` values a router hands out, so that signing happens
+/// once per (deployment, revision, split generation) and half-TTL, not per
+/// request. Pruned per deployment: a deployment keeps only the cookies of
+/// its own newest split generation, so a split change of one deployment
+/// never evicts another's, and [`CookieCache::retain`] drops deployments
+/// that left the route table.
+#[derive(Debug, Default)]
+pub struct CookieCache {
+    deployments: RwLock<HashMap<DeploymentId, Issued>>,
+}
+
+/// One deployment's cookies, all of one split generation.
+#[derive(Debug)]
+struct Issued {
+    generation: u64,
+    /// (revision, expiry in unix seconds, the whole `Set-Cookie` value).
+    cookies: Vec<(RevisionId, i64, HeaderValue)>,
+}
+
+impl CookieCache {
+    /// The cookie pinning `revision` under `generation`, if one was issued
+    /// that expires after `fresh_until`.
+    pub fn get(
+        &self,
+        deployment: DeploymentId,
+        revision: RevisionId,
+        generation: u64,
+        fresh_until: i64,
+    ) -> Option<HeaderValue> {
+        let deployments = self.deployments.read().ok()?;
+        let issued = deployments.get(&deployment)?;
+        if issued.generation != generation {
+            return None;
+        }
+        issued
+            .cookies
+            .iter()
+            .find(|(r, expires_at, _)| *r == revision && *expires_at > fresh_until)
+            .map(|(_, _, value)| value.clone())
+    }
+
+    /// Keeps `value` (expiring at `expires_at`) for `revision` under
+    /// `generation`. A newer generation of the deployment replaces its
+    /// older cookies; a cookie of an older generation than the kept one
+    /// (a request routed on an older table) is not kept.
+    pub fn insert(
+        &self,
+        deployment: DeploymentId,
+        revision: RevisionId,
+        generation: u64,
+        expires_at: i64,
+        value: HeaderValue,
+    ) {
+        let Ok(mut deployments) = self.deployments.write() else {
+            return;
+        };
+        let issued = deployments.entry(deployment).or_insert(Issued {
+            generation,
+            cookies: Vec::new(),
+        });
+        if issued.generation > generation {
+            return;
+        }
+        if issued.generation < generation {
+            issued.generation = generation;
+            issued.cookies.clear();
+        }
+        issued.cookies.retain(|(r, _, _)| *r != revision);
+        issued.cookies.push((revision, expires_at, value));
+    }
+
+    /// Drops the cookies of every deployment `live` says is gone.
+    pub fn retain(&self, live: impl Fn(&DeploymentId) -> bool) {
+        if let Ok(mut deployments) = self.deployments.write() {
+            deployments.retain(|deployment, _| live(deployment));
+        }
+    }
+
+    /// Deployments with cookies kept.
+    pub fn deployments(&self) -> usize {
+        self.deployments.read().map_or(0, |d| d.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +289,43 @@ mod tests {
             Err(StickyError::BadSignature)
         );
         assert!(format!("{key:?}").contains("redacted"));
+    }
+
+    #[test]
+    fn the_cookie_cache_prunes_per_deployment() {
+        let cache = CookieCache::default();
+        let a = DeploymentId::from_ulid(ulid::Ulid::from_parts(1, 1));
+        let b = DeploymentId::from_ulid(ulid::Ulid::from_parts(2, 2));
+        let (ra, rb) = (
+            RevisionId::from_ulid(ulid::Ulid::from_parts(1, 3)),
+            RevisionId::from_ulid(ulid::Ulid::from_parts(2, 3)),
+        );
+        let value = |text: &'static str| HeaderValue::from_static(text);
+        // Deployment B is at split generation 1, A at 3: issuing A's cookie
+        // must not evict B's (it used to: one deployment's generation pruned
+        // every deployment's older ones).
+        cache.insert(b, rb, 1, 100, value("b1"));
+        cache.insert(a, ra, 3, 100, value("a3"));
+        assert_eq!(cache.get(b, rb, 1, 0), Some(value("b1")));
+        assert_eq!(cache.get(a, ra, 3, 0), Some(value("a3")));
+        // And B's cookie does not evict A's either.
+        cache.insert(b, rb, 1, 200, value("b1-renewed"));
+        assert_eq!(cache.get(a, ra, 3, 0), Some(value("a3")));
+        assert_eq!(cache.get(b, rb, 1, 150), Some(value("b1-renewed")));
+        // A new split of A drops A's older cookies only; a late insert for
+        // A's old generation is not kept.
+        cache.insert(a, ra, 4, 100, value("a4"));
+        assert_eq!(cache.get(a, ra, 3, 0), None);
+        cache.insert(a, ra, 3, 100, value("a3-late"));
+        assert_eq!(cache.get(a, ra, 4, 0), Some(value("a4")));
+        assert_eq!(cache.get(b, rb, 1, 0), Some(value("b1-renewed")));
+        // A cookie past its freshness is not handed out.
+        assert_eq!(cache.get(a, ra, 4, 100), None);
+        // A deployment that left the table leaves the cache.
+        cache.retain(|d| *d == b);
+        assert_eq!(cache.deployments(), 1);
+        assert_eq!(cache.get(a, ra, 4, 0), None);
+        assert_eq!(cache.get(b, rb, 1, 0), Some(value("b1-renewed")));
     }
 
     proptest! {

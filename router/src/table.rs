@@ -4,6 +4,9 @@
 //! guarantees that every split names ready revisions and sums to 10000 bps
 //! and that no two live deployments claim the same host and prefix.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use deploy::bundle::DeploymentStatus;
 use deploy::ids::{BundleId, DeploymentId, EnvId, RevisionId};
 use deploy::state::EnvironmentState;
@@ -95,10 +98,59 @@ pub struct RouteTable {
     generation: u64,
     routes: Vec<Route>,
     deployments: Vec<DeploymentRoute>,
+    index: RouteIndex,
+}
+
+/// Positions in `routes` (which is in match order) by kind of host, so a
+/// lookup reads only the routes of the request's exact host, the wildcard
+/// routes and the any-host routes, in that order: with thousands of exact
+/// hosts a request never scans the others'.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RouteIndex {
+    exact: HashMap<String, Vec<usize>>,
+    wildcard: Vec<usize>,
+    any: Vec<usize>,
+}
+
+impl RouteIndex {
+    fn build(routes: &[Route]) -> Self {
+        let mut index = Self::default();
+        for (position, route) in routes.iter().enumerate() {
+            match &route.host {
+                HostMatch::Exact(host) => {
+                    index.exact.entry(host.clone()).or_default().push(position)
+                }
+                HostMatch::Wildcard(_) => index.wildcard.push(position),
+                HostMatch::Any => index.any.push(position),
+            }
+        }
+        index
+    }
 }
 
 /// Lowercases a `Host` header and drops its port and trailing dot.
 pub fn normalize_host(host: &str) -> String {
+    normalized_host(host).into_owned()
+}
+
+/// [`normalize_host`] without copying a host that is already normal (the
+/// common case: a lowercase name with or without a port).
+fn normalized_host(host: &str) -> Cow<'_, str> {
+    let trimmed = host.trim();
+    if !trimmed.starts_with('[') {
+        let name = trimmed
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|c| c.is_ascii_digit()))
+            .map_or(trimmed, |(name, _)| name)
+            .trim_end_matches('.');
+        if !name.bytes().any(|c| c.is_ascii_uppercase()) {
+            return Cow::Borrowed(name);
+        }
+    }
+    Cow::Owned(normalize_owned(host))
+}
+
+fn normalize_owned(host: &str) -> String {
     let host = host.trim();
     let without_port = if let Some(rest) = host.strip_prefix('[') {
         // [v6]:port
@@ -172,6 +224,7 @@ impl RouteTable {
         Self {
             env_id: environment.environment_id.clone(),
             generation: state.generation,
+            index: RouteIndex::build(&routes),
             routes,
             deployments,
         }
@@ -190,10 +243,19 @@ impl RouteTable {
     /// The deployment that serves `host` (a raw `Host` header) and `path`:
     /// the most specific host first, then the longest path prefix.
     pub fn resolve(&self, host: &str, path: &str) -> Option<&DeploymentRoute> {
-        let host = normalize_host(host);
-        self.routes
-            .iter()
-            .find(|route| route.host.matches(&host) && prefix_matches(&route.prefix, path))
+        self.resolve_normal(&normalized_host(host), path)
+    }
+
+    fn resolve_normal(&self, host: &str, path: &str) -> Option<&DeploymentRoute> {
+        self.index
+            .exact
+            .get(host)
+            .into_iter()
+            .flatten()
+            .chain(&self.index.wildcard)
+            .chain(&self.index.any)
+            .map(|&position| &self.routes[position])
+            .find(|route| route.host.matches(host) && prefix_matches(&route.prefix, path))
             .and_then(|route| self.deployments.get(route.deployment))
     }
 
@@ -205,10 +267,26 @@ impl RouteTable {
     /// Like [`resolve`](Self::resolve) for a host of the form
     /// `<tag>---<host>`: the deployment and the tag, when the host has one.
     pub fn resolve_tagged(&self, host: &str, path: &str) -> Option<(&DeploymentRoute, String)> {
-        let host = normalize_host(host);
+        let host = normalized_host(host);
         let (tag, rest) = host.split_once("---")?;
-        let route = self.resolve(rest, path)?;
+        let route = self.resolve_normal(rest, path)?;
         Some((route, tag.to_owned()))
+    }
+
+    /// [`resolve_tagged`](Self::resolve_tagged), else [`resolve`](Self::resolve),
+    /// normalizing the host once: the deployment and the tag the host names.
+    pub fn resolve_any<'a>(
+        &'a self,
+        host: &str,
+        path: &str,
+    ) -> Option<(&'a DeploymentRoute, Option<String>)> {
+        let host = normalized_host(host);
+        if let Some((tag, rest)) = host.split_once("---")
+            && let Some(route) = self.resolve_normal(rest, path)
+        {
+            return Some((route, Some(tag.to_owned())));
+        }
+        self.resolve_normal(&host, path).map(|route| (route, None))
     }
 
     /// The route of one deployment, if it is served.
