@@ -13,10 +13,6 @@ use std::path::Path;
 use crate::peer::{PeerNetwork, PeerRequest, PeerResponse};
 use crate::types::ClusterNode;
 
-/// The staged archive's file name in a revision folder (the bundle crate's
-/// `stage::BUNDLE_COPY`; repeated here so this crate need not read
-/// archives).
-pub const STAGED_BUNDLE_FILE: &str = "bundle.gtbundle";
 /// Largest bundle archive fetched from a peer.
 pub const FETCHED_BUNDLE_BYTES_MAX: u64 = 2 * 1024 * 1024 * 1024;
 /// Largest chunk of a bundle archive in one answer: well under the
@@ -97,7 +93,7 @@ async fn fetch_from(
     }
 }
 
-/// A chunk of `<root>/<env>/revisions/<revision>/bundle.gtbundle`. The ids
+/// A chunk of a revision's staged archive (`deploy::layout::staged_bundle`). The ids
 /// are parsed first, so a peer cannot name any other file.
 pub fn serve_chunk(root: &Path, env: &str, revision: &str, offset: u64) -> PeerResponse {
     use std::io::{Read, Seek, SeekFrom};
@@ -107,11 +103,7 @@ pub fn serve_chunk(root: &Path, env: &str, revision: &str, offset: u64) -> PeerR
     ) else {
         return PeerResponse::NoBundle;
     };
-    let path = root
-        .join(env.as_str())
-        .join("revisions")
-        .join(revision.to_string())
-        .join(STAGED_BUNDLE_FILE);
+    let path = deploy::layout::staged_bundle(&deploy::layout::revision_dir(root, &env, revision));
     let Ok(mut file) = std::fs::File::open(&path) else {
         return PeerResponse::NoBundle;
     };

@@ -96,7 +96,7 @@ mod tests {
         assert_eq!(
             staged_bundle(&folder),
             folder.join("bundle.gtbundle"),
-            "consensus repeats this name for bundle transfer"
+            "the staged archive keeps its name: members fetch it from each other by it"
         );
         assert_eq!(extracted_bundle(&folder), folder.join("bundle"));
         assert_eq!(pack_list_lock(&folder), folder.join("pack-list.lock"));
