@@ -604,12 +604,17 @@ impl World {
                             self.nodes[target].id,
                             if answer.replayed { " (replayed)" } else { "" }
                         ));
-                        self.ledger().acks.push(Ack {
-                            key,
-                            env,
-                            generation,
-                            index,
-                        });
+                        // A command that changed nothing (an unchanged
+                        // placement) writes no audit event and no
+                        // generation: there is nothing of it to lose.
+                        if answer.event_id.is_some() {
+                            self.ledger().acks.push(Ack {
+                                key,
+                                env,
+                                generation,
+                                index,
+                            });
+                        }
                     } else {
                         self.stats.refused += 1;
                         self.trace(format!(
@@ -1610,6 +1615,30 @@ impl World {
     /// router agree on, if every member holds the newest committed state
     /// of every environment and routes by the main one's.
     fn converged(&self) -> Option<u64> {
+        // Every member has applied the whole committed log, not only the
+        // same generation: a refused command adds an audit line without a
+        // new generation, and the chains are compared afterwards.
+        let applied: Vec<u64> = self
+            .members()
+            .iter()
+            .map(|id| {
+                self.nodes
+                    .iter()
+                    .find(|node| node.id == *id)
+                    .and_then(|node| node.handle.as_ref())
+                    .map(|handle| {
+                        handle
+                            .raft()
+                            .metrics()
+                            .borrow_watched()
+                            .last_applied
+                            .map_or(0, |log_id| log_id.index())
+                    })
+            })
+            .collect::<Option<Vec<u64>>>()?;
+        if applied.windows(2).any(|pair| pair[0] != pair[1]) {
+            return None;
+        }
         let ledger = self.ledger();
         let mut newest: BTreeMap<&EnvId, u64> = BTreeMap::new();
         for (env, generation) in ledger.committed.keys() {

@@ -432,15 +432,34 @@ async fn stop_drains_in_flight_requests_and_the_process_is_gone() {
     let bundle = Bundle::with_demo();
     let instance = start_ok(&bundle.demo_spec(None)).await;
     let (pid, addr) = (instance.pid(), instance.addr());
-    let in_flight = tokio::spawn(async move { get(addr, "/slow?ms=400").await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let outcome = instance.stop(Duration::from_secs(5)).await;
+    // A response that streams for about 400 ms: once its head has arrived
+    // the request is in flight, with no guess about how long that takes.
+    const CHUNKS: usize = 40;
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let request = Request::get(format!("/stream?chunks={CHUNKS}"))
+        .header("host", addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response head");
+    assert_eq!(response.status(), StatusCode::OK);
+    let (outcome, body) = tokio::join!(
+        instance.stop(Duration::from_secs(5)),
+        response.into_body().collect()
+    );
     assert!(
         matches!(outcome, StopOutcome::Terminated(s) if s.success()),
         "{outcome:?}"
     );
-    let (status, _) = in_flight.await.expect("request task");
-    assert_eq!(status, StatusCode::OK);
+    let body = body.expect("the in-flight body finished").to_bytes();
+    assert_eq!(
+        body.len(),
+        CHUNKS * 1024,
+        "the in-flight response was cut short"
+    );
     assert!(!pid_exists(pid), "pid {pid} still exists after stop");
 }
 
