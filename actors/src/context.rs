@@ -8,7 +8,7 @@ use deploy::ids::EnvId;
 use router::proxy::Router;
 use store::EnvironmentStore;
 
-use crate::plan::NodeRole;
+use deploy::reconcile::NodeRole;
 
 /// What every actor of a node shares.
 #[derive(Clone)]

@@ -2,7 +2,7 @@
 //! actor for every revision that has instances to run, publishes router
 //! snapshots, and turns the revision actors' outcomes into runtime reports.
 //!
-//! What to run is decided by [`crate::plan::plan`]; this file gathers its
+//! What to run is decided by [`deploy::reconcile::plan`]; this file gathers its
 //! inputs and carries out its actions. It never calls the store from a
 //! handler: loads and local file writes go through the store worker's query
 //! lane with a bounded wait, and runtime reports are handed to its command
@@ -28,8 +28,8 @@ use store::{StoreWorker, StoreWorkerConfig};
 
 use crate::context::NodeContext;
 use crate::messages::EnvironmentMsg;
-use crate::plan::{Action, PlanInput, Runs, Share, StopReason};
 use crate::revision::{RevisionActor, RevisionArgs, RevisionMsg};
+use deploy::reconcile::{Action, PlanInput, Runs, Share, StopReason};
 
 /// Longest wait for a revision actor to stop its instances at shutdown.
 const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -165,7 +165,7 @@ impl EnvironmentActor {
             .map(|r| r.revision_id)
             .collect();
         let role = state.context.role();
-        let actions = crate::plan::plan(&PlanInput {
+        let actions = deploy::reconcile::plan(&PlanInput {
             state: &current,
             running: &running,
             role: &role,

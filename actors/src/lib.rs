@@ -2,13 +2,13 @@
 //!
 //! ```text
 //! NodeSupervisor ──► EnvironmentActor ──► RevisionActor (one per revision with instances)
-//!                         │  follows the committed state, plans (plan.rs), publishes router tables
+//!                         │  follows the committed state, plans (deploy::reconcile), publishes router tables
 //!                         └─ submits runtime reports (ready, failed, drained) through a StoreWorker
 //! ```
 //!
 //! Owns: following the committed state (never changing it except through
 //! `store::EnvironmentStore::submit` with `Command::RevisionReport`),
-//! deciding what runs here ([`plan::plan`], pure), starting, watching,
+//! carrying out what `deploy::reconcile::plan` (pure) decides runs here: starting, watching,
 //! restarting and stopping a revision's instances with the local-process
 //! deployer, and publishing `router::proxy::Published` snapshots.
 //!
@@ -21,21 +21,20 @@
 //! the store (store), the on-disk layout (`deploy::layout` names every
 //! path). Actors are node-local; nothing here crosses the network.
 //!
-//! Modules depend one way: `plan` on nothing here; `context` on `plan`;
-//! `messages` on nothing here; `revision` on those; `environment` on
+//! Modules depend one way: `context` and `messages` on nothing here;
+//! `revision` on those; `environment` on
 //! `revision`; `supervisor` on `environment`.
 
 mod context;
 mod describe;
 mod environment;
 mod messages;
-pub mod plan;
 mod revision;
 mod supervisor;
 
 pub use context::{BundleFetcher, NodeContext, node_envelope};
+pub use deploy::reconcile::Share;
 pub use describe::describe_metrics;
 pub use environment::{EnvironmentActor, EnvironmentArgs};
 pub use messages::EnvironmentMsg;
-pub use plan::Share;
 pub use supervisor::{NodeHandle, NodeSupervisor, SUPERVISOR_RESTARTS_MAX, SupervisorMsg};

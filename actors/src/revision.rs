@@ -13,7 +13,7 @@ use router::proxy::Instance;
 
 use crate::context::NodeContext;
 use crate::messages::EnvironmentMsg;
-use crate::plan::{Goal, Share};
+use deploy::reconcile::{Goal, Share};
 
 /// How often instances are checked for an unexpected exit.
 const MONITOR_INTERVAL: Duration = Duration::from_millis(500);

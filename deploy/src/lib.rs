@@ -31,6 +31,7 @@ pub mod pack_list_lock;
 pub mod placement;
 pub mod policy;
 pub mod precondition;
+pub mod reconcile;
 pub mod refs;
 pub mod revision;
 pub mod runtime_config;

@@ -122,6 +122,13 @@ pub mod names {
     pub const REJOIN_WITHIN_BOUND: &str = "restarted-member-rejoins-within-bound";
     /// A member returning to a calm cluster with a live leader moves no term.
     pub const RETURN_MOVES_NO_TERM: &str = "returning-member-moves-no-term";
+    /// Carrying out a member's plan (`deploy::reconcile::plan`) leaves
+    /// nothing more to do: planning again asks for no action.
+    pub const PLAN_SETTLES: &str = "plan-settles";
+    /// After its plan, a member runs exactly its placed share of each
+    /// warming or ready revision, keeps a draining one only while draining,
+    /// and runs nothing else.
+    pub const MEMBER_RUNS_ITS_PLACEMENT: &str = "member-runs-its-placement";
 }
 
 /// One broken invariant.

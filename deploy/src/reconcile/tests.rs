@@ -1,8 +1,8 @@
 //! The environment actor's decisions, checked without actors or files.
 
 use super::*;
-use deploy::environment::Environment;
-use deploy::ids::{DeploymentId, EnvId};
+use crate::environment::Environment;
+use crate::ids::{DeploymentId, EnvId};
 
 fn id(n: u64) -> RevisionId {
     RevisionId::from_ulid(ulid::Ulid::from_parts(1, u128::from(n)))
@@ -11,7 +11,7 @@ fn id(n: u64) -> RevisionId {
 fn revision(n: u64, lifecycle: Lifecycle, placement: &[&str]) -> Revision {
     let at = chrono::DateTime::UNIX_EPOCH;
     Revision {
-        schema: deploy::revision::REVISION_SCHEMA.to_owned(),
+        schema: crate::revision::REVISION_SCHEMA.to_owned(),
         revision_id: id(n),
         env_id: EnvId::local(),
         bundle_id: "shop".parse().expect("bundle id"),

@@ -1,16 +1,18 @@
-//! What the environment actor does about a committed state, as a pure
-//! function: [`plan`] takes the committed state, the revisions this node
-//! runs and which bundles are here, and returns the [`Action`]s to take.
-//! No clock, no files, no actors: the environment actor gathers the inputs
-//! and carries out the actions; unit tests and the simulator check the
-//! decisions themselves.
+//! What a node does about a committed state, as a pure function: [`plan`]
+//! takes the committed state, the revisions this node runs and which
+//! bundles are here, and returns the [`Action`]s to take. No clock, no
+//! files, no actors: the node's environment actor (`actors`) gathers the
+//! inputs and carries out the actions; unit tests and the simulator (`sim`,
+//! on every member of every seed) check the decisions themselves. It lives
+//! here, beside the leader's `placement`, so that the simulator runs it
+//! without building the actors.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use deploy::ids::RevisionId;
-use deploy::lifecycle::Lifecycle;
-use deploy::revision::Revision;
-use deploy::state::EnvironmentState;
+use crate::ids::RevisionId;
+use crate::lifecycle::Lifecycle;
+use crate::revision::Revision;
+use crate::state::EnvironmentState;
 
 /// How many of a revision's instances this node runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
