@@ -76,11 +76,15 @@ pub struct OtlpEndpoint {
 /// Why an OTLP endpoint was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OtlpEndpointError {
-    #[error("{value:?} is not a URL ({reason}); give the collector's OTLP/HTTP address, e.g. http://127.0.0.1:4318")]
+    #[error(
+        "{value:?} is not a URL ({reason}); give the collector's OTLP/HTTP address, e.g. http://127.0.0.1:4318"
+    )]
     NotAUrl { value: String, reason: String },
     #[error("{value:?} has no scheme; write it as http://HOST:PORT, e.g. http://127.0.0.1:4318")]
     NoScheme { value: String },
-    #[error("{value:?} uses {scheme}:, but the exporter speaks plain http only (OTLP/HTTP to a local collector or agent, which forwards over TLS); write http://HOST:PORT")]
+    #[error(
+        "{value:?} uses {scheme}:, but the exporter speaks plain http only (OTLP/HTTP to a local collector or agent, which forwards over TLS); write http://HOST:PORT"
+    )]
     UnsupportedScheme { value: String, scheme: String },
     #[error("{value:?} names no host; write it as http://HOST:PORT")]
     NoHost { value: String },
@@ -93,12 +97,13 @@ impl FromStr for OtlpEndpoint {
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         let owned = || value.to_owned();
-        let uri: http::Uri = value.parse().map_err(|e: http::uri::InvalidUri| {
-            OtlpEndpointError::NotAUrl {
-                value: owned(),
-                reason: e.to_string(),
-            }
-        })?;
+        let uri: http::Uri =
+            value
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| OtlpEndpointError::NotAUrl {
+                    value: owned(),
+                    reason: e.to_string(),
+                })?;
         match uri.scheme_str() {
             None => return Err(OtlpEndpointError::NoScheme { value: owned() }),
             Some("http") => {}
@@ -389,7 +394,10 @@ mod tests {
         for (given, expected) in [
             ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
             ("http://127.0.0.1:4318/", "http://127.0.0.1:4318/v1/traces"),
-            ("http://collector:4318/otlp", "http://collector:4318/otlp/v1/traces"),
+            (
+                "http://collector:4318/otlp",
+                "http://collector:4318/otlp/v1/traces",
+            ),
             ("http://[::1]:4318/v1/traces", "http://[::1]:4318/v1/traces"),
             ("http://localhost", "http://localhost/v1/traces"),
         ] {
@@ -401,8 +409,14 @@ mod tests {
     #[test]
     fn bad_endpoints_are_refused_with_the_reason() {
         let refused = |value: &str| value.parse::<OtlpEndpoint>().expect_err(value);
-        assert!(matches!(refused("127.0.0.1:4318"), OtlpEndpointError::NoScheme { .. }));
-        assert!(matches!(refused("localhost"), OtlpEndpointError::NoScheme { .. }));
+        assert!(matches!(
+            refused("127.0.0.1:4318"),
+            OtlpEndpointError::NoScheme { .. }
+        ));
+        assert!(matches!(
+            refused("localhost"),
+            OtlpEndpointError::NoScheme { .. }
+        ));
         assert!(matches!(
             refused("https://collector:4318"),
             OtlpEndpointError::UnsupportedScheme { ref scheme, .. } if scheme == "https"
@@ -411,8 +425,14 @@ mod tests {
             refused("grpc://collector:4317"),
             OtlpEndpointError::UnsupportedScheme { .. }
         ));
-        assert!(matches!(refused("http://"), OtlpEndpointError::NotAUrl { .. }));
-        assert!(matches!(refused("not a url"), OtlpEndpointError::NotAUrl { .. }));
+        assert!(matches!(
+            refused("http://"),
+            OtlpEndpointError::NotAUrl { .. }
+        ));
+        assert!(matches!(
+            refused("not a url"),
+            OtlpEndpointError::NotAUrl { .. }
+        ));
         assert!(matches!(refused(""), OtlpEndpointError::NotAUrl { .. }));
         assert!(matches!(
             refused("http://collector:4318/?x=1"),
@@ -446,7 +466,10 @@ mod tests {
             data.span_context.trace_id(),
             TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736u128)
         );
-        assert_eq!(data.span_context.span_id(), SpanId::from(0x1122334455667788u64));
+        assert_eq!(
+            data.span_context.span_id(),
+            SpanId::from(0x1122334455667788u64)
+        );
         assert_eq!(data.parent_span_id, SpanId::from(0x00f067aa0ba902b7u64));
         assert_eq!(data.span_kind, SpanKind::Server);
         let attribute = |key: &str| {
@@ -458,7 +481,10 @@ mod tests {
         assert_eq!(attribute("gtc.revision"), Some(revision.to_string()));
         assert_eq!(attribute("gtc.instance").as_deref(), Some("127.0.0.1:9000"));
         assert_eq!(attribute("gtc.node").as_deref(), Some("node-a"));
-        assert_eq!(attribute("http.response.status_code").as_deref(), Some("502"));
+        assert_eq!(
+            attribute("http.response.status_code").as_deref(),
+            Some("502")
+        );
         assert!(matches!(data.status, Status::Error { .. }));
         let root = span_data(
             &RouteSpan {

@@ -227,7 +227,10 @@ mod tests {
         assert_ne!(continued.span_id, 0x00f067aa0ba902b7);
         assert_eq!(continued.flags, 1);
         let started = router_span(Some("garbage"), &ids);
-        assert_eq!(started.parent_span_id, None, "a started trace has no parent");
+        assert_eq!(
+            started.parent_span_id, None,
+            "a started trace has no parent"
+        );
         let started = started.span;
         let other = router_span(None, &ids).span;
         assert_ne!(started.trace_id, 0);

@@ -18,8 +18,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use router::RouteTable;
 use router::proxy::{Instance, ProxyConfig, Published, Router};
-use router::sticky::StickyKey;
 use router::span_export::{SpanExport, SpanExportConfig};
+use router::sticky::StickyKey;
 use router::traceparent::TraceContext;
 use tokio::net::TcpListener;
 
@@ -190,12 +190,23 @@ async fn the_exported_span_is_the_hop_the_instance_was_told_about() {
                 .request(request.body(Empty::new()).expect("request"))
                 .await
                 .expect("response");
-            let body = response.into_body().collect().await.expect("body").to_bytes();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
             TraceContext::parse(&String::from_utf8_lossy(&body)).expect("forwarded traceparent")
         }
     };
-    let sampled = get(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")).await;
-    let unsampled = get(Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")).await;
+    let sampled = get(Some(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ))
+    .await;
+    let unsampled = get(Some(
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+    ))
+    .await;
     let started = get(None).await;
     tokio::task::spawn_blocking(move || export.shutdown())
         .await
@@ -211,13 +222,22 @@ async fn the_exported_span_is_the_hop_the_instance_was_told_about() {
     let continued = by_trace(sampled.trace_id);
     assert_eq!(continued.len(), 1, "one span per request: {spans:?}");
     assert_eq!(continued[0].span_id, sampled.span_id.to_be_bytes());
-    assert_eq!(continued[0].parent_span_id, 0x00f067aa0ba902b7u64.to_be_bytes());
+    assert_eq!(
+        continued[0].parent_span_id,
+        0x00f067aa0ba902b7u64.to_be_bytes()
+    );
     assert_eq!(continued[0].name, "gtc.route");
     let root = by_trace(started.trace_id);
     assert_eq!(root.len(), 1, "{spans:?}");
     assert_eq!(root[0].span_id, started.span_id.to_be_bytes());
-    assert!(root[0].parent_span_id.is_empty(), "a started trace has no parent");
-    assert!(by_trace(unsampled.trace_id).is_empty(), "unsampled: not exported");
+    assert!(
+        root[0].parent_span_id.is_empty(),
+        "a started trace has no parent"
+    );
+    assert!(
+        by_trace(unsampled.trace_id).is_empty(),
+        "unsampled: not exported"
+    );
     assert_eq!(spans.len(), 2, "{spans:?}");
     let revision_attribute = continued[0]
         .attributes
@@ -227,8 +247,10 @@ async fn the_exported_span_is_the_hop_the_instance_was_told_about() {
         .and_then(|v| v.value);
     assert_eq!(
         revision_attribute,
-        Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
-            revision.to_string()
-        ))
+        Some(
+            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                revision.to_string()
+            )
+        )
     );
 }
