@@ -533,9 +533,10 @@ mod tests {
 
         #[test]
         fn every_accepted_endpoint_posts_to_the_traces_path(host in "[a-z][a-z0-9-]{0,20}", port in 1u16.., path in "(/[a-z]{1,8}){0,3}") {
-            let endpoint: OtlpEndpoint = format!("http://{host}:{port}{path}").parse().expect("valid");
+            let endpoint: OtlpEndpoint = format!("http://{}:{}{}", host, port, path).parse().expect("valid");
             prop_assert!(endpoint.traces_url().ends_with(TRACES_PATH));
-            prop_assert!(endpoint.traces_url().starts_with(&format!("http://{host}:{port}")));
+            let prefix = format!("http://{}:{}", host, port);
+            prop_assert!(endpoint.traces_url().starts_with(&prefix));
         }
     }
 }
