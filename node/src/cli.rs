@@ -302,6 +302,12 @@ pub struct NodeRunArgs {
         env = "GTC_RAFT_ELECTION_TIMEOUT_MS"
     )]
     pub raft_election_timeout_ms: String,
+    /// Export each request the router proxies as an OpenTelemetry span
+    /// (`gtc.route`) over OTLP/HTTP protobuf to this collector, e.g.
+    /// http://127.0.0.1:4318 (spans are POSTed to URL/v1/traces). Off when
+    /// absent: no exporter is created.
+    #[arg(long, value_name = "URL", env = "GTC_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<router::span_export::OtlpEndpoint>,
 }
 
 /// Connection limits of `gtc node run`'s two listeners (README: "Connection

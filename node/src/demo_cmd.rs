@@ -343,6 +343,7 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
         admin_tokens: None,
         raft_heartbeat_ms: consensus::RaftSettings::default().heartbeat_interval_ms,
         raft_election_timeout_ms: String::new(),
+        otlp_endpoint: None,
     };
     let node = RunningNode::start(&node_args, Some(store_root.clone()), metrics).await?;
     let outcome = drive(&node, &store_root, &bundles, args.requests).await;

@@ -14,6 +14,7 @@ use deploy::error::ErrorKind;
 use deploy::ids::EnvId;
 use router::RouteTable;
 use router::proxy::{ProxyConfig, Published, Router};
+use router::span_export::{SpanExport, SpanExportConfig};
 use router::sticky::StickyKey;
 use store::{EnvironmentStore, LocalFsStore};
 
@@ -192,6 +193,9 @@ pub struct RunningNode {
     node_file: PathBuf,
     /// The member's announcement at the store root (cluster members only).
     root_node_file: Option<PathBuf>,
+    /// The OTLP span exporter (`--otlp-endpoint`), flushed after the
+    /// router has drained.
+    span_export: Option<SpanExport>,
 }
 
 impl RunningNode {
@@ -241,7 +245,17 @@ impl RunningNode {
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
             });
         let env_dir = context.store.env_dir(&env_id);
+        // A cluster member is named by its certificate: placements name it so.
+        let node_name = match &cluster {
+            Some(cluster) => cluster.node().name.clone(),
+            None => args
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("node-{}", std::process::id())),
+        };
+        let span_export = start_span_export(args, &node_name)?;
         let config = ProxyConfig {
+            span_export: span_export.as_ref().map(SpanExport::queue),
             admin_token: std::env::var("GTC_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
@@ -285,14 +299,7 @@ impl RunningNode {
             bundles_may_be_elsewhere: cluster.is_some(),
             env_id: env_id.clone(),
             router: Arc::clone(&router),
-            // A cluster member is named by its certificate: placements name it so.
-            node_name: match &cluster {
-                Some(cluster) => cluster.node().name.clone(),
-                None => args
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("node-{}", std::process::id())),
-            },
+            node_name,
             bundle_fetcher: cluster.as_ref().map(|cluster| {
                 Arc::new(crate::fetch::ClusterBundleFetcher {
                     cluster: Arc::clone(cluster),
@@ -405,6 +412,7 @@ impl RunningNode {
             actors,
             node_file,
             root_node_file,
+            span_export,
         })
     }
 
@@ -416,6 +424,10 @@ impl RunningNode {
         let _ = self.shutdown_tx.send(true);
         let _ = self.serving.await;
         let _ = self.admin.await;
+        if let Some(span_export) = self.span_export {
+            // Flushing waits for the collector (bounded); off the runtime.
+            let _ = tokio::task::spawn_blocking(move || span_export.shutdown()).await;
+        }
         self.actors.stop().await;
         drop(self.gossip);
         if let Some(cluster) = self.cluster {
@@ -427,6 +439,19 @@ impl RunningNode {
         }
         tracing::info!("node stopped");
     }
+}
+
+/// Starts the OTLP span exporter when `--otlp-endpoint` is given.
+fn start_span_export(args: &NodeRunArgs, node_name: &str) -> Result<Option<SpanExport>, CliError> {
+    let Some(endpoint) = &args.otlp_endpoint else {
+        return Ok(None);
+    };
+    SpanExport::start(SpanExportConfig {
+        endpoint: endpoint.clone(),
+        node_name: node_name.to_owned(),
+    })
+    .map(Some)
+    .map_err(|e| CliError::new(ErrorKind::Io, e.to_string()))
 }
 
 /// How long `gtc node health` waits for the admin API.

@@ -67,4 +67,19 @@ pub fn describe_metrics() {
         Unit::Count,
         "Client connections open now, by listener (router, admin)."
     );
+    describe_counter!(
+        crate::span_export::DROPPED_METRIC,
+        Unit::Count,
+        "Router spans not exported over OTLP because the export queue was full (the collector is slow or away); the request itself is never delayed. Present only with --otlp-endpoint."
+    );
+    describe_counter!(
+        crate::span_export::EXPORTED_METRIC,
+        Unit::Count,
+        "Router spans sent to the OTLP collector. Present only with --otlp-endpoint."
+    );
+    describe_counter!(
+        crate::span_export::EXPORT_FAILURES_METRIC,
+        Unit::Count,
+        "Batches of router spans the OTLP collector did not accept (after the exporter's retries); their spans are lost. Present only with --otlp-endpoint."
+    );
 }

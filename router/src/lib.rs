@@ -21,6 +21,7 @@ mod describe;
 mod pick;
 pub mod proxy;
 pub mod resilience;
+pub mod span_export;
 pub mod sticky;
 mod table;
 pub mod traceparent;

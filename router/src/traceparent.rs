@@ -134,31 +134,46 @@ impl TraceIds {
 /// unique and unguessable, not reproducible).
 static IDS: LazyLock<TraceIds> = LazyLock::new(TraceIds::default);
 
+/// The router's hop in a trace: its own span and the caller's span it
+/// continues (none when the router started the trace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hop {
+    pub span: TraceContext,
+    pub parent_span_id: Option<u64>,
+}
+
 /// The router's span for a request with `incoming` (its `traceparent`, if
 /// any): continues a valid trace, else starts a sampled one.
-pub fn router_span(incoming: Option<&str>, ids: &TraceIds) -> TraceContext {
+pub fn router_span(incoming: Option<&str>, ids: &TraceIds) -> Hop {
     let span_id = ids.span_id();
     match incoming.and_then(TraceContext::parse) {
-        Some(parent) => parent.child(span_id),
-        None => TraceContext {
-            trace_id: ids.trace_id(),
-            span_id,
-            flags: 1,
+        Some(parent) => Hop {
+            span: parent.child(span_id),
+            parent_span_id: Some(parent.span_id),
+        },
+        None => Hop {
+            span: TraceContext {
+                trace_id: ids.trace_id(),
+                span_id,
+                flags: 1,
+            },
+            parent_span_id: None,
         },
     }
 }
 
 /// Replaces the request's `traceparent` with the router's span and returns
-/// it (for the log line). `tracestate` is forwarded untouched.
-pub fn propagate(headers: &mut HeaderMap) -> TraceContext {
+/// the hop (for the log line and the exported span). `tracestate` is
+/// forwarded untouched.
+pub fn propagate(headers: &mut HeaderMap) -> Hop {
     let incoming = headers
         .get(TRACEPARENT_HEADER)
         .and_then(|value| value.to_str().ok());
-    let span = router_span(incoming, &IDS);
-    if let Ok(value) = HeaderValue::from_str(&span.to_header()) {
+    let hop = router_span(incoming, &IDS);
+    if let Ok(value) = HeaderValue::from_str(&hop.span.to_header()) {
         headers.insert(TRACEPARENT_HEADER, value);
     }
-    span
+    hop
 }
 
 #[cfg(test)]
@@ -205,12 +220,19 @@ mod tests {
     #[test]
     fn the_router_continues_a_trace_with_its_own_span_or_starts_one() {
         let ids = TraceIds::default();
-        let continued = router_span(Some(EXAMPLE), &ids);
+        let hop = router_span(Some(EXAMPLE), &ids);
+        assert_eq!(hop.parent_span_id, Some(0x00f067aa0ba902b7));
+        let continued = hop.span;
         assert_eq!(continued.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
         assert_ne!(continued.span_id, 0x00f067aa0ba902b7);
         assert_eq!(continued.flags, 1);
         let started = router_span(Some("garbage"), &ids);
-        let other = router_span(None, &ids);
+        assert_eq!(
+            started.parent_span_id, None,
+            "a started trace has no parent"
+        );
+        let started = started.span;
+        let other = router_span(None, &ids).span;
         assert_ne!(started.trace_id, 0);
         assert_ne!(started.trace_id, other.trace_id);
         assert_eq!(started.flags, 1, "a new trace is sampled");

@@ -82,13 +82,15 @@ impl Router {
     /// carries; one that is safe to send twice (idempotent method, body
     /// held) is retried after a reset and hedged after the first-byte
     /// timeout. Every try stays within the revision, so the split is never
-    /// changed by a retry.
+    /// changed by a retry. `answered_by` is set to the instance whose
+    /// response is returned, or to the last one that failed.
     pub(super) async fn forward(
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
         instances: &[Arc<Instance>],
         generation: u64,
+        answered_by: &mut Option<SocketAddr>,
     ) -> Response<ProxyBody> {
         let (mut parts, body) = request.into_parts();
         prepare_headers(&mut parts.headers, peer);
@@ -214,6 +216,7 @@ impl Router {
                     slots[slot] = None;
                     futures[slot].set(None);
                     let instance = &instances[index];
+                    *answered_by = Some(instance.addr);
                     instance.outlier.record_success();
                     // The hedge answered first: the try it raced was slow
                     // past the first-byte timeout while another instance
@@ -240,6 +243,7 @@ impl Router {
                     futures[slot].set(None);
                     drop(guard);
                     let instance = &instances[index];
+                    *answered_by = Some(instance.addr);
                     let SendFailure { error, unsent } = failure;
                     let reason = match (&error, unsent.is_some()) {
                         (UpstreamError::ConnectTimeout(_), _) => FailureReason::ConnectTimeout,

@@ -107,6 +107,10 @@ pub struct ProxyConfig {
     /// own upstream connections (0 = one per core; 1 = serve on the
     /// caller's runtime, as on a single-threaded caller's runtime).
     pub workers: usize,
+    /// Where each proxied request's span goes when OTLP export is on;
+    /// `None` (the default) exports nothing and costs the request path
+    /// one branch.
+    pub span_export: Option<crate::span_export::SpanQueue>,
 }
 
 impl Default for ProxyConfig {
@@ -131,6 +135,7 @@ impl Default for ProxyConfig {
             sticky_ttl: Duration::from_secs(3600),
             admin_token: None,
             workers: 0,
+            span_export: None,
         }
     }
 }

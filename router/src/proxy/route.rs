@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use deploy::ids::RevisionId;
+use deploy::ids::{DeploymentId, RevisionId};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -18,8 +18,10 @@ use super::{
     TAG_HEADER, error_response,
 };
 use crate::pick::pick_point;
+use crate::span_export::RouteSpan;
 use crate::sticky;
 use crate::table::DeploymentRoute;
+use crate::traceparent::Hop;
 
 impl Router {
     /// Routes one request.
@@ -98,11 +100,31 @@ impl Router {
             );
         };
         let mut request = request;
-        let trace = crate::traceparent::propagate(request.headers_mut());
-        tracing::debug!(trace_id = %trace.trace_id_hex(), deployment = %route.deployment_id, revision = %choice.revision, generation, "request routed");
+        let hop = crate::traceparent::propagate(request.headers_mut());
+        tracing::debug!(trace_id = %hop.span.trace_id_hex(), deployment = %route.deployment_id, revision = %choice.revision, generation, "request routed");
+        // Only with export on, and for sampled traces (as a parent-based
+        // sampler does): copy what the span needs before the request moves.
+        let exporting = self
+            .config
+            .span_export
+            .as_ref()
+            .filter(|_| hop.span.flags & 1 == 1)
+            .map(|queue| (queue, SpanStart::new(&request)));
         let started = std::time::Instant::now();
-        let mut response = self.forward(request, peer, instances, generation).await;
+        let mut answered_by = None;
+        let mut response = self
+            .forward(request, peer, instances, generation, &mut answered_by)
+            .await;
         let elapsed = started.elapsed();
+        if let Some((queue, start)) = exporting {
+            queue.offer(start.finish(
+                hop,
+                route.deployment_id,
+                choice.revision,
+                answered_by,
+                response.status(),
+            ));
+        }
         let headers = response.headers_mut();
         headers.insert(GENERATION, snapshot.generation_header.clone());
         match serving {
@@ -263,4 +285,48 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What a route span needs from the request, copied before the request is
+/// forwarded (only when spans are exported).
+struct SpanStart {
+    start: SystemTime,
+    method: http::Method,
+    host: String,
+    path: String,
+}
+
+impl SpanStart {
+    fn new(request: &Request<Incoming>) -> Self {
+        Self {
+            start: SystemTime::now(),
+            method: request.method().clone(),
+            host: request_host(request).to_owned(),
+            path: request.uri().path().to_owned(),
+        }
+    }
+
+    fn finish(
+        self,
+        hop: Hop,
+        deployment: DeploymentId,
+        revision: RevisionId,
+        instance: Option<SocketAddr>,
+        status: StatusCode,
+    ) -> RouteSpan {
+        RouteSpan {
+            trace_id: hop.span.trace_id,
+            span_id: hop.span.span_id,
+            parent_span_id: hop.parent_span_id,
+            start: self.start,
+            end: SystemTime::now(),
+            deployment,
+            revision,
+            instance,
+            method: self.method,
+            status: status.as_u16(),
+            host: self.host,
+            path: self.path,
+        }
+    }
 }
