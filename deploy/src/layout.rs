@@ -9,6 +9,12 @@
 //! <root>/<env>/revisions/<rev>/bundle/           layout::extracted_bundle (EXTRACTED_BUNDLE_DIR)
 //! <root>/<env>/revisions/<rev>/pack-list.lock    layout::pack_list_lock (PACK_LIST_LOCK_FILE)
 //! <root>/<env>/revisions/<rev>/logs/             layout::instance_logs (INSTANCE_LOGS_DIR)
+//! <root>/<env>/secrets/                          layout::secrets_dir (SECRETS_DIR)
+//! <root>/<env>/secrets/.lock                     layout::secrets_lock
+//! <root>/<env>/secrets/data-key.json             layout::secrets_data_key (wrapped data key)
+//! <root>/<env>/secrets/entries/<sha256(path)>/   layout::secret_entry_dir
+//! <root>/<env>/secrets/entries/<…>/<version>.json layout::secret_version_file
+//! <root>/secrets-node.key                        layout::secrets_node_key (0600)
 //! ```
 //!
 //! The one owner of these names: the store, the bundle stager, the node's
@@ -31,6 +37,18 @@ pub const EXTRACTED_BUNDLE_DIR: &str = "bundle";
 pub const PACK_LIST_LOCK_FILE: &str = "pack-list.lock";
 /// The instances' stdout/stderr logs (and pid files) inside a revision folder.
 pub const INSTANCE_LOGS_DIR: &str = "logs";
+
+/// The folder of an environment's secret store, inside the environment's folder.
+pub const SECRETS_DIR: &str = "secrets";
+/// The secret store's lock file inside [`SECRETS_DIR`].
+pub const SECRETS_LOCK_FILE: &str = ".lock";
+/// The environment's data key, wrapped by the node key, inside [`SECRETS_DIR`].
+pub const SECRETS_DATA_KEY_FILE: &str = "data-key.json";
+/// The folder of one folder per secret path inside [`SECRETS_DIR`].
+pub const SECRETS_ENTRIES_DIR: &str = "entries";
+/// The node key that wraps every environment's data key, in the store root
+/// (beside, never inside, the environment folders a backup copies).
+pub const SECRETS_NODE_KEY_FILE: &str = "secrets-node.key";
 
 /// `<root>/<env>`.
 pub fn env_dir(root: &Path, env: &EnvId) -> PathBuf {
@@ -73,6 +91,39 @@ pub fn instance_logs(revision_dir: &Path) -> PathBuf {
     revision_dir.join(INSTANCE_LOGS_DIR)
 }
 
+/// `<root>/<env>/secrets`.
+pub fn secrets_dir(root: &Path, env: &EnvId) -> PathBuf {
+    env_dir(root, env).join(SECRETS_DIR)
+}
+
+/// `<secrets_dir>/.lock`.
+pub fn secrets_lock(secrets_dir: &Path) -> PathBuf {
+    secrets_dir.join(SECRETS_LOCK_FILE)
+}
+
+/// `<secrets_dir>/data-key.json`.
+pub fn secrets_data_key(secrets_dir: &Path) -> PathBuf {
+    secrets_dir.join(SECRETS_DATA_KEY_FILE)
+}
+
+/// `<secrets_dir>/entries/<path_digest>`: one folder per secret path,
+/// named by the lowercase hex SHA-256 of the path so that no path shape
+/// (`a` beside `a/b`) can collide with another on disk.
+pub fn secret_entry_dir(secrets_dir: &Path, path_digest: &str) -> PathBuf {
+    secrets_dir.join(SECRETS_ENTRIES_DIR).join(path_digest)
+}
+
+/// `<entry_dir>/<version>.json`, the version zero-padded to ten digits so
+/// that names sort by version.
+pub fn secret_version_file(entry_dir: &Path, version: u32) -> PathBuf {
+    entry_dir.join(format!("{version:010}.json"))
+}
+
+/// `<root>/secrets-node.key`.
+pub fn secrets_node_key(root: &Path) -> PathBuf {
+    root.join(SECRETS_NODE_KEY_FILE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +152,22 @@ mod tests {
         assert_eq!(extracted_bundle(&folder), folder.join("bundle"));
         assert_eq!(pack_list_lock(&folder), folder.join("pack-list.lock"));
         assert_eq!(instance_logs(&folder), folder.join("logs"));
+    }
+
+    #[test]
+    fn secrets_live_in_their_environment_and_the_node_key_beside_them() {
+        // Proves: the secret store's files sit under the environment's
+        // folder, and the node key outside every environment folder.
+        let root = Path::new("/store");
+        let env = EnvId::local();
+        let secrets = secrets_dir(root, &env);
+        assert_eq!(secrets, Path::new("/store/local/secrets"));
+        assert_eq!(secrets_lock(&secrets), secrets.join(".lock"));
+        assert_eq!(secrets_data_key(&secrets), secrets.join("data-key.json"));
+        let entry = secret_entry_dir(&secrets, "ab12");
+        assert_eq!(entry, secrets.join("entries/ab12"));
+        assert_eq!(secret_version_file(&entry, 7), entry.join("0000000007.json"));
+        assert_eq!(secrets_node_key(root), Path::new("/store/secrets-node.key"));
+        assert!(!secrets_node_key(root).starts_with(env_dir(root, &env)));
     }
 }

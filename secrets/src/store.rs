@@ -1,0 +1,687 @@
+//! [`SecretStore`]: versions of `secret://<env>/<path>` on the local disk,
+//! each sealed under the environment's data key.
+//!
+//! One immutable file per version, `<env>/secrets/entries/<sha256(path)>/
+//! <version>.json`, so a new version never rewrites an old one and a
+//! revision can later pin `(env, path, version)`. Writers hold
+//! `<env>/secrets/.lock`; the caller's audit callback runs under it after
+//! every check and the encryption, before the version file is created, so
+//! nothing is stored without its audit event and a refused request writes
+//! nothing.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use deploy::ids::EnvId;
+use deploy::layout;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{self, Key};
+use crate::error::SecretsError;
+use crate::fs::{FileLock, create_dirs, write_new};
+use crate::keys::{data_key, nonce};
+use crate::path::SecretPath;
+use crate::value::SecretText;
+
+/// Schema of a version file.
+pub const VERSION_SCHEMA: &str = "greentic.secret-version.v1";
+/// Most versions kept per path. Versions are never deleted yet (a
+/// revision will pin them), so the bound keeps one path's folder and
+/// `list` small; at the limit a put is refused, not pruned.
+pub const SECRET_VERSIONS_MAX: u32 = 1000;
+/// Largest version file read (a 64 KiB value in base64 plus metadata).
+const VERSION_FILE_BYTES_MAX: u64 = 128 * 1024;
+
+/// How a version was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Put,
+    Rotate,
+    Generated,
+}
+
+/// What is known about a version without its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VersionMeta {
+    /// `secret://<env>/<path>`.
+    pub reference: String,
+    pub path: String,
+    pub version: u32,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The actor's display name (a local user or a token id).
+    pub created_by: String,
+    pub origin: Origin,
+}
+
+/// One path in `list`: its versions, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct SecretSummary {
+    pub reference: String,
+    pub path: String,
+    pub latest: u32,
+    pub versions: Vec<VersionMeta>,
+}
+
+/// Who writes a version and why.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub created_by: String,
+    pub origin: Origin,
+    pub idempotency_key: Option<String>,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The result of a put or rotate.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub meta: VersionMeta,
+    /// True when an idempotency key matched an earlier write of the same
+    /// value: no version was added.
+    pub replayed: bool,
+}
+
+/// A version file on disk.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionFile {
+    schema: String,
+    env_id: EnvId,
+    path: String,
+    version: u32,
+    created_at: chrono::DateTime<chrono::Utc>,
+    created_by: String,
+    origin: Origin,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<String>,
+    /// Base64 of the 24-byte nonce.
+    nonce: String,
+    /// Base64 of the XChaCha20-Poly1305 ciphertext and tag.
+    ciphertext: String,
+}
+
+impl VersionFile {
+    fn meta(&self, env: &EnvId) -> VersionMeta {
+        VersionMeta {
+            reference: format!("secret://{env}/{}", self.path),
+            path: self.path.clone(),
+            version: self.version,
+            created_at: self.created_at,
+            created_by: self.created_by.clone(),
+            origin: self.origin,
+        }
+    }
+}
+
+/// The secret store of one store root.
+#[derive(Debug, Clone)]
+pub struct SecretStore {
+    root: PathBuf,
+}
+
+impl SecretStore {
+    /// The store of `root` (the folder that holds the environments).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn secrets_dir(&self, env: &EnvId) -> PathBuf {
+        layout::secrets_dir(&self.root, env)
+    }
+
+    fn entry_dir(&self, env: &EnvId, path: &SecretPath) -> PathBuf {
+        layout::secret_entry_dir(&self.secrets_dir(env), &path.digest())
+    }
+
+    /// Stores `value` as a new version of `path` (the first when there is
+    /// none). `audit` is called under the lock once everything is checked
+    /// and sealed; if it fails nothing is written.
+    pub fn put(
+        &self,
+        env: &EnvId,
+        path: &SecretPath,
+        value: &SecretText,
+        request: WriteRequest,
+        audit: &mut dyn FnMut(&VersionMeta, bool) -> Result<(), String>,
+    ) -> Result<Written, SecretsError> {
+        self.write(env, path, value, request, false, audit)
+    }
+
+    /// Like [`put`](Self::put), for a path that must already exist.
+    pub fn rotate(
+        &self,
+        env: &EnvId,
+        path: &SecretPath,
+        value: &SecretText,
+        request: WriteRequest,
+        audit: &mut dyn FnMut(&VersionMeta, bool) -> Result<(), String>,
+    ) -> Result<Written, SecretsError> {
+        self.write(env, path, value, request, true, audit)
+    }
+
+    fn write(
+        &self,
+        env: &EnvId,
+        path: &SecretPath,
+        value: &SecretText,
+        request: WriteRequest,
+        must_exist: bool,
+        audit: &mut dyn FnMut(&VersionMeta, bool) -> Result<(), String>,
+    ) -> Result<Written, SecretsError> {
+        let secrets_dir = self.secrets_dir(env);
+        let reference = path.reference(env);
+        // Checks that need no file come before the first file is touched.
+        let existing_dir = self.entry_dir(env, path);
+        if must_exist && !existing_dir.is_dir() {
+            return Err(SecretsError::NotFound { reference });
+        }
+        create_dirs(&secrets_dir)?;
+        let _lock = FileLock::acquire(&layout::secrets_lock(&secrets_dir))?;
+        let versions = self.read_versions(env, path)?;
+        if must_exist && versions.is_empty() {
+            return Err(SecretsError::NotFound { reference });
+        }
+        let key = data_key(&self.root, env, true)?;
+        if let Some(idempotency_key) = &request.idempotency_key
+            && let Some(earlier) = versions
+                .iter()
+                .find(|v| v.idempotency_key.as_deref() == Some(idempotency_key))
+        {
+            let plaintext = self.open_version(env, path, earlier, &key)?;
+            if !value.same_as(&plaintext) {
+                return Err(SecretsError::IdempotencyConflict {
+                    key: idempotency_key.clone(),
+                    reference,
+                });
+            }
+            let meta = earlier.meta(env);
+            audit(&meta, true).map_err(|reason| SecretsError::Audit { reason })?;
+            return Ok(Written {
+                meta,
+                replayed: true,
+            });
+        }
+        let latest = versions.last().map_or(0, |v| v.version);
+        if latest >= SECRET_VERSIONS_MAX {
+            return Err(SecretsError::VersionLimit {
+                reference,
+                versions: latest,
+            });
+        }
+        let version = latest + 1;
+        let nonce = nonce()?;
+        let associated_data = crypto::version_associated_data(env, path, version);
+        let ciphertext = crypto::seal(&key, &nonce, &associated_data, value.expose().as_bytes())
+            .map_err(|_| SecretsError::Malformed {
+                path: existing_dir.clone(),
+                reason: "the AEAD refused to seal the value".to_owned(),
+            })?;
+        let file = VersionFile {
+            schema: VERSION_SCHEMA.to_owned(),
+            env_id: env.clone(),
+            path: path.as_str().to_owned(),
+            version,
+            created_at: request.at,
+            created_by: request.created_by,
+            origin: request.origin,
+            idempotency_key: request.idempotency_key,
+            nonce: STANDARD.encode(nonce),
+            ciphertext: STANDARD.encode(ciphertext),
+        };
+        let target = layout::secret_version_file(&existing_dir, version);
+        let mut bytes =
+            serde_json::to_vec_pretty(&file).map_err(|error| SecretsError::Malformed {
+                path: target.clone(),
+                reason: error.to_string(),
+            })?;
+        bytes.push(b'\n');
+        let meta = file.meta(env);
+        audit(&meta, false).map_err(|reason| SecretsError::Audit { reason })?;
+        create_dirs(&existing_dir)?;
+        write_new(&target, &bytes)?;
+        Ok(Written {
+            meta,
+            replayed: false,
+        })
+    }
+
+    /// Metadata of `version` (the latest when `None`) of `path`. Reads no
+    /// key: metadata is not secret.
+    pub fn get(
+        &self,
+        env: &EnvId,
+        path: &SecretPath,
+        version: Option<u32>,
+    ) -> Result<VersionMeta, SecretsError> {
+        let versions = self.read_versions(env, path)?;
+        pick(env, path, &versions, version).map(|file| file.meta(env))
+    }
+
+    /// Metadata and value of `version` (the latest when `None`) of `path`.
+    /// A version whose ciphertext or binding was changed is
+    /// [`SecretsError::Corrupt`] and nothing of it is returned.
+    pub fn reveal(
+        &self,
+        env: &EnvId,
+        path: &SecretPath,
+        version: Option<u32>,
+    ) -> Result<(VersionMeta, SecretText), SecretsError> {
+        let versions = self.read_versions(env, path)?;
+        let file = pick(env, path, &versions, version)?;
+        let key = data_key(&self.root, env, false)?;
+        let plaintext = self.open_version(env, path, file, &key)?;
+        let corrupt = || self.corrupt(env, path, file.version);
+        let text = std::str::from_utf8(&plaintext).map_err(|_| corrupt())?;
+        let value = SecretText::new(text.to_owned()).map_err(|_| corrupt())?;
+        Ok((file.meta(env), value))
+    }
+
+    /// Every path of `env` with its versions, sorted by path; never values.
+    pub fn list(&self, env: &EnvId) -> Result<Vec<SecretSummary>, SecretsError> {
+        let entries_dir = self.secrets_dir(env).join(layout::SECRETS_ENTRIES_DIR);
+        let folders = match std::fs::read_dir(&entries_dir) {
+            Ok(folders) => folders,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(SecretsError::io("list", &entries_dir)(error)),
+        };
+        let mut summaries = Vec::new();
+        for folder in folders {
+            let folder = folder.map_err(SecretsError::io("list", &entries_dir))?;
+            let files = read_folder(env, &folder.path())?;
+            if let Some(last) = files.last() {
+                summaries.push(SecretSummary {
+                    reference: format!("secret://{env}/{}", last.path),
+                    path: last.path.clone(),
+                    latest: last.version,
+                    versions: files.iter().map(|f| f.meta(env)).collect(),
+                });
+            }
+        }
+        summaries.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(summaries)
+    }
+
+    fn corrupt(&self, env: &EnvId, path: &SecretPath, version: u32) -> SecretsError {
+        SecretsError::Corrupt {
+            reference: path.reference(env),
+            version,
+            file: layout::secret_version_file(&self.entry_dir(env, path), version),
+        }
+    }
+
+    fn open_version(
+        &self,
+        env: &EnvId,
+        path: &SecretPath,
+        file: &VersionFile,
+        key: &Key,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, SecretsError> {
+        let corrupt = || self.corrupt(env, path, file.version);
+        let nonce = STANDARD.decode(&file.nonce).map_err(|_| corrupt())?;
+        let ciphertext = STANDARD.decode(&file.ciphertext).map_err(|_| corrupt())?;
+        let associated_data = crypto::version_associated_data(env, path, file.version);
+        crypto::open(key, &nonce, &associated_data, &ciphertext).map_err(|_| corrupt())
+    }
+
+    /// The versions of `path`, oldest first; a file that does not parse or
+    /// names another path or version is [`SecretsError::Corrupt`].
+    fn read_versions(
+        &self,
+        env: &EnvId,
+        path: &SecretPath,
+    ) -> Result<Vec<VersionFile>, SecretsError> {
+        let files = read_folder(env, &self.entry_dir(env, path))?;
+        if files.iter().any(|f| f.path != path.as_str()) {
+            return Err(self.corrupt(env, path, 0));
+        }
+        Ok(files)
+    }
+}
+
+fn pick<'a>(
+    env: &EnvId,
+    path: &SecretPath,
+    versions: &'a [VersionFile],
+    version: Option<u32>,
+) -> Result<&'a VersionFile, SecretsError> {
+    let reference = path.reference(env);
+    let Some(latest) = versions.last() else {
+        return Err(SecretsError::NotFound { reference });
+    };
+    match version {
+        None => Ok(latest),
+        Some(wanted) => {
+            versions
+                .iter()
+                .find(|v| v.version == wanted)
+                .ok_or(SecretsError::VersionNotFound {
+                    reference,
+                    version: wanted,
+                    latest: latest.version,
+                })
+        }
+    }
+}
+
+/// The version files of one entry folder, by version; none when it does
+/// not exist. Temporary files of an interrupted write are ignored.
+fn read_folder(env: &EnvId, folder: &Path) -> Result<Vec<VersionFile>, SecretsError> {
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(SecretsError::io("list", folder)(error)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(SecretsError::io("list", folder))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        let path = entry.path();
+        let corrupt = |reason: String| SecretsError::Malformed {
+            path: path.clone(),
+            reason,
+        };
+        let number: u32 = stem
+            .parse()
+            .map_err(|_| corrupt("the file name is not a version number".to_owned()))?;
+        let size = entry
+            .metadata()
+            .map_err(SecretsError::io("read", &path))?
+            .len();
+        if size > VERSION_FILE_BYTES_MAX {
+            return Err(corrupt(format!(
+                "{size} bytes; a version file is at most {VERSION_FILE_BYTES_MAX}"
+            )));
+        }
+        let bytes =
+            zeroize::Zeroizing::new(std::fs::read(&path).map_err(SecretsError::io("read", &path))?);
+        let file: VersionFile =
+            serde_json::from_slice(&bytes).map_err(|error| corrupt(error.to_string()))?;
+        if file.schema != VERSION_SCHEMA || &file.env_id != env || file.version != number {
+            return Err(corrupt(format!(
+                "expected schema {VERSION_SCHEMA}, environment {env}, version {number}"
+            )));
+        }
+        files.push(file);
+    }
+    files.sort_by_key(|f| f.version);
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(origin: Origin, key: Option<&str>) -> WriteRequest {
+        WriteRequest {
+            created_by: "tester".to_owned(),
+            origin,
+            idempotency_key: key.map(str::to_owned),
+            at: chrono::Utc::now(),
+        }
+    }
+
+    fn text(value: &str) -> SecretText {
+        SecretText::new(value.to_owned()).expect("valid")
+    }
+
+    fn no_audit() -> impl FnMut(&VersionMeta, bool) -> Result<(), String> {
+        |_, _| Ok(())
+    }
+
+    fn every_file(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_owned()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("list").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.push((path.clone(), std::fs::read(&path).expect("read")));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn versions_round_trip_and_the_disk_holds_no_plaintext() {
+        // Proves: put/rotate add versions with who and when, reveal returns
+        // each version's own value, list shows no values, and no file holds
+        // the value in any of its plain, base64 or hex forms.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SecretStore::new(dir.path());
+        let env = EnvId::local();
+        let path = SecretPath::parse("db/password").expect("path");
+        let marker = "MARKER-4f1c9a-value";
+        let first = store
+            .put(
+                &env,
+                &path,
+                &text(marker),
+                request(Origin::Put, None),
+                &mut no_audit(),
+            )
+            .expect("put");
+        assert_eq!((first.meta.version, first.replayed), (1, false));
+        let second = store
+            .rotate(
+                &env,
+                &path,
+                &text("other"),
+                request(Origin::Rotate, None),
+                &mut no_audit(),
+            )
+            .expect("rotate");
+        assert_eq!(second.meta.version, 2);
+        assert_eq!(
+            store.reveal(&env, &path, Some(1)).expect("v1").1.expose(),
+            marker
+        );
+        assert_eq!(
+            store.reveal(&env, &path, None).expect("latest").1.expose(),
+            "other"
+        );
+        let listed = store.list(&env).expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].latest, 2);
+        assert_eq!(listed[0].versions[0].created_by, "tester");
+        let forms = [
+            marker.as_bytes().to_vec(),
+            STANDARD.encode(marker).into_bytes(),
+            hex::encode(marker).into_bytes(),
+        ];
+        for (file, bytes) in every_file(dir.path()) {
+            for form in &forms {
+                assert!(
+                    !bytes.windows(form.len()).any(|w| w == form.as_slice()),
+                    "{} holds the value",
+                    file.display()
+                );
+            }
+        }
+        let key_file = layout::secrets_node_key(dir.path());
+        let mode = std::fs::metadata(&key_file).expect("key").permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn idempotent_retries_replay_and_conflicts_are_refused() {
+        // Proves: same key and value adds no version; same key, new value is refused.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SecretStore::new(dir.path());
+        let env = EnvId::local();
+        let path = SecretPath::parse("api/token").expect("path");
+        let put = |value: &str| {
+            store.put(
+                &env,
+                &path,
+                &text(value),
+                request(Origin::Put, Some("k1")),
+                &mut no_audit(),
+            )
+        };
+        assert!(!put("v").expect("first").replayed);
+        let again = put("v").expect("replay");
+        assert_eq!((again.meta.version, again.replayed), (1, true));
+        assert!(matches!(
+            put("w"),
+            Err(SecretsError::IdempotencyConflict { .. })
+        ));
+        assert_eq!(store.list(&env).expect("list")[0].latest, 1);
+    }
+
+    #[test]
+    fn a_failed_audit_writes_no_version() {
+        // Proves: the audit callback runs before the version file is created.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SecretStore::new(dir.path());
+        let env = EnvId::local();
+        let path = SecretPath::parse("a").expect("path");
+        let result = store.put(
+            &env,
+            &path,
+            &text("v"),
+            request(Origin::Put, None),
+            &mut |_, _| Err("disk full".to_owned()),
+        );
+        assert!(matches!(result, Err(SecretsError::Audit { .. })));
+        assert!(store.list(&env).expect("list").is_empty());
+    }
+
+    #[test]
+    fn corruption_and_missing_keys_are_specific_errors() {
+        // Proves: a changed ciphertext byte is Corrupt (never returned), a
+        // version file moved to another path does not open, a missing node
+        // key is NodeKeyMissing and is not silently replaced, and a wrong
+        // node key cannot open the data key.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SecretStore::new(dir.path());
+        let env = EnvId::local();
+        let a = SecretPath::parse("a").expect("path");
+        let b = SecretPath::parse("b").expect("path");
+        for path in [&a, &b] {
+            store
+                .put(
+                    &env,
+                    path,
+                    &text("value"),
+                    request(Origin::Put, None),
+                    &mut no_audit(),
+                )
+                .expect("put");
+        }
+        let secrets = layout::secrets_dir(dir.path(), &env);
+        let file_a =
+            layout::secret_version_file(&layout::secret_entry_dir(&secrets, &a.digest()), 1);
+        let file_b =
+            layout::secret_version_file(&layout::secret_entry_dir(&secrets, &b.digest()), 1);
+        let original = std::fs::read(&file_a).expect("read");
+        let mut document: serde_json::Value = serde_json::from_slice(&original).expect("json");
+        let mut ciphertext = STANDARD
+            .decode(document["ciphertext"].as_str().expect("ct"))
+            .expect("b64");
+        ciphertext[0] ^= 0x01;
+        document["ciphertext"] = serde_json::json!(STANDARD.encode(&ciphertext));
+        std::fs::write(&file_a, document.to_string()).expect("tamper");
+        assert!(matches!(
+            store.reveal(&env, &a, None),
+            Err(SecretsError::Corrupt { version: 1, .. })
+        ));
+        // b's ciphertext copied into a's file (path field kept): sealed for b, refused at a.
+        let mut moved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file_b).expect("read")).expect("json");
+        moved["path"] = serde_json::json!("a");
+        std::fs::write(&file_a, moved.to_string()).expect("move");
+        assert!(matches!(
+            store.reveal(&env, &a, None),
+            Err(SecretsError::Corrupt { .. })
+        ));
+        std::fs::write(&file_a, &original).expect("restore");
+        assert_eq!(
+            store.reveal(&env, &a, None).expect("intact").1.expose(),
+            "value"
+        );
+
+        let key_file = layout::secrets_node_key(dir.path());
+        let key = std::fs::read(&key_file).expect("key");
+        std::fs::remove_file(&key_file).expect("remove");
+        assert!(matches!(
+            store.reveal(&env, &a, None),
+            Err(SecretsError::NodeKeyMissing { .. })
+        ));
+        let other = "other".parse::<EnvId>().expect("env");
+        assert!(matches!(
+            store.put(
+                &other,
+                &a,
+                &text("v"),
+                request(Origin::Put, None),
+                &mut no_audit()
+            ),
+            Err(SecretsError::NodeKeyMissing { .. })
+        ));
+        assert!(!key_file.exists(), "a missing node key is never replaced");
+        std::fs::write(&key_file, [9u8; 32]).expect("wrong key");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(matches!(
+            store.reveal(&env, &a, None),
+            Err(SecretsError::DataKeyUnwrap { .. })
+        ));
+        std::fs::write(&key_file, &key).expect("put key back");
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(matches!(
+            store.reveal(&env, &a, None),
+            Err(SecretsError::NodeKeyPermissions { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_paths_and_versions_are_not_found() {
+        // Proves: get and rotate of what does not exist say so and write nothing.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SecretStore::new(dir.path());
+        let env = EnvId::local();
+        let path = SecretPath::parse("nope").expect("path");
+        assert!(matches!(
+            store.get(&env, &path, None),
+            Err(SecretsError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.rotate(
+                &env,
+                &path,
+                &text("v"),
+                request(Origin::Rotate, None),
+                &mut no_audit()
+            ),
+            Err(SecretsError::NotFound { .. })
+        ));
+        assert!(every_file(dir.path()).is_empty());
+        store
+            .put(
+                &env,
+                &path,
+                &text("v"),
+                request(Origin::Put, None),
+                &mut no_audit(),
+            )
+            .expect("put");
+        assert!(matches!(
+            store.get(&env, &path, Some(5)),
+            Err(SecretsError::VersionNotFound {
+                version: 5,
+                latest: 1,
+                ..
+            })
+        ));
+    }
+}
