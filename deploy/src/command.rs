@@ -344,26 +344,8 @@ pub struct CredentialsBootstrapAnswers {
     pub bind: bool,
 }
 
-/// `secrets put`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SecretPutAnswers {
-    pub environment_id: EnvId,
-    pub path: String,
-    pub value: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
-}
-
-/// `secrets get` and `secrets rotate`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SecretPathAnswers {
-    pub environment_id: EnvId,
-    pub path: String,
-    #[serde(default)]
-    pub reveal: bool,
-}
+// The `secrets` verbs' payloads live in the `secrets` crate: they carry
+// values, which must never be serialized into a command or an audit event.
 
 /// A default binding `env init` fills into an empty slot. The list comes
 /// from the env-pack registry at the edge, not from this crate.

@@ -41,6 +41,12 @@ pub enum ErrorKind {
     /// The path exists but not with this method.
     MethodNotAllowed,
     NotYetImplemented,
+    /// A stored secret failed its integrity check (changed ciphertext or
+    /// binding); nothing of it is returned.
+    SecretCorrupt,
+    /// The node key that wraps the environment's data key is missing,
+    /// unreadable, too open, or not the key that wrapped it.
+    SecretKeyUnavailable,
     Audit,
     Store,
     Io,
@@ -50,7 +56,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 25] = [
         ErrorKind::InvalidArgument,
         ErrorKind::InvalidRequest,
         ErrorKind::AnswersParse,
@@ -70,6 +76,8 @@ impl ErrorKind {
         ErrorKind::PayloadTooLarge,
         ErrorKind::MethodNotAllowed,
         ErrorKind::NotYetImplemented,
+        ErrorKind::SecretCorrupt,
+        ErrorKind::SecretKeyUnavailable,
         ErrorKind::Audit,
         ErrorKind::Store,
         ErrorKind::Io,
@@ -103,6 +111,8 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => "payload-too-large",
             ErrorKind::MethodNotAllowed => "method-not-allowed",
             ErrorKind::NotYetImplemented => "not-yet-implemented",
+            ErrorKind::SecretCorrupt => "secret-corrupt",
+            ErrorKind::SecretKeyUnavailable => "secret-key-unavailable",
             ErrorKind::Audit => "audit",
             ErrorKind::Store => "store",
             ErrorKind::Io => "io",
@@ -131,7 +141,12 @@ impl ErrorKind {
             | ErrorKind::BundleRefused
             | ErrorKind::SecretLeak => 422,
             ErrorKind::NotYetImplemented => 501,
-            ErrorKind::Audit | ErrorKind::Store | ErrorKind::Io | ErrorKind::Internal => 500,
+            ErrorKind::Audit
+            | ErrorKind::Store
+            | ErrorKind::Io
+            | ErrorKind::Internal
+            | ErrorKind::SecretCorrupt
+            | ErrorKind::SecretKeyUnavailable => 500,
         }
     }
 }

@@ -166,7 +166,10 @@ mod tests {
         assert_eq!(secrets_data_key(&secrets), secrets.join("data-key.json"));
         let entry = secret_entry_dir(&secrets, "ab12");
         assert_eq!(entry, secrets.join("entries/ab12"));
-        assert_eq!(secret_version_file(&entry, 7), entry.join("0000000007.json"));
+        assert_eq!(
+            secret_version_file(&entry, 7),
+            entry.join("0000000007.json")
+        );
         assert_eq!(secrets_node_key(root), Path::new("/store/secrets-node.key"));
         assert!(!secrets_node_key(root).starts_with(env_dir(root, &env)));
     }

@@ -15,6 +15,11 @@ pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 /// Exit code of a verb that is not implemented yet.
 pub const EXIT_NOT_IMPLEMENTED: i32 = 2;
+/// Exit code of stored data that failed its integrity check (a secret
+/// version whose ciphertext was changed): distinct from an ordinary
+/// failure so a script can tell "restore from a known good copy" apart
+/// from "fix the request".
+pub const EXIT_INTEGRITY: i32 = 3;
 
 /// A failure reported at the binary's edge.
 #[derive(Debug, Clone)]
@@ -80,6 +85,8 @@ impl CliError {
             EXIT_USAGE
         } else if self.kind == ErrorKind::NotYetImplemented {
             EXIT_NOT_IMPLEMENTED
+        } else if self.kind == ErrorKind::SecretCorrupt {
+            EXIT_INTEGRITY
         } else {
             EXIT_FAILURE
         }

@@ -36,5 +36,6 @@ mod node_cmd;
 mod op;
 mod output;
 mod remote;
+mod secrets_cmd;
 pub mod submit;
 mod token_cmd;

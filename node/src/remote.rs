@@ -156,6 +156,110 @@ impl Remote {
     }
 }
 
+/// `gtc op secrets … --node`: the secret routes. Values are put into the
+/// request body here and nowhere else; a `value_file` is read on this
+/// machine first.
+impl Remote {
+    fn secrets_call(
+        &self,
+        env: &EnvId,
+        suffix: &str,
+        verb: &'static str,
+        body: &serde_json::Map<String, Value>,
+    ) -> Result<Report, CliError> {
+        let bytes = zeroize::Zeroizing::new(
+            serde_json::to_vec(body).map_err(|e| CliError::new(ErrorKind::Store, e.to_string()))?,
+        );
+        let path = format!("{ENVIRONMENTS_PATH}/{env}/secrets{suffix}");
+        let (status, document) = self.client.request("POST", &path, &bytes)?;
+        if !(200..300).contains(&status) {
+            return Err(error_from(status, &document));
+        }
+        let mut report = Report::new("secrets", verb, document["result"].clone());
+        report.idempotency = match document["idempotency"].as_str() {
+            Some("replayed") => Some("replayed"),
+            Some("applied") => Some("applied"),
+            _ => None,
+        };
+        report.via = Some("node");
+        Ok(report)
+    }
+
+    /// `secrets list ENV`.
+    pub fn secrets_list(&self, env: &EnvId) -> Result<Report, CliError> {
+        let document = self.get(&format!("{ENVIRONMENTS_PATH}/{env}/secrets"))?;
+        let mut report = Report::new("secrets", "list", document["result"].clone());
+        report.via = Some("node");
+        Ok(report)
+    }
+
+    /// `secrets put`.
+    pub fn secrets_put(
+        &self,
+        answers: secrets::answers::SecretPutAnswers,
+    ) -> Result<Report, CliError> {
+        let env = answers.environment_id.clone();
+        let mut body = serde_json::Map::new();
+        body.insert("path".to_owned(), Value::String(answers.path.clone()));
+        if let Some(key) = &answers.idempotency_key {
+            body.insert("idempotency_key".to_owned(), Value::String(key.clone()));
+        }
+        let value = answers
+            .into_value()
+            .map_err(crate::secrets_cmd::cli_error)?;
+        body.insert("value".to_owned(), Value::String(value.expose().to_owned()));
+        let report = self.secrets_call(&env, "", "put", &body);
+        // The body's copy of the value is zeroed before it is dropped.
+        if let Some(Value::String(text)) = body.get_mut("value") {
+            zeroize::Zeroize::zeroize(text);
+        }
+        report
+    }
+
+    /// `secrets get`.
+    pub fn secrets_get(
+        &self,
+        answers: &secrets::answers::SecretGetAnswers,
+    ) -> Result<Report, CliError> {
+        let mut body = serde_json::Map::new();
+        body.insert("path".to_owned(), Value::String(answers.path.clone()));
+        if let Some(version) = answers.version {
+            body.insert("version".to_owned(), Value::from(version));
+        }
+        body.insert("reveal".to_owned(), Value::Bool(answers.reveal));
+        self.secrets_call(&answers.environment_id, "/get", "get", &body)
+    }
+
+    /// `secrets rotate`.
+    pub fn secrets_rotate(
+        &self,
+        answers: secrets::answers::SecretRotateAnswers,
+    ) -> Result<Report, CliError> {
+        let env = answers.environment_id.clone();
+        let mut body = serde_json::Map::new();
+        body.insert("path".to_owned(), Value::String(answers.path.clone()));
+        if let Some(key) = &answers.idempotency_key {
+            body.insert("idempotency_key".to_owned(), Value::String(key.clone()));
+        }
+        match answers
+            .into_source()
+            .map_err(crate::secrets_cmd::cli_error)?
+        {
+            secrets::answers::ValueSource::Given(value) => {
+                body.insert("value".to_owned(), Value::String(value.expose().to_owned()));
+            }
+            secrets::answers::ValueSource::Generated(spec) => {
+                body.insert("generate".to_owned(), encode(&spec)?);
+            }
+        }
+        let report = self.secrets_call(&env, "/rotate", "rotate", &body);
+        if let Some(Value::String(text)) = body.get_mut("value") {
+            zeroize::Zeroize::zeroize(text);
+        }
+        report
+    }
+}
+
 /// The collection route of the remote-store contract.
 const ENVIRONMENTS_PATH: &str = "/v1/environments";
 

@@ -179,7 +179,7 @@ mod tests {
         std::fs::write(&file, "s3cret\n").expect("write");
         assert_eq!(read_value_file(&file).expect("read").expose(), "s3cret");
         std::fs::write(&file, "z".repeat(SECRET_VALUE_BYTES_MAX + 1)).expect("write");
-        let error = read_value_file(&file).err().expect("too large").to_string();
+        let error = read_value_file(&file).expect_err("too large").to_string();
         assert!(error.contains("limit") && !error.contains("zzz"), "{error}");
     }
 }

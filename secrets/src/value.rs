@@ -225,7 +225,7 @@ mod tests {
             Some(ValueError::Empty)
         );
         let big = "x".repeat(SECRET_VALUE_BYTES_MAX + 1);
-        let error = SecretText::new(big).err().expect("too large");
+        let error = SecretText::new(big).expect_err("too large");
         assert_eq!(
             error,
             ValueError::TooLarge {
@@ -234,7 +234,7 @@ mod tests {
         );
         let parsed: Result<SecretText, _> =
             serde_json::from_str(&format!("\"{}\"", "y".repeat(SECRET_VALUE_BYTES_MAX + 1)));
-        let message = parsed.err().expect("too large").to_string();
+        let message = parsed.expect_err("too large").to_string();
         assert!(!message.contains("yyyy"), "{message}");
     }
 

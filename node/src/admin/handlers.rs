@@ -92,6 +92,19 @@ async fn run(
         Route::ListBackups(env) => backups(admin, env).await,
         Route::Audit(env) => audit(admin, env, call.query.as_deref()).await,
         Route::CreateBackup(env) => create_backup(admin, &call, env, decided(authorization)?).await,
+        Route::ListSecrets(env) => {
+            super::secrets::list(admin, &call.caller, env, decided(authorization)?).await
+        }
+        Route::PutSecret(env) | Route::GetSecret(env) | Route::RotateSecret(env) => {
+            let authorization = decided(authorization)?;
+            let body = read_body(request, admin.body_timeout).await?;
+            let secret_call = super::secrets::SecretCall {
+                caller: &call.caller,
+                idempotency_key: call.idempotency_key.clone(),
+                authorization,
+            };
+            super::secrets::change(admin, secret_call, &route, env, &body).await
+        }
         Route::NotImplemented {
             env, noun, verb, ..
         } => not_implemented(admin, &call, env, noun, verb, decided(authorization)?).await,
@@ -381,7 +394,7 @@ impl From<ApiError> for Refusal {
 }
 
 /// The body as a JSON object (an empty body is `{}`).
-fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -398,7 +411,10 @@ fn body_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 }
 
 /// Puts the path's ids into the payload; a body that names others is refused.
-fn fill(map: &mut Map<String, Value>, fields: Vec<(&'static str, Value)>) -> Result<(), ApiError> {
+pub(super) fn fill(
+    map: &mut Map<String, Value>,
+    fields: Vec<(&'static str, Value)>,
+) -> Result<(), ApiError> {
     for (key, value) in fields {
         match map.get(key) {
             Some(given) if given != &value => {
@@ -418,7 +434,7 @@ fn fill(map: &mut Map<String, Value>, fields: Vec<(&'static str, Value)>) -> Res
 }
 
 /// Puts the `Idempotency-Key` into a payload that has the field.
-fn with_key(
+pub(super) fn with_key(
     mut map: Map<String, Value>,
     key: Option<&str>,
 ) -> Result<Map<String, Value>, ApiError> {
@@ -434,7 +450,10 @@ fn with_key(
 }
 
 /// The payload `T` of `noun verb`, with errors naming the field.
-fn answers<T: DeserializeOwned>(map: Map<String, Value>, route: &Route) -> Result<T, ApiError> {
+pub(super) fn answers<T: DeserializeOwned>(
+    map: Map<String, Value>,
+    route: &Route,
+) -> Result<T, ApiError> {
     let (noun, verb) = route.names();
     serde_path_to_error::deserialize(Value::Object(map)).map_err(|error| {
         let field = error.path().to_string();
@@ -553,10 +572,14 @@ async fn command(
         | Route::ListBackups(_)
         | Route::CreateBackup(_)
         | Route::Audit(_)
+        | Route::ListSecrets(_)
+        | Route::PutSecret(_)
+        | Route::GetSecret(_)
+        | Route::RotateSecret(_)
         | Route::NotImplemented { .. } => {
             return Err(Refusal::Request(ApiError::new(
                 ErrorKind::Internal,
-                "internal: a read route reached the command builder",
+                "internal: a read or secret route reached the command builder",
             )));
         }
     };

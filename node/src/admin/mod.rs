@@ -24,6 +24,7 @@ pub mod console;
 mod handlers;
 mod reply;
 pub(crate) mod route;
+mod secrets;
 mod strict;
 pub mod tls;
 

@@ -46,6 +46,15 @@ pub enum Route {
     CreateBackup(EnvId),
     Restore(EnvId),
     Audit(EnvId),
+    /// `GET …/secrets`: paths and versions, never values (viewer).
+    ListSecrets(EnvId),
+    /// `POST …/secrets`: `secrets put` (operator).
+    PutSecret(EnvId),
+    /// `POST …/secrets/get`: metadata (viewer); with `reveal`, the value
+    /// (admin, decided after the body is read).
+    GetSecret(EnvId),
+    /// `POST …/secrets/rotate`: `secrets rotate` (operator).
+    RotateSecret(EnvId),
     /// A route of the contract we do not serve yet (501).
     NotImplemented {
         env: EnvId,
@@ -216,6 +225,16 @@ fn environment_route(method: &Method, env: EnvId, rest: &[&str]) -> Result<Route
         ["restore"] => post(Route::Restore(e())),
         ["import"] => post(not_implemented("env", "import", false)),
         ["audit"] => pick(method, "GET", vec![(Method::GET, Route::Audit(e()))]),
+        ["secrets"] => pick(
+            method,
+            "GET, POST",
+            vec![
+                (Method::GET, Route::ListSecrets(e())),
+                (Method::POST, Route::PutSecret(e())),
+            ],
+        ),
+        ["secrets", "get"] => post(Route::GetSecret(e())),
+        ["secrets", "rotate"] => post(Route::RotateSecret(e())),
         ["extensions", ..] => pick(
             method,
             "POST, PATCH, DELETE",
@@ -262,6 +281,10 @@ impl Route {
             | Route::CreateBackup(env)
             | Route::Restore(env)
             | Route::Audit(env)
+            | Route::ListSecrets(env)
+            | Route::PutSecret(env)
+            | Route::GetSecret(env)
+            | Route::RotateSecret(env)
             | Route::NotImplemented { env, .. } => Some(env),
         }
     }
@@ -296,6 +319,10 @@ impl Route {
             Route::CreateBackup(_) => ("env", "backup"),
             Route::Restore(_) => ("env", "restore"),
             Route::Audit(_) => ("env", "audit"),
+            Route::ListSecrets(_) => ("secrets", "list"),
+            Route::PutSecret(_) => ("secrets", "put"),
+            Route::GetSecret(_) => ("secrets", "get"),
+            Route::RotateSecret(_) => ("secrets", "rotate"),
             Route::NotImplemented { noun, verb, .. } => (noun, verb),
         }
     }
@@ -308,6 +335,8 @@ impl Route {
             | Route::GetEnvironment(_)
             | Route::ListBackups(_)
             | Route::Audit(_)
+            | Route::ListSecrets(_)
+            | Route::GetSecret(_)
             | Route::NotImplemented { read: true, .. } => Role::Viewer,
             Route::DestroyEnvironment(_) | Route::Restore(_) => Role::Admin,
             _ => Role::Operator,
@@ -327,6 +356,10 @@ impl Route {
                 | Route::ListBackups(_)
                 | Route::CreateBackup(_)
                 | Route::Audit(_)
+                | Route::ListSecrets(_)
+                | Route::PutSecret(_)
+                | Route::GetSecret(_)
+                | Route::RotateSecret(_)
                 | Route::NotImplemented { .. }
         )
     }

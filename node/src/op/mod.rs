@@ -226,8 +226,9 @@ fn schema_request(noun: &Noun) -> Option<serde_json::Value> {
             }
         },
         Noun::Secrets(verb) => match verb {
-            SecretsVerb::Put(m) => schema_of::<SecretPutAnswers>(m),
-            SecretsVerb::Get(m) | SecretsVerb::Rotate(m) => schema_of::<SecretPathAnswers>(m),
+            SecretsVerb::Put(m) => schema_of::<secrets::answers::SecretPutAnswers>(m),
+            SecretsVerb::Get(m) => schema_of::<secrets::answers::SecretGetAnswers>(m),
+            SecretsVerb::Rotate(m) => schema_of::<secrets::answers::SecretRotateAnswers>(m),
             SecretsVerb::List(_) => None,
         },
     }
@@ -333,6 +334,10 @@ mod tests {
             (Method::POST, format!("{env}/backups")),
             (Method::POST, format!("{env}/restore")),
             (Method::GET, format!("{env}/audit")),
+            (Method::GET, format!("{env}/secrets")),
+            (Method::POST, format!("{env}/secrets")),
+            (Method::POST, format!("{env}/secrets/get")),
+            (Method::POST, format!("{env}/secrets/rotate")),
         ];
         let mut routed = Vec::new();
         for (method, path) in &requests {
@@ -348,6 +353,9 @@ mod tests {
         // And the verbs this issue named are among the routed ones.
         for verb in ["list", "backup", "backups", "restore"] {
             assert!(routed.contains(&("env", verb)), "env {verb}");
+        }
+        for verb in ["list", "put", "get", "rotate"] {
+            assert!(routed.contains(&("secrets", verb)), "secrets {verb}");
         }
     }
 }

@@ -1,13 +1,16 @@
 //! `gtc op env-packs|bundles|revisions|traffic|config|credentials|secrets …`
 
+use deploy::audit::Decision;
 use deploy::command::{
     BundleAddAnswers, BundleUpdateAnswers, Command, CredentialsBootstrapAnswers, DeploymentAnswers,
     EnvTargetAnswers, EnvUpdateAnswers, PackBindAnswers, PackSlotAnswers, RevisionAnswers,
-    RevisionStageAnswers, SecretPathAnswers, SecretPutAnswers, TrafficSetAnswers,
+    RevisionStageAnswers, TrafficSetAnswers,
 };
 use deploy::descriptor::CapabilitySlot;
 use deploy::error::ErrorKind;
 use deploy::ids::DeploymentId;
+use deploy::ids::EnvId;
+use secrets::answers::{SecretGetAnswers, SecretPutAnswers, SecretRotateAnswers};
 use serde_json::json;
 
 use super::{answers, not_yet_implemented};
@@ -18,6 +21,7 @@ use crate::context::Context;
 use crate::error::CliError;
 use crate::output::Report;
 use crate::output::listing;
+use crate::secrets_cmd;
 
 /// Refuses a binding whose pack the registry cannot drive in that slot.
 fn admit_binding(
@@ -282,8 +286,6 @@ pub fn config(context: &Context, verb: ConfigVerb) -> Result<Report, CliError> {
 
 /// Where the deployer credentials flow will be built.
 const CREDENTIALS_ISSUE: &str = "the cloud deployer env-packs (credentials contract, phase C)";
-/// Where the secrets backend will be built.
-const SECRETS_ISSUE: &str = "the secrets env-pack runtime (issue #4 and later)";
 
 pub fn credentials(context: &Context, verb: CredentialsVerb) -> Result<Report, CliError> {
     match verb {
@@ -327,59 +329,95 @@ fn admin_credentials(
 }
 
 pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError> {
+    if let Some(remote) = context.remote() {
+        return remote_secrets(remote, verb);
+    }
+    // Secrets do not go through a running node's store: the secret store
+    // has its own lock, and the node's admin API writes the same files.
+    let root = context.store.root().to_owned();
+    let edge = |env: &EnvId| secrets_cmd::Edge {
+        store: &context.store,
+        root: &root,
+        actor: context.checks.actor.clone(),
+        authorization: context.authorize(env),
+    };
+    // A change (or a reveal) needs the policy's allow; a denial is audited.
+    let allowed =
+        |edge: &secrets_cmd::Edge<'_>, env: &EnvId, verb: &str, target: serde_json::Value| {
+            if edge.authorization.decision == Decision::Allow {
+                return Ok(());
+            }
+            secrets_cmd::denied(edge, env, verb, target)?;
+            Err(context.checks.denial(&edge.authorization, env))
+        };
     match verb {
         SecretsVerb::List(env) => {
-            let state = context.load(&env.env)?;
-            let backend = state
-                .environment
-                .binding(CapabilitySlot::Secrets)
-                .map(|b| b.kind.to_string());
-            Ok(Report::new(
-                "secrets",
-                "list",
-                json!({
-                    "environment_id": state.env_id(),
-                    "namespace": format!("secret://{}/", state.env_id()),
-                    "backend": backend,
-                }),
-            ))
+            let env = crate::checks::parse_env(&env.env)?;
+            let result = secrets_cmd::list(&edge(&env), &env)?;
+            Ok(Report::new("secrets", "list", result))
         }
         SecretsVerb::Put(mutation) => {
             let answers: SecretPutAnswers = answers(&mutation, "secrets", "put")?;
-            // The value is never audited, only the path.
-            let target = json!({"environment_id": answers.environment_id, "path": answers.path});
-            not_yet_implemented(
-                context,
-                &answers.environment_id,
-                "secrets",
+            let env = answers.environment_id.clone();
+            let edge = edge(&env);
+            allowed(
+                &edge,
+                &env,
                 "put",
-                target,
-                SECRETS_ISSUE,
-            )
+                json!({"environment_id": env, "path": answers.path}),
+            )?;
+            let (result, replayed) = secrets_cmd::put(&edge, answers)?;
+            Ok(secret_report("put", result, replayed))
         }
         SecretsVerb::Get(mutation) => {
-            let answers: SecretPathAnswers = answers(&mutation, "secrets", "get")?;
+            let answers: SecretGetAnswers = answers(&mutation, "secrets", "get")?;
             let env = answers.environment_id.clone();
-            not_yet_implemented(
-                context,
-                &env,
+            let edge = edge(&env);
+            if answers.reveal {
+                let target = json!({"environment_id": env, "path": answers.path, "reveal": true});
+                allowed(&edge, &env, "get", target)?;
+            }
+            Ok(Report::new(
                 "secrets",
                 "get",
-                json!(answers),
-                SECRETS_ISSUE,
-            )
+                secrets_cmd::get(&edge, answers)?,
+            ))
         }
         SecretsVerb::Rotate(mutation) => {
-            let answers: SecretPathAnswers = answers(&mutation, "secrets", "rotate")?;
+            let answers: SecretRotateAnswers = answers(&mutation, "secrets", "rotate")?;
             let env = answers.environment_id.clone();
-            not_yet_implemented(
-                context,
+            let edge = edge(&env);
+            allowed(
+                &edge,
                 &env,
-                "secrets",
                 "rotate",
-                json!(answers),
-                SECRETS_ISSUE,
-            )
+                json!({"environment_id": env, "path": answers.path}),
+            )?;
+            let (result, replayed) = secrets_cmd::rotate(&edge, answers)?;
+            Ok(secret_report("rotate", result, replayed))
+        }
+    }
+}
+
+fn secret_report(verb: &'static str, result: serde_json::Value, replayed: bool) -> Report {
+    let mut report = Report::new("secrets", verb, result);
+    report.idempotency = Some(if replayed { "replayed" } else { "applied" });
+    report
+}
+
+/// `gtc op secrets … --node URL`: the verbs through the node's admin API.
+/// A `value_file` is read here, on the operator's machine, and its content
+/// sent as `value`.
+fn remote_secrets(remote: &crate::remote::Remote, verb: SecretsVerb) -> Result<Report, CliError> {
+    match verb {
+        SecretsVerb::List(env) => remote.secrets_list(&crate::checks::parse_env(&env.env)?),
+        SecretsVerb::Put(mutation) => {
+            let answers: SecretPutAnswers = answers(&mutation, "secrets", "put")?;
+            remote.secrets_put(answers)
+        }
+        SecretsVerb::Get(mutation) => remote.secrets_get(&answers(&mutation, "secrets", "get")?),
+        SecretsVerb::Rotate(mutation) => {
+            remote.secrets_rotate(answers(&mutation, "secrets", "rotate")?)
         }
     }
 }

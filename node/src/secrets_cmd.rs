@@ -1,0 +1,353 @@
+//! `secrets put|get|rotate|list`: the one core the CLI (on this machine)
+//! and the admin API (`/v1/environments/{env}/secrets…`) both call, so
+//! checks, audit events and answers are the same on either path.
+//!
+//! Secrets never go through `deploy::apply`: the environment's state holds
+//! no secret, and a value must not enter a command, a Raft entry or an
+//! audit target. Each mutation (and each reveal) is audited at the edge
+//! with the path and version only, under the secret store's lock, before
+//! the version file is written; a failed audit writes nothing.
+
+use std::path::Path;
+
+use deploy::audit::{AUDIT_SCHEMA, Actor, AuditEvent, AuditResult, Authorization, Decision};
+use deploy::descriptor::CapabilitySlot;
+use deploy::error::ErrorKind;
+use deploy::ids::{EnvId, EventId};
+use secrets::answers::{
+    SecretGetAnswers, SecretPutAnswers, SecretRotateAnswers, ValueSource, check_idempotency_key,
+};
+use secrets::value::{generate, os_random};
+use secrets::{Origin, RefError, SecretPath, SecretStore, SecretsError, WriteRequest};
+use serde_json::{Value, json};
+use store::EnvironmentStore;
+
+use crate::error::CliError;
+
+/// Who is asking, as decided by the CLI's policy or the API token's role.
+pub struct Edge<'a> {
+    pub store: &'a dyn EnvironmentStore,
+    /// The store root (the secret store lives beside the environments).
+    pub root: &'a Path,
+    pub actor: Actor,
+    /// The decision for the verb (already allowed).
+    pub authorization: Authorization,
+}
+
+/// The CLI error of a secret store error: a stable kind, the field it is
+/// about, and `details.secrets_error`, a code tests and scripts can match.
+pub fn cli_error(error: SecretsError) -> CliError {
+    let (kind, field, code) = match &error {
+        SecretsError::Ref(RefError::CrossEnvRef { .. }) => {
+            (ErrorKind::InvalidArgument, Some("path"), "cross-env-ref")
+        }
+        SecretsError::Ref(RefError::Path(path)) => (
+            ErrorKind::InvalidArgument,
+            Some("path"),
+            match path {
+                secrets::PathError::Empty => "empty-path",
+                secrets::PathError::TooLong { .. } => "path-too-long",
+                secrets::PathError::TooManySegments { .. } => "too-many-segments",
+                secrets::PathError::EmptySegment { .. } => "empty-segment",
+                secrets::PathError::DotSegment { .. } => "dot-segment",
+                secrets::PathError::InvalidChar { .. } => "invalid-char",
+            },
+        ),
+        SecretsError::Ref(_) => (ErrorKind::InvalidArgument, Some("path"), "bad-ref"),
+        SecretsError::Value(secrets::value::ValueError::TooLarge { .. }) => {
+            (ErrorKind::PayloadTooLarge, Some("value"), "value-too-large")
+        }
+        SecretsError::Value(secrets::value::ValueError::Empty) => {
+            (ErrorKind::InvalidArgument, Some("value"), "empty-value")
+        }
+        SecretsError::Value(secrets::value::ValueError::GeneratedLength { .. }) => (
+            ErrorKind::InvalidArgument,
+            Some("generate.length"),
+            "generated-length",
+        ),
+        SecretsError::Value(secrets::value::ValueError::Random { .. }) => {
+            (ErrorKind::Internal, None, "random-source")
+        }
+        SecretsError::ValueSource { .. } => (ErrorKind::InvalidArgument, None, "value-source"),
+        SecretsError::ValueFile { .. } => (ErrorKind::Io, Some("value_file"), "value-file"),
+        SecretsError::NotFound { .. } => (ErrorKind::NotFound, Some("path"), "not-found"),
+        SecretsError::VersionNotFound { .. } => {
+            (ErrorKind::NotFound, Some("version"), "version-not-found")
+        }
+        SecretsError::VersionLimit { .. } => (ErrorKind::Conflict, None, "version-limit"),
+        SecretsError::IdempotencyConflict { .. } => (
+            ErrorKind::IdempotencyConflict,
+            Some("idempotency_key"),
+            "idempotency-conflict",
+        ),
+        SecretsError::NodeKeyMissing { .. } => {
+            (ErrorKind::SecretKeyUnavailable, None, "node-key-missing")
+        }
+        SecretsError::NodeKeyUnreadable { .. } => {
+            (ErrorKind::SecretKeyUnavailable, None, "node-key-unreadable")
+        }
+        SecretsError::NodeKeyPermissions { .. } => (
+            ErrorKind::SecretKeyUnavailable,
+            None,
+            "node-key-permissions",
+        ),
+        SecretsError::DataKeyUnwrap { .. } => {
+            (ErrorKind::SecretKeyUnavailable, None, "data-key-unwrap")
+        }
+        SecretsError::Corrupt { .. } => (ErrorKind::SecretCorrupt, None, "corrupt"),
+        SecretsError::Malformed { .. } => (ErrorKind::Store, None, "malformed"),
+        SecretsError::Io { .. } => (ErrorKind::Io, None, "io"),
+        SecretsError::Audit { .. } => (ErrorKind::Audit, None, "audit"),
+    };
+    let mut cli =
+        CliError::new(kind, error.to_string()).with_details(json!({"secrets_error": code}));
+    if let Some(field) = field {
+        cli = cli.with_field(field);
+    }
+    cli
+}
+
+impl Edge<'_> {
+    fn event(&self, env: &EnvId, verb: &str, target: Value, result: AuditResult) -> AuditEvent {
+        AuditEvent {
+            schema: AUDIT_SCHEMA.to_owned(),
+            event_id: EventId::from_ulid(ulid::Ulid::new()),
+            ts: chrono::Utc::now(),
+            actor: self.actor.clone(),
+            env_id: env.to_string(),
+            noun: "secrets".to_owned(),
+            verb: verb.to_owned(),
+            target,
+            previous_generation: None,
+            new_generation: None,
+            idempotency_key: None,
+            replayed: false,
+            authorization: self.authorization.clone(),
+            result,
+            prev_hash: String::new(),
+        }
+    }
+
+    fn record(&self, event: AuditEvent) -> Result<(), String> {
+        self.store.record(event).map_err(|error| error.to_string())
+    }
+
+    /// Audits a refused mutation (the error names no value) and returns it.
+    fn refused(&self, env: &EnvId, verb: &str, target: Value, error: CliError) -> CliError {
+        let event = self.event(
+            env,
+            verb,
+            target,
+            AuditResult::Error {
+                kind: error.kind.as_str().to_owned(),
+                message: error.message.clone(),
+            },
+        );
+        match self.record(event) {
+            Ok(()) => error,
+            Err(audit) => CliError::new(
+                ErrorKind::Audit,
+                format!(
+                    "{} (and its audit event could not be written: {audit})",
+                    error.message
+                ),
+            ),
+        }
+    }
+
+    /// The environment exists and its `secrets` slot is served by this store.
+    fn check_environment(&self, env: &EnvId) -> Result<(), CliError> {
+        let state = self.store.load(env)?.ok_or_else(|| {
+            CliError::new(
+                ErrorKind::NotFound,
+                format!("environment {env} does not exist; create it with `gtc op env create`"),
+            )
+        })?;
+        match state.environment.binding(CapabilitySlot::Secrets) {
+            Some(binding) if binding.kind.path() == secrets::DEV_STORE_PACK_PATH => Ok(()),
+            Some(binding) => Err(CliError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "environment {env} binds its secrets slot to {}; this node's secret store serves {}@^0.1.0 only",
+                    binding.kind,
+                    secrets::DEV_STORE_PACK_PATH
+                ),
+            )),
+            None => Err(CliError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "environment {env} has no secrets env-pack; bind {}@0.1.0 with `gtc op env-packs add` (or `gtc op env init`)",
+                    secrets::DEV_STORE_PACK_PATH
+                ),
+            )),
+        }
+    }
+
+    fn path(&self, env: &EnvId, text: &str) -> Result<SecretPath, CliError> {
+        secrets::path::parse_for_env(text, env).map_err(|e| cli_error(e.into()))
+    }
+
+    fn request(&self, origin: Origin, idempotency_key: Option<String>) -> WriteRequest {
+        WriteRequest {
+            created_by: self.actor.display_name(),
+            origin,
+            idempotency_key,
+            at: chrono::Utc::now(),
+        }
+    }
+}
+
+/// The JSON of a written version, and whether it was a replay.
+fn written(written: secrets::Written) -> (Value, bool) {
+    (json!(written.meta), written.replayed)
+}
+
+/// `secrets put`: a new version from `value` or `value_file`.
+pub fn put(edge: &Edge<'_>, answers: SecretPutAnswers) -> Result<(Value, bool), CliError> {
+    let env = answers.environment_id.clone();
+    let target = json!({"environment_id": env, "path": answers.path});
+    let attempt = || -> Result<(Value, bool), CliError> {
+        edge.check_environment(&env)?;
+        let path = edge.path(&env, &answers.path)?;
+        check_idempotency_key(answers.idempotency_key.as_deref()).map_err(cli_error)?;
+        let key = answers.idempotency_key.clone();
+        let value = answers.into_value().map_err(cli_error)?;
+        let request = edge.request(Origin::Put, key);
+        let result = SecretStore::new(edge.root).put(
+            &env,
+            &path,
+            &value,
+            request,
+            &mut audit_write(edge, &env, "put"),
+        );
+        result.map(written).map_err(cli_error)
+    };
+    attempt().map_err(|error| refuse_unless_audited(edge, &env, "put", target, error))
+}
+
+/// `secrets rotate`: a new version of an existing path, given or generated.
+pub fn rotate(edge: &Edge<'_>, answers: SecretRotateAnswers) -> Result<(Value, bool), CliError> {
+    let env = answers.environment_id.clone();
+    let target = json!({"environment_id": env, "path": answers.path});
+    let attempt = || -> Result<(Value, bool), CliError> {
+        edge.check_environment(&env)?;
+        let path = edge.path(&env, &answers.path)?;
+        check_idempotency_key(answers.idempotency_key.as_deref()).map_err(cli_error)?;
+        let key = answers.idempotency_key.clone();
+        let (value, origin, generated) = match answers.into_source().map_err(cli_error)? {
+            ValueSource::Given(value) => (value, Origin::Rotate, None),
+            ValueSource::Generated(spec) => (
+                generate(spec, &mut os_random).map_err(|e| cli_error(e.into()))?,
+                Origin::Generated,
+                Some(spec),
+            ),
+        };
+        let request = edge.request(origin, key);
+        let result = SecretStore::new(edge.root).rotate(
+            &env,
+            &path,
+            &value,
+            request,
+            &mut audit_write(edge, &env, "rotate"),
+        );
+        let (mut meta, replayed) = result.map(written).map_err(cli_error)?;
+        if let Some(spec) = generated {
+            meta["generated"] = json!(spec);
+        }
+        Ok((meta, replayed))
+    };
+    attempt().map_err(|error| refuse_unless_audited(edge, &env, "rotate", target, error))
+}
+
+/// The audit callback of a write: the event names the path and version.
+fn audit_write<'a>(
+    edge: &'a Edge<'_>,
+    env: &'a EnvId,
+    verb: &'static str,
+) -> impl FnMut(&secrets::VersionMeta, bool) -> Result<(), String> + 'a {
+    move |meta, replayed| {
+        let mut event = edge.event(
+            env,
+            verb,
+            json!({"environment_id": env, "path": meta.path, "reference": meta.reference, "version": meta.version}),
+            AuditResult::Ok,
+        );
+        event.replayed = replayed;
+        edge.record(event)
+    }
+}
+
+/// A failure that was not the audit's own: audit it as a refusal.
+fn refuse_unless_audited(
+    edge: &Edge<'_>,
+    env: &EnvId,
+    verb: &str,
+    target: Value,
+    error: CliError,
+) -> CliError {
+    if error.kind == ErrorKind::Audit {
+        return error;
+    }
+    edge.refused(env, verb, target, error)
+}
+
+/// `secrets get`: metadata; the value too with `reveal` (the caller checked
+/// the role: admin through the API). A reveal is audited before the value
+/// is returned, and refused if the audit cannot be written.
+pub fn get(edge: &Edge<'_>, answers: SecretGetAnswers) -> Result<Value, CliError> {
+    let env = answers.environment_id.clone();
+    edge.check_environment(&env)?;
+    let path = edge.path(&env, &answers.path)?;
+    let store = SecretStore::new(edge.root);
+    let latest = store.get(&env, &path, None).map_err(cli_error)?.version;
+    if !answers.reveal {
+        let meta = store.get(&env, &path, answers.version).map_err(cli_error)?;
+        let mut body = json!(meta);
+        body["latest"] = json!(latest);
+        return Ok(body);
+    }
+    let target = json!({"environment_id": env, "path": path.as_str(), "version": answers.version, "reveal": true});
+    let (meta, value) = match store.reveal(&env, &path, answers.version) {
+        Ok(opened) => opened,
+        Err(error) => return Err(edge.refused(&env, "get", target, cli_error(error))),
+    };
+    let event = edge.event(&env, "get", target, AuditResult::Ok);
+    edge.record(event).map_err(|audit| {
+        CliError::new(
+            ErrorKind::Audit,
+            format!("the reveal could not be audited, so the value is not returned: {audit}"),
+        )
+    })?;
+    let mut body = json!(meta);
+    body["latest"] = json!(latest);
+    body["value"] = json!(value.expose());
+    Ok(body)
+}
+
+/// `secrets list ENV`: paths and versions, never values.
+pub fn list(edge: &Edge<'_>, env: &EnvId) -> Result<Value, CliError> {
+    edge.check_environment(env)?;
+    let rows = SecretStore::new(edge.root).list(env).map_err(cli_error)?;
+    Ok(json!({
+        "environment_id": env,
+        "namespace": format!("secret://{env}/"),
+        "backend": format!("{}@0.1.0", secrets::DEV_STORE_PACK_PATH),
+        "secrets": rows,
+    }))
+}
+
+/// A denial of a known caller, audited like every other.
+pub fn denied(edge: &Edge<'_>, env: &EnvId, verb: &str, target: Value) -> Result<(), CliError> {
+    let mut event = edge.event(
+        env,
+        verb,
+        target,
+        AuditResult::Error {
+            kind: ErrorKind::Unauthorized.as_str().to_owned(),
+            message: edge.authorization.reason.clone(),
+        },
+    );
+    event.authorization.decision = Decision::Deny;
+    edge.record(event)
+        .map_err(|audit| CliError::new(ErrorKind::Audit, audit))
+}
