@@ -25,6 +25,23 @@ use crate::error::CliError;
 /// Name of the policy file in the store root.
 pub const POLICY_FILE: &str = "policy.json";
 
+/// The error for an environment that does not exist in the store at
+/// `store_root` (it says how to create it, or to use `local` for `dev`).
+pub fn missing_environment(store_root: &Path, env_id: &EnvId) -> CliError {
+    CliError::new(
+        ErrorKind::NotFound,
+        format!(
+            "environment {env_id} does not exist in {}; {}",
+            store_root.display(),
+            match env_id.legacy_dev_hint() {
+                Some(hint) => hint,
+                None if env_id.is_local() => "create it with `gtc op env init`",
+                None => "create it with `gtc op env create`",
+            }
+        ),
+    )
+}
+
 /// The edge checks of one store root, for its owner.
 pub struct Checks {
     /// The store root: it holds the policy file, and refusals name it.
@@ -118,18 +135,7 @@ impl Checks {
 
     /// The error for an environment that does not exist.
     pub fn missing(&self, env_id: &EnvId) -> CliError {
-        CliError::new(
-            ErrorKind::NotFound,
-            format!(
-                "environment {env_id} does not exist in {}; {}",
-                self.store_root.display(),
-                match env_id.legacy_dev_hint() {
-                    Some(hint) => hint,
-                    None if env_id.is_local() => "create it with `gtc op env init`",
-                    None => "create it with `gtc op env create`",
-                }
-            ),
-        )
+        missing_environment(&self.store_root, env_id)
     }
 
     /// Why the registry cannot drive the pack a binding names in its slot,

@@ -155,16 +155,17 @@ impl Edge<'_> {
         }
     }
 
-    /// The environment exists and its `secrets` slot is served by this store.
-    fn check_environment(&self, env: &EnvId) -> Result<(), CliError> {
-        let state = self.store.load(env)?.ok_or_else(|| {
-            CliError::new(
-                ErrorKind::NotFound,
-                format!("environment {env} does not exist; create it with `gtc op env create`"),
-            )
-        })?;
+    /// The environment exists and its `secrets` slot is served by this
+    /// store; the binding's descriptor.
+    fn check_environment(&self, env: &EnvId) -> Result<String, CliError> {
+        let state = self
+            .store
+            .load(env)?
+            .ok_or_else(|| crate::checks::missing_environment(self.root, env))?;
         match state.environment.binding(CapabilitySlot::Secrets) {
-            Some(binding) if binding.kind.path() == secrets::DEV_STORE_PACK_PATH => Ok(()),
+            Some(binding) if binding.kind.path() == secrets::DEV_STORE_PACK_PATH => {
+                Ok(binding.kind.to_string())
+            }
             Some(binding) => Err(CliError::new(
                 ErrorKind::InvalidArgument,
                 format!(
@@ -326,12 +327,12 @@ pub fn get(edge: &Edge<'_>, answers: SecretGetAnswers) -> Result<Value, CliError
 
 /// `secrets list ENV`: paths and versions, never values.
 pub fn list(edge: &Edge<'_>, env: &EnvId) -> Result<Value, CliError> {
-    edge.check_environment(env)?;
+    let backend = edge.check_environment(env)?;
     let rows = SecretStore::new(edge.root).list(env).map_err(cli_error)?;
     Ok(json!({
         "environment_id": env,
         "namespace": format!("secret://{env}/"),
-        "backend": format!("{}@0.1.0", secrets::DEV_STORE_PACK_PATH),
+        "backend": backend,
         "secrets": rows,
     }))
 }
