@@ -125,8 +125,14 @@ fn usage_errors_of_every_verb_exit_with_the_readme_code() {
     // documented once.
     assert_eq!(
         table.keys().copied().collect::<Vec<_>>(),
-        [0, 1, 2, 141],
+        [0, 1, 2, 3, 141],
         "README exit-code table: {table:?}"
+    );
+    // 3 is `node::error::EXIT_INTEGRITY` (a corrupted secret), held by
+    // tests/secrets.rs `a_corrupted_ciphertext_is_detected_and_never_returned`.
+    assert_eq!(
+        code_for(&table, "stored data failed its integrity check"),
+        3
     );
     let success = code_for(&table, "success");
     let failure = code_for(&table, "the verb failed");
