@@ -28,8 +28,8 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), SecretsError> {
     fsync_dir(dir)
 }
 
-/// Creates `dir` and its missing parents, fsyncing each parent so the new
-/// folders survive a crash.
+/// Creates `dir` and its missing parents (mode 0700), fsyncing each parent
+/// so the new folders survive a crash.
 pub(crate) fn create_dirs(dir: &Path) -> Result<(), SecretsError> {
     if dir.is_dir() {
         return Ok(());
@@ -37,7 +37,10 @@ pub(crate) fn create_dirs(dir: &Path) -> Result<(), SecretsError> {
     if let Some(parent) = dir.parent() {
         create_dirs(parent)?;
     }
-    match std::fs::create_dir(dir) {
+    // Owner only: the folder names say which secrets exist.
+    let mut builder = std::fs::DirBuilder::new();
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    match builder.create(dir) {
         Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(error) => return Err(SecretsError::io("create folder", dir)(error)),

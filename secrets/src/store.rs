@@ -645,6 +645,28 @@ mod tests {
     }
 
     #[test]
+    fn a_write_interrupted_before_its_rename_leaves_no_version() {
+        // Proves: the temp file a crashed write leaves behind is not a
+        // version; the next put still makes version 2 and reads work.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SecretStore::new(dir.path());
+        let env = EnvId::local();
+        let path = SecretPath::parse("a").expect("path");
+        store.put(&env, &path, &text("v1"), request(Origin::Put, None), &mut no_audit()).expect("put");
+        let entry = layout::secret_entry_dir(&layout::secrets_dir(dir.path(), &env), &path.digest());
+        std::fs::write(entry.join(".tmp-half"), b"{\"schema\": \"greentic.sec").expect("torn temp");
+        assert_eq!(store.list(&env).expect("list")[0].latest, 1);
+        let next = store
+            .put(&env, &path, &text("v2"), request(Origin::Put, None), &mut no_audit())
+            .expect("put");
+        assert_eq!(next.meta.version, 2);
+        assert_eq!(store.reveal(&env, &path, None).expect("reveal").1.expose(), "v2");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&entry).expect("entry").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "secret folders are the owner's only");
+    }
+
+    #[test]
     fn unknown_paths_and_versions_are_not_found() {
         // Proves: get and rotate of what does not exist say so and write nothing.
         let dir = tempfile::tempdir().expect("tempdir");
