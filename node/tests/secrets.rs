@@ -817,3 +817,61 @@ fn schemas_are_generated_for_every_mutating_verb() {
         put.stdout
     );
 }
+
+#[test]
+fn a_wrong_role_through_the_admin_api_is_refused_and_writes_nothing() {
+    // Proves: a viewer cannot put or rotate and an operator cannot reveal
+    // (403 `unauthorized`, audited), and every file under the store root
+    // is as it was but for the audit log's error lines.
+    let home = Home::new();
+    let node = LoggedNode::start(&home);
+    let owner = owner_token(&home);
+    let viewer = make_token(&home, "viewer-2", "viewer");
+    let operator = make_token(&home, "operator-2", "operator");
+    let base = "/v1/environments/local/secrets";
+    let put = json!({"path": "db/password", "value": MARKER}).to_string();
+    assert_eq!(
+        http(node.admin, "POST", base, &owner, put.as_bytes()).0,
+        200
+    );
+    let before = home.snapshot();
+    let cases = [
+        ("viewer put", base.to_owned(), &viewer, put.clone()),
+        (
+            "viewer rotate",
+            format!("{base}/rotate"),
+            &viewer,
+            json!({"path": "db/password"}).to_string(),
+        ),
+        (
+            "operator reveal",
+            format!("{base}/get"),
+            &operator,
+            json!({"path": "db/password", "reveal": true}).to_string(),
+        ),
+        (
+            "viewer reveal",
+            format!("{base}/get"),
+            &viewer,
+            json!({"path": "db/password", "reveal": true}).to_string(),
+        ),
+    ];
+    for (name, path, token, body) in cases {
+        let (status, answer) = http(node.admin, "POST", &path, token, body.as_bytes());
+        assert_eq!(status, 403, "{name}: {}", String::from_utf8_lossy(&answer));
+        assert_eq!(body_of(&answer)["error"]["kind"], "unauthorized", "{name}");
+        assert!(leaks(&answer).is_empty(), "{name}");
+    }
+    let after = home.snapshot();
+    let audit: Vec<String> = home.audit_lines("local");
+    assert!(
+        audit
+            .iter()
+            .rev()
+            .take(4)
+            .all(|line| line.contains("\"decision\":\"deny\"")),
+        "each refusal is audited as a denial: {audit:#?}"
+    );
+    drop(node);
+    assert_nothing_written("wrong roles", &before, &after);
+}

@@ -652,17 +652,38 @@ mod tests {
         let store = SecretStore::new(dir.path());
         let env = EnvId::local();
         let path = SecretPath::parse("a").expect("path");
-        store.put(&env, &path, &text("v1"), request(Origin::Put, None), &mut no_audit()).expect("put");
-        let entry = layout::secret_entry_dir(&layout::secrets_dir(dir.path(), &env), &path.digest());
+        store
+            .put(
+                &env,
+                &path,
+                &text("v1"),
+                request(Origin::Put, None),
+                &mut no_audit(),
+            )
+            .expect("put");
+        let entry =
+            layout::secret_entry_dir(&layout::secrets_dir(dir.path(), &env), &path.digest());
         std::fs::write(entry.join(".tmp-half"), b"{\"schema\": \"greentic.sec").expect("torn temp");
         assert_eq!(store.list(&env).expect("list")[0].latest, 1);
         let next = store
-            .put(&env, &path, &text("v2"), request(Origin::Put, None), &mut no_audit())
+            .put(
+                &env,
+                &path,
+                &text("v2"),
+                request(Origin::Put, None),
+                &mut no_audit(),
+            )
             .expect("put");
         assert_eq!(next.meta.version, 2);
-        assert_eq!(store.reveal(&env, &path, None).expect("reveal").1.expose(), "v2");
+        assert_eq!(
+            store.reveal(&env, &path, None).expect("reveal").1.expose(),
+            "v2"
+        );
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&entry).expect("entry").permissions().mode();
+        let mode = std::fs::metadata(&entry)
+            .expect("entry")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700, "secret folders are the owner's only");
     }
 
