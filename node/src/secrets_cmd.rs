@@ -32,6 +32,10 @@ pub struct Edge<'a> {
     pub actor: Actor,
     /// The decision for the verb (already allowed).
     pub authorization: Authorization,
+    /// The store is a cluster member's replica. Secrets are not replicated
+    /// yet (design: `secrets/README.md`), so writes are refused there
+    /// rather than stored on one member only.
+    pub replicated: bool,
 }
 
 /// The CLI error of a secret store error: a stable kind, the field it is
@@ -184,6 +188,17 @@ impl Edge<'_> {
         }
     }
 
+    /// Refuses a write on a cluster member (see [`Edge::replicated`]).
+    fn single_node(&self) -> Result<(), CliError> {
+        if self.replicated {
+            return Err(CliError::new(
+                ErrorKind::NotYetImplemented,
+                "secrets are not replicated between cluster members yet, so a cluster member refuses to store one (it would exist on this member only); nothing was written",
+            ));
+        }
+        Ok(())
+    }
+
     fn path(&self, env: &EnvId, text: &str) -> Result<SecretPath, CliError> {
         secrets::path::parse_for_env(text, env).map_err(|e| cli_error(e.into()))
     }
@@ -209,6 +224,7 @@ pub fn put(edge: &Edge<'_>, answers: SecretPutAnswers) -> Result<(Value, bool), 
     let target = json!({"environment_id": env, "path": answers.path});
     let attempt = || -> Result<(Value, bool), CliError> {
         edge.check_environment(&env)?;
+        edge.single_node()?;
         let path = edge.path(&env, &answers.path)?;
         check_idempotency_key(answers.idempotency_key.as_deref()).map_err(cli_error)?;
         let key = answers.idempotency_key.clone();
@@ -232,6 +248,7 @@ pub fn rotate(edge: &Edge<'_>, answers: SecretRotateAnswers) -> Result<(Value, b
     let target = json!({"environment_id": env, "path": answers.path});
     let attempt = || -> Result<(Value, bool), CliError> {
         edge.check_environment(&env)?;
+        edge.single_node()?;
         let path = edge.path(&env, &answers.path)?;
         check_idempotency_key(answers.idempotency_key.as_deref()).map_err(cli_error)?;
         let key = answers.idempotency_key.clone();

@@ -43,12 +43,14 @@ async fn with_edge<T: Send + 'static>(
     let store = Arc::clone(&admin.store);
     let root = admin.local_store.root().to_owned();
     let actor = caller.actor(admin);
+    let replicated = admin.cluster.is_some();
     blocking(move || {
         let edge = Edge {
             store: store.as_ref(),
             root: &root,
             actor,
             authorization,
+            replicated,
         };
         work(&edge)
     })

@@ -335,11 +335,27 @@ pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError>
     // Secrets do not go through a running node's store: the secret store
     // has its own lock, and the node's admin API writes the same files.
     let root = context.store.root().to_owned();
+    // A cluster member writes its node file at the store root (its replica
+    // holds every environment).
+    let replicated = root.join(crate::node_client::NODE_FILE).is_file();
+    if replicated && matches!(verb, SecretsVerb::Put(_) | SecretsVerb::Rotate(_)) {
+        // Refused before anything is written: this process must not append
+        // to a replica's audit log behind Raft's back (the member's own API
+        // refuses and audits through Raft).
+        return Err(CliError::new(
+            ErrorKind::NotYetImplemented,
+            format!(
+                "{} is a cluster member's replica and secrets are not replicated yet; nothing was written",
+                root.display()
+            ),
+        ));
+    }
     let edge = |env: &EnvId| secrets_cmd::Edge {
         store: &context.store,
         root: &root,
         actor: context.checks.actor.clone(),
         authorization: context.authorize(env),
+        replicated,
     };
     // A change (or a reveal) needs the policy's allow; a denial is audited.
     let allowed =
