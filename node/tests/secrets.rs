@@ -522,6 +522,32 @@ fn a_secret_value_never_leaks_through_any_verb_log_metric_audit_or_backup() {
     let backup = home.mutate("env", "backup", json!({"environment_id": "local"}));
     assert_eq!(backup.code, 0, "{}", backup.stderr);
     captured.run("backup", &backup);
+    let backup_id = backup.stdout["result"]["backup_id"]
+        .as_str()
+        .expect("backup id")
+        .to_owned();
+    let shown = home.gtc(&["op", "env", "show", "local"]);
+    let generation = shown.stdout["result"]["generation"]
+        .as_u64()
+        .expect("generation");
+    let restore = home.mutate(
+        "env",
+        "restore",
+        json!({"environment_id": "local", "backup_id": backup_id, "expected_generation": generation}),
+    );
+    assert_eq!(restore.code, 0, "{}", restore.stderr);
+    captured.run("restore", &restore);
+    // A backup holds the state document, not the secret store: after a
+    // restore the secrets are as they were.
+    let after_restore = home.mutate(
+        "secrets",
+        "get",
+        json!({"environment_id": "local", "path": "db/password", "version": 1, "reveal": true}),
+    );
+    captured.add(
+        "reveal after restore",
+        without_revealed_value(after_restore.stdout.clone(), MARKER),
+    );
 
     captured.add("node log", node.stop());
     let log = &captured.0.last().expect("log").1;
