@@ -28,6 +28,7 @@
 mod context;
 mod describe;
 mod environment;
+mod image;
 mod messages;
 mod revision;
 mod supervisor;

@@ -19,6 +19,7 @@
 //!
 //! Must not touch: the store, the router or the lifecycle matrix.
 
+mod catalog;
 mod error;
 mod spec;
 mod supervised;
@@ -27,6 +28,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use catalog::{Deployers, SelectError};
 pub use error::DeployerError;
 pub use spec::{
     ContainerImage, INSTANCES_MAX, InstanceSet, InstanceSlot, ProviderInstance, RevisionPhase,
