@@ -218,7 +218,7 @@ impl EnvironmentActor {
                     Ok(deployer) => deployer,
                     Err(error) => {
                         tracing::error!(%revision, %error, "no deployer for the revision");
-                        if goal == crate::plan::Goal::Warm {
+                        if goal == deploy::reconcile::Goal::Warm {
                             let _ = myself.cast(EnvironmentMsg::Report(RuntimeReport {
                                 environment_id: state.context.env_id.clone(),
                                 revision_id: revision,
