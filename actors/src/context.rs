@@ -39,6 +39,9 @@ pub struct NodeContext {
     pub state_changes: Option<tokio::sync::watch::Receiver<u64>>,
     /// The address this node's instances listen on and are reached at.
     pub instance_host: std::net::IpAddr,
+    /// The deployers this node runs; the environment's deployer slot
+    /// binding selects one when a revision starts.
+    pub deployers: packs::deployer::Deployers,
 }
 
 /// Fetches and stages the bundle of a revision placed on this node but

@@ -196,7 +196,15 @@ impl EnvironmentActor {
                     }
                     StopReason::NoLongerRuns => "the revision no longer runs",
                 };
-                running.actor.stop(Some(why.to_owned()));
+                // Waited for (bounded), so the deployer has stopped and
+                // forgotten the revision before a new actor stages it again.
+                if let Err(error) = running
+                    .actor
+                    .stop_and_wait(Some(why.to_owned()), Some(SHUTDOWN_WAIT))
+                    .await
+                {
+                    tracing::warn!(%revision, %error, "revision actor did not stop in time");
+                }
             }
             Action::Start {
                 revision,
@@ -206,12 +214,29 @@ impl EnvironmentActor {
                 let Some(committed) = current.environment.revision(revision) else {
                     return;
                 };
+                let deployer = match state.context.deployers.select(&current.environment) {
+                    Ok(deployer) => deployer,
+                    Err(error) => {
+                        tracing::error!(%revision, %error, "no deployer for the revision");
+                        if goal == deploy::reconcile::Goal::Warm {
+                            let _ = myself.cast(EnvironmentMsg::Report(RuntimeReport {
+                                environment_id: state.context.env_id.clone(),
+                                revision_id: revision,
+                                outcome: RuntimeOutcome::Failed {
+                                    reason: error.to_string(),
+                                },
+                            }));
+                        }
+                        return;
+                    }
+                };
                 let args = RevisionArgs {
                     context: state.context.clone(),
                     share,
                     revision: committed.clone(),
                     goal,
                     parent: myself.clone(),
+                    deployer,
                 };
                 match Actor::spawn_linked(None, RevisionActor, args, myself.get_cell()).await {
                     Ok((actor, _)) => {

@@ -9,8 +9,8 @@
 //! Owns: following the committed state (never changing it except through
 //! `store::EnvironmentStore::submit` with `Command::RevisionReport`),
 //! carrying out what `deploy::reconcile::plan` (pure) decides runs here: starting, watching,
-//! restarting and stopping a revision's instances with the local-process
-//! deployer, and publishing `router::proxy::Published` snapshots.
+//! and stopping a revision's instances through the `packs::deployer::Deployer`
+//! the environment's deployer slot selects, and publishing `router::proxy::Published` snapshots.
 //!
 //! Invariant: no handler calls the synchronous store. Loads go through a
 //! `store::StoreWorker` with a bounded wait, and writes are handed to it
@@ -21,13 +21,14 @@
 //! the store (store), the on-disk layout (`deploy::layout` names every
 //! path). Actors are node-local; nothing here crosses the network.
 //!
-//! Modules depend one way: `context` and `messages` on nothing here;
+//! Modules depend one way: `context`, `messages` and `image` on nothing here;
 //! `revision` on those; `environment` on
 //! `revision`; `supervisor` on `environment`.
 
 mod context;
 mod describe;
 mod environment;
+mod image;
 mod messages;
 mod revision;
 mod supervisor;

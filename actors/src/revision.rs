@@ -1,13 +1,15 @@
-//! The revision actor: runs one revision's instances with the local-process
-//! deployer, restarts crashed ones with backoff, drains, and reports.
+//! The revision actor: runs one revision's instances through the deployer
+//! its environment's deployer slot selected when it started (the
+//! `packs::deployer::Deployer` contract: stage, warm, drain, archive),
+//! follows the deployer's instance set (exits and restarts happen there),
+//! drains, and reports.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deploy::command::{RuntimeOutcome, RuntimeReport};
 use deploy::revision::Revision;
-use local_process::{InstanceSpec, RestartDecision, RestartPolicy, RunningInstance};
+use packs::deployer::{Deployer, InstanceSet, RevisionSpec, RuntimeSpec};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use router::proxy::Instance;
 
@@ -15,17 +17,10 @@ use crate::context::NodeContext;
 use crate::messages::EnvironmentMsg;
 use deploy::reconcile::{Goal, Share};
 
-/// How often instances are checked for an unexpected exit.
-const MONITOR_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a drain checks for in-flight requests.
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// Time an instance gets to exit after SIGTERM before it is killed.
+/// Time an instance gets to exit after its stop signal before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Restarts of one instance allowed within `RESTART_WINDOW` before the
-/// actor stops restarting it and says so.
-const RESTARTS_MAX: u32 = 5;
-/// The window `RESTARTS_MAX` counts in.
-const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// The revision actor.
 pub struct RevisionActor;
@@ -38,26 +33,21 @@ pub struct RevisionArgs {
     pub revision: Revision,
     pub goal: Goal,
     pub parent: ActorRef<EnvironmentMsg>,
+    /// The deployer the environment's binding selected when this revision
+    /// started; it keeps it even if the binding changes.
+    pub deployer: Arc<dyn Deployer>,
 }
 
 /// Messages to the revision actor.
 pub enum RevisionMsg {
-    /// Start every instance (sent once, right after the actor starts).
+    /// Stage and warm through the deployer (sent once, right after the actor starts).
     Start,
-    /// Look for instances that exited.
-    Monitor,
-    /// Start instance `index` again.
-    Restart(usize),
+    /// The deployer's instance set changed (an exit, a restart).
+    InstancesChanged,
     /// Stop taking requests, let in-flight ones finish, then stop.
     Drain { drain_seconds: u32 },
     /// Check whether the drain is over.
     DrainCheck,
-}
-
-struct Slot {
-    running: Option<RunningInstance>,
-    shared: Option<Arc<Instance>>,
-    policy: RestartPolicy,
 }
 
 /// The revision actor's state.
@@ -66,8 +56,14 @@ pub struct RevisionState {
     /// an actor it already replaced.
     id: ractor::ActorId,
     args: RevisionArgs,
-    specs: Vec<InstanceSpec>,
-    slots: Vec<Slot>,
+    spec: Option<RevisionSpec>,
+    /// The deployer's instances, once warm.
+    set: Option<tokio::sync::watch::Receiver<InstanceSet>>,
+    /// What the router is given, per instance slot; kept across changes so
+    /// an unchanged instance keeps its in-flight count and ejection state.
+    shared: Vec<Option<Arc<Instance>>>,
+    /// Exits already counted in `gtc_instance_restarts_total`.
+    exits_counted: u64,
     drain_deadline: Option<Instant>,
 }
 
@@ -75,46 +71,37 @@ fn bundle_folder(args: &RevisionArgs) -> std::path::PathBuf {
     args.context.revision_dir(args.revision.revision_id)
 }
 
-fn specs(args: &RevisionArgs) -> Result<Vec<InstanceSpec>, String> {
+/// The deployer's view of this revision, from its staged bundle's manifest.
+fn revision_spec(args: &RevisionArgs) -> Result<RevisionSpec, String> {
     let context = &args.context;
     let revision = &args.revision;
     let folder = context.revision_dir(revision.revision_id);
     let bundle_root = deploy::layout::extracted_bundle(&folder);
     let manifest = bundle::stage::read_manifest(&bundle_root).map_err(|e| e.to_string())?;
-    let runtime = manifest
-        .require_runtime()
-        .map_err(|e| e.to_string())?
-        .clone();
-    let count = match args.share {
+    let runtime = manifest.require_runtime().map_err(|e| e.to_string())?;
+    let instances = match args.share {
         Share::All => revision.runtime_instances.unwrap_or(runtime.instances),
         Share::Placed(count) => count,
     };
-    Ok((0..count)
-        .map(|index| InstanceSpec {
-            bundle_root: bundle_root.clone(),
+    Ok(RevisionSpec {
+        env_id: context.env_id.clone(),
+        deployment_id: revision.deployment_id,
+        revision_id: revision.revision_id,
+        log_dir: deploy::layout::instance_logs(&folder),
+        instances,
+        host: context.instance_host,
+        node_name: context.node_name.clone(),
+        runtime: RuntimeSpec {
             command: runtime.command.clone(),
             env: runtime.env.clone(),
             port_env: runtime.port_env.clone(),
-            host: context.instance_host,
             health_path: runtime.health_path.clone(),
             startup_timeout: Duration::from_secs(u64::from(runtime.startup_timeout_seconds)),
             health_timeout: Duration::from_millis(u64::from(runtime.health_timeout_ms)),
-            log_dir: deploy::layout::instance_logs(&folder),
-            index,
-            labels: BTreeMap::from([
-                ("GREENTIC_ENV".to_owned(), context.env_id.to_string()),
-                (
-                    "GREENTIC_DEPLOYMENT".to_owned(),
-                    revision.deployment_id.to_string(),
-                ),
-                (
-                    "GREENTIC_REVISION".to_owned(),
-                    revision.revision_id.to_string(),
-                ),
-                ("GREENTIC_INSTANCE".to_owned(), index.to_string()),
-            ]),
-        })
-        .collect())
+            image: crate::image::container_image(runtime, &bundle_root),
+        },
+        bundle_root,
+    })
 }
 
 impl RevisionActor {
@@ -130,11 +117,7 @@ impl RevisionActor {
     }
 
     fn announce(&self, state: &RevisionState) {
-        let instances: Vec<_> = state
-            .slots
-            .iter()
-            .filter_map(|slot| slot.shared.clone())
-            .collect();
+        let instances: Vec<_> = state.shared.iter().flatten().cloned().collect();
         record_instance_states(state);
         let _ = state.args.parent.cast(EnvironmentMsg::Instances {
             from: state.id,
@@ -143,74 +126,101 @@ impl RevisionActor {
         });
     }
 
-    async fn start_all(&self, myself: &ActorRef<RevisionMsg>, state: &mut RevisionState) {
+    /// Takes the deployer's current instance set into `shared`, counts new
+    /// exits, and announces when something changed.
+    fn follow_instances(&self, state: &mut RevisionState) {
+        let Some(set) = state.set.as_mut() else {
+            return;
+        };
+        let current = set.borrow_and_update().clone();
         let revision = state.args.revision.revision_id;
-        let specs = state.specs.clone();
-        for spec in &specs {
-            match local_process::start(spec).await {
-                Ok(running) => {
-                    tracing::info!(%revision, instance = spec.index, addr = %running.addr(), "instance healthy");
-                    state.slots.push(Slot {
-                        shared: Some(Instance::new(running.addr())),
-                        running: Some(running),
-                        policy: RestartPolicy::new(
-                            Duration::from_millis(200),
-                            Duration::from_secs(10),
-                            RESTARTS_MAX,
-                            RESTART_WINDOW,
-                        ),
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(%revision, instance = spec.index, %error, "instance failed to start");
-                    self.stop_all(state).await;
-                    if state.args.goal == Goal::Warm {
-                        self.report(
-                            state,
-                            RuntimeOutcome::Failed {
-                                reason: format!("instance {}: {error}", spec.index),
-                            },
-                        );
-                    }
-                    myself.stop(Some("warming failed".to_owned()));
-                    return;
-                }
+        if current.exits_total > state.exits_counted {
+            metrics::counter!("gtc_instance_restarts_total", "revision" => revision.to_string())
+                .increment(current.exits_total - state.exits_counted);
+            state.exits_counted = current.exits_total;
+        }
+        let mut changed = state.shared.len() != current.slots.len();
+        state.shared.resize(current.slots.len(), None);
+        for (shared, slot) in state.shared.iter_mut().zip(&current.slots) {
+            let same = shared.as_ref().map(|i| i.addr) == slot.addr;
+            if !same {
+                *shared = slot.addr.map(Instance::new);
+                changed = true;
             }
         }
-        self.announce(state);
-        if state.args.goal == Goal::Warm {
-            self.report(state, RuntimeOutcome::Ready);
+        if changed {
+            self.announce(state);
         }
-        myself.send_interval(MONITOR_INTERVAL, || RevisionMsg::Monitor);
     }
 
+    async fn start(&self, myself: &ActorRef<RevisionMsg>, state: &mut RevisionState) {
+        let Some(spec) = state.spec.clone() else {
+            return;
+        };
+        let deployer = Arc::clone(&state.args.deployer);
+        let warmed = async {
+            deployer.stage_revision(&spec).await?;
+            deployer.warm_revision(&spec).await
+        }
+        .await;
+        match warmed {
+            Ok(warm) => {
+                tracing::info!(revision = %spec.revision_id, deployer = deployer.descriptor_path(), instances = ?warm.instances.borrow().ready(), "revision warm");
+                forward_changes(myself.clone(), warm.instances.clone());
+                state.set = Some(warm.instances);
+                self.follow_instances(state);
+                self.announce(state);
+                if state.args.goal == Goal::Warm {
+                    self.report(state, RuntimeOutcome::Ready);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(revision = %spec.revision_id, %error, "revision failed to warm");
+                if state.args.goal == Goal::Warm {
+                    self.report(
+                        state,
+                        RuntimeOutcome::Failed {
+                            reason: error.to_string(),
+                        },
+                    );
+                }
+                myself.stop(Some("warming failed".to_owned()));
+            }
+        }
+    }
+
+    /// Stops the revision's instances and forgets them on the deployer.
     async fn stop_all(&self, state: &mut RevisionState) {
-        for slot in &mut state.slots {
-            slot.shared = None;
-            if let Some(running) = slot.running.take() {
-                running.stop(STOP_GRACE).await;
-            }
+        state.set = None;
+        for shared in &mut state.shared {
+            *shared = None;
+        }
+        let Some(spec) = state.spec.as_ref() else {
+            return;
+        };
+        let deployer = &state.args.deployer;
+        if let Err(error) = deployer.drain_revision(spec, STOP_GRACE).await {
+            tracing::warn!(revision = %spec.revision_id, %error, "drain failed");
+        }
+        if let Err(error) = deployer.archive_revision(spec).await {
+            tracing::warn!(revision = %spec.revision_id, %error, "archive failed");
         }
     }
+}
 
-    fn schedule_restart(
-        &self,
-        myself: &ActorRef<RevisionMsg>,
-        state: &mut RevisionState,
-        index: usize,
-    ) {
-        let revision = state.args.revision.revision_id;
-        metrics::counter!("gtc_instance_restarts_total", "revision" => revision.to_string())
-            .increment(1);
-        match state.slots[index].policy.next(Instant::now()) {
-            RestartDecision::RestartAfter(delay) => {
-                myself.send_after(delay, move || RevisionMsg::Restart(index));
-            }
-            RestartDecision::GiveUp { restarts_in_window } => {
-                tracing::error!(%revision, instance = index, restarts_in_window, "instance restart storm; no more restarts");
+/// Tells the actor about every change of the deployer's instance set until
+/// the set is dropped (drained or archived) or the actor is gone.
+fn forward_changes(
+    actor: ActorRef<RevisionMsg>,
+    mut set: tokio::sync::watch::Receiver<InstanceSet>,
+) {
+    tokio::spawn(async move {
+        while set.changed().await.is_ok() {
+            if actor.cast(RevisionMsg::InstancesChanged).is_err() {
+                return;
             }
         }
-    }
+    });
 }
 
 impl Actor for RevisionActor {
@@ -223,23 +233,22 @@ impl Actor for RevisionActor {
         myself: ActorRef<Self::Msg>,
         args: RevisionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // Instances a killed node left running hold no slot here; stop
-        // them before starting this revision's own.
-        let reaped =
-            local_process::reap_orphans(&deploy::layout::instance_logs(&bundle_folder(&args)));
-        if reaped > 0 {
-            tracing::warn!(revision = %args.revision.revision_id, reaped, "stopped instances left by a previous node");
-        }
-        let specs = match specs(&args) {
-            Ok(specs) => specs,
+        let spec = revision_spec(&args);
+        let mut state = RevisionState {
+            args,
+            spec: None,
+            set: None,
+            shared: Vec::new(),
+            exits_counted: 0,
+            drain_deadline: None,
+            id: myself.get_id(),
+        };
+        match spec {
+            Ok(spec) => {
+                state.spec = Some(spec);
+                myself.cast(RevisionMsg::Start)?;
+            }
             Err(reason) => {
-                let state = RevisionState {
-                    args,
-                    specs: Vec::new(),
-                    slots: Vec::new(),
-                    drain_deadline: None,
-                    id: myself.get_id(),
-                };
                 let absent = !bundle_folder(&state.args).exists();
                 if absent && state.args.context.bundles_may_be_elsewhere {
                     tracing::warn!(revision = %state.args.revision.revision_id, "the revision's bundle is not on this node; it runs where it was staged");
@@ -249,17 +258,9 @@ impl Actor for RevisionActor {
                     tracing::error!(revision = %state.args.revision.revision_id, %reason, "cannot run the revision");
                 }
                 myself.stop(Some("no runnable bundle".to_owned()));
-                return Ok(state);
             }
-        };
-        myself.cast(RevisionMsg::Start)?;
-        Ok(RevisionState {
-            args,
-            specs,
-            slots: Vec::new(),
-            drain_deadline: None,
-            id: myself.get_id(),
-        })
+        }
+        Ok(state)
     }
 
     async fn handle(
@@ -269,47 +270,10 @@ impl Actor for RevisionActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RevisionMsg::Start => self.start_all(&myself, state).await,
-            RevisionMsg::Monitor => {
-                if state.drain_deadline.is_some() {
-                    return Ok(());
-                }
-                let mut exited = Vec::new();
-                for (index, slot) in state.slots.iter_mut().enumerate() {
-                    if let Some(running) = slot.running.as_mut()
-                        && let Some(status) = running.try_exited()
-                    {
-                        tracing::warn!(revision = %state.args.revision.revision_id, instance = index, %status, "instance exited; restarting");
-                        slot.running = None;
-                        slot.shared = None;
-                        exited.push(index);
-                    }
-                }
-                if !exited.is_empty() {
-                    self.announce(state);
-                    for index in exited {
-                        self.schedule_restart(&myself, state, index);
-                    }
-                }
-            }
-            RevisionMsg::Restart(index) => {
-                if state.drain_deadline.is_some()
-                    || index >= state.slots.len()
-                    || state.slots[index].running.is_some()
-                {
-                    return Ok(());
-                }
-                match local_process::start(&state.specs[index]).await {
-                    Ok(running) => {
-                        let slot = &mut state.slots[index];
-                        slot.shared = Some(Instance::new(running.addr()));
-                        slot.running = Some(running);
-                        self.announce(state);
-                    }
-                    Err(error) => {
-                        tracing::warn!(revision = %state.args.revision.revision_id, instance = index, %error, "restart failed");
-                        self.schedule_restart(&myself, state, index);
-                    }
+            RevisionMsg::Start => self.start(&myself, state).await,
+            RevisionMsg::InstancesChanged => {
+                if state.drain_deadline.is_none() {
+                    self.follow_instances(state);
                 }
             }
             RevisionMsg::Drain { drain_seconds } => {
@@ -318,11 +282,7 @@ impl Actor for RevisionActor {
                 myself.cast(RevisionMsg::DrainCheck)?;
             }
             RevisionMsg::DrainCheck => {
-                let idle = state
-                    .slots
-                    .iter()
-                    .filter_map(|s| s.shared.as_ref())
-                    .all(|i| i.in_flight() == 0);
+                let idle = state.shared.iter().flatten().all(|i| i.in_flight() == 0);
                 let expired = state
                     .drain_deadline
                     .is_some_and(|deadline| Instant::now() >= deadline);
@@ -363,8 +323,8 @@ impl RevisionActor {
 }
 
 /// The states an instance slot is reported in: `ready` (serving), `running`
-/// (started, not serving: warming up or draining), `down` (no process: not
-/// started yet, crashed and waiting for its restart, or stopped).
+/// (started, not serving: draining), `down` (no instance: crashed and
+/// waiting for its restart, or stopped).
 const INSTANCE_STATES: [&str; 3] = ["ready", "running", "down"];
 
 fn instances_gauge(state: &RevisionState, instance_state: &'static str) -> metrics::Gauge {
@@ -378,13 +338,25 @@ fn instances_gauge(state: &RevisionState, instance_state: &'static str) -> metri
 /// Sets `gtc_instances{revision, state}` from the slots.
 fn record_instance_states(state: &RevisionState) {
     let mut counts = [0usize; 3];
-    for slot in &state.slots {
-        let index = match (&slot.shared, &slot.running) {
+    let deployer_addrs: Vec<bool> = state
+        .set
+        .as_ref()
+        .map(|set| {
+            set.borrow()
+                .slots
+                .iter()
+                .map(|s| s.addr.is_some())
+                .collect()
+        })
+        .unwrap_or_default();
+    for (index, shared) in state.shared.iter().enumerate() {
+        let up = deployer_addrs.get(index).copied().unwrap_or(false);
+        let bucket = match (shared, up) {
             (Some(_), _) => 0,
-            (None, Some(_)) => 1,
-            (None, None) => 2,
+            (None, true) => 1,
+            (None, false) => 2,
         };
-        counts[index] += 1;
+        counts[bucket] += 1;
     }
     for (instance_state, count) in INSTANCE_STATES.iter().zip(counts) {
         instances_gauge(state, instance_state).set(count as f64);

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use local_process::{RestartDecision, RestartPolicy};
+use packs::restart::{RestartDecision, RestartPolicy};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::context::NodeContext;

@@ -41,6 +41,91 @@ pub struct RuntimeSection {
     /// Instances per revision.
     #[serde(default = "default_instances")]
     pub instances: u32,
+    /// The container image, for container deployers
+    /// (`greentic.deployer.docker`); `command` is then a path inside the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSection>,
+}
+
+/// Where a container deployer finds the bundle's image: an image already
+/// on the engine (`reference`, pinned by `digest` at stage time), or an
+/// image archive shipped inside the bundle (`archive`, whose sha256 is
+/// `digest`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSection {
+    /// An image name or id on the engine, e.g. `shop:1.4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// A path inside the bundle to an image archive (`docker save` output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// `sha256:<64 hex>`: the image id or a repository digest of
+    /// `reference`, or the archive's sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// True for `sha256:` followed by 64 lowercase hex digits.
+fn valid_digest(digest: &str) -> bool {
+    digest.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    })
+}
+
+impl ImageSection {
+    /// Exactly one of `reference` and `archive`; a well-formed digest,
+    /// which an archive must have; an archive path inside the bundle.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        match (&self.reference, &self.archive) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(runtime_error(
+                    "image",
+                    "must name exactly one of reference (an image on the engine) and archive (an image archive in the bundle)",
+                ));
+            }
+            (Some(reference), None)
+                if reference.is_empty() || reference.chars().any(char::is_whitespace) =>
+            {
+                return Err(runtime_error(
+                    "image.reference",
+                    format!("{reference:?} is not an image name"),
+                ));
+            }
+            (None, Some(archive)) => {
+                if archive.is_empty()
+                    || archive.starts_with('/')
+                    || archive.split('/').any(|part| part == "..")
+                {
+                    return Err(runtime_error(
+                        "image.archive",
+                        format!(
+                            "{archive:?} must be a path inside the bundle (no absolute paths, no '..')"
+                        ),
+                    ));
+                }
+                if self.digest.is_none() {
+                    return Err(runtime_error(
+                        "image.digest",
+                        "is required with an archive: the archive's sha256 as sha256:<64 hex>",
+                    ));
+                }
+            }
+            (Some(_), None) => {}
+        }
+        if let Some(digest) = &self.digest
+            && !valid_digest(digest)
+        {
+            return Err(runtime_error(
+                "image.digest",
+                format!("{digest:?} must be sha256: followed by 64 lowercase hex digits"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_port_env() -> String {
@@ -277,6 +362,11 @@ impl RuntimeSection {
         let Some(program) = self.command.first() else {
             return Err(runtime_error("command", "is empty"));
         };
+        if self.image.is_some() {
+            // The program is inside the image; the container deployer
+            // checks the image when it stages the revision.
+            return Ok(());
+        }
         let relative = program.strip_prefix("./").unwrap_or(program);
         let path = root.join(relative);
         // The program must resolve inside the bundle (extraction proved
@@ -300,10 +390,18 @@ impl RuntimeSection {
                 "is empty; give the program and its arguments, e.g. [\"bin/server\", \"--flag\"]",
             ));
         };
-        let unsafe_program = program.is_empty()
-            || program.starts_with('/')
-            || program.split('/').any(|part| part == "..")
-            || !program.contains('/');
+        if let Some(image) = &self.image {
+            image.validate()?;
+        }
+        // In an image the program is an absolute path of the image; in a
+        // bundle, a relative path inside it.
+        let outside = if self.image.is_some() {
+            !program.starts_with('/')
+        } else {
+            program.starts_with('/') || !program.contains('/')
+        };
+        let unsafe_program =
+            program.is_empty() || outside || program.split('/').any(|part| part == "..");
         if unsafe_program {
             return Err(runtime_error(
                 "command[0]",
@@ -405,6 +503,7 @@ mod tests {
             startup_timeout_seconds: 30,
             health_timeout_ms: 1000,
             instances: 1,
+            image: None,
         };
         assert!(base.validate().is_ok());
         let cases: Vec<(&str, RuntimeSection)> = vec![
@@ -486,5 +585,59 @@ mod tests {
             describe(None, Some(b"schema_version: 1\nbundle_id: shop\n")).expect("valid");
         let error = described.require_runtime().expect_err("no runtime");
         assert!(error.to_string().contains("runtime: {command:"), "{error}");
+    }
+
+    #[test]
+    fn image_sections_name_one_source_and_let_the_command_live_in_the_image() {
+        // Proves: exactly one of reference/archive, archives need a digest and stay inside the bundle, and an image runtime takes an absolute in-image command.
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let runtime = |command: &str, image: ImageSection| RuntimeSection {
+            command: vec![command.into()],
+            env: BTreeMap::new(),
+            port_env: default_port_env(),
+            health_path: default_health_path(),
+            startup_timeout_seconds: 30,
+            health_timeout_ms: 1000,
+            instances: 1,
+            image: Some(image),
+        };
+        let on_engine = ImageSection {
+            reference: Some("shop:1".into()),
+            archive: None,
+            digest: Some(digest.clone()),
+        };
+        assert!(runtime("/server", on_engine.clone()).validate().is_ok());
+        let relative = runtime("bin/server", on_engine.clone()).validate();
+        assert!(relative.is_err(), "an image command is absolute");
+        let both = ImageSection {
+            archive: Some("image.tar".into()),
+            ..on_engine.clone()
+        };
+        assert!(runtime("/server", both).validate().is_err());
+        let unpinned_archive = ImageSection {
+            reference: None,
+            archive: Some("image.tar".into()),
+            digest: None,
+        };
+        assert!(runtime("/server", unpinned_archive).validate().is_err());
+        let escaping = ImageSection {
+            reference: None,
+            archive: Some("../image.tar".into()),
+            digest: Some(digest.clone()),
+        };
+        assert!(runtime("/server", escaping).validate().is_err());
+        let root = std::path::Path::new("/nonexistent-bundle");
+        assert!(runtime("/server", on_engine).check_program(root).is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn only_sha256_and_64_lowercase_hex_is_a_digest(text in "(sha256:)?[0-9a-fA-F]{0,70}") {
+            // Proves valid_digest accepts exactly the sha256:<64 lowercase hex> form.
+            let expected = text.strip_prefix("sha256:").is_some_and(|hex| {
+                hex.len() == 64 && hex.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+            });
+            proptest::prop_assert_eq!(valid_digest(&text), expected);
+        }
     }
 }

@@ -310,6 +310,7 @@ impl RunningNode {
             poll_interval: Duration::from_millis(args.poll_ms),
             state_changes: cluster.as_ref().map(|c| c.state_machine().watch_applied()),
             instance_host: instance_host(args),
+            deployers: node_deployers(),
         };
         let node_context_name = node_context.node_name.clone();
         let actors = NodeHandle::start(node_context).await.map_err(|e| {
@@ -663,4 +664,21 @@ async fn ensure_cluster_environment(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The deployers this node runs, by descriptor path; an environment's
+/// deployer slot binding picks one per revision.
+fn node_deployers() -> packs::deployer::Deployers {
+    packs::deployer::Deployers::new()
+        .with(Arc::new(local_process::local_process_deployer()))
+        .with(Arc::new(docker_deployer::docker_deployer(docker_socket())))
+}
+
+/// The Docker engine's socket: `DOCKER_HOST` when it names a unix socket,
+/// else the default. Nothing connects until a revision runs on it.
+fn docker_socket() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|host| host.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| docker_deployer::DEFAULT_SOCKET.to_owned())
 }

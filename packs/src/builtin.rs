@@ -80,10 +80,21 @@ const BUILTINS: [Builtin; 5] = [
     },
 ];
 
-/// A registry holding the five built-in local packs.
+/// Built-in packs an environment may bind but that `env init` does not
+/// pick: the container deployer needs a Docker engine.
+const OPTIONAL: [Builtin; 1] = [Builtin {
+    slot: CapabilitySlot::Deployer,
+    path: "greentic.deployer.docker",
+    version: "0.1.0",
+    requirement: "^0.1.0",
+    // The local engine's socket; no cloud capability needed.
+    credentials: Some(&[]),
+}];
+
+/// A registry holding the five built-in local packs and the optional ones.
 pub fn with_builtins() -> EnvPackRegistry {
     let mut registry = EnvPackRegistry::new();
-    for builtin in BUILTINS {
+    for builtin in BUILTINS.into_iter().chain(OPTIONAL) {
         // Built-in paths are distinct constants with credentials where
         // required; a unit test proves registration succeeds.
         let _ = registry.register(Box::new(builtin));
@@ -129,5 +140,11 @@ mod tests {
         }
         let slots: Vec<_> = default_bindings().iter().map(|d| d.slot).collect();
         assert_eq!(slots, CapabilitySlot::CORE.to_vec());
+        let docker: deploy::descriptor::PackDescriptor = "greentic.deployer.docker@0.1.0"
+            .parse()
+            .expect("descriptor");
+        with_builtins()
+            .resolve_for_slot(&docker, CapabilitySlot::Deployer)
+            .expect("the docker deployer is bindable");
     }
 }

@@ -12,8 +12,13 @@
 //! * [`RunningInstance`] reports the instance's address and pid, health-checks it,
 //!   observes its exit, and [`RunningInstance::stop`]s it (SIGTERM, grace, SIGKILL,
 //!   reap). Dropping it kills the process group, so no process outlives its handle.
-//! * [`RestartPolicy`] is a pure, clock-free decision helper for supervisors:
-//!   exponential backoff plus a bound on restart storms.
+//! * [`RestartPolicy`] (re-exported from `packs::restart`) is a pure,
+//!   clock-free decision helper for supervisors: exponential backoff plus a
+//!   bound on restart storms.
+//! * [`LocalProcessDeployer`] is this pack on the `packs::deployer::Deployer`
+//!   contract: [`LocalProcessDriver`] starts, stops, reaps and lists one
+//!   revision's processes, and `packs::deployer::SupervisedDeployer` adds
+//!   the lifecycle (health-gated warm, restart with backoff, drain, archive).
 //!
 //! # What it must not touch
 //!
@@ -26,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod command;
+mod deployer;
 mod environment;
 mod error;
 mod group;
@@ -33,9 +39,12 @@ mod health;
 mod instance;
 mod logs;
 mod pidfile;
-mod restart;
 mod spec;
 
+pub use deployer::{
+    DESCRIPTOR_PATH, LocalProcessDeployer, LocalProcessDriver, instance_spec,
+    local_process_deployer,
+};
 pub use environment::INHERITED_ENV;
 pub use error::{CommandProblem, StartError};
 pub use instance::{
@@ -44,6 +53,6 @@ pub use instance::{
     start,
 };
 pub use logs::{LAST_LOG_LINES, TAIL_READ_BYTES};
-pub use pidfile::reap_orphans;
-pub use restart::{MAX_BACKOFF_EXPONENT, RestartDecision, RestartPolicy};
+pub use packs::restart::{MAX_BACKOFF_EXPONENT, RestartDecision, RestartPolicy};
+pub use pidfile::{live_instances, reap_orphans};
 pub use spec::InstanceSpec;

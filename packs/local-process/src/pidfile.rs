@@ -50,6 +50,37 @@ impl Drop for PidFile {
     }
 }
 
+/// The instances recorded in `log_dir` whose process is still the one
+/// recorded (same start time): `(index, pid)`, whoever started them.
+pub fn live_instances(log_dir: &Path) -> Vec<(Option<u32>, u32)> {
+    let Ok(entries) = std::fs::read_dir(log_dir) else {
+        return Vec::new();
+    };
+    let mut live = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(SUFFIX) else {
+            continue;
+        };
+        let recorded = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut fields = recorded.split_whitespace().map(str::parse::<u64>);
+        if let (Some(Ok(pid)), Some(Ok(started))) = (fields.next(), fields.next())
+            && let Ok(pid) = u32::try_from(pid)
+            && started != 0
+            && start_time(pid) == Some(started)
+        {
+            let index = stem
+                .strip_prefix("instance-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|index| index.parse().ok());
+            live.push((index, pid));
+        }
+    }
+    live.sort_unstable();
+    live
+}
+
 /// Kills the process groups of instances recorded in `log_dir` that are
 /// still running (left by a node that was killed), and removes their pid
 /// files. Returns how many groups were killed.

@@ -1,0 +1,89 @@
+//! The connection to the Docker engine and what its errors mean to an operator.
+
+use bollard::Docker;
+use packs::deployer::DeployerError;
+use tokio::sync::OnceCell;
+
+/// Where the engine listens on Linux.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// Seconds one engine request may take (bollard's own timeout); stop
+/// requests add the grace on top.
+pub const REQUEST_TIMEOUT_SECONDS: u64 = 120;
+/// What to do when the engine cannot be reached.
+const ENGINE_FIX: &str = "start the Docker engine (systemctl start docker; install it with \
+    apt-get install docker.io) and check this user may use its socket (group docker)";
+
+/// A lazily connected engine client; the API version is negotiated with
+/// the engine on first use, so older engines (API 1.41) work.
+pub struct Engine {
+    socket: String,
+    client: OnceCell<Docker>,
+}
+
+impl Engine {
+    /// An engine at `socket`; nothing is connected yet.
+    pub fn new(socket: impl Into<String>) -> Self {
+        Self {
+            socket: socket.into(),
+            client: OnceCell::new(),
+        }
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
+    /// The client, connecting and negotiating the API version the first time.
+    pub async fn client(&self) -> Result<&Docker, DeployerError> {
+        self.client
+            .get_or_try_init(|| async {
+                let docker = Docker::connect_with_unix(
+                    &self.socket,
+                    REQUEST_TIMEOUT_SECONDS,
+                    bollard::API_DEFAULT_VERSION,
+                )
+                .map_err(|e| self.unreachable(&e))?;
+                docker
+                    .negotiate_version()
+                    .await
+                    .map_err(|e| self.unreachable(&e))
+            })
+            .await
+    }
+
+    /// The engine could not be reached at all.
+    pub fn unreachable(&self, error: &bollard::errors::Error) -> DeployerError {
+        DeployerError::ProviderUnreachable {
+            provider: "the Docker engine",
+            endpoint: self.socket.clone(),
+            reason: error.to_string(),
+            fix: ENGINE_FIX,
+        }
+    }
+
+    /// An error of `operation`: the engine's own answer, or unreachable.
+    pub fn error(&self, operation: &str, error: bollard::errors::Error) -> DeployerError {
+        match error {
+            bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                DeployerError::Provider {
+                    provider: "the Docker engine",
+                    operation: operation.to_owned(),
+                    reason: message,
+                }
+            }
+            other => self.unreachable(&other),
+        }
+    }
+}
+
+/// True when the engine answered 404 (no such image or container).
+pub fn is_not_found(error: &bollard::errors::Error) -> bool {
+    matches!(
+        error,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
