@@ -176,6 +176,27 @@ fn plan_revision(
             reason: StopReason::PlacementChanged,
         });
     }
+    if revision.lifecycle == Lifecycle::Draining {
+        // A drain happens wherever the revision runs, placed here or not:
+        // the leader may have moved its placement while it served (a member
+        // restarted), and instances left running undrained would be cut
+        // when another member's report makes the revision inactive.
+        match running.get_mut(&id) {
+            Some(runs) if !runs.draining => {
+                runs.draining = true;
+                actions.push(Action::Drain {
+                    revision: id,
+                    drain_seconds: revision.drain_seconds,
+                });
+            }
+            Some(_) => {}
+            // Nothing runs it here: a node it was placed on reports the
+            // drain over (it restarted mid-drain, or never started it).
+            None if share.is_some() => actions.push(Action::ReportDrained { revision: id }),
+            None => {}
+        }
+        return;
+    }
     let Some(share) = share else {
         return;
     };
@@ -203,14 +224,6 @@ fn plan_revision(
                 goal,
             });
         }
-        (Lifecycle::Draining, Some(runs)) if !runs.draining => {
-            runs.draining = true;
-            actions.push(Action::Drain {
-                revision: id,
-                drain_seconds: revision.drain_seconds,
-            });
-        }
-        (Lifecycle::Draining, None) => actions.push(Action::ReportDrained { revision: id }),
         _ => {}
     }
 }

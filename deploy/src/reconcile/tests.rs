@@ -167,6 +167,38 @@ fn a_draining_revision_is_drained_once_or_reported_drained_when_nothing_runs() {
 }
 
 #[test]
+fn a_member_drains_what_it_runs_even_when_the_placement_moved_away() {
+    // Proves: found by the simulator's soak (seeds 43, 221, 326, 486 of
+    // 1..=500, `member-runs-its-placement`): the leader moved a revision's
+    // placement from n1 to n3 while it served, the operator then drained
+    // it, and n1 kept its instances running undrained while n3, running
+    // nothing, reported the drain over at once. n1 must drain what it runs;
+    // only a member it is placed on reports a drain with nothing running.
+    let mut moved = Case::single(vec![revision(1, Lifecycle::Draining, &["n3"])]).running(
+        1,
+        Share::Placed(1),
+        false,
+    );
+    moved.role = member("n1");
+    assert_eq!(
+        moved.plan(),
+        vec![Action::Drain {
+            revision: id(1),
+            drain_seconds: 7
+        }]
+    );
+    let mut idle_elsewhere = Case::single(vec![revision(1, Lifecycle::Draining, &["n3"])]);
+    idle_elsewhere.role = member("n1");
+    assert_eq!(idle_elsewhere.plan(), Vec::new());
+    let mut placed_here = Case::single(vec![revision(1, Lifecycle::Draining, &["n1"])]);
+    placed_here.role = member("n1");
+    assert_eq!(
+        placed_here.plan(),
+        vec![Action::ReportDrained { revision: id(1) }]
+    );
+}
+
+#[test]
 fn a_member_runs_only_its_placed_share_and_restarts_when_the_placement_changes() {
     // Proves: a cluster member runs as many instances as the leader placed
     // on it, none when placed elsewhere (stopping what it ran), and stops
