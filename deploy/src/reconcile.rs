@@ -200,32 +200,31 @@ fn plan_revision(
     let Some(share) = share else {
         return;
     };
-    match (revision.lifecycle, running.get_mut(&id)) {
-        (Lifecycle::Warming | Lifecycle::Ready, None) => {
-            if !input.bundles_here.contains(&id) && input.bundles_fetchable {
-                actions.push(Action::FetchBundle { revision: id });
-                return;
-            }
-            let goal = if revision.lifecycle == Lifecycle::Warming {
-                Goal::Warm
-            } else {
-                Goal::Run
-            };
-            running.insert(
-                id,
-                Runs {
-                    share,
-                    draining: false,
-                },
-            );
-            actions.push(Action::Start {
-                revision: id,
-                share,
-                goal,
-            });
-        }
-        _ => {}
+    // Serving, with no instances here yet: start them (after the bundle).
+    if !serving || running.contains_key(&id) {
+        return;
     }
+    if !input.bundles_here.contains(&id) && input.bundles_fetchable {
+        actions.push(Action::FetchBundle { revision: id });
+        return;
+    }
+    let goal = if revision.lifecycle == Lifecycle::Warming {
+        Goal::Warm
+    } else {
+        Goal::Run
+    };
+    running.insert(
+        id,
+        Runs {
+            share,
+            draining: false,
+        },
+    );
+    actions.push(Action::Start {
+        revision: id,
+        share,
+        goal,
+    });
 }
 
 #[cfg(test)]
