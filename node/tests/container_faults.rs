@@ -27,7 +27,7 @@
 
 mod cluster_support;
 
-use cluster_support::{bundle_of, get, gtc, keep_folder, ulid_like, wait_until};
+use cluster_support::{bundle_of, get, get_answer, gtc, keep_folder, ulid_like, wait_until};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -291,9 +291,21 @@ struct Tally {
     /// a failed request may take up to the 2 s connect timeout, so counts
     /// alone understate an outage.
     longest_gap_ms: AtomicU64,
-    /// Failed requests since the last reset, by what came back (a status,
-    /// or "no answer"), so a report says what failed, not only how often.
-    failure_kinds: Mutex<BTreeMap<String, u64>>,
+    /// Failed requests since the last reset, by what came back (a status
+    /// and the router's error kind, or "no answer"), so a report says what
+    /// failed and when, not only how often.
+    failure_kinds: Mutex<BTreeMap<String, FailureWindow>>,
+    /// When the current phase started: failure times are relative to it.
+    phase_start: Mutex<Option<Instant>>,
+}
+
+/// How often one kind of failure came back in a phase, and from when to
+/// when (ms after the phase started).
+#[derive(Debug, Clone, Copy, Default)]
+struct FailureWindow {
+    count: u64,
+    first_ms: u64,
+    last_ms: u64,
 }
 
 /// A traffic change the cluster acknowledged.
@@ -647,11 +659,11 @@ fn the_cluster_in_containers_survives_partition_kill_rolling_restart_and_pause()
             std::thread::spawn(move || {
                 let mut last_answer = Instant::now();
                 while !stop.load(Ordering::SeqCst) {
-                    let outcome = get(router);
+                    let outcome = get_answer(router);
                     let gap = last_answer.elapsed().as_millis() as u64;
                     tally.longest_gap_ms.fetch_max(gap, Ordering::Relaxed);
-                    match outcome {
-                        Some((200, Some(generation), Some(revision))) => {
+                    match outcome.map(|a| (a.status, a.generation, a.revision, a.error_kind)) {
+                        Some((200, Some(generation), Some(revision), _)) => {
                             last_answer = Instant::now();
                             tally.answered.fetch_add(1, Ordering::Relaxed);
                             tally
@@ -662,15 +674,23 @@ fn the_cluster_in_containers_survives_partition_kill_rolling_restart_and_pause()
                         }
                         other => {
                             let kind = match other {
-                                Some((status, _, _)) => format!("status {status}"),
+                                Some((status, _, _, Some(kind))) => format!("{status} {kind}"),
+                                Some((status, _, _, None)) => format!("status {status}"),
                                 None => "no answer".to_owned(),
                             };
-                            *tally
-                                .failure_kinds
+                            let at = tally
+                                .phase_start
                                 .lock()
-                                .expect("failure kinds")
-                                .entry(kind)
-                                .or_default() += 1;
+                                .expect("phase start")
+                                .map_or(0, |start| start.elapsed().as_millis() as u64);
+                            let mut kinds = tally.failure_kinds.lock().expect("failure kinds");
+                            let window = kinds.entry(kind).or_insert(FailureWindow {
+                                first_ms: at,
+                                ..FailureWindow::default()
+                            });
+                            window.count += 1;
+                            window.last_ms = at;
+                            drop(kinds);
                             tally.failed.fetch_add(1, Ordering::Relaxed);
                             std::thread::sleep(Duration::from_millis(20));
                         }
@@ -716,11 +736,14 @@ fn the_cluster_in_containers_survives_partition_kill_rolling_restart_and_pause()
     let mut phase = |fault: &'static str, inject: &dyn Fn(&[Node]) -> String| {
         std::thread::sleep(Duration::from_secs(3));
         let (answered_before, failed_before) = snapshot(&tallies);
+        let started = Instant::now();
         for tally in &tallies {
             tally.longest_gap_ms.store(0, Ordering::Relaxed);
             tally.failure_kinds.lock().expect("failure kinds").clear();
+            *tally.phase_start.lock().expect("phase start") = Some(started);
         }
         let target = inject(&nodes);
+        let healed_ms = started.elapsed().as_millis();
         let target_index = nodes.iter().position(|node| node.name == target);
         for node in nodes.iter() {
             wait_healthy(node);
@@ -750,12 +773,25 @@ fn the_cluster_in_containers_survives_partition_kill_rolling_restart_and_pause()
                 .collect(),
             converged,
         };
-        let kinds: Vec<BTreeMap<String, u64>> = tallies
+        // Per router: kind -> "count (from +first to +last ms)".
+        let kinds: Vec<BTreeMap<String, String>> = tallies
             .iter()
-            .map(|t| t.failure_kinds.lock().expect("failure kinds").clone())
+            .map(|t| {
+                t.failure_kinds
+                    .lock()
+                    .expect("failure kinds")
+                    .iter()
+                    .map(|(kind, w)| {
+                        (
+                            kind.clone(),
+                            format!("{} (+{} to +{} ms)", w.count, w.first_ms, w.last_ms),
+                        )
+                    })
+                    .collect()
+            })
             .collect();
         eprintln!(
-            "fault `{}` on {}: answered {:?}, failed {:?} ({kinds:?}), longest gaps {:?} ms, routers converged {:?} after healing",
+            "fault `{}` on {} (healed +{healed_ms} ms): answered {:?}, failed {:?} ({kinds:?}), longest gaps {:?} ms, routers converged {:?} after healing",
             report.fault,
             report.target,
             report.answered,

@@ -49,6 +49,13 @@ pub fn free_udp() -> SocketAddr {
         .expect("port")
 }
 
+/// The last `lines` lines of a log file (empty when it cannot be read).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 pub struct Member {
     pub name: String,
     pub dir: PathBuf,
@@ -111,14 +118,24 @@ impl Member {
         if let Some(seed) = self.gossip_seed {
             command.arg("--gossip-seed").arg(seed.to_string());
         }
-        self.child = Some(command.spawn().expect("spawn node"));
+        let child = self.child.insert(command.spawn().expect("spawn node"));
         if extra.contains(&"--no-bootstrap") {
             // It serves only once a member added it (`gtc cluster join`).
             return;
         }
-        let node_file = self.store().join("local").join("node.json");
-        eventually(&format!("{} to serve", self.name), || {
-            node_file.exists() && std::net::TcpStream::connect(self.admin).is_ok()
+        let node_file = self.dir.join("environments").join("local").join("node.json");
+        let (name, admin, log) = (&self.name, self.admin, self.dir.join("node.log"));
+        eventually(&format!("{name} to serve"), || {
+            // A member that exited (a port another process took meanwhile,
+            // say) fails the wait at once, with what it said.
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "{name} exited ({status}) before serving; the end of {}:\n{}",
+                    log.display(),
+                    log_tail(&log, 30)
+                );
+            }
+            node_file.exists() && std::net::TcpStream::connect(admin).is_ok()
         });
     }
 
@@ -328,6 +345,22 @@ pub fn ulid_like() -> u128 {
 
 /// One GET through a router: status, generation header, revision header.
 pub fn get(router: SocketAddr) -> Option<(u16, Option<u64>, Option<String>)> {
+    get_answer(router).map(|answer| (answer.status, answer.generation, answer.revision))
+}
+
+/// What one `GET /hello` through a router brought back.
+pub struct Answer {
+    pub status: u16,
+    /// `x-greentic-generation`.
+    pub generation: Option<u64>,
+    /// `x-greentic-revision`.
+    pub revision: Option<String>,
+    /// The `error.kind` of a router's own error answer (`no-ready-instance`, ...).
+    pub error_kind: Option<String>,
+}
+
+/// [`get`], with the router's error kind when it answered with an error.
+pub fn get_answer(router: SocketAddr) -> Option<Answer> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&router, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -347,11 +380,16 @@ pub fn get(router: SocketAddr) -> Option<(u16, Option<u64>, Option<String>)> {
             })
             .map(|(_, v)| v.trim().to_owned())
     };
-    Some((
+    let error_kind = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(body.trim()).ok())
+        .and_then(|body| body["error"]["kind"].as_str().map(str::to_owned));
+    Some(Answer {
         status,
-        header("x-greentic-generation").and_then(|g| g.parse().ok()),
-        header("x-greentic-revision"),
-    ))
+        generation: header("x-greentic-generation").and_then(|g| g.parse().ok()),
+        revision: header("x-greentic-revision"),
+        error_kind,
+    })
 }
 
 /// `gtc cluster init` plus certificates for n2 and n3, and three started
