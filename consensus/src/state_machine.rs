@@ -425,14 +425,20 @@ impl StateMachine {
         Ok(())
     }
 
-    fn apply_request(&self, request: ClusterRequest) -> io::Result<Outcome> {
-        let (event_id, env) = match &request {
+    /// Applies one request of an entry written in Raft term `term`.
+    fn apply_request(&self, request: ClusterRequest, term: u64) -> io::Result<Outcome> {
+        let (event_id, env, stale) = match &request {
             ClusterRequest::Submit { envelope_json } => {
-                serde_json::from_str::<CommandEnvelope>(envelope_json)
-                    .map(|e| (e.minted.event_id.to_string(), Some(e.command.env_id())))
+                serde_json::from_str::<CommandEnvelope>(envelope_json).map(|e| {
+                    (
+                        e.minted.event_id.to_string(),
+                        Some(e.command.env_id()),
+                        stale_decision(&e.command, term),
+                    )
+                })
             }
             ClusterRequest::Record { event_json } => serde_json::from_str::<AuditEvent>(event_json)
-                .map(|e| (e.event_id.to_string(), e.env_id.parse::<EnvId>().ok())),
+                .map(|e| (e.event_id.to_string(), e.env_id.parse::<EnvId>().ok(), None)),
         }
         .map_err(to_io)?;
         if !self.duplicate_check_planted_away() && self.seen(env.as_ref(), &event_id)? {
@@ -441,7 +447,10 @@ impl StateMachine {
                 .get(&event_id)
                 .unwrap_or(Outcome::AlreadyApplied));
         }
-        let outcome = self.apply_new_request(request)?;
+        let outcome = match stale {
+            Some(refusal) => refusal,
+            None => self.apply_new_request(request)?,
+        };
         self.note_applied(env.as_ref(), &event_id)?;
         self.recent()?.remember(event_id, &outcome);
         Ok(outcome)
@@ -490,6 +499,28 @@ impl StateMachine {
     pub fn snapshots_built(&self) -> u64 {
         self.inner.snapshots_built.load(Ordering::Relaxed)
     }
+}
+
+/// The refusal of a leader's decision (a placement) that reached the log in
+/// another term than the one it was decided in: its leader lost that term
+/// before the entry was written (it was forwarded or retried under the next
+/// leader), so the members it saw live may be gone or back. Every replica
+/// sees the same term in the same entry, so every replica refuses it; the
+/// current leader decides again from its own view.
+fn stale_decision(command: &deploy::command::Command, term: u64) -> Option<Outcome> {
+    let deploy::command::Command::RevisionPlace(answers) = command else {
+        return None;
+    };
+    let decided = answers.decided_in_term?;
+    (decided != term).then(|| {
+        Outcome::Refused(crate::outcome::ErrorWire {
+            kind: deploy::error::ErrorKind::Conflict.as_str().to_owned(),
+            message: format!(
+                "the placement was decided by the leader of term {decided} and reached the log in term {term}; the current leader places again"
+            ),
+            field: Some("decided_in_term".to_owned()),
+        })
+    })
 }
 
 /// The environment a command or an audit event is about, if it names one.
@@ -563,7 +594,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(request) => {
                     touched = request_env(&request);
                     is_request = true;
-                    self.apply_request(request)?
+                    self.apply_request(request, log_id.leader_id.term)?
                 }
                 EntryPayload::Membership(membership) => {
                     applied.membership = StoredMembership::new(Some(log_id), membership);

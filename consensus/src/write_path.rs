@@ -238,6 +238,49 @@ impl ClusterHandle {
         outcome(response)?.into_submit()
     }
 
+    /// Applies a decision this node made as the leader (a placement, decided
+    /// from this leader's own view of the members): proposed here or not at
+    /// all. Unlike [`Self::submit`] it is never forwarded and never retried
+    /// under another leader, and it waits at most `within`, so the loop
+    /// that decides never stalls behind a leader that lost its quorum. The
+    /// state machine still refuses it if it reaches the log in another term
+    /// than the envelope's `decided_in_term`.
+    pub async fn submit_as_leader(
+        &self,
+        envelope: &CommandEnvelope,
+        within: Duration,
+    ) -> Result<Submitted, SubmitError> {
+        let envelope_json = serde_json::to_string(envelope)
+            .map_err(|error| replicated_failure(error.to_string()))?;
+        let request = ClusterRequest::Submit { envelope_json };
+        let deadline = tokio::time::Instant::now() + within;
+        let answer = tokio::time::timeout_at(deadline, write_as_leader(&self.raft, request))
+            .await
+            .map_err(|_| {
+                replicated_failure(format!(
+                    "not committed within {within:?}: this leader may have lost its quorum"
+                ))
+            })?
+            .map_err(replicated_failure)?;
+        let PeerResponse::Written {
+            response,
+            log_index,
+        } = answer
+        else {
+            return Err(replicated_failure(
+                "this node no longer leads; a leader's decision is not forwarded".to_owned(),
+            ));
+        };
+        metrics::counter!("gtc_raft_writes_total").increment(1);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(left.max(FORWARD_RETRY_DELAY)))
+            .applied_index_at_least(Some(log_index), "a leader's decision")
+            .await
+            .map_err(|error| replicated_failure(error.to_string()))?;
+        outcome(response)?.into_submit()
+    }
+
     /// Records an audit event through the cluster.
     pub async fn record(&self, event: &AuditEvent) -> Result<(), SubmitError> {
         let event_json =

@@ -273,3 +273,84 @@ async fn five_members_lose_two_and_change_membership_without_losing_writes() {
         member.shutdown().await;
     }
 }
+
+/// A placement naming `revision`, decided in `term`.
+fn placement(term: u64, revision: deploy::ids::RevisionId) -> CommandEnvelope {
+    envelope(Command::RevisionPlace(deploy::command::PlacementAnswers {
+        environment_id: EnvId::local(),
+        placements: std::collections::BTreeMap::from([(revision, vec!["n2".to_owned()])]),
+        decided_in_term: Some(term),
+    }))
+}
+
+/// The kind of a replicated refusal, and its message.
+fn refusal(result: Result<store::Submitted, store::SubmitError>) -> (String, String) {
+    match result {
+        Err(store::SubmitError::Replicated { kind, message, .. }) => {
+            (kind.as_str().to_owned(), message)
+        }
+        Err(other) => panic!("expected a replicated refusal, got {other}"),
+        Ok(submitted) => panic!("expected a refusal, got {:?}", submitted.applied.result),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_placement_is_applied_only_in_the_term_its_leader_decided_it() {
+    // Proves: a leader's decision that reaches the log under a later leader
+    // (forwarded after its leader was deposed, as an isolated leader's
+    // pending placement is when the partition heals) is refused by every
+    // replica, while one decided in the entry's own term goes on to `apply`
+    // (here refused there, for naming no revision, which shows it passed
+    // the term check); and a leader-only submission is never forwarded.
+    let temp = tempfile::tempdir().expect("temp");
+    let ca = ClusterCa::create("test").expect("ca");
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_udp_addr()).collect();
+    let n1 = start(&ca, temp.path(), "n1", addrs[0], None).await;
+    eventually("n1 to lead", || n1.is_leader()).await;
+    let n2 = start(&ca, temp.path(), "n2", addrs[1], Some(addrs[0])).await;
+    let n3 = start(&ca, temp.path(), "n3", addrs[2], Some(addrs[0])).await;
+    n2.submit(&init()).await.expect("init");
+    let revision = deploy::ids::RevisionId::from_ulid(ulid::Ulid::new());
+    let first_term = n1.status().term;
+
+    // Decided in the current term, forwarded by a follower: past the check.
+    let (kind, message) = refusal(n2.submit(&placement(first_term, revision)).await);
+    assert_eq!(kind, "not-found", "{message}");
+
+    // A follower does not propose a leader's decision, nor forward it.
+    let (_, message) = refusal(
+        n3.submit_as_leader(&placement(first_term, revision), Duration::from_secs(2))
+            .await,
+    );
+    assert!(message.contains("no longer leads"), "{message}");
+
+    // The leader goes; a decision of its term now reaches the log in the
+    // next one and is refused, on every replica alike.
+    n1.shutdown().await;
+    drop(n1);
+    eventually("a new leader", || n2.is_leader() || n3.is_leader()).await;
+    let (leader, other) = if n2.is_leader() {
+        (&n2, &n3)
+    } else {
+        (&n3, &n2)
+    };
+    let second_term = leader.status().term;
+    assert!(second_term > first_term);
+    let (kind, message) = refusal(other.submit(&placement(first_term, revision)).await);
+    assert_eq!(kind, "conflict", "{message}");
+    assert!(
+        message.contains(&format!("decided by the leader of term {first_term}")),
+        "{message}"
+    );
+
+    // The new leader's own decision passes the check.
+    let (kind, message) = refusal(
+        leader
+            .submit_as_leader(&placement(second_term, revision), Duration::from_secs(5))
+            .await,
+    );
+    assert_eq!(kind, "not-found", "{message}");
+    for member in [&n2, &n3] {
+        member.shutdown().await;
+    }
+}

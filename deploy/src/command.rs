@@ -272,6 +272,15 @@ pub enum RuntimeOutcome {
 pub struct PlacementAnswers {
     pub environment_id: EnvId,
     pub placements: std::collections::BTreeMap<RevisionId, Vec<String>>,
+    /// The Raft term of the leader that decided it, from the members it
+    /// saw live then. The replicated state machine applies the placement
+    /// only in an entry of that same term: a decision that reaches the log
+    /// under a later leader (forwarded or retried after the deciding
+    /// leader lost its term, as an isolated leader's would be) is refused,
+    /// since the members it named may be long gone. `None` (a single node)
+    /// applies as it comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_in_term: Option<u64>,
 }
 
 /// A runtime report about one revision.

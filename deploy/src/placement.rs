@@ -198,6 +198,7 @@ pub fn changes(
     (!changed.is_empty()).then(|| crate::command::PlacementAnswers {
         environment_id: state.env_id().clone(),
         placements: changed,
+        decided_in_term: None,
     })
 }
 

@@ -112,6 +112,7 @@ pub async fn start(
         store: settings.store,
         env_id: settings.env_id,
         last: None,
+        in_flight: None,
     };
     tokio::spawn(refresh(Arc::clone(&membership), router, cluster, placer));
     Ok(membership)
@@ -201,18 +202,31 @@ async fn refresh(
 /// a flapping member does not flood the log.
 pub const PLACEMENT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The longest a placement waits to be committed: a leader that lost its
+/// quorum (cut off by a partition) gives up on it, and whoever leads next
+/// places from its own view.
+pub const PLACEMENT_COMMIT_BOUND: Duration = Duration::from_secs(3);
+
 /// The leader's placement loop state.
 struct Placer {
     store: Arc<dyn store::EnvironmentStore + Send + Sync>,
     env_id: deploy::ids::EnvId,
     last: Option<tokio::time::Instant>,
+    /// The placement being committed: the gossip loop never waits for it
+    /// (it keeps publishing this node's facts and instances meanwhile), and
+    /// no new round starts before it ends.
+    in_flight: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Placer {
-    async fn place(&mut self, cluster: &consensus::ClusterHandle, nodes: Vec<NodeCapacity>) {
+    async fn place(&mut self, cluster: &Arc<consensus::ClusterHandle>, nodes: Vec<NodeCapacity>) {
         if self
-            .last
-            .is_some_and(|last| last.elapsed() < PLACEMENT_INTERVAL)
+            .in_flight
+            .as_ref()
+            .is_some_and(|task| !task.is_finished())
+            || self
+                .last
+                .is_some_and(|last| last.elapsed() < PLACEMENT_INTERVAL)
         {
             return;
         }
@@ -220,22 +234,29 @@ impl Placer {
         let Ok(Some(state)) = self.store.load(&self.env_id) else {
             return;
         };
-        let Some(answers) = deploy::placement::changes(&state, &nodes) else {
+        let Some(mut answers) = deploy::placement::changes(&state, &nodes) else {
             return;
         };
+        // The decision holds for this leader's term only: the state machine
+        // refuses it if it reaches the log under another leader.
+        answers.decided_in_term = Some(cluster.status().term);
         let name = &cluster.node().name;
         let envelope = actors::node_envelope(
             name,
             format!("placement by the cluster leader {name}"),
             Command::RevisionPlace(answers),
         );
-        let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || store.submit(&envelope)).await {
-            Ok(Ok(_)) => tracing::info!("placement committed"),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "placement not committed; recomputing next round")
+        let cluster = Arc::clone(cluster);
+        self.in_flight = Some(tokio::spawn(async move {
+            match cluster
+                .submit_as_leader(&envelope, PLACEMENT_COMMIT_BOUND)
+                .await
+            {
+                Ok(_) => tracing::info!("placement committed"),
+                Err(error) => {
+                    tracing::warn!(%error, "placement not committed; recomputing next round")
+                }
             }
-            Err(error) => tracing::warn!(%error, "placement task failed"),
-        }
+        }));
     }
 }

@@ -1084,6 +1084,7 @@ fn placements_are_recorded_for_running_revisions_only() {
                 revision,
                 nodes.iter().map(|n| (*n).to_owned()).collect(),
             )]),
+            decided_in_term: None,
         })
     };
     assert!(matches!(

@@ -466,8 +466,22 @@ impl World {
     }
 
     /// The leader's placement round, on the members it can see running.
+    /// The decision carries the term of the member that leads when it is
+    /// made, as the node's does; it then travels the ordinary write path
+    /// (forwarded and retried while leadership moves), so the state
+    /// machine's refusal of a decision that reaches the log in a later term
+    /// runs under the simulation's faults.
     pub(super) async fn place(&mut self) {
         let Some(state) = self.view() else {
+            return;
+        };
+        let Some(term) = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.handle.as_ref())
+            .find(|handle| handle.is_leader())
+            .map(|handle| handle.status().term)
+        else {
             return;
         };
         let nodes: Vec<NodeCapacity> = self
@@ -479,7 +493,8 @@ impl World {
                 capacity: NODE_CAPACITY,
             })
             .collect();
-        if let Some(answers) = deploy::placement::changes(&state, &nodes) {
+        if let Some(mut answers) = deploy::placement::changes(&state, &nodes) {
+            answers.decided_in_term = Some(term);
             self.submit(Command::RevisionPlace(answers), "place").await;
         }
     }
