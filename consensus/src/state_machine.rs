@@ -501,22 +501,22 @@ impl StateMachine {
     }
 }
 
-/// The refusal of a leader's decision (a placement) that reached the log in
+/// The refusal of a leader's decision (a placement, a rollout controller's
+/// step) that reached the log in
 /// another term than the one it was decided in: its leader lost that term
 /// before the entry was written (it was forwarded or retried under the next
 /// leader), so the members it saw live may be gone or back. Every replica
 /// sees the same term in the same entry, so every replica refuses it; the
 /// current leader decides again from its own view.
 fn stale_decision(command: &deploy::command::Command, term: u64) -> Option<Outcome> {
-    let deploy::command::Command::RevisionPlace(answers) = command else {
-        return None;
-    };
-    let decided = answers.decided_in_term?;
+    let decided = command.decided_in_term()?;
     (decided != term).then(|| {
         Outcome::Refused(crate::outcome::ErrorWire {
             kind: deploy::error::ErrorKind::Conflict.as_str().to_owned(),
             message: format!(
-                "the placement was decided by the leader of term {decided} and reached the log in term {term}; the current leader places again"
+                "the {} {} was decided by the leader of term {decided} and reached the log in term {term}; the current leader decides again",
+                command.noun(),
+                command.verb()
             ),
             field: Some("decided_in_term".to_owned()),
         })

@@ -339,6 +339,56 @@ pub struct TrafficSetAnswers {
     pub authorization_ref: Option<String>,
 }
 
+/// `rollouts start`: move a deployment's traffic from its stable revision to
+/// a candidate in steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutStartAnswers {
+    pub environment_id: EnvId,
+    pub deployment_id: DeploymentId,
+    /// The revision to roll out; it must be ready.
+    pub candidate_revision_id: RevisionId,
+    /// The revision that serves now. Defaults to the one the split sends
+    /// 100 % to; required when the split has several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision_id: Option<RevisionId>,
+    pub steps: Vec<crate::rollout::RolloutStep>,
+    /// Required when a step waits for analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<crate::rollout::AnalysisSettings>,
+    /// Required: a retried start must never start a second rollout.
+    pub idempotency_key: String,
+}
+
+/// `rollouts pause`, `resume`, `promote` and `abort`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutActionAnswers {
+    pub environment_id: EnvId,
+    pub deployment_id: DeploymentId,
+    /// Why, for the rollout's history and the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// A decision of the rollout controller (on the cluster leader, or the
+/// single node) about the current step of a deployment's rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutDecisionAnswers {
+    pub environment_id: EnvId,
+    pub deployment_id: DeploymentId,
+    /// The step the decision is about: refused once the rollout moved on.
+    pub step: u32,
+    pub decision: crate::rollout::ControllerDecision,
+    /// As for placements: the Raft term of the leader that decided it; the
+    /// replicated state machine refuses it in an entry of another term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_in_term: Option<u64>,
+}
+
 /// `credentials bootstrap` and `credentials rotate`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -426,6 +476,14 @@ pub enum Command {
     RevisionReport(RuntimeReport),
     /// Where the cluster leader placed each revision's instances.
     RevisionPlace(PlacementAnswers),
+    RolloutStart(RolloutStartAnswers),
+    /// A person's `rollouts pause|resume|promote|abort`.
+    RolloutAct {
+        action: crate::rollout::PersonAction,
+        answers: RolloutActionAnswers,
+    },
+    /// The rollout controller's decision, audited as `rollout:<deployment>`.
+    RolloutDecide(RolloutDecisionAnswers),
 }
 
 impl Command {
@@ -462,6 +520,9 @@ impl Command {
             Command::TrafficSet(_) | Command::TrafficRollback(_) | Command::TrafficClear(_) => {
                 "traffic"
             }
+            Command::RolloutStart(_) | Command::RolloutAct { .. } | Command::RolloutDecide(_) => {
+                "rollouts"
+            }
         }
     }
 
@@ -486,6 +547,9 @@ impl Command {
             Command::RevisionPlace(_) => "place",
             Command::TrafficSet(_) => "set",
             Command::TrafficClear(_) => "clear",
+            Command::RolloutStart(_) => "start",
+            Command::RolloutAct { action, .. } => action.as_str(),
+            Command::RolloutDecide(_) => "decide",
         }
     }
 
@@ -512,6 +576,19 @@ impl Command {
             Command::TrafficSet(a) => a.environment_id.clone(),
             Command::RevisionReport(report) => report.environment_id.clone(),
             Command::RevisionPlace(answers) => answers.environment_id.clone(),
+            Command::RolloutStart(a) => a.environment_id.clone(),
+            Command::RolloutAct { answers, .. } => answers.environment_id.clone(),
+            Command::RolloutDecide(a) => a.environment_id.clone(),
+        }
+    }
+
+    /// The Raft term a leader's own decision (a placement, a rollout
+    /// controller's step) was made in; `None` for everything a person asks.
+    pub fn decided_in_term(&self) -> Option<u64> {
+        match self {
+            Command::RevisionPlace(answers) => answers.decided_in_term,
+            Command::RolloutDecide(answers) => answers.decided_in_term,
+            _ => None,
         }
     }
 
@@ -531,13 +608,16 @@ impl Command {
             | Command::RevisionDrain(a)
             | Command::RevisionArchive(a) => a.idempotency_key.as_deref(),
             Command::TrafficSet(a) => Some(a.idempotency_key.as_str()),
+            Command::RolloutStart(a) => Some(a.idempotency_key.as_str()),
+            Command::RolloutAct { answers, .. } => answers.idempotency_key.as_deref(),
             Command::EnvInit { .. }
             | Command::EnvCreate(_)
             | Command::EnvDestroy(_)
             | Command::EnvRestore { .. }
             | Command::EnvMergeBindings { .. }
             | Command::RevisionReport(_)
-            | Command::RevisionPlace(_) => None,
+            | Command::RevisionPlace(_)
+            | Command::RolloutDecide(_) => None,
         }
     }
 

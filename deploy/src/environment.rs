@@ -137,6 +137,10 @@ pub struct Environment {
     pub revisions: Vec<Revision>,
     #[serde(default)]
     pub traffic_splits: Vec<TrafficSplit>,
+    /// Rollouts: at most one active per deployment, and the last
+    /// [`crate::rollout::FINISHED_ROLLOUTS_KEPT`] finished ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<crate::rollout::Rollout>,
     #[serde(default)]
     pub revocation: Revocation,
     #[serde(default)]
@@ -262,6 +266,11 @@ pub enum ValidationError {
         deployment_id: DeploymentId,
         source: SplitError,
     },
+    #[error("rollout of deployment {deployment_id}: {what}")]
+    Rollout {
+        deployment_id: DeploymentId,
+        what: String,
+    },
     #[error("traffic split belongs to environment {found:?}, not {expected:?}")]
     SplitEnvMismatch { expected: String, found: String },
     #[error("deployment {deployment_id} has more than one traffic split")]
@@ -356,6 +365,7 @@ impl Environment {
             bundles: Vec::new(),
             revisions: Vec::new(),
             traffic_splits: Vec::new(),
+            rollouts: Vec::new(),
             revocation: Revocation::default(),
             retention: Retention::default(),
             health: Health::default(),
@@ -382,6 +392,21 @@ impl Environment {
         self.traffic_splits.iter().find(|s| s.deployment_id == id)
     }
 
+    /// The rollout that owns deployment `id`'s split now, if one runs.
+    pub fn active_rollout(&self, id: DeploymentId) -> Option<&crate::rollout::Rollout> {
+        self.rollouts
+            .iter()
+            .find(|r| r.deployment_id == id && r.state.is_active())
+    }
+
+    /// Deployment `id`'s latest rollout, running or finished.
+    pub fn latest_rollout(&self, id: DeploymentId) -> Option<&crate::rollout::Rollout> {
+        self.rollouts
+            .iter()
+            .filter(|r| r.deployment_id == id)
+            .max_by_key(|r| r.started_at)
+    }
+
     /// Every data invariant. Lifecycle moves are checked when a command is
     /// applied; this checks what must hold of any stored document.
     pub fn validate(&self) -> Result<(), ValidationError> {
@@ -406,7 +431,58 @@ impl Environment {
         self.validate_revisions()?;
         self.validate_bundles()?;
         self.validate_routes()?;
-        self.validate_splits()
+        self.validate_splits()?;
+        self.validate_rollouts()
+    }
+
+    /// A running rollout owns its deployment's split: one per deployment,
+    /// both revisions ready, and the split exactly the rollout's weights.
+    fn validate_rollouts(&self) -> Result<(), ValidationError> {
+        for (index, rollout) in self.rollouts.iter().enumerate() {
+            if !rollout.state.is_active() {
+                continue;
+            }
+            let deployment_id = rollout.deployment_id;
+            let broken = |what: String| ValidationError::Rollout {
+                deployment_id,
+                what,
+            };
+            if self.rollouts[..index]
+                .iter()
+                .any(|r| r.deployment_id == deployment_id && r.state.is_active())
+            {
+                return Err(broken("two rollouts run at once".to_owned()));
+            }
+            for revision_id in [rollout.stable_revision_id, rollout.candidate_revision_id] {
+                let lifecycle = self.revision(revision_id).map(|r| r.lifecycle);
+                if lifecycle != Some(Lifecycle::Ready) {
+                    return Err(broken(format!(
+                        "revision {revision_id} is {}; both revisions of a running rollout stay ready",
+                        lifecycle.map_or("gone", Lifecycle::as_str)
+                    )));
+                }
+            }
+            let candidate = rollout.candidate_weight_bps();
+            let weight_of = |revision_id| {
+                self.split(deployment_id).map_or(0, |split| {
+                    split
+                        .entries
+                        .iter()
+                        .filter(|e| e.revision_id == revision_id)
+                        .map(|e| e.weight_bps)
+                        .sum::<u32>()
+                })
+            };
+            if weight_of(rollout.candidate_revision_id) != candidate
+                || weight_of(rollout.stable_revision_id)
+                    != crate::traffic::BASIS_POINTS_TOTAL - candidate
+            {
+                return Err(broken(format!(
+                    "the split is not the rollout's {candidate} bps to the candidate and the rest to the stable revision"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn validate_packs(&self) -> Result<(), ValidationError> {

@@ -34,6 +34,7 @@ pub mod precondition;
 pub mod reconcile;
 pub mod refs;
 pub mod revision;
+pub mod rollout;
 pub mod runtime_config;
 pub mod schema;
 pub mod state;

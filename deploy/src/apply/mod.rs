@@ -9,6 +9,7 @@ mod bundles;
 mod env;
 mod packs;
 mod revisions;
+mod rollouts;
 mod traffic;
 
 pub use bundles::summary as bundle_summary;
@@ -207,6 +208,11 @@ fn dispatch(
         Command::TrafficClear(answers) => traffic::clear(environment, answers),
         Command::RevisionReport(report) => revisions::report(environment, report, envelope),
         Command::RevisionPlace(answers) => revisions::place(environment, answers),
+        Command::RolloutStart(answers) => rollouts::start(environment, answers, envelope),
+        Command::RolloutAct { action, answers } => {
+            rollouts::act(environment, *action, answers, envelope)
+        }
+        Command::RolloutDecide(answers) => rollouts::decide(environment, answers, envelope),
     }
 }
 

@@ -88,6 +88,19 @@ fn refuse_if_serving(
             deployment_id: split.deployment_id,
         });
     }
+    // A running rollout may send either revision everything at any moment
+    // (an abort, a promotion), so both keep their instances until it ends.
+    if let Some(rollout) = environment.rollouts.iter().find(|r| {
+        r.state.is_active()
+            && (r.stable_revision_id == revision_id || r.candidate_revision_id == revision_id)
+    }) {
+        return Err(ApplyError::Conflict {
+            message: format!(
+                "cannot {verb} revision {revision_id}: the rollout of deployment {} ({}) may send it all traffic; promote or abort the rollout first",
+                rollout.deployment_id, rollout.state
+            ),
+        });
+    }
     Ok(())
 }
 

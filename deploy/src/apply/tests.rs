@@ -706,6 +706,12 @@ enum Action {
     Pause(u8, bool),
     RemovePack(u8),
     Init,
+    /// Deployment, candidate, stable (or the split's), first weight.
+    RolloutStart(u8, u8, Option<u8>, u16),
+    /// Deployment, pause/resume/promote/abort.
+    RolloutAct(u8, u8),
+    /// Deployment, step, advance/hold/roll back/hold limit, requests, errors.
+    RolloutDecide(u8, u8, u8, u16, u16),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -732,6 +738,52 @@ fn action() -> impl Strategy<Value = Action> {
         (any::<u8>(), any::<bool>()).prop_map(|(d, p)| Action::Pause(d, p)),
         (0u8..5).prop_map(Action::RemovePack),
         Just(Action::Init),
+        (
+            any::<u8>(),
+            any::<u8>(),
+            proptest::option::of(any::<u8>()),
+            1u16..10_000
+        )
+            .prop_map(|(d, c, s, w)| Action::RolloutStart(d, c, s, w)),
+        (any::<u8>(), 0u8..4).prop_map(|(d, a)| Action::RolloutAct(d, a)),
+        (any::<u8>(), 0u8..3, 0u8..4, 0u16..300, 0u16..30)
+            .prop_map(|(d, s, k, r, e)| Action::RolloutDecide(d, s, k, r, e)),
+    ]
+}
+
+/// The analysis every generated rollout uses: 100 requests, at most 1 %
+/// errors, 60 s windows.
+fn rollout_analysis() -> crate::rollout::AnalysisSettings {
+    crate::rollout::AnalysisSettings {
+        window_seconds: 60,
+        min_requests: 100,
+        checks: vec![crate::rollout::MetricCheck::ErrorRate {
+            max_bps: 100,
+            relative_to_stable: false,
+        }],
+        hold_limit_seconds: 10,
+        on_hold_limit: crate::rollout::HoldLimitAction::Abort,
+    }
+}
+
+/// Steps at `first` bps (a 4 s pause), then twice that (analysis), then
+/// 10000 (manual): a pause, an analysis and a person in every rollout.
+fn rollout_steps(first: u32) -> Vec<crate::rollout::RolloutStep> {
+    use crate::rollout::{RolloutStep, StepGate};
+    let second = (first * 2).min(9_999).max(first + 1);
+    vec![
+        RolloutStep {
+            weight_bps: first,
+            until: StepGate::Pause { seconds: 4 },
+        },
+        RolloutStep {
+            weight_bps: second,
+            until: StepGate::Analysis,
+        },
+        RolloutStep {
+            weight_bps: 10_000,
+            until: StepGate::Manual,
+        },
     ]
 }
 
@@ -865,6 +917,60 @@ fn to_command(harness: &Harness, action: &Action) -> Option<Command> {
             answers: EnvInitAnswers::default(),
             defaults: defaults(),
         },
+        Action::RolloutStart(d, c, s, first) => Command::RolloutStart(RolloutStartAnswers {
+            environment_id: local(),
+            deployment_id: pick(&deployments, *d)?,
+            candidate_revision_id: pick(&revisions, *c)?,
+            stable_revision_id: match s {
+                Some(s) => Some(pick(&revisions, *s)?),
+                None => None,
+            },
+            steps: rollout_steps(u32::from(*first)),
+            analysis: Some(rollout_analysis()),
+            idempotency_key: format!("rollout-{}", harness.counter),
+        }),
+        Action::RolloutAct(d, action) => Command::RolloutAct {
+            action: [
+                crate::rollout::PersonAction::Pause,
+                crate::rollout::PersonAction::Resume,
+                crate::rollout::PersonAction::Promote,
+                crate::rollout::PersonAction::Abort,
+            ][usize::from(*action) % 4],
+            answers: RolloutActionAnswers {
+                environment_id: local(),
+                deployment_id: pick(&deployments, *d)?,
+                reason: None,
+                idempotency_key: None,
+            },
+        },
+        Action::RolloutDecide(d, step, kind, requests, errors) => {
+            use crate::rollout::{AnalysisRecord, ControllerDecision, WindowCounts};
+            let record = AnalysisRecord {
+                step: u32::from(*step),
+                window_seconds: 60,
+                candidate: WindowCounts {
+                    requests: u64::from(*requests),
+                    server_errors: u64::from((*errors).min(*requests)),
+                    upstream_errors: 0,
+                    latency_buckets: Vec::new(),
+                },
+                stable: WindowCounts::default(),
+            };
+            Command::RolloutDecide(RolloutDecisionAnswers {
+                environment_id: local(),
+                deployment_id: pick(&deployments, *d)?,
+                step: u32::from(*step),
+                decision: match kind {
+                    0 => ControllerDecision::Advance {
+                        analysis: Some(record),
+                    },
+                    1 => ControllerDecision::Hold { analysis: record },
+                    2 => ControllerDecision::RollBack { analysis: record },
+                    _ => ControllerDecision::HoldLimit,
+                },
+                decided_in_term: None,
+            })
+        }
     })
 }
 
@@ -1179,4 +1285,194 @@ fn a_revision_with_nothing_to_run_takes_no_traffic() {
         split.entries[0].revision_id, runs,
         "LATEST stays on what runs"
     );
+}
+
+#[test]
+fn a_rollout_owns_the_split_from_start_to_abort_and_refuses_what_would_break_it() {
+    use crate::rollout::{ControllerDecision, PersonAction, RolloutState};
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let v1 = harness.stage(deployment);
+    let v2 = harness.stage(deployment);
+    let v3 = harness.stage(deployment);
+    harness.warm(v1).expect("warm v1");
+    harness.warm(v2).expect("warm v2");
+    harness
+        .set(deployment, "all-v1", &[(&v1.to_string(), 10_000)])
+        .expect("split");
+    let start = |candidate: RevisionId, key: &str| {
+        Command::RolloutStart(RolloutStartAnswers {
+            environment_id: EnvId::local(),
+            deployment_id: deployment,
+            candidate_revision_id: candidate,
+            stable_revision_id: None,
+            steps: rollout_steps(100),
+            analysis: Some(rollout_analysis()),
+            idempotency_key: key.to_owned(),
+        })
+    };
+    // A candidate that is not ready is refused, and nothing changes.
+    let before = harness.state.clone();
+    assert!(matches!(
+        harness.run(start(v3, "r0")),
+        Err(ApplyError::Conflict { message }) if message.contains("candidate_revision_id")
+    ));
+    assert_eq!(harness.state, before);
+
+    let started = harness.run(start(v2, "r1")).expect("start");
+    assert_eq!(started.result["rollout"]["state"], "progressing");
+    // The controller: a 4 s pause (each envelope is 2 s later) must end first.
+    let decide = |step: u32, decision: ControllerDecision| {
+        Command::RolloutDecide(RolloutDecisionAnswers {
+            environment_id: EnvId::local(),
+            deployment_id: deployment,
+            step,
+            decision,
+            decided_in_term: None,
+        })
+    };
+    let advance = || decide(0, ControllerDecision::Advance { analysis: None });
+    assert!(harness.run(advance()).is_err(), "2 s into a 4 s pause");
+    let split = harness.env().split(deployment).expect("split").clone();
+    let weights: Vec<(RevisionId, u32)> = split
+        .entries
+        .iter()
+        .map(|e| (e.revision_id, e.weight_bps))
+        .collect();
+    assert_eq!(weights, [(v1, 9_900), (v2, 100)]);
+
+    // While it runs: no second rollout, no manual split, no drain of either.
+    assert!(matches!(
+        harness.run(start(v2, "r2")),
+        Err(ApplyError::Conflict { message }) if message.contains("already has a rollout")
+    ));
+    assert!(matches!(
+        harness.set(deployment, "manual", &[(&v1.to_string(), 10_000)]),
+        Err(ApplyError::Conflict { message }) if message.contains("owns its split")
+    ));
+    assert!(
+        harness
+            .run(Command::TrafficRollback(DeploymentAnswers {
+                environment_id: EnvId::local(),
+                deployment_id: deployment,
+                idempotency_key: None,
+            }))
+            .is_err()
+    );
+    harness
+        .run(start(v2, "r1"))
+        .expect("the same start replays");
+
+    harness.run(advance()).expect("the pause is over");
+    let rollout = harness.env().active_rollout(deployment).expect("runs");
+    assert_eq!((rollout.step, rollout.candidate_weight_bps()), (1, 200));
+    assert_eq!(
+        harness.env().split(deployment).expect("split").updated_by,
+        crate::rollout::Rollout::controller_actor(deployment)
+    );
+    assert!(harness.run(advance()).is_err(), "step 0 is over");
+
+    // A person aborts: 100 % stable, the rollout finished, the split free.
+    harness
+        .run(Command::RolloutAct {
+            action: PersonAction::Abort,
+            answers: RolloutActionAnswers {
+                environment_id: EnvId::local(),
+                deployment_id: deployment,
+                reason: Some("latency".into()),
+                idempotency_key: None,
+            },
+        })
+        .expect("abort");
+    let split = harness.env().split(deployment).expect("split");
+    assert_eq!(split.entries.len(), 1);
+    assert_eq!(
+        (split.entries[0].revision_id, split.entries[0].weight_bps),
+        (v1, 10_000)
+    );
+    assert_eq!(
+        harness
+            .env()
+            .latest_rollout(deployment)
+            .expect("kept")
+            .state,
+        RolloutState::Aborted
+    );
+    assert!(harness.env().active_rollout(deployment).is_none());
+    harness
+        .revision_command(Command::RevisionDrain, v2)
+        .expect("the candidate can go once the rollout ended");
+}
+
+fn rollout_action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        3 => (Just(0u8), any::<u8>(), proptest::option::of(any::<u8>()), 1u16..10_000)
+            .prop_map(|(d, c, s, w)| Action::RolloutStart(d, c, s, w)),
+        3 => (Just(0u8), 0u8..4).prop_map(|(d, a)| Action::RolloutAct(d, a)),
+        6 => (Just(0u8), 0u8..3, 0u8..4, 0u16..300, 0u16..30)
+            .prop_map(|(d, s, k, r, e)| Action::RolloutDecide(d, s, k, r, e)),
+        1 => any::<u8>().prop_map(Action::Drain),
+        1 => any::<u8>().prop_map(Action::Archive),
+        1 => (any::<u8>(), 0u8..3).prop_map(|(r, o)| Action::Report(r, o)),
+        1 => (Just(0u8), any::<u8>(), any::<u8>(), 0u16..10_001, 0u8..6)
+            .prop_map(|(d, a, b, w, k)| Action::SetPair(d, a, b, w, k)),
+        1 => Just(Action::Rollback(0)),
+        1 => Just(Action::RemoveBundle(0)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// From a deployment with three ready revisions (the first serving),
+    /// random rollout starts, people's actions and controller decisions
+    /// mixed with traffic and lifecycle commands: the state stays valid (a
+    /// running rollout's split is exactly its weights, its revisions stay
+    /// ready), refusals change nothing, and a rollout that ends aborted or
+    /// rolled back leaves its stable revision at 100 %.
+    #[test]
+    fn random_rollout_sequences_keep_the_rollout_invariants(
+        actions in proptest::collection::vec(rollout_action(), 1..60)
+    ) {
+        let mut harness = Harness::new();
+        harness.init();
+        let deployment = harness.add_bundle("shop", "/");
+        let revisions: Vec<RevisionId> = (0..3).map(|_| harness.stage(deployment)).collect();
+        for revision in &revisions {
+            harness.warm(*revision).expect("warm");
+        }
+        harness
+            .set(deployment, "first", &[(&revisions[0].to_string(), 10_000)])
+            .expect("split");
+        for action in &actions {
+            let Some(command) = to_command(&harness, action) else { continue };
+            let before = harness.state.clone().expect("state");
+            let envelope = harness.envelope(command);
+            match apply(Some(&before), &envelope) {
+                Ok(applied) => {
+                    let state = applied.state.clone().expect("environment survives");
+                    prop_assert!(state.validate(&EnvId::local()).is_ok(), "{:?}", state.validate(&EnvId::local()));
+                    if applied.changed {
+                        prop_assert_eq!(state.generation, before.generation + 1);
+                    } else {
+                        prop_assert_eq!(&state, &before);
+                    }
+                    let ended = |env: &crate::environment::Environment| env.latest_rollout(deployment).filter(|r| matches!(r.state, crate::rollout::RolloutState::Aborted | crate::rollout::RolloutState::RolledBack)).map(|r| r.stable_revision_id);
+                    let was_running = before.environment.active_rollout(deployment).is_some();
+                    if let (true, Some(stable)) = (was_running, ended(&state.environment)) {
+                        let split = state.environment.split(deployment).expect("split");
+                        prop_assert_eq!(split.entries.len(), 1);
+                        prop_assert_eq!(split.entries[0].revision_id, stable);
+                        prop_assert_eq!(split.entries[0].weight_bps, 10_000);
+                    }
+                    harness.state = Some(state);
+                }
+                Err(error) => {
+                    prop_assert!(!error.to_string().is_empty());
+                    prop_assert!(harness.state.as_ref() == Some(&before));
+                }
+            }
+        }
+    }
 }

@@ -212,24 +212,55 @@ pub(crate) fn set(
             verb: "traffic set".to_owned(),
         });
     }
+    refuse_under_rollout(&environment, answers.deployment_id, "traffic set")?;
     let updated_by = answers
         .updated_by
         .clone()
         .unwrap_or_else(|| envelope.actor.display_name());
-    let split = match environment
+    let split = put_split(
+        &mut environment,
+        NewSplit {
+            deployment_id: answers.deployment_id,
+            bundle_id,
+            entries,
+            at: envelope.at,
+            updated_by,
+            idempotency_key: answers.idempotency_key.clone(),
+            authorization_ref: answers.authorization_ref.clone(),
+        },
+    );
+    Ok(Outcome::changed(environment, split_view(&split)))
+}
+
+/// A split about to replace a deployment's current one.
+pub(crate) struct NewSplit {
+    pub deployment_id: DeploymentId,
+    pub bundle_id: crate::ids::BundleId,
+    pub entries: Vec<TrafficEntry>,
+    pub at: crate::Timestamp,
+    pub updated_by: String,
+    pub idempotency_key: String,
+    pub authorization_ref: Option<String>,
+}
+
+/// Replaces the deployment's split with already validated entries (the
+/// one before becomes its rollback target), or writes its first one;
+/// returns the split as stored.
+pub(crate) fn put_split(environment: &mut Environment, new: NewSplit) -> TrafficSplit {
+    match environment
         .traffic_splits
         .iter_mut()
-        .find(|s| s.deployment_id == answers.deployment_id)
+        .find(|s| s.deployment_id == new.deployment_id)
     {
         Some(split) => {
             split.previous = Some(snapshot(split));
             split.generation += 1;
-            split.entries = entries;
-            split.updated_at = envelope.at;
-            split.updated_by = updated_by;
-            split.idempotency_key = answers.idempotency_key.clone();
-            if let Some(reference) = &answers.authorization_ref {
-                split.authorization_ref = reference.clone();
+            split.entries = new.entries;
+            split.updated_at = new.at;
+            split.updated_by = new.updated_by;
+            split.idempotency_key = new.idempotency_key;
+            if let Some(reference) = new.authorization_ref {
+                split.authorization_ref = reference;
             }
             split.clone()
         }
@@ -237,24 +268,41 @@ pub(crate) fn set(
             let split = TrafficSplit {
                 schema: TRAFFIC_SPLIT_SCHEMA.to_owned(),
                 env_id: environment.environment_id.clone(),
-                deployment_id: answers.deployment_id,
-                bundle_id,
+                deployment_id: new.deployment_id,
+                bundle_id: new.bundle_id,
                 generation: 0,
-                entries,
-                updated_at: envelope.at,
-                updated_by,
-                idempotency_key: answers.idempotency_key.clone(),
-                authorization_ref: answers
+                entries: new.entries,
+                updated_at: new.at,
+                updated_by: new.updated_by,
+                idempotency_key: new.idempotency_key,
+                authorization_ref: new
                     .authorization_ref
-                    .clone()
                     .unwrap_or_else(|| "auth.json".to_owned()),
                 previous: None,
             };
             environment.traffic_splits.push(split.clone());
             split
         }
+    }
+}
+
+/// A rollout owns its deployment's split while it runs: a person's own
+/// traffic change is refused until it is promoted or aborted (pausing it
+/// does not release the split: a paused rollout resumes from its step).
+pub(crate) fn refuse_under_rollout(
+    environment: &Environment,
+    deployment_id: DeploymentId,
+    verb: &str,
+) -> Result<(), ApplyError> {
+    let Some(rollout) = environment.active_rollout(deployment_id) else {
+        return Ok(());
     };
-    Ok(Outcome::changed(environment, split_view(&split)))
+    Err(ApplyError::Conflict {
+        message: format!(
+            "cannot {verb}: a rollout of deployment {deployment_id} to revision {} is {} at step {} and owns its split; promote it (`gtc op rollouts promote`) or abort it (`gtc op rollouts abort`) first",
+            rollout.candidate_revision_id, rollout.state, rollout.step
+        ),
+    })
 }
 
 fn snapshot(split: &TrafficSplit) -> SplitSnapshot {
@@ -273,6 +321,7 @@ pub(crate) fn rollback(
     envelope: &CommandEnvelope,
 ) -> Result<Outcome, ApplyError> {
     deployment_index(&environment, answers.deployment_id)?;
+    refuse_under_rollout(&environment, answers.deployment_id, "traffic rollback")?;
     let Some(position) = environment
         .traffic_splits
         .iter()
@@ -335,6 +384,7 @@ pub(crate) fn clear(
     answers: &DeploymentAnswers,
 ) -> Result<Outcome, ApplyError> {
     deployment_index(&environment, answers.deployment_id)?;
+    refuse_under_rollout(&environment, answers.deployment_id, "traffic clear")?;
     let before = environment.traffic_splits.len();
     environment
         .traffic_splits

@@ -123,7 +123,11 @@ impl Member {
             // It serves only once a member added it (`gtc cluster join`).
             return;
         }
-        let node_file = self.dir.join("environments").join("local").join("node.json");
+        let node_file = self
+            .dir
+            .join("environments")
+            .join("local")
+            .join("node.json");
         let (name, admin, log) = (&self.name, self.admin, self.dir.join("node.log"));
         eventually(&format!("{name} to serve"), || {
             // A member that exited (a port another process took meanwhile,

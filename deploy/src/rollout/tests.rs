@@ -1,0 +1,486 @@
+use proptest::prelude::*;
+
+use super::analysis::{LATENCY_BUCKETS, bucket_of, judge};
+use super::*;
+
+fn at(seconds: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("time")
+}
+
+fn ids() -> (DeploymentId, RevisionId, RevisionId) {
+    let id = |n: u128| ulid::Ulid::from(n);
+    (
+        DeploymentId::from_ulid(id(1)),
+        RevisionId::from_ulid(id(2)),
+        RevisionId::from_ulid(id(3)),
+    )
+}
+
+fn step(weight_bps: u32, until: StepGate) -> RolloutStep {
+    RolloutStep { weight_bps, until }
+}
+
+fn settings(min_requests: u64) -> AnalysisSettings {
+    AnalysisSettings {
+        window_seconds: 60,
+        min_requests,
+        checks: vec![
+            MetricCheck::ErrorRate {
+                max_bps: 100,
+                relative_to_stable: false,
+            },
+            MetricCheck::P99Latency {
+                max_ms: 500,
+                relative_to_stable: false,
+            },
+        ],
+        hold_limit_seconds: 600,
+        on_hold_limit: HoldLimitAction::Abort,
+    }
+}
+
+fn rollout(steps: Vec<RolloutStep>, analysis: Option<AnalysisSettings>) -> Rollout {
+    let (deployment_id, stable, candidate) = ids();
+    Rollout::start(
+        RolloutPlan {
+            deployment_id,
+            stable_revision_id: stable,
+            candidate_revision_id: candidate,
+            steps,
+            analysis,
+        },
+        at(0),
+        "alice",
+        "k1",
+    )
+    .expect("valid rollout")
+}
+
+/// A window of `requests` with `errors` 5xx, all answered within 5 ms.
+fn window(requests: u64, errors: u64) -> WindowCounts {
+    let mut buckets = vec![0; LATENCY_BUCKETS];
+    buckets[bucket_of(5)] = requests;
+    WindowCounts {
+        requests,
+        server_errors: errors,
+        upstream_errors: 0,
+        latency_buckets: buckets,
+    }
+}
+
+fn record(step: u32, candidate: WindowCounts) -> AnalysisRecord {
+    AnalysisRecord {
+        step,
+        window_seconds: 60,
+        candidate,
+        stable: window(1_000, 0),
+    }
+}
+
+#[test]
+fn too_little_data_holds_and_never_passes() {
+    let settings = settings(100);
+    assert!(matches!(
+        judge(&settings, &window(99, 0), &window(1_000, 0)),
+        Verdict::Hold { .. }
+    ));
+    assert_eq!(
+        judge(&settings, &window(100, 0), &window(0, 0)),
+        Verdict::Pass
+    );
+    // Nothing at all is a hold too.
+    assert!(matches!(
+        judge(
+            &settings,
+            &WindowCounts::default(),
+            &WindowCounts::default()
+        ),
+        Verdict::Hold { .. }
+    ));
+}
+
+#[test]
+fn an_error_rate_above_the_bound_fails_and_certain_failures_fail_early() {
+    let settings = settings(100);
+    // 1 % allowed: 2 errors in 100 fail.
+    assert!(matches!(
+        judge(&settings, &window(100, 2), &window(100, 0)),
+        Verdict::Fail { .. }
+    ));
+    assert_eq!(
+        judge(&settings, &window(100, 1), &window(100, 0)),
+        Verdict::Pass
+    );
+    // 10 of 20 requests failed: no 80 clean requests bring that under 1 %
+    // of the 100 the step needs.
+    assert!(matches!(
+        judge(&settings, &window(20, 10), &window(100, 0)),
+        Verdict::Fail { .. }
+    ));
+    // 1 error in 20 could still end within 1 % of 100: hold.
+    assert!(matches!(
+        judge(&settings, &window(20, 1), &window(100, 0)),
+        Verdict::Hold { .. }
+    ));
+}
+
+#[test]
+fn relative_checks_compare_with_the_stable_revision_in_the_same_window() {
+    let mut settings = settings(100);
+    settings.checks = vec![MetricCheck::ErrorRate {
+        max_bps: 50,
+        relative_to_stable: true,
+    }];
+    // Stable at 2 %, candidate at 2.4 %: within +0.5 %.
+    assert_eq!(
+        judge(&settings, &window(1_000, 24), &window(1_000, 20)),
+        Verdict::Pass
+    );
+    assert!(matches!(
+        judge(&settings, &window(1_000, 26), &window(1_000, 20)),
+        Verdict::Fail { .. }
+    ));
+    // A stable revision with too little traffic cannot be compared with.
+    assert!(matches!(
+        judge(&settings, &window(1_000, 0), &window(10, 0)),
+        Verdict::Hold { .. }
+    ));
+}
+
+#[test]
+fn p99_comes_from_the_bucket_that_covers_99_percent() {
+    let mut counts = window(1_000, 0);
+    // 11 of 1000 slower than 1 s: the p99 is in the 2 s bucket.
+    counts.latency_buckets[bucket_of(5)] = 989;
+    counts.latency_buckets[bucket_of(1_500)] = 11;
+    assert_eq!(counts.p99_ms(), Some(2_000));
+    counts.latency_buckets[bucket_of(5)] = 990;
+    counts.latency_buckets[bucket_of(1_500)] = 10;
+    assert_eq!(counts.p99_ms(), Some(5));
+    counts.latency_buckets[bucket_of(5)] = 0;
+    counts.latency_buckets[bucket_of(1_000_000)] = 1;
+    assert_eq!(counts.p99_ms(), Some(u32::MAX));
+    assert!(matches!(
+        judge(&settings(1), &counts, &window(1, 0)),
+        Verdict::Fail { .. }
+    ));
+}
+
+#[test]
+fn plans_are_refused_with_the_field_at_fault() {
+    let bad = |steps: Vec<RolloutStep>, analysis: Option<AnalysisSettings>| match validate_plan(
+        &steps,
+        analysis.as_ref(),
+    ) {
+        Err(RolloutError::Invalid { field, .. }) => field,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let pause = StepGate::Pause { seconds: 60 };
+    assert_eq!(bad(vec![], None), "steps");
+    assert_eq!(
+        bad(vec![step(500, pause), step(500, pause)], None),
+        "steps[1].weight_bps"
+    );
+    assert_eq!(
+        bad(vec![step(500, pause), step(100, pause)], None),
+        "steps[1].weight_bps"
+    );
+    assert_eq!(bad(vec![step(0, pause)], None), "steps[0].weight_bps");
+    assert_eq!(bad(vec![step(10_001, pause)], None), "steps[0].weight_bps");
+    assert_eq!(
+        bad(vec![step(100, StepGate::Pause { seconds: 0 })], None),
+        "steps[0].until.seconds"
+    );
+    assert_eq!(bad(vec![step(100, StepGate::Analysis)], None), "analysis");
+    let mut wide = settings(10);
+    wide.window_seconds = 5;
+    assert_eq!(
+        bad(vec![step(100, StepGate::Analysis)], Some(wide)),
+        "analysis.window_seconds"
+    );
+    let mut none = settings(0);
+    none.min_requests = 0;
+    assert_eq!(
+        bad(vec![step(100, StepGate::Analysis)], Some(none)),
+        "analysis.min_requests"
+    );
+    let mut rate = settings(10);
+    rate.checks = vec![MetricCheck::ErrorRate {
+        max_bps: 20_000,
+        relative_to_stable: false,
+    }];
+    assert_eq!(
+        bad(vec![step(100, StepGate::Analysis)], Some(rate)),
+        "analysis.checks[0].max_bps"
+    );
+    let mut twice = settings(10);
+    twice.checks.push(twice.checks[0]);
+    assert_eq!(
+        bad(vec![step(100, StepGate::Analysis)], Some(twice)),
+        "analysis.checks[2]"
+    );
+}
+
+#[test]
+fn unknown_metrics_and_fields_are_refused_when_parsed() {
+    let error = serde_json::from_str::<MetricCheck>(r#"{"metric": "cpu", "max_bps": 1}"#)
+        .expect_err("unknown metric");
+    assert!(
+        error.to_string().contains("unknown variant `cpu`"),
+        "{error}"
+    );
+    let error = serde_json::from_str::<RolloutStep>(
+        r#"{"weight_bps": 1, "until": {"kind": "pause", "seconds": 1, "extra": 1}}"#,
+    )
+    .expect_err("unknown field");
+    assert!(error.to_string().contains("unknown field"), "{error}");
+}
+
+#[test]
+fn a_rollout_advances_step_by_step_and_promotes_after_the_last() {
+    let mut rollout = rollout(
+        vec![
+            step(100, StepGate::Pause { seconds: 60 }),
+            step(1_000, StepGate::Analysis),
+            step(5_000, StepGate::Manual),
+        ],
+        Some(settings(100)),
+    );
+    assert_eq!(rollout.candidate_weight_bps(), 100);
+    let advance = ControllerDecision::Advance { analysis: None };
+    // Not before the pause ends.
+    assert!(rollout.decide(0, &advance, at(59)).is_err());
+    rollout.decide(0, &advance, at(60)).expect("pause over");
+    assert_eq!(
+        (rollout.step, rollout.state),
+        (1, RolloutState::Progressing)
+    );
+    // The same decision again is about a step the rollout left.
+    assert!(rollout.decide(0, &advance, at(61)).is_err());
+    // An analysis step needs a passing window.
+    assert!(rollout.decide(1, &advance, at(120)).is_err());
+    let thin = ControllerDecision::Advance {
+        analysis: Some(record(1, window(50, 0))),
+    };
+    assert!(
+        rollout.decide(1, &thin, at(120)).is_err(),
+        "50 < 100 requests"
+    );
+    let hold = ControllerDecision::Hold {
+        analysis: record(1, window(50, 0)),
+    };
+    rollout.decide(1, &hold, at(120)).expect("hold");
+    assert_eq!(rollout.state, RolloutState::Holding);
+    let good = ControllerDecision::Advance {
+        analysis: Some(record(1, window(500, 1))),
+    };
+    rollout.decide(1, &good, at(180)).expect("passed");
+    // The manual step waits for a person.
+    assert_eq!((rollout.step, rollout.state), (2, RolloutState::Paused));
+    assert_eq!(rollout.candidate_weight_bps(), 5_000);
+    assert!(rollout.decide(2, &advance, at(999)).is_err());
+    rollout
+        .act(PersonAction::Resume, at(200), "bob", None)
+        .expect("resume");
+    assert_eq!(rollout.state, RolloutState::Promoted);
+    assert_eq!(rollout.candidate_weight_bps(), 10_000);
+    let whats: Vec<&str> = rollout.history.iter().map(|e| e.what.as_str()).collect();
+    assert_eq!(
+        whats,
+        ["started", "advanced", "held", "advanced", "resumed"]
+    );
+    assert_eq!(
+        rollout.history[1].by,
+        Rollout::controller_actor(rollout.deployment_id)
+    );
+    // Nothing moves a finished rollout.
+    assert!(
+        rollout
+            .act(PersonAction::Abort, at(300), "bob", None)
+            .is_err()
+    );
+}
+
+#[test]
+fn a_failed_window_rolls_back_and_a_hold_past_its_limit_aborts_or_waits() {
+    let steps = vec![step(500, StepGate::Analysis)];
+    let mut failing = rollout(steps.clone(), Some(settings(100)));
+    // A window that passes is no ground for a rollback.
+    let passing = ControllerDecision::RollBack {
+        analysis: record(0, window(500, 0)),
+    };
+    assert!(failing.decide(0, &passing, at(60)).is_err());
+    let bad = ControllerDecision::RollBack {
+        analysis: record(0, window(500, 50)),
+    };
+    failing.decide(0, &bad, at(60)).expect("rolled back");
+    assert_eq!(failing.state, RolloutState::RolledBack);
+    assert_eq!(failing.candidate_weight_bps(), 0);
+
+    for (action, expected) in [
+        (HoldLimitAction::Abort, RolloutState::RolledBack),
+        (HoldLimitAction::Wait, RolloutState::Paused),
+    ] {
+        let mut analysis = settings(100);
+        analysis.on_hold_limit = action;
+        let mut held = rollout(steps.clone(), Some(analysis));
+        assert!(
+            held.decide(0, &ControllerDecision::HoldLimit, at(10_000))
+                .is_err(),
+            "not holding"
+        );
+        let hold = ControllerDecision::Hold {
+            analysis: record(0, window(3, 0)),
+        };
+        held.decide(0, &hold, at(60)).expect("hold");
+        assert!(
+            held.decide(0, &ControllerDecision::HoldLimit, at(659))
+                .is_err(),
+            "early"
+        );
+        held.decide(0, &ControllerDecision::HoldLimit, at(660))
+            .expect("limit");
+        assert_eq!(held.state, expected);
+    }
+}
+
+#[test]
+fn people_pause_resume_promote_and_abort() {
+    let steps = vec![
+        step(100, StepGate::Pause { seconds: 60 }),
+        step(200, StepGate::Pause { seconds: 60 }),
+    ];
+    let mut rollout = rollout(steps, None);
+    rollout
+        .act(PersonAction::Pause, at(10), "bob", Some("lunch".into()))
+        .expect("pause");
+    assert!(
+        rollout
+            .act(PersonAction::Pause, at(11), "bob", None)
+            .is_err()
+    );
+    // The controller cannot move a paused rollout.
+    assert!(
+        rollout
+            .decide(0, &ControllerDecision::Advance { analysis: None }, at(100))
+            .is_err()
+    );
+    rollout
+        .act(PersonAction::Resume, at(100), "bob", None)
+        .expect("resume");
+    // The pause counts from the resume.
+    assert!(
+        rollout
+            .decide(0, &ControllerDecision::Advance { analysis: None }, at(159))
+            .is_err()
+    );
+    rollout
+        .decide(0, &ControllerDecision::Advance { analysis: None }, at(160))
+        .expect("advance");
+    rollout
+        .act(PersonAction::Abort, at(170), "bob", None)
+        .expect("abort");
+    assert_eq!(rollout.state, RolloutState::Aborted);
+    assert_eq!(rollout.candidate_weight_bps(), 0);
+}
+
+fn any_gate() -> impl Strategy<Value = StepGate> {
+    prop_oneof![
+        (1u32..1_000).prop_map(|seconds| StepGate::Pause { seconds }),
+        Just(StepGate::Manual),
+        Just(StepGate::Analysis),
+    ]
+}
+
+fn any_decision(step: u32) -> impl Strategy<Value = ControllerDecision> {
+    let window = (0u64..400, 0u64..40).prop_map(move |(requests, errors)| {
+        record(step, super::tests::window(requests, errors.min(requests)))
+    });
+    prop_oneof![
+        proptest::option::of(window.clone())
+            .prop_map(|analysis| ControllerDecision::Advance { analysis }),
+        window
+            .clone()
+            .prop_map(|analysis| ControllerDecision::Hold { analysis }),
+        window.prop_map(|analysis| ControllerDecision::RollBack { analysis }),
+        Just(ControllerDecision::HoldLimit),
+    ]
+}
+
+proptest! {
+    /// Whatever the controller and people send, in whatever order: the
+    /// step only ever moves forward by one, an analysis step is only left
+    /// on a window with at least `min_requests`, the candidate's weight is
+    /// always the current step's while active and 0 or 10000 after, and a
+    /// refused decision changes nothing.
+    #[test]
+    fn transitions_keep_the_rollout_invariants(
+        weights in proptest::collection::btree_set(1u32..=10_000, 1..6),
+        gates in proptest::collection::vec(any_gate(), 6),
+        script in proptest::collection::vec((0u8..6, 0u32..6, 0i64..2_000), 1..40),
+        decisions in proptest::collection::vec(any_decision(0), 40),
+    ) {
+        let steps: Vec<RolloutStep> = weights
+            .iter()
+            .zip(&gates)
+            .map(|(w, g)| step(*w, *g))
+            .collect();
+        let mut rollout = rollout(steps, Some(settings(100)));
+        let mut now = 0;
+        for (index, (kind, step_guess, dt)) in script.into_iter().enumerate() {
+            now += dt;
+            let before = rollout.clone();
+            let result = match kind {
+                0 => rollout.act(PersonAction::Pause, at(now), "p", None),
+                1 => rollout.act(PersonAction::Resume, at(now), "p", None),
+                2 => rollout.act(PersonAction::Promote, at(now), "p", None),
+                3 => rollout.act(PersonAction::Abort, at(now), "p", None),
+                _ => {
+                    let mut decision = decisions[index].clone();
+                    // Aim most decisions at the current step.
+                    let target = if step_guess < 4 { rollout.step } else { step_guess };
+                    match &mut decision {
+                        ControllerDecision::Advance { analysis: Some(a) }
+                        | ControllerDecision::Hold { analysis: a }
+                        | ControllerDecision::RollBack { analysis: a } => a.step = target,
+                        _ => {}
+                    }
+                    rollout.decide(target, &decision, at(now))
+                }
+            };
+            if result.is_err() {
+                prop_assert_eq!(&rollout, &before);
+                continue;
+            }
+            prop_assert!(rollout.step == before.step || rollout.step == before.step + 1);
+            if rollout.step == before.step + 1 {
+                let left = &before.steps[before.step as usize];
+                if left.until == StepGate::Analysis {
+                    let last = rollout.history.last().expect("history");
+                    let analysed = last.analysis.as_ref().expect("an analysis step is left on a window");
+                    prop_assert!(analysed.candidate.requests >= 100);
+                }
+            }
+            let weight = rollout.candidate_weight_bps();
+            match rollout.state {
+                RolloutState::Promoted => prop_assert_eq!(weight, 10_000),
+                RolloutState::Aborted | RolloutState::RolledBack => prop_assert_eq!(weight, 0),
+                _ => prop_assert_eq!(weight, rollout.steps[rollout.step as usize].weight_bps),
+            }
+            prop_assert!(rollout.history.len() <= HISTORY_MAX);
+        }
+    }
+
+    /// Adding members' windows bucket by bucket never loses a request, and
+    /// the error rate stays within 0-10000.
+    #[test]
+    fn windows_add_up(a in (0u64..1_000_000, 0u64..1_000_000), b in (0u64..1_000_000, 0u64..1_000_000)) {
+        let mut sum = window(a.0, a.1.min(a.0));
+        sum.add(&window(b.0, b.1.min(b.0)));
+        prop_assert_eq!(sum.requests, a.0 + b.0);
+        prop_assert_eq!(sum.latency_buckets.iter().sum::<u64>(), a.0 + b.0);
+        if let Some(rate) = sum.error_rate_bps() {
+            prop_assert!(rate <= 10_000);
+        }
+    }
+}
