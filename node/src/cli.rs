@@ -562,6 +562,9 @@ pub enum Noun {
     /// Traffic splits between ready revisions.
     #[command(subcommand)]
     Traffic(TrafficVerb),
+    /// Rollouts: a deployment's traffic moved to a candidate revision in steps.
+    #[command(subcommand)]
+    Rollouts(RolloutsVerb),
     /// Host configuration and pack answers of an environment.
     #[command(subcommand)]
     Config(ConfigVerb),
@@ -691,6 +694,30 @@ pub enum TrafficVerb {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum RolloutsVerb {
+    /// Start moving a deployment's traffic to a ready candidate in steps (each a weight and a pause or a manual gate).
+    Start(Mutation),
+    /// Show a deployment's latest rollout: state, step, weights and history.
+    Show {
+        #[command(flatten)]
+        env: EnvArg,
+        /// The deployment.
+        #[arg(long)]
+        deployment: String,
+    },
+    /// List an environment's rollouts, running and finished.
+    List(EnvArg),
+    /// Hold a running rollout at its step (the split stays as it is).
+    Pause(Mutation),
+    /// Continue a paused rollout (ends a manual step).
+    Resume(Mutation),
+    /// Send the candidate 100 % now and finish the rollout.
+    Promote(Mutation),
+    /// Send the stable revision 100 % now and finish the rollout.
+    Abort(Mutation),
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigVerb {
     /// Show host configuration, bindings and which pack answers exist.
     Show {
@@ -718,10 +745,10 @@ pub enum CredentialsVerb {
 pub enum SecretsVerb {
     /// Show the secrets namespace and backend of an environment.
     List(EnvArg),
-    /// Store a secret (not implemented yet).
+    /// Store a secret as a new version (encrypted at rest).
     Put(Mutation),
-    /// Read a secret (not implemented yet).
+    /// Show a secret's metadata; its value only with `reveal` (admin).
     Get(Mutation),
-    /// Rotate a secret (not implemented yet).
+    /// Make a new version of a secret, from a value or generated.
     Rotate(Mutation),
 }

@@ -36,6 +36,7 @@ mod node_cmd;
 mod op;
 mod output;
 mod remote;
+mod rollout_controller;
 mod secrets_cmd;
 pub mod submit;
 mod token_cmd;

@@ -164,6 +164,7 @@ fn describe_metrics() {
     transport::describe_metrics();
     membership::describe_metrics();
     crate::gossip::describe_metrics();
+    crate::rollout_controller::describe_metrics();
     crate::admin::console::describe_metrics();
     metrics_process::Collector::default().describe();
 }
@@ -347,6 +348,14 @@ impl RunningNode {
         };
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let serving = tokio::spawn(Arc::clone(&router).serve(router_listener, shutdown_rx.clone()));
+        tokio::spawn(
+            crate::rollout_controller::Controller {
+                store: Arc::clone(&store),
+                env_id: env_id.clone(),
+                cluster: cluster.clone(),
+            }
+            .run(shutdown_rx.clone()),
+        );
         let console_state =
             crate::admin::console::ConsoleState::new(node_context_name.clone(), gossip.clone());
         tokio::spawn(crate::admin::console::sample(

@@ -302,6 +302,16 @@ fn route(command: &Command) -> Result<(&'static str, String, Value), CliError> {
         ),
         Command::TrafficSet(a) => ("POST", format!("{base}/traffic"), encode(a)?),
         Command::TrafficRollback(a) => ("POST", format!("{base}/traffic/rollback"), encode(a)?),
+        Command::RolloutStart(a) => ("POST", format!("{base}/rollouts"), encode(a)?),
+        Command::RolloutAct { action, answers } => (
+            "POST",
+            format!(
+                "{base}/rollouts/{}/{}",
+                answers.deployment_id,
+                action.as_str()
+            ),
+            encode(answers)?,
+        ),
         Command::PackAdd(a) => ("POST", format!("{base}/packs"), encode(a)?),
         Command::PackUpdate(a) => ("PATCH", format!("{base}/packs/{}", a.slot), encode(a)?),
         Command::PackRemove(a) => ("DELETE", format!("{base}/packs/{}", a.slot), encode(a)?),

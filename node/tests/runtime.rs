@@ -790,3 +790,145 @@ fn no_placeholder_values_in_committed_state() {
         "the node stopped"
     );
 }
+
+/// Which revision answered each of `count` requests: (v1's, v2's).
+fn shares(node: &Node, v1: &str, v2: &str, count: usize) -> (usize, usize) {
+    let (mut first, mut second) = (0, 0);
+    for _ in 0..count {
+        let (status, headers, _) = get(node.addr, "/", None).expect("request");
+        assert_eq!(status, 200);
+        match header(&headers, "x-greentic-revision") {
+            Some(r) if r == v1 => first += 1,
+            Some(r) if r == v2 => second += 1,
+            other => panic!("answered by {other:?}"),
+        }
+    }
+    (first, second)
+}
+
+#[test]
+fn a_rollout_moves_the_router_step_by_step_and_an_abort_sends_everything_back() {
+    let (home, node, deployment) = setup();
+    let v1 = stage_and_warm(
+        &home,
+        &deployment,
+        &example_bundle(&home, "v1", &[("DEMO_VERSION", "v1")], 1),
+    );
+    let v2 = stage_and_warm(
+        &home,
+        &deployment,
+        &example_bundle(&home, "v2", &[("DEMO_VERSION", "v2")], 1),
+    );
+    wait_until("ready", Duration::from_secs(20), || {
+        lifecycle(&home, &v1) == "ready" && lifecycle(&home, &v2) == "ready"
+    });
+    let generation = set_split(
+        &home,
+        &deployment,
+        "k1",
+        json!([{"revision_id": v1, "weight_bps": 10_000}]),
+    );
+    wait_generation(&node, generation);
+    let start = |key: &str, steps: serde_json::Value| {
+        json!({"environment_id": "local", "deployment_id": deployment, "candidate_revision_id": v2,
+               "idempotency_key": key, "steps": steps,
+               "analysis": {"min_requests": 100, "checks": [{"metric": "error-rate", "max_bps": 100}]}})
+    };
+
+    // Analysis steps are refused at the edge for now, saying so; nothing starts.
+    let refused = home.mutate(
+        "rollouts",
+        "start",
+        start("r0", json!([{"weight_bps": 100, "until": {"kind": "analysis"}}])),
+    );
+    assert_eq!(refused.code, 2, "{}", refused.error_message());
+    assert_eq!(refused.error_kind(), "not-yet-implemented");
+    // Bad input: steps that do not increase.
+    let bad = home.mutate(
+        "rollouts",
+        "start",
+        start(
+            "r0",
+            json!([{"weight_bps": 500, "until": {"kind": "manual"}}, {"weight_bps": 500, "until": {"kind": "manual"}}]),
+        ),
+    );
+    assert_ne!(bad.code, 0);
+    assert!(
+        bad.error_message().contains("steps[1].weight_bps"),
+        "{}",
+        bad.error_message()
+    );
+
+    // 10 % for a 1 s pause, then 50 % until a person resumes.
+    home.ok(
+        "rollouts",
+        "start",
+        start(
+            "r1",
+            json!([{"weight_bps": 1_000, "until": {"kind": "pause", "seconds": 1}},
+                   {"weight_bps": 5_000, "until": {"kind": "manual"}}]),
+        ),
+    );
+    let show = || home.gtc(&["op", "rollouts", "show", "local", "--deployment", &deployment]);
+    wait_until(
+        "the controller to end the pause",
+        Duration::from_secs(20),
+        || {
+            let shown = show();
+            shown.stdout["result"]["step"] == 1 && shown.stdout["result"]["state"] == "paused"
+        },
+    );
+    let shown = show().stdout["result"].clone();
+    let advanced = shown["history"]
+        .as_array()
+        .and_then(|h| h.iter().find(|e| e["what"] == "advanced"))
+        .expect("the advance is in the history")
+        .clone();
+    assert_eq!(advanced["by"], format!("rollout:{deployment}"));
+    assert!(
+        home.audit_lines("local")
+            .iter()
+            .any(|line| line.contains(&format!("rollout:{deployment}")) && line.contains("decide")),
+        "the controller's step is audited as the rollout's"
+    );
+    // The rollout owns the split: a person's own split is refused.
+    let manual = home.mutate(
+        "traffic",
+        "set",
+        json!({"environment_id": "local", "deployment_id": deployment, "idempotency_key": "k2",
+               "entries": [{"revision_id": v1, "weight_bps": 10_000}]}),
+    );
+    assert_ne!(manual.code, 0);
+    assert!(
+        manual.error_message().contains("owns its split"),
+        "{}",
+        manual.error_message()
+    );
+    let state_generation = |home: &Home| {
+        home.gtc(&["op", "env", "show", "local"]).stdout["result"]["generation"]
+            .as_u64()
+            .expect("generation")
+    };
+    wait_generation(&node, state_generation(&home));
+    let (_, candidate) = shares(&node, &v1, &v2, 2_000);
+    assert!(
+        (980..=1_020).contains(&candidate),
+        "the 50 % step sent {candidate} of 2000 to the candidate"
+    );
+
+    // An abort: everything back to the stable revision, at once.
+    let aborted = home.mutate(
+        "rollouts",
+        "abort",
+        json!({"environment_id": "local", "deployment_id": deployment, "reason": "test"}),
+    );
+    assert_eq!(aborted.code, 0, "{}", aborted.error_message());
+    wait_generation(
+        &node,
+        aborted.stdout["generation"].as_u64().expect("generation"),
+    );
+    assert_eq!(shares(&node, &v1, &v2, 200), (200, 0));
+    assert_eq!(show().stdout["result"]["state"], "aborted");
+    let listed = home.gtc(&["op", "rollouts", "list", "local"]);
+    assert_eq!(listed.stdout["result"]["rollouts"][0]["state"], "aborted");
+}

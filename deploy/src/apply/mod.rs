@@ -14,6 +14,7 @@ mod traffic;
 
 pub use bundles::summary as bundle_summary;
 pub use env::summary as environment_summary;
+pub use rollouts::rollout_view;
 pub use traffic::split_view;
 
 use serde_json::json;

@@ -493,6 +493,20 @@ impl Rollout {
         format!("rollout:{deployment_id}")
     }
 
+    /// When the current step's pause ends, while the rollout progresses at
+    /// a pause step: the controller advances it then.
+    pub fn pause_ends_at(&self) -> Option<Timestamp> {
+        if self.state != RolloutState::Progressing {
+            return None;
+        }
+        match self.current_step()?.until {
+            StepGate::Pause { seconds } => {
+                Some(self.step_started_at + chrono::Duration::seconds(i64::from(seconds)))
+            }
+            StepGate::Manual | StepGate::Analysis => None,
+        }
+    }
+
     /// The current step.
     pub fn current_step(&self) -> Option<&RolloutStep> {
         self.steps.get(self.step as usize)

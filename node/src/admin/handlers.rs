@@ -9,7 +9,8 @@ use deploy::audit::{AUDIT_SCHEMA, AuditEvent, AuditResult, Authorization, Decisi
 use deploy::command::{
     BundleAddAnswers, BundleUpdateAnswers, Command, CommandEnvelope, DeploymentAnswers,
     EnvCreateAnswers, EnvRestoreAnswers, EnvTargetAnswers, EnvUpdateAnswers, MintedIds,
-    PackBindAnswers, PackSlotAnswers, RevisionAnswers, RevisionStageAnswers, TrafficSetAnswers,
+    PackBindAnswers, PackSlotAnswers, RevisionAnswers, RevisionStageAnswers, RolloutActionAnswers,
+    RolloutStartAnswers, TrafficSetAnswers,
 };
 use deploy::error::ErrorKind;
 use deploy::ids::{BackupId, EnvId, EventId};
@@ -535,6 +536,19 @@ async fn command(
         Route::RollbackTraffic(_) => {
             Command::TrafficRollback(answers::<DeploymentAnswers>(with_key(map, key)?, route)?)
         }
+        Route::StartRollout(_) => {
+            let answers: RolloutStartAnswers = answers(with_key(map, key)?, route)?;
+            let refusal = crate::checks::rollout_refusal(&answers);
+            let command = Command::RolloutStart(answers);
+            if let Some(error) = refusal {
+                return Err(Refusal::Edge(Box::new(command), ApiError::from(error)));
+            }
+            command
+        }
+        Route::RolloutAction(_, _, action) => Command::RolloutAct {
+            action: *action,
+            answers: answers::<RolloutActionAnswers>(with_key(map, key)?, route)?,
+        },
         Route::AddBundle(_) => {
             Command::BundleAdd(answers::<BundleAddAnswers>(with_key(map, key)?, route)?)
         }

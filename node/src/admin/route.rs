@@ -35,6 +35,10 @@ pub enum Route {
     },
     SetTraffic(EnvId),
     RollbackTraffic(EnvId),
+    /// `POST …/rollouts`: `rollouts start`.
+    StartRollout(EnvId),
+    /// `POST …/rollouts/{deployment}/{pause|resume|promote|abort}`.
+    RolloutAction(EnvId, DeploymentId, deploy::rollout::PersonAction),
     AddBundle(EnvId),
     UpdateBundle(EnvId, DeploymentId),
     RemoveBundle(EnvId, DeploymentId),
@@ -176,6 +180,19 @@ fn environment_route(method: &Method, env: EnvId, rest: &[&str]) -> Result<Route
         }
         ["traffic"] => post(Route::SetTraffic(e())),
         ["traffic", "rollback"] => post(Route::RollbackTraffic(e())),
+        ["rollouts"] => post(Route::StartRollout(e())),
+        ["rollouts", deployment, action] => {
+            use deploy::rollout::PersonAction;
+            let action = match *action {
+                "pause" => PersonAction::Pause,
+                "resume" => PersonAction::Resume,
+                "promote" => PersonAction::Promote,
+                "abort" => PersonAction::Abort,
+                _ => return Err(RouteError::NotFound),
+            };
+            let deployment: DeploymentId = segment(deployment, "deployment_id")?;
+            post(Route::RolloutAction(e(), deployment, action))
+        }
         ["bundles"] => post(Route::AddBundle(e())),
         ["bundles", deployment] => {
             let deployment: DeploymentId = segment(deployment, "deployment_id")?;
@@ -270,6 +287,8 @@ impl Route {
             | Route::Revision { env, .. }
             | Route::SetTraffic(env)
             | Route::RollbackTraffic(env)
+            | Route::StartRollout(env)
+            | Route::RolloutAction(env, ..)
             | Route::AddBundle(env)
             | Route::UpdateBundle(env, _)
             | Route::RemoveBundle(env, _)
@@ -308,6 +327,8 @@ impl Route {
             ),
             Route::SetTraffic(_) => ("traffic", "set"),
             Route::RollbackTraffic(_) => ("traffic", "rollback"),
+            Route::StartRollout(_) => ("rollouts", "start"),
+            Route::RolloutAction(_, _, action) => ("rollouts", action.as_str()),
             Route::AddBundle(_) => ("bundles", "add"),
             Route::UpdateBundle(..) => ("bundles", "update"),
             Route::RemoveBundle(..) => ("bundles", "remove"),
@@ -373,7 +394,9 @@ impl Route {
         }
         match self {
             Route::Revision { revision, .. } => fields.push(("revision_id", json!(revision))),
-            Route::UpdateBundle(_, deployment) | Route::RemoveBundle(_, deployment) => {
+            Route::UpdateBundle(_, deployment)
+            | Route::RemoveBundle(_, deployment)
+            | Route::RolloutAction(_, deployment, _) => {
                 fields.push(("deployment_id", json!(deployment)));
             }
             Route::UpdatePack(_, slot)

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::answers::read_answers;
 use crate::cli::{
     BundlesVerb, ConfigVerb, CredentialsVerb, EnvVerb, Mutation, Noun, OpArgs, PacksVerb,
-    RevisionsVerb, SecretsVerb, TrafficVerb,
+    RevisionsVerb, RolloutsVerb, SecretsVerb, TrafficVerb,
 };
 use crate::context::Context;
 use crate::error::CliError;
@@ -82,6 +82,18 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
                 TrafficVerb::Show { .. } => "show",
                 TrafficVerb::Rollback(_) => "rollback",
                 TrafficVerb::Clear(_) => "clear",
+            },
+        ),
+        Noun::Rollouts(verb) => (
+            "rollouts",
+            match verb {
+                RolloutsVerb::Start(_) => "start",
+                RolloutsVerb::Show { .. } => "show",
+                RolloutsVerb::List(_) => "list",
+                RolloutsVerb::Pause(_) => "pause",
+                RolloutsVerb::Resume(_) => "resume",
+                RolloutsVerb::Promote(_) => "promote",
+                RolloutsVerb::Abort(_) => "abort",
             },
         ),
         Noun::Config(verb) => (
@@ -159,6 +171,7 @@ pub fn run(args: OpArgs) -> Result<Outcome, CliError> {
         Noun::Bundles(verb) => objects::bundles(&context, verb)?,
         Noun::Revisions(verb) => objects::revisions(&context, verb)?,
         Noun::Traffic(verb) => objects::traffic(&context, verb)?,
+        Noun::Rollouts(verb) => objects::rollouts(&context, verb)?,
         Noun::Config(verb) => objects::config(&context, verb)?,
         Noun::Credentials(verb) => objects::credentials(&context, verb)?,
         Noun::Secrets(verb) => objects::secrets(&context, verb)?,
@@ -214,6 +227,14 @@ fn schema_request(noun: &Noun) -> Option<serde_json::Value> {
             TrafficVerb::Set(m) => schema_of::<TrafficSetAnswers>(m),
             TrafficVerb::Rollback(m) | TrafficVerb::Clear(m) => schema_of::<DeploymentAnswers>(m),
             TrafficVerb::Show { .. } => None,
+        },
+        Noun::Rollouts(verb) => match verb {
+            RolloutsVerb::Start(m) => schema_of::<RolloutStartAnswers>(m),
+            RolloutsVerb::Pause(m)
+            | RolloutsVerb::Resume(m)
+            | RolloutsVerb::Promote(m)
+            | RolloutsVerb::Abort(m) => schema_of::<RolloutActionAnswers>(m),
+            RolloutsVerb::Show { .. } | RolloutsVerb::List(_) => None,
         },
         Noun::Config(verb) => match verb {
             ConfigVerb::Set(m) => schema_of::<EnvUpdateAnswers>(m),
@@ -338,6 +359,11 @@ mod tests {
             (Method::POST, format!("{env}/secrets")),
             (Method::POST, format!("{env}/secrets/get")),
             (Method::POST, format!("{env}/secrets/rotate")),
+            (Method::POST, format!("{env}/rollouts")),
+            (Method::POST, format!("{env}/rollouts/{rid}/pause")),
+            (Method::POST, format!("{env}/rollouts/{rid}/resume")),
+            (Method::POST, format!("{env}/rollouts/{rid}/promote")),
+            (Method::POST, format!("{env}/rollouts/{rid}/abort")),
         ];
         let mut routed = Vec::new();
         for (method, path) in &requests {
@@ -356,6 +382,9 @@ mod tests {
         }
         for verb in ["list", "put", "get", "rotate"] {
             assert!(routed.contains(&("secrets", verb)), "secrets {verb}");
+        }
+        for verb in ["start", "pause", "resume", "promote", "abort"] {
+            assert!(routed.contains(&("rollouts", verb)), "rollouts {verb}");
         }
     }
 }

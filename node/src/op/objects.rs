@@ -1,21 +1,23 @@
-//! `gtc op env-packs|bundles|revisions|traffic|config|credentials|secrets …`
+//! `gtc op env-packs|bundles|revisions|traffic|rollouts|config|credentials|secrets …`
 
 use deploy::audit::Decision;
 use deploy::command::{
     BundleAddAnswers, BundleUpdateAnswers, Command, CredentialsBootstrapAnswers, DeploymentAnswers,
     EnvTargetAnswers, EnvUpdateAnswers, PackBindAnswers, PackSlotAnswers, RevisionAnswers,
-    RevisionStageAnswers, TrafficSetAnswers,
+    RevisionStageAnswers, RolloutActionAnswers, RolloutStartAnswers, TrafficSetAnswers,
 };
 use deploy::descriptor::CapabilitySlot;
 use deploy::error::ErrorKind;
 use deploy::ids::DeploymentId;
 use deploy::ids::EnvId;
+use deploy::rollout::PersonAction;
 use secrets::answers::{SecretGetAnswers, SecretPutAnswers, SecretRotateAnswers};
 use serde_json::json;
 
 use super::{answers, not_yet_implemented};
 use crate::cli::{
-    BundlesVerb, ConfigVerb, CredentialsVerb, PacksVerb, RevisionsVerb, SecretsVerb, TrafficVerb,
+    BundlesVerb, ConfigVerb, CredentialsVerb, PacksVerb, RevisionsVerb, RolloutsVerb, SecretsVerb,
+    TrafficVerb,
 };
 use crate::context::Context;
 use crate::error::CliError;
@@ -210,6 +212,80 @@ pub fn traffic(context: &Context, verb: TrafficVerb) -> Result<Report, CliError>
                 "traffic",
                 "show",
                 listing(state.env_id(), "splits", json!(splits)),
+            ))
+        }
+    }
+}
+
+pub fn rollouts(context: &Context, verb: RolloutsVerb) -> Result<Report, CliError> {
+    let act = |mutation, action: PersonAction| {
+        let answers: RolloutActionAnswers = answers(&mutation, "rollouts", action.as_str())?;
+        context.submit(Command::RolloutAct { action, answers })
+    };
+    match verb {
+        RolloutsVerb::Start(mutation) => {
+            let answers: RolloutStartAnswers = answers(&mutation, "rollouts", "start")?;
+            let refusal = crate::checks::rollout_refusal(&answers);
+            let command = Command::RolloutStart(answers);
+            match refusal {
+                Some(error) => Err(context.refuse(command, error)),
+                None => context.submit(command),
+            }
+        }
+        RolloutsVerb::Pause(mutation) => act(mutation, PersonAction::Pause),
+        RolloutsVerb::Resume(mutation) => act(mutation, PersonAction::Resume),
+        RolloutsVerb::Promote(mutation) => act(mutation, PersonAction::Promote),
+        RolloutsVerb::Abort(mutation) => act(mutation, PersonAction::Abort),
+        RolloutsVerb::Show { env, deployment } => {
+            let state = context.load(&env.env)?;
+            let Some(id) = parse_deployment(Some(&deployment))? else {
+                return Err(CliError::invalid("--deployment is required").with_field("deployment"));
+            };
+            state.environment.deployment(id).ok_or_else(|| {
+                CliError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "deployment {id} does not exist in environment {}",
+                        state.env_id()
+                    ),
+                )
+            })?;
+            let rollout = state.environment.latest_rollout(id).ok_or_else(|| {
+                CliError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "deployment {id} has had no rollout; start one with `gtc op rollouts start`"
+                    ),
+                )
+            })?;
+            let mut view = deploy::apply::rollout_view(rollout);
+            view["environment_id"] = json!(state.env_id());
+            Ok(Report::new("rollouts", "show", view))
+        }
+        RolloutsVerb::List(env) => {
+            let state = context.load(&env.env)?;
+            let rows: Vec<_> = state
+                .environment
+                .rollouts
+                .iter()
+                .map(|r| {
+                    json!({
+                        "deployment_id": r.deployment_id,
+                        "stable_revision_id": r.stable_revision_id,
+                        "candidate_revision_id": r.candidate_revision_id,
+                        "state": r.state,
+                        "step": r.step,
+                        "steps": r.steps.len(),
+                        "candidate_weight_bps": r.candidate_weight_bps(),
+                        "started_at": r.started_at,
+                        "started_by": r.started_by,
+                    })
+                })
+                .collect();
+            Ok(Report::new(
+                "rollouts",
+                "list",
+                listing(state.env_id(), "rollouts", json!(rows)),
             ))
         }
     }
