@@ -22,6 +22,9 @@ pub const REVISION_VAR: &str = "GREENTIC_REVISION";
 pub const INSTANCE_VAR: &str = "GREENTIC_INSTANCE";
 /// Variable selecting a failure mode for tests.
 pub const MODE_VAR: &str = "DEMO_MODE";
+/// Variable making the service answer 500 to this percentage (0-100) of
+/// its requests (not `/healthz`): a bad candidate for rollout analysis.
+pub const FAIL_PERCENT_VAR: &str = "DEMO_FAIL_PERCENT";
 /// Revision reported when `GREENTIC_REVISION` is unset.
 const UNKNOWN_REVISION: &str = "unknown";
 /// Instance reported when `GREENTIC_INSTANCE` is unset.
@@ -53,7 +56,7 @@ impl fmt::Display for ConfigError {
 }
 
 /// What a request handler needs to know about this process.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Identity {
     /// Value of `GREENTIC_REVISION`, or `unknown`.
     pub revision: String,
@@ -61,6 +64,12 @@ pub struct Identity {
     pub instance: String,
     /// Whether `/healthz` must fail (mode `unhealthy`).
     pub unhealthy: bool,
+    /// Requests answered 500, per hundred (`DEMO_FAIL_PERCENT`): every
+    /// request whose sequence number modulo 100 is below it, so the share
+    /// is exact over every hundred requests.
+    pub fail_percent: u64,
+    /// Requests seen, for `fail_percent`.
+    pub seen: std::sync::atomic::AtomicU64,
 }
 
 /// Parses `DEMO_MODE`; an unset or empty variable means [`Mode::Normal`].
@@ -135,12 +144,25 @@ pub fn parse_port(var: &str, raw: &str) -> Result<u16, ConfigError> {
 }
 
 /// Reads the identity labels the platform gives every instance.
-pub fn identity_from_env(mode: Mode) -> Identity {
-    Identity {
+pub fn identity_from_env(mode: Mode) -> Result<Identity, ConfigError> {
+    let fail_percent = match env::var(FAIL_PERCENT_VAR) {
+        Err(_) => 0,
+        Ok(raw) => match raw.trim().parse::<u64>() {
+            Ok(percent) if percent <= 100 => percent,
+            _ => {
+                return Err(ConfigError(format!(
+                    "{FAIL_PERCENT_VAR}={raw:?} is not a whole percentage (0-100)"
+                )));
+            }
+        },
+    };
+    Ok(Identity {
         revision: env::var(REVISION_VAR).unwrap_or_else(|_| UNKNOWN_REVISION.to_owned()),
         instance: env::var(INSTANCE_VAR).unwrap_or_else(|_| DEFAULT_INSTANCE.to_owned()),
         unhealthy: mode == Mode::Unhealthy,
-    }
+        fail_percent,
+        seen: std::sync::atomic::AtomicU64::new(0),
+    })
 }
 
 #[cfg(test)]

@@ -53,6 +53,17 @@ async fn route(req: Request<Incoming>, identity: &Identity) -> Response<ResBody>
     if req.method() == Method::GET && req.uri().path() == "/healthz" {
         return healthz(identity);
     }
+    if identity.fail_percent > 0 {
+        let n = identity
+            .seen
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % 100 < identity.fail_percent {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "DEMO_FAIL_PERCENT: failing this request on purpose",
+            );
+        }
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);

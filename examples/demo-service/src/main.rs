@@ -67,7 +67,10 @@ fn main() -> ExitCode {
     if mode == Mode::NeverListen {
         never_listen();
     }
-    let identity = Arc::new(config::identity_from_env(mode));
+    let identity = match config::identity_from_env(mode) {
+        Ok(identity) => Arc::new(identity),
+        Err(e) => return config_failure(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKER_THREADS)
         .enable_all()

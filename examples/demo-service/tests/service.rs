@@ -194,6 +194,22 @@ async fn unhealthy_mode_fails_healthz_only() {
 }
 
 #[tokio::test]
+async fn fail_percent_answers_exactly_that_share_with_500_and_keeps_healthz() {
+    // Proves DEMO_FAIL_PERCENT=10 fails 10 of every 100 requests, never /healthz.
+    let svc = launch(&[("DEMO_FAIL_PERCENT", "10")]);
+    let mut failed = 0;
+    for _ in 0..200 {
+        let (status, _, _) = http1(svc.addr, "GET", "/", Vec::new()).await;
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 20);
+    let (status, _, _) = http1(svc.addr, "GET", "/healthz", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn sigterm_finishes_in_flight_requests_then_exits_0() {
     // Proves the drain: a request in flight at SIGTERM completes, and the exit code is 0.
     let mut svc = launch(&[]);
