@@ -839,7 +839,10 @@ fn a_rollout_moves_the_router_step_by_step_and_an_abort_sends_everything_back() 
     let refused = home.mutate(
         "rollouts",
         "start",
-        start("r0", json!([{"weight_bps": 100, "until": {"kind": "analysis"}}])),
+        start(
+            "r0",
+            json!([{"weight_bps": 100, "until": {"kind": "analysis"}}]),
+        ),
     );
     assert_eq!(refused.code, 2, "{}", refused.error_message());
     assert_eq!(refused.error_kind(), "not-yet-implemented");
@@ -869,7 +872,16 @@ fn a_rollout_moves_the_router_step_by_step_and_an_abort_sends_everything_back() 
                    {"weight_bps": 5_000, "until": {"kind": "manual"}}]),
         ),
     );
-    let show = || home.gtc(&["op", "rollouts", "show", "local", "--deployment", &deployment]);
+    let show = || {
+        home.gtc(&[
+            "op",
+            "rollouts",
+            "show",
+            "local",
+            "--deployment",
+            &deployment,
+        ])
+    };
     wait_until(
         "the controller to end the pause",
         Duration::from_secs(20),

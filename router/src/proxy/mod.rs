@@ -397,6 +397,21 @@ impl Router {
         )
     }
 
+    /// What this router counted per revision since it started (requests,
+    /// 5xx answers, its own error answers, latency buckets): a rollout's
+    /// analysis takes the difference of two readings as its window.
+    pub fn revision_counts(&self) -> HashMap<RevisionId, deploy::rollout::WindowCounts> {
+        self.metrics.read().map_or_else(
+            |_| HashMap::new(),
+            |cache| {
+                cache
+                    .iter()
+                    .map(|(revision, metrics)| (*revision, metrics.counts()))
+                    .collect()
+            },
+        )
+    }
+
     /// The generation of the table currently served.
     pub fn generation(&self) -> u64 {
         self.published.load().published.table.generation()
@@ -423,5 +438,11 @@ pub fn error_response(
         HeaderValue::from_static("application/json"),
     );
     insert(headers, GENERATION_HEADER, &generation.to_string());
+    response.extensions_mut().insert(AnsweredByRouter);
     response
 }
+
+/// Marks a response the router made itself (no instance answered), so the
+/// revision's counts tell its instances' errors from the router's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AnsweredByRouter;

@@ -127,19 +127,26 @@ impl Router {
         }
         let headers = response.headers_mut();
         headers.insert(GENERATION, snapshot.generation_header.clone());
+        let by_router = response
+            .extensions()
+            .get::<super::AnsweredByRouter>()
+            .is_some();
         match serving {
             Some(serving) => {
                 serving
                     .metrics
                     .get_or_init(|| self.metrics_for(route, choice.revision))
-                    .record(response.status(), elapsed);
+                    .record(response.status(), elapsed, by_router);
                 response
                     .headers_mut()
                     .insert(REVISION, serving.header.clone());
             }
             None => {
-                self.metrics_for(route, choice.revision)
-                    .record(response.status(), elapsed);
+                self.metrics_for(route, choice.revision).record(
+                    response.status(),
+                    elapsed,
+                    by_router,
+                );
                 insert(
                     response.headers_mut(),
                     REVISION_HEADER,

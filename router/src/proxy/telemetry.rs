@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use deploy::ids::{DeploymentId, RevisionId};
+use deploy::rollout::WindowCounts;
+use deploy::rollout::analysis::{LATENCY_BUCKETS, bucket_of};
 use http::StatusCode;
 
 use super::forward::FailureReason;
@@ -61,13 +63,21 @@ impl ResilienceMetrics {
 }
 
 /// Request count and latency (to response headers) of one revision, by
-/// status class, for Prometheus.
+/// status class, for Prometheus; and the same, readable here, as the
+/// cumulative counts a rollout's analysis takes windows of.
 pub(super) struct RevisionMetrics {
     /// Indexed by status class: 1xx..5xx.
     requests: [metrics::Counter; 5],
     /// All of them, readable here (the console's observed share).
     pub(super) served: AtomicU64,
     latency: metrics::Histogram,
+    /// 5xx answers from the revision's instances.
+    server_errors: AtomicU64,
+    /// Error answers the router gave for the revision (no instance
+    /// answered: connect failures, resets, timeouts).
+    upstream_errors: AtomicU64,
+    /// Requests per `deploy::rollout::analysis::LATENCY_BUCKETS_MS` bucket.
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS],
 }
 
 impl RevisionMetrics {
@@ -84,13 +94,39 @@ impl RevisionMetrics {
             ],
             latency: metrics::histogram!("gtc_http_request_duration_seconds", "deployment" => deployment.clone(), "revision" => revision.clone()),
             served: AtomicU64::new(0),
+            server_errors: AtomicU64::new(0),
+            upstream_errors: AtomicU64::new(0),
+            latency_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
-    pub(super) fn record(&self, status: StatusCode, elapsed: Duration) {
+    /// One answer: `by_router` when the router answered itself because no
+    /// instance did.
+    pub(super) fn record(&self, status: StatusCode, elapsed: Duration, by_router: bool) {
         let class = usize::from((status.as_u16() / 100).clamp(1, 5)) - 1;
         self.requests[class].increment(1);
         self.served.fetch_add(1, Ordering::Relaxed);
         self.latency.record(elapsed.as_secs_f64());
+        if by_router {
+            self.upstream_errors.fetch_add(1, Ordering::Relaxed);
+        } else if status.is_server_error() {
+            self.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        self.latency_buckets[bucket_of(ms)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Everything counted since the router started.
+    pub(super) fn counts(&self) -> WindowCounts {
+        WindowCounts {
+            requests: self.served.load(Ordering::Relaxed),
+            server_errors: self.server_errors.load(Ordering::Relaxed),
+            upstream_errors: self.upstream_errors.load(Ordering::Relaxed),
+            latency_buckets: self
+                .latency_buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
     }
 }
