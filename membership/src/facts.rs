@@ -38,6 +38,13 @@ pub const KEY_PREFIX_ENDPOINTS: &str = "endpoints/";
 /// instances of one revision than one node runs.
 pub const MAX_ENDPOINTS_VALUE_BYTES: usize = 1024;
 
+/// Prefix of the keys that carry a revision's request counts on this node:
+/// `counts/<revision id>` = comma-separated decimal u64s (what they mean is
+/// the publisher's: the node's rollout analysis sums them over members).
+pub const KEY_PREFIX_COUNTS: &str = "counts/";
+/// Most numbers in one counts value.
+pub const MAX_COUNTS: usize = 32;
+
 /// Longest fact value accepted. Every fact is a number, an address or a
 /// role word; the bound keeps gossip state (sent in full to new peers)
 /// small even if a caller passes the wrong string.
@@ -82,6 +89,9 @@ pub struct NodeFacts {
 /// Why a fact value is not acceptable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum FactError {
+    /// More than [`MAX_COUNTS`] numbers in a counts value.
+    #[error("a counts value has {count} numbers, at most {max} are allowed")]
+    TooManyCounts { count: usize, max: usize },
     /// An endpoints value longer than [`MAX_ENDPOINTS_VALUE_BYTES`].
     #[error("endpoints value is {bytes} bytes, at most {max} are allowed")]
     EndpointsTooLong { bytes: usize, max: usize },
@@ -369,6 +379,38 @@ pub fn endpoints_from_key_values<'a>(
         .collect()
 }
 
+/// The counts published by one member, by revision id. A value with a
+/// number that does not parse, or too many, is skipped whole.
+pub fn counts_from_key_values<'a>(
+    key_values: impl Iterator<Item = (&'a str, &'a str)>,
+) -> std::collections::BTreeMap<String, Vec<u64>> {
+    key_values
+        .filter_map(|(key, value)| {
+            let revision = key.strip_prefix(KEY_PREFIX_COUNTS)?;
+            let numbers: Vec<u64> = value
+                .split(',')
+                .map(|n| n.trim().parse().ok())
+                .collect::<Option<_>>()?;
+            (numbers.len() <= MAX_COUNTS).then(|| (revision.to_owned(), numbers))
+        })
+        .collect()
+}
+
+/// The value of a counts key, or why it cannot be published.
+pub fn counts_value(numbers: &[u64]) -> Result<String, FactError> {
+    if numbers.len() > MAX_COUNTS {
+        return Err(FactError::TooManyCounts {
+            count: numbers.len(),
+            max: MAX_COUNTS,
+        });
+    }
+    Ok(numbers
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
 /// The value of an endpoints key, or why it cannot be published.
 pub fn endpoints_value(addrs: &[SocketAddr]) -> Result<String, FactError> {
     let value = addrs
@@ -388,6 +430,23 @@ pub fn endpoints_value(addrs: &[SocketAddr]) -> Result<String, FactError> {
 #[cfg(test)]
 mod endpoint_tests {
     use super::*;
+
+    #[test]
+    fn counts_round_trip_and_bad_values_are_skipped() {
+        let value = counts_value(&[12, 0, 3, u64::MAX]).expect("value");
+        let parsed = counts_from_key_values(
+            [
+                ("counts/r1", value.as_str()),
+                ("counts/r2", "1,x,3"),
+                ("counts/r3", &"1,".repeat(MAX_COUNTS).to_string()),
+                ("endpoints/r1", "127.0.0.1:1"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed["r1"], [12, 0, 3, u64::MAX]);
+        assert!(counts_value(&[0; MAX_COUNTS + 1]).is_err());
+    }
 
     #[test]
     fn endpoints_round_trip_and_bad_addresses_are_skipped() {

@@ -28,6 +28,8 @@ pub struct Member {
     pub fact_errors: Vec<FactError>,
     /// Ready local instances the member publishes, by revision id.
     pub endpoints: std::collections::BTreeMap<String, Vec<SocketAddr>>,
+    /// Request counts it published per revision (`counts/<revision>`).
+    pub counts: std::collections::BTreeMap<String, Vec<u64>>,
 }
 
 impl fmt::Display for NodeId {
@@ -56,12 +58,16 @@ impl Member {
         let endpoints = state
             .map(|state| crate::facts::endpoints_from_key_values(state.key_values()))
             .unwrap_or_default();
+        let counts = state
+            .map(|state| crate::facts::counts_from_key_values(state.key_values()))
+            .unwrap_or_default();
         Self {
             node_id: NodeId::from_chitchat(chitchat_id),
             gossip_addr: chitchat_id.gossip_advertise_addr,
             facts,
             fact_errors,
             endpoints,
+            counts,
         }
     }
 }

@@ -165,6 +165,23 @@ impl Membership {
         Ok(())
     }
 
+    /// Publishes this node's counts for `revision` (an empty list withdraws
+    /// them).
+    pub async fn set_counts(&self, revision: &str, numbers: &[u64]) -> Result<(), FactError> {
+        let key = format!("{}{revision}", crate::facts::KEY_PREFIX_COUNTS);
+        if numbers.is_empty() {
+            self.chitchat
+                .with_chitchat(|chitchat| chitchat.self_node_state().delete(&key))
+                .await;
+            return Ok(());
+        }
+        let value = crate::facts::counts_value(numbers)?;
+        self.chitchat
+            .with_chitchat(|chitchat| chitchat.self_node_state().set(&key, &value))
+            .await;
+        Ok(())
+    }
+
     /// Publishes every fact that is `Some` in `facts`, in one state update.
     pub async fn set_facts(&self, facts: &NodeFacts) -> Result<(), FactError> {
         let key_values = validated_key_values(facts)?;

@@ -42,26 +42,6 @@ pub fn missing_environment(store_root: &Path, env_id: &EnvId) -> CliError {
     )
 }
 
-/// Why a rollout cannot start on this node yet, if it cannot: steps that
-/// wait for analysis need the controller's analysis of the routers'
-/// measurements, which is not built yet (issue 13). Pauses and manual
-/// steps run.
-pub fn rollout_refusal(answers: &deploy::command::RolloutStartAnswers) -> Option<CliError> {
-    let index = answers
-        .steps
-        .iter()
-        .position(|s| s.until == deploy::rollout::StepGate::Analysis)?;
-    Some(
-        CliError::new(
-            ErrorKind::NotYetImplemented,
-            format!(
-                "steps[{index}] waits for analysis, which is not implemented yet (issue 13): the controller does not measure the routers yet. Use a pause ({{\"kind\": \"pause\", \"seconds\": N}}) or a manual step ({{\"kind\": \"manual\"}}) and `gtc op rollouts resume`"
-            ),
-        )
-        .with_field(format!("steps[{index}].until")),
-    )
-}
-
 /// The edge checks of one store root, for its owner.
 pub struct Checks {
     /// The store root: it holds the policy file, and refusals name it.

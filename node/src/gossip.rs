@@ -84,6 +84,8 @@ pub struct GossipSettings<'a> {
     /// The (replicated) store the leader commits placements through.
     pub store: Arc<dyn store::EnvironmentStore + Send + Sync>,
     pub env_id: deploy::ids::EnvId,
+    /// Where the other members' request counts go, for rollout analysis.
+    pub counts: crate::rollout_controller::RemoteCounts,
 }
 
 /// Starts gossip and the loop that keeps facts and remote instances fresh.
@@ -114,7 +116,13 @@ pub async fn start(
         last: None,
         in_flight: None,
     };
-    tokio::spawn(refresh(Arc::clone(&membership), router, cluster, placer));
+    tokio::spawn(refresh(
+        Arc::clone(&membership),
+        router,
+        cluster,
+        placer,
+        settings.counts,
+    ));
     Ok(membership)
 }
 
@@ -123,8 +131,10 @@ async fn refresh(
     router: Arc<Router>,
     cluster: Arc<consensus::ClusterHandle>,
     mut placer: Placer,
+    counts: crate::rollout_controller::RemoteCounts,
 ) {
     let mut published: BTreeSet<RevisionId> = BTreeSet::new();
+    let mut counted: BTreeSet<RevisionId> = BTreeSet::new();
     let mut ticker = tokio::time::interval(FACTS_INTERVAL);
     loop {
         ticker.tick().await;
@@ -165,6 +175,25 @@ async fn refresh(
             let _ = membership.set_endpoints(&gone.to_string(), &[]).await;
         }
         published = local.keys().copied().collect();
+        // This router's counts of the revisions its table routes to, for
+        // the rollout controller on the leader.
+        let mine = router.revision_counts();
+        let serving: BTreeSet<RevisionId> = router
+            .serving_revisions()
+            .into_iter()
+            .filter(|revision| mine.contains_key(revision))
+            .collect();
+        for revision in &serving {
+            if let Some(numbers) = mine.get(revision).map(|c| c.to_numbers())
+                && let Err(error) = membership.set_counts(&revision.to_string(), &numbers).await
+            {
+                tracing::warn!(%revision, %error, "request counts could not be published");
+            }
+        }
+        for gone in counted.difference(&serving) {
+            let _ = membership.set_counts(&gone.to_string(), &[]).await;
+        }
+        counted = serving;
 
         let me = membership.self_node_id().clone();
         let live = membership.live_members().await;
@@ -183,6 +212,26 @@ async fn refresh(
             }
         }
         router.set_remote_instances(remote);
+        let remote_counts = live
+            .iter()
+            .filter(|m| m.node_id != me)
+            .map(|member| {
+                let per_revision = member
+                    .counts
+                    .iter()
+                    .filter_map(|(revision, numbers)| {
+                        Some((
+                            revision.parse::<RevisionId>().ok()?,
+                            deploy::rollout::WindowCounts::from_numbers(numbers)?,
+                        ))
+                    })
+                    .collect();
+                (member.node_id.to_string(), per_revision)
+            })
+            .collect();
+        if let Ok(mut shared) = counts.write() {
+            *shared = remote_counts;
+        }
         if cluster.is_leader() {
             let nodes = live
                 .iter()

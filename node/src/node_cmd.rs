@@ -320,6 +320,8 @@ impl RunningNode {
                 format!("cannot start the node's actors: {e}"),
             )
         })?;
+        // Other members' request counts (from gossip), for rollout analysis.
+        let remote_counts = crate::rollout_controller::RemoteCounts::default();
         let gossip = match (&cluster, args.gossip_listen, &args.cluster_dir) {
             (Some(cluster), Some(listen), Some(node_dir)) => {
                 let facts = membership::NodeFacts {
@@ -338,6 +340,7 @@ impl RunningNode {
                     facts,
                     store: Arc::clone(&store),
                     env_id: env_id.clone(),
+                    counts: Arc::clone(&remote_counts),
                 };
                 Some(
                     crate::gossip::start(settings, Arc::clone(&router), Arc::clone(cluster))
@@ -349,11 +352,13 @@ impl RunningNode {
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let serving = tokio::spawn(Arc::clone(&router).serve(router_listener, shutdown_rx.clone()));
         tokio::spawn(
-            crate::rollout_controller::Controller {
-                store: Arc::clone(&store),
-                env_id: env_id.clone(),
-                cluster: cluster.clone(),
-            }
+            crate::rollout_controller::Controller::new(
+                Arc::clone(&store),
+                env_id.clone(),
+                cluster.clone(),
+                Arc::clone(&router),
+                remote_counts,
+            )
             .run(shutdown_rx.clone()),
         );
         let console_state =

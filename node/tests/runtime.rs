@@ -835,17 +835,6 @@ fn a_rollout_moves_the_router_step_by_step_and_an_abort_sends_everything_back() 
                "analysis": {"min_requests": 100, "checks": [{"metric": "error-rate", "max_bps": 100}]}})
     };
 
-    // Analysis steps are refused at the edge for now, saying so; nothing starts.
-    let refused = home.mutate(
-        "rollouts",
-        "start",
-        start(
-            "r0",
-            json!([{"weight_bps": 100, "until": {"kind": "analysis"}}]),
-        ),
-    );
-    assert_eq!(refused.code, 2, "{}", refused.error_message());
-    assert_eq!(refused.error_kind(), "not-yet-implemented");
     // Bad input: steps that do not increase.
     let bad = home.mutate(
         "rollouts",
@@ -943,4 +932,153 @@ fn a_rollout_moves_the_router_step_by_step_and_an_abort_sends_everything_back() 
     assert_eq!(show().stdout["result"]["state"], "aborted");
     let listed = home.gtc(&["op", "rollouts", "list", "local"]);
     assert_eq!(listed.stdout["result"]["rollouts"][0]["state"], "aborted");
+}
+
+/// Sends GETs through the node's router until dropped.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = get(addr, "/", None);
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn analysis_promotes_a_good_candidate_rolls_back_a_bad_one_and_holds_on_too_little_data() {
+    let (home, node, deployment) = setup();
+    let stable = stage_and_warm(
+        &home,
+        &deployment,
+        &example_bundle(&home, "v1", &[("DEMO_VERSION", "v1")], 1),
+    );
+    let good = stage_and_warm(
+        &home,
+        &deployment,
+        &example_bundle(&home, "v2", &[("DEMO_VERSION", "v2")], 1),
+    );
+    let bad = stage_and_warm(
+        &home,
+        &deployment,
+        &example_bundle(&home, "v3", &[("DEMO_FAIL_PERCENT", "10")], 1),
+    );
+    wait_until("ready", Duration::from_secs(30), || {
+        [&stable, &good, &bad]
+            .iter()
+            .all(|r| lifecycle(&home, r) == "ready")
+    });
+    let generation = set_split(
+        &home,
+        &deployment,
+        "k1",
+        json!([{"revision_id": stable, "weight_bps": 10_000}]),
+    );
+    wait_generation(&node, generation);
+    let _load = Load::start(node.addr);
+    let show = || {
+        home.gtc(&[
+            "op",
+            "rollouts",
+            "show",
+            "local",
+            "--deployment",
+            &deployment,
+        ])
+        .stdout["result"]
+            .clone()
+    };
+    let start = |key: &str, candidate: &str, min_requests: u64| {
+        home.ok(
+            "rollouts",
+            "start",
+            json!({"environment_id": "local", "deployment_id": deployment, "candidate_revision_id": candidate,
+                   "idempotency_key": key,
+                   "steps": [{"weight_bps": 5_000, "until": {"kind": "analysis"}}],
+                   "analysis": {"window_seconds": 10, "min_requests": min_requests, "hold_limit_seconds": 600,
+                                "checks": [{"metric": "error-rate", "max_bps": 100},
+                                           {"metric": "p99-latency", "max_ms": 2_000}]}}),
+        )
+    };
+    let wait_state = |state: &str| {
+        wait_until(
+            &format!("the rollout to be {state}"),
+            Duration::from_secs(60),
+            || show()["state"] == state,
+        );
+    };
+
+    // A clean candidate passes its window and is promoted.
+    start("good", &good, 50);
+    wait_state("promoted");
+    let history = show()["history"].clone();
+    let advanced = history
+        .as_array()
+        .and_then(|h| h.iter().find(|e| e["what"] == "advanced"))
+        .expect("advanced")
+        .clone();
+    assert_eq!(advanced["by"], format!("rollout:{deployment}"));
+    assert!(
+        advanced["analysis"]["candidate"]["requests"]
+            .as_u64()
+            .is_some_and(|n| n >= 50),
+        "{advanced}"
+    );
+
+    // One failing 10 % of its requests is rolled back, and then gets none.
+    start("bad", &bad, 50);
+    wait_state("rolled-back");
+    let rolled = show()["history"]
+        .as_array()
+        .and_then(|h| h.iter().find(|e| e["what"] == "rolled-back"))
+        .expect("rolled back")
+        .clone();
+    assert!(
+        rolled["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("error rate")),
+        "{rolled}"
+    );
+    let generation = home.gtc(&["op", "env", "show", "local"]).stdout["result"]["generation"]
+        .as_u64()
+        .expect("generation");
+    wait_generation(&node, generation);
+    let (to_good, to_bad) = shares(&node, &good, &bad, 200);
+    assert_eq!(
+        (to_good, to_bad),
+        (200, 0),
+        "the stable revision serves all"
+    );
+
+    // Too little data for a verdict: holding, never promoted.
+    start("thin", &stable, 1_000_000_000);
+    wait_state("holding");
+    let held = show();
+    assert_eq!(held["step"], 0);
+    assert_eq!(held["candidate_weight_bps"], 5_000);
+    home.ok(
+        "rollouts",
+        "abort",
+        json!({"environment_id": "local", "deployment_id": deployment}),
+    );
 }

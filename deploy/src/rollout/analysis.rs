@@ -52,6 +52,53 @@ impl WindowCounts {
         }
     }
 
+    /// The counts as a flat list of numbers (requests, server errors,
+    /// upstream errors, then the latency buckets), as members gossip them.
+    pub fn to_numbers(&self) -> Vec<u64> {
+        let mut numbers = vec![self.requests, self.server_errors, self.upstream_errors];
+        numbers.extend(&self.latency_buckets);
+        numbers
+    }
+
+    /// The counts of [`Self::to_numbers`]; `None` for fewer than three
+    /// numbers or more buckets than [`LATENCY_BUCKETS`].
+    pub fn from_numbers(numbers: &[u64]) -> Option<Self> {
+        let [requests, server_errors, upstream_errors, buckets @ ..] = numbers else {
+            return None;
+        };
+        (buckets.len() <= LATENCY_BUCKETS).then(|| Self {
+            requests: *requests,
+            server_errors: *server_errors,
+            upstream_errors: *upstream_errors,
+            latency_buckets: buckets.to_vec(),
+        })
+    }
+
+    /// What was counted between `start` and `self`, two readings of the
+    /// same member's cumulative counts; a reading below `start` (the
+    /// member restarted in between) counts whole.
+    pub fn since(&self, start: &WindowCounts) -> WindowCounts {
+        let restarted = self.requests < start.requests
+            || self.server_errors < start.server_errors
+            || self.upstream_errors < start.upstream_errors;
+        if restarted {
+            return self.clone();
+        }
+        WindowCounts {
+            requests: self.requests - start.requests,
+            server_errors: self.server_errors - start.server_errors,
+            upstream_errors: self.upstream_errors - start.upstream_errors,
+            latency_buckets: self
+                .latency_buckets
+                .iter()
+                .enumerate()
+                .map(|(i, end)| {
+                    end.saturating_sub(start.latency_buckets.get(i).copied().unwrap_or(0))
+                })
+                .collect(),
+        }
+    }
+
     /// Failed requests: 5xx answers and upstream errors.
     pub fn errors(&self) -> u64 {
         self.server_errors.saturating_add(self.upstream_errors)
@@ -271,6 +318,27 @@ fn breach(check: &MetricCheck, candidate: &WindowCounts, stable: &WindowCounts) 
             })
         }
     }
+}
+
+/// Every member's cumulative counts of one revision, keyed by the member's
+/// identity in this life (a restarted member is a new key).
+pub type MemberCounts = std::collections::BTreeMap<String, WindowCounts>;
+
+/// One window from two readings of every member: a member in both counts
+/// its difference, one that appeared since counts whole (all it counted
+/// is in the window), one that vanished counts nothing (what it counted
+/// is lost, which only ever makes the window smaller: a hold, never a
+/// pass on data that is not there).
+pub fn window(start: &MemberCounts, end: &MemberCounts) -> WindowCounts {
+    let mut total = WindowCounts::default();
+    for (member, counts) in end {
+        let delta = match start.get(member) {
+            Some(before) => counts.since(before),
+            None => counts.clone(),
+        };
+        total.add(&delta);
+    }
+    total
 }
 
 /// The bucket a latency of `ms` is counted in.

@@ -507,6 +507,46 @@ impl Rollout {
         }
     }
 
+    /// Whether the current step is measured: an analysis step, progressing
+    /// or holding.
+    pub fn analysing(&self) -> bool {
+        matches!(
+            self.state,
+            RolloutState::Progressing | RolloutState::Holding
+        ) && self
+            .current_step()
+            .is_some_and(|s| s.until == StepGate::Analysis)
+    }
+
+    /// The controller's decision on a finished window of the current step:
+    /// advance on a pass, roll back on a failure, hold on too little data,
+    /// or apply the hold limit once the hold has lasted that long.
+    pub fn judge_window(
+        &self,
+        record: AnalysisRecord,
+        now: Timestamp,
+    ) -> Option<ControllerDecision> {
+        let settings = self.analysis.as_ref()?;
+        if !self.analysing() {
+            return None;
+        }
+        Some(match record.judge(settings) {
+            Verdict::Pass => ControllerDecision::Advance {
+                analysis: Some(record),
+            },
+            Verdict::Fail { .. } => ControllerDecision::RollBack { analysis: record },
+            Verdict::Hold { .. } => {
+                let limit = chrono::Duration::seconds(i64::from(settings.hold_limit_seconds));
+                match self.holding_since {
+                    Some(since) if self.state == RolloutState::Holding && since + limit <= now => {
+                        ControllerDecision::HoldLimit
+                    }
+                    _ => ControllerDecision::Hold { analysis: record },
+                }
+            }
+        })
+    }
+
     /// The current step.
     pub fn current_step(&self) -> Option<&RolloutStep> {
         self.steps.get(self.step as usize)

@@ -484,3 +484,69 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn windows_from_member_readings_count_differences_newcomers_and_restarts() {
+    let reading = |requests: u64, errors: u64| window(requests, errors);
+    let start = analysis::MemberCounts::from([
+        ("n1@1".to_owned(), reading(100, 1)),
+        ("n2@1".to_owned(), reading(50, 0)),
+        ("n3@1".to_owned(), reading(70, 0)),
+    ]);
+    let end = analysis::MemberCounts::from([
+        // 20 more requests, 2 more errors.
+        ("n1@1".to_owned(), reading(120, 3)),
+        // n2 restarted: its new life's 5 requests count whole.
+        ("n2@1".to_owned(), reading(5, 0)),
+        // A member that joined: everything it counted.
+        ("n4@1".to_owned(), reading(8, 1)),
+        // n3 vanished: nothing.
+    ]);
+    let total = analysis::window(&start, &end);
+    assert_eq!(total.requests, 33);
+    assert_eq!(total.errors(), 3);
+    assert_eq!(total.latency_buckets.iter().sum::<u64>(), 33);
+    let numbers = total.to_numbers();
+    assert_eq!(WindowCounts::from_numbers(&numbers), Some(total));
+    assert_eq!(WindowCounts::from_numbers(&[1, 2]), None);
+}
+
+#[test]
+fn a_finished_window_becomes_the_decision_apply_accepts() {
+    let mut rollout = rollout(
+        vec![
+            step(500, StepGate::Analysis),
+            step(5_000, StepGate::Analysis),
+        ],
+        Some(settings(100)),
+    );
+    assert!(rollout.analysing());
+    // Too little: a hold, and apply takes it.
+    let decision = rollout
+        .judge_window(record(0, window(10, 0)), at(60))
+        .expect("a decision");
+    assert!(matches!(decision, ControllerDecision::Hold { .. }));
+    rollout.decide(0, &decision, at(60)).expect("hold");
+    // Still too little past the hold limit: the limit applies.
+    let decision = rollout
+        .judge_window(record(0, window(10, 0)), at(660))
+        .expect("a decision");
+    assert_eq!(decision, ControllerDecision::HoldLimit);
+    // Enough and clean: advance.
+    let decision = rollout
+        .judge_window(record(0, window(500, 0)), at(120))
+        .expect("a decision");
+    assert!(matches!(decision, ControllerDecision::Advance { .. }));
+    rollout.decide(0, &decision, at(120)).expect("advance");
+    // Failing: roll back.
+    let decision = rollout
+        .judge_window(record(1, window(500, 60)), at(180))
+        .expect("a decision");
+    assert!(matches!(decision, ControllerDecision::RollBack { .. }));
+    rollout.decide(1, &decision, at(180)).expect("roll back");
+    assert!(!rollout.analysing());
+    assert_eq!(
+        rollout.judge_window(record(1, window(500, 0)), at(200)),
+        None
+    );
+}

@@ -537,13 +537,7 @@ async fn command(
             Command::TrafficRollback(answers::<DeploymentAnswers>(with_key(map, key)?, route)?)
         }
         Route::StartRollout(_) => {
-            let answers: RolloutStartAnswers = answers(with_key(map, key)?, route)?;
-            let refusal = crate::checks::rollout_refusal(&answers);
-            let command = Command::RolloutStart(answers);
-            if let Some(error) = refusal {
-                return Err(Refusal::Edge(Box::new(command), ApiError::from(error)));
-            }
-            command
+            Command::RolloutStart(answers::<RolloutStartAnswers>(with_key(map, key)?, route)?)
         }
         Route::RolloutAction(_, _, action) => Command::RolloutAct {
             action: *action,

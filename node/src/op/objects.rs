@@ -225,12 +225,7 @@ pub fn rollouts(context: &Context, verb: RolloutsVerb) -> Result<Report, CliErro
     match verb {
         RolloutsVerb::Start(mutation) => {
             let answers: RolloutStartAnswers = answers(&mutation, "rollouts", "start")?;
-            let refusal = crate::checks::rollout_refusal(&answers);
-            let command = Command::RolloutStart(answers);
-            match refusal {
-                Some(error) => Err(context.refuse(command, error)),
-                None => context.submit(command),
-            }
+            context.submit(Command::RolloutStart(answers))
         }
         RolloutsVerb::Pause(mutation) => act(mutation, PersonAction::Pause),
         RolloutsVerb::Resume(mutation) => act(mutation, PersonAction::Resume),

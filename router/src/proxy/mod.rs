@@ -397,6 +397,11 @@ impl Router {
         )
     }
 
+    /// The revisions the current table can route to.
+    pub fn serving_revisions(&self) -> Vec<RevisionId> {
+        self.published.load().revisions.keys().copied().collect()
+    }
+
     /// What this router counted per revision since it started (requests,
     /// 5xx answers, its own error answers, latency buckets): a rollout's
     /// analysis takes the difference of two readings as its window.
