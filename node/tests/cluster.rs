@@ -7,7 +7,7 @@ mod cluster_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cluster_support::*;
 use serde_json::{Value, json};
@@ -435,4 +435,110 @@ fn the_leader_spreads_instances_over_members_and_moves_them_off_a_dead_one() {
     eventually("the survivors to run all three", || {
         ready_instances(&members[0], &revision) + ready_instances(&members[1], &revision) == 3
     });
+}
+
+#[test]
+fn a_rollout_on_a_cluster_is_judged_on_every_members_counts() {
+    // Proves: the controller on the leader judges an analysis window from
+    // the other members' routers through gossip: all the load goes through
+    // one follower's router, none through the leader's, and the rollout is
+    // still promoted on a window of at least `min_requests` requests.
+    let temp = tempfile::tempdir().expect("temp");
+    let _reaper = Reaper(temp.path().to_owned());
+    let (home, members) = three_members(temp.path(), true);
+    let (deployment, revisions) = two_ready_revisions(&home, &members);
+    let generation = set_split(
+        &home,
+        &members[1],
+        &deployment,
+        &revisions,
+        100,
+        "all-first",
+    );
+    for member in &members {
+        eventually(
+            &format!("{}'s router to serve generation {generation}", member.name),
+            || matches!(get(member.router), Some((200, Some(g), Some(_))) if g >= generation),
+        );
+    }
+    let (ok, status, text) = run(
+        &home,
+        &[
+            "cluster",
+            "status",
+            "--node-dir",
+            members[1].dir.to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "{text}");
+    let leader_id = status["result"]["leader"].as_u64().expect("leader");
+    let leader_name = status["result"]["members"][leader_id.to_string()]["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    let follower = members
+        .iter()
+        .find(|m| m.name != leader_name)
+        .expect("a follower");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (router, stop) = (follower.router, Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = get(router);
+            }
+        })
+    };
+    op(
+        &home,
+        follower,
+        "rollouts",
+        "start",
+        json!({"environment_id": "local", "deployment_id": deployment,
+               "candidate_revision_id": revisions[1], "idempotency_key": "cluster-rollout",
+               "steps": [{"weight_bps": 5_000, "until": {"kind": "analysis"}}],
+               "analysis": {"window_seconds": 10, "min_requests": 50,
+                            "checks": [{"metric": "error-rate", "max_bps": 100}]}}),
+    );
+    let show = || {
+        let (_, shown, _) = run(
+            &home,
+            &[
+                "op",
+                "rollouts",
+                "show",
+                "local",
+                "--deployment",
+                &deployment,
+                "--store-root",
+                follower.store().to_str().expect("utf8"),
+            ],
+        );
+        shown["result"].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while show()["state"] != "promoted" {
+        assert!(
+            Instant::now() < deadline,
+            "the rollout was not promoted: {}",
+            show()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.join().expect("load");
+    let shown = show();
+    let advanced = shown["history"]
+        .as_array()
+        .and_then(|h| h.iter().find(|e| e["what"] == "advanced"))
+        .expect("advanced")
+        .clone();
+    assert_eq!(advanced["by"], format!("rollout:{deployment}"));
+    assert!(
+        advanced["analysis"]["candidate"]["requests"]
+            .as_u64()
+            .is_some_and(|n| n >= 50),
+        "the window counted the follower's requests: {advanced}"
+    );
 }
