@@ -679,6 +679,8 @@ pub enum RevisionsVerb {
 pub enum TrafficVerb {
     /// Set a deployment's split (weights in bps or percent; `LATEST` follows the newest ready revision).
     Set(Mutation),
+    /// Print what `traffic set` with these answers would do (splits before and after, revisions that must be ready, a refusal); change nothing.
+    Plan(Mutation),
     /// Show traffic splits.
     Show {
         #[command(flatten)]
@@ -695,8 +697,14 @@ pub enum TrafficVerb {
 
 #[derive(Debug, Subcommand)]
 pub enum RolloutsVerb {
-    /// Start moving a deployment's traffic to a ready candidate in steps (each a weight and a pause or a manual gate).
-    Start(Mutation),
+    /// Start moving a deployment's traffic to a ready candidate in steps (each a weight and a pause, a manual gate or analysis).
+    Start {
+        #[command(flatten)]
+        mutation: Mutation,
+        /// Print the split before and after and what would be refused; change nothing.
+        #[arg(long)]
+        plan: bool,
+    },
     /// Show a deployment's latest rollout: state, step, weights and history.
     Show {
         #[command(flatten)]

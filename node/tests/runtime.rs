@@ -791,6 +791,13 @@ fn no_placeholder_values_in_committed_state() {
     );
 }
 
+/// The environment's committed generation, as `env show` reads it.
+fn state_generation_of(home: &Home) -> u64 {
+    home.gtc(&["op", "env", "show", "local"]).stdout["result"]["generation"]
+        .as_u64()
+        .expect("generation")
+}
+
 /// Which revision answered each of `count` requests: (v1's, v2's).
 fn shares(node: &Node, v1: &str, v2: &str, count: usize) -> (usize, usize) {
     let (mut first, mut second) = (0, 0);
@@ -849,6 +856,65 @@ fn a_rollout_moves_the_router_step_by_step_and_an_abort_sends_everything_back() 
         bad.error_message().contains("steps[1].weight_bps"),
         "{}",
         bad.error_message()
+    );
+
+    // The plan first: what would change, nothing written.
+    let generation_before = state_generation_of(&home);
+    let planned = home.gtc(&[
+        "op",
+        "rollouts",
+        "start",
+        "--plan",
+        "--answers",
+        home.write(
+            "plan.json",
+            &start(
+                "r1",
+                json!([{"weight_bps": 1_000, "until": {"kind": "pause", "seconds": 1}},
+                       {"weight_bps": 5_000, "until": {"kind": "manual"}}]),
+            )
+            .to_string(),
+        )
+        .to_str()
+        .expect("utf8"),
+    ]);
+    assert_eq!(planned.code, 0, "{}", planned.error_message());
+    let change = &planned.stdout["result"]["changes"][0];
+    assert_eq!(
+        change["before"],
+        json!([{"revision_id": v1, "weight_bps": 10_000, "tag": null}])
+    );
+    assert_eq!(
+        change["after"],
+        json!([{"revision_id": v1, "weight_bps": 9_000, "tag": null}, {"revision_id": v2, "weight_bps": 1_000, "tag": null}])
+    );
+    assert_eq!(planned.stdout["result"]["written"], false);
+    assert_eq!(
+        state_generation_of(&home),
+        generation_before,
+        "a plan writes nothing"
+    );
+    // A plan of a split with a revision that is not there is the refusal.
+    let refused = home.gtc(&[
+        "op",
+        "traffic",
+        "plan",
+        "--answers",
+        home.write(
+            "bad-plan.json",
+            &json!({"environment_id": "local", "deployment_id": deployment, "idempotency_key": "p",
+                    "entries": [{"revision_id": "01J0000000000000000000000R", "weight_bps": 10_000}]})
+            .to_string(),
+        )
+        .to_str()
+        .expect("utf8"),
+    ]);
+    assert_ne!(refused.code, 0);
+    assert_eq!(
+        refused.error_kind(),
+        "not-found",
+        "{}",
+        refused.error_message()
     );
 
     // 10 % for a 1 s pause, then 50 % until a person resumes.

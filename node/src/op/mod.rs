@@ -3,6 +3,7 @@
 
 mod env;
 mod objects;
+mod plan;
 
 use std::path::Path;
 
@@ -79,6 +80,7 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
             "traffic",
             match verb {
                 TrafficVerb::Set(_) => "set",
+                TrafficVerb::Plan(_) => "plan",
                 TrafficVerb::Show { .. } => "show",
                 TrafficVerb::Rollback(_) => "rollback",
                 TrafficVerb::Clear(_) => "clear",
@@ -87,7 +89,7 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
         Noun::Rollouts(verb) => (
             "rollouts",
             match verb {
-                RolloutsVerb::Start(_) => "start",
+                RolloutsVerb::Start { .. } => "start",
                 RolloutsVerb::Show { .. } => "show",
                 RolloutsVerb::List(_) => "list",
                 RolloutsVerb::Pause(_) => "pause",
@@ -224,12 +226,12 @@ fn schema_request(noun: &Noun) -> Option<serde_json::Value> {
             RevisionsVerb::List { .. } => None,
         },
         Noun::Traffic(verb) => match verb {
-            TrafficVerb::Set(m) => schema_of::<TrafficSetAnswers>(m),
+            TrafficVerb::Set(m) | TrafficVerb::Plan(m) => schema_of::<TrafficSetAnswers>(m),
             TrafficVerb::Rollback(m) | TrafficVerb::Clear(m) => schema_of::<DeploymentAnswers>(m),
             TrafficVerb::Show { .. } => None,
         },
         Noun::Rollouts(verb) => match verb {
-            RolloutsVerb::Start(m) => schema_of::<RolloutStartAnswers>(m),
+            RolloutsVerb::Start { mutation, .. } => schema_of::<RolloutStartAnswers>(mutation),
             RolloutsVerb::Pause(m)
             | RolloutsVerb::Resume(m)
             | RolloutsVerb::Promote(m)

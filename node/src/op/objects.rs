@@ -179,6 +179,12 @@ pub fn traffic(context: &Context, verb: TrafficVerb) -> Result<Report, CliError>
             let answers: TrafficSetAnswers = answers(&mutation, "traffic", "set")?;
             context.submit(Command::TrafficSet(answers))
         }
+        TrafficVerb::Plan(mutation) => {
+            let answers: TrafficSetAnswers = answers(&mutation, "traffic", "plan")?;
+            let mut report = super::plan::plan(context, Command::TrafficSet(answers))?;
+            report.verb = "plan";
+            Ok(report)
+        }
         TrafficVerb::Rollback(mutation) => {
             let answers: DeploymentAnswers = answers(&mutation, "traffic", "rollback")?;
             context.submit(Command::TrafficRollback(answers))
@@ -223,8 +229,11 @@ pub fn rollouts(context: &Context, verb: RolloutsVerb) -> Result<Report, CliErro
         context.submit(Command::RolloutAct { action, answers })
     };
     match verb {
-        RolloutsVerb::Start(mutation) => {
+        RolloutsVerb::Start { mutation, plan } => {
             let answers: RolloutStartAnswers = answers(&mutation, "rollouts", "start")?;
+            if plan {
+                return super::plan::plan(context, Command::RolloutStart(answers));
+            }
             context.submit(Command::RolloutStart(answers))
         }
         RolloutsVerb::Pause(mutation) => act(mutation, PersonAction::Pause),

@@ -167,11 +167,18 @@ pub async fn prepare() -> Option<String> {
             return None;
         }
     };
-    Some(
-        build_image(&docker, &binary)
-            .await
-            .expect("test image builds"),
-    )
+    // One image per test process: tests run at once, and two builds under
+    // the same tag would leave the tag on whichever finished last, so a
+    // test could hold the id of an image the tag no longer names.
+    static BUILT: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    let id = BUILT
+        .get_or_init(|| async {
+            build_image(&docker, &binary)
+                .await
+                .expect("test image builds")
+        })
+        .await;
+    Some(id.clone())
 }
 
 /// Revisions running the test image; each fixture is its own "node", so
