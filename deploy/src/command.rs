@@ -356,6 +356,11 @@ pub struct RolloutStartAnswers {
     /// Required when a step waits for analysis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<crate::rollout::AnalysisSettings>,
+    /// How long the stable revision stays ready (its drain refused) after
+    /// a promotion, so a rollback is a traffic change; default 300, at most
+    /// 86400.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_grace_seconds: Option<u32>,
     /// Required: a retried start must never start a second rollout.
     pub idempotency_key: String,
 }

@@ -30,6 +30,10 @@ pub const GOSSIP_KEY_FILE: &str = "gossip.key";
 /// multiple of the gossip interval, so a change is seen within a second.
 pub const FACTS_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Every how many rounds of [`FACTS_INTERVAL`] the router's request counts
+/// are published (once a second).
+const COUNTS_EVERY: u64 = 4;
+
 /// HELP text of the metrics this module emits.
 pub fn describe_metrics() {
     metrics::describe_gauge!(
@@ -135,6 +139,7 @@ async fn refresh(
 ) {
     let mut published: BTreeSet<RevisionId> = BTreeSet::new();
     let mut counted: BTreeSet<RevisionId> = BTreeSet::new();
+    let mut round: u64 = 0;
     let mut ticker = tokio::time::interval(FACTS_INTERVAL);
     loop {
         ticker.tick().await;
@@ -176,8 +181,16 @@ async fn refresh(
         }
         published = local.keys().copied().collect();
         // This router's counts of the revisions its table routes to, for
-        // the rollout controller on the leader.
-        let mine = router.revision_counts();
+        // the rollout controller on the leader: once a second (every
+        // COUNTS_EVERY rounds), which analysis windows of 10 s and more
+        // hardly notice, and a fourth of the gossip a change per round
+        // would cost.
+        round += 1;
+        let mine = if round.is_multiple_of(COUNTS_EVERY) {
+            router.revision_counts()
+        } else {
+            HashMap::new()
+        };
         let serving: BTreeSet<RevisionId> = router
             .serving_revisions()
             .into_iter()
@@ -190,10 +203,12 @@ async fn refresh(
                 tracing::warn!(%revision, %error, "request counts could not be published");
             }
         }
-        for gone in counted.difference(&serving) {
-            let _ = membership.set_counts(&gone.to_string(), &[]).await;
+        if round.is_multiple_of(COUNTS_EVERY) {
+            for gone in counted.difference(&serving) {
+                let _ = membership.set_counts(&gone.to_string(), &[]).await;
+            }
+            counted = serving;
         }
-        counted = serving;
 
         let me = membership.self_node_id().clone();
         let live = membership.live_members().await;

@@ -76,6 +76,7 @@ fn refuse_if_serving(
     environment: &Environment,
     revision_id: RevisionId,
     verb: &'static str,
+    at: crate::Timestamp,
 ) -> Result<(), ApplyError> {
     if let Some(split) = environment
         .traffic_splits
@@ -98,6 +99,24 @@ fn refuse_if_serving(
             message: format!(
                 "cannot {verb} revision {revision_id}: the rollout of deployment {} ({}) may send it all traffic; promote or abort the rollout first",
                 rollout.deployment_id, rollout.state
+            ),
+        });
+    }
+    // A promoted rollout's stable revision stays warm for its grace, so
+    // going back to it is a traffic change, not a cold start.
+    if let Some((rollout, until)) = environment
+        .rollouts
+        .iter()
+        .filter(|r| r.stable_revision_id == revision_id)
+        .filter_map(|r| Some((r, r.stable_kept_until()?)))
+        .find(|(_, until)| *until > at)
+    {
+        return Err(ApplyError::Conflict {
+            message: format!(
+                "cannot {verb} revision {revision_id} before {until}: it was the stable revision of deployment {}'s rollout, promoted at {}, and stays ready for {} s so a rollback needs no cold start (stable_grace_seconds)",
+                rollout.deployment_id,
+                rollout.ended_at.map_or_else(String::new, |t| t.to_string()),
+                rollout.stable_grace_seconds
             ),
         });
     }
@@ -473,7 +492,7 @@ pub(crate) fn drain(
     envelope: &CommandEnvelope,
 ) -> Result<Outcome, ApplyError> {
     let index = revision_index(&environment, answers.revision_id)?;
-    refuse_if_serving(&environment, answers.revision_id, "drain")?;
+    refuse_if_serving(&environment, answers.revision_id, "drain", envelope.at)?;
     walk(&mut environment, index, LifecycleVerb::Drain, envelope.at)?;
     let result = result_for(&environment, index);
     Ok(Outcome::changed(environment, result))
@@ -485,7 +504,7 @@ pub(crate) fn archive(
     envelope: &CommandEnvelope,
 ) -> Result<Outcome, ApplyError> {
     let index = revision_index(&environment, answers.revision_id)?;
-    refuse_if_serving(&environment, answers.revision_id, "archive")?;
+    refuse_if_serving(&environment, answers.revision_id, "archive", envelope.at)?;
     walk(&mut environment, index, LifecycleVerb::Archive, envelope.at)?;
     let deployment_id = environment.revisions[index].deployment_id;
     if let Some(bundle) = environment

@@ -43,6 +43,9 @@ pub fn rollout_view(rollout: &Rollout) -> serde_json::Value {
         "analysis": rollout.analysis,
         "started_at": rollout.started_at,
         "started_by": rollout.started_by,
+        "ended_at": rollout.ended_at,
+        "stable_grace_seconds": rollout.stable_grace_seconds,
+        "stable_kept_until": rollout.stable_kept_until(),
         "history": rollout.history,
     })
 }
@@ -261,6 +264,7 @@ pub(crate) fn start(
             candidate_revision_id: answers.candidate_revision_id,
             steps: answers.steps.clone(),
             analysis: answers.analysis.clone(),
+            stable_grace_seconds: answers.stable_grace_seconds,
         },
         envelope.at,
         &envelope.actor.display_name(),

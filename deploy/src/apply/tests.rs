@@ -927,6 +927,7 @@ fn to_command(harness: &Harness, action: &Action) -> Option<Command> {
             },
             steps: rollout_steps(u32::from(*first)),
             analysis: Some(rollout_analysis()),
+            stable_grace_seconds: Some(4),
             idempotency_key: format!("rollout-{}", harness.counter),
         }),
         Action::RolloutAct(d, action) => Command::RolloutAct {
@@ -1309,6 +1310,7 @@ fn a_rollout_owns_the_split_from_start_to_abort_and_refuses_what_would_break_it(
             stable_revision_id: None,
             steps: rollout_steps(100),
             analysis: Some(rollout_analysis()),
+            stable_grace_seconds: Some(4),
             idempotency_key: key.to_owned(),
         })
     };
@@ -1475,4 +1477,53 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_promoted_rollout_keeps_its_stable_revision_ready_for_its_grace() {
+    use crate::rollout::PersonAction;
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let v1 = harness.stage(deployment);
+    let v2 = harness.stage(deployment);
+    harness.warm(v1).expect("warm v1");
+    harness.warm(v2).expect("warm v2");
+    harness
+        .set(deployment, "all-v1", &[(&v1.to_string(), 10_000)])
+        .expect("split");
+    harness
+        .run(Command::RolloutStart(RolloutStartAnswers {
+            environment_id: EnvId::local(),
+            deployment_id: deployment,
+            candidate_revision_id: v2,
+            stable_revision_id: None,
+            steps: rollout_steps(100),
+            analysis: Some(rollout_analysis()),
+            stable_grace_seconds: Some(6),
+            idempotency_key: "r".to_owned(),
+        }))
+        .expect("start");
+    harness
+        .run(Command::RolloutAct {
+            action: PersonAction::Promote,
+            answers: RolloutActionAnswers {
+                environment_id: EnvId::local(),
+                deployment_id: deployment,
+                reason: None,
+                idempotency_key: None,
+            },
+        })
+        .expect("promote");
+    // Each envelope is 2 s later: the drains at +2 and +4 s are refused,
+    // the one at +6 s goes through.
+    for _ in 0..2 {
+        assert!(matches!(
+            harness.revision_command(Command::RevisionDrain, v1),
+            Err(ApplyError::Conflict { message }) if message.contains("stable_grace_seconds")
+        ));
+    }
+    harness
+        .revision_command(Command::RevisionDrain, v1)
+        .expect("the grace is over");
 }

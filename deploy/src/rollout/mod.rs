@@ -51,6 +51,12 @@ pub const LATENCY_BOUND_MS_MAX: u32 = 600_000;
 pub const HISTORY_MAX: usize = 256;
 /// Longest reason a person or the controller gives, in bytes.
 pub const REASON_BYTES_MAX: usize = 512;
+/// How long the stable revision of a promoted rollout stays ready by
+/// default (refused a drain), so a rollback to it is a traffic change, not
+/// a cold start: five minutes.
+pub const STABLE_GRACE_SECONDS_DEFAULT: u32 = 300;
+/// Longest grace a rollout may ask for: a day.
+pub const STABLE_GRACE_SECONDS_MAX: u32 = 24 * 3600;
 /// Finished rollouts an environment keeps (the oldest go first); the audit
 /// log keeps every one.
 pub const FINISHED_ROLLOUTS_KEPT: usize = 32;
@@ -276,7 +282,17 @@ pub struct Rollout {
     pub started_by: String,
     /// The idempotency key of the start.
     pub idempotency_key: String,
+    /// How long the stable revision stays ready after a promotion.
+    #[serde(default = "default_stable_grace")]
+    pub stable_grace_seconds: u32,
+    /// When the rollout was promoted, aborted or rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
     pub history: Vec<RolloutEvent>,
+}
+
+fn default_stable_grace() -> u32 {
+    STABLE_GRACE_SECONDS_DEFAULT
 }
 
 /// Why a rollout's settings or a transition were refused. Each names the
@@ -442,6 +458,8 @@ pub struct RolloutPlan {
     pub candidate_revision_id: RevisionId,
     pub steps: Vec<RolloutStep>,
     pub analysis: Option<AnalysisSettings>,
+    /// `None`: [`STABLE_GRACE_SECONDS_DEFAULT`].
+    pub stable_grace_seconds: Option<u32>,
 }
 
 impl Rollout {
@@ -458,8 +476,18 @@ impl Rollout {
             candidate_revision_id,
             steps,
             analysis,
+            stable_grace_seconds,
         } = plan;
         validate_plan(&steps, analysis.as_ref())?;
+        let stable_grace_seconds = stable_grace_seconds.unwrap_or(STABLE_GRACE_SECONDS_DEFAULT);
+        if stable_grace_seconds > STABLE_GRACE_SECONDS_MAX {
+            return Err(invalid(
+                "stable_grace_seconds",
+                format!(
+                    "{stable_grace_seconds} is above {STABLE_GRACE_SECONDS_MAX} seconds (a day)"
+                ),
+            ));
+        }
         if stable_revision_id == candidate_revision_id {
             return Err(invalid(
                 "candidate_revision_id",
@@ -481,11 +509,19 @@ impl Rollout {
             started_at: at,
             started_by: by.to_owned(),
             idempotency_key: idempotency_key.to_owned(),
+            stable_grace_seconds,
+            ended_at: None,
             history: Vec::new(),
         };
         rollout.enter_step(0, at);
         rollout.record(at, by, "started", None, None);
         Ok(rollout)
+    }
+
+    /// Until when a promoted rollout keeps its stable revision ready.
+    pub fn stable_kept_until(&self) -> Option<Timestamp> {
+        (self.state == RolloutState::Promoted).then_some(())?;
+        Some(self.ended_at? + chrono::Duration::seconds(i64::from(self.stable_grace_seconds)))
     }
 
     /// The actor name the controller's decisions are audited under.
@@ -847,6 +883,9 @@ impl Rollout {
         reason: Option<String>,
         analysis: Option<AnalysisRecord>,
     ) {
+        if !self.state.is_active() && self.ended_at.is_none() {
+            self.ended_at = Some(at);
+        }
         if self.history.len() >= HISTORY_MAX {
             self.history.remove(0);
         }

@@ -48,6 +48,7 @@ fn rollout(steps: Vec<RolloutStep>, analysis: Option<AnalysisSettings>) -> Rollo
             candidate_revision_id: candidate,
             steps,
             analysis,
+            stable_grace_seconds: None,
         },
         at(0),
         "alice",
