@@ -41,6 +41,10 @@ struct Args {
     /// cluster with a live leader is held to the rejoin invariants.
     #[arg(long, conflicts_with = "calm")]
     crash_restart: bool,
+    /// Only the leader's disk slowed and the leader killed and restarted at
+    /// once (what `--bug leader-restore` needs to show).
+    #[arg(long, conflicts_with_all = ["calm", "crash_restart"])]
+    leader_bounce: bool,
     /// Plant a known bug (to see the simulator find it).
     #[arg(long, value_parser = ["router-uses-uncommitted-state", "leader-restore", "stale-connections", "skip-duplicate-check"])]
     bug: Option<String>,
@@ -65,6 +69,9 @@ fn config(args: &Args, seed: u64) -> RunConfig {
     if args.crash_restart {
         config.fault_mix = FaultMix::CrashRestart;
     }
+    if args.leader_bounce {
+        config.fault_mix = FaultMix::LeaderBounce;
+    }
     config.bug = args.bug.as_deref().map(|bug| match bug {
         "leader-restore" => PlantedBug::LeaderRestore,
         "stale-connections" => PlantedBug::StaleConnections,
@@ -85,6 +92,9 @@ fn replay_command(args: &Args, seed: u64, steps: usize) -> String {
     }
     if args.crash_restart {
         command.push_str(" --crash-restart");
+    }
+    if args.leader_bounce {
+        command.push_str(" --leader-bounce");
     }
     if let Some(bug) = &args.bug {
         command.push_str(&format!(" --bug {bug}"));

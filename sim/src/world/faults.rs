@@ -125,6 +125,7 @@ impl World {
         let draw = match self.config.fault_mix {
             FaultMix::All => self.rng.random_range(0..100),
             FaultMix::CrashRestart => self.rng.random_range(0..26),
+            FaultMix::LeaderBounce => return self.leader_bounce().await,
         };
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         let id_of = |world: &Self, index: usize| world.nodes[index].id;
@@ -223,6 +224,49 @@ impl World {
             _ => return self.leave().await,
         };
         self.inject(fault).await;
+    }
+
+    /// One fault of the leader-bounce mix: the leader's disk slowed or
+    /// sped up, or a write and then the leader killed (its unflushed
+    /// writes lost or torn) and started again in the same instant.
+    async fn leader_bounce(&mut self) {
+        let Some(leader) = self.leader() else {
+            if let Some(index) = self.pick_node(|n| n.handle.is_none()) {
+                let node = self.nodes[index].id;
+                self.inject(Fault::Restart { node }).await;
+            }
+            return;
+        };
+        let node = self.nodes[leader].id;
+        match self.rng.random_range(0..3) {
+            0 => {
+                self.inject(Fault::DiskSpeed {
+                    node,
+                    speed: DiskSpeed::SLOW,
+                })
+                .await;
+            }
+            1 => {
+                // A write first, so a slow disk may still hold some of it
+                // when the process dies; then the bounce, in the same
+                // instant.
+                self.operate().await;
+                let Some(leader) = self.leader() else {
+                    return;
+                };
+                let node = self.nodes[leader].id;
+                let disk = self.disk_fault(leader);
+                self.inject(Fault::Crash { node, disk }).await;
+                self.inject(Fault::Restart { node }).await;
+            }
+            _ => {
+                self.inject(Fault::DiskSpeed {
+                    node,
+                    speed: DiskSpeed::FAST,
+                })
+                .await;
+            }
+        }
     }
 
     /// What a crash of node `index` does to its unflushed writes.

@@ -80,6 +80,11 @@ pub enum FaultMix {
     All,
     /// Crashes and restarts only, on a calm network with fast disks.
     CrashRestart,
+    /// The leader's disk made slow, then the leader killed and started
+    /// again at once (a supervisor restarting the process), so it comes
+    /// back within the election timeout with only what its disk had
+    /// flushed, while the others may have committed more.
+    LeaderBounce,
 }
 
 /// A member restarted into a calm, healthy cluster applies what was
