@@ -6,8 +6,12 @@ use super::*;
 
 impl World {
     /// The term and committed index of a live leader, when the network is
-    /// calm and whole and every disk fast: a restart now must rejoin within
-    /// the bound without moving the term.
+    /// calm and whole and every disk fast, the leader heard from a quorum
+    /// within an election timeout, and every other running member follows
+    /// it: a restart now must rejoin within the bound without moving the
+    /// term. A leader that stayed leader alone behind a partition that just
+    /// healed is not live (its lease ran out; a member back from the
+    /// partition may rightly start an election).
     pub(super) fn calm_with_a_leader(&self) -> Option<(u64, u64)> {
         if self.net.faults() != LinkFaults::CALM
             || self.net.is_partitioned()
@@ -19,8 +23,27 @@ impl World {
         {
             return None;
         }
-        let leader = self.raft(self.leader()?)?;
+        let leader_index = self.leader()?;
+        let leader = self.raft(leader_index)?;
         let metrics = leader.metrics().borrow_watched().clone();
+        let fresh =
+            Duration::from_millis(consensus::RaftSettings::default().election_timeout_min_ms);
+        let heard_from_a_quorum = metrics
+            .last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| openraft::Instant::elapsed(&**at) < fresh);
+        let followed = self
+            .up()
+            .into_iter()
+            .filter(|i| *i != leader_index && self.nodes[*i].member)
+            .all(|i| {
+                self.raft(i).is_some_and(|raft| {
+                    raft.metrics().borrow_watched().current_leader == Some(metrics.id)
+                })
+            });
+        if !heard_from_a_quorum || !followed {
+            return None;
+        }
         let committed = metrics.cluster_committed.map(|id| id.index())?;
         Some((metrics.current_term, committed))
     }
