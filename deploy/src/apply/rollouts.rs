@@ -244,6 +244,7 @@ pub(crate) fn start(
     // the revisions are in.
     crate::rollout::validate_plan(&answers.steps, answers.analysis.as_ref())
         .map_err(from_rollout)?;
+    crate::rollout::validate_grace(answers.stable_grace_seconds).map_err(from_rollout)?;
     ready_revision(
         &environment,
         answers.deployment_id,

@@ -436,6 +436,18 @@ fn validate_analysis(settings: &AnalysisSettings) -> Result<(), RolloutError> {
     Ok(())
 }
 
+/// The grace a rollout asked for, or the default; refused above a day.
+pub fn validate_grace(asked: Option<u32>) -> Result<u32, RolloutError> {
+    let grace = asked.unwrap_or(STABLE_GRACE_SECONDS_DEFAULT);
+    if grace > STABLE_GRACE_SECONDS_MAX {
+        return Err(invalid(
+            "stable_grace_seconds",
+            format!("{grace} is above {STABLE_GRACE_SECONDS_MAX} seconds (a day)"),
+        ));
+    }
+    Ok(grace)
+}
+
 /// Checks a reason's length; trims it.
 pub fn validate_reason(reason: Option<&str>) -> Result<Option<String>, RolloutError> {
     let Some(reason) = reason.map(str::trim).filter(|r| !r.is_empty()) else {
@@ -479,15 +491,7 @@ impl Rollout {
             stable_grace_seconds,
         } = plan;
         validate_plan(&steps, analysis.as_ref())?;
-        let stable_grace_seconds = stable_grace_seconds.unwrap_or(STABLE_GRACE_SECONDS_DEFAULT);
-        if stable_grace_seconds > STABLE_GRACE_SECONDS_MAX {
-            return Err(invalid(
-                "stable_grace_seconds",
-                format!(
-                    "{stable_grace_seconds} is above {STABLE_GRACE_SECONDS_MAX} seconds (a day)"
-                ),
-            ));
-        }
+        let stable_grace_seconds = validate_grace(stable_grace_seconds)?;
         if stable_revision_id == candidate_revision_id {
             return Err(invalid(
                 "candidate_revision_id",

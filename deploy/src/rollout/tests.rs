@@ -551,3 +551,13 @@ fn a_finished_window_becomes_the_decision_apply_accepts() {
         None
     );
 }
+
+#[test]
+fn the_stable_grace_defaults_and_is_bounded() {
+    assert_eq!(validate_grace(None), Ok(STABLE_GRACE_SECONDS_DEFAULT));
+    assert_eq!(validate_grace(Some(0)), Ok(0));
+    assert!(matches!(
+        validate_grace(Some(STABLE_GRACE_SECONDS_MAX + 1)),
+        Err(RolloutError::Invalid { field, .. }) if field == "stable_grace_seconds"
+    ));
+}
