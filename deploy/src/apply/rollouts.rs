@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::Outcome;
 use super::bundles::deployment_index;
-use super::traffic::{NewSplit, put_split, split_view};
+use super::traffic::{NewSplit, put_split, servable, split_view};
 use crate::bundle::DeploymentStatus;
 use crate::command::{
     CommandEnvelope, RolloutActionAnswers, RolloutDecisionAnswers, RolloutStartAnswers,
@@ -15,7 +15,6 @@ use crate::command::{
 use crate::environment::Environment;
 use crate::error::ApplyError;
 use crate::ids::{DeploymentId, RevisionId};
-use crate::lifecycle::Lifecycle;
 use crate::rollout::{
     FINISHED_ROLLOUTS_KEPT, PersonAction, Rollout, RolloutError, RolloutPlan, validate_reason,
 };
@@ -48,44 +47,6 @@ pub fn rollout_view(rollout: &Rollout) -> serde_json::Value {
         "stable_kept_until": rollout.stable_kept_until(),
         "history": rollout.history,
     })
-}
-
-/// A revision of `deployment_id` that can take traffic, or why not.
-fn ready_revision(
-    environment: &Environment,
-    deployment_id: DeploymentId,
-    revision_id: RevisionId,
-    field: &str,
-) -> Result<(), ApplyError> {
-    let revision = environment.revision(revision_id).ok_or_else(|| {
-        ApplyError::not_found(
-            "revision",
-            revision_id,
-            &environment.environment_id,
-            "; list revisions with `gtc op revisions list`",
-        )
-    })?;
-    if revision.deployment_id != deployment_id {
-        return Err(ApplyError::invalid(
-            field,
-            format!(
-                "revision {revision_id} belongs to deployment {}, not {deployment_id}",
-                revision.deployment_id
-            ),
-        ));
-    }
-    if revision.lifecycle != Lifecycle::Ready {
-        return Err(ApplyError::Conflict {
-            message: format!(
-                "{field}: revision {revision_id} is {}; a rollout moves traffic only between ready revisions, warm it with `gtc op revisions warm` first",
-                revision.lifecycle
-            ),
-        });
-    }
-    if let Some(reason) = revision.nothing_to_run_reason() {
-        return Err(ApplyError::invalid(field, reason));
-    }
-    Ok(())
 }
 
 /// The stable revision: the one named, else the one the split sends 100 %.
@@ -245,14 +206,14 @@ pub(crate) fn start(
     crate::rollout::validate_plan(&answers.steps, answers.analysis.as_ref())
         .map_err(from_rollout)?;
     crate::rollout::validate_grace(answers.stable_grace_seconds).map_err(from_rollout)?;
-    ready_revision(
+    servable(
         &environment,
         answers.deployment_id,
         answers.candidate_revision_id,
         "candidate_revision_id",
     )?;
     let stable = stable_of(&environment, answers)?;
-    ready_revision(
+    servable(
         &environment,
         answers.deployment_id,
         stable,

@@ -117,6 +117,20 @@ fn resolve_target(
     let revision_id: RevisionId = target.parse().map_err(|e: crate::ids::UlidError| {
         ApplyError::invalid(&field, format!("{e}, or the literal LATEST"))
     })?;
+    servable(environment, deployment_id, revision_id, &field)?;
+    Ok((revision_id, false))
+}
+
+/// `revision_id` if it can take traffic in `deployment_id`'s split: it
+/// exists, belongs to that deployment, is ready and has something to run.
+/// `field` names the payload field in the refusal (traffic entries and
+/// rollouts both ask).
+pub(crate) fn servable(
+    environment: &Environment,
+    deployment_id: DeploymentId,
+    revision_id: RevisionId,
+    field: &str,
+) -> Result<(), ApplyError> {
     let revision = environment.revision(revision_id).ok_or_else(|| {
         ApplyError::not_found(
             "revision",
@@ -145,7 +159,7 @@ fn resolve_target(
     if let Some(reason) = revision.nothing_to_run_reason() {
         return Err(ApplyError::invalid(field, reason));
     }
-    Ok((revision_id, false))
+    Ok(())
 }
 
 fn split_error(error: SplitError) -> ApplyError {
