@@ -711,12 +711,7 @@ impl Rollout {
                     }
                     StepGate::Analysis => {
                         let record = self.judged(step, analysis.as_ref())?;
-                        let Some(settings) = self.analysis.as_ref() else {
-                            return Err(invalid(
-                                "analysis",
-                                "the rollout has no analysis settings",
-                            ));
-                        };
+                        let settings = self.settings()?;
                         match record.judge(settings) {
                             Verdict::Pass => {}
                             Verdict::Hold { reason } | Verdict::Fail { reason } => {
@@ -731,10 +726,7 @@ impl Rollout {
             }
             ControllerDecision::Hold { analysis } => {
                 let record = self.judged(step, Some(analysis))?;
-                let settings = self
-                    .analysis
-                    .as_ref()
-                    .ok_or_else(|| invalid("analysis", "the rollout has no analysis settings"))?;
+                let settings = self.settings()?;
                 let Verdict::Hold { reason } = record.judge(settings) else {
                     return Err(RolloutError::Conflict(format!(
                         "step {step}: the window is not a hold on the rollout's settings"
@@ -748,10 +740,7 @@ impl Rollout {
             }
             ControllerDecision::RollBack { analysis } => {
                 let record = self.judged(step, Some(analysis))?;
-                let settings = self
-                    .analysis
-                    .as_ref()
-                    .ok_or_else(|| invalid("analysis", "the rollout has no analysis settings"))?;
+                let settings = self.settings()?;
                 let Verdict::Fail { reason } = record.judge(settings) else {
                     return Err(RolloutError::Conflict(format!(
                         "step {step}: the window does not fail the rollout's checks; no rollback on it"
@@ -762,10 +751,7 @@ impl Rollout {
                 self.record(at, &by, "rolled-back", Some(reason), Some(record.clone()));
             }
             ControllerDecision::HoldLimit => {
-                let settings = self
-                    .analysis
-                    .as_ref()
-                    .ok_or_else(|| invalid("analysis", "the rollout has no analysis settings"))?;
+                let settings = self.settings()?.clone();
                 let Some(since) = self
                     .holding_since
                     .filter(|_| self.state == RolloutState::Holding)
@@ -800,6 +786,13 @@ impl Rollout {
             }
         }
         Ok(())
+    }
+
+    /// The analysis settings an analysis decision needs.
+    fn settings(&self) -> Result<&AnalysisSettings, RolloutError> {
+        self.analysis
+            .as_ref()
+            .ok_or_else(|| invalid("analysis", "the rollout has no analysis settings"))
     }
 
     /// `record` checked against the current step and the rollout's window.
