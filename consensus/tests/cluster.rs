@@ -89,15 +89,15 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 fn free_udp_addr() -> SocketAddr {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().expect("addr")
+    testkit::free_udp()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_members_replicate_forward_survive_the_leader_and_catch_up_from_a_snapshot() {
     // Proves: writes on a follower are forwarded and applied everywhere with
     // identical audit chains; losing the leader loses nothing acknowledged;
-    // a restarted member catches up from a snapshot after the log was purged.
+    // a restarted member catches up from a snapshot after the log was purged,
+    // idempotency records included.
     let temp = tempfile::tempdir().expect("temp");
     let ca = ClusterCa::create("test").expect("ca");
     let addrs: Vec<SocketAddr> = (0..3).map(|_| free_udp_addr()).collect();
@@ -135,6 +135,21 @@ async fn three_members_replicate_forward_survive_the_leader_and_catch_up_from_a_
     // Lose the leader; the other two elect one and keep accepting writes.
     n1.shutdown().await;
     drop(n1);
+    // A keyed change n1 misses, before the changes that make the next
+    // snapshot: its record reaches n1 only inside that snapshot.
+    let mut keyed = envelope(Command::EnvUpdate(
+        serde_json::from_value(serde_json::json!({"environment_id": "local", "region": "eu"}))
+            .expect("answers"),
+    ));
+    keyed.idempotency_key = Some("while-n1-was-away".into());
+    n3.submit(&keyed).await.expect("keyed change");
+    let recorded = |member: &ClusterHandle| {
+        member
+            .state_machine()
+            .store()
+            .idempotency_record(&EnvId::local(), "while-n1-was-away")
+            .expect("the table reads")
+    };
     for i in 3..10 {
         n2.submit(&create(&format!("env-{i}")))
             .await
@@ -157,6 +172,8 @@ async fn three_members_replicate_forward_survive_the_leader_and_catch_up_from_a_
         n1.state_machine().store().list().map(|l| l.len()).ok() == Some(11)
     })
     .await;
+    assert!(recorded(&n2).is_some(), "the leader keeps the record");
+    assert_eq!(recorded(&n1), recorded(&n2), "the snapshot carried it");
     assert_eq!(lines(&n1), lines(&n2));
     for member in [&n1, &n2, &n3] {
         member.shutdown().await;
@@ -353,4 +370,66 @@ async fn a_placement_is_applied_only_in_the_term_its_leader_decided_it() {
     for member in [&n2, &n3] {
         member.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_is_answered_with_its_first_answer_and_the_state_as_it_is_now() {
+    // Proves: an envelope sent again (a client's retry across a leader
+    // change) is not applied twice and gets its first answer (result,
+    // event, generation), with the environment's current state: the
+    // window of remembered outcomes keeps no states (4096 whole
+    // environments held a node at gigabytes), so the state is read again.
+    let temp = tempfile::tempdir().expect("temp");
+    let ca = ClusterCa::create("test").expect("ca");
+    let n1 = start(&ca, temp.path(), "n1", free_udp_addr(), None).await;
+    eventually("n1 to lead", || n1.is_leader()).await;
+    n1.submit(&init()).await.expect("init");
+    let first = create("staging");
+    let answered = n1.submit(&first).await.expect("create");
+    let renamed: deploy::command::EnvUpdateAnswers = serde_json::from_value(
+        serde_json::json!({"environment_id": "staging", "name": "Staging, renamed"}),
+    )
+    .expect("answers");
+    let later = n1
+        .submit(&envelope(Command::EnvUpdate(renamed)))
+        .await
+        .expect("a later change");
+    assert!(later.generation > answered.generation);
+    let again = n1.submit(&first).await.expect("the duplicate's answer");
+    assert_eq!(again.applied.result, answered.applied.result);
+    assert_eq!(again.generation, answered.generation);
+    assert_eq!(
+        again.applied.event.as_ref().map(|e| e.event_id.to_string()),
+        answered
+            .applied
+            .event
+            .as_ref()
+            .map(|e| e.event_id.to_string())
+    );
+    let env: EnvId = "staging".parse().expect("env");
+    let now = n1
+        .state_machine()
+        .store()
+        .load(&env)
+        .expect("load")
+        .expect("staging exists");
+    assert_eq!(again.applied.state.as_ref(), Some(&now));
+    assert_eq!(now.generation, later.generation.expect("generation"));
+    let event_id = answered
+        .applied
+        .event
+        .as_ref()
+        .map(|e| e.event_id.to_string())
+        .expect("an audited create");
+    let lines = n1
+        .state_machine()
+        .store()
+        .audit_tail(&env, 100)
+        .expect("audit");
+    assert_eq!(
+        lines.iter().filter(|line| line.contains(&event_id)).count(),
+        1,
+        "the duplicate was applied again"
+    );
+    n1.shutdown().await;
 }

@@ -9,7 +9,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,6 +78,40 @@ impl Peer {
             .status()
             .expect("kill");
         assert!(status.success(), "kill {signal} failed");
+        if signal == "-STOP" {
+            self.wait_stopped();
+        }
+    }
+
+    /// `kill` returns once the signal is queued, not once the process
+    /// stopped: a thread already running on another core goes on until it
+    /// next enters the kernel, and under load the peer was seen answering a
+    /// request sent after `kill -STOP` returned (its state still `R`).
+    /// Waits until every thread of the peer is stopped (`T`).
+    fn wait_stopped(&self) {
+        let pid = self.0.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let states: Vec<char> = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+                // The state follows the command name's closing parenthesis.
+                .filter_map(|stat| {
+                    stat.rsplit_once(')')
+                        .and_then(|(_, rest)| rest.trim_start().chars().next())
+                })
+                .collect();
+            if !states.is_empty() && states.iter().all(|state| matches!(state, 'T' | 't')) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "peer {pid} did not stop within 5 s: thread states {states:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn crash(mut self) {
@@ -93,10 +127,10 @@ impl Drop for Peer {
     }
 }
 
+/// A port below the ephemeral range: the restarted peer binds it again,
+/// and an outgoing connection must not take it meanwhile.
 fn free_udp_addr() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("a free UDP port")
+    testkit::free_udp()
 }
 
 fn peer_dir(name: &str) -> (tempfile::TempDir, NodeIdentity) {

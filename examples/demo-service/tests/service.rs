@@ -4,7 +4,7 @@
 //! plain `demo-service` binary into `<target>/debug/`, where the
 //! `local_process` tests look for it.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,9 +31,10 @@ impl Drop for Service {
     }
 }
 
+/// A port below the ephemeral range (`testkit::free_port`): the service
+/// binds it a moment later, and no outgoing connection may take it first.
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().expect("local addr").port()
+    testkit::free_port()
 }
 
 fn launch(envs: &[(&str, &str)]) -> Service {

@@ -12,7 +12,7 @@ mod wait;
 pub use wait::wait_until;
 
 use serde_json::{Value, json};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -37,17 +37,9 @@ pub fn run(home: &Path, args: &[&str]) -> (bool, Value, String) {
     )
 }
 
-pub fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-}
-
-pub fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("port")
-}
+// Members' ports come from below the kernel's ephemeral range, each handed
+// out once per test binary (see `testkit::free_port`).
+pub use testkit::{free_tcp, free_udp};
 
 /// The last `lines` lines of a log file (empty when it cannot be read).
 pub fn log_tail(path: &Path, lines: usize) -> String {
@@ -286,13 +278,24 @@ pub fn example_bundle_with(home: &Path, instances: u32) -> PathBuf {
 /// A bundle running `service` (a build of the example service) with
 /// `instances` instances.
 pub fn bundle_of(home: &Path, service: &Path, instances: u32) -> PathBuf {
-    let dir = home.join(format!("src-shop-{instances}"));
+    bundle_with(
+        home,
+        service,
+        &format!("shop-{instances}"),
+        &format!("  startup_timeout_seconds: 10\n  instances: {instances}\n"),
+    )
+}
+
+/// A bundle `name` of `shop` running `service`, whose runtime section ends
+/// with `runtime_tail` (YAML lines indented by two spaces).
+pub fn bundle_with(home: &Path, service: &Path, name: &str, runtime_tail: &str) -> PathBuf {
+    let dir = home.join(format!("src-{name}"));
     std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
     std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
     std::fs::copy(service, dir.join("bin/server")).expect("copy service");
     std::fs::write(
         dir.join("bundle.yaml"),
-        format!("schema_version: 1\nbundle_id: shop\nruntime:\n  command: [bin/server]\n  health_path: /healthz\n  startup_timeout_seconds: 10\n  instances: {instances}\n"),
+        format!("schema_version: 1\nbundle_id: shop\nruntime:\n  command: [bin/server]\n  health_path: /healthz\n{runtime_tail}"),
     )
     .expect("manifest");
     std::fs::write(
@@ -302,7 +305,7 @@ pub fn bundle_of(home: &Path, service: &Path, instances: u32) -> PathBuf {
         ],
     )
     .expect("pack");
-    let out = home.join(format!("shop-{instances}.gtbundle"));
+    let out = home.join(format!("{name}.gtbundle"));
     let (ok, _, text) = run(
         home,
         &[
@@ -365,12 +368,20 @@ pub struct Answer {
 
 /// [`get`], with the router's error kind when it answered with an error.
 pub fn get_answer(router: SocketAddr) -> Option<Answer> {
+    get_answer_at(router, "/hello")
+}
+
+/// [`get_answer`] for `GET <path>` (e.g. the example service's
+/// `/slow?ms=N`).
+pub fn get_answer_at(router: SocketAddr, path: &str) -> Option<Answer> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&router, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(b"GET /hello HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n")
-        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).ok()?;
     let text = String::from_utf8_lossy(&answer);
@@ -584,4 +595,42 @@ pub fn admin_post(member: &Member, path: &str, key: &str, body: &Value) -> (u16,
         .and_then(|s| s.parse().ok())
         .expect("status");
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The name of the Raft leader, as `gtc cluster status` on `member` sees it.
+pub fn leader_name(home: &Path, member: &Member) -> String {
+    let (ok, status, text) = run(
+        home,
+        &[
+            "cluster",
+            "status",
+            "--node-dir",
+            member.dir.to_str().expect("utf8"),
+        ],
+    );
+    assert!(ok, "cluster status: {text}");
+    let leader_id = status["result"]["leader"].as_u64().expect("leader");
+    status["result"]["members"][leader_id.to_string()]["name"]
+        .as_str()
+        .expect("name")
+        .to_owned()
+}
+
+/// `gtc op rollouts show local --deployment <deployment>` read from
+/// `member`'s replica: the latest rollout of the deployment.
+pub fn rollout_show(home: &Path, member: &Member, deployment: &str) -> Value {
+    let (_, shown, _) = run(
+        home,
+        &[
+            "op",
+            "rollouts",
+            "show",
+            "local",
+            "--deployment",
+            deployment,
+            "--store-root",
+            member.store().to_str().expect("utf8"),
+        ],
+    );
+    shown["result"].clone()
 }
