@@ -98,6 +98,51 @@ pub struct MemberParts {
     pub peers: Arc<dyn PeerNetwork>,
 }
 
+/// Makes the current snapshot cover everything the state machine applied
+/// when the log lost its tail.
+///
+/// A leader commits an entry once a quorum of followers has it, before its
+/// own append is flushed, and applies it: a crash then can leave the state
+/// machine (durable) ahead of the log (whose unflushed tail is lost).
+/// openraft starts such a member by purging the log up to what was
+/// applied, and serves its current snapshot to followers that need what
+/// was purged; a snapshot older than the purge would leave them needing
+/// entries no one can send (and fails openraft's own check under debug
+/// assertions). So the state machine's state at its last applied entry is
+/// snapshotted first.
+async fn cover_applied_with_a_snapshot<L>(
+    state_machine: &StateMachine,
+    log: &mut L,
+) -> Result<(), ClusterError>
+where
+    L: RaftLogStorage<TypeConfig>,
+{
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    let failed = |error: std::io::Error| ClusterError::Raft(error.to_string());
+    let last_log = log.get_log_state().await.map_err(failed)?.last_log_id;
+    let mut machine = state_machine.clone();
+    let (applied, _) = machine.applied_state().await.map_err(failed)?;
+    let index = |id: &Option<crate::LogId>| id.as_ref().map(|id| id.index);
+    if index(&applied) <= index(&last_log) {
+        return Ok(());
+    }
+    let covered = machine
+        .get_current_snapshot()
+        .await
+        .map_err(failed)?
+        .and_then(|snapshot| snapshot.meta.last_log_id);
+    if index(&covered) >= index(&applied) {
+        return Ok(());
+    }
+    tracing::warn!(
+        applied = ?applied,
+        last_log = ?last_log,
+        "the state machine applied entries the log lost in a crash; snapshotting them before Raft starts"
+    );
+    machine.build_snapshot().await.map_err(failed)?;
+    Ok(())
+}
+
 /// A running cluster member.
 pub struct ClusterHandle {
     pub(crate) raft: Raft,
@@ -112,11 +157,12 @@ pub struct ClusterHandle {
 impl ClusterHandle {
     /// Starts Raft over `log` and `parts.peers`, and hands it to
     /// `parts.service`. Bootstrapping or joining is the caller's next step.
-    pub async fn start_with<L>(parts: MemberParts, log: L) -> Result<Arc<Self>, ClusterError>
+    pub async fn start_with<L>(parts: MemberParts, mut log: L) -> Result<Arc<Self>, ClusterError>
     where
         L: RaftLogStorage<TypeConfig>,
     {
         let node_id = parts.node_id;
+        cover_applied_with_a_snapshot(&parts.state_machine, &mut log).await?;
         let raft = Raft::new(
             node_id,
             parts.raft_config,

@@ -7,7 +7,7 @@
 use deploy::apply::Applied;
 use deploy::audit::AuditEvent;
 use deploy::error::ErrorKind;
-use deploy::state::EnvironmentState;
+use deploy::state::{EnvironmentState, IdempotencyRecord};
 use serde::{Deserialize, Serialize};
 use store::{SubmitError, Submitted};
 
@@ -41,6 +41,10 @@ pub struct AppliedWire {
     pub replayed: bool,
     pub event: Option<AuditEvent>,
     pub generation: Option<u64>,
+    /// On a replay, the idempotency record it was answered from (a new
+    /// change's record stays with the replicas that store it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<IdempotencyRecord>,
 }
 
 /// An error's stable kind, message and field.
@@ -52,6 +56,18 @@ pub struct ErrorWire {
 }
 
 impl AppliedWire {
+    fn without_state(&self) -> Self {
+        Self {
+            state: None,
+            result: self.result.clone(),
+            changed: self.changed,
+            replayed: self.replayed,
+            event: self.event.clone(),
+            generation: self.generation,
+            record: self.record.clone(),
+        }
+    }
+
     fn from_applied(applied: &Applied) -> Self {
         Self {
             state: applied.state.clone(),
@@ -60,6 +76,7 @@ impl AppliedWire {
             replayed: applied.replayed,
             event: applied.event.clone(),
             generation: applied.state.as_ref().map(|s| s.generation),
+            record: applied.record.clone().filter(|_| applied.replayed),
         }
     }
 
@@ -71,6 +88,7 @@ impl AppliedWire {
             replayed: self.replayed,
             event: self.event,
             committed_error,
+            record: self.record,
         }
     }
 }
@@ -82,6 +100,19 @@ impl AppliedWire {
 pub struct LocalStoreFailure(pub SubmitError);
 
 impl Outcome {
+    /// The same outcome without the environment state it carries (the
+    /// generation stays).
+    pub fn without_state(&self) -> Self {
+        match self {
+            Self::Applied(applied) => Self::Applied(applied.without_state()),
+            Self::CommittedFailure { applied, error } => Self::CommittedFailure {
+                applied: applied.without_state(),
+                error: error.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+
     /// The outcome of a store submit, or the local failure that must stop
     /// this replica.
     pub fn from_submit(result: Result<Submitted, SubmitError>) -> Result<Self, LocalStoreFailure> {

@@ -159,10 +159,14 @@ impl RecentOutcomes {
         self.by_event.get(event_id).cloned()
     }
 
+    /// Keeps `outcome` without its environment state: a state is the
+    /// whole environment (hundreds of KiB as it grows), and 4096 of them
+    /// held a node at gigabytes. A duplicate is answered with the state as
+    /// it is then ([`StateMachine::answer_duplicate`]).
     fn remember(&mut self, event_id: String, outcome: &Outcome) {
         if self
             .by_event
-            .insert(event_id.clone(), outcome.clone())
+            .insert(event_id.clone(), outcome.without_state())
             .is_none()
         {
             self.order.push_back(event_id);
@@ -442,10 +446,11 @@ impl StateMachine {
         }
         .map_err(to_io)?;
         if !self.duplicate_check_planted_away() && self.seen(env.as_ref(), &event_id)? {
-            return Ok(self
-                .recent()?
-                .get(&event_id)
-                .unwrap_or(Outcome::AlreadyApplied));
+            let remembered = self.recent()?.get(&event_id);
+            return match remembered {
+                Some(outcome) => self.answer_duplicate(outcome, env.as_ref()),
+                None => Ok(Outcome::AlreadyApplied),
+            };
         }
         let outcome = match stale {
             Some(refusal) => refusal,
@@ -453,6 +458,20 @@ impl StateMachine {
         };
         self.note_applied(env.as_ref(), &event_id)?;
         self.recent()?.remember(event_id, &outcome);
+        Ok(outcome)
+    }
+
+    /// A remembered outcome (kept without its state) as the answer to a
+    /// duplicate: its result, event and generation, with the environment's
+    /// state as it is now where the original answer had one.
+    fn answer_duplicate(&self, mut outcome: Outcome, env: Option<&EnvId>) -> io::Result<Outcome> {
+        let applied = match &mut outcome {
+            Outcome::Applied(applied) | Outcome::CommittedFailure { applied, .. } => applied,
+            _ => return Ok(outcome),
+        };
+        if let (Some(_), Some(env)) = (applied.generation, env) {
+            applied.state = self.inner.store.load(env).map_err(to_io)?;
+        }
         Ok(outcome)
     }
 

@@ -2,7 +2,7 @@
 //! replica is replaced by one.
 
 use deploy::ids::EnvId;
-use deploy::state::EnvironmentState;
+use deploy::state::{EnvironmentState, IdempotencyRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::EnvironmentStore;
@@ -18,11 +18,17 @@ pub struct StoreImage {
     pub root_audit: Vec<String>,
 }
 
-/// One environment: its committed state and its audit lines, oldest first.
+/// One environment: its committed state, its audit lines and its
+/// idempotency records, oldest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnvironmentImage {
     pub state: EnvironmentState,
     pub audit: Vec<String>,
+    /// The committed records of the environment's idempotency table (a
+    /// snapshot from before the table existed has none here; its state
+    /// carries them instead).
+    #[serde(default)]
+    pub idempotency: Vec<IdempotencyRecord>,
 }
 
 fn joined(lines: &[String]) -> Vec<u8> {
@@ -44,6 +50,7 @@ impl LocalFsStore {
         for env in self.list()? {
             if let Some(state) = self.load(&env)? {
                 environments.push(EnvironmentImage {
+                    idempotency: self.idempotency(&env).committed(state.generation)?,
                     state,
                     audit: self.audit_log(&env).lines()?,
                 });
@@ -83,6 +90,7 @@ impl LocalFsStore {
             let audit_dir = audit.path().parent().unwrap_or(&dir).to_owned();
             std::fs::create_dir_all(&audit_dir).map_err(StoreError::io("create", &audit_dir))?;
             atomic_write(audit.path(), &joined(&environment.audit))?;
+            self.idempotency(env).replace(&environment.idempotency)?;
             let path = dir.join(STATE_FILE);
             let mut bytes = serde_json::to_vec_pretty(&environment.state).map_err(|error| {
                 StoreError::Corrupt {

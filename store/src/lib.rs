@@ -16,15 +16,18 @@ mod audit_log;
 mod backup;
 mod error;
 mod fs_util;
+mod idempotency;
 mod image;
 mod local;
 mod migrate;
+mod notify;
 mod worker;
 
 pub use audit_log::{Appended, AuditLog, AuditReport};
 pub use backup::{BACKUP_ARTIFACT_SCHEMA, BACKUP_MANIFEST_SCHEMA, BackupArtifact, BackupManifest};
 pub use error::{StoreError, SubmitError};
 pub use image::{EnvironmentImage, StoreImage};
+pub use notify::Notifying;
 pub use worker::{
     COMMAND_QUEUE_DEPTH, COMMAND_TIMEOUT, Lane, QUERY_QUEUE_DEPTH, QUERY_TIMEOUT, SharedStore,
     StoreCallError, StoreWorker, StoreWorkerConfig, StoreWorkerConfigError, StoreWorkerError,

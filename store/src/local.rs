@@ -9,13 +9,16 @@
 //!     .lock                  per-environment lock
 //!     environment.json       EnvironmentState, replaced atomically
 //!     audit/events.jsonl     hash-chained audit log
+//!     idempotency/<generation>.<key digest>.json   idempotency records
 //!     backups/environment.<generation>.<ts>.json   pre-change copies
 //!     backups/<backup_id>.backup.json              `env backup` artifacts
 //! ```
 //!
-//! Commit protocol for a change: lock, load, `apply`, append the audit event
-//! (fsync), copy the current file to `backups/`, atomically replace the
-//! state (fsync file and folder). The event is written first so that a
+//! Commit protocol for a change: lock, load, look up the idempotency record
+//! of the request's key, `apply`, append the audit event (fsync), write the
+//! change's idempotency record (fsync), link the current file into
+//! `backups/`, atomically replace the state (fsync file and folder). The
+//! event is written first so that a
 //! change can never be committed without its audit record ("fail closed");
 //! an event whose change did not commit (crash in between) is detected on
 //! the next change and followed by an `aborted` marker.
@@ -33,6 +36,7 @@ use crate::audit_log::{AuditLog, AuditReport};
 use crate::backup::{BackupArtifact, BackupManifest};
 use crate::error::{StoreError, SubmitError};
 use crate::fs_util::{FileLock, atomic_write, fsync_dir};
+use crate::idempotency::IdempotencyTable;
 use crate::{EnvironmentStore, Submitted};
 
 /// Pre-change copies kept per environment. Enough to undo a bad afternoon;
@@ -96,6 +100,50 @@ impl LocalFsStore {
     /// The audit log for events about environments that do not exist.
     pub fn root_audit_log(&self) -> AuditLog {
         AuditLog::new(self.root.join(".audit").join("events.jsonl"))
+    }
+
+    /// The idempotency table of `env`.
+    pub(crate) fn idempotency(&self, env: &EnvId) -> IdempotencyTable {
+        IdempotencyTable::new(&self.env_dir(env))
+    }
+
+    /// The committed idempotency record of `key` in `env`, if one is kept
+    /// (in the table, or in a state written before the table existed).
+    pub fn idempotency_record(
+        &self,
+        env: &EnvId,
+        key: &str,
+    ) -> Result<Option<deploy::state::IdempotencyRecord>, StoreError> {
+        let Some(state) = self.read_state(env)? else {
+            return Ok(None);
+        };
+        if let Some(record) = self.idempotency(env).lookup(key, state.generation)? {
+            return Ok(Some(record));
+        }
+        Ok(state
+            .legacy_idempotency
+            .into_iter()
+            .find(|record| record.key == key))
+    }
+
+    /// Prepares the idempotency table for a change of `state` (under the
+    /// environment's lock): forgets records of changes that never
+    /// committed, moves a legacy state's records into the table, and looks
+    /// up the record of `key`.
+    fn prepare_records(
+        &self,
+        state: &mut EnvironmentState,
+        key: Option<&str>,
+    ) -> Result<Option<deploy::state::IdempotencyRecord>, StoreError> {
+        let table = self.idempotency(state.env_id());
+        table.forget_uncommitted(state.generation)?;
+        for record in std::mem::take(&mut state.legacy_idempotency) {
+            table.insert(&record)?;
+        }
+        match key {
+            Some(key) => table.lookup(key, state.generation),
+            None => Ok(None),
+        }
     }
 
     fn read_state(&self, env: &EnvId) -> Result<Option<EnvironmentState>, StoreError> {
@@ -319,6 +367,9 @@ impl LocalFsStore {
         let log = AuditLog::new(staging.join("audit").join("events.jsonl"));
         let appended = log.append(event).map_err(SubmitError::AuditFailed)?;
         state.audit_head = Some(appended.hash);
+        if let Some(record) = &applied.record {
+            IdempotencyTable::new(&staging).insert(record)?;
+        }
         let path = staging.join(STATE_FILE);
         atomic_write(&path, &pretty(&state, &path)?)?;
         fsync_dir(&staging)?;
@@ -385,8 +436,14 @@ impl LocalFsStore {
             .append(event.clone())
             .map_err(SubmitError::AuditFailed)?;
         state.audit_head = Some(appended.hash);
-        let written = self
-            .pre_change_backup(env, current)
+        // The record first: a committed change always has its record, and
+        // one whose state never got written is ignored (its generation is
+        // not reached) and removed by the next change.
+        let written = applied
+            .record
+            .as_ref()
+            .map_or(Ok(()), |record| self.idempotency(env).insert(record))
+            .and_then(|()| self.pre_change_backup(env, current))
             .and_then(|()| self.write_revenue_policies(&state))
             .and_then(|()| {
                 let path = self.env_dir(env).join(STATE_FILE);
@@ -446,13 +503,23 @@ impl LocalFsStore {
         let dir = self.env_dir(env).join(BACKUPS_DIR);
         std::fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
         let source = self.env_dir(env).join(STATE_FILE);
-        let bytes = std::fs::read(&source).map_err(StoreError::io("read", &source))?;
         let name = format!(
             "{PRE_CHANGE_PREFIX}{:020}.{}.json",
             current.generation,
             stamp(current.updated_at)
         );
-        atomic_write(&dir.join(name), &bytes)?;
+        let target = dir.join(name);
+        // The state file is only ever replaced by a rename, never written in
+        // place, so a second link to it keeps the pre-change bytes: no copy
+        // and no fsync of the data. A file system without hard links (or a
+        // leftover of the same name) gets a copy.
+        let _ = std::fs::remove_file(&target);
+        if std::fs::hard_link(&source, &target).is_ok() {
+            fsync_dir(&dir)?;
+        } else {
+            let bytes = std::fs::read(&source).map_err(StoreError::io("read", &source))?;
+            atomic_write(&target, &bytes)?;
+        }
         self.prune_pre_change_backups(&dir)
     }
 
@@ -548,11 +615,13 @@ impl EnvironmentStore for LocalFsStore {
             .then(|| FileLock::acquire(&dir.join(LOCK_FILE)))
             .transpose()?;
         // Read after locking: a destroy may have moved the folder meanwhile.
-        let current = self.read_state(&env)?;
-        if let Some(state) = &current {
+        let mut current = self.read_state(&env)?;
+        let mut recorded = None;
+        if let Some(state) = current.as_mut() {
             self.reconcile(state, envelope.at, envelope.minted.event_id)?;
+            recorded = self.prepare_records(state, envelope.idempotency_key())?;
         }
-        let mut applied = match apply(current.as_ref(), envelope) {
+        let mut applied = match apply(current.as_ref(), recorded.as_ref(), envelope) {
             Ok(applied) => applied,
             Err(error) => {
                 self.audit_refusal(

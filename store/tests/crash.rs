@@ -5,7 +5,9 @@
 //! `ack <n>` after each acknowledged change. The parent kills the worker at
 //! a random moment, then checks that the store loads, validates, verifies
 //! its audit chain, and holds exactly a prefix `b0..bk` that includes every
-//! acknowledged change.
+//! acknowledged change. Each change carries an idempotency key; the parent
+//! also checks that exactly the stored changes have records, before and
+//! after a change of its own moves the environment past a killed write.
 
 mod common;
 
@@ -24,11 +26,41 @@ const CYCLES: u64 = 25;
 /// Upper bound on changes per worker, so a slow kill still ends.
 const CHANGES_PER_WORKER_MAX: usize = 400;
 
+fn key(index: usize) -> String {
+    format!("add-b{index}")
+}
+
+/// Exactly the stored changes have records: the last few stored ones do,
+/// the one a kill may have interrupted does not.
+fn records_match(store: &LocalFsStore, stored: usize, cycle: u64) {
+    let recorded = |index: usize| {
+        store
+            .idempotency_record(&EnvId::local(), &key(index))
+            .expect("the table reads")
+            .is_some()
+    };
+    for index in stored.saturating_sub(3)..stored {
+        assert!(
+            recorded(index),
+            "cycle {cycle}: stored change b{index} has no record"
+        );
+    }
+    assert!(
+        !recorded(stored),
+        "cycle {cycle}: change b{stored} is not stored but has a record"
+    );
+}
+
 fn bundle_count(store: &LocalFsStore) -> usize {
     store
         .load(&EnvId::local())
         .expect("state loads and validates")
         .map_or(0, |state| state.environment.bundles.len())
+}
+
+/// A keyless change that always changes something.
+fn init_region(cycle: u64) -> deploy::command::Command {
+    set_region(&format!("r{cycle}"), None)
 }
 
 #[test]
@@ -41,9 +73,9 @@ fn crash_worker() {
     store.submit(&envelope(init())).expect("init");
     let start = bundle_count(&store);
     for index in start..start + CHANGES_PER_WORKER_MAX {
-        store
-            .submit(&envelope(add_bundle(index)))
-            .expect("add bundle");
+        let mut change = envelope(add_bundle(index));
+        change.idempotency_key = Some(key(index));
+        store.submit(&change).expect("add bundle");
         println!("ack {index}");
     }
 }
@@ -111,6 +143,13 @@ fn sigkill_mid_stream_never_corrupts_or_loses_acknowledged_changes() {
             "cycle {cycle}: {} changes stored but {acknowledged} were acknowledged",
             names.len()
         );
+        records_match(&store, names.len(), cycle);
+        // A change without a key takes the generation an interrupted keyed
+        // change had claimed; its record must not come back to life.
+        store
+            .submit(&envelope(init_region(cycle)))
+            .expect("a change after the kill");
+        records_match(&store, names.len(), cycle);
         let (report, anchored) = store.verify_audit(&EnvId::local()).expect("verify");
         assert_eq!(report.chain, "ok", "cycle {cycle}");
         assert!(anchored, "cycle {cycle}: audit head is in the log");

@@ -65,7 +65,20 @@ fn concurrent_writers_never_lose_an_update() {
     let store = LocalFsStore::open(dir.path()).expect("open");
     let state = store.load(&EnvId::local()).expect("load").expect("exists");
     assert_eq!(state.generation, 1 + 4 * 15);
-    assert_eq!(state.idempotency.len(), 60);
+    // Every writer's key is recorded, beside the state and not in it.
+    assert!(state.legacy_idempotency.is_empty());
+    for writer in 0..4 {
+        for n in 0..15 {
+            let key = format!("w{writer}-{n}");
+            assert!(
+                store
+                    .idempotency_record(&EnvId::local(), &key)
+                    .expect("lookup")
+                    .is_some(),
+                "{key} has no record"
+            );
+        }
+    }
     let (report, anchored) = store.verify_audit(&EnvId::local()).expect("verify");
     assert_eq!(
         (report.events, report.chain.as_str(), anchored),
@@ -247,5 +260,110 @@ fn every_audit_write_failure_reports_kind_audit() {
         recorded.kind(),
         deploy::error::ErrorKind::Audit,
         "{recorded}"
+    );
+}
+
+fn keyed(command: deploy::command::Command, key: &str) -> deploy::command::CommandEnvelope {
+    let mut envelope = envelope(command);
+    envelope.idempotency_key = Some(key.to_owned());
+    envelope
+}
+
+#[test]
+fn a_record_of_a_change_that_never_committed_never_replays() {
+    // Proves: a record written for a change whose state write never
+    // happened (the process died between the two) is not taken for a
+    // committed one, even once another change reaches its generation.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalFsStore::open(dir.path()).expect("open");
+    store.submit(&envelope(init())).expect("init");
+    let env_dir = dir.path().join("local");
+    let before = std::fs::read(env_dir.join("environment.json")).expect("state");
+    let first = store
+        .submit(&keyed(set_region("eu", None), "the-key"))
+        .expect("keyed change");
+    assert_eq!(first.generation, Some(2));
+    // The crash: the record and the audit event are on disk, the state is
+    // as it was before the change.
+    std::fs::write(env_dir.join("environment.json"), &before).expect("rewind");
+    assert_eq!(
+        store
+            .idempotency_record(&EnvId::local(), "the-key")
+            .expect("lookup"),
+        None,
+        "a record above the committed generation answers nothing"
+    );
+    // Another change commits generation 2.
+    store
+        .submit(&envelope(set_region("us", None)))
+        .expect("other change");
+    assert_eq!(
+        store
+            .idempotency_record(&EnvId::local(), "the-key")
+            .expect("lookup"),
+        None,
+        "the uncommitted record was forgotten before its generation committed"
+    );
+    // The client's retry is applied, not answered from a change that never
+    // happened.
+    let retry = store
+        .submit(&keyed(set_region("eu", None), "the-key"))
+        .expect("retry");
+    assert!(!retry.applied.replayed);
+    assert_eq!(retry.generation, Some(3));
+    let state = store.load(&EnvId::local()).expect("load").expect("exists");
+    assert_eq!(state.environment.host_config.region.as_deref(), Some("eu"));
+    let (report, _) = store.verify_audit(&EnvId::local()).expect("verify");
+    assert_eq!(report.chain, "ok");
+}
+
+#[test]
+fn a_state_with_its_records_inside_still_replays_and_moves_them_out() {
+    // Proves: a state written before the records moved to their own table
+    // (an `idempotency` array in environment.json) answers its keys' retries,
+    // and its next change moves the records into the table.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalFsStore::open(dir.path()).expect("open");
+    store.submit(&envelope(init())).expect("init");
+    let first = store
+        .submit(&keyed(set_region("eu", None), "old-key"))
+        .expect("keyed change");
+    let record = first.applied.record.clone().expect("record");
+    // Rewrite the folder as the older layout had it.
+    let env_dir = dir.path().join("local");
+    std::fs::remove_dir_all(env_dir.join("idempotency")).expect("drop the table");
+    let path = env_dir.join("environment.json");
+    let mut document: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("state")).expect("json");
+    document["idempotency"] = serde_json::json!([record]);
+    std::fs::write(&path, serde_json::to_vec_pretty(&document).expect("bytes")).expect("write");
+
+    assert_eq!(
+        store
+            .idempotency_record(&EnvId::local(), "old-key")
+            .expect("lookup"),
+        Some(record.clone())
+    );
+    let replay = store
+        .submit(&keyed(set_region("eu", None), "old-key"))
+        .expect("replay");
+    assert!(replay.applied.replayed, "answered from the legacy record");
+    assert_eq!(replay.applied.result, first.applied.result);
+
+    store
+        .submit(&envelope(set_region("us", None)))
+        .expect("next change");
+    let document: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("state")).expect("json");
+    assert!(
+        document.get("idempotency").is_none(),
+        "the state no longer carries records: {document}"
+    );
+    assert_eq!(
+        store
+            .idempotency_record(&EnvId::local(), "old-key")
+            .expect("lookup"),
+        Some(record),
+        "the record moved into the table"
     );
 }
