@@ -45,6 +45,11 @@ pub struct RuntimeSection {
     /// (`greentic.deployer.docker`); `command` is then a path inside the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageSection>,
+    /// Request-driven autoscaling: with it, `instances` is ignored and the
+    /// revision runs between `scaling.min_instances` and
+    /// `scaling.max_instances` with its traffic (0 when idle, if allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<deploy::scaling::ScalingSettings>,
 }
 
 /// Where a container deployer finds the bundle's image: an image already
@@ -464,6 +469,11 @@ impl RuntimeSection {
                 format!("must be 1 to {INSTANCES_MAX}"),
             ));
         }
+        if let Some(scaling) = &self.scaling {
+            scaling.validate().map_err(|error| {
+                runtime_error(&format!("scaling.{}", error.field()), error.detail())
+            })?;
+        }
         Ok(())
     }
 }
@@ -504,6 +514,7 @@ mod tests {
             health_timeout_ms: 1000,
             instances: 1,
             image: None,
+            scaling: None,
         };
         assert!(base.validate().is_ok());
         let cases: Vec<(&str, RuntimeSection)> = vec![
@@ -570,6 +581,27 @@ mod tests {
                     ..base.clone()
                 },
             ),
+            (
+                "scaling.min_instances",
+                RuntimeSection {
+                    scaling: Some(deploy::scaling::ScalingSettings {
+                        min_instances: 3,
+                        max_instances: 2,
+                        ..Default::default()
+                    }),
+                    ..base.clone()
+                },
+            ),
+            (
+                "scaling.queue_size",
+                RuntimeSection {
+                    scaling: Some(deploy::scaling::ScalingSettings {
+                        queue_size: 0,
+                        ..Default::default()
+                    }),
+                    ..base.clone()
+                },
+            ),
         ];
         for (field, section) in cases {
             match section.validate() {
@@ -600,6 +632,7 @@ mod tests {
             health_timeout_ms: 1000,
             instances: 1,
             image: Some(image),
+            scaling: None,
         };
         let on_engine = ImageSection {
             reference: Some("shop:1".into()),

@@ -250,6 +250,10 @@ pub struct StagedBundle {
     /// Instances to run, from the bundle's runtime section (if it has one).
     #[serde(default)]
     pub runtime_instances: Option<u32>,
+    /// How the revision scales with its traffic, from the bundle's runtime
+    /// section (validated at the edge and again by `apply`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<crate::scaling::ScalingSettings>,
 }
 
 /// What the runtime observed about a revision, reported by the node that
@@ -394,6 +398,45 @@ pub struct RolloutDecisionAnswers {
     pub decided_in_term: Option<u64>,
 }
 
+/// `revisions scale`: a person sets (or changes) how a revision scales with
+/// its traffic. Not a redeploy: the revision keeps its instances, and the
+/// autoscaler brings their count within the new bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionScaleAnswers {
+    pub environment_id: EnvId,
+    pub revision_id: RevisionId,
+    /// The settings; every field has a default (`{}` scales to zero after
+    /// 30 s idle, up to 10 instances of 100 concurrent requests).
+    pub scaling: crate::scaling::ScalingSettings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// A decision of the autoscaler (on the cluster leader, or the single
+/// node): the instance count a scaling revision should run, with the inputs
+/// that made it, audited as `autoscaler:<revision>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleDecisionAnswers {
+    pub environment_id: EnvId,
+    pub revision_id: RevisionId,
+    /// The count; refused outside the revision's `min_instances..=max_instances`.
+    pub desired: u32,
+    /// Which rule decided: `stable`, `panic`, `from-zero` or `idle`.
+    pub mode: String,
+    /// Average in-flight requests (all members) over the stable window.
+    pub stable_concurrency: f64,
+    /// Average in-flight requests (all members) over the panic window.
+    pub panic_concurrency: f64,
+    /// Requests the routers held waiting for an instance.
+    pub queued: u32,
+    /// As for placements: the Raft term of the leader that decided it; the
+    /// replicated state machine refuses it in an entry of another term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_in_term: Option<u64>,
+}
+
 /// `credentials bootstrap` and `credentials rotate`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -489,6 +532,10 @@ pub enum Command {
     },
     /// The rollout controller's decision, audited as `rollout:<deployment>`.
     RolloutDecide(RolloutDecisionAnswers),
+    /// A person's `revisions scale`.
+    RevisionScale(RevisionScaleAnswers),
+    /// The autoscaler's decision, audited as `autoscaler:<revision>`.
+    ScaleDecide(ScaleDecisionAnswers),
 }
 
 impl Command {
@@ -521,7 +568,9 @@ impl Command {
             | Command::RevisionDrain(_)
             | Command::RevisionArchive(_)
             | Command::RevisionReport(_)
-            | Command::RevisionPlace(_) => "revisions",
+            | Command::RevisionPlace(_)
+            | Command::RevisionScale(_)
+            | Command::ScaleDecide(_) => "revisions",
             Command::TrafficSet(_) | Command::TrafficRollback(_) | Command::TrafficClear(_) => {
                 "traffic"
             }
@@ -555,6 +604,8 @@ impl Command {
             Command::RolloutStart(_) => "start",
             Command::RolloutAct { action, .. } => action.as_str(),
             Command::RolloutDecide(_) => "decide",
+            Command::RevisionScale(_) => "scale",
+            Command::ScaleDecide(_) => "scale-decide",
         }
     }
 
@@ -584,6 +635,8 @@ impl Command {
             Command::RolloutStart(a) => a.environment_id.clone(),
             Command::RolloutAct { answers, .. } => answers.environment_id.clone(),
             Command::RolloutDecide(a) => a.environment_id.clone(),
+            Command::RevisionScale(a) => a.environment_id.clone(),
+            Command::ScaleDecide(a) => a.environment_id.clone(),
         }
     }
 
@@ -593,6 +646,7 @@ impl Command {
         match self {
             Command::RevisionPlace(answers) => answers.decided_in_term,
             Command::RolloutDecide(answers) => answers.decided_in_term,
+            Command::ScaleDecide(answers) => answers.decided_in_term,
             _ => None,
         }
     }
@@ -615,6 +669,7 @@ impl Command {
             Command::TrafficSet(a) => Some(a.idempotency_key.as_str()),
             Command::RolloutStart(a) => Some(a.idempotency_key.as_str()),
             Command::RolloutAct { answers, .. } => answers.idempotency_key.as_deref(),
+            Command::RevisionScale(a) => a.idempotency_key.as_deref(),
             Command::EnvInit { .. }
             | Command::EnvCreate(_)
             | Command::EnvDestroy(_)
@@ -622,7 +677,8 @@ impl Command {
             | Command::EnvMergeBindings { .. }
             | Command::RevisionReport(_)
             | Command::RevisionPlace(_)
-            | Command::RolloutDecide(_) => None,
+            | Command::RolloutDecide(_)
+            | Command::ScaleDecide(_) => None,
         }
     }
 

@@ -159,6 +159,11 @@ pub enum ValidationError {
     EnvIdMismatch { expected: String, found: String },
     #[error("environment name is empty or longer than 128 characters")]
     InvalidName,
+    #[error("revision {revision_id}: {detail}")]
+    Scaling {
+        revision_id: RevisionId,
+        detail: String,
+    },
     #[error("host_config.public_base_url {url:?} is invalid: {reason}")]
     PublicBaseUrl { url: String, reason: &'static str },
     #[error("slot {slot} is bound twice; an environment binds each core slot at most once")]
@@ -525,6 +530,25 @@ impl Environment {
                 return Err(ValidationError::DuplicateRevision {
                     revision_id: revision.revision_id,
                 });
+            }
+            if let Some(scaling) = &revision.scaling {
+                if let Err(error) = scaling.validate() {
+                    return Err(ValidationError::Scaling {
+                        revision_id: revision.revision_id,
+                        detail: error.to_string(),
+                    });
+                }
+                if let Some(desired) = revision.desired_instances
+                    && scaling.clamp(desired) != desired
+                {
+                    return Err(ValidationError::Scaling {
+                        revision_id: revision.revision_id,
+                        detail: format!(
+                            "desired_instances {desired} is outside min_instances..=max_instances ({}..={})",
+                            scaling.min_instances, scaling.max_instances
+                        ),
+                    });
+                }
             }
             let key = (revision.deployment_id, revision.sequence);
             if sequences.insert(key, revision.revision_id).is_some() {

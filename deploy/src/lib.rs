@@ -36,6 +36,7 @@ pub mod refs;
 pub mod revision;
 pub mod rollout;
 pub mod runtime_config;
+pub mod scaling;
 pub mod schema;
 pub mod state;
 pub mod traffic;

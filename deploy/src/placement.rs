@@ -184,10 +184,9 @@ pub fn changes(
     let mut desired = BTreeMap::new();
     let mut current = BTreeMap::new();
     for revision in running {
-        desired.insert(
-            revision.revision_id,
-            revision.runtime_instances.unwrap_or(1),
-        );
+        // A revision that scales is placed at its committed count (0 when
+        // scaled to zero: it is placed nowhere until it is asked for).
+        desired.insert(revision.revision_id, revision.instance_count().unwrap_or(1));
         current.insert(revision.revision_id, revision.placement.clone());
     }
     let placed = place(&desired, nodes, &current);

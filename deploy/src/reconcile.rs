@@ -58,19 +58,44 @@ impl NodeRole {
     }
 }
 
+impl Share {
+    /// How many instances this share of `revision` is: all of its current
+    /// count (which the autoscaler moves), or the number placed here.
+    pub fn count(self, revision: &Revision) -> u32 {
+        match self {
+            Self::All => revision.instance_count().unwrap_or(0),
+            Self::Placed(count) => count,
+        }
+    }
+}
+
 /// A revision this node runs, as far as the plan is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Runs {
-    /// The share its actor was started with; a new placement restarts it.
+    /// The share its actor was started with.
     pub share: Share,
+    /// The instances it was last asked to run here; another count resizes
+    /// it, keeping the instances that stay.
+    pub instances: u32,
     /// A drain was already asked for.
     pub draining: bool,
+}
+
+impl Runs {
+    /// Records a [`Action::Resize`] carried out: `instances` run now, and a
+    /// placed share is that many.
+    pub fn resize(&mut self, instances: u32) {
+        self.instances = instances;
+        if let Share::Placed(_) = self.share {
+            self.share = Share::Placed(instances);
+        }
+    }
 }
 
 /// Why a revision actor is stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
-    /// Its share here changed (placed elsewhere, or a different number).
+    /// None of its instances is placed here any more.
     PlacementChanged,
     /// The revision no longer runs (archived, failed, drained, removed).
     NoLongerRuns,
@@ -89,6 +114,13 @@ pub enum Action {
         revision: RevisionId,
         share: Share,
         goal: Goal,
+    },
+    /// Change how many instances a running revision has here (the
+    /// autoscaler moved its count, or the leader placed a different number
+    /// here): the instances that stay keep serving.
+    Resize {
+        revision: RevisionId,
+        instances: u32,
     },
     /// Its bundle is not here: bring it from another member, then plan again.
     FetchBundle { revision: RevisionId },
@@ -163,18 +195,27 @@ fn plan_revision(
     let id = revision.revision_id;
     let share = input.role.share(revision);
     let serving = matches!(revision.lifecycle, Lifecycle::Warming | Lifecycle::Ready);
-    if serving
-        && running
-            .get(&id)
-            .is_some_and(|runs| Some(runs.share) != share)
-    {
-        // Placed elsewhere now, or a different number here: stop it, and
-        // start the new share below.
-        running.remove(&id);
-        actions.push(Action::Stop {
-            revision: id,
-            reason: StopReason::PlacementChanged,
-        });
+    if serving && let Some(runs) = running.get_mut(&id) {
+        match share {
+            // Placed elsewhere now: stop it here.
+            None => {
+                running.remove(&id);
+                actions.push(Action::Stop {
+                    revision: id,
+                    reason: StopReason::PlacementChanged,
+                });
+            }
+            // Another count here: resize, keeping what runs.
+            Some(share) if share.count(revision) != runs.instances => {
+                let instances = share.count(revision);
+                runs.resize(instances);
+                actions.push(Action::Resize {
+                    revision: id,
+                    instances,
+                });
+            }
+            Some(_) => {}
+        }
     }
     if revision.lifecycle == Lifecycle::Draining {
         // A drain happens wherever the revision runs, placed here or not:
@@ -217,6 +258,7 @@ fn plan_revision(
         id,
         Runs {
             share,
+            instances: share.count(revision),
             draining: false,
         },
     );

@@ -7,6 +7,7 @@ use crate::Timestamp;
 use crate::canonical::ContentDigest;
 use crate::ids::{BundleId, DeploymentId, EnvId, PackId, RevisionId};
 use crate::lifecycle::Lifecycle;
+use crate::scaling::ScalingSettings;
 
 /// Schema discriminator of a revision document.
 pub const REVISION_SCHEMA: &str = "greentic.revision.v1";
@@ -80,6 +81,17 @@ pub struct Revision {
     /// entry per instance). Empty on a single node, which runs them all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placement: Vec<String>,
+    /// How the revision scales with its traffic (issue #19), from its
+    /// bundle's runtime section or `revisions scale`; `None` runs the fixed
+    /// `runtime_instances`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingSettings>,
+    /// The instance count the autoscaler last committed, always within the
+    /// settings' `min_instances..=max_instances`. With `scaling` this, not
+    /// `runtime_instances`, is what runs; `None` until the first decision
+    /// (then [`ScalingSettings::initial_instances`] run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_instances: Option<u32>,
 }
 
 /// The spec's `config_digest`: a hash over the setup answers plus the pack
@@ -119,6 +131,19 @@ impl Revision {
     pub fn has_something_to_run(&self) -> bool {
         self.runtime_instances
             .is_some_and(|instances| instances > 0)
+    }
+
+    /// How many instances run now: the autoscaler's committed count for a
+    /// revision that scales, its bundle's fixed count otherwise; `None`
+    /// when there is nothing to run.
+    pub fn instance_count(&self) -> Option<u32> {
+        let fixed = self.runtime_instances?;
+        Some(match &self.scaling {
+            Some(scaling) => self
+                .desired_instances
+                .unwrap_or_else(|| scaling.initial_instances()),
+            None => fixed,
+        })
     }
 
     /// Why this revision may take no traffic although it is ready, if so.

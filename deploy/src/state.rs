@@ -1,6 +1,8 @@
 //! The stored state of one environment: the document plus the bookkeeping
-//! that makes changes safe to retry (generation, idempotency records) and
-//! the anchor of the audit chain.
+//! that makes changes safe to retry (the generation) and the anchor of the
+//! audit chain. The idempotency records that make a retried request answer
+//! its first answer are kept beside the state, not in it (see
+//! [`IdempotencyRecord`]).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -16,15 +18,30 @@ use crate::ids::EnvId;
 pub const STATE_SCHEMA: &str = "greentic.environment-state.v1";
 
 /// Idempotency records kept per environment. A retry normally arrives within
-/// seconds; 256 records cover hundreds of changes of history while keeping
-/// the document (and later the Raft snapshot) small.
+/// seconds; 256 records cover hundreds of changes of history. The store
+/// keeps them in their own table, one small file each, so their number does
+/// not weigh on a change (they once lived in the state document, where a
+/// full window made every change rewrite about 400 KiB).
 pub const IDEMPOTENCY_RECORDS_MAX: usize = 256;
+
+/// Longest idempotency key accepted, from a header or an answers file: a
+/// ULID is 26 characters, a UUID 36. The key is kept in its record and in
+/// audit events, so an unbounded one would make every record and audit
+/// line as large as the caller liked.
+pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
 
 /// Hex digits of the digest in an ETag: 128 bits, plenty to tell states of
 /// one environment apart while keeping the header short.
 const ETAG_DIGEST_HEX_LEN: usize = 32;
 
 /// The first answer to an idempotent request, replayed verbatim on retry.
+///
+/// `apply` makes it (in [`crate::apply::Applied::record`]) and is given it
+/// back when the same key comes again; the store keeps the newest
+/// [`IDEMPOTENCY_RECORDS_MAX`] per environment beside the state, written
+/// before the state so that a committed change always has its record, and
+/// ignoring a record whose generation the state has not reached (a change
+/// that never committed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdempotencyRecord {
@@ -60,8 +77,11 @@ pub struct EnvironmentState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_head: Option<String>,
     pub environment: Environment,
-    #[serde(default)]
-    pub idempotency: Vec<IdempotencyRecord>,
+    /// Idempotency records of a state written before they moved to their
+    /// own table. Read only: the store moves them into the table at the
+    /// environment's next change and never writes them here again.
+    #[serde(rename = "idempotency", default, skip_serializing_if = "Vec::is_empty")]
+    pub legacy_idempotency: Vec<IdempotencyRecord>,
 }
 
 /// Why a stored state is not acceptable.
@@ -88,7 +108,7 @@ impl EnvironmentState {
             updated_at: at,
             audit_head: None,
             environment,
-            idempotency: Vec::new(),
+            legacy_idempotency: Vec::new(),
         }
     }
 
@@ -110,16 +130,14 @@ impl EnvironmentState {
                 found: self.env_id().to_string(),
             });
         }
-        if self.idempotency.len() > IDEMPOTENCY_RECORDS_MAX {
+        let records = &self.legacy_idempotency;
+        if records.len() > IDEMPOTENCY_RECORDS_MAX {
             return Err(StateError::TooManyIdempotencyRecords {
-                count: self.idempotency.len(),
+                count: records.len(),
             });
         }
-        for (index, record) in self.idempotency.iter().enumerate() {
-            if self.idempotency[..index]
-                .iter()
-                .any(|r| r.key == record.key)
-            {
+        for (index, record) in records.iter().enumerate() {
+            if records[..index].iter().any(|r| r.key == record.key) {
                 return Err(StateError::DuplicateIdempotencyKey {
                     key: record.key.clone(),
                 });

@@ -1,4 +1,5 @@
-//! The one apply path: `apply(state, envelope) -> (new state, result, audit event)`.
+//! The one apply path: `apply(state, record, envelope) -> (new state, result,
+//! audit event, idempotency record)`.
 //!
 //! Every change to an environment, local or replicated, goes through
 //! [`apply`]. It is a pure function: the same state and envelope give the
@@ -10,6 +11,7 @@ mod env;
 mod packs;
 mod revisions;
 mod rollouts;
+mod scaling;
 mod traffic;
 
 pub use bundles::summary as bundle_summary;
@@ -25,7 +27,7 @@ use crate::command::{Command, CommandEnvelope};
 use crate::environment::Environment;
 use crate::error::ApplyError;
 use crate::ids::EnvId;
-use crate::state::{EnvironmentState, IDEMPOTENCY_RECORDS_MAX, IdempotencyRecord};
+use crate::state::{EnvironmentState, IDEMPOTENCY_KEY_LEN_MAX, IdempotencyRecord};
 
 /// What a command did.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +46,10 @@ pub struct Applied {
     /// An error committed together with the state: a failed warm gate
     /// persists the revision as `failed` and still fails the verb.
     pub committed_error: Option<ApplyError>,
+    /// The idempotency record of this answer: on a change made with a key,
+    /// the new record for the store to keep beside the state; on a replay,
+    /// the record it was answered from. `None` without a key.
+    pub record: Option<IdempotencyRecord>,
 }
 
 /// What a handler produces before the shared bookkeeping.
@@ -66,9 +72,13 @@ impl Outcome {
 }
 
 /// Applies one command to the current state of its environment (`None` when
-/// the environment does not exist yet).
+/// the environment does not exist yet). `recorded` is the committed
+/// idempotency record of the envelope's key, if the store holds one: the
+/// command is then answered from it (or refused, when the key was used for
+/// another request) instead of applied again.
 pub fn apply(
     current: Option<&EnvironmentState>,
+    recorded: Option<&IdempotencyRecord>,
     envelope: &CommandEnvelope,
 ) -> Result<Applied, ApplyError> {
     let command = &envelope.command;
@@ -83,9 +93,10 @@ pub fn apply(
             ),
         });
     }
+    check_idempotency_key(envelope)?;
     let fingerprint = request_fingerprint(command);
-    if let (Some(state), Some(key)) = (current, envelope.idempotency_key())
-        && let Some(replay) = replay(state, envelope, key, &fingerprint)?
+    if let (Some(state), Some(key), Some(record)) = (current, envelope.idempotency_key(), recorded)
+        && let Some(replay) = replay(state, record, envelope, key, &fingerprint)?
     {
         return Ok(replay);
     }
@@ -114,6 +125,7 @@ pub fn apply(
             replayed: false,
             event: Some(event),
             committed_error: None,
+            record: None,
         });
     };
     if !outcome.changed {
@@ -124,10 +136,11 @@ pub fn apply(
             replayed: false,
             event: None,
             committed_error: None,
+            record: None,
         });
     }
     environment.validate()?;
-    let mut state = next_state(current, environment, envelope);
+    let state = next_state(current, environment, envelope);
     let audit_result = match &outcome.committed_error {
         Some(error) => AuditResult::Error {
             kind: error.kind().as_str().to_owned(),
@@ -142,7 +155,7 @@ pub fn apply(
         false,
         audit_result,
     );
-    remember(&mut state, envelope, &fingerprint, &outcome.result, &event);
+    let record = remember(&state, envelope, &fingerprint, &outcome.result, &event);
     Ok(Applied {
         state: Some(state),
         result: outcome.result,
@@ -150,6 +163,7 @@ pub fn apply(
         replayed: false,
         event: Some(event),
         committed_error: outcome.committed_error,
+        record,
     })
 }
 
@@ -214,6 +228,8 @@ fn dispatch(
             rollouts::act(environment, *action, answers, envelope)
         }
         Command::RolloutDecide(answers) => rollouts::decide(environment, answers, envelope),
+        Command::RevisionScale(answers) => scaling::set(environment, answers),
+        Command::ScaleDecide(answers) => scaling::decide(environment, answers),
     }
 }
 
@@ -261,13 +277,15 @@ fn normalized(command: &Command) -> Command {
 
 fn replay(
     state: &EnvironmentState,
+    record: &IdempotencyRecord,
     envelope: &CommandEnvelope,
     key: &str,
     fingerprint: &str,
 ) -> Result<Option<Applied>, ApplyError> {
-    let Some(record) = state.idempotency.iter().find(|r| r.key == key) else {
+    // A record of another key (a caller's mistake) answers nothing.
+    if record.key != key {
         return Ok(None);
-    };
+    }
     let command = &envelope.command;
     if record.request_fingerprint != fingerprint
         || record.noun != command.noun()
@@ -292,7 +310,27 @@ fn replay(
         replayed: true,
         event: Some(event),
         committed_error: None,
+        record: Some(record.clone()),
     }))
+}
+
+/// Refuses an oversized idempotency key, whichever way it came (the admin
+/// API's header, or the payload of an answers file). The verbs that need a
+/// key refuse an empty one themselves, with their own hint.
+fn check_idempotency_key(envelope: &CommandEnvelope) -> Result<(), ApplyError> {
+    let Some(key) = envelope.idempotency_key() else {
+        return Ok(());
+    };
+    if key.len() > IDEMPOTENCY_KEY_LEN_MAX {
+        return Err(ApplyError::invalid(
+            "idempotency_key",
+            format!(
+                "is {} bytes; the limit is {IDEMPOTENCY_KEY_LEN_MAX} (a ULID or a UUID fits)",
+                key.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a guarded write whose precondition is empty or does not hold.
@@ -333,25 +371,19 @@ fn next_state(
     }
 }
 
-/// Keeps the first answer of an idempotent request in the state (so a
-/// replay survives restarts and is replicated with it), with the ETag and
-/// the audit event it answered with; the oldest record leaves at the bound.
+/// The first answer of an idempotent request, with the ETag and the audit
+/// event it answered with, for the store to keep beside the state (so a
+/// replay survives restarts, and every replica makes the same record from
+/// the same command).
 fn remember(
-    state: &mut EnvironmentState,
+    state: &EnvironmentState,
     envelope: &CommandEnvelope,
     fingerprint: &str,
     result: &serde_json::Value,
     event: &AuditEvent,
-) {
-    let Some(key) = envelope.idempotency_key() else {
-        return;
-    };
-    if state.idempotency.len() >= IDEMPOTENCY_RECORDS_MAX {
-        let excess = state.idempotency.len() + 1 - IDEMPOTENCY_RECORDS_MAX;
-        state.idempotency.drain(..excess);
-    }
-    let etag = state.etag();
-    state.idempotency.push(IdempotencyRecord {
+) -> Option<IdempotencyRecord> {
+    let key = envelope.idempotency_key()?;
+    Some(IdempotencyRecord {
         key: key.to_owned(),
         noun: envelope.command.noun().to_owned(),
         verb: envelope.command.verb().to_owned(),
@@ -359,9 +391,9 @@ fn remember(
         response: result.clone(),
         generation: state.generation,
         stored_at: envelope.at,
-        etag: Some(etag),
+        etag: Some(state.etag()),
         event: Some(event.clone()),
-    });
+    })
 }
 
 /// The audit event for `envelope` with the given result. Also used by the

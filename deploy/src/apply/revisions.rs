@@ -25,7 +25,10 @@ pub const CHECK_DEPLOYER_BOUND: &str = "deployer-bound";
 /// The deployment must be active for its revisions to become ready.
 pub const CHECK_DEPLOYMENT_ACTIVE: &str = "deployment-active";
 
-fn revision_index(environment: &Environment, revision_id: RevisionId) -> Result<usize, ApplyError> {
+pub(super) fn revision_index(
+    environment: &Environment,
+    revision_id: RevisionId,
+) -> Result<usize, ApplyError> {
     environment
         .revisions
         .iter()
@@ -123,7 +126,7 @@ fn refuse_if_serving(
     Ok(())
 }
 
-fn result_for(environment: &Environment, index: usize) -> serde_json::Value {
+pub(super) fn result_for(environment: &Environment, index: usize) -> serde_json::Value {
     let revision = &environment.revisions[index];
     let mut value = serde_json::to_value(revision.summary()).unwrap_or_default();
     value["environment_id"] = json!(environment.environment_id);
@@ -227,6 +230,9 @@ pub(crate) fn stage(
         + 1;
     let pack_list = staged.map_or_else(|| answers.pack_list.clone(), |s| s.pack_list.clone());
     // Computed, never a placeholder: an operator's own digest is kept.
+    if let Some(scaling) = staged.and_then(|s| s.scaling.as_ref()) {
+        super::scaling::check(scaling, "runtime.scaling")?;
+    }
     let config_digest = answers.config_digest.clone().unwrap_or_else(|| {
         crate::revision::config_digest(&environment.bundles[index].config_overrides, &pack_list)
     });
@@ -263,6 +269,8 @@ pub(crate) fn stage(
         abort_metrics: Vec::new(),
         runtime_instances: staged.and_then(|s| s.runtime_instances),
         placement: Vec::new(),
+        scaling: staged.and_then(|s| s.scaling),
+        desired_instances: None,
     };
     environment.bundles[index]
         .current_revisions
@@ -362,6 +370,9 @@ pub(crate) fn warm(
     walk(&mut environment, index, LifecycleVerb::Warm, envelope.at)?;
     let revision = &mut environment.revisions[index];
     revision.failure_reason = None;
+    // A revision that scales warms with its initial count, whatever it had
+    // scaled to when it last served.
+    revision.desired_instances = None;
     if revision.runtime_instances.is_some() {
         // Something must run: stay `warming` until the deployer reports
         // that every instance is healthy (`RuntimeOutcome::Ready`).

@@ -15,6 +15,8 @@ use crate::lifecycle::Lifecycle;
 struct Harness {
     counter: u128,
     state: Option<EnvironmentState>,
+    /// The idempotency records a store would keep beside the state.
+    records: Vec<IdempotencyRecord>,
 }
 
 fn defaults() -> Vec<DefaultBinding> {
@@ -44,6 +46,27 @@ impl Harness {
         Self {
             counter: 1,
             state: None,
+            records: Vec::new(),
+        }
+    }
+
+    /// The record a store would hand `apply` for `envelope`'s key.
+    fn recorded(&self, envelope: &CommandEnvelope) -> Option<&IdempotencyRecord> {
+        let key = envelope.idempotency_key()?;
+        self.records.iter().find(|r| r.key == key)
+    }
+
+    /// Applies with the record of the envelope's key, as a store does.
+    fn apply(&self, envelope: &CommandEnvelope) -> Result<Applied, ApplyError> {
+        apply(self.state.as_ref(), self.recorded(envelope), envelope)
+    }
+
+    /// Keeps what a store keeps of a successful answer: its state and, for
+    /// a new change made with a key, its record.
+    fn keep(&mut self, applied: &Applied) {
+        self.state = applied.state.clone();
+        if let (false, Some(record)) = (applied.replayed, &applied.record) {
+            self.records.push(record.clone());
         }
     }
 
@@ -70,8 +93,8 @@ impl Harness {
     /// Applies and, on success, keeps the new state.
     fn run(&mut self, command: Command) -> Result<Applied, ApplyError> {
         let envelope = self.envelope(command);
-        let applied = apply(self.state.as_ref(), &envelope)?;
-        self.state = applied.state.clone();
+        let applied = self.apply(&envelope)?;
+        self.keep(&applied);
         Ok(applied)
     }
 
@@ -128,6 +151,7 @@ impl Harness {
             pack_list: vec![],
             pack_list_lock_ref: String::new(),
             runtime_instances: Some(1),
+            scaling: None,
         };
         let applied = self
             .run(Command::RevisionStage {
@@ -621,30 +645,49 @@ fn an_envelope_key_replays_the_first_etag_and_audit_event() {
     let deployment = harness.add_bundle("shop", "/");
     let mut first = harness.envelope(bundle_update(None, deployment, true));
     first.idempotency_key = Some("k-1".into());
-    let applied = apply(harness.state.as_ref(), &first).expect("first");
+    let applied = harness.apply(&first).expect("first");
     let state = applied.state.clone().expect("state");
-    let record = state
-        .idempotency
-        .iter()
-        .find(|r| r.key == "k-1")
-        .expect("record");
+    let record = applied.record.clone().expect("record");
+    assert_eq!(record.key, "k-1");
+    assert_eq!(record.generation, state.generation);
     assert_eq!(record.etag.as_deref(), Some(state.etag().as_str()));
     assert_eq!(record.event, applied.event);
-    harness.state = Some(state.clone());
+    assert!(
+        state.legacy_idempotency.is_empty(),
+        "the record is kept beside the state, not in it"
+    );
+    harness.keep(&applied);
 
     // The retry carries a stale If-Match (its own first attempt moved the
     // etag) and still replays, with the first answer's facts.
     let mut retry = harness.envelope(bundle_update(None, deployment, true));
     retry.idempotency_key = Some("k-1".into());
     retry.precondition = Some(crate::precondition::Precondition::if_match("1-stale"));
-    let replayed = apply(harness.state.as_ref(), &retry).expect("retry");
+    let replayed = harness.apply(&retry).expect("retry");
     assert!(replayed.replayed);
     assert_eq!(replayed.result, applied.result);
+    assert_eq!(replayed.record.as_ref(), Some(&record));
+    assert_eq!(
+        replayed.state.as_ref(),
+        Some(&state),
+        "a replay changes nothing"
+    );
+
+    // Without its record (a store that lost it, or a key never seen) the
+    // same envelope is a new change; a record of another key answers
+    // nothing.
+    let mut stranger = record.clone();
+    stranger.key = "k-2".into();
+    let fresh = apply(harness.state.as_ref(), Some(&stranger), &retry);
+    assert!(
+        !matches!(&fresh, Ok(applied) if applied.replayed),
+        "{fresh:?}"
+    );
 
     let mut other = harness.envelope(bundle_update(None, deployment, false));
     other.idempotency_key = Some("k-1".into());
     assert!(matches!(
-        apply(harness.state.as_ref(), &other),
+        harness.apply(&other),
         Err(ApplyError::IdempotencyConflict { .. })
     ));
 }
@@ -659,13 +702,13 @@ fn a_guarded_write_needs_a_precondition_that_holds() {
     let mut empty = harness.envelope(bundle_update(None, deployment, true));
     empty.precondition = Some(Default::default());
     assert!(matches!(
-        apply(harness.state.as_ref(), &empty),
+        harness.apply(&empty),
         Err(ApplyError::PreconditionRequired { .. })
     ));
 
     let mut stale = harness.envelope(bundle_update(None, deployment, true));
     stale.precondition = Some(crate::precondition::Precondition::if_match("2-stale"));
-    match apply(harness.state.as_ref(), &stale) {
+    match harness.apply(&stale) {
         Err(ApplyError::PreconditionFailed {
             actual_etag,
             actual_generation,
@@ -679,7 +722,7 @@ fn a_guarded_write_needs_a_precondition_that_holds() {
 
     let mut fresh = harness.envelope(bundle_update(None, deployment, true));
     fresh.precondition = Some(crate::precondition::Precondition::if_match(etag.clone()));
-    let applied = apply(harness.state.as_ref(), &fresh).expect("fresh");
+    let applied = harness.apply(&fresh).expect("fresh");
     let next = applied.state.expect("state");
     assert_ne!(next.etag(), etag, "every change moves the etag");
     assert!(next.etag().starts_with("3-"));
@@ -712,6 +755,10 @@ enum Action {
     RolloutAct(u8, u8),
     /// Deployment, step, advance/hold/roll back/hold limit, requests, errors.
     RolloutDecide(u8, u8, u8, u16, u16),
+    /// Revision, min_instances, max_instances (either may be out of range).
+    Scale(u8, u8, u8),
+    /// Revision, desired count (in or out of the bounds).
+    ScaleDecide(u8, u8),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -748,6 +795,21 @@ fn action() -> impl Strategy<Value = Action> {
         (any::<u8>(), 0u8..4).prop_map(|(d, a)| Action::RolloutAct(d, a)),
         (any::<u8>(), 0u8..3, 0u8..4, 0u16..300, 0u16..30)
             .prop_map(|(d, s, k, r, e)| Action::RolloutDecide(d, s, k, r, e)),
+        (any::<u8>(), 0u8..5, 0u8..5).prop_map(|(r, min, max)| Action::Scale(r, min, max)),
+        (any::<u8>(), 0u8..6).prop_map(|(r, n)| Action::ScaleDecide(r, n)),
+    ]
+}
+
+/// The moves scaling depends on, and scaling itself.
+fn scaling_action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        (0u8..3).prop_map(Action::Stage),
+        (0u8..3).prop_map(Action::Warm),
+        (0u8..3, 0u8..3).prop_map(|(r, o)| Action::Report(r, o)),
+        (0u8..3).prop_map(Action::Drain),
+        (0u8..3, 0u8..5, 0u8..5).prop_map(|(r, min, max)| Action::Scale(r, min, max)),
+        (0u8..3, 0u8..6).prop_map(|(r, n)| Action::ScaleDecide(r, n)),
+        (0u8..3, 0u8..6).prop_map(|(r, n)| Action::ScaleDecide(r, n)),
     ]
 }
 
@@ -843,6 +905,7 @@ fn to_command(harness: &Harness, action: &Action) -> Option<Command> {
                     pack_list: vec![],
                     pack_list_lock_ref: String::new(),
                     runtime_instances: Some(1),
+                    scaling: None,
                 }),
             }
         }
@@ -862,6 +925,30 @@ fn to_command(harness: &Harness, action: &Action) -> Option<Command> {
                 _ => RuntimeOutcome::Drained,
             },
         }),
+        Action::Scale(r, min, max) => {
+            Command::RevisionScale(crate::command::RevisionScaleAnswers {
+                environment_id: local(),
+                revision_id: pick(&revisions, *r)?,
+                scaling: crate::scaling::ScalingSettings {
+                    min_instances: u32::from(*min),
+                    max_instances: u32::from(*max),
+                    ..Default::default()
+                },
+                idempotency_key: None,
+            })
+        }
+        Action::ScaleDecide(r, desired) => {
+            Command::ScaleDecide(crate::command::ScaleDecisionAnswers {
+                environment_id: local(),
+                revision_id: pick(&revisions, *r)?,
+                desired: u32::from(*desired),
+                mode: "stable".to_owned(),
+                stable_concurrency: 0.0,
+                panic_concurrency: 0.0,
+                queued: 0,
+                decided_in_term: None,
+            })
+        }
         Action::Drain(r) => revision(Command::RevisionDrain, *r)?,
         Action::Archive(r) => revision(Command::RevisionArchive, *r)?,
         Action::Set(d, entries, key) => {
@@ -989,7 +1076,7 @@ proptest! {
             let Some(command) = to_command(&harness, action) else { continue };
             let before = harness.state.clone().expect("state");
             let envelope = harness.envelope(command);
-            match apply(Some(&before), &envelope) {
+            match apply(Some(&before), harness.recorded(&envelope), &envelope) {
                 Ok(applied) => {
                     let state = applied.state.clone().expect("environment survives");
                     prop_assert!(state.validate(&EnvId::local()).is_ok(), "{:?}", state.validate(&EnvId::local()));
@@ -1006,12 +1093,48 @@ proptest! {
                             prop_assert!(revision.has_something_to_run(), "a split names a revision with nothing to run");
                         }
                     }
-                    harness.state = Some(state);
+                    harness.keep(&applied);
+                    prop_assert_eq!(harness.state.as_ref(), Some(&state));
                 }
                 Err(error) => {
                     prop_assert!(!error.to_string().is_empty());
                     prop_assert!(harness.state.as_ref() == Some(&before));
                 }
+            }
+        }
+    }
+
+    /// Scaling commands among the lifecycle moves they depend on: whatever
+    /// a person or an autoscaler (right, stale or wrong) sends, every
+    /// committed count stays within its revision's bounds (the state
+    /// validates), and a refused command changes nothing.
+    #[test]
+    fn random_scaling_sequences_keep_every_count_within_its_bounds(actions in proptest::collection::vec(scaling_action(), 1..40)) {
+        let mut harness = Harness::new();
+        harness.init();
+        harness.add_bundle("shop", "/");
+        for action in &actions {
+            let Some(command) = to_command(&harness, action) else { continue };
+            let before = harness.state.clone().expect("state");
+            let envelope = harness.envelope(command);
+            match apply(Some(&before), harness.recorded(&envelope), &envelope) {
+                Ok(applied) => {
+                    let state = applied.state.clone().expect("environment survives");
+                    prop_assert!(state.validate(&EnvId::local()).is_ok(), "{:?}", state.validate(&EnvId::local()));
+                    for revision in &state.environment.revisions {
+                        if let (Some(scaling), Some(count)) = (revision.scaling, revision.instance_count())
+                            && matches!(revision.lifecycle, Lifecycle::Warming | Lifecycle::Ready)
+                        {
+                            prop_assert!(count <= scaling.max_instances, "{count} > max");
+                            prop_assert!(count >= scaling.min_instances.min(1).max(scaling.min_instances), "{count} < min");
+                        }
+                    }
+                    if !applied.changed {
+                        prop_assert_eq!(&state, &before);
+                    }
+                    harness.keep(&applied);
+                }
+                Err(_) => prop_assert!(harness.state.as_ref() == Some(&before)),
             }
         }
     }
@@ -1025,11 +1148,11 @@ proptest! {
         for action in &actions {
             let Some(command) = to_command(&harness, action) else { continue };
             let envelope = harness.envelope(command);
-            let first = apply(harness.state.as_ref(), &envelope);
-            let second = apply(harness.state.as_ref(), &envelope);
+            let first = harness.apply(&envelope);
+            let second = harness.apply(&envelope);
             prop_assert_eq!(&first, &second);
             if let Ok(applied) = first {
-                harness.state = applied.state;
+                harness.keep(&applied);
             }
         }
     }
@@ -1047,6 +1170,7 @@ fn a_staged_bundle_must_match_its_deployment_and_payload() {
         pack_list: vec![],
         pack_list_lock_ref: "revisions/x/pack-list.lock".into(),
         runtime_instances: None,
+        scaling: None,
     };
     let mut answers = stage_answers(deployment);
     answers.bundle_path = Some("shop.gtbundle".into());
@@ -1097,6 +1221,7 @@ fn a_revision_with_something_to_run_warms_through_the_runtime() {
         pack_list: vec![],
         pack_list_lock_ref: String::new(),
         runtime_instances: Some(2),
+        scaling: None,
     };
     let mut answers = stage_answers(deployment);
     answers.bundle_path = Some("shop.gtbundle".into());
@@ -1451,7 +1576,7 @@ proptest! {
             let Some(command) = to_command(&harness, action) else { continue };
             let before = harness.state.clone().expect("state");
             let envelope = harness.envelope(command);
-            match apply(Some(&before), &envelope) {
+            match apply(Some(&before), harness.recorded(&envelope), &envelope) {
                 Ok(applied) => {
                     let state = applied.state.clone().expect("environment survives");
                     prop_assert!(state.validate(&EnvId::local()).is_ok(), "{:?}", state.validate(&EnvId::local()));
@@ -1468,7 +1593,8 @@ proptest! {
                         prop_assert_eq!(split.entries[0].revision_id, stable);
                         prop_assert_eq!(split.entries[0].weight_bps, 10_000);
                     }
-                    harness.state = Some(state);
+                    harness.keep(&applied);
+                    prop_assert_eq!(harness.state.as_ref(), Some(&state));
                 }
                 Err(error) => {
                     prop_assert!(!error.to_string().is_empty());
@@ -1526,4 +1652,124 @@ fn a_promoted_rollout_keeps_its_stable_revision_ready_for_its_grace() {
     harness
         .revision_command(Command::RevisionDrain, v1)
         .expect("the grace is over");
+}
+
+#[test]
+fn an_oversized_idempotency_key_is_refused_and_changes_nothing() {
+    // Proves: a key longer than the bound, from an answers file's payload
+    // (where no header limit applies), is refused with its field named.
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let before = harness.state.clone();
+    let long = "k".repeat(crate::state::IDEMPOTENCY_KEY_LEN_MAX + 1);
+    let envelope = harness.envelope(bundle_update(Some(&long), deployment, true));
+    match harness.apply(&envelope) {
+        Err(error) => {
+            assert_eq!(error.field(), Some("idempotency_key"), "{error}");
+            assert!(error.to_string().contains("129 bytes"), "{error}");
+        }
+        Ok(applied) => panic!("an oversized key was accepted: {applied:?}"),
+    }
+    assert_eq!(harness.state, before);
+    let longest = "k".repeat(crate::state::IDEMPOTENCY_KEY_LEN_MAX);
+    let envelope = harness.envelope(bundle_update(Some(&longest), deployment, true));
+    assert!(
+        harness.apply(&envelope).is_ok(),
+        "the bound itself is accepted"
+    );
+}
+
+#[test]
+fn scaling_is_set_by_a_person_and_moved_by_the_autoscaler_within_its_bounds() {
+    // Proves: `revisions scale` records validated settings (a bad field is
+    // refused by name, changing nothing) and brings the count within the
+    // bounds; the autoscaler's decision moves the count only within
+    // min..=max, only for a warming or ready revision that scales; warming
+    // again starts from the initial count.
+    use crate::command::{RevisionScaleAnswers, ScaleDecisionAnswers};
+    use crate::scaling::ScalingSettings;
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let revision = harness.stage(deployment);
+    let scale = |scaling: ScalingSettings| {
+        Command::RevisionScale(RevisionScaleAnswers {
+            environment_id: EnvId::local(),
+            revision_id: revision,
+            scaling,
+            idempotency_key: None,
+        })
+    };
+    let decide = |desired: u32| {
+        Command::ScaleDecide(ScaleDecisionAnswers {
+            environment_id: EnvId::local(),
+            revision_id: revision,
+            desired,
+            mode: "stable".into(),
+            stable_concurrency: 1.0,
+            panic_concurrency: 1.0,
+            queued: 0,
+            decided_in_term: None,
+        })
+    };
+    assert!(
+        matches!(harness.run(decide(1)), Err(ApplyError::Conflict { .. })),
+        "no settings yet"
+    );
+    let generation = harness.state.as_ref().expect("state").generation;
+    match harness.run(scale(ScalingSettings {
+        min_instances: 3,
+        max_instances: 2,
+        ..Default::default()
+    })) {
+        Err(ApplyError::InvalidField { field, .. }) => assert_eq!(field, "scaling.min_instances"),
+        other => panic!("min above max: {other:?}"),
+    }
+    assert_eq!(
+        harness.state.as_ref().expect("state").generation,
+        generation
+    );
+    let settings = ScalingSettings {
+        min_instances: 0,
+        max_instances: 4,
+        ..Default::default()
+    };
+    harness
+        .run(scale(settings))
+        .expect("scale a staged revision");
+    let staged = harness.env().revision(revision).expect("revision");
+    assert_eq!(staged.instance_count(), Some(1), "warms with one instance");
+
+    harness.warm(revision).expect("warm and report ready");
+    assert_eq!(harness.lifecycle(revision), Lifecycle::Ready);
+    for desired in [4, 0, 2] {
+        harness.run(decide(desired)).expect("within bounds");
+        let count = harness
+            .env()
+            .revision(revision)
+            .and_then(|r| r.instance_count());
+        assert_eq!(count, Some(desired));
+    }
+    match harness.run(decide(5)) {
+        Err(ApplyError::InvalidField { field, .. }) => assert_eq!(field, "desired"),
+        other => panic!("above max: {other:?}"),
+    }
+    // Narrower bounds pull the count in at once.
+    harness
+        .run(scale(ScalingSettings {
+            min_instances: 3,
+            max_instances: 4,
+            ..Default::default()
+        }))
+        .expect("rescale");
+    let count = harness
+        .env()
+        .revision(revision)
+        .and_then(|r| r.instance_count());
+    assert_eq!(count, Some(3));
+    assert!(matches!(
+        harness.run(decide(2)),
+        Err(ApplyError::InvalidField { .. })
+    ));
 }

@@ -34,6 +34,8 @@ fn revision(n: u64, lifecycle: Lifecycle, placement: &[&str]) -> Revision {
         abort_metrics: Vec::new(),
         runtime_instances: Some(2),
         placement: placement.iter().map(|node| (*node).to_owned()).collect(),
+        scaling: None,
+        desired_instances: None,
     }
 }
 
@@ -73,7 +75,19 @@ impl Case {
     }
 
     fn running(mut self, n: u64, share: Share, draining: bool) -> Self {
-        self.running.insert(id(n), Runs { share, draining });
+        let instances = self
+            .state
+            .environment
+            .revision(id(n))
+            .map_or(0, |revision| share.count(revision));
+        self.running.insert(
+            id(n),
+            Runs {
+                share,
+                instances,
+                draining,
+            },
+        );
         self
     }
 
@@ -199,10 +213,10 @@ fn a_member_drains_what_it_runs_even_when_the_placement_moved_away() {
 }
 
 #[test]
-fn a_member_runs_only_its_placed_share_and_restarts_when_the_placement_changes() {
+fn a_member_runs_only_its_placed_share_and_resizes_when_the_placement_changes() {
     // Proves: a cluster member runs as many instances as the leader placed
-    // on it, none when placed elsewhere (stopping what it ran), and stops
-    // then starts again when its count changes.
+    // on it, none when placed elsewhere (stopping what it ran), and resizes
+    // (keeping what runs) when its count changes.
     let mut case = Case::single(vec![
         revision(1, Lifecycle::Ready, &["n1", "n2", "n1"]),
         revision(2, Lifecycle::Ready, &["n2"]),
@@ -223,17 +237,47 @@ fn a_member_runs_only_its_placed_share_and_restarts_when_the_placement_changes()
                 revision: id(2),
                 reason: StopReason::PlacementChanged
             },
-            Action::Stop {
+            Action::Resize {
                 revision: id(3),
-                reason: StopReason::PlacementChanged
-            },
-            Action::Start {
-                revision: id(3),
-                share: Share::Placed(1),
-                goal: Goal::Run
+                instances: 1
             },
         ]
     );
+}
+
+#[test]
+fn a_single_node_resizes_a_scaling_revision_to_its_committed_count() {
+    // Proves: on a single node, a revision that scales runs its committed
+    // count; a new count resizes it (never a restart), the same count asks
+    // for nothing, and 0 keeps the actor (the revision stays ready and the
+    // router holds its requests until an instance is back).
+    let mut scaled = revision(1, Lifecycle::Ready, &[]);
+    scaled.scaling = Some(crate::scaling::ScalingSettings::default());
+    scaled.desired_instances = Some(3);
+    let mut case = Case::single(vec![scaled]);
+    assert_eq!(
+        case.plan(),
+        vec![Action::Start {
+            revision: id(1),
+            share: Share::All,
+            goal: Goal::Run
+        }]
+    );
+    case = case.running(1, Share::All, false);
+    assert_eq!(case.running[&id(1)].instances, 3);
+    assert_eq!(case.plan(), Vec::new());
+    for count in [4, 0, 1] {
+        case.running.get_mut(&id(1)).expect("runs").instances = 3;
+        case.state.environment.revisions[0].desired_instances = Some(count);
+        assert_eq!(
+            case.plan(),
+            vec![Action::Resize {
+                revision: id(1),
+                instances: count
+            }],
+            "to {count}"
+        );
+    }
 }
 
 #[test]
@@ -272,10 +316,16 @@ fn the_plan_of_what_the_plan_started_is_empty() {
             Action::Start {
                 revision, share, ..
             } => {
+                let instances = case
+                    .state
+                    .environment
+                    .revision(revision)
+                    .map_or(0, |r| share.count(r));
                 case.running.insert(
                     revision,
                     Runs {
                         share,
+                        instances,
                         draining: false,
                     },
                 );

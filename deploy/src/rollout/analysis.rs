@@ -75,14 +75,17 @@ impl WindowCounts {
     }
 
     /// What was counted between `start` and `self`, two readings of the
-    /// same member's cumulative counts; a reading below `start` (the
-    /// member restarted in between) counts whole.
+    /// same member's cumulative counts. A reading below `start` (the
+    /// member restarted in between, under the same name) counts nothing:
+    /// when its new life began is unknown, so its counts may be older than
+    /// the window, and a window only ever errs on the side of too little
+    /// data (a hold, never a pass on requests it did not see).
     pub fn since(&self, start: &WindowCounts) -> WindowCounts {
         let restarted = self.requests < start.requests
             || self.server_errors < start.server_errors
             || self.upstream_errors < start.upstream_errors;
         if restarted {
-            return self.clone();
+            return WindowCounts::default();
         }
         WindowCounts {
             requests: self.requests - start.requests,
@@ -325,18 +328,19 @@ fn breach(check: &MetricCheck, candidate: &WindowCounts, stable: &WindowCounts) 
 pub type MemberCounts = std::collections::BTreeMap<String, WindowCounts>;
 
 /// One window from two readings of every member: a member in both counts
-/// its difference, one that appeared since counts whole (all it counted
-/// is in the window), one that vanished counts nothing (what it counted
-/// is lost, which only ever makes the window smaller: a hold, never a
-/// pass on data that is not there).
+/// its difference. A member only in the end reading (it joined, restarted
+/// under a new identity, or its gossip arrived late) counts nothing: its
+/// cumulative counts may hold requests from before the window, even from
+/// an earlier step. One that vanished counts nothing either (what it
+/// counted is lost). Both only ever make the window smaller: a hold,
+/// never a pass on requests that were not in the window. The next window
+/// starts from the end reading, so such a member counts from then on.
 pub fn window(start: &MemberCounts, end: &MemberCounts) -> WindowCounts {
     let mut total = WindowCounts::default();
     for (member, counts) in end {
-        let delta = match start.get(member) {
-            Some(before) => counts.since(before),
-            None => counts.clone(),
-        };
-        total.add(&delta);
+        if let Some(before) = start.get(member) {
+            total.add(&counts.since(before));
+        }
     }
     total
 }

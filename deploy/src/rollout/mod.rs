@@ -13,6 +13,7 @@
 //! changes the deployment's split live in `apply::rollouts`.
 
 pub mod analysis;
+pub mod controller;
 #[cfg(test)]
 mod tests;
 
@@ -710,7 +711,7 @@ impl Rollout {
                         }
                     }
                     StepGate::Analysis => {
-                        let record = self.judged(step, analysis.as_ref())?;
+                        let record = self.judged(step, analysis.as_ref(), false)?;
                         let settings = self.settings()?;
                         match record.judge(settings) {
                             Verdict::Pass => {}
@@ -725,7 +726,7 @@ impl Rollout {
                 self.advance(at, &by, "advanced", None, analysis.clone());
             }
             ControllerDecision::Hold { analysis } => {
-                let record = self.judged(step, Some(analysis))?;
+                let record = self.judged(step, Some(analysis), false)?;
                 let settings = self.settings()?;
                 let Verdict::Hold { reason } = record.judge(settings) else {
                     return Err(RolloutError::Conflict(format!(
@@ -739,7 +740,7 @@ impl Rollout {
                 }
             }
             ControllerDecision::RollBack { analysis } => {
-                let record = self.judged(step, Some(analysis))?;
+                let record = self.judged(step, Some(analysis), true)?;
                 let settings = self.settings()?;
                 let Verdict::Fail { reason } = record.judge(settings) else {
                     return Err(RolloutError::Conflict(format!(
@@ -796,10 +797,13 @@ impl Rollout {
     }
 
     /// `record` checked against the current step and the rollout's window.
+    /// A failure may be judged on the part of a window measured so far
+    /// (`early`): it is then no longer than the rollout's window.
     fn judged<'a>(
         &self,
         step: u32,
         record: Option<&'a AnalysisRecord>,
+        early: bool,
     ) -> Result<&'a AnalysisRecord, RolloutError> {
         let Some(record) = record else {
             return Err(invalid(
@@ -819,7 +823,12 @@ impl Rollout {
             ));
         }
         let window = self.analysis.as_ref().map(|a| a.window_seconds);
-        if window != Some(record.window_seconds) {
+        let fits = match window {
+            Some(full) if early => (1..=full).contains(&record.window_seconds),
+            Some(full) => record.window_seconds == full,
+            None => false,
+        };
+        if !fits {
             return Err(invalid(
                 "analysis.window_seconds",
                 format!(

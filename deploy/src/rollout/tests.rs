@@ -487,7 +487,7 @@ proptest! {
 }
 
 #[test]
-fn windows_from_member_readings_count_differences_newcomers_and_restarts() {
+fn windows_count_only_differences_never_counts_that_may_predate_the_window() {
     let reading = |requests: u64, errors: u64| window(requests, errors);
     let start = analysis::MemberCounts::from([
         ("n1@1".to_owned(), reading(100, 1)),
@@ -497,16 +497,18 @@ fn windows_from_member_readings_count_differences_newcomers_and_restarts() {
     let end = analysis::MemberCounts::from([
         // 20 more requests, 2 more errors.
         ("n1@1".to_owned(), reading(120, 3)),
-        // n2 restarted: its new life's 5 requests count whole.
+        // n2 restarted under the same name: when its new life began is
+        // unknown, so its 5 requests may predate the window: nothing.
         ("n2@1".to_owned(), reading(5, 0)),
-        // A member that joined: everything it counted.
+        // A member first seen now (joined, or its gossip was late): its
+        // counts may predate the window: nothing.
         ("n4@1".to_owned(), reading(8, 1)),
         // n3 vanished: nothing.
     ]);
     let total = analysis::window(&start, &end);
-    assert_eq!(total.requests, 33);
-    assert_eq!(total.errors(), 3);
-    assert_eq!(total.latency_buckets.iter().sum::<u64>(), 33);
+    assert_eq!(total.requests, 20);
+    assert_eq!(total.errors(), 2);
+    assert_eq!(total.latency_buckets.iter().sum::<u64>(), 20);
     let numbers = total.to_numbers();
     assert_eq!(WindowCounts::from_numbers(&numbers), Some(total));
     assert_eq!(WindowCounts::from_numbers(&[1, 2]), None);
@@ -560,4 +562,206 @@ fn the_stable_grace_defaults_and_is_bounded() {
         validate_grace(Some(STABLE_GRACE_SECONDS_MAX + 1)),
         Err(RolloutError::Invalid { field, .. }) if field == "stable_grace_seconds"
     ));
+}
+
+/// Every member's readings of one revision: `(member, requests, errors)`.
+fn readings(members: &[(&str, u64, u64)]) -> analysis::MemberCounts {
+    members
+        .iter()
+        .map(|(member, requests, errors)| ((*member).to_owned(), window(*requests, *errors)))
+        .collect()
+}
+
+#[test]
+fn the_controller_advances_a_pause_step_only_once_its_time_is_up() {
+    let rollout = rollout(
+        vec![
+            step(1_000, StepGate::Pause { seconds: 30 }),
+            step(5_000, StepGate::Manual),
+        ],
+        None,
+    );
+    let mut controller = controller::Controller::new();
+    let none = |_| analysis::MemberCounts::new();
+    let early = controller.tick(std::slice::from_ref(&rollout), at(29), 0, none);
+    assert!(early.decisions.is_empty());
+    let due = controller.tick(std::slice::from_ref(&rollout), at(30), 1_000, none);
+    assert_eq!(due.decisions.len(), 1);
+    assert_eq!(due.decisions[0].step, 0);
+    assert_eq!(
+        due.decisions[0].decision,
+        ControllerDecision::Advance { analysis: None }
+    );
+    // A manual step is never ended by the controller.
+    let mut at_manual = rollout.clone();
+    at_manual
+        .decide(0, &due.decisions[0].decision, at(30))
+        .expect("advance");
+    let later = controller.tick(&[at_manual], at(10_000), 2_000, none);
+    assert!(later.decisions.is_empty());
+}
+
+#[test]
+fn the_controller_judges_whole_windows_of_differences_and_holds_on_too_little() {
+    let mut rollout = rollout(
+        vec![
+            step(1_000, StepGate::Analysis),
+            step(5_000, StepGate::Analysis),
+        ],
+        Some(settings(100)),
+    );
+    let (_, stable, candidate) = ids();
+    let mut controller = controller::Controller::new();
+    // The first look opens the window; counts before it never count.
+    let reading = |c: u64, s: u64| {
+        move |revision: RevisionId| {
+            if revision == candidate {
+                readings(&[("n1@1", c, 0)])
+            } else if revision == stable {
+                readings(&[("n1@1", s, 0)])
+            } else {
+                analysis::MemberCounts::new()
+            }
+        }
+    };
+    let opened = controller.tick(
+        std::slice::from_ref(&rollout),
+        at(1),
+        0,
+        reading(5_000, 50_000),
+    );
+    assert!(opened.decisions.is_empty() && opened.judged.is_empty());
+    // Mid-window, a clean window decides nothing.
+    let mid = controller.tick(
+        std::slice::from_ref(&rollout),
+        at(31),
+        30_000,
+        reading(5_050, 50_500),
+    );
+    assert!(mid.decisions.is_empty());
+    // At the end: 99 candidate requests in the window: a hold.
+    let end = controller.tick(
+        std::slice::from_ref(&rollout),
+        at(61),
+        60_000,
+        reading(5_099, 51_000),
+    );
+    assert_eq!(end.judged.len(), 1);
+    assert_eq!(end.judged[0].1.candidate.requests, 99);
+    let [planned] = end.decisions.as_slice() else {
+        panic!("one decision, got {:?}", end.decisions);
+    };
+    assert!(matches!(planned.decision, ControllerDecision::Hold { .. }));
+    rollout
+        .decide(planned.step, &planned.decision, at(61))
+        .expect("hold");
+    // The next window starts at the last reading; a hold the rollout
+    // already records is judged but not written again.
+    let again = controller.tick(
+        std::slice::from_ref(&rollout),
+        at(121),
+        120_000,
+        reading(5_150, 52_000),
+    );
+    assert_eq!(again.judged[0].1.candidate.requests, 51);
+    assert!(again.decisions.is_empty());
+    // Enough clean requests: advance, and apply takes it.
+    let pass = controller.tick(
+        std::slice::from_ref(&rollout),
+        at(181),
+        180_000,
+        reading(5_300, 53_000),
+    );
+    let [planned] = pass.decisions.as_slice() else {
+        panic!("one decision, got {:?}", pass.decisions);
+    };
+    assert!(matches!(
+        planned.decision,
+        ControllerDecision::Advance { .. }
+    ));
+    rollout
+        .decide(planned.step, &planned.decision, at(181))
+        .expect("advance");
+    assert_eq!(rollout.step, 1);
+    // The new step opens a new window: nothing judged on the first look.
+    let fresh = controller.tick(
+        std::slice::from_ref(&rollout),
+        at(182),
+        181_000,
+        reading(5_400, 54_000),
+    );
+    assert!(fresh.decisions.is_empty() && fresh.judged.is_empty());
+}
+
+#[test]
+fn the_controller_rolls_back_as_soon_as_a_window_fails_and_apply_accepts_the_part_window() {
+    let mut rollout = rollout(vec![step(1_000, StepGate::Analysis)], Some(settings(100)));
+    let (_, _, candidate) = ids();
+    let mut controller = controller::Controller::new();
+    let reading = |c: u64, e: u64| {
+        move |revision: RevisionId| {
+            if revision == candidate {
+                readings(&[("n1@1", c, e), ("n2@1", c, e)])
+            } else {
+                analysis::MemberCounts::new()
+            }
+        }
+    };
+    controller.tick(std::slice::from_ref(&rollout), at(0), 0, reading(0, 0));
+    // 12 s in: 2 × 10 errors in 2 × 60 requests already break 1 % of 100.
+    let failed = controller.tick(
+        std::slice::from_ref(&rollout),
+        at(12),
+        11_500,
+        reading(60, 10),
+    );
+    let [planned] = failed.decisions.as_slice() else {
+        panic!("one decision, got {:?}", failed.decisions);
+    };
+    let ControllerDecision::RollBack { analysis } = &planned.decision else {
+        panic!("a roll-back, got {:?}", planned.decision);
+    };
+    assert_eq!(analysis.window_seconds, 12);
+    assert_eq!(analysis.candidate.requests, 120);
+    rollout
+        .decide(planned.step, &planned.decision, at(12))
+        .expect("an early failure is accepted");
+    assert_eq!(rollout.state, RolloutState::RolledBack);
+    assert_eq!(rollout.candidate_weight_bps(), 0);
+}
+
+#[test]
+fn apply_refuses_a_part_window_for_anything_but_a_failure() {
+    let mut rollout = rollout(vec![step(1_000, StepGate::Analysis)], Some(settings(100)));
+    let mut short = record(0, window(500, 0));
+    short.window_seconds = 30;
+    let advance = ControllerDecision::Advance {
+        analysis: Some(short.clone()),
+    };
+    assert!(matches!(
+        rollout.decide(0, &advance, at(30)),
+        Err(RolloutError::Invalid { field, .. }) if field == "analysis.window_seconds"
+    ));
+    let mut long = record(0, window(500, 60));
+    long.window_seconds = 61;
+    let too_long = ControllerDecision::RollBack { analysis: long };
+    assert!(matches!(
+        rollout.decide(0, &too_long, at(61)),
+        Err(RolloutError::Invalid { field, .. }) if field == "analysis.window_seconds"
+    ));
+    assert_eq!(rollout.state, RolloutState::Progressing);
+}
+
+#[test]
+fn a_new_controller_or_a_forgotten_window_starts_over_and_never_judges_at_once() {
+    let rollout = rollout(vec![step(1_000, StepGate::Analysis)], Some(settings(10)));
+    let many = |_| readings(&[("n1@1", 1_000_000, 0)]);
+    let mut controller = controller::Controller::new();
+    controller.tick(std::slice::from_ref(&rollout), at(0), 0, many);
+    assert!(controller.window_open(rollout.deployment_id));
+    controller.forget();
+    // A leader that just took over: its first look only opens a window,
+    // whatever the members counted before.
+    let first = controller.tick(std::slice::from_ref(&rollout), at(100), 100_000, many);
+    assert!(first.decisions.is_empty() && first.judged.is_empty());
 }
