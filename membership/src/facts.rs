@@ -42,6 +42,10 @@ pub const MAX_ENDPOINTS_VALUE_BYTES: usize = 1024;
 /// `counts/<revision id>` = comma-separated decimal u64s (what they mean is
 /// the publisher's: the node's rollout analysis sums them over members).
 pub const KEY_PREFIX_COUNTS: &str = "counts/";
+/// Prefix of the keys that carry a revision's requests in flight at this
+/// node's router now: `inflight/<revision id>` = `served,held` (the same
+/// number list as counts; the leader's autoscaler sums them over members).
+pub const KEY_PREFIX_IN_FLIGHT: &str = "inflight/";
 /// Most numbers in one counts value.
 pub const MAX_COUNTS: usize = 32;
 
@@ -384,9 +388,19 @@ pub fn endpoints_from_key_values<'a>(
 pub fn counts_from_key_values<'a>(
     key_values: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> std::collections::BTreeMap<String, Vec<u64>> {
+    numbers_from_key_values(KEY_PREFIX_COUNTS, key_values)
+}
+
+/// The numbers under `prefix` (`counts/`, `inflight/`) published by one
+/// member, by revision id. A value with a number that does not parse, or
+/// too many, is skipped whole.
+pub fn numbers_from_key_values<'a>(
+    prefix: &str,
+    key_values: impl Iterator<Item = (&'a str, &'a str)>,
+) -> std::collections::BTreeMap<String, Vec<u64>> {
     key_values
         .filter_map(|(key, value)| {
-            let revision = key.strip_prefix(KEY_PREFIX_COUNTS)?;
+            let revision = key.strip_prefix(prefix)?;
             let numbers: Vec<u64> = value
                 .split(',')
                 .map(|n| n.trim().parse().ok())

@@ -30,6 +30,9 @@ pub struct Member {
     pub endpoints: std::collections::BTreeMap<String, Vec<SocketAddr>>,
     /// Request counts it published per revision (`counts/<revision>`).
     pub counts: std::collections::BTreeMap<String, Vec<u64>>,
+    /// Requests in flight at its router per revision, `[served, held]`
+    /// (`inflight/<revision>`).
+    pub in_flight: std::collections::BTreeMap<String, Vec<u64>>,
 }
 
 impl fmt::Display for NodeId {
@@ -61,6 +64,14 @@ impl Member {
         let counts = state
             .map(|state| crate::facts::counts_from_key_values(state.key_values()))
             .unwrap_or_default();
+        let in_flight = state
+            .map(|state| {
+                crate::facts::numbers_from_key_values(
+                    crate::facts::KEY_PREFIX_IN_FLIGHT,
+                    state.key_values(),
+                )
+            })
+            .unwrap_or_default();
         Self {
             node_id: NodeId::from_chitchat(chitchat_id),
             gossip_addr: chitchat_id.gossip_advertise_addr,
@@ -68,6 +79,7 @@ impl Member {
             fact_errors,
             endpoints,
             counts,
+            in_flight,
         }
     }
 }

@@ -168,7 +168,24 @@ impl Membership {
     /// Publishes this node's counts for `revision` (an empty list withdraws
     /// them).
     pub async fn set_counts(&self, revision: &str, numbers: &[u64]) -> Result<(), FactError> {
-        let key = format!("{}{revision}", crate::facts::KEY_PREFIX_COUNTS);
+        self.set_numbers(crate::facts::KEY_PREFIX_COUNTS, revision, numbers)
+            .await
+    }
+
+    /// Publishes the requests in flight at this node's router for
+    /// `revision`, `[served, held]` (an empty list withdraws them).
+    pub async fn set_in_flight(&self, revision: &str, numbers: &[u64]) -> Result<(), FactError> {
+        self.set_numbers(crate::facts::KEY_PREFIX_IN_FLIGHT, revision, numbers)
+            .await
+    }
+
+    async fn set_numbers(
+        &self,
+        prefix: &str,
+        revision: &str,
+        numbers: &[u64],
+    ) -> Result<(), FactError> {
+        let key = format!("{prefix}{revision}");
         if numbers.is_empty() {
             self.chitchat
                 .with_chitchat(|chitchat| chitchat.self_node_state().delete(&key))

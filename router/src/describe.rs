@@ -32,6 +32,26 @@ pub fn describe_metrics() {
         Unit::Count,
         "Committed environment generation of the route table this router serves."
     );
+    describe_gauge!(
+        crate::proxy::IN_FLIGHT_METRIC,
+        Unit::Count,
+        "Requests in flight at this router per revision when scraped, by state: served (sent to an instance, answer not finished) or held (waiting for a ready instance). The concurrency autoscaling measures."
+    );
+    describe_counter!(
+        crate::proxy::hold::HOLD_REFUSED_METRIC,
+        Unit::Count,
+        "Requests answered 503 with Retry-After instead of being held for a revision with no ready instance, by reason: hold-queue-full (the revision's held requests were at the bound), hold-timeout (no instance was published within the wait bound)."
+    );
+    describe_histogram!(
+        crate::proxy::hold::COLD_START_METRIC,
+        Unit::Seconds,
+        "Time from a request being held (its revision had no ready instance) to its answer's headers; the first held request of a cold start measures the whole cold start."
+    );
+    describe_gauge!(
+        crate::proxy::hold::HELD_METRIC,
+        Unit::Count,
+        "Requests held now, over all revisions, waiting for a ready instance."
+    );
     describe_counter!(
         "gtc_router_retries_total",
         Unit::Count,

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::time::Duration;
 
 use deploy::bundle::DeploymentStatus;
 use deploy::ids::{BundleId, DeploymentId, EnvId, RevisionId};
@@ -99,6 +100,10 @@ pub struct RouteTable {
     routes: Vec<Route>,
     deployments: Vec<DeploymentRoute>,
     index: RouteIndex,
+    /// The hold bounds of revisions that scale (their `queue_size` and
+    /// `queue_wait_seconds`): a request for one with no ready instance is
+    /// held while the autoscaler starts one.
+    holds: HashMap<RevisionId, (u32, Duration)>,
 }
 
 /// Positions in `routes` (which is in match order) by kind of host, so a
@@ -221,13 +226,35 @@ impl RouteTable {
                 .then(a.host.cmp(&b.host))
                 .then(a.prefix.cmp(&b.prefix))
         });
+        let holds = environment
+            .revisions
+            .iter()
+            .filter_map(|revision| {
+                let scaling = revision.scaling.as_ref()?;
+                Some((
+                    revision.revision_id,
+                    (
+                        scaling.queue_size,
+                        Duration::from_secs(u64::from(scaling.queue_wait_seconds)),
+                    ),
+                ))
+            })
+            .collect();
         Self {
             env_id: environment.environment_id.clone(),
             generation: state.generation,
             index: RouteIndex::build(&routes),
             routes,
             deployments,
+            holds,
         }
+    }
+
+    /// How many requests of `revision` may be held and for how long while
+    /// it has no ready instance, when it scales (`None`: the router's own
+    /// bounds apply).
+    pub fn hold_bounds(&self, revision: RevisionId) -> Option<(u32, Duration)> {
+        self.holds.get(&revision).copied()
     }
 
     /// The committed state generation this table was built from.
@@ -330,7 +357,7 @@ mod tests {
                 precondition: None,
                 idempotency_key: None,
             };
-            let applied = apply(self.state.as_ref(), &envelope).expect("apply");
+            let applied = apply(self.state.as_ref(), None, &envelope).expect("apply");
             self.state = applied.state;
             applied.result
         }
@@ -368,6 +395,7 @@ mod tests {
                     pack_list: Vec::new(),
                     pack_list_lock_ref: String::new(),
                     runtime_instances: Some(1),
+                    scaling: None,
                 }),
             });
             let revision = staged["revision_id"].as_str().expect("id").to_owned();

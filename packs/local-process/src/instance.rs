@@ -19,8 +19,13 @@ use crate::health::probe;
 use crate::logs::{LAST_LOG_LINES, LogFiles};
 use crate::spec::InstanceSpec;
 
-/// How often the health path is polled while waiting for a new instance.
+/// Longest wait between two polls of the health path of a new instance.
 pub const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// First wait between polls; it doubles up to [`HEALTH_POLL_INTERVAL`]. A
+/// service that listens within milliseconds is seen ready within
+/// milliseconds (a cold start's added latency), and a slow one is polled
+/// ten times a second, as before.
+pub const HEALTH_POLL_FIRST: Duration = Duration::from_millis(2);
 /// How many times a start is retried with a new port when the process died
 /// complaining that its address was in use. The port is chosen by binding
 /// `127.0.0.1:0` and releasing it, so another program can take it before the
@@ -176,13 +181,15 @@ async fn spawn_retrying_text_busy(cmd: &mut Command) -> std::io::Result<Child> {
     }
 }
 
-/// Polls health every [`HEALTH_POLL_INTERVAL`] until 2xx, exit, or the startup timeout.
+/// Polls health, every [`HEALTH_POLL_FIRST`] at first and doubling up to
+/// [`HEALTH_POLL_INTERVAL`], until 2xx, exit, or the startup timeout.
 async fn wait_healthy(
     instance: &mut RunningInstance,
     spec: &InstanceSpec,
 ) -> Result<(), StartError> {
     let deadline = Instant::now() + spec.startup_timeout;
     let (addr, path) = (instance.addr, instance.health_path.clone());
+    let mut interval = HEALTH_POLL_FIRST;
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -191,7 +198,8 @@ async fn wait_healthy(
                 last_log_lines: instance.last_log_lines(),
             });
         }
-        let next_poll = (now + HEALTH_POLL_INTERVAL).min(deadline);
+        let next_poll = (now + interval).min(deadline);
+        interval = (interval * 2).min(HEALTH_POLL_INTERVAL);
         let attempt = async {
             let healthy = probe(addr, &path, spec.health_timeout.min(deadline - now)).await;
             if !healthy {

@@ -48,9 +48,9 @@ pub use deployer::{
 pub use environment::INHERITED_ENV;
 pub use error::{CommandProblem, StartError};
 pub use instance::{
-    FAILED_START_GRACE, HEALTH_POLL_INTERVAL, KILL_REAP_TIMEOUT, PORT_RACE_RETRIES,
-    RunningInstance, StopOutcome, TEXT_BUSY_BACKOFF, TEXT_BUSY_RETRIES, UNOBSERVABLE_EXIT_CODE,
-    start,
+    FAILED_START_GRACE, HEALTH_POLL_FIRST, HEALTH_POLL_INTERVAL, KILL_REAP_TIMEOUT,
+    PORT_RACE_RETRIES, RunningInstance, StopOutcome, TEXT_BUSY_BACKOFF, TEXT_BUSY_RETRIES,
+    UNOBSERVABLE_EXIT_CODE, start,
 };
 pub use logs::{LAST_LOG_LINES, TAIL_READ_BYTES};
 pub use packs::restart::{MAX_BACKOFF_EXPONENT, RestartDecision, RestartPolicy};

@@ -3,6 +3,8 @@
 
 use deploy::ids::RevisionId;
 
+use super::RevisionPhase;
+
 /// Errors of the [`super::Deployer`] calls.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployerError {
@@ -24,11 +26,22 @@ pub enum DeployerError {
         revision: RevisionId,
         deployer: String,
     },
-    /// `warm_revision` before `stage_revision`.
+    /// `warm_revision` or `scale_revision` before `stage_revision`.
     #[error("revision {revision} is not staged on {deployer}; stage it first")]
     NotStaged {
         revision: RevisionId,
         deployer: String,
+    },
+    /// `scale_revision` of a revision that is staged but not warm (never
+    /// warmed, or drained): there are no instances to resize.
+    #[error(
+        "revision {revision} is {phase} on {deployer}, not warm, so it cannot be scaled; warm it first"
+    )]
+    NotWarm {
+        revision: RevisionId,
+        deployer: String,
+        /// What it is instead (staged or drained).
+        phase: RevisionPhase,
     },
     /// The spec breaks a precondition.
     #[error("revision {revision}: {field} {message}")]

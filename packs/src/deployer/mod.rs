@@ -4,16 +4,18 @@
 //!
 //! Owns: the [`Deployer`] trait, the [`RevisionSpec`] it is handed, the
 //! typed [`DeployerError`], the runtime report, and [`SupervisedDeployer`]:
-//! the one implementation of the lifecycle (health-gated warm, restart with
-//! backoff, graceful drain, archive) over an [`InstanceDriver`] that knows
+//! the one implementation of the lifecycle (health-gated warm, resizing a
+//! warm revision, restart with backoff, graceful drain, archive) over an
+//! [`InstanceDriver`] that knows
 //! how to start, stop and list one instance on its provider.
 //!
 //! The contract, which `conformance` checks for every deployer:
 //! * every method is idempotent: calling it again with the same input
 //!   changes nothing more and answers the same;
-//! * preconditions (the spec is valid, the revision is staged, the split
-//!   sums to 10000 and names only warm revisions) are checked before any
-//!   provider side effect, so a refused call leaves nothing behind;
+//! * preconditions (the spec is valid, the revision is staged, or warm to
+//!   be scaled, the split sums to 10000 and names only warm revisions) are
+//!   checked before any provider side effect, so a refused call leaves
+//!   nothing behind;
 //! * the deployer produces provider side effects only; the lifecycle
 //!   transition is applied afterwards by the caller through the store.
 //!
@@ -54,15 +56,48 @@ pub trait Deployer: Send + Sync {
     /// Starts nothing.
     fn stage_revision<'a>(&'a self, spec: &'a RevisionSpec) -> DeployFuture<'a, StagedRevision>;
 
-    /// Starts the revision's instances and returns once every one answers
-    /// its health path; keeps them running (restarting crashed ones with
-    /// backoff) until drained or archived. Already warm: the same instances.
+    /// Starts the revision's `spec.instances` instances and returns once
+    /// every one answers its health path; keeps them running (restarting
+    /// crashed ones with backoff) until drained or archived. Already warm:
+    /// the same instances, whatever their count now. `spec.instances == 0`
+    /// warms the revision scaled to zero: nothing starts, the set is empty.
     /// Requires [`stage_revision`](Self::stage_revision) first.
     fn warm_revision<'a>(&'a self, spec: &'a RevisionSpec) -> DeployFuture<'a, WarmRevision>;
 
+    /// Resizes a warm revision to `instances` instances (0 allowed, at most
+    /// [`INSTANCES_MAX`]) for request-driven autoscaling, without
+    /// restarting the instances that stay (their slots and addresses do not
+    /// change). `spec.instances` is not the target; `instances` is.
+    ///
+    /// * Growing starts instances `current..instances` concurrently, each
+    ///   health-gated as `warm_revision` does, adds their slots once all
+    ///   are up and returns then; they are supervised like the others. When
+    ///   one fails to start, those this call started are stopped and its
+    ///   error is returned; the instances already running are untouched.
+    ///   An index still stopping after an earlier shrink is waited for
+    ///   before it is started again (providers name instances by index).
+    /// * Shrinking removes the highest-index slots from the instance set at
+    ///   once, so a router stops choosing them, and stops those instances
+    ///   in the background, each with `grace` to finish its in-flight
+    ///   requests; the call does not wait for them (drain and archive do).
+    /// * The same count changes nothing.
+    ///
+    /// Answers the same instance-set receiver as `warm_revision`; a revision
+    /// scaled to zero stays warm. Refused before any side effect with
+    /// [`DeployerError::InvalidSpec`] (an invalid spec, or `instances` above
+    /// [`INSTANCES_MAX`]), [`DeployerError::NotStaged`], or
+    /// [`DeployerError::NotWarm`] (staged but never warmed, or drained).
+    fn scale_revision<'a>(
+        &'a self,
+        spec: &'a RevisionSpec,
+        instances: u32,
+        grace: Duration,
+    ) -> DeployFuture<'a, WarmRevision>;
+
     /// Stops the revision's instances gracefully: each gets `grace` to
     /// finish its in-flight requests after the stop signal, then is killed.
-    /// Nothing running: nothing to do.
+    /// Also waits for the instances a shrink is still stopping. Nothing
+    /// running: nothing to do.
     fn drain_revision<'a>(
         &'a self,
         spec: &'a RevisionSpec,

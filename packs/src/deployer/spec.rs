@@ -27,7 +27,9 @@ pub struct RevisionSpec {
     /// Where instance logs go: `instance-<i>.{stdout,stderr}.log`, read by
     /// `gtc` whatever the deployer.
     pub log_dir: PathBuf,
-    /// How many instances run here.
+    /// How many instances `warm_revision` starts here; 0 warms the
+    /// revision scaled to zero (request-driven autoscaling starts instances
+    /// later with `scale_revision`).
     pub instances: u32,
     /// The address instances are reached at (loopback on a single node).
     pub host: IpAddr,
@@ -69,16 +71,18 @@ pub enum ContainerImage {
 
 impl RevisionSpec {
     /// The preconditions every deployer checks before any side effect.
+    /// `instances` may be 0 (a revision scaled to zero), never above
+    /// [`INSTANCES_MAX`].
     pub fn validate(&self) -> Result<(), DeployerError> {
         let invalid = |field: &'static str, message: String| DeployerError::InvalidSpec {
             revision: self.revision_id,
             field,
             message,
         };
-        if self.instances == 0 || self.instances > INSTANCES_MAX {
+        if self.instances > INSTANCES_MAX {
             return Err(invalid(
                 "instances",
-                format!("{} is outside 1..={INSTANCES_MAX}", self.instances),
+                format!("{} is outside 0..={INSTANCES_MAX}", self.instances),
             ));
         }
         if self.runtime.command.first().is_none_or(String::is_empty) {
@@ -116,10 +120,13 @@ pub struct InstanceSlot {
 /// The instances of a warm revision as they change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct InstanceSet {
+    /// One per instance, sorted by index: `0..count` while warm.
     pub slots: Vec<InstanceSlot>,
     /// Unexpected exits since the revision was warmed.
     pub exits_total: u64,
-    /// Instances whose restarts stopped after a restart storm.
+    /// Instances (indexes among `slots`) whose restarts stopped after a
+    /// restart storm. An instance a shrink removes leaves this set with its
+    /// slot.
     pub gave_up: BTreeSet<u32>,
 }
 
@@ -130,7 +137,7 @@ impl InstanceSet {
     }
 }
 
-/// A warm revision: its instances, updated on every exit and restart.
+/// A warm revision: its instances, updated on every exit, restart and resize.
 #[derive(Debug, Clone)]
 pub struct WarmRevision {
     pub instances: tokio::sync::watch::Receiver<InstanceSet>,
@@ -143,6 +150,16 @@ pub enum RevisionPhase {
     Staged,
     Warm,
     Drained,
+}
+
+impl std::fmt::Display for RevisionPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Staged => "staged",
+            Self::Warm => "warm",
+            Self::Drained => "drained",
+        })
+    }
 }
 
 /// One revision in [`RuntimeConfigReport`].

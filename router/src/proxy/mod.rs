@@ -13,6 +13,7 @@
 
 mod forward;
 mod headers;
+pub mod hold;
 mod route;
 mod serve;
 mod telemetry;
@@ -111,6 +112,9 @@ pub struct ProxyConfig {
     /// `None` (the default) exports nothing and costs the request path
     /// one branch.
     pub span_export: Option<crate::span_export::SpanQueue>,
+    /// Holding requests for a revision with no ready instance until one is
+    /// published (off by default: such a request is answered 503 at once).
+    pub hold: hold::HoldConfig,
 }
 
 impl Default for ProxyConfig {
@@ -136,6 +140,7 @@ impl Default for ProxyConfig {
             admin_token: None,
             workers: 0,
             span_export: None,
+            hold: hold::HoldConfig::default(),
         }
     }
 }
@@ -176,6 +181,18 @@ impl Instance {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
+}
+
+/// Metric: requests in flight at this router per revision, by state.
+pub const IN_FLIGHT_METRIC: &str = "gtc_router_in_flight_requests";
+
+/// One revision's requests in flight at a router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InFlight {
+    /// Sent to an instance, answer not finished.
+    pub served: u64,
+    /// Waiting for a ready instance.
+    pub held: u64,
 }
 
 /// What the router serves: a committed route table and the ready
@@ -265,15 +282,21 @@ pub struct Router {
     /// Ready instances on other nodes, by revision (from gossip). Kept by
     /// address so an unchanged instance keeps its connection pool.
     remote: Mutex<HashMap<RevisionId, Vec<Arc<Instance>>>>,
+    /// Requests held for revisions with no ready instance.
+    held: hold::Held,
+    /// Counts publications, so held requests wake when instances change.
+    publications: tokio::sync::watch::Sender<u64>,
+    /// Counts requests that began to be held: the activator's signal.
+    demand: tokio::sync::watch::Sender<u64>,
 }
 
 impl Router {
     /// A router serving `published` until the next [`Router::publish`].
     pub fn new(published: Published, key: StickyKey, config: ProxyConfig) -> Arc<Self> {
-        Arc::new(Self {
+        let router = Arc::new(Self {
             local: Mutex::new(published.clone()),
             remote: Mutex::new(HashMap::new()),
-            published: ArcSwap::from_pointee(Snapshot::new(published)),
+            published: ArcSwap::from_pointee(Snapshot::new(published.clone())),
             counter: AtomicU64::new(0),
             instance_counter: AtomicU64::new(0),
             cookies: CookieCache::default(),
@@ -283,7 +306,15 @@ impl Router {
             budget: RetryBudget::new(config.retry_budget),
             resilience: ResilienceMetrics::new(),
             config,
-        })
+            held: hold::Held::default(),
+            publications: tokio::sync::watch::Sender::new(0),
+            demand: tokio::sync::watch::Sender::new(0),
+        });
+        // The gauges describe what is served from the first request on,
+        // not from the first change after start: a scrape right after
+        // start sees the generation the router was built with.
+        router.republish(published);
+        router
     }
 
     /// Swaps in a new snapshot of this node's committed table and local
@@ -372,6 +403,16 @@ impl Router {
             metrics::gauge!("gtc_instances_ready", "revision" => revision.to_string())
                 .set(instances.len() as f64);
         }
+        // A revision whose last instance went (crashed, drained, scaled to
+        // zero) reads 0, not the count it had before.
+        for deployment in published.table.deployments() {
+            for revision in &deployment.revisions {
+                if !published.instances.contains_key(revision) {
+                    metrics::gauge!("gtc_instances_ready", "revision" => revision.to_string())
+                        .set(0.0);
+                }
+            }
+        }
         metrics::gauge!("gtc_router_generation").set(published.table.generation() as f64);
         let live: std::collections::HashSet<DeploymentId> = published
             .table
@@ -381,6 +422,8 @@ impl Router {
             .collect();
         self.cookies.retain(|deployment| live.contains(deployment));
         self.published.store(Arc::new(Snapshot::new(published)));
+        self.publications
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// Requests this router forwarded per revision since it started (the
@@ -395,6 +438,58 @@ impl Router {
                     .collect()
             },
         )
+    }
+
+    /// Changes every time a request begins to be held for a revision with
+    /// no ready instance: the activator inside the router. The autoscaler
+    /// waits on it so that a cold start begins at the first held request,
+    /// not at its next tick.
+    pub fn demand(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.demand.subscribe()
+    }
+
+    /// Ready instances per revision of the current table (this node's and
+    /// those other members publish): what the autoscaler counts as ready.
+    pub fn ready_instances(&self) -> HashMap<RevisionId, usize> {
+        let snapshot = self.published.load();
+        snapshot
+            .revisions
+            .iter()
+            .map(|(revision, serving)| (*revision, serving.instances.len()))
+            .collect()
+    }
+
+    /// Requests this router has in flight per revision of the current
+    /// table, now: those being served by an instance (local or on another
+    /// member) and those held for an instance. What autoscaling measures.
+    pub fn in_flight(&self) -> HashMap<RevisionId, InFlight> {
+        let snapshot = self.published.load();
+        snapshot
+            .revisions
+            .iter()
+            .map(|(revision, serving)| {
+                let served = serving
+                    .instances
+                    .iter()
+                    .map(|instance| instance.in_flight() as u64)
+                    .sum();
+                let held = u64::from(self.held.count(*revision));
+                (*revision, InFlight { served, held })
+            })
+            .collect()
+    }
+
+    /// Sets `gtc_router_in_flight_requests{revision, state}` from
+    /// [`Router::in_flight`]; called when `/metrics` is scraped, so the
+    /// request path pays nothing for it.
+    pub fn export_in_flight(&self) {
+        for (revision, in_flight) in self.in_flight() {
+            let revision = revision.to_string();
+            metrics::gauge!(IN_FLIGHT_METRIC, "revision" => revision.clone(), "state" => "served")
+                .set(in_flight.served as f64);
+            metrics::gauge!(IN_FLIGHT_METRIC, "revision" => revision, "state" => "held")
+                .set(in_flight.held as f64);
+        }
     }
 
     /// The revisions the current table can route to.

@@ -84,6 +84,23 @@ impl Router {
             },
             None => self.choose(published, route, &request),
         };
+        let held = match self.hold_if_cold(&snapshot, choice.revision).await {
+            Ok(held) => held,
+            Err((refusal, hold)) => {
+                return self.refuse_hold(
+                    refusal,
+                    hold,
+                    choice.revision,
+                    route.deployment_id,
+                    generation,
+                );
+            }
+        };
+        // A held request is served from the snapshot that brought its
+        // instance; the common path keeps the one it loaded (no clone).
+        let snapshot = held.as_ref().map_or(&snapshot, |(ready, _)| ready);
+        let held_since = held.as_ref().map(|(_, since)| *since);
+        let generation = snapshot.published.table.generation();
         let serving = snapshot.revisions.get(&choice.revision);
         let Some(instances) = serving
             .map(|serving| serving.instances.as_slice())
@@ -116,6 +133,10 @@ impl Router {
             .forward(request, peer, instances, generation, &mut answered_by)
             .await;
         let elapsed = started.elapsed();
+        if let Some(held_since) = held_since {
+            metrics::histogram!(super::hold::COLD_START_METRIC)
+                .record(held_since.elapsed().as_secs_f64());
+        }
         if let Some((queue, start)) = exporting {
             queue.offer(start.finish(
                 hop,
@@ -158,6 +179,83 @@ impl Router {
         if let Some(cookie) = choice.set_cookie {
             headers.append(header::SET_COOKIE, cookie);
         }
+        response
+    }
+
+    /// `None` when `snapshot` has a ready instance of `revision` or holding
+    /// is off; else the first later snapshot that has one, with when the
+    /// request started to wait. A revision that scales is held within its
+    /// own bounds (`queue_size`, `queue_wait_seconds`), and every request
+    /// held tells the autoscaler at once ([`Router::demand`]) rather than
+    /// at its next tick. The common path reads no clock and clones nothing.
+    async fn hold_if_cold(
+        &self,
+        snapshot: &super::Snapshot,
+        revision: RevisionId,
+    ) -> Result<
+        Option<(Arc<super::Snapshot>, std::time::Instant)>,
+        (super::hold::Refusal, super::hold::HoldConfig),
+    > {
+        if super::hold::has_instance(snapshot, revision) {
+            return Ok(None);
+        }
+        let hold = snapshot
+            .published
+            .table
+            .hold_bounds(revision)
+            .map_or(self.config.hold, |(max_held, max_wait)| {
+                super::hold::HoldConfig { max_held, max_wait }
+            });
+        if !hold.enabled() {
+            return Ok(None);
+        }
+        let held_since = std::time::Instant::now();
+        let Some(_slot) = self.held.take(revision, hold.max_held) else {
+            return Err((super::hold::Refusal::QueueFull, hold));
+        };
+        self.demand.send_modify(|held| *held = held.wrapping_add(1));
+        let publications = self.publications.subscribe();
+        let ready = super::hold::wait_for_instance(revision, hold.max_wait, publications, || {
+            self.published.load_full()
+        })
+        .await
+        .map_err(|refusal| (refusal, hold))?;
+        Ok(Some((ready, held_since)))
+    }
+
+    /// The 503 of a request that could not be held until an instance came,
+    /// with `Retry-After`.
+    fn refuse_hold(
+        &self,
+        refusal: super::hold::Refusal,
+        hold: super::hold::HoldConfig,
+        revision: RevisionId,
+        deployment: DeploymentId,
+        generation: u64,
+    ) -> Response<ProxyBody> {
+        metrics::counter!(super::hold::HOLD_REFUSED_METRIC, "reason" => refusal.kind())
+            .increment(1);
+        let message = match refusal {
+            super::hold::Refusal::QueueFull => format!(
+                "revision {revision} of deployment {deployment} has no ready instance and {} requests are already waiting for one; retry later",
+                hold.max_held
+            ),
+            super::hold::Refusal::WaitTimeout => format!(
+                "revision {revision} of deployment {deployment} had no ready instance within {} ms; retry later",
+                hold.max_wait.as_millis()
+            ),
+        };
+        let mut response = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            refusal.kind(),
+            message,
+            generation,
+        );
+        insert(
+            response.headers_mut(),
+            "retry-after",
+            &hold.retry_after_seconds().to_string(),
+        );
         response
     }
 

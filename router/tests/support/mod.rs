@@ -50,7 +50,7 @@ impl Operator {
             precondition: None,
             idempotency_key: None,
         };
-        let applied = apply(self.state.as_ref(), &envelope).expect("apply");
+        let applied = apply(self.state.as_ref(), None, &envelope).expect("apply");
         self.state = applied.state;
         applied.result
     }
@@ -96,6 +96,7 @@ impl Operator {
                     pack_list: Vec::new(),
                     pack_list_lock_ref: String::new(),
                     runtime_instances: Some(1),
+                    scaling: None,
                 }),
             });
             let revision: RevisionId = staged["revision_id"]
