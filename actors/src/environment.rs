@@ -48,8 +48,10 @@ pub struct EnvironmentArgs {
 
 struct Running {
     actor: ActorRef<RevisionMsg>,
-    /// The share it was started with; a new placement restarts it.
+    /// The share it was started with.
     share: Share,
+    /// The instances it was last asked to run (at start, or by a resize).
+    count: u32,
     instances: Vec<Arc<Instance>>,
     draining: bool,
 }
@@ -146,6 +148,7 @@ impl EnvironmentActor {
                     *id,
                     Runs {
                         share: running.share,
+                        instances: running.count,
                         draining: running.draining,
                     },
                 )
@@ -245,6 +248,7 @@ impl EnvironmentActor {
                             Running {
                                 actor,
                                 share,
+                                count: share.count(committed),
                                 instances: Vec::new(),
                                 draining: false,
                             },
@@ -253,6 +257,18 @@ impl EnvironmentActor {
                     Err(error) => {
                         tracing::error!(%revision, %error, "could not start the revision actor")
                     }
+                }
+            }
+            Action::Resize {
+                revision,
+                instances,
+            } => {
+                if let Some(running) = state.revisions.get_mut(&revision) {
+                    running.count = instances;
+                    if let Share::Placed(_) = running.share {
+                        running.share = Share::Placed(instances);
+                    }
+                    let _ = running.actor.cast(RevisionMsg::Resize { instances });
                 }
             }
             Action::FetchBundle { revision } => {
@@ -520,12 +536,16 @@ impl Actor for EnvironmentActor {
                 from,
                 revision,
                 instances,
+                published,
             } => {
                 if let Some(running) = state.revisions.get_mut(&revision)
                     && running.actor.get_id() == from
                 {
                     running.instances = instances;
                     self.publish(state);
+                    if let Some(published) = published {
+                        let _ = published.send(());
+                    }
                     self.write_runtime(state).await;
                 }
             }

@@ -38,4 +38,6 @@ pub use deploy::reconcile::Share;
 pub use describe::describe_metrics;
 pub use environment::{EnvironmentActor, EnvironmentArgs};
 pub use messages::EnvironmentMsg;
-pub use supervisor::{NodeHandle, NodeSupervisor, SUPERVISOR_RESTARTS_MAX, SupervisorMsg};
+pub use supervisor::{
+    NodeHandle, NodeSupervisor, SUPERVISOR_RESTARTS_MAX, SupervisorMsg, child_ended, restart_policy,
+};

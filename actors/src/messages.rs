@@ -29,6 +29,10 @@ pub enum EnvironmentMsg {
         from: ractor::ActorId,
         revision: RevisionId,
         instances: Vec<Arc<Instance>>,
+        /// Told once the router serves from this list: a revision actor
+        /// that is about to stop instances waits for it, so no request is
+        /// sent to an instance after its stop began.
+        published: Option<tokio::sync::oneshot::Sender<()>>,
     },
     /// A revision actor's outcome, to be committed.
     Report(RuntimeReport),

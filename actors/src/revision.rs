@@ -21,6 +21,11 @@ use deploy::reconcile::{Goal, Share};
 const DRAIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Time an instance gets to exit after its stop signal before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a revision actor waits for the router to publish a shrunk
+/// instance list before it stops instances anyway (the environment actor
+/// publishes first thing when the message arrives; this bounds a stalled
+/// or stopping parent).
+const PUBLISH_WAIT: Duration = Duration::from_secs(2);
 
 /// The revision actor.
 pub struct RevisionActor;
@@ -48,6 +53,9 @@ pub enum RevisionMsg {
     Drain { drain_seconds: u32 },
     /// Check whether the drain is over.
     DrainCheck,
+    /// Run this many instances here from now on (the autoscaler moved the
+    /// revision's count, or the leader placed another number here).
+    Resize { instances: u32 },
 }
 
 /// The revision actor's state.
@@ -80,7 +88,7 @@ fn revision_spec(args: &RevisionArgs) -> Result<RevisionSpec, String> {
     let manifest = bundle::stage::read_manifest(&bundle_root).map_err(|e| e.to_string())?;
     let runtime = manifest.require_runtime().map_err(|e| e.to_string())?;
     let instances = match args.share {
-        Share::All => revision.runtime_instances.unwrap_or(runtime.instances),
+        Share::All => revision.instance_count().unwrap_or(runtime.instances),
         Share::Placed(count) => count,
     };
     Ok(RevisionSpec {
@@ -123,7 +131,25 @@ impl RevisionActor {
             from: state.id,
             revision: state.args.revision.revision_id,
             instances,
+            published: None,
         });
+    }
+
+    /// Announces `instances` and waits (at most `PUBLISH_WAIT`) until the
+    /// router serves from them: called before instances are stopped, so
+    /// the router stops picking an instance before its process is told to
+    /// stop, and `gtc_instances_ready` never counts a stopped one.
+    async fn announce_and_wait(&self, state: &RevisionState, instances: Vec<Arc<Instance>>) {
+        let (published, done) = tokio::sync::oneshot::channel();
+        let sent = state.args.parent.cast(EnvironmentMsg::Instances {
+            from: state.id,
+            revision: state.args.revision.revision_id,
+            instances,
+            published: Some(published),
+        });
+        if sent.is_ok() && tokio::time::timeout(PUBLISH_WAIT, done).await.is_err() {
+            tracing::warn!(revision = %state.args.revision.revision_id, "the router did not publish the shrunk instance list in time; stopping anyway");
+        }
     }
 
     /// Takes the deployer's current instance set into `shared`, counts new
@@ -187,6 +213,50 @@ impl RevisionActor {
                 myself.stop(Some("warming failed".to_owned()));
             }
         }
+    }
+
+    /// Grows or shrinks the instances that run here, keeping the others.
+    /// A shrink takes the instances that go out of the router first, then
+    /// the deployer stops them with the revision's drain time as their
+    /// grace, so their in-flight requests finish; a growth returns once the
+    /// new instances pass their health check (the router then sends them
+    /// requests, releasing any it held).
+    async fn resize(&self, state: &mut RevisionState, instances: u32) {
+        let Some(mut spec) = state.spec.clone() else {
+            return;
+        };
+        if state.drain_deadline.is_some() || state.set.is_none() || spec.instances == instances {
+            spec.instances = instances;
+            state.spec = Some(spec);
+            return;
+        }
+        let revision = spec.revision_id;
+        let from = spec.instances;
+        let keep = usize::try_from(instances).unwrap_or(usize::MAX);
+        if state.shared.len() > keep {
+            state.shared.truncate(keep);
+            record_instance_states(state);
+            let instances = state.shared.iter().flatten().cloned().collect();
+            self.announce_and_wait(state, instances).await;
+        }
+        spec.instances = instances;
+        let grace = Duration::from_secs(u64::from(state.args.revision.drain_seconds));
+        let started = Instant::now();
+        match state
+            .args
+            .deployer
+            .scale_revision(&spec, instances, grace)
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(%revision, from, to = instances, elapsed_ms = started.elapsed().as_millis() as u64, "revision resized");
+                state.spec = Some(spec);
+            }
+            Err(error) => {
+                tracing::warn!(%revision, from, to = instances, %error, "revision not resized; the next plan asks again");
+            }
+        }
+        self.follow_instances(state);
     }
 
     /// Stops the revision's instances and forgets them on the deployer.
@@ -281,13 +351,14 @@ impl Actor for RevisionActor {
                     Some(Instant::now() + Duration::from_secs(u64::from(drain_seconds)));
                 myself.cast(RevisionMsg::DrainCheck)?;
             }
+            RevisionMsg::Resize { instances } => self.resize(state, instances).await,
             RevisionMsg::DrainCheck => {
                 let idle = state.shared.iter().flatten().all(|i| i.in_flight() == 0);
                 let expired = state
                     .drain_deadline
                     .is_some_and(|deadline| Instant::now() >= deadline);
                 if idle || expired {
-                    self.announce_empty(state);
+                    self.announce_empty(state).await;
                     self.stop_all(state).await;
                     self.report(state, RuntimeOutcome::Drained);
                     myself.stop(Some("drained".to_owned()));
@@ -310,15 +381,11 @@ impl Actor for RevisionActor {
 }
 
 impl RevisionActor {
-    fn announce_empty(&self, state: &RevisionState) {
+    async fn announce_empty(&self, state: &RevisionState) {
         for instance_state in INSTANCE_STATES {
             instances_gauge(state, instance_state).set(0.0);
         }
-        let _ = state.args.parent.cast(EnvironmentMsg::Instances {
-            from: state.id,
-            revision: state.args.revision.revision_id,
-            instances: Vec::new(),
-        });
+        self.announce_and_wait(state, Vec::new()).await;
     }
 }
 

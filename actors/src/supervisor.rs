@@ -14,6 +14,31 @@ use crate::messages::EnvironmentMsg;
 /// supervisor stops trying: a crash loop that fast is a bug, not bad luck.
 pub const SUPERVISOR_RESTARTS_MAX: u32 = 5;
 
+/// The restart budget of a supervised child: backoff from 100 ms to 10 s,
+/// at most [`SUPERVISOR_RESTARTS_MAX`] restarts within a minute.
+pub fn restart_policy() -> RestartPolicy {
+    RestartPolicy::new(
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+        SUPERVISOR_RESTARTS_MAX,
+        Duration::from_secs(60),
+    )
+}
+
+/// Why `child` ended, when `event` says it failed or stopped; `None` for
+/// any other event or another actor.
+pub fn child_ended(event: &SupervisionEvent, child: Option<ractor::ActorId>) -> Option<String> {
+    let (ended, why) = match event {
+        SupervisionEvent::ActorFailed(cell, error) => (cell.get_id(), error.to_string()),
+        SupervisionEvent::ActorTerminated(cell, _, reason) => (
+            cell.get_id(),
+            reason.clone().unwrap_or_else(|| "stopped".to_owned()),
+        ),
+        _ => return None,
+    };
+    (child == Some(ended)).then_some(why)
+}
+
 /// The root actor of a node.
 pub struct NodeSupervisor;
 
@@ -59,12 +84,7 @@ impl Actor for NodeSupervisor {
         let child = spawn_environment(&myself, &context).await?;
         Ok(SupervisorState {
             context,
-            policy: RestartPolicy::new(
-                Duration::from_millis(100),
-                Duration::from_secs(10),
-                SUPERVISOR_RESTARTS_MAX,
-                Duration::from_secs(60),
-            ),
+            policy: restart_policy(),
             child: Some(child),
         })
     }
@@ -106,17 +126,9 @@ impl Actor for NodeSupervisor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (failed, why) = match &event {
-            SupervisionEvent::ActorFailed(cell, error) => (cell.get_id(), error.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (
-                cell.get_id(),
-                reason.clone().unwrap_or_else(|| "stopped".to_owned()),
-            ),
-            _ => return Ok(()),
-        };
-        if state.child.as_ref().map(|c| c.get_id()) != Some(failed) {
+        let Some(why) = child_ended(&event, state.child.as_ref().map(|c| c.get_id())) else {
             return Ok(());
-        }
+        };
         state.child = None;
         metrics::counter!("gtc_actor_restarts_total", "actor" => "environment").increment(1);
         match state.policy.next(Instant::now()) {
@@ -154,5 +166,54 @@ impl NodeHandle {
     pub async fn stop(self) {
         self.actor.stop(Some("node shutting down".to_owned()));
         let _ = self.join.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Idle;
+
+    impl Actor for Idle {
+        type Msg = ();
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<()>,
+            _args: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_supervised_child_ending_is_reported_with_its_reason() {
+        let (child, join) = Actor::spawn(None, Idle, ()).await.expect("child");
+        let (other, other_join) = Actor::spawn(None, Idle, ()).await.expect("other");
+        let stopped = SupervisionEvent::ActorTerminated(
+            child.get_cell(),
+            None,
+            Some("node stopping".to_owned()),
+        );
+        assert_eq!(
+            child_ended(&stopped, Some(child.get_id())).as_deref(),
+            Some("node stopping")
+        );
+        assert_eq!(child_ended(&stopped, Some(other.get_id())), None);
+        assert_eq!(child_ended(&stopped, None), None);
+        let silent = SupervisionEvent::ActorTerminated(child.get_cell(), None, None);
+        assert_eq!(
+            child_ended(&silent, Some(child.get_id())).as_deref(),
+            Some("stopped")
+        );
+        let started = SupervisionEvent::ActorStarted(child.get_cell());
+        assert_eq!(child_ended(&started, Some(child.get_id())), None);
+        child.stop(None);
+        other.stop(None);
+        let _ = join.await;
+        let _ = other_join.await;
     }
 }
