@@ -326,12 +326,11 @@ pub fn stage_revision(
     bundle_path: &str,
 ) -> Result<Report, CliError> {
     let env = answers.environment_id.clone();
-    let state = context.load(env.as_str())?;
     // A retry of an idempotent request replays without staging again.
-    let replay = answers
-        .idempotency_key
-        .as_deref()
-        .is_some_and(|key| state.idempotency.iter().any(|record| record.key == key));
+    let replay = match answers.idempotency_key.as_deref() {
+        Some(key) => context.idempotency_record(env.as_str(), key)?.is_some(),
+        None => false,
+    };
     if replay {
         return context.submit(Command::RevisionStage {
             answers,
@@ -379,6 +378,7 @@ pub fn stage_revision(
             pack_list: staged.lock.pack_list(),
             pack_list_lock_ref: staged.lock_ref.clone(),
             runtime_instances: staged.manifest.runtime.as_ref().map(|r| r.instances),
+            scaling: staged.manifest.runtime.as_ref().and_then(|r| r.scaling),
         }),
     };
     match context.submit(command) {

@@ -49,6 +49,16 @@ pub struct DemoArgs {
     /// Admin listener (port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub admin: std::net::SocketAddr,
+    /// Run two rollouts under load instead of the split demo: a good
+    /// candidate promoted step by step by analysis, and one failing a share
+    /// of its requests rolled back by it (about a minute).
+    #[arg(long, conflicts_with = "requests")]
+    pub rollout: bool,
+    /// Show request-driven autoscaling instead: one revision scales to
+    /// zero when idle, up under a load generator through a cold start, and
+    /// back to zero when the load stops (about 40 s).
+    #[arg(long, conflicts_with_all = ["requests", "rollout"])]
+    pub autoscale: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,6 +253,18 @@ pub struct NodeRunArgs {
     #[arg(long, value_name = "MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub upstream_response_timeout_ms: u64,
+    /// Requests the router holds per revision while that revision has no
+    /// ready instance (its only instance restarting, or starting), answered
+    /// as soon as one is ready; past it, 503 with Retry-After. 0 (the
+    /// default) answers such requests 503 at once.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub hold_requests: u32,
+    /// Longest the router holds one such request; past it, 503 with
+    /// Retry-After.
+    #[arg(long, value_name = "MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub hold_wait_ms: u64,
     /// Folder holding one sub-folder per environment.
     #[arg(long, value_name = "DIR", env = "GREENTIC_STORE_ROOT")]
     pub store_root: Option<PathBuf>,
@@ -665,6 +687,10 @@ pub enum RevisionsVerb {
     Drain(Mutation),
     /// Archive a revision that serves no traffic.
     Archive(Mutation),
+    /// Set how a revision scales with its traffic (instances between
+    /// min_instances and max_instances, 0 when idle if allowed); not a
+    /// redeploy: the instances that stay keep serving.
+    Scale(Mutation),
     /// List an environment's revisions.
     List {
         #[command(flatten)]

@@ -203,6 +203,23 @@ impl Context {
             .ok_or_else(|| self.missing(&env_id))
     }
 
+    /// The idempotency record `env` (which must exist) keeps of `key`: a
+    /// request with that key would be answered from it. Through a remote
+    /// node this is never known ahead (`None`): the node answers the replay
+    /// itself.
+    pub fn idempotency_record(
+        &self,
+        env: &str,
+        key: &str,
+    ) -> Result<Option<deploy::state::IdempotencyRecord>, CliError> {
+        let env_id = parse_env(env)?;
+        self.load(env)?;
+        match &self.submitter {
+            Submitter::Remote(_) => Ok(None),
+            Submitter::Local(_) => Ok(self.store.idempotency_record(&env_id, key)?),
+        }
+    }
+
     /// The warm-gate checks of `answers`' revision on the environment as it
     /// is now (see [`Checks::warm_checks`]).
     pub fn warm_checks(

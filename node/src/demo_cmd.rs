@@ -2,7 +2,8 @@
 //! fresh temporary store, builds and deploys two revisions of the example
 //! bundle, splits traffic 90/10, measures the split, shifts to 0/100 under
 //! load without dropping a request, and stops (or keeps running with
-//! `--keep`).
+//! `--keep`). With `--rollout` it runs two rollouts on that node instead
+//! (`demo_rollout`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,9 +42,9 @@ const SHIFT_LOAD: Duration = Duration::from_millis(1500);
 /// The observed split may differ from the desired one by this much (points).
 const SPLIT_TOLERANCE_PERCENT: f64 = 1.0;
 
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
-fn fail(message: impl Into<String>) -> CliError {
+pub(crate) fn fail(message: impl Into<String>) -> CliError {
     CliError::new(ErrorKind::Store, message)
 }
 
@@ -64,8 +65,15 @@ fn demo_service_binary() -> Result<PathBuf, CliError> {
     ))
 }
 
-/// Writes the example bundle's source folder for `version`.
-fn example_tree(dir: &Path, version: &str, service: &Path) -> Result<(), CliError> {
+/// Writes the example bundle's source folder for `version`, its runtime
+/// given `env` besides `DEMO_VERSION`.
+fn example_tree(
+    dir: &Path,
+    version: &str,
+    service: &Path,
+    env: &[(&str, &str)],
+    runtime_tail: &str,
+) -> Result<(), CliError> {
     let io = |e: std::io::Error| {
         fail(format!(
             "cannot write the example bundle in {}: {e}",
@@ -75,8 +83,12 @@ fn example_tree(dir: &Path, version: &str, service: &Path) -> Result<(), CliErro
     std::fs::create_dir_all(dir.join("bin")).map_err(io)?;
     std::fs::create_dir_all(dir.join("packs")).map_err(io)?;
     std::fs::copy(service, dir.join("bin/server")).map_err(io)?;
+    let extra_env: String = env
+        .iter()
+        .map(|(name, value)| format!("    {name}: \"{value}\"\n"))
+        .collect();
     let manifest = format!(
-        "schema_version: 1\nbundle_id: gtc-demo\nbundle_name: gtc demo ({version})\nruntime:\n  command: [bin/server]\n  env:\n    DEMO_VERSION: {version}\n  health_path: /healthz\n  instances: 2\n"
+        "schema_version: 1\nbundle_id: gtc-demo\nbundle_name: gtc demo ({version})\nruntime:\n  command: [bin/server]\n  env:\n    DEMO_VERSION: {version}\n{extra_env}  health_path: /healthz\n{runtime_tail}"
     );
     std::fs::write(dir.join("bundle.yaml"), manifest).map_err(io)?;
     // An empty ZIP stands in for the app pack: the runtime set must not be empty.
@@ -87,8 +99,31 @@ fn example_tree(dir: &Path, version: &str, service: &Path) -> Result<(), CliErro
 }
 
 fn build_example(work: &Path, version: &str, service: &Path) -> Result<PathBuf, CliError> {
+    build_example_with_env(work, version, service, &[])
+}
+
+/// The example bundle for `version` whose runtime also gets `env`.
+pub(crate) fn build_example_with_env(
+    work: &Path,
+    version: &str,
+    service: &Path,
+    env: &[(&str, &str)],
+) -> Result<PathBuf, CliError> {
+    build_example_with_runtime(work, version, service, env, "  instances: 2\n")
+}
+
+/// The example bundle for `version` whose runtime section ends with
+/// `runtime_tail` (YAML lines indented by two spaces) instead of two
+/// instances.
+pub(crate) fn build_example_with_runtime(
+    work: &Path,
+    version: &str,
+    service: &Path,
+    env: &[(&str, &str)],
+    runtime_tail: &str,
+) -> Result<PathBuf, CliError> {
     let source = work.join(format!("src-{version}"));
-    example_tree(&source, version, service)?;
+    example_tree(&source, version, service, env, runtime_tail)?;
     let out = work.join(format!("gtc-demo-{version}.gtbundle"));
     let options = BuildOptions {
         format: bundle::BundleFormat::Squashfs,
@@ -106,10 +141,18 @@ fn id_of<T: std::str::FromStr>(value: &serde_json::Value, key: &str) -> Result<T
         .ok_or_else(|| fail(format!("the answer has no {key}: {value}")))
 }
 
-fn deploy_two_revisions(
+pub(crate) fn deploy_two_revisions(
     context: &Context,
     bundles: &[PathBuf; 2],
 ) -> Result<(DeploymentId, [RevisionId; 2]), CliError> {
+    let deployment = add_deployment(context)?;
+    let first = stage_and_warm(context, deployment, &bundles[0])?;
+    let second = stage_and_warm(context, deployment, &bundles[1])?;
+    Ok((deployment, [first, second]))
+}
+
+/// Adds the demo's deployment (bundle `gtc-demo`, any host, `/`).
+pub(crate) fn add_deployment(context: &Context) -> Result<DeploymentId, CliError> {
     let added = context.submit(Command::BundleAdd(BundleAddAnswers {
         environment_id: EnvId::local(),
         bundle_id: "gtc-demo".parse().map_err(|_| fail("bad demo bundle id"))?,
@@ -120,33 +163,40 @@ fn deploy_two_revisions(
         config_overrides: None,
         idempotency_key: None,
     }))?;
-    let deployment: DeploymentId = id_of(&added.result, "deployment_id")?;
-    let mut revisions = Vec::new();
-    for bundle in bundles {
-        let answers = RevisionStageAnswers {
-            drain_seconds: Some(5),
-            bundle_path: Some(bundle.display().to_string()),
-            ..RevisionStageAnswers::new(EnvId::local(), deployment)
-        };
-        let staged =
-            crate::bundle_cmd::stage_revision(context, answers, &bundle.display().to_string())?;
-        let revision: RevisionId = id_of(&staged.result, "revision_id")?;
-        let warm = RevisionAnswers {
-            environment_id: EnvId::local(),
-            revision_id: revision,
-            idempotency_key: None,
-        };
-        let failed_checks = context.warm_checks(&warm)?;
-        context.submit(Command::RevisionWarm {
-            answers: warm,
-            failed_checks,
-        })?;
-        revisions.push(revision);
-    }
-    Ok((deployment, [revisions[0], revisions[1]]))
+    id_of(&added.result, "deployment_id")
 }
 
-async fn wait_ready(context: &Context, revisions: &[RevisionId]) -> Result<(), CliError> {
+/// Stages `bundle` as a new revision of `deployment` and asks for it warm.
+pub(crate) fn stage_and_warm(
+    context: &Context,
+    deployment: DeploymentId,
+    bundle: &Path,
+) -> Result<RevisionId, CliError> {
+    let answers = RevisionStageAnswers {
+        drain_seconds: Some(5),
+        bundle_path: Some(bundle.display().to_string()),
+        ..RevisionStageAnswers::new(EnvId::local(), deployment)
+    };
+    let staged =
+        crate::bundle_cmd::stage_revision(context, answers, &bundle.display().to_string())?;
+    let revision: RevisionId = id_of(&staged.result, "revision_id")?;
+    let warm = RevisionAnswers {
+        environment_id: EnvId::local(),
+        revision_id: revision,
+        idempotency_key: None,
+    };
+    let failed_checks = context.warm_checks(&warm)?;
+    context.submit(Command::RevisionWarm {
+        answers: warm,
+        failed_checks,
+    })?;
+    Ok(revision)
+}
+
+pub(crate) async fn wait_ready(
+    context: &Context,
+    revisions: &[RevisionId],
+) -> Result<(), CliError> {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
         let state = context
@@ -181,11 +231,11 @@ async fn wait_ready(context: &Context, revisions: &[RevisionId]) -> Result<(), C
     }
 }
 
-fn split(
+pub(crate) fn split(
     context: &Context,
     deployment: DeploymentId,
     key: &str,
-    weights: [(RevisionId, u32); 2],
+    weights: &[(RevisionId, u32)],
 ) -> Result<u64, CliError> {
     let report = context.submit(Command::TrafficSet(TrafficSetAnswers {
         environment_id: EnvId::local(),
@@ -209,7 +259,7 @@ fn split(
 }
 
 /// Waits until the router serves `generation` (read from its answers).
-async fn wait_generation(
+pub(crate) async fn wait_generation(
     client: &HttpClient,
     addr: SocketAddr,
     generation: u64,
@@ -228,8 +278,20 @@ async fn wait_generation(
 }
 
 /// One request: (status, (revision served, generation)).
-async fn request(client: &HttpClient, addr: SocketAddr) -> Result<(u16, (String, u64)), String> {
-    let uri = format!("http://{addr}/")
+pub(crate) async fn request(
+    client: &HttpClient,
+    addr: SocketAddr,
+) -> Result<(u16, (String, u64)), String> {
+    request_path(client, addr, "/").await
+}
+
+/// One request for `path`: (status, (revision served, generation)).
+pub(crate) async fn request_path(
+    client: &HttpClient,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(u16, (String, u64)), String> {
+    let uri = format!("http://{addr}{path}")
         .parse::<hyper::Uri>()
         .map_err(|e| e.to_string())?;
     let response = client.get(uri).await.map_err(|e| e.to_string())?;
@@ -328,6 +390,8 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
         upstream_first_byte_timeout_ms: router::proxy::DEFAULT_FIRST_BYTE_TIMEOUT.as_millis()
             as u64,
         upstream_response_timeout_ms: 30_000,
+        hold_requests: 0,
+        hold_wait_ms: 30_000,
         store_root: Some(store_root.clone()),
         cluster_dir: None,
         raft_listen: None,
@@ -346,7 +410,13 @@ async fn run_async(args: DemoArgs) -> Result<i32, CliError> {
         otlp_endpoint: None,
     };
     let node = RunningNode::start(&node_args, Some(store_root.clone()), metrics).await?;
-    let outcome = drive(&node, &store_root, &bundles, args.requests).await;
+    let outcome = if args.rollout {
+        crate::demo_rollout::drive(&node, &store_root, work.path(), &bundles, &service).await
+    } else if args.autoscale {
+        crate::demo_autoscale::drive(&node, &store_root, work.path(), &service).await
+    } else {
+        drive(&node, &store_root, &bundles, args.requests).await
+    };
     if args.keep && outcome.is_ok() {
         crate::output::outln!(
             "\nkept running: traffic on http://{} , metrics on http://{}/metrics ; Ctrl-C to stop",
@@ -375,7 +445,7 @@ async fn drive(
     let client: HttpClient = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let addr = node.router_addr;
 
-    let generation = split(&context, deployment, "demo-90-10", [(v1, 90), (v2, 10)])?;
+    let generation = split(&context, deployment, "demo-90-10", &[(v1, 90), (v2, 10)])?;
     wait_generation(&client, addr, generation).await?;
     let (counts, failed) = measure(&client, addr, requests).await;
     crate::output::outln!("\nsplit 90/10 (generation {generation}), {requests} requests:");
@@ -423,7 +493,7 @@ async fn drive(
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let shifted = split(&context, deployment, "demo-0-100", [(v1, 0), (v2, 100)])?;
+    let shifted = split(&context, deployment, "demo-0-100", &[(v1, 0), (v2, 100)])?;
     wait_generation(&client, addr, shifted).await?;
     tokio::time::sleep(SHIFT_LOAD).await;
     stop.store(true, Ordering::Relaxed);

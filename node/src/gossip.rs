@@ -90,6 +90,8 @@ pub struct GossipSettings<'a> {
     pub env_id: deploy::ids::EnvId,
     /// Where the other members' request counts go, for rollout analysis.
     pub counts: crate::rollout_controller::RemoteCounts,
+    /// Where the other members' requests in flight go, for the autoscaler.
+    pub in_flight: crate::autoscaler::RemoteInFlight,
 }
 
 /// Starts gossip and the loop that keeps facts and remote instances fresh.
@@ -125,9 +127,18 @@ pub async fn start(
         router,
         cluster,
         placer,
-        settings.counts,
+        Shared {
+            counts: settings.counts,
+            in_flight: settings.in_flight,
+        },
     ));
     Ok(membership)
+}
+
+/// What the gossip loop hands to the node's deciders from other members.
+struct Shared {
+    counts: crate::rollout_controller::RemoteCounts,
+    in_flight: crate::autoscaler::RemoteInFlight,
 }
 
 async fn refresh(
@@ -135,10 +146,15 @@ async fn refresh(
     router: Arc<Router>,
     cluster: Arc<consensus::ClusterHandle>,
     mut placer: Placer,
-    counts: crate::rollout_controller::RemoteCounts,
+    shared: Shared,
 ) {
+    let Shared { counts, in_flight } = shared;
     let mut published: BTreeSet<RevisionId> = BTreeSet::new();
     let mut counted: BTreeSet<RevisionId> = BTreeSet::new();
+    // The in-flight numbers last published per revision: a value is sent
+    // again only when it changed (every round, 250 ms, so a cold start on
+    // another member is seen within a round).
+    let mut flying: HashMap<RevisionId, [u64; 2]> = HashMap::new();
     let mut round: u64 = 0;
     let mut ticker = tokio::time::interval(FACTS_INTERVAL);
     loop {
@@ -210,6 +226,26 @@ async fn refresh(
             counted = serving;
         }
 
+        let now_flying: HashMap<RevisionId, [u64; 2]> = router
+            .in_flight()
+            .into_iter()
+            .filter(|(_, f)| f.served + f.held > 0)
+            .map(|(revision, f)| (revision, [f.served, f.held]))
+            .collect();
+        for (revision, numbers) in &now_flying {
+            if flying.get(revision) != Some(numbers)
+                && let Err(error) = membership
+                    .set_in_flight(&revision.to_string(), numbers)
+                    .await
+            {
+                tracing::warn!(%revision, %error, "requests in flight could not be published");
+            }
+        }
+        for gone in flying.keys().filter(|r| !now_flying.contains_key(r)) {
+            let _ = membership.set_in_flight(&gone.to_string(), &[]).await;
+        }
+        flying = now_flying;
+
         let me = membership.self_node_id().clone();
         let live = membership.live_members().await;
         let dead = membership.dead_members().await;
@@ -246,6 +282,32 @@ async fn refresh(
             .collect();
         if let Ok(mut shared) = counts.write() {
             *shared = remote_counts;
+        }
+        let remote_in_flight = live
+            .iter()
+            .filter(|m| m.node_id != me)
+            .map(|member| {
+                let per_revision = member
+                    .in_flight
+                    .iter()
+                    .filter_map(|(revision, numbers)| {
+                        let [served, held] = numbers.as_slice() else {
+                            return None;
+                        };
+                        Some((
+                            revision.parse::<RevisionId>().ok()?,
+                            router::proxy::InFlight {
+                                served: *served,
+                                held: *held,
+                            },
+                        ))
+                    })
+                    .collect();
+                (member.node_id.to_string(), per_revision)
+            })
+            .collect();
+        if let Ok(mut shared) = in_flight.write() {
+            *shared = remote_in_flight;
         }
         if cluster.is_leader() {
             let nodes = live

@@ -21,12 +21,15 @@
 
 pub mod admin;
 mod answers;
+mod autoscaler;
 mod bundle_cmd;
 pub mod checks;
 pub mod cli;
 mod cluster_cmd;
 mod context;
+mod demo_autoscale;
 mod demo_cmd;
+mod demo_rollout;
 pub mod dispatch;
 pub mod error;
 mod fetch;
@@ -39,4 +42,5 @@ mod remote;
 mod rollout_controller;
 mod secrets_cmd;
 pub mod submit;
+mod ticking;
 mod token_cmd;

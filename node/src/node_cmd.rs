@@ -165,6 +165,7 @@ fn describe_metrics() {
     membership::describe_metrics();
     crate::gossip::describe_metrics();
     crate::rollout_controller::describe_metrics();
+    crate::autoscaler::describe_metrics();
     crate::admin::console::describe_metrics();
     metrics_process::Collector::default().describe();
 }
@@ -216,9 +217,20 @@ impl RunningNode {
             Some(dir) => Some(start_cluster(args, dir, context.store.root()).await?),
             None => None,
         };
-        let store: Arc<dyn EnvironmentStore + Send + Sync> = match &cluster {
-            Some(cluster) => Arc::new(consensus::ReplicatedStore::new(Arc::clone(cluster))),
-            None => Arc::new(LocalFsStore::open(context.store.root())?),
+        // A single node's store says when it committed a change, so its
+        // actors reconcile at once (an autoscaler decision, an operator's
+        // command), as a member's do from its Raft state machine.
+        let (store, local_changes): (Arc<dyn EnvironmentStore + Send + Sync>, _) = match &cluster {
+            Some(cluster) => (
+                Arc::new(consensus::ReplicatedStore::new(Arc::clone(cluster))),
+                None,
+            ),
+            None => {
+                let notifying =
+                    store::Notifying::new(Arc::new(LocalFsStore::open(context.store.root())?));
+                let changes = notifying.changes();
+                (Arc::new(notifying), Some(changes))
+            }
         };
         if let Some(cluster) = &cluster {
             ensure_cluster_environment(&context.checks, &env_id, &store, args, cluster).await?;
@@ -265,6 +277,10 @@ impl RunningNode {
             response_timeout: Duration::from_millis(args.upstream_response_timeout_ms),
             first_byte_timeout: (args.upstream_first_byte_timeout_ms > 0)
                 .then(|| Duration::from_millis(args.upstream_first_byte_timeout_ms)),
+            hold: router::proxy::hold::HoldConfig {
+                max_held: args.hold_requests,
+                max_wait: Duration::from_millis(args.hold_wait_ms),
+            },
             ..ProxyConfig::default()
         };
         let published = Published {
@@ -309,7 +325,10 @@ impl RunningNode {
                 }) as Arc<dyn actors::BundleFetcher>
             }),
             poll_interval: Duration::from_millis(args.poll_ms),
-            state_changes: cluster.as_ref().map(|c| c.state_machine().watch_applied()),
+            state_changes: cluster
+                .as_ref()
+                .map(|c| c.state_machine().watch_applied())
+                .or(local_changes),
             instance_host: instance_host(args),
             deployers: node_deployers(),
         };
@@ -322,6 +341,8 @@ impl RunningNode {
         })?;
         // Other members' request counts (from gossip), for rollout analysis.
         let remote_counts = crate::rollout_controller::RemoteCounts::default();
+        // And their requests in flight, for the autoscaler.
+        let remote_in_flight = crate::autoscaler::RemoteInFlight::default();
         let gossip = match (&cluster, args.gossip_listen, &args.cluster_dir) {
             (Some(cluster), Some(listen), Some(node_dir)) => {
                 let facts = membership::NodeFacts {
@@ -341,6 +362,7 @@ impl RunningNode {
                     store: Arc::clone(&store),
                     env_id: env_id.clone(),
                     counts: Arc::clone(&remote_counts),
+                    in_flight: Arc::clone(&remote_in_flight),
                 };
                 Some(
                     crate::gossip::start(settings, Arc::clone(&router), Arc::clone(cluster))
@@ -358,6 +380,16 @@ impl RunningNode {
                 cluster.clone(),
                 Arc::clone(&router),
                 remote_counts,
+            )
+            .run(shutdown_rx.clone()),
+        );
+        tokio::spawn(
+            crate::autoscaler::Autoscaler::new(
+                Arc::clone(&store),
+                env_id.clone(),
+                cluster.clone(),
+                Arc::clone(&router),
+                remote_in_flight,
             )
             .run(shutdown_rx.clone()),
         );

@@ -70,7 +70,7 @@ impl Remote {
             updated_at: parse(&document["updated_at"])?,
             audit_head: None,
             environment: parse(&document["environment"])?,
-            idempotency: Vec::new(),
+            legacy_idempotency: Vec::new(),
         };
         let etag = document["etag"].as_str().unwrap_or_default().to_owned();
         Ok((state, etag))
@@ -298,6 +298,11 @@ fn route(command: &Command) -> Result<(&'static str, String, Value), CliError> {
         Command::RevisionArchive(a) => (
             "POST",
             format!("{base}/revisions/{}/archive", a.revision_id),
+            encode(a)?,
+        ),
+        Command::RevisionScale(a) => (
+            "POST",
+            format!("{base}/revisions/{}/scale", a.revision_id),
             encode(a)?,
         ),
         Command::TrafficSet(a) => ("POST", format!("{base}/traffic"), encode(a)?),

@@ -1,32 +1,25 @@
-//! The rollout controller: moves every running rollout on when its step is
-//! over. It runs on the node that decides for the environment (a single
-//! node, or the cluster's Raft leader) and submits each decision as
-//! `rollouts decide`, audited as `rollout:<deployment>`, never as a person.
+//! The rollout controller on a node: runs the decision core
+//! (`deploy::rollout::controller`, the same the simulator runs) every
+//! [`CONTROLLER_TICK`] on the node that decides for the environment (a
+//! single node, or the cluster's Raft leader), and commits each decision
+//! as `rollouts decide`, audited as `rollout:<deployment>`, never as a
+//! person.
 //!
-//! - A pause step ends when its time is up.
-//! - An analysis step is measured in windows of the rollout's length:
-//!   every member's router counts requests, 5xx answers, its own error
-//!   answers and latencies per revision (`Router::revision_counts`); the
-//!   members gossip theirs (`counts/<revision>`), and the controller sums
-//!   the differences over the window for the candidate and the stable
-//!   revision (`deploy::rollout::analysis::window`). The window's verdict
-//!   becomes the decision: advance, hold (too little data is never a
-//!   pass), roll back, or the hold limit.
-//!
-//! `apply` re-judges every decision against the committed rollout (its
-//! step, its pause, the window it carries), so a leader change neither
-//! skips nor repeats a step: the next leader reads the committed step and
-//! starts a fresh window there. Windows live in memory only.
+//! What this shell adds to the core: the committed rollouts (from the
+//! store), the clocks, the members' counts (this node's router's
+//! `Router::revision_counts` and the others' as gossip brought them,
+//! `counts/<revision>`), the commit (on a cluster, only as the leader of
+//! the term it decided in) and the metrics.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use deploy::audit::{Actor, Authorization, Decision};
-use deploy::command::{Command, CommandEnvelope, MintedIds, RolloutDecisionAnswers};
-use deploy::ids::{DeploymentId, EnvId, EventId, RevisionId};
-use deploy::rollout::analysis::{AnalysisRecord, MemberCounts, window};
-use deploy::rollout::{ControllerDecision, Rollout, WindowCounts};
+use deploy::command::{Command, CommandEnvelope, RolloutDecisionAnswers};
+use deploy::ids::{DeploymentId, EnvId, RevisionId};
+use deploy::rollout::analysis::MemberCounts;
+use deploy::rollout::controller::{self, Planned};
+use deploy::rollout::{Rollout, WindowCounts};
 use router::proxy::Router;
 use store::EnvironmentStore;
 
@@ -74,17 +67,6 @@ pub fn describe_metrics() {
     );
 }
 
-/// An analysis window in progress.
-struct Window {
-    /// The step and when it (re)started: a new step or a resume starts a
-    /// new window.
-    step: u32,
-    step_started_at: deploy::Timestamp,
-    opened: tokio::time::Instant,
-    candidate: MemberCounts,
-    stable: MemberCounts,
-}
-
 /// Where the controller reads and writes, and its windows.
 pub struct Controller {
     store: Arc<dyn EnvironmentStore + Send + Sync>,
@@ -93,32 +75,24 @@ pub struct Controller {
     cluster: Option<Arc<consensus::ClusterHandle>>,
     router: Arc<Router>,
     remote: RemoteCounts,
-    windows: HashMap<DeploymentId, Window>,
+    /// The decisions themselves: the same core the simulator runs.
+    core: controller::Controller,
+    /// The monotonic clock the core's windows are measured on.
+    started: tokio::time::Instant,
 }
 
 /// The envelope of a controller decision: the actor is the rollout, not a
 /// person and not the node.
 fn envelope(command: Command, deployment: DeploymentId) -> CommandEnvelope {
-    CommandEnvelope {
-        at: chrono::Utc::now(),
-        actor: Actor {
-            kind: "rollout".to_owned(),
-            user: Some(Rollout::controller_actor(deployment)),
-            uid: None,
-        },
-        authorization: Authorization {
-            decision: Decision::Allow,
-            policy: "rollout-controller".to_owned(),
-            reason: "the rollout's own step".to_owned(),
-        },
-        minted: MintedIds {
-            event_id: EventId::from_ulid(ulid::Ulid::new()),
-            object_id: ulid::Ulid::new(),
-        },
+    crate::ticking::decision_envelope(
         command,
-        precondition: None,
-        idempotency_key: None,
-    }
+        crate::ticking::Decider {
+            kind: "rollout",
+            user: Rollout::controller_actor(deployment),
+            policy: "rollout-controller",
+            reason: "the rollout's own step",
+        },
+    )
 }
 
 impl Controller {
@@ -135,55 +109,64 @@ impl Controller {
             cluster,
             router,
             remote,
-            windows: HashMap::new(),
+            core: controller::Controller::new(),
+            started: tokio::time::Instant::now(),
         }
     }
 
-    /// Runs until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(CONTROLLER_TICK);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => self.tick().await,
-                _ = shutdown.changed() => return,
-            }
-            if *shutdown.borrow() {
-                return;
-            }
-        }
+    /// The same controller with no open window: what a restart begins
+    /// with, as a new leader does.
+    fn fresh(&self) -> Self {
+        Self::new(
+            Arc::clone(&self.store),
+            self.env_id.clone(),
+            self.cluster.clone(),
+            Arc::clone(&self.router),
+            Arc::clone(&self.remote),
+        )
+    }
+
+    /// Runs the controller as a supervised actor until `shutdown` turns
+    /// true (`crate::ticking`: fresh after a failure, as after a leader
+    /// change).
+    pub async fn run(self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        crate::ticking::run(self, shutdown).await;
     }
 
     /// Every member's cumulative counts of `revision`, this node's included.
+    ///
+    /// Every member this node knows of has a reading, zero for a revision
+    /// it has not counted yet: a window counts only what a member counted
+    /// after a reading of it (`analysis::window`), so a member known to
+    /// have counted nothing must be in the window's first reading for its
+    /// first requests to count.
     fn readings(
-        &self,
+        remote: &RemoteCounts,
         revision: RevisionId,
         mine: &HashMap<RevisionId, WindowCounts>,
     ) -> MemberCounts {
         let mut readings = MemberCounts::new();
-        if let Some(counts) = mine.get(&revision) {
-            readings.insert(SELF.to_owned(), counts.clone());
-        }
-        if let Ok(remote) = self.remote.read() {
+        readings.insert(
+            SELF.to_owned(),
+            mine.get(&revision).cloned().unwrap_or_default(),
+        );
+        if let Ok(remote) = remote.read() {
             for (member, per_revision) in remote.iter() {
-                if let Some(counts) = per_revision.get(&revision) {
-                    readings.insert(member.clone(), counts.clone());
-                }
+                readings.insert(
+                    member.clone(),
+                    per_revision.get(&revision).cloned().unwrap_or_default(),
+                );
             }
         }
         readings
     }
 
     async fn tick(&mut self) {
-        let term = match &self.cluster {
-            Some(cluster) if !cluster.is_leader() => {
-                // Another member decides; a window of ours would be stale
-                // by the time this node leads again.
-                self.windows.clear();
-                return;
-            }
-            Some(cluster) => Some(cluster.status().term),
-            None => None,
+        let Ok(term) = crate::ticking::deciding_term(self.cluster.as_ref()) else {
+            // Another member decides; a window of ours would be stale by
+            // the time this node leads again.
+            self.core.forget();
+            return;
         };
         let store = Arc::clone(&self.store);
         let env_id = self.env_id.clone();
@@ -191,65 +174,23 @@ impl Controller {
         else {
             return;
         };
-        let now = chrono::Utc::now();
-        let mine = self.router.revision_counts();
-        let running: Vec<&Rollout> = state
-            .environment
-            .rollouts
-            .iter()
-            .filter(|r| r.state.is_active())
-            .collect();
-        self.windows
-            .retain(|deployment, _| running.iter().any(|r| r.deployment_id == *deployment));
-        let mut decisions = Vec::new();
-        for rollout in running {
-            let deployment = rollout.deployment_id;
-            metrics::gauge!("gtc_rollout_step", "deployment" => deployment.to_string())
+        let rollouts = &state.environment.rollouts;
+        for rollout in rollouts.iter().filter(|r| r.state.is_active()) {
+            let deployment = rollout.deployment_id.to_string();
+            metrics::gauge!("gtc_rollout_step", "deployment" => deployment.clone())
                 .set(f64::from(rollout.step));
-            metrics::gauge!("gtc_rollout_candidate_weight_bps", "deployment" => deployment.to_string())
+            metrics::gauge!("gtc_rollout_candidate_weight_bps", "deployment" => deployment)
                 .set(f64::from(rollout.candidate_weight_bps()));
-            if rollout.pause_ends_at().is_some_and(|ends| ends <= now) {
-                decisions.push((
-                    rollout.clone(),
-                    ControllerDecision::Advance { analysis: None },
-                ));
-                continue;
-            }
-            if !rollout.analysing() {
-                self.windows.remove(&deployment);
-                continue;
-            }
-            let Some(settings) = rollout.analysis.as_ref() else {
-                continue;
-            };
-            let candidate = self.readings(rollout.candidate_revision_id, &mine);
-            let stable = self.readings(rollout.stable_revision_id, &mine);
-            let current = self
-                .windows
-                .get(&deployment)
-                .filter(|w| w.step == rollout.step && w.step_started_at == rollout.step_started_at);
-            let Some(open) = current else {
-                self.windows.insert(
-                    deployment,
-                    Window {
-                        step: rollout.step,
-                        step_started_at: rollout.step_started_at,
-                        opened: tokio::time::Instant::now(),
-                        candidate,
-                        stable,
-                    },
-                );
-                continue;
-            };
-            if open.opened.elapsed() < Duration::from_secs(u64::from(settings.window_seconds)) {
-                continue;
-            }
-            let record = AnalysisRecord {
-                step: rollout.step,
-                window_seconds: settings.window_seconds,
-                candidate: window(&open.candidate, &candidate),
-                stable: window(&open.stable, &stable),
-            };
+        }
+        let mine = self.router.revision_counts();
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let remote = &self.remote;
+        let tick = self
+            .core
+            .tick(rollouts, chrono::Utc::now(), now_ms, |revision| {
+                Self::readings(remote, revision, &mine)
+            });
+        for (deployment, record) in &tick.judged {
             for (role, counts) in [("candidate", &record.candidate), ("stable", &record.stable)] {
                 metrics::gauge!("gtc_rollout_window_requests", "deployment" => deployment.to_string(), "role" => role)
                     .set(counts.requests as f64);
@@ -258,36 +199,19 @@ impl Controller {
                         .set(f64::from(rate));
                 }
             }
-            // The next window starts now, whatever this one decides.
-            self.windows.insert(
-                deployment,
-                Window {
-                    step: rollout.step,
-                    step_started_at: rollout.step_started_at,
-                    opened: tokio::time::Instant::now(),
-                    candidate,
-                    stable,
-                },
-            );
-            if let Some(decision) = rollout.judge_window(record, now) {
-                decisions.push((rollout.clone(), decision));
-            }
         }
-        for (rollout, decision) in decisions {
-            self.submit(&rollout, decision, term).await;
+        for planned in tick.decisions {
+            self.submit(planned, term).await;
         }
     }
 
-    async fn submit(&self, rollout: &Rollout, decision: ControllerDecision, term: Option<u64>) {
-        let deployment = rollout.deployment_id;
-        let step = rollout.step;
+    async fn submit(&self, planned: Planned, term: Option<u64>) {
+        let Planned {
+            deployment_id: deployment,
+            step,
+            decision,
+        } = planned;
         let what = decision.as_str();
-        // A hold the rollout already records changes nothing: no write.
-        if matches!(decision, ControllerDecision::Hold { .. })
-            && rollout.state == deploy::rollout::RolloutState::Holding
-        {
-            return;
-        }
         let command = Command::RolloutDecide(RolloutDecisionAnswers {
             environment_id: self.env_id.clone(),
             deployment_id: deployment,
@@ -296,23 +220,13 @@ impl Controller {
             decided_in_term: term,
         });
         let envelope = envelope(command, deployment);
-        let outcome = match &self.cluster {
-            Some(cluster) => {
-                cluster
-                    .submit_as_leader(&envelope, DECISION_COMMIT_BOUND)
-                    .await
-            }
-            None => {
-                let store = Arc::clone(&self.store);
-                match tokio::task::spawn_blocking(move || store.submit(&envelope)).await {
-                    Ok(outcome) => outcome,
-                    Err(error) => {
-                        tracing::warn!(%error, "rollout decision task failed");
-                        return;
-                    }
-                }
-            }
-        };
+        let outcome = crate::ticking::commit(
+            &self.store,
+            self.cluster.as_ref(),
+            envelope,
+            DECISION_COMMIT_BOUND,
+        )
+        .await;
         match outcome {
             Ok(_) => {
                 tracing::info!(%deployment, step, decision = what, "rollout decision committed");
@@ -322,5 +236,21 @@ impl Controller {
                 tracing::warn!(%deployment, step, decision = what, %error, "rollout decision not committed; deciding again")
             }
         }
+    }
+}
+
+impl crate::ticking::Ticking for Controller {
+    const NAME: &'static str = "rollout-controller";
+
+    fn fresh(&self) -> Self {
+        Controller::fresh(self)
+    }
+
+    fn interval(&self) -> Duration {
+        CONTROLLER_TICK
+    }
+
+    async fn tick(&mut self) {
+        Controller::tick(self).await;
     }
 }

@@ -12,6 +12,16 @@ use std::time::{Duration, Instant};
 use cluster_support::*;
 use serde_json::{Value, json};
 
+/// Waits until every member's router answers under `generation` or later.
+fn every_router_serves(members: &[Member], generation: u64) {
+    for member in members {
+        eventually(
+            &format!("{}'s router to serve generation {generation}", member.name),
+            || matches!(get(member.router), Some((200, Some(g), Some(_))) if g >= generation),
+        );
+    }
+}
+
 #[test]
 fn a_three_node_cluster_replicates_survives_a_killed_leader_and_catches_up() {
     // Proves: nodes join with certificates from `gtc cluster`, a command on a
@@ -301,12 +311,7 @@ fn every_router_serves_a_revision_that_runs_on_one_node_and_no_answer_leaves_the
     let generation = set_split(&home, &members[1], &deployment, &revisions, 50, "split-1");
 
     // Every router serves under the new generation, through n1's instances.
-    for member in &members {
-        eventually(
-            &format!("{}'s router to serve generation {generation}", member.name),
-            || matches!(get(member.router), Some((200, Some(g), Some(_))) if g >= generation),
-        );
-    }
+    every_router_serves(&members, generation);
 
     // Constant load through all three routers while the leader is killed.
     let stop = Arc::new(AtomicBool::new(false));
@@ -455,27 +460,8 @@ fn a_rollout_on_a_cluster_is_judged_on_every_members_counts() {
         100,
         "all-first",
     );
-    for member in &members {
-        eventually(
-            &format!("{}'s router to serve generation {generation}", member.name),
-            || matches!(get(member.router), Some((200, Some(g), Some(_))) if g >= generation),
-        );
-    }
-    let (ok, status, text) = run(
-        &home,
-        &[
-            "cluster",
-            "status",
-            "--node-dir",
-            members[1].dir.to_str().expect("utf8"),
-        ],
-    );
-    assert!(ok, "{text}");
-    let leader_id = status["result"]["leader"].as_u64().expect("leader");
-    let leader_name = status["result"]["members"][leader_id.to_string()]["name"]
-        .as_str()
-        .expect("name")
-        .to_owned();
+    every_router_serves(&members, generation);
+    let leader_name = leader_name(&home, &members[1]);
     let follower = members
         .iter()
         .find(|m| m.name != leader_name)
@@ -501,22 +487,7 @@ fn a_rollout_on_a_cluster_is_judged_on_every_members_counts() {
                "analysis": {"window_seconds": 10, "min_requests": 50,
                             "checks": [{"metric": "error-rate", "max_bps": 100}]}}),
     );
-    let show = || {
-        let (_, shown, _) = run(
-            &home,
-            &[
-                "op",
-                "rollouts",
-                "show",
-                "local",
-                "--deployment",
-                &deployment,
-                "--store-root",
-                follower.store().to_str().expect("utf8"),
-            ],
-        );
-        shown["result"].clone()
-    };
+    let show = || rollout_show(&home, follower, &deployment);
     let deadline = Instant::now() + Duration::from_secs(90);
     while show()["state"] != "promoted" {
         assert!(
@@ -540,5 +511,100 @@ fn a_rollout_on_a_cluster_is_judged_on_every_members_counts() {
             .as_u64()
             .is_some_and(|n| n >= 50),
         "the window counted the follower's requests: {advanced}"
+    );
+}
+
+#[test]
+fn a_rollout_goes_on_one_step_at_a_time_after_its_leader_is_killed() {
+    // Proves: the controller on the Raft leader is SIGKILLed once step 1
+    // is committed; the new leader's controller resumes from the committed
+    // step with a fresh window and promotes the rollout, and the history
+    // shows every step once: none skipped, none repeated.
+    let temp = tempfile::tempdir().expect("temp");
+    let _reaper = Reaper(temp.path().to_owned());
+    let (home, mut members) = three_members(temp.path(), true);
+    let (deployment, revisions) = two_ready_revisions(&home, &members);
+    let generation = set_split(
+        &home,
+        &members[1],
+        &deployment,
+        &revisions,
+        100,
+        "all-first",
+    );
+    every_router_serves(&members, generation);
+    let stop = Arc::new(AtomicBool::new(false));
+    let loads: Vec<_> = members
+        .iter()
+        .map(|member| {
+            let (router, stop) = (member.router, Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = get(router);
+                }
+            })
+        })
+        .collect();
+    op(
+        &home,
+        &members[0],
+        "rollouts",
+        "start",
+        json!({"environment_id": "local", "deployment_id": deployment,
+               "candidate_revision_id": revisions[1], "idempotency_key": "kill-the-leader",
+               "steps": [{"weight_bps": 1_000, "until": {"kind": "analysis"}},
+                         {"weight_bps": 3_000, "until": {"kind": "analysis"}},
+                         {"weight_bps": 6_000, "until": {"kind": "analysis"}}],
+               "analysis": {"window_seconds": 10, "min_requests": 30,
+                            "checks": [{"metric": "error-rate", "max_bps": 100}]}}),
+    );
+    let show = |member: &Member| rollout_show(&home, member, &deployment);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while show(&members[1])["step"].as_u64().unwrap_or(0) < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "step 1 never committed: {}",
+            show(&members[1])
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let leader_name = leader_name(&home, &members[1]);
+    let killed = members
+        .iter()
+        .position(|m| m.name == leader_name)
+        .expect("the leader is a member");
+    members[killed].kill();
+    let survivor = &members[(killed + 1) % members.len()];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while show(survivor)["state"] != "promoted" {
+        assert!(
+            Instant::now() < deadline,
+            "not promoted after the leader was killed: {}",
+            show(survivor)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for load in loads {
+        load.join().expect("load");
+    }
+    let history = show(survivor)["history"].clone();
+    let advances: Vec<(u64, String)> = history
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter(|e| e["what"] == "advanced")
+        .map(|e| {
+            (
+                e["step"].as_u64().unwrap_or(u64::MAX),
+                e["by"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let by = format!("rollout:{deployment}");
+    assert_eq!(
+        advances,
+        vec![(1, by.clone()), (2, by.clone()), (2, by)],
+        "every step once, by the controller: {history}"
     );
 }

@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Home, Node, example_bundle, id, lifecycle, wait_until};
+use common::{Home, Node, example_bundle, id, lifecycle, stage_and_warm, wait_until};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -152,17 +152,7 @@ fn node_with_one_revision(home: &Home, extra: &[&str]) -> (Node, String, String)
     );
     let node = Node::start_with(home, extra);
     let bundle = example_bundle(home, "v1", "otlp");
-    let staged = home.ok(
-        "revisions",
-        "stage",
-        json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
-    );
-    let revision = id(&staged, "revision_id");
-    home.ok(
-        "revisions",
-        "warm",
-        json!({"environment_id": "local", "revision_id": revision}),
-    );
+    let revision = stage_and_warm(home, &deployment, &bundle);
     wait_until("the revision to be ready", Duration::from_secs(20), || {
         lifecycle(home, &revision) == "ready"
     });

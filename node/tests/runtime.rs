@@ -6,28 +6,17 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use common::{Home, Node, id, wait_until};
+use common::{
+    Home, Node, children, get, header, lifecycle, set_split, setup, setup_with, stage_and_warm,
+    wait_generation, wait_until,
+};
 use serde_json::json;
-
-fn demo_service() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_gtc")).with_file_name("demo-service");
-    assert!(
-        path.is_file(),
-        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p demo-service` first)",
-        path.display()
-    );
-    path
-}
 
 /// A bundle of the example service; `env` goes into its runtime section.
 fn example_bundle(home: &Home, name: &str, env: &[(&str, &str)], instances: u32) -> PathBuf {
-    let dir = home.dir.path().join(format!("src-{name}"));
-    std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
-    std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
-    std::fs::copy(demo_service(), dir.join("bin/server")).expect("copy service");
     let env: String = env
         .iter()
         .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
@@ -37,133 +26,42 @@ fn example_bundle(home: &Home, name: &str, env: &[(&str, &str)], instances: u32)
     } else {
         format!("  env:\n{env}")
     };
-    std::fs::write(
-        dir.join("bundle.yaml"),
-        format!("schema_version: 1\nbundle_id: shop\nruntime:\n  command: [bin/server]\n{env}  health_path: /healthz\n  startup_timeout_seconds: 5\n  instances: {instances}\n"),
+    common::service_bundle(
+        home,
+        name,
+        "shop",
+        &format!("{env}  startup_timeout_seconds: 5\n  instances: {instances}\n"),
     )
-    .expect("manifest");
-    std::fs::write(
-        dir.join("packs/app.gtpack"),
-        [
-            b'P', b'K', 5, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ],
+}
+
+/// A revision of the example service with `instances`, ready and at 100 %
+/// of `deployment` on `node`'s router; its id.
+fn serve_at_full_weight(home: &Home, node: &Node, deployment: &str, instances: u32) -> String {
+    let v1 = stage_and_warm(
+        home,
+        deployment,
+        &example_bundle(home, "v1", &[], instances),
+    );
+    wait_until("ready", Duration::from_secs(20), || {
+        lifecycle(home, &v1) == "ready"
+    });
+    let generation = set_split(
+        home,
+        deployment,
+        "k",
+        json!([{"revision_id": v1, "weight_percent": 100}]),
+    );
+    wait_generation(node, generation);
+    v1
+}
+
+/// SIGKILLs the instance process `pid`.
+fn kill_instance(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
     )
-    .expect("pack");
-    let out = home.dir.path().join(format!("{name}.gtbundle"));
-    let built = home.gtc(&[
-        "bundle",
-        "build",
-        dir.to_str().expect("path"),
-        "-o",
-        out.to_str().expect("path"),
-    ]);
-    assert_eq!(built.code, 0, "{}", built.stderr);
-    out
-}
-
-/// (status, lowercase headers, body) of one answer.
-type Answer = (u16, Vec<(String, String)>, String);
-
-/// A minimal HTTP/1.1 GET over a fresh connection.
-fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Result<Answer, String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let cookie = cookie
-        .map(|c| format!("Cookie: {c}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: shop.test\r\n{cookie}Connection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    let (head, body) = response.split_once("\r\n\r\n").ok_or("no header end")?;
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or("no status")?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Ok((status, headers, body.to_owned()))
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-fn lifecycle(home: &Home, revision: &str) -> String {
-    let listed = home.gtc(&["op", "revisions", "list", "local"]);
-    listed.stdout["result"]["revisions"]
-        .as_array()
-        .and_then(|list| list.iter().find(|r| r["revision_id"] == revision))
-        .and_then(|r| r["lifecycle"].as_str())
-        .unwrap_or("")
-        .to_owned()
-}
-
-fn stage_and_warm(home: &Home, deployment: &str, bundle: &Path) -> String {
-    let staged = home.ok(
-        "revisions",
-        "stage",
-        json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
-    );
-    let revision = id(&staged, "revision_id");
-    home.ok(
-        "revisions",
-        "warm",
-        json!({"environment_id": "local", "revision_id": revision}),
-    );
-    revision
-}
-
-fn set_split(home: &Home, deployment: &str, key: &str, entries: serde_json::Value) -> u64 {
-    let run = home.mutate("traffic", "set", json!({"environment_id": "local", "deployment_id": deployment, "idempotency_key": key, "entries": entries}));
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    run.stdout["generation"].as_u64().expect("generation")
-}
-
-/// Waits until the router answers under `generation`.
-fn wait_generation(node: &Node, generation: u64) {
-    wait_until(
-        "the router to serve the new split",
-        Duration::from_secs(10),
-        || {
-            get(node.addr, "/healthz-probe", None)
-                .ok()
-                .and_then(|(_, headers, _)| {
-                    header(&headers, "x-greentic-generation").and_then(|g| g.parse::<u64>().ok())
-                })
-                .is_some_and(|g| g >= generation)
-        },
-    );
-}
-
-fn setup() -> (Home, Node, String) {
-    let home = Home::new();
-    home.gtc(&["op", "env", "init"]);
-    let deployment = id(
-        &home.ok(
-            "bundles",
-            "add",
-            json!({"environment_id": "local", "bundle_id": "shop"}),
-        ),
-        "deployment_id",
-    );
-    let node = Node::start(&home);
-    (home, node, deployment)
+    .expect("kill instance");
 }
 
 #[test]
@@ -365,59 +263,17 @@ fn stream_after_head(
     stream
         .read_to_end(&mut response)
         .map_err(|e| e.to_string())?;
-    let head = String::from_utf8_lossy(&response[..head_end]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or("no status")?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
+    let (status, headers) = common::parse_head(&String::from_utf8_lossy(&response[..head_end]))?;
     Ok((status, headers, response[head_end + 4..].to_vec()))
-}
-
-/// Pids of the node's child processes (its instances).
-fn children(node_pid: i32) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{node_pid}/task"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            pids.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-    }
-    pids
 }
 
 #[test]
 fn a_crashed_instance_is_restarted() {
     let (home, node, deployment) = setup();
-    let v1 = stage_and_warm(&home, &deployment, &example_bundle(&home, "v1", &[], 2));
-    wait_until("ready", Duration::from_secs(20), || {
-        lifecycle(&home, &v1) == "ready"
-    });
-    let generation = set_split(
-        &home,
-        &deployment,
-        "k",
-        json!([{"revision_id": v1, "weight_percent": 100}]),
-    );
-    wait_generation(&node, generation);
+    serve_at_full_weight(&home, &node, &deployment, 2);
     let before = children(node.pid());
     assert_eq!(before.len(), 2, "two instances run: {before:?}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(before[0]),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill instance");
+    kill_instance(before[0]);
     // Requests keep succeeding on the surviving instance (refused connections are retried)...
     for _ in 0..50 {
         let (status, _, body) = get(node.addr, "/", None).expect("request");
@@ -449,6 +305,85 @@ fn a_crashed_instance_is_restarted() {
         metrics.contains("gtc_instance_restarts_total{"),
         "the restart is counted:\n{metrics}"
     );
+}
+
+#[test]
+fn requests_are_held_while_the_only_instance_restarts() {
+    // Proves: with `--hold-requests`, requests that arrive while a
+    // revision's only instance is down (crashed, not yet restarted) wait
+    // for the restarted instance instead of failing (0 failed), and the
+    // wait is measured in gtc_router_cold_start_seconds.
+    let (home, node, deployment) =
+        setup_with(&["--hold-requests", "50", "--hold-wait-ms", "20000"]);
+    let v1 = serve_at_full_weight(&home, &node, &deployment, 1);
+    let before = children(node.pid());
+    assert_eq!(before.len(), 1, "one instance runs: {before:?}");
+    kill_instance(before[0]);
+    // The router knows the revision has no ready instance...
+    let none_ready = format!("gtc_instances_ready{{revision=\"{v1}\"}} 0");
+    wait_until(
+        "the router to drop the instance",
+        Duration::from_secs(10),
+        || get(node.admin, "/metrics", None).is_ok_and(|(_, _, text)| text.contains(&none_ready)),
+    );
+    // ...and requests sent now wait for the restarted one.
+    let addr = node.addr;
+    let clients: Vec<_> = (0..10)
+        .map(|_| std::thread::spawn(move || get(addr, "/", None)))
+        .collect();
+    for client in clients {
+        let (status, _, body) = client.join().expect("client").expect("answer");
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(
+        !children(node.pid()).contains(&before[0]),
+        "a new process answered"
+    );
+    let (_, _, metrics) = get(node.admin, "/metrics", None).expect("metrics");
+    let held = metrics
+        .lines()
+        .find(|line| line.starts_with("gtc_router_cold_start_seconds_count"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|count| count.parse::<f64>().ok());
+    assert!(
+        held.is_some_and(|count| count >= 1.0),
+        "held requests are measured: {held:?}\n{metrics}"
+    );
+}
+
+#[test]
+fn metrics_show_the_requests_in_flight_per_revision() {
+    // Proves: /metrics reports the requests a revision has in flight at
+    // the router when scraped (what autoscaling will measure), and 0 once
+    // they are answered.
+    let (home, node, deployment) = setup();
+    let v1 = serve_at_full_weight(&home, &node, &deployment, 1);
+    let series = |state: &str| {
+        format!("gtc_router_in_flight_requests{{revision=\"{v1}\",state=\"{state}\"}}")
+    };
+    let value = |text: &str, state: &str| -> Option<f64> {
+        let wanted = series(state);
+        text.lines()
+            .find(|line| line.starts_with(&wanted))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+    };
+    let addr = node.addr;
+    let slow: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || get(addr, "/slow?ms=2000", None)))
+        .collect();
+    wait_until("two requests in flight", Duration::from_secs(5), || {
+        get(node.admin, "/metrics", None)
+            .is_ok_and(|(_, _, text)| value(&text, "served") == Some(2.0))
+    });
+    let (_, _, text) = get(node.admin, "/metrics", None).expect("metrics");
+    assert_eq!(value(&text, "held"), Some(0.0), "{text}");
+    for request in slow {
+        let (status, _, body) = request.join().expect("client").expect("answer");
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, _, text) = get(node.admin, "/metrics", None).expect("metrics");
+    assert_eq!(value(&text, "served"), Some(0.0), "{text}");
 }
 
 #[test]
@@ -1111,9 +1046,17 @@ fn analysis_promotes_a_good_candidate_rolls_back_a_bad_one_and_holds_on_too_litt
         "{advanced}"
     );
 
-    // One failing 10 % of its requests is rolled back, and then gets none.
+    // One failing 10 % of its requests is rolled back within two analysis
+    // windows (mid-window, as soon as the part measured fails), and then
+    // gets none.
+    let started = Instant::now();
     start("bad", &bad, 50);
     wait_state("rolled-back");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "rolled back after {took:?}, more than two 10 s windows"
+    );
     let rolled = show()["history"]
         .as_array()
         .and_then(|h| h.iter().find(|e| e["what"] == "rolled-back"))

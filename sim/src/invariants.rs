@@ -125,10 +125,64 @@ pub mod names {
     /// Carrying out a member's plan (`deploy::reconcile::plan`) leaves
     /// nothing more to do: planning again asks for no action.
     pub const PLAN_SETTLES: &str = "plan-settles";
+    /// Every autoscaler decision is within the revision's committed
+    /// `min_instances..=max_instances`, and not below
+    /// `min_instances_while_active` while requests arrive.
+    pub const SCALE_WITHIN_BOUNDS: &str = "scale-decision-within-bounds";
     /// After its plan, a member runs exactly its placed share of each
     /// warming or ready revision, keeps a draining one only while draining,
     /// and runs nothing else.
     pub const MEMBER_RUNS_ITS_PLACEMENT: &str = "member-runs-its-placement";
+    /// The rollout controller advances an analysis step only on a window
+    /// of at least `min_requests` candidate requests that the routers
+    /// really answered while the step was committed (give or take the
+    /// gossip's lag): never on too little data, nor on data counted twice
+    /// or from before the step.
+    pub const ROLLOUT_ADVANCES_ON_ENOUGH_DATA: &str = "rollout-never-advances-on-too-little-data";
+    /// The entry that aborts or rolls back a rollout sends every router
+    /// 100 % to the stable revision.
+    pub const ROLLOUT_ABORT_IS_TOTAL: &str = "after-an-abort-every-router-serves-100%-stable";
+    /// A rollout's steps go one at a time, in order, through leader changes
+    /// and retries: none skipped, none repeated.
+    pub const ROLLOUT_STEPS_IN_ORDER: &str = "rollout-never-skips-or-repeats-a-step";
+}
+
+/// Why a rollout's history breaks [`names::ROLLOUT_STEPS_IN_ORDER`], if it
+/// does: every event keeps the step, but an advance (or a person's resume
+/// of a manual step) goes to the next one, or promotes from the last.
+pub fn rollout_history_problem(rollout: &deploy::rollout::Rollout) -> Option<String> {
+    use deploy::rollout::{RolloutState, StepGate};
+    let last = u32::try_from(rollout.steps.len().saturating_sub(1)).unwrap_or(u32::MAX);
+    for pair in rollout.history.windows(2) {
+        let (before, event) = (&pair[0], &pair[1]);
+        let gate = rollout.steps.get(before.step as usize).map(|s| s.until);
+        let moves =
+            event.what == "advanced" || (event.what == "resumed" && gate == Some(StepGate::Manual));
+        let expected = if !moves {
+            before.step
+        } else if event.state == RolloutState::Promoted {
+            if before.step != last {
+                return Some(format!(
+                    "{} by {} at step {} promoted the rollout of {} with steps {}..={last} still to go",
+                    event.what,
+                    event.by,
+                    before.step,
+                    rollout.deployment_id,
+                    before.step + 1
+                ));
+            }
+            before.step
+        } else {
+            before.step + 1
+        };
+        if event.step != expected {
+            return Some(format!(
+                "{} by {} took the rollout of {} from step {} to step {} (expected {expected})",
+                event.what, event.by, rollout.deployment_id, before.step, event.step
+            ));
+        }
+    }
+    None
 }
 
 /// One broken invariant.
@@ -218,6 +272,16 @@ pub struct Ledger {
     pub served: Vec<Served>,
     pub acks: Vec<Ack>,
     pub applied_entries: u64,
+    /// The load round being answered (the world ends one per step).
+    pub round: u64,
+    /// Every answer per revision per load round: the ground truth of the
+    /// routers' request counts.
+    pub answers: BTreeMap<RevisionId, BTreeMap<u64, u64>>,
+    /// The round in which each rollout (deployment, start) was first seen
+    /// at each step.
+    pub step_seen: BTreeMap<(DeploymentId, deploy::Timestamp, u32), u64>,
+    /// Rollout advances already checked, by (deployment, start, time).
+    pub advances_checked: BTreeSet<(DeploymentId, deploy::Timestamp, deploy::Timestamp)>,
 }
 
 impl Ledger {
@@ -233,6 +297,145 @@ impl Ledger {
             served: Vec::new(),
             acks: Vec::new(),
             applied_entries: 0,
+            round: 1,
+            answers: BTreeMap::new(),
+            step_seen: BTreeMap::new(),
+            advances_checked: BTreeSet::new(),
+        }
+    }
+
+    /// A router answered a request with `revision` in this round.
+    pub fn answered(&mut self, revision: RevisionId) {
+        *self
+            .answers
+            .entry(revision)
+            .or_default()
+            .entry(self.round)
+            .or_insert(0) += 1;
+    }
+
+    /// Ends the current load round; its number.
+    pub fn end_round(&mut self) -> u64 {
+        self.round += 1;
+        self.round - 1
+    }
+
+    /// Answers by `revision` in rounds `from..` (to now).
+    fn answers_since(&self, revision: RevisionId, from: u64) -> u64 {
+        self.answers
+            .get(&revision)
+            .map_or(0, |rounds| rounds.range(from..).map(|(_, n)| n).sum())
+    }
+
+    /// The rollout invariants on a state `node` applied; `single_entry`
+    /// when it is the one entry after the node's previous state.
+    fn check_rollouts(
+        &mut self,
+        node: NodeId,
+        state: &EnvironmentState,
+        previous: Option<&EnvironmentState>,
+        single_entry: bool,
+    ) {
+        for rollout in &state.environment.rollouts {
+            let id = (rollout.deployment_id, rollout.started_at);
+            let round = self.round;
+            self.step_seen
+                .entry((id.0, id.1, rollout.step))
+                .or_insert(round);
+            if let Some(problem) = rollout_history_problem(rollout) {
+                self.violate(
+                    names::ROLLOUT_STEPS_IN_ORDER,
+                    format!("n{node} generation {}: {problem}", state.generation),
+                );
+            }
+            self.check_advances(node, rollout);
+            let ended = matches!(
+                rollout.state,
+                deploy::rollout::RolloutState::Aborted | deploy::rollout::RolloutState::RolledBack
+            );
+            let was_running = previous
+                .and_then(|p| {
+                    p.environment
+                        .rollouts
+                        .iter()
+                        .find(|r| r.deployment_id == id.0 && r.started_at == id.1)
+                })
+                .is_some_and(|r| r.state.is_active());
+            if ended && was_running && single_entry {
+                let table = RouteTable::build(state);
+                let route = table
+                    .deployments()
+                    .iter()
+                    .find(|r| r.deployment_id == rollout.deployment_id);
+                let total_stable = route.is_some_and(|route| {
+                    route
+                        .revisions
+                        .iter()
+                        .zip(&route.weights_bps)
+                        .all(|(revision, weight)| {
+                            if *revision == rollout.stable_revision_id {
+                                *weight == BASIS_POINTS_TOTAL
+                            } else {
+                                *weight == 0
+                            }
+                        })
+                        && route.revisions.contains(&rollout.stable_revision_id)
+                });
+                if !total_stable {
+                    self.violate(
+                        names::ROLLOUT_ABORT_IS_TOTAL,
+                        format!(
+                            "n{node} generation {}: the rollout of {} is {} but its router table splits {:?} over {:?}",
+                            state.generation,
+                            rollout.deployment_id,
+                            rollout.state,
+                            route.map(|r| r.weights_bps.clone()),
+                            route.map(|r| r.revisions.clone())
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every controller advance on an analysis window, once: its window
+    /// holds no more candidate requests than the routers answered since
+    /// the step began (less the gossip's lag), and at least `min_requests`.
+    fn check_advances(&mut self, node: NodeId, rollout: &deploy::rollout::Rollout) {
+        let Some(settings) = rollout.analysis.as_ref() else {
+            return;
+        };
+        for event in &rollout.history {
+            let Some(record) = event.analysis.as_ref() else {
+                continue;
+            };
+            if event.what != "advanced"
+                || !self.advances_checked.insert((
+                    rollout.deployment_id,
+                    rollout.started_at,
+                    event.at,
+                ))
+            {
+                continue;
+            }
+            let Some(&seen) =
+                self.step_seen
+                    .get(&(rollout.deployment_id, rollout.started_at, record.step))
+            else {
+                continue;
+            };
+            let from = seen.saturating_sub(crate::world::GOSSIP_LAG_ROUNDS);
+            let answered = self.answers_since(rollout.candidate_revision_id, from);
+            let counted = record.candidate.requests;
+            if counted < settings.min_requests || counted > answered {
+                self.violate(
+                    names::ROLLOUT_ADVANCES_ON_ENOUGH_DATA,
+                    format!(
+                        "n{node}: the rollout of {} advanced from step {} on a window of {counted} candidate requests (min_requests {}), but its routers answered {answered} since the step began",
+                        rollout.deployment_id, record.step, settings.min_requests
+                    ),
+                );
+            }
         }
     }
 
@@ -266,6 +469,7 @@ impl Ledger {
     pub fn applied(&mut self, change: AppliedChange) {
         self.applied_entries += 1;
         let index = self.applied_index.entry(change.node).or_insert(0);
+        let single_entry = *index + 1 == change.index;
         *index = (*index).max(change.index);
         let generation = change.state.as_ref().map(|s| s.generation);
         self.trace.record(format!(
@@ -292,6 +496,12 @@ impl Ledger {
             );
         }
         self.check_splits(change.node, &state);
+        let previous = self
+            .applied
+            .get(&change.node)
+            .and_then(|states| states.get(&change.env))
+            .cloned();
+        self.check_rollouts(change.node, &state, previous.as_ref(), single_entry);
         let committed = Committed::of(&state);
         let key = (change.env.clone(), state.generation);
         match self.committed.get(&key) {

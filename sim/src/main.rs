@@ -46,7 +46,7 @@ struct Args {
     #[arg(long, conflicts_with_all = ["calm", "crash_restart"])]
     leader_bounce: bool,
     /// Plant a known bug (to see the simulator find it).
-    #[arg(long, value_parser = ["router-uses-uncommitted-state", "leader-restore", "stale-connections", "skip-duplicate-check"])]
+    #[arg(long, value_parser = ["router-uses-uncommitted-state", "leader-restore", "stale-connections", "skip-duplicate-check", "rollout-counts-itself-twice", "autoscaler-overshoots-from-zero"])]
     bug: Option<String>,
     /// Print every line of the trace of --seed.
     #[arg(long)]
@@ -76,6 +76,8 @@ fn config(args: &Args, seed: u64) -> RunConfig {
         "leader-restore" => PlantedBug::LeaderRestore,
         "stale-connections" => PlantedBug::StaleConnections,
         "skip-duplicate-check" => PlantedBug::SkipDuplicateCheck,
+        "rollout-counts-itself-twice" => PlantedBug::RolloutCountsItselfTwice,
+        "autoscaler-overshoots-from-zero" => PlantedBug::AutoscalerOvershootsFromZero,
         _ => PlantedBug::RouterUsesUncommittedState,
     });
     config.keep_trace = args.trace;
@@ -105,7 +107,7 @@ fn replay_command(args: &Args, seed: u64, steps: usize) -> String {
 fn describe(report: &RunReport) -> String {
     let stats = &report.stats;
     format!(
-        "seed {}: {} in {:.1}s simulated, trace {} ({} acked, {} refused, {} unacknowledged, {} served, {} crashes, {} partitions, {} joins, {} leaves, {} terms, {} rejoins checked (slowest {}), converged after {})",
+        "seed {}: {} in {:.1}s simulated, trace {} ({} acked, {} refused, {} unacknowledged, {} served, {} crashes, {} partitions, {} joins, {} leaves, {} terms, {} rejoins checked (slowest {}), {} rollouts started, {} controller decisions, {} analysis advances checked, converged after {})",
         report.seed,
         if report.passed() { "ok" } else { "FAILED" },
         report.simulated.as_secs_f64(),
@@ -123,6 +125,9 @@ fn describe(report: &RunReport) -> String {
         stats
             .slowest_rejoin
             .map_or_else(|| "-".to_owned(), |d| format!("{:.3}s", d.as_secs_f64())),
+        stats.rollouts_started,
+        stats.rollout_decisions,
+        stats.rollout_advances_checked,
         stats.converged_after.map_or_else(
             || "never".to_owned(),
             |d| format!("{:.2}s", d.as_secs_f64())
@@ -169,10 +174,14 @@ fn main() -> ExitCode {
     outcomes.sort_by_key(|(seed, _)| *seed);
     let mut failed = Vec::new();
     let mut simulated = Duration::ZERO;
+    let (mut rollouts, mut decisions, mut advances) = (0, 0, 0);
     for (seed, outcome) in outcomes {
         match outcome {
             Ok(report) => {
                 simulated += report.simulated;
+                rollouts += report.stats.rollouts_started;
+                decisions += report.stats.rollout_decisions;
+                advances += report.stats.rollout_advances_checked;
                 if !report.passed() {
                     println!("{}", describe(&report));
                     for violation in report.violations.iter().take(3) {
@@ -195,7 +204,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "{} seeds from {} on {jobs} threads: {} failed, {:.0}s simulated in {:.1}s of wall time",
+        "{} seeds from {} on {jobs} threads: {} failed, {:.0}s simulated in {:.1}s of wall time; {rollouts} rollouts started, {decisions} controller decisions, {advances} analysis advances checked against the routers' answers",
         args.seeds,
         args.first,
         failed.len(),

@@ -117,8 +117,11 @@ fn replayed_record<'a>(
         return None;
     }
     let key = envelope.idempotency_key()?;
-    let state = submitted.applied.state.as_ref()?;
-    state.idempotency.iter().find(|record| record.key == key)
+    submitted
+        .applied
+        .record
+        .as_ref()
+        .filter(|record| record.key == key)
 }
 
 /// Sets `event.prev_hash` to the one this member's audit log holds for it.

@@ -503,6 +503,9 @@ async fn command(
             }
             command
         }
+        Route::ScaleRevision(..) => Command::RevisionScale(answers::<
+            deploy::command::RevisionScaleAnswers,
+        >(with_key(map, key)?, route)?),
         Route::Revision { verb, .. } => {
             let answers: RevisionAnswers = answers(with_key(map, key)?, route)?;
             match verb {

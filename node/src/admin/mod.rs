@@ -249,6 +249,7 @@ async fn respond(request: Request<hyper::body::Incoming>, admin: Arc<AdminState>
             // Process figures (CPU, memory, open fds, start time) are read
             // when scraped, so they are as fresh as the scrape.
             metrics_process::Collector::default().collect();
+            admin.router.export_in_flight();
             reply::text_reply(StatusCode::OK, admin.metrics.render())
         }
         ("GET", "/healthz") => reply::text_reply(StatusCode::OK, "ok\n".to_owned()),

@@ -14,9 +14,9 @@ use crate::error::CliError;
 /// An answer of the admin API.
 pub type Reply = Response<Full<Bytes>>;
 
-/// Longest `Idempotency-Key` accepted: a ULID is 26 characters, a UUID 36;
-/// the key is stored in the state and in audit events, so it stays short.
-pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
+/// Longest `Idempotency-Key` accepted (the same bound `apply` holds an
+/// answers file's key to).
+use deploy::state::IDEMPOTENCY_KEY_LEN_MAX;
 
 /// A refusal as the admin API answers it.
 #[derive(Debug, Clone)]

@@ -33,6 +33,8 @@ pub enum Route {
         revision: RevisionId,
         verb: RevisionVerb,
     },
+    /// `POST …/revisions/{revision}/scale`: `revisions scale`.
+    ScaleRevision(EnvId, RevisionId),
     SetTraffic(EnvId),
     RollbackTraffic(EnvId),
     /// `POST …/rollouts`: `rollouts start`.
@@ -169,6 +171,10 @@ fn environment_route(method: &Method, env: EnvId, rest: &[&str]) -> Result<Route
                 "warm" => RevisionVerb::Warm,
                 "drain" => RevisionVerb::Drain,
                 "archive" => RevisionVerb::Archive,
+                "scale" => {
+                    let revision = segment(revision, "revision_id")?;
+                    return post(Route::ScaleRevision(e(), revision));
+                }
                 _ => return Err(RouteError::NotFound),
             };
             let revision = segment(revision, "revision_id")?;
@@ -285,6 +291,7 @@ impl Route {
             | Route::DestroyEnvironment(env)
             | Route::StageRevision(env)
             | Route::Revision { env, .. }
+            | Route::ScaleRevision(env, _)
             | Route::SetTraffic(env)
             | Route::RollbackTraffic(env)
             | Route::StartRollout(env)
@@ -325,6 +332,7 @@ impl Route {
                     RevisionVerb::Archive => "archive",
                 },
             ),
+            Route::ScaleRevision(..) => ("revisions", "scale"),
             Route::SetTraffic(_) => ("traffic", "set"),
             Route::RollbackTraffic(_) => ("traffic", "rollback"),
             Route::StartRollout(_) => ("rollouts", "start"),
@@ -393,7 +401,9 @@ impl Route {
             fields.push(("environment_id", json!(env)));
         }
         match self {
-            Route::Revision { revision, .. } => fields.push(("revision_id", json!(revision))),
+            Route::Revision { revision, .. } | Route::ScaleRevision(_, revision) => {
+                fields.push(("revision_id", json!(revision)))
+            }
             Route::UpdateBundle(_, deployment)
             | Route::RemoveBundle(_, deployment)
             | Route::RolloutAction(_, deployment, _) => {

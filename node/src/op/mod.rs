@@ -73,6 +73,7 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
                 RevisionsVerb::Warm(_) => "warm",
                 RevisionsVerb::Drain(_) => "drain",
                 RevisionsVerb::Archive(_) => "archive",
+                RevisionsVerb::Scale(_) => "scale",
                 RevisionsVerb::List { .. } => "list",
             },
         ),
@@ -223,6 +224,7 @@ fn schema_request(noun: &Noun) -> Option<serde_json::Value> {
             RevisionsVerb::Warm(m) | RevisionsVerb::Drain(m) | RevisionsVerb::Archive(m) => {
                 schema_of::<RevisionAnswers>(m)
             }
+            RevisionsVerb::Scale(m) => schema_of::<deploy::command::RevisionScaleAnswers>(m),
             RevisionsVerb::List { .. } => None,
         },
         Noun::Traffic(verb) => match verb {
@@ -344,6 +346,7 @@ mod tests {
             (Method::POST, format!("{env}/revisions/{rid}/warm")),
             (Method::POST, format!("{env}/revisions/{rid}/drain")),
             (Method::POST, format!("{env}/revisions/{rid}/archive")),
+            (Method::POST, format!("{env}/revisions/{rid}/scale")),
             (Method::POST, format!("{env}/traffic")),
             (Method::POST, format!("{env}/traffic/rollback")),
             (Method::POST, format!("{env}/bundles")),
@@ -388,5 +391,6 @@ mod tests {
         for verb in ["start", "pause", "resume", "promote", "abort"] {
             assert!(routed.contains(&("rollouts", verb)), "rollouts {verb}");
         }
+        assert!(routed.contains(&("revisions", "scale")), "revisions scale");
     }
 }

@@ -154,6 +154,11 @@ pub fn revisions(context: &Context, verb: RevisionsVerb) -> Result<Report, CliEr
         RevisionsVerb::Archive(mutation) => {
             transition(mutation, "archive", Command::RevisionArchive)
         }
+        RevisionsVerb::Scale(mutation) => {
+            let answers: deploy::command::RevisionScaleAnswers =
+                answers(&mutation, "revisions", "scale")?;
+            context.submit(Command::RevisionScale(answers))
+        }
         RevisionsVerb::List { env, deployment } => {
             let state = context.load(&env.env)?;
             let deployment = parse_deployment(deployment.as_deref())?;

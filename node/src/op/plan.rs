@@ -42,7 +42,12 @@ pub fn plan(context: &Context, command: Command) -> Result<Report, CliError> {
             .checks
             .denial(&envelope.authorization, &envelope.command.env_id()));
     }
-    let applied = deploy::apply::apply(Some(&state), &envelope)?;
+    // A key already used plans as its replay: nothing would change.
+    let recorded = match envelope.idempotency_key() {
+        Some(key) => context.idempotency_record(state.env_id().as_str(), key)?,
+        None => None,
+    };
+    let applied = deploy::apply::apply(Some(&state), recorded.as_ref(), &envelope)?;
     let after_state = applied.state.as_ref().unwrap_or(&state);
     let (before, after) = (splits(&state.environment), splits(&after_state.environment));
     let mut deployments: Vec<DeploymentId> = before.keys().chain(after.keys()).copied().collect();

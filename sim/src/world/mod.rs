@@ -10,6 +10,9 @@
 mod checks;
 mod faults;
 mod operator;
+mod rollouts;
+mod scaling;
+pub use rollouts::GOSSIP_LAG_ROUNDS;
 mod runtime;
 mod users;
 
@@ -70,6 +73,14 @@ pub enum PlantedBug {
     /// skipped): a member that crashed between the store's commit and the
     /// bookkeeping write applies that entry twice.
     SkipDuplicateCheck,
+    /// The leader reads its own published request counts as another
+    /// member's, besides its live ones: every analysis window counts its
+    /// router twice.
+    RolloutCountsItselfTwice,
+    /// The autoscaler starts one instance per held request when a revision
+    /// is at zero, with no cap: the overshoot Knative users report
+    /// (#4344), past `max_instances`.
+    AutoscalerOvershootsFromZero,
 }
 
 /// The faults a run draws from.
@@ -163,6 +174,15 @@ pub struct RunStats {
     /// Restarts into a calm cluster whose rejoin was checked, and the
     /// slowest of them.
     pub rejoins_checked: usize,
+    /// Rollouts the operator started, and the controller's decisions
+    /// written (committed or refused).
+    pub rollouts_started: usize,
+    pub rollout_decisions: usize,
+    /// Controller advances on an analysis window that the run checked
+    /// against the routers' answers.
+    pub rollout_advances_checked: usize,
+    /// Autoscaler decisions written (committed or refused).
+    pub scale_decisions: usize,
     pub slowest_rejoin: Option<Duration>,
     pub net: NetStats,
     pub converged_after: Option<Duration>,
@@ -249,11 +269,22 @@ struct Node {
     skew: chrono::Duration,
     /// The revisions it runs (`runtime.rs`).
     runtime: runtime::SimRuntime,
+    /// Starts so far: its identity in this life is `n<id>@<life>`.
+    life: u64,
+    /// Its router's request counts per revision, this life (`rollouts.rs`).
+    counts: BTreeMap<RevisionId, deploy::rollout::WindowCounts>,
+    /// The rollout controller's memory; used while it leads.
+    controller: deploy::rollout::controller::Controller,
+    /// The autoscaler's memory per revision; used while it leads
+    /// (`scaling.rs`).
+    scalers: BTreeMap<RevisionId, scaling::Scaler>,
 }
 
 struct Session {
     cookies: BTreeMap<DeploymentId, String>,
-    last: BTreeMap<DeploymentId, (RevisionId, u64)>,
+    /// The revision, split generation and cookie expiry (Unix seconds)
+    /// of the session's last answer per deployment.
+    last: BTreeMap<DeploymentId, (RevisionId, u64, i64)>,
 }
 
 /// How long a client waits for one write attempt.
@@ -285,6 +316,14 @@ struct World {
     settings: consensus::RaftSettings,
     /// Runtime reports members owe the deployer (`runtime.rs`).
     reports: BTreeSet<runtime::PendingReport>,
+    /// Each member's last published request counts (`rollouts.rs`).
+    gossiped: BTreeMap<NodeId, rollouts::Gossiped>,
+    /// Revisions staged as bad: the percentage of requests they fail.
+    failing: BTreeMap<RevisionId, u32>,
+    /// The simulated time the background load was last counted to.
+    loaded_until: Duration,
+    /// Requests in flight per revision that scales (`scaling.rs`).
+    demand: BTreeMap<RevisionId, f64>,
 }
 
 /// A member restarted into a calm cluster with a live leader: it must
@@ -323,6 +362,10 @@ impl World {
                 voter: id as usize <= config.voters,
                 skew: chrono::Duration::zero(),
                 runtime: runtime::SimRuntime::default(),
+                life: 0,
+                counts: BTreeMap::new(),
+                controller: deploy::rollout::controller::Controller::new(),
+                scalers: BTreeMap::new(),
             });
         }
         // The production configuration, with snapshots often enough that
@@ -365,6 +408,10 @@ impl World {
             rejoin: None,
             held: BTreeSet::new(),
             reports: BTreeSet::new(),
+            gossiped: BTreeMap::new(),
+            failing: BTreeMap::new(),
+            loaded_until: Duration::ZERO,
+            demand: BTreeMap::new(),
             settings,
         })
     }
@@ -373,6 +420,15 @@ impl World {
         self.ledger
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The state of `env` as member `id` last applied it.
+    fn applied_state(&self, id: NodeId, env: &EnvId) -> Option<EnvironmentState> {
+        self.ledger()
+            .applied
+            .get(&id)
+            .and_then(|states| states.get(env))
+            .cloned()
     }
 
     fn trace(&self, what: impl AsRef<str>) {
@@ -451,6 +507,7 @@ impl World {
             }
         });
         self.nodes[index].handle = Some(handle);
+        self.nodes[index].life += 1;
         self.trace(format!("n{id} started"));
         Ok(())
     }
@@ -472,6 +529,7 @@ impl World {
         }
         self.nodes[index].crash_armed.store(false, Ordering::SeqCst);
         self.forget_runtime(index);
+        self.forget_counts(index);
         let lost = self.nodes[index].disk.crash(fault);
         self.stats.crashes += 1;
         self.stats.lost_unflushed_entries += lost;
@@ -531,6 +589,15 @@ impl World {
             .collect()
     }
 
+    /// The term member `index` leads, if it leads: where the deciders run.
+    fn leading_term(&self, index: usize) -> Option<u64> {
+        self.nodes[index]
+            .handle
+            .as_ref()
+            .filter(|handle| handle.is_leader())
+            .map(|handle| handle.status().term)
+    }
+
     fn leader(&self) -> Option<usize> {
         self.up().into_iter().find(|i| {
             self.raft(*i)
@@ -558,6 +625,13 @@ impl World {
         self.trace(format!("step {step}"));
         self.reconcile();
         self.operate().await;
+        // Besides the step's operation, now and then a person's `revisions
+        // scale` (`scaling.rs`).
+        if self.rng.random_bool(0.1)
+            && let Some(state) = self.view()
+        {
+            self.operate_scaling(&state).await;
+        }
         // With crashes and restarts only, a watched restart is left alone
         // until its watch ends, so every such restart is judged.
         let watching = self.config.fault_mix == FaultMix::CrashRestart && self.rejoin.is_some();
@@ -565,6 +639,9 @@ impl World {
             self.fault().await;
         }
         self.serve();
+        self.load();
+        self.control().await;
+        self.autoscale().await;
     }
 
     async fn run(mut self) -> Result<RunReport, SimError> {
@@ -595,6 +672,7 @@ impl World {
         let mut stats = self.stats.clone();
         stats.applied_entries = ledger.applied_entries;
         stats.terms = ledger.leaders.len();
+        stats.rollout_advances_checked = ledger.advances_checked.len();
         Ok(RunReport {
             seed: self.config.seed,
             trace_hash: ledger.trace.hash(),

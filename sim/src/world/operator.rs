@@ -43,11 +43,21 @@ impl World {
     /// same envelope (same event id, same idempotency key) through another
     /// member. `Some` when the cluster answered.
     pub(super) async fn submit(&mut self, command: Command, what: &str) -> Option<Answer> {
+        let operator = Actor::local_user(Some("sim-operator".to_owned()), Some(1000));
+        self.submit_as(command, what, operator).await
+    }
+
+    /// [`Self::submit`] under another actor (the rollout controller's).
+    pub(super) async fn submit_as(
+        &mut self,
+        command: Command,
+        what: &str,
+        actor: Actor,
+    ) -> Option<Answer> {
         let &first = self.entry_points().choose(&mut self.rng)?;
         self.ids += 1;
         let key = format!("sim-{}-{}", self.config.seed, self.ids);
-        let operator = Actor::local_user(Some("sim-operator".to_owned()), Some(1000));
-        let envelope = self.envelope(command, key.clone(), first, operator);
+        let envelope = self.envelope(command, key.clone(), first, actor);
         let json = serde_json::to_string(&envelope).ok()?;
         let env = envelope.command.env_id();
         if self.config.bug == Some(PlantedBug::RouterUsesUncommittedState) {
@@ -124,13 +134,8 @@ impl World {
     pub(super) fn speculate(&mut self, node: usize, envelope: &CommandEnvelope) {
         let id = self.nodes[node].id;
         let env = envelope.command.env_id();
-        let current = self
-            .ledger()
-            .applied
-            .get(&id)
-            .and_then(|s| s.get(&env))
-            .cloned();
-        if let Ok(applied) = deploy::apply::apply(current.as_ref(), envelope)
+        let current = self.applied_state(id, &env);
+        if let Ok(applied) = deploy::apply::apply(current.as_ref(), None, envelope)
             && let Some(state) = applied.state
         {
             self.ledger().set_table(
@@ -286,6 +291,10 @@ impl World {
             .iter()
             .filter(|r| r.lifecycle != Lifecycle::Archived)
             .count();
+        if self.rng.random_bool(0.2) {
+            self.operate_rollouts(&state).await;
+            return;
+        }
         match self.rng.random_range(0..100) {
             0..18 if live < 8 => {
                 // A revision with something to run, as the edge stages a
@@ -301,6 +310,11 @@ impl World {
                 self.ids += 1;
                 let revision_id =
                     RevisionId::from_ulid(ulid::Ulid::from_parts(self.ids, self.rng.random()));
+                // One revision in five is bad: it fails a share of requests.
+                if self.rng.random_bool(0.2) {
+                    let share = self.rng.random_range(10..50);
+                    self.failing.insert(revision_id, share);
+                }
                 let mut answers = RevisionStageAnswers::new(self.env.clone(), deployment);
                 answers.bundle_path = Some(format!("{bundle_id}.gtbundle"));
                 let Ok(bundle_digest) = "sha256:ab".parse() else {
@@ -316,6 +330,7 @@ impl World {
                             pack_list: Vec::new(),
                             pack_list_lock_ref: String::new(),
                             runtime_instances: Some(1),
+                            scaling: None,
                         }),
                     },
                     "stage",

@@ -48,13 +48,7 @@ impl World {
 
     fn reconcile_member(&mut self, index: usize) {
         let id = self.nodes[index].id;
-        let Some(state) = self
-            .ledger()
-            .applied
-            .get(&id)
-            .and_then(|states| states.get(&self.env))
-            .cloned()
-        else {
+        let Some(state) = self.applied_state(id, &self.env) else {
             return;
         };
         let role = NodeRole::Member {
@@ -97,10 +91,15 @@ impl World {
                             share,
                             goal,
                         } => {
+                            let instances = state
+                                .environment
+                                .revision(revision)
+                                .map_or(0, |r| share.count(r));
                             runtime.running.insert(
                                 revision,
                                 Runs {
                                     share,
+                                    instances,
                                     draining: false,
                                 },
                             );
@@ -119,6 +118,14 @@ impl World {
                             reports.push((revision, false));
                         }
                         Action::ReportDrained { revision } => reports.push((revision, false)),
+                        Action::Resize {
+                            revision,
+                            instances,
+                        } => {
+                            if let Some(runs) = runtime.running.get_mut(&revision) {
+                                runs.resize(instances);
+                            }
+                        }
                     }
                 }
                 last = actions;
@@ -149,6 +156,7 @@ impl World {
             let wrong = match revision.lifecycle {
                 Lifecycle::Warming | Lifecycle::Ready => {
                     runs.map(|r| r.share) != role.share(revision)
+                        || runs.is_some_and(|r| r.instances != r.share.count(revision))
                 }
                 // Runs until drained, or was never running here.
                 Lifecycle::Draining => runs.is_some_and(|r| !r.draining),

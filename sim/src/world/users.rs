@@ -79,15 +79,24 @@ impl World {
                     revision
                 }
             };
-            let previous = session_state
-                .last
-                .insert(route.deployment_id, (revision, route.split_generation));
-            let flipped = previous.filter(|(was, split_generation)| {
-                *was != revision && *split_generation == route.split_generation
+            // A cookie lives an hour: a session whose cookie expired may
+            // move (a long faulty run lasts hours of simulated time).
+            let expires = match (pinned, session_state.last.get(&route.deployment_id)) {
+                (Some(_), Some((_, _, expires))) => *expires,
+                _ => now_unix + 3600,
+            };
+            let previous = session_state.last.insert(
+                route.deployment_id,
+                (revision, route.split_generation, expires),
+            );
+            let flipped = previous.filter(|(was, split_generation, expired_at)| {
+                *was != revision
+                    && *split_generation == route.split_generation
+                    && *expired_at > now_unix
             });
             let at = self.ledger().trace.elapsed();
             let mut ledger = self.ledger();
-            if let Some((was, split_generation)) = flipped {
+            if let Some((was, split_generation, _)) = flipped {
                 ledger.violate(
                     names::STICKY_STAYS,
                     format!(
@@ -106,6 +115,7 @@ impl World {
                 at,
             });
             drop(ledger);
+            self.counted(node, revision);
             self.stats.served += 1;
         }
     }
