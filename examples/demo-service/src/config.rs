@@ -43,6 +43,9 @@ pub enum Mode {
     Unhealthy,
     /// Serve normally, then exit with code 4 after this many milliseconds.
     CrashAfterMs(u64),
+    /// Wait this many milliseconds before binding, then serve normally: a
+    /// slow cold start.
+    SlowStartMs(u64),
 }
 
 /// A configuration problem; printed once, then the process exits with code 2.
@@ -93,6 +96,13 @@ pub fn parse_mode(raw: &str) -> Result<Mode, ConfigError> {
             ))
         });
     }
+    if let Some(ms) = raw.strip_prefix("slow-start-ms=") {
+        return ms.parse().map(Mode::SlowStartMs).map_err(|_| {
+            ConfigError(format!(
+                "{MODE_VAR}=slow-start-ms=N needs a whole number of milliseconds, got {ms:?}"
+            ))
+        });
+    }
     match raw {
         "" | "normal" => Ok(Mode::Normal),
         "exit-immediately" => Ok(Mode::ExitImmediately),
@@ -100,7 +110,7 @@ pub fn parse_mode(raw: &str) -> Result<Mode, ConfigError> {
         "unhealthy" => Ok(Mode::Unhealthy),
         other => Err(ConfigError(format!(
             "unknown {MODE_VAR} {other:?}; expected exit-immediately, never-listen, \
-             unhealthy or crash-after-ms=N"
+             unhealthy, crash-after-ms=N or slow-start-ms=N"
         ))),
     }
 }
@@ -196,6 +206,11 @@ mod tests {
             Some(Mode::CrashAfterMs(250))
         );
         assert!(parse_mode("crash-after-ms=soon").is_err());
+        assert_eq!(
+            parse_mode("slow-start-ms=1500").ok(),
+            Some(Mode::SlowStartMs(1500))
+        );
+        assert!(parse_mode("slow-start-ms=").is_err());
         assert!(parse_mode("unhealty").is_err());
     }
 

@@ -116,6 +116,9 @@ async fn serve(addr: SocketAddr, identity: Arc<Identity>, mode: Mode) -> ExitCod
             return ExitCode::from(EXIT_SETUP_FAILED);
         }
     };
+    if let Mode::SlowStartMs(ms) = mode {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let listener = match TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(e) => {
