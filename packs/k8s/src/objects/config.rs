@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use deploy::canonical::to_canonical_json;
 use deploy::environment::Environment;
 use deploy::runtime_config::{RUNTIME_CONFIG_SCHEMA, RuntimeConfig};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -34,9 +35,18 @@ pub fn runtime_config(scope: &Scope, environment: &Environment) -> Result<Config
     config_map(scope, RUNTIME_CONFIG_NAME, RUNTIME_CONFIG_KEY, json)
 }
 
-/// `gtc-env-store`: the environment document as JSON.
+/// `gtc-env-store`: the environment document as JSON, keys sorted.
 pub fn env_store(scope: &Scope, document: &serde_json::Value) -> Result<ConfigMap, RenderError> {
-    let json = pretty_json(ENV_STORE_NAME, document)?;
+    // Through the canonical text, so the keys are sorted whether or not some
+    // crate in the build turns on serde_json's `preserve_order`.
+    let sorted: serde_json::Value =
+        serde_json::from_str(&to_canonical_json(document)).map_err(|error| {
+            RenderError::Serialize {
+                object: format!("ConfigMap {ENV_STORE_NAME}"),
+                message: error.to_string(),
+            }
+        })?;
+    let json = pretty_json(ENV_STORE_NAME, &sorted)?;
     config_map(scope, ENV_STORE_NAME, ENV_STORE_KEY, json)
 }
 
