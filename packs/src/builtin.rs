@@ -81,15 +81,36 @@ const BUILTINS: [Builtin; 5] = [
 ];
 
 /// Built-in packs an environment may bind but that `env init` does not
-/// pick: the container deployer needs a Docker engine.
-const OPTIONAL: [Builtin; 1] = [Builtin {
-    slot: CapabilitySlot::Deployer,
-    path: "greentic.deployer.docker",
-    version: "0.1.0",
-    requirement: "^0.1.0",
-    // The local engine's socket; no cloud capability needed.
-    credentials: Some(&[]),
-}];
+/// pick: the container deployer needs a Docker engine, the Kubernetes one
+/// a cluster (its render is `k8s_deployer::render`; a node runs no
+/// instances for it).
+const OPTIONAL: [Builtin; 2] = [
+    Builtin {
+        slot: CapabilitySlot::Deployer,
+        path: "greentic.deployer.docker",
+        version: "0.1.0",
+        requirement: "^0.1.0",
+        // The local engine's socket; no cloud capability needed.
+        credentials: Some(&[]),
+    },
+    Builtin {
+        slot: CapabilitySlot::Deployer,
+        path: "greentic.deployer.k8s",
+        version: "1.0.0",
+        requirement: "^1.0.0",
+        // What the server-side apply (and prune) of the render needs: the
+        // environment's namespace, and these kinds inside it.
+        credentials: Some(&[
+            "kubernetes:namespaces:apply,delete",
+            "kubernetes:configmaps:apply,delete",
+            "kubernetes:secrets:apply,delete",
+            "kubernetes:services:apply,delete",
+            "kubernetes:apps/deployments:apply,delete",
+            "kubernetes:networking.k8s.io/networkpolicies:apply,delete",
+            "kubernetes:policy/poddisruptionbudgets:apply,delete",
+        ]),
+    },
+];
 
 /// A registry holding the five built-in local packs and the optional ones.
 pub fn with_builtins() -> EnvPackRegistry {
@@ -146,5 +167,16 @@ mod tests {
         with_builtins()
             .resolve_for_slot(&docker, CapabilitySlot::Deployer)
             .expect("the docker deployer is bindable");
+        let k8s: deploy::descriptor::PackDescriptor =
+            "greentic.deployer.k8s@1.0.0".parse().expect("descriptor");
+        with_builtins()
+            .resolve_for_slot(&k8s, CapabilitySlot::Deployer)
+            .expect("the k8s deployer is bindable");
+        assert!(
+            default_bindings()
+                .iter()
+                .all(|d| d.kind.path() != "greentic.deployer.k8s"),
+            "the k8s deployer is never a default binding"
+        );
     }
 }
