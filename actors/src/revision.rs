@@ -107,9 +107,86 @@ fn revision_spec(args: &RevisionArgs) -> Result<RevisionSpec, String> {
             startup_timeout: Duration::from_secs(u64::from(runtime.startup_timeout_seconds)),
             health_timeout: Duration::from_millis(u64::from(runtime.health_timeout_ms)),
             image: crate::image::container_image(runtime, &bundle_root),
+            secrets: secret_material(args, &folder)?,
         },
         bundle_root,
     })
+}
+
+/// Reads the revision's pinned secret versions for its instances: the
+/// variables, and the files written (0600, folder 0700) into the revision's
+/// `run-secrets` folder, which [`remove_secret_files`] deletes when the
+/// revision stops here. An error names the pin, never a value.
+fn secret_material(
+    args: &RevisionArgs,
+    folder: &std::path::Path,
+) -> Result<packs::deployer::SecretMaterial, String> {
+    use deploy::secret_pins::Delivery;
+    use secrecy::SecretString;
+    let pins = &args.revision.secret_pins;
+    let mut material = packs::deployer::SecretMaterial::default();
+    remove_secret_files(folder);
+    if pins.is_empty() {
+        return Ok(material);
+    }
+    let env = &args.context.env_id;
+    let store = secrets::SecretStore::new(&args.context.store_root);
+    let dir = deploy::layout::run_secrets(folder);
+    for pin in pins {
+        let failed = |error: &dyn std::fmt::Display| {
+            format!(
+                "pinned secret {} version {}: {error}",
+                pin.reference, pin.version
+            )
+        };
+        let path =
+            secrets::path::parse_for_env(pin.reference.as_str(), env).map_err(|e| failed(&e))?;
+        let (_, value) = store
+            .reveal(env, &path, Some(pin.version))
+            .map_err(|e| failed(&e))?;
+        match pin.delivery() {
+            Some(Delivery::Env(name)) => material.env.push((
+                name.to_owned(),
+                SecretString::from(value.expose().to_owned()),
+            )),
+            Some(Delivery::File(name)) => {
+                write_secret_file(&dir, name, value.expose())
+                    .map_err(|e| failed(&format!("writing its file {name}: {e}")))?;
+                material.files_dir = Some(dir.clone());
+            }
+            None => return Err(failed(&"it names neither a variable nor a file")),
+        }
+    }
+    Ok(material)
+}
+
+/// Writes one secret file readable by the node's user only.
+fn write_secret_file(dir: &std::path::Path, name: &str, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dir.join(name))?;
+    file.write_all(value.as_bytes())?;
+    file.sync_all()
+}
+
+/// Deletes the revision's secret files on this node, if any.
+fn remove_secret_files(folder: &std::path::Path) {
+    let dir = deploy::layout::run_secrets(folder);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            tracing::warn!(dir = %dir.display(), %error, "could not remove a revision's secret files")
+        }
+    }
 }
 
 impl RevisionActor {
@@ -275,6 +352,8 @@ impl RevisionActor {
         if let Err(error) = deployer.archive_revision(spec).await {
             tracing::warn!(revision = %spec.revision_id, %error, "archive failed");
         }
+        // Nothing runs here any more: its secret files go with it.
+        remove_secret_files(&bundle_folder(&state.args));
     }
 }
 

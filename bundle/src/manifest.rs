@@ -50,6 +50,10 @@ pub struct RuntimeSection {
     /// `scaling.max_instances` with its traffic (0 when idle, if allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<deploy::scaling::ScalingSettings>,
+    /// Secrets the instances receive, as variables or files; each is
+    /// pinned to an exact version when the bundle is staged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<deploy::secret_pins::SecretUse>,
 }
 
 /// Where a container deployer finds the bundle's image: an image already
@@ -474,6 +478,26 @@ impl RuntimeSection {
                 runtime_error(&format!("scaling.{}", error.field()), error.detail())
             })?;
         }
+        deploy::secret_pins::check_uses(&self.secrets, None).map_err(|error| {
+            let field = error
+                .index()
+                .map_or_else(|| "secrets".to_owned(), |i| format!("secrets[{i}]"));
+            runtime_error(&field, error.to_string())
+        })?;
+        if let Some((index, name)) = self.secrets.iter().enumerate().find_map(|(index, secret)| {
+            secret
+                .env
+                .as_ref()
+                .filter(|name| self.env.contains_key(*name) || **name == self.port_env)
+                .map(|name| (index, name))
+        }) {
+            return Err(runtime_error(
+                &format!("secrets[{index}].env"),
+                format!(
+                    "{name} is also set by env or port_env; deliver the secret under another name"
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -515,6 +539,7 @@ mod tests {
             instances: 1,
             image: None,
             scaling: None,
+            secrets: Vec::new(),
         };
         assert!(base.validate().is_ok());
         let cases: Vec<(&str, RuntimeSection)> = vec![
@@ -633,6 +658,7 @@ mod tests {
             instances: 1,
             image: Some(image),
             scaling: None,
+            secrets: Vec::new(),
         };
         let on_engine = ImageSection {
             reference: Some("shop:1".into()),

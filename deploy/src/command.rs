@@ -254,6 +254,10 @@ pub struct StagedBundle {
     /// section (validated at the edge and again by `apply`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<crate::scaling::ScalingSettings>,
+    /// The secret versions the revision pins, resolved by the edge from the
+    /// bundle's `runtime.secrets` against the secret store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_pins: Vec<crate::secret_pins::SecretPin>,
 }
 
 /// What the runtime observed about a revision, reported by the node that

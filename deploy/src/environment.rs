@@ -164,6 +164,11 @@ pub enum ValidationError {
         revision_id: RevisionId,
         detail: String,
     },
+    #[error("revision {revision_id}: secret_pins: {detail}")]
+    SecretPins {
+        revision_id: RevisionId,
+        detail: String,
+    },
     #[error("host_config.public_base_url {url:?} is invalid: {reason}")]
     PublicBaseUrl { url: String, reason: &'static str },
     #[error("slot {slot} is bound twice; an environment binds each core slot at most once")]
@@ -549,6 +554,14 @@ impl Environment {
                         ),
                     });
                 }
+            }
+            if let Err(error) =
+                crate::secret_pins::check_pins(&revision.secret_pins, &self.environment_id)
+            {
+                return Err(ValidationError::SecretPins {
+                    revision_id: revision.revision_id,
+                    detail: error.to_string(),
+                });
             }
             let key = (revision.deployment_id, revision.sequence);
             if sequences.insert(key, revision.revision_id).is_some() {

@@ -37,6 +37,10 @@ pub const EXTRACTED_BUNDLE_DIR: &str = "bundle";
 pub const PACK_LIST_LOCK_FILE: &str = "pack-list.lock";
 /// The instances' stdout/stderr logs (and pid files) inside a revision folder.
 pub const INSTANCE_LOGS_DIR: &str = "logs";
+/// The revision's secret files (0600, in a 0700 folder) while its
+/// instances run on this node, inside its revision folder; removed when
+/// the revision stops here.
+pub const RUN_SECRETS_DIR: &str = "run-secrets";
 
 /// The folder of an environment's secret store, inside the environment's folder.
 pub const SECRETS_DIR: &str = "secrets";
@@ -89,6 +93,11 @@ pub fn pack_list_lock(revision_dir: &Path) -> PathBuf {
 /// `<revision_dir>/logs`.
 pub fn instance_logs(revision_dir: &Path) -> PathBuf {
     revision_dir.join(INSTANCE_LOGS_DIR)
+}
+
+/// `<revision_dir>/run-secrets`.
+pub fn run_secrets(revision_dir: &Path) -> PathBuf {
+    revision_dir.join(RUN_SECRETS_DIR)
 }
 
 /// `<root>/<env>/secrets`.

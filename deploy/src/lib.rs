@@ -38,6 +38,7 @@ pub mod rollout;
 pub mod runtime_config;
 pub mod scaling;
 pub mod schema;
+pub mod secret_pins;
 pub mod state;
 pub mod traffic;
 

@@ -92,6 +92,11 @@ pub struct Revision {
     /// (then [`ScalingSettings::initial_instances`] run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_instances: Option<u32>,
+    /// The exact secret versions its instances receive, resolved from its
+    /// bundle's `runtime.secrets` when it was staged (issue #14): a
+    /// rollback runs with these, whatever was rotated since.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_pins: Vec<crate::secret_pins::SecretPin>,
 }
 
 /// The spec's `config_digest`: a hash over the setup answers plus the pack

@@ -361,14 +361,38 @@ pub fn stage_revision(
             ));
         }
     };
-    let bundle_id =
-        staged
-            .manifest
-            .bundle_id
-            .parse()
-            .map_err(|e: deploy::ids::OpaqueIdError| {
-                CliError::new(ErrorKind::BundleRefused, e.to_string())
-            })?;
+    let checked = staged
+        .manifest
+        .bundle_id
+        .parse()
+        .map_err(|e: deploy::ids::OpaqueIdError| {
+            CliError::new(ErrorKind::BundleRefused, e.to_string())
+        })
+        .and_then(|bundle_id| {
+            let uses = staged
+                .manifest
+                .runtime
+                .as_ref()
+                .map_or(&[][..], |r| r.secrets.as_slice());
+            crate::secrets_cmd::pin_uses(&context.store, context.store.root(), &env, uses)
+                .map(|pins| (bundle_id, pins))
+        });
+    let (bundle_id, secret_pins) = match checked {
+        Ok(checked) => checked,
+        Err(error) => {
+            // Nothing of a refused stage stays behind.
+            if !staged.already_staged {
+                let _ = std::fs::remove_dir_all(&request.revision_dir);
+            }
+            return Err(context.refuse(
+                Command::RevisionStage {
+                    answers,
+                    staged: None,
+                },
+                error,
+            ));
+        }
+    };
     let command = Command::RevisionStage {
         answers,
         staged: Some(StagedBundle {
@@ -379,6 +403,7 @@ pub fn stage_revision(
             pack_list_lock_ref: staged.lock_ref.clone(),
             runtime_instances: staged.manifest.runtime.as_ref().map(|r| r.instances),
             scaling: staged.manifest.runtime.as_ref().and_then(|r| r.scaling),
+            secret_pins: secret_pins.clone(),
         }),
     };
     match context.submit(command) {
@@ -386,6 +411,9 @@ pub fn stage_revision(
             report.result["bundle_digest"] = json!(staged.digest);
             report.result["packs"] = json!(staged.lock.packs);
             report.result["runtime"] = json!(staged.manifest.runtime.is_some());
+            if !secret_pins.is_empty() {
+                report.result["secret_pins"] = json!(secret_pins);
+            }
             Ok(report)
         }
         Err(error) => {

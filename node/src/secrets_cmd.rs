@@ -38,6 +38,34 @@ pub struct Edge<'a> {
     pub replicated: bool,
 }
 
+/// The environment exists and its `secrets` slot is served by this node's
+/// store (`greentic.secrets.dev-store`); the binding's descriptor.
+fn served_here(store: &dyn EnvironmentStore, root: &Path, env: &EnvId) -> Result<String, CliError> {
+    let state = store
+        .load(env)?
+        .ok_or_else(|| crate::checks::missing_environment(root, env))?;
+    match state.environment.binding(CapabilitySlot::Secrets) {
+        Some(binding) if binding.kind.path() == secrets::DEV_STORE_PACK_PATH => {
+            Ok(binding.kind.to_string())
+        }
+        Some(binding) => Err(CliError::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "environment {env} binds its secrets slot to {}; this node's secret store serves {}@^0.1.0 only",
+                binding.kind,
+                secrets::DEV_STORE_PACK_PATH
+            ),
+        )),
+        None => Err(CliError::new(
+            ErrorKind::InvalidArgument,
+            format!(
+                "environment {env} has no secrets env-pack; bind {}@0.1.0 with `gtc op env-packs add` (or `gtc op env init`)",
+                secrets::DEV_STORE_PACK_PATH
+            ),
+        )),
+    }
+}
+
 /// The CLI error of a secret store error: a stable kind, the field it is
 /// about, and `details.secrets_error`, a code tests and scripts can match.
 pub fn cli_error(error: SecretsError) -> CliError {
@@ -162,30 +190,7 @@ impl Edge<'_> {
     /// The environment exists and its `secrets` slot is served by this
     /// store; the binding's descriptor.
     fn check_environment(&self, env: &EnvId) -> Result<String, CliError> {
-        let state = self
-            .store
-            .load(env)?
-            .ok_or_else(|| crate::checks::missing_environment(self.root, env))?;
-        match state.environment.binding(CapabilitySlot::Secrets) {
-            Some(binding) if binding.kind.path() == secrets::DEV_STORE_PACK_PATH => {
-                Ok(binding.kind.to_string())
-            }
-            Some(binding) => Err(CliError::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "environment {env} binds its secrets slot to {}; this node's secret store serves {}@^0.1.0 only",
-                    binding.kind,
-                    secrets::DEV_STORE_PACK_PATH
-                ),
-            )),
-            None => Err(CliError::new(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "environment {env} has no secrets env-pack; bind {}@0.1.0 with `gtc op env-packs add` (or `gtc op env init`)",
-                    secrets::DEV_STORE_PACK_PATH
-                ),
-            )),
-        }
+        served_here(self.store, self.root, env)
     }
 
     /// Refuses a write on a cluster member (see [`Edge::replicated`]).
@@ -368,4 +373,68 @@ pub fn denied(edge: &Edge<'_>, env: &EnvId, verb: &str, target: Value) -> Result
     event.authorization.decision = Decision::Deny;
     edge.record(event)
         .map_err(|audit| CliError::new(ErrorKind::Audit, audit))
+}
+
+/// Resolves a bundle's `runtime.secrets` for `env` to the exact versions a
+/// revision staged now pins: the named `version`, else the latest. The
+/// values are not read (only metadata), so staging needs no key; a use
+/// whose secret or version does not exist is refused with its entry named
+/// and how to store it.
+pub fn pin_uses(
+    store: &dyn EnvironmentStore,
+    root: &Path,
+    env: &EnvId,
+    uses: &[deploy::secret_pins::SecretUse],
+) -> Result<Vec<deploy::secret_pins::SecretPin>, CliError> {
+    if uses.is_empty() {
+        return Ok(Vec::new());
+    }
+    let field = |index: Option<usize>| {
+        index.map_or_else(
+            || "runtime.secrets".to_owned(),
+            |i| format!("runtime.secrets[{i}]"),
+        )
+    };
+    deploy::secret_pins::check_uses(uses, Some(env)).map_err(|error| {
+        let (code, kind) = match &error {
+            deploy::secret_pins::SecretUseError::Scope { .. } => {
+                ("cross-env-ref", ErrorKind::InvalidArgument)
+            }
+            _ => ("invalid-secret-use", ErrorKind::InvalidArgument),
+        };
+        CliError::new(
+            kind,
+            format!("the bundle's {}: {error}", field(error.index())),
+        )
+        .with_field("bundle_path")
+        .with_details(json!({"secrets_error": code, "entry": field(error.index())}))
+    })?;
+    served_here(store, root, env)?;
+    let secrets = SecretStore::new(root);
+    uses.iter()
+        .enumerate()
+        .map(|(index, secret)| {
+            let path = secrets::path::parse_for_env(secret.reference.as_str(), env)
+                .map_err(|e| cli_error(e.into()))?;
+            let meta = secrets.get(env, &path, secret.version).map_err(|error| {
+                let fix = match &error {
+                    SecretsError::NotFound { .. } | SecretsError::VersionNotFound { .. } => format!(
+                        "; store it first with `gtc op secrets put` ({} is what the bundle's {} names)",
+                        secret.reference,
+                        field(Some(index))
+                    ),
+                    _ => String::new(),
+                };
+                let mut cli = cli_error(error);
+                cli.message = format!("{}: {}{fix}", field(Some(index)), cli.message);
+                cli.with_field("bundle_path")
+            })?;
+            Ok(deploy::secret_pins::SecretPin {
+                reference: secret.reference.clone(),
+                version: meta.version,
+                env: secret.env.clone(),
+                file: secret.file.clone(),
+            })
+        })
+        .collect()
 }

@@ -396,6 +396,7 @@ mod tests {
                     pack_list_lock_ref: String::new(),
                     runtime_instances: Some(1),
                     scaling: None,
+                    secret_pins: Vec::new(),
                 }),
             });
             let revision = staged["revision_id"].as_str().expect("id").to_owned();

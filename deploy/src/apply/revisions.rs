@@ -233,6 +233,14 @@ pub(crate) fn stage(
     if let Some(scaling) = staged.and_then(|s| s.scaling.as_ref()) {
         super::scaling::check(scaling, "runtime.scaling")?;
     }
+    let secret_pins = staged.map_or_else(Vec::new, |s| s.secret_pins.clone());
+    crate::secret_pins::check_pins(&secret_pins, &environment.environment_id).map_err(|error| {
+        let field = error.index().map_or_else(
+            || "runtime.secrets".to_owned(),
+            |i| format!("runtime.secrets[{i}]"),
+        );
+        ApplyError::invalid(field, error.to_string())
+    })?;
     let config_digest = answers.config_digest.clone().unwrap_or_else(|| {
         crate::revision::config_digest(&environment.bundles[index].config_overrides, &pack_list)
     });
@@ -271,6 +279,7 @@ pub(crate) fn stage(
         placement: Vec::new(),
         scaling: staged.and_then(|s| s.scaling),
         desired_instances: None,
+        secret_pins,
     };
     environment.bundles[index]
         .current_revisions

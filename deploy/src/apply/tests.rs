@@ -152,6 +152,7 @@ impl Harness {
             pack_list_lock_ref: String::new(),
             runtime_instances: Some(1),
             scaling: None,
+            secret_pins: Vec::new(),
         };
         let applied = self
             .run(Command::RevisionStage {
@@ -906,6 +907,7 @@ fn to_command(harness: &Harness, action: &Action) -> Option<Command> {
                     pack_list_lock_ref: String::new(),
                     runtime_instances: Some(1),
                     scaling: None,
+                    secret_pins: Vec::new(),
                 }),
             }
         }
@@ -1171,6 +1173,7 @@ fn a_staged_bundle_must_match_its_deployment_and_payload() {
         pack_list_lock_ref: "revisions/x/pack-list.lock".into(),
         runtime_instances: None,
         scaling: None,
+        secret_pins: Vec::new(),
     };
     let mut answers = stage_answers(deployment);
     answers.bundle_path = Some("shop.gtbundle".into());
@@ -1222,6 +1225,7 @@ fn a_revision_with_something_to_run_warms_through_the_runtime() {
         pack_list_lock_ref: String::new(),
         runtime_instances: Some(2),
         scaling: None,
+        secret_pins: Vec::new(),
     };
     let mut answers = stage_answers(deployment);
     answers.bundle_path = Some("shop.gtbundle".into());
@@ -1772,4 +1776,78 @@ fn scaling_is_set_by_a_person_and_moved_by_the_autoscaler_within_its_bounds() {
         harness.run(decide(2)),
         Err(ApplyError::InvalidField { .. })
     ));
+}
+
+#[test]
+fn a_staged_revision_records_its_secret_pins_and_refuses_foreign_or_invalid_ones() {
+    // Proves: the pins the edge resolved are recorded on the revision as
+    // they came; a pin to another environment, a version 0 or a delivery
+    // name given twice is refused naming the entry, and nothing is staged.
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let pin = |reference: &str, version: u32, env: &str| crate::secret_pins::SecretPin {
+        reference: reference.parse().expect("ref"),
+        version,
+        env: Some(env.to_owned()),
+        file: None,
+    };
+    let staged = |n: u128, secret_pins: Vec<crate::secret_pins::SecretPin>| StagedBundle {
+        revision_id: RevisionId::from_ulid(ulid::Ulid::from_parts(9, n)),
+        bundle_id: "shop".parse().expect("bundle"),
+        bundle_digest: "sha256:ab".parse().expect("digest"),
+        pack_list: vec![],
+        pack_list_lock_ref: String::new(),
+        runtime_instances: Some(1),
+        scaling: None,
+        secret_pins,
+    };
+    let mut answers = stage_answers(deployment);
+    answers.bundle_path = Some("shop.gtbundle".into());
+    let good = vec![pin("secret://local/db/password", 3, "DB_PASSWORD")];
+    harness
+        .run(Command::RevisionStage {
+            answers: answers.clone(),
+            staged: Some(staged(1, good.clone())),
+        })
+        .expect("stage");
+    let revision = RevisionId::from_ulid(ulid::Ulid::from_parts(9, 1));
+    assert_eq!(
+        harness
+            .env()
+            .revision(revision)
+            .expect("staged")
+            .secret_pins,
+        good
+    );
+    let count = harness.env().revisions.len();
+    for (n, pins, field) in [
+        (
+            2,
+            vec![pin("secret://prod/db/password", 1, "DB")],
+            "runtime.secrets[0]",
+        ),
+        (
+            3,
+            vec![pin("secret://local/db/password", 0, "DB")],
+            "runtime.secrets[0]",
+        ),
+        (
+            4,
+            vec![
+                pin("secret://local/a", 1, "DB"),
+                pin("secret://local/b", 1, "DB"),
+            ],
+            "runtime.secrets[1]",
+        ),
+    ] {
+        match harness.run(Command::RevisionStage {
+            answers: answers.clone(),
+            staged: Some(staged(n, pins)),
+        }) {
+            Err(ApplyError::InvalidField { field: got, .. }) => assert_eq!(got, field),
+            other => panic!("case {n}: expected InvalidField, got {other:?}"),
+        }
+    }
+    assert_eq!(harness.env().revisions.len(), count, "nothing staged");
 }

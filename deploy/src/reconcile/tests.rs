@@ -36,6 +36,7 @@ fn revision(n: u64, lifecycle: Lifecycle, placement: &[&str]) -> Revision {
         placement: placement.iter().map(|node| (*node).to_owned()).collect(),
         scaling: None,
         desired_instances: None,
+        secret_pins: Vec::new(),
     }
 }
 

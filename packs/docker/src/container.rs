@@ -27,7 +27,10 @@ use bollard::query_parameters::{
     StopContainerOptions,
 };
 use futures_util::StreamExt;
-use packs::deployer::{DeployerError, ProviderInstance, RevisionSpec, RunningUnit, UnitFuture};
+use packs::deployer::{
+    CONTAINER_SECRETS_DIR, DeployerError, ProviderInstance, RevisionSpec, RunningUnit,
+    SECRETS_DIR_ENV, UnitFuture,
+};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -115,6 +118,17 @@ fn create_body(spec: &RevisionSpec, image_id: &str, index: u32) -> ContainerCrea
         // every interface for the published port to reach it.
         "HOST=0.0.0.0".to_owned(),
     ]);
+    // Pinned secrets: variables (visible to `docker inspect` on this host,
+    // as any container variable is; prefer files for containers), and the
+    // revision's secret files mounted read-only.
+    env.extend(runtime.secrets.env.iter().map(|(name, value)| {
+        use secrecy::ExposeSecret;
+        format!("{name}={}", value.expose_secret())
+    }));
+    let binds = runtime.secrets.files_dir.as_ref().map(|dir| {
+        env.push(format!("{SECRETS_DIR_ENV}={CONTAINER_SECRETS_DIR}"));
+        vec![format!("{}:{CONTAINER_SECRETS_DIR}:ro", dir.display())]
+    });
     let port = format!("{CONTAINER_PORT}/tcp");
     let binding = PortBinding {
         host_ip: Some(spec.host.to_string()),
@@ -133,6 +147,7 @@ fn create_body(spec: &RevisionSpec, image_id: &str, index: u32) -> ContainerCrea
         stop_timeout: Some(grace_seconds.min(60)),
         host_config: Some(HostConfig {
             port_bindings: Some(HashMap::from([(port, Some(vec![binding]))])),
+            binds,
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()

@@ -55,6 +55,7 @@ pub fn instance_spec(spec: &RevisionSpec, index: u32) -> InstanceSpec {
             ("GREENTIC_REVISION".to_owned(), spec.revision_id.to_string()),
             ("GREENTIC_INSTANCE".to_owned(), index.to_string()),
         ]),
+        secrets: runtime.secrets.clone(),
     }
 }
 

@@ -17,7 +17,8 @@ pub const INHERITED_ENV: [&str; 3] = ["PATH", "HOME", "LANG"];
 pub const HOST_ENV: &str = "HOST";
 
 /// Builds the child's full environment. Later layers win: inherited, then
-/// `spec.env`, then `spec.labels`, then `spec.port_env=<port>` (the platform's
+/// `spec.env`, then the pinned secrets (and `GTC_SECRETS_DIR` when the
+/// revision has secret files), then `spec.labels`, then `spec.port_env=<port>` (the platform's
 /// port assignment cannot be overridden by the bundle's configuration), and
 /// [`HOST_ENV`]`=<spec.host>` likewise.
 pub(crate) fn child_env(
@@ -29,8 +30,26 @@ pub(crate) fn child_env(
         .iter()
         .filter_map(|name| parent(name).map(|value| (OsString::from(name), value)))
         .collect();
-    let layers = spec.env.iter().chain(spec.labels.iter());
-    env.extend(layers.map(|(k, v)| (OsString::from(k), OsString::from(v))));
+    env.extend(
+        spec.env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+    );
+    env.extend(spec.secrets.env.iter().map(|(name, value)| {
+        use secrecy::ExposeSecret;
+        (OsString::from(name), OsString::from(value.expose_secret()))
+    }));
+    if let Some(dir) = &spec.secrets.files_dir {
+        env.insert(
+            OsString::from(packs::deployer::SECRETS_DIR_ENV),
+            dir.as_os_str().to_owned(),
+        );
+    }
+    env.extend(
+        spec.labels
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+    );
     env.insert(
         OsString::from(&spec.port_env),
         OsString::from(port.to_string()),
@@ -66,6 +85,7 @@ mod tests {
             log_dir: PathBuf::from("/logs"),
             index: 0,
             labels: BTreeMap::from([("GREENTIC_REVISION".into(), "rev-1".into())]),
+            secrets: packs::deployer::SecretMaterial::default(),
         }
     }
 
@@ -91,5 +111,31 @@ mod tests {
             "the platform's host wins"
         );
         assert_eq!(env.len(), 5);
+    }
+
+    #[test]
+    fn pinned_secrets_are_variables_and_a_folder_and_never_shown_by_debug() {
+        // Proves secret variables reach the child after `env`, the files'
+        // folder arrives as GTC_SECRETS_DIR, and the spec's Debug output
+        // (what a log line would print) holds names, never values.
+        let mut spec = spec();
+        spec.env.insert("DB_PASSWORD".into(), "from-env".into());
+        spec.secrets = packs::deployer::SecretMaterial {
+            env: vec![(
+                "DB_PASSWORD".into(),
+                secrecy::SecretString::from("pinned-value-7".to_owned()),
+            )],
+            files_dir: Some(PathBuf::from("/revs/r/run-secrets")),
+        };
+        let env = child_env(&spec, 1, |_| None);
+        let get = |k: &str| env.get(&OsString::from(k)).cloned();
+        assert_eq!(get("DB_PASSWORD"), Some("pinned-value-7".into()));
+        assert_eq!(
+            get(packs::deployer::SECRETS_DIR_ENV),
+            Some("/revs/r/run-secrets".into())
+        );
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("DB_PASSWORD"), "{shown}");
+        assert!(!shown.contains("pinned-value-7"), "{shown}");
     }
 }

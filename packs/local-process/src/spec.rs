@@ -35,4 +35,7 @@ pub struct InstanceSpec {
     /// Identification variables, e.g. `GREENTIC_REVISION`, `GREENTIC_INSTANCE`.
     /// Set after `env`, so a label wins over an `env` entry of the same name.
     pub labels: BTreeMap<String, String>,
+    /// The revision's pinned secrets: variables set after `env`, and the
+    /// folder of secret files as `GTC_SECRETS_DIR`. `Debug` shows names only.
+    pub secrets: packs::deployer::SecretMaterial,
 }

@@ -82,6 +82,7 @@ impl ConformanceFixture for Fixture {
                 startup_timeout: Duration::from_secs(10),
                 health_timeout: Duration::from_secs(1),
                 image: None,
+                secrets: packs::deployer::SecretMaterial::default(),
             },
         }
     }

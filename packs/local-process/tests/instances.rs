@@ -122,6 +122,7 @@ impl Bundle {
                 ("GREENTIC_REVISION".to_owned(), REVISION.to_owned()),
                 ("GREENTIC_INSTANCE".to_owned(), "0".to_owned()),
             ]),
+            secrets: packs::deployer::SecretMaterial::default(),
         }
     }
 

@@ -33,9 +33,10 @@ use std::time::Duration;
 pub use catalog::{Deployers, SelectError};
 pub use error::DeployerError;
 pub use spec::{
-    ContainerImage, INSTANCES_MAX, InstanceSet, InstanceSlot, ProviderInstance, RevisionPhase,
-    RevisionRuntime, RevisionSpec, RuntimeConfigReport, RuntimeSpec, SPLIT_TOTAL_BPS, SplitEntry,
-    StagedRevision, WarmRevision, check_split,
+    CONTAINER_SECRETS_DIR, ContainerImage, INSTANCES_MAX, InstanceSet, InstanceSlot,
+    ProviderInstance, RevisionPhase, RevisionRuntime, RevisionSpec, RuntimeConfigReport,
+    RuntimeSpec, SECRETS_DIR_ENV, SPLIT_TOTAL_BPS, SecretMaterial, SplitEntry, StagedRevision,
+    WarmRevision, check_split,
 };
 pub use supervised::{
     InstanceDriver, RESTART_BACKOFF_BASE, RESTART_BACKOFF_MAX, RESTART_WINDOW, RESTARTS_MAX,

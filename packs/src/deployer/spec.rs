@@ -52,7 +52,60 @@ pub struct RuntimeSpec {
     pub health_timeout: Duration,
     /// The container image, for deployers that run containers.
     pub image: Option<ContainerImage>,
+    /// The revision's pinned secrets, as the node read them for it.
+    pub secrets: SecretMaterial,
 }
+
+/// The variable an instance finds its secret files' folder in.
+pub const SECRETS_DIR_ENV: &str = "GTC_SECRETS_DIR";
+/// Where a container sees that folder (mounted read-only).
+pub const CONTAINER_SECRETS_DIR: &str = "/run/secrets/gtc";
+
+/// The secret values an instance receives (issue #14): variables, and the
+/// folder of 0600 files the node wrote for this revision (given to the
+/// instance as [`SECRETS_DIR_ENV`]). Values are `SecretString`s: zeroed on
+/// drop, and `Debug` prints names only, so logging a spec leaks nothing.
+#[derive(Clone, Default)]
+pub struct SecretMaterial {
+    /// Variable name and value.
+    pub env: Vec<(String, secrecy::SecretString)>,
+    /// The folder of the revision's secret files, if it has any.
+    pub files_dir: Option<PathBuf>,
+}
+
+impl SecretMaterial {
+    /// True when there is nothing to deliver.
+    pub fn is_empty(&self) -> bool {
+        self.env.is_empty() && self.files_dir.is_none()
+    }
+}
+
+impl std::fmt::Debug for SecretMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretMaterial")
+            .field(
+                "env",
+                &self.env.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
+            .field("files_dir", &self.files_dir)
+            .finish()
+    }
+}
+
+impl PartialEq for SecretMaterial {
+    fn eq(&self, other: &Self) -> bool {
+        use secrecy::ExposeSecret;
+        self.files_dir == other.files_dir
+            && self.env.len() == other.env.len()
+            && self
+                .env
+                .iter()
+                .zip(&other.env)
+                .all(|((a, x), (b, y))| a == b && x.expose_secret() == y.expose_secret())
+    }
+}
+
+impl Eq for SecretMaterial {}
 
 /// Where a container deployer finds the revision's image.
 #[derive(Debug, Clone, PartialEq, Eq)]

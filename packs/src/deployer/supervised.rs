@@ -905,6 +905,7 @@ mod tests {
                 startup_timeout: Duration::from_secs(10),
                 health_timeout: Duration::from_secs(1),
                 image: None,
+                secrets: crate::deployer::SecretMaterial::default(),
             },
         }
     }

@@ -97,6 +97,7 @@ impl Operator {
                     pack_list_lock_ref: String::new(),
                     runtime_instances: Some(1),
                     scaling: None,
+                    secret_pins: Vec::new(),
                 }),
             });
             let revision: RevisionId = staged["revision_id"]

@@ -331,6 +331,7 @@ impl World {
                             pack_list_lock_ref: String::new(),
                             runtime_instances: Some(1),
                             scaling: None,
+                            secret_pins: Vec::new(),
                         }),
                     },
                     "stage",

@@ -224,6 +224,7 @@ impl ConformanceFixture for Fixture {
                     reference: IMAGE_TAG.to_owned(),
                     digest: Some(self.image_id.clone()),
                 }),
+                secrets: packs::deployer::SecretMaterial::default(),
             },
         }
     }
