@@ -126,6 +126,9 @@ pub struct RevisionSummary {
     pub lifecycle: Lifecycle,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// The secret versions it runs with (refs and versions, never values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_pins: Vec<crate::secret_pins::SecretPin>,
 }
 
 impl Revision {
@@ -170,6 +173,7 @@ impl Revision {
             sequence: self.sequence,
             lifecycle: self.lifecycle,
             failure_reason: self.failure_reason.clone(),
+            secret_pins: self.secret_pins.clone(),
         }
     }
 }

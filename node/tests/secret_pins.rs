@@ -140,36 +140,29 @@ fn a_rollback_runs_with_the_secret_versions_its_revision_was_staged_with() {
         json!([{"revision_id": v2, "weight_percent": 100}]),
     );
     wait_generation(&node, generation);
-    home.ok(
-        "revisions",
-        "drain",
-        json!({"environment_id": "local", "revision_id": v1}),
-    );
-    wait_until("v1 inactive", Duration::from_secs(40), || {
-        lifecycle(&home, &v1) == "inactive"
-    });
-    wait_until("v1's instance gone", Duration::from_secs(10), || {
-        received(node.pid(), &v1).is_none()
-    });
-    assert!(
-        !v1_dir.exists(),
-        "a stopped revision's secret files are removed"
-    );
 
-    // The rollback: v1 warmed again and given all traffic.
-    home.ok(
-        "revisions",
-        "warm",
-        json!({"environment_id": "local", "revision_id": v1}),
-    );
-    wait_until("v1 ready again", Duration::from_secs(20), || {
-        lifecycle(&home, &v1) == "ready"
-    });
+    // The rollback, then a node restart: v1's instance starts again from
+    // the committed state alone (no credentials given) with version 1.
     let generation = set_split(
         &home,
         &deployment,
         "back-to-v1",
         json!([{"revision_id": v1, "weight_percent": 100}]),
+    );
+    wait_generation(&node, generation);
+    let before = children(node.pid());
+    drop(node);
+    assert!(
+        !v1_dir.exists(),
+        "a revision stopped on a node leaves no secret files there"
+    );
+    let node = common::Node::start(&home);
+    wait_until("v1's instance again", Duration::from_secs(20), || {
+        received(node.pid(), &v1).is_some()
+    });
+    assert!(
+        children(node.pid()).iter().all(|pid| !before.contains(pid)),
+        "new instances"
     );
     wait_generation(&node, generation);
     let (status, headers, body) = get(node.addr, "/", None).expect("served");
@@ -181,6 +174,21 @@ fn a_rollback_runs_with_the_secret_versions_its_revision_was_staged_with() {
         (first.as_str(), first.as_str()),
         "the rolled-back revision runs with the version it was staged with"
     );
+
+    // v2 drained: its instance and its secret files go.
+    let (_, _, _, _, v2_dir) = received(node.pid(), &v2).expect("v2 restarted too");
+    home.ok(
+        "revisions",
+        "drain",
+        json!({"environment_id": "local", "revision_id": v2}),
+    );
+    wait_until("v2 inactive", Duration::from_secs(40), || {
+        lifecycle(&home, &v2) == "inactive"
+    });
+    wait_until("v2's instance gone", Duration::from_secs(10), || {
+        received(node.pid(), &v2).is_none()
+    });
+    assert!(!v2_dir.exists(), "a drained revision's secret files are removed");
 
     let listed = home.gtc(&["op", "revisions", "list", "local"]);
     outputs.push(format!("{}{}", listed.stdout, listed.stderr));
