@@ -228,7 +228,9 @@ pub struct NodeRunArgs {
     /// How often the committed state is checked for changes, in milliseconds.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     pub poll_ms: u64,
-    /// Name of this node in audit events.
+    /// Name of this node in audit events and on what it starts (container
+    /// labels); default: a name made once per store and kept in
+    /// `<store root>/node-name`.
     #[arg(long)]
     pub name: Option<String>,
     /// Connection limits of the traffic and admin listeners.

@@ -261,10 +261,10 @@ impl RunningNode {
         // A cluster member is named by its certificate: placements name it so.
         let node_name = match &cluster {
             Some(cluster) => cluster.node().name.clone(),
-            None => args
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("node-{}", std::process::id())),
+            None => match args.name.clone() {
+                Some(name) => name,
+                None => single_node_name(context.store.root())?,
+            },
         };
         let span_export = start_span_export(args, &node_name)?;
         let config = ProxyConfig {
@@ -489,6 +489,81 @@ impl RunningNode {
 }
 
 /// Starts the OTLP span exporter when `--otlp-endpoint` is given.
+/// The file that keeps a single node's name across restarts, in the store root.
+const NODE_NAME_FILE: &str = "node-name";
+
+/// A single node's name when `--name` is not given: made once per store
+/// (`node-<random>`) and kept in [`NODE_NAME_FILE`], so a node started
+/// again on the same store is the same node. What it started carries the
+/// name (a container's `greentic.node` label), and a restarted node reaps
+/// and replaces only what it finds under its own name: a name that changed
+/// with every start (the pid) left a SIGKILLed node's containers behind,
+/// holding the names the new ones needed.
+fn single_node_name(root: &std::path::Path) -> Result<String, CliError> {
+    let path = root.join(NODE_NAME_FILE);
+    let valid = |name: &str| {
+        (1..=63).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if valid(text.trim()) => return Ok(text.trim().to_owned()),
+        Ok(text) => {
+            return Err(CliError::new(
+                ErrorKind::Store,
+                format!(
+                    "{} holds {:?}, which is not a node name (1 to 63 of A-Z a-z 0-9 . - _); fix it, or remove the file to make a new name",
+                    path.display(),
+                    text.trim()
+                ),
+            ));
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(CliError::new(
+                ErrorKind::Io,
+                format!("cannot read {}: {error}", path.display()),
+            ));
+        }
+    }
+    let name = format!(
+        "node-{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    );
+    std::fs::create_dir_all(root)
+        .and_then(|()| {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            file.write_all(name.as_bytes())?;
+            file.sync_all()
+        })
+        .or_else(|error| {
+            // Another start made it first: use that one.
+            if error.kind() == std::io::ErrorKind::AlreadyExists {
+                Ok(())
+            } else {
+                Err(error)
+            }
+        })
+        .map_err(|error| {
+            CliError::new(
+                ErrorKind::Io,
+                format!("cannot write {}: {error}", path.display()),
+            )
+        })?;
+    let text = std::fs::read_to_string(&path).map_err(|error| {
+        CliError::new(
+            ErrorKind::Io,
+            format!("cannot read {}: {error}", path.display()),
+        )
+    })?;
+    Ok(text.trim().to_owned())
+}
+
 fn start_span_export(args: &NodeRunArgs, node_name: &str) -> Result<Option<SpanExport>, CliError> {
     let Some(endpoint) = &args.otlp_endpoint else {
         return Ok(None);
@@ -727,4 +802,29 @@ fn docker_socket() -> String {
         .ok()
         .and_then(|host| host.strip_prefix("unix://").map(str::to_owned))
         .unwrap_or_else(|| docker_deployer::DEFAULT_SOCKET.to_owned())
+}
+
+#[cfg(test)]
+mod node_name_tests {
+    use super::{NODE_NAME_FILE, single_node_name};
+
+    #[test]
+    fn a_single_node_keeps_its_name_across_starts_and_a_bad_file_is_refused() {
+        // Proves: the first start makes a name and keeps it; later starts
+        // read the same one; a file that holds no valid name is refused
+        // (never silently replaced, which would orphan what the old name
+        // started).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("environments");
+        let first = single_node_name(&root).expect("made");
+        assert!(first.starts_with("node-"), "{first}");
+        assert_eq!(single_node_name(&root).expect("read"), first);
+        std::fs::write(root.join(NODE_NAME_FILE), "a name/with a slash\n").expect("write");
+        let error = single_node_name(&root).expect_err("refused");
+        assert!(
+            error.message.contains("not a node name"),
+            "{}",
+            error.message
+        );
+    }
 }
