@@ -361,23 +361,28 @@ pub fn stage_revision(
             ));
         }
     };
-    let checked = staged
+    let uses = staged
         .manifest
-        .bundle_id
-        .parse()
-        .map_err(|e: deploy::ids::OpaqueIdError| {
-            CliError::new(ErrorKind::BundleRefused, e.to_string())
-        })
-        .and_then(|bundle_id| {
-            let uses = staged
-                .manifest
-                .runtime
-                .as_ref()
-                .map_or(&[][..], |r| r.secrets.as_slice());
-            crate::secrets_cmd::pin_uses(&context.store, context.store.root(), &env, uses)
-                .map(|pins| (bundle_id, pins))
-        });
-    let (bundle_id, secret_pins) = match checked {
+        .runtime
+        .as_ref()
+        .map_or(&[][..], |r| r.secrets.as_slice());
+    // Held until the revision is committed: no pinned version is removed
+    // in between.
+    let pinning = crate::secrets_cmd::hold_for_pinning(context.store.root(), &env, uses);
+    let checked = pinning.and_then(|guard| {
+        staged
+            .manifest
+            .bundle_id
+            .parse()
+            .map_err(|e: deploy::ids::OpaqueIdError| {
+                CliError::new(ErrorKind::BundleRefused, e.to_string())
+            })
+            .and_then(|bundle_id| {
+                crate::secrets_cmd::pin_uses(&context.store, context.store.root(), &env, uses)
+                    .map(|pins| (bundle_id, pins, guard))
+            })
+    });
+    let (bundle_id, secret_pins, _pinning) = match checked {
         Ok(checked) => checked,
         Err(error) => {
             // Nothing of a refused stage stays behind.

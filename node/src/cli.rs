@@ -787,4 +787,7 @@ pub enum SecretsVerb {
     Get(Mutation),
     /// Make a new version of a secret, from a value or generated.
     Rotate(Mutation),
+    /// Delete an old version (never the latest, never one a revision that
+    /// is not archived pins).
+    Remove(Mutation),
 }

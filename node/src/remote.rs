@@ -230,6 +230,17 @@ impl Remote {
         self.secrets_call(&answers.environment_id, "/get", "get", &body)
     }
 
+    /// `secrets remove`.
+    pub fn secrets_remove(
+        &self,
+        answers: &secrets::answers::SecretRemoveAnswers,
+    ) -> Result<Report, CliError> {
+        let mut body = serde_json::Map::new();
+        body.insert("path".to_owned(), Value::String(answers.path.clone()));
+        body.insert("version".to_owned(), Value::from(answers.version));
+        self.secrets_call(&answers.environment_id, "/remove", "remove", &body)
+    }
+
     /// `secrets rotate`.
     pub fn secrets_rotate(
         &self,

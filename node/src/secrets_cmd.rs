@@ -15,7 +15,8 @@ use deploy::descriptor::CapabilitySlot;
 use deploy::error::ErrorKind;
 use deploy::ids::{EnvId, EventId};
 use secrets::answers::{
-    SecretGetAnswers, SecretPutAnswers, SecretRotateAnswers, ValueSource, check_idempotency_key,
+    SecretGetAnswers, SecretPutAnswers, SecretRemoveAnswers, SecretRotateAnswers, ValueSource,
+    check_idempotency_key,
 };
 use secrets::value::{generate, os_random};
 use secrets::{Origin, RefError, SecretPath, SecretStore, SecretsError, WriteRequest};
@@ -107,6 +108,10 @@ pub fn cli_error(error: SecretsError) -> CliError {
             (ErrorKind::NotFound, Some("version"), "version-not-found")
         }
         SecretsError::VersionLimit { .. } => (ErrorKind::Conflict, None, "version-limit"),
+        SecretsError::LatestVersion { .. } => {
+            (ErrorKind::Conflict, Some("version"), "latest-version")
+        }
+        SecretsError::Pinned { .. } => (ErrorKind::Conflict, Some("version"), "pinned"),
         SecretsError::IdempotencyConflict { .. } => (
             ErrorKind::IdempotencyConflict,
             Some("idempotency_key"),
@@ -280,6 +285,81 @@ pub fn rotate(edge: &Edge<'_>, answers: SecretRotateAnswers) -> Result<(Value, b
         Ok((meta, replayed))
     };
     attempt().map_err(|error| refuse_unless_audited(edge, &env, "rotate", target, error))
+}
+
+/// `secrets remove`: deletes one old version of a path. Refused for the
+/// latest version and for a version that a revision not yet archived pins
+/// (named in the error: a rollback to it needs that version); checked
+/// under the store's lock, which a stage that pins versions also holds, and
+/// audited before the file goes.
+pub fn remove(edge: &Edge<'_>, answers: SecretRemoveAnswers) -> Result<Value, CliError> {
+    let env = answers.environment_id.clone();
+    let target = json!({"environment_id": env, "path": answers.path, "version": answers.version});
+    let attempt = || -> Result<Value, CliError> {
+        edge.check_environment(&env)?;
+        edge.single_node()?;
+        let path = edge.path(&env, &answers.path)?;
+        let mut check = |meta: &secrets::VersionMeta| -> Result<(), SecretsError> {
+            let state = edge
+                .store
+                .load(&env)
+                .map_err(|error| SecretsError::Audit {
+                    reason: format!("reading the environment's revisions: {error}"),
+                })?
+                .ok_or_else(|| SecretsError::Audit {
+                    reason: format!("environment {env} disappeared"),
+                })?;
+            let pinning: Vec<String> = state
+                .environment
+                .revisions
+                .iter()
+                .filter(|revision| revision.lifecycle != deploy::lifecycle::Lifecycle::Archived)
+                .filter(|revision| {
+                    revision.secret_pins.iter().any(|pin| {
+                        pin.reference.as_str() == meta.reference && pin.version == meta.version
+                    })
+                })
+                .map(|revision| format!("{} ({})", revision.revision_id, revision.lifecycle))
+                .collect();
+            if !pinning.is_empty() {
+                return Err(SecretsError::Pinned {
+                    reference: meta.reference.clone(),
+                    version: meta.version,
+                    revisions: pinning.join(", "),
+                });
+            }
+            let event = edge.event(
+                &env,
+                "remove",
+                json!({"environment_id": env, "path": meta.path, "reference": meta.reference, "version": meta.version}),
+                AuditResult::Ok,
+            );
+            edge.record(event)
+                .map_err(|reason| SecretsError::Audit { reason })
+        };
+        let removed = SecretStore::new(edge.root)
+            .remove(&env, &path, answers.version, &mut check)
+            .map_err(cli_error)?;
+        Ok(json!({"removed": removed}))
+    };
+    attempt().map_err(|error| refuse_unless_audited(edge, &env, "remove", target, error))
+}
+
+/// Holds `env`'s secret store lock while a stage pins versions and commits
+/// the revision (see [`secrets::SecretStore::hold`]); `None` when the
+/// bundle pins nothing.
+pub fn hold_for_pinning(
+    root: &Path,
+    env: &EnvId,
+    uses: &[deploy::secret_pins::SecretUse],
+) -> Result<Option<secrets::StoreGuard>, CliError> {
+    if uses.is_empty() {
+        return Ok(None);
+    }
+    SecretStore::new(root)
+        .hold(env)
+        .map(Some)
+        .map_err(cli_error)
 }
 
 /// The audit callback of a write: the event names the path and version.

@@ -5,7 +5,8 @@
 //! older revision starts its instances with its own (older) version with no
 //! credentials supplied, the files go when the revision stops, and a bundle
 //! naming a secret that is missing, in another environment or at a version
-//! that does not exist is refused with nothing staged.
+//! that does not exist is refused with nothing staged, and a pinned version
+//! is never removed.
 
 mod common;
 
@@ -188,7 +189,10 @@ fn a_rollback_runs_with_the_secret_versions_its_revision_was_staged_with() {
     wait_until("v2's instance gone", Duration::from_secs(10), || {
         received(node.pid(), &v2).is_none()
     });
-    assert!(!v2_dir.exists(), "a drained revision's secret files are removed");
+    assert!(
+        !v2_dir.exists(),
+        "a drained revision's secret files are removed"
+    );
 
     let listed = home.gtc(&["op", "revisions", "list", "local"]);
     outputs.push(format!("{}{}", listed.stdout, listed.stderr));
@@ -203,10 +207,13 @@ fn a_rollback_runs_with_the_secret_versions_its_revision_was_staged_with() {
 }
 
 #[test]
-fn a_bundle_naming_a_missing_foreign_or_unknown_version_secret_is_refused_with_nothing_staged() {
+fn bad_secret_uses_are_refused_at_stage_and_a_pinned_or_latest_version_is_never_removed() {
     // Proves: each bad `runtime.secrets` is refused at stage with a
     // specific error naming the entry (and how to fix a missing one), a
-    // non-zero exit, and no revision and no revision folder left behind.
+    // non-zero exit, and no revision and no revision folder left behind;
+    // `secrets remove` refuses a version a staged revision pins (naming
+    // it) and the latest version, removes an unpinned old one, audited; a
+    // bad delivery name is refused when the bundle is built.
     let (home, _node, deployment) = setup();
     home.ok(
         "secrets",

@@ -320,6 +320,26 @@ fn a_secret_value_never_leaks_through_any_verb_log_metric_audit_or_backup() {
         let run = cli(name, "put", answers);
         assert_ne!(run.code, 0, "{name} must fail");
     }
+    // remove: the latest is refused; an old version goes (the marker it
+    // held must leave no trace in the output or the audit either).
+    let latest = cli(
+        "remove latest",
+        "remove",
+        json!({"environment_id": "local", "path": "db/password", "version": 2}),
+    );
+    assert_eq!(latest.error_kind(), "conflict", "{}", latest.stderr);
+    let third = cli(
+        "rotate third",
+        "rotate",
+        json!({"environment_id": "local", "path": "db/password", "value": format!("{MARKER}-third")}),
+    );
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    let removed = cli(
+        "remove old",
+        "remove",
+        json!({"environment_id": "local", "path": "db/password", "version": 2}),
+    );
+    assert_eq!(removed.code, 0, "{}", removed.stderr);
     let missing_version = cli(
         "get missing version",
         "get",

@@ -49,6 +49,16 @@ pub struct SecretGetAnswers {
     pub reveal: bool,
 }
 
+/// `secrets remove`: deletes one version that is not the latest and that
+/// no non-archived revision pins.
+#[derive(Debug, Clone, serde::Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRemoveAnswers {
+    pub environment_id: EnvId,
+    pub path: String,
+    pub version: u32,
+}
+
 /// `secrets rotate`: a new version of an existing secret, from a value or
 /// generated (the default when neither `value` nor `value_file` is given).
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -21,11 +21,25 @@ pub enum SecretsError {
     ValueFile { path: PathBuf, reason: String },
     #[error("no secret {reference}; put one first (`gtc op secrets put`)")]
     NotFound { reference: String },
-    #[error("{reference} has no version {version}; its versions are 1 to {latest}")]
+    #[error(
+        "{reference} has no version {version}; its latest is {latest} (`gtc op secrets list` shows which remain)"
+    )]
     VersionNotFound {
         reference: String,
         version: u32,
         latest: u32,
+    },
+    #[error(
+        "{reference} version {version} is its latest, which new revisions pin; rotate first, then remove the older version"
+    )]
+    LatestVersion { reference: String, version: u32 },
+    #[error(
+        "{reference} version {version} is pinned by revision(s) {revisions}, which are not archived; archive them first (a rollback to them needs this version)"
+    )]
+    Pinned {
+        reference: String,
+        version: u32,
+        revisions: String,
     },
     #[error(
         "{reference} has {versions} versions, the most the store keeps per path; nothing was written"

@@ -23,7 +23,9 @@ pub mod value;
 
 pub use error::SecretsError;
 pub use path::{PathError, RefError, SecretPath};
-pub use store::{Origin, SecretStore, SecretSummary, VersionMeta, WriteRequest, Written};
+pub use store::{
+    Origin, SecretStore, SecretSummary, StoreGuard, VersionMeta, WriteRequest, Written,
+};
 pub use value::SecretText;
 
 /// The env-pack this crate implements; the `secrets` slot must be bound to

@@ -115,6 +115,11 @@ impl VersionFile {
     }
 }
 
+/// The store's lock, held (see [`SecretStore::hold`]).
+pub struct StoreGuard {
+    _lock: FileLock,
+}
+
 /// The secret store of one store root.
 #[derive(Debug, Clone)]
 pub struct SecretStore {
@@ -301,6 +306,52 @@ impl SecretStore {
         }
         summaries.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(summaries)
+    }
+
+    /// Deletes `version` of `path`. Refused for the latest version (new
+    /// revisions pin it, and its number must never be handed out again)
+    /// and for a version that does not exist. `check` is called under the
+    /// store's lock once the version is found (the caller refuses a pinned
+    /// version and audits there); if it fails nothing is removed.
+    pub fn remove(
+        &self,
+        env: &EnvId,
+        path: &SecretPath,
+        version: u32,
+        check: &mut dyn FnMut(&VersionMeta) -> Result<(), SecretsError>,
+    ) -> Result<VersionMeta, SecretsError> {
+        let secrets_dir = self.secrets_dir(env);
+        let reference = path.reference(env);
+        let entry_dir = self.entry_dir(env, path);
+        if !entry_dir.is_dir() {
+            return Err(SecretsError::NotFound { reference });
+        }
+        let _lock = FileLock::acquire(&layout::secrets_lock(&secrets_dir))?;
+        let versions = self.read_versions(env, path)?;
+        let file = pick(env, path, &versions, Some(version))?;
+        if versions
+            .last()
+            .is_some_and(|latest| latest.version == version)
+        {
+            return Err(SecretsError::LatestVersion { reference, version });
+        }
+        let meta = file.meta(env);
+        check(&meta)?;
+        let target = layout::secret_version_file(&entry_dir, version);
+        std::fs::remove_file(&target).map_err(SecretsError::io("remove", &target))?;
+        crate::fs::fsync_dir(&entry_dir)?;
+        Ok(meta)
+    }
+
+    /// Holds the store's writers' lock for `env` until the guard is
+    /// dropped: a stage that pins versions holds it from reading them to
+    /// committing the revision, so no version it pins is removed between.
+    pub fn hold(&self, env: &EnvId) -> Result<StoreGuard, SecretsError> {
+        let secrets_dir = self.secrets_dir(env);
+        create_dirs(&secrets_dir)?;
+        Ok(StoreGuard {
+            _lock: FileLock::acquire(&layout::secrets_lock(&secrets_dir))?,
+        })
     }
 
     fn corrupt(&self, env: &EnvId, path: &SecretPath, version: u32) -> SecretsError {
@@ -725,6 +776,83 @@ mod tests {
                 latest: 1,
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn an_old_version_is_removed_under_the_callers_check_and_the_latest_never_is() {
+        // Proves: the latest version is refused (its number must not be
+        // handed out again); a failing check (a pin, a failed audit) removes
+        // nothing; an old version is removed and then not found, the others
+        // still open, and the next put takes the next number.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SecretStore::new(dir.path());
+        let env = EnvId::local();
+        let path = SecretPath::parse("db/password").expect("path");
+        for value in ["one", "two", "three"] {
+            store
+                .put(
+                    &env,
+                    &path,
+                    &text(value),
+                    request(Origin::Put, None),
+                    &mut no_audit(),
+                )
+                .expect("put");
+        }
+        assert!(matches!(
+            store.remove(&env, &path, 3, &mut |_| Ok(())),
+            Err(SecretsError::LatestVersion { version: 3, .. })
+        ));
+        assert!(matches!(
+            store.remove(&env, &path, 9, &mut |_| Ok(())),
+            Err(SecretsError::VersionNotFound { version: 9, .. })
+        ));
+        let pinned = store.remove(&env, &path, 2, &mut |meta| {
+            Err(SecretsError::Pinned {
+                reference: meta.reference.clone(),
+                version: meta.version,
+                revisions: "r1".to_owned(),
+            })
+        });
+        assert!(matches!(pinned, Err(SecretsError::Pinned { .. })));
+        assert_eq!(
+            store.reveal(&env, &path, Some(2)).expect("kept").1.expose(),
+            "two"
+        );
+        let removed = store
+            .remove(&env, &path, 2, &mut |_| Ok(()))
+            .expect("removed");
+        assert_eq!(removed.version, 2);
+        assert!(matches!(
+            store.reveal(&env, &path, Some(2)),
+            Err(SecretsError::VersionNotFound { .. })
+        ));
+        assert_eq!(
+            store.reveal(&env, &path, Some(1)).expect("v1").1.expose(),
+            "one"
+        );
+        let next = store
+            .put(
+                &env,
+                &path,
+                &text("four"),
+                request(Origin::Put, None),
+                &mut no_audit(),
+            )
+            .expect("put");
+        assert_eq!(next.meta.version, 4);
+        let listed = store.list(&env).expect("list");
+        let versions: Vec<u32> = listed[0].versions.iter().map(|v| v.version).collect();
+        assert_eq!(versions, [1, 3, 4]);
+        assert!(matches!(
+            store.remove(
+                &env,
+                &SecretPath::parse("nothing").expect("path"),
+                1,
+                &mut |_| Ok(())
+            ),
+            Err(SecretsError::NotFound { .. })
         ));
     }
 }

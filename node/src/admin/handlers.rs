@@ -96,7 +96,10 @@ async fn run(
         Route::ListSecrets(env) => {
             super::secrets::list(admin, &call.caller, env, decided(authorization)?).await
         }
-        Route::PutSecret(env) | Route::GetSecret(env) | Route::RotateSecret(env) => {
+        Route::PutSecret(env)
+        | Route::GetSecret(env)
+        | Route::RotateSecret(env)
+        | Route::RemoveSecret(env) => {
             let authorization = decided(authorization)?;
             let body = read_body(request, admin.body_timeout).await?;
             let secret_call = super::secrets::SecretCall {
@@ -587,6 +590,7 @@ async fn command(
         | Route::PutSecret(_)
         | Route::GetSecret(_)
         | Route::RotateSecret(_)
+        | Route::RemoveSecret(_)
         | Route::NotImplemented { .. } => {
             return Err(Refusal::Request(ApiError::new(
                 ErrorKind::Internal,

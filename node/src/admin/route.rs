@@ -61,6 +61,9 @@ pub enum Route {
     GetSecret(EnvId),
     /// `POST …/secrets/rotate`: `secrets rotate` (operator).
     RotateSecret(EnvId),
+    /// `POST …/secrets/remove`: `secrets remove` of an old, unpinned
+    /// version (admin).
+    RemoveSecret(EnvId),
     /// A route of the contract we do not serve yet (501).
     NotImplemented {
         env: EnvId,
@@ -258,6 +261,7 @@ fn environment_route(method: &Method, env: EnvId, rest: &[&str]) -> Result<Route
         ),
         ["secrets", "get"] => post(Route::GetSecret(e())),
         ["secrets", "rotate"] => post(Route::RotateSecret(e())),
+        ["secrets", "remove"] => post(Route::RemoveSecret(e())),
         ["extensions", ..] => pick(
             method,
             "POST, PATCH, DELETE",
@@ -311,6 +315,7 @@ impl Route {
             | Route::PutSecret(env)
             | Route::GetSecret(env)
             | Route::RotateSecret(env)
+            | Route::RemoveSecret(env)
             | Route::NotImplemented { env, .. } => Some(env),
         }
     }
@@ -352,6 +357,7 @@ impl Route {
             Route::PutSecret(_) => ("secrets", "put"),
             Route::GetSecret(_) => ("secrets", "get"),
             Route::RotateSecret(_) => ("secrets", "rotate"),
+            Route::RemoveSecret(_) => ("secrets", "remove"),
             Route::NotImplemented { noun, verb, .. } => (noun, verb),
         }
     }
@@ -367,7 +373,9 @@ impl Route {
             | Route::ListSecrets(_)
             | Route::GetSecret(_)
             | Route::NotImplemented { read: true, .. } => Role::Viewer,
-            Route::DestroyEnvironment(_) | Route::Restore(_) => Role::Admin,
+            Route::DestroyEnvironment(_) | Route::Restore(_) | Route::RemoveSecret(_) => {
+                Role::Admin
+            }
             _ => Role::Operator,
         }
     }
@@ -389,6 +397,7 @@ impl Route {
                 | Route::PutSecret(_)
                 | Route::GetSecret(_)
                 | Route::RotateSecret(_)
+                | Route::RemoveSecret(_)
                 | Route::NotImplemented { .. }
         )
     }

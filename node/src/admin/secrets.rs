@@ -125,6 +125,14 @@ pub async fn change(
             .await?;
             Ok(answer(result, Some(replayed)))
         }
+        Route::RemoveSecret(_) => {
+            let answers: secrets::answers::SecretRemoveAnswers = answers(map, route)?;
+            let result = with_edge(admin, caller, authorization, move |edge| {
+                secrets_cmd::remove(edge, answers)
+            })
+            .await?;
+            Ok(answer(result, None))
+        }
         Route::GetSecret(_) => {
             let answers: SecretGetAnswers = answers(map, route)?;
             let authorization = if answers.reveal {

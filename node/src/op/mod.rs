@@ -121,6 +121,7 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
                 SecretsVerb::Put(_) => "put",
                 SecretsVerb::Get(_) => "get",
                 SecretsVerb::Rotate(_) => "rotate",
+                SecretsVerb::Remove(_) => "remove",
             },
         ),
     }
@@ -254,6 +255,7 @@ fn schema_request(noun: &Noun) -> Option<serde_json::Value> {
             SecretsVerb::Put(m) => schema_of::<secrets::answers::SecretPutAnswers>(m),
             SecretsVerb::Get(m) => schema_of::<secrets::answers::SecretGetAnswers>(m),
             SecretsVerb::Rotate(m) => schema_of::<secrets::answers::SecretRotateAnswers>(m),
+            SecretsVerb::Remove(m) => schema_of::<secrets::answers::SecretRemoveAnswers>(m),
             SecretsVerb::List(_) => None,
         },
     }
@@ -364,6 +366,7 @@ mod tests {
             (Method::POST, format!("{env}/secrets")),
             (Method::POST, format!("{env}/secrets/get")),
             (Method::POST, format!("{env}/secrets/rotate")),
+            (Method::POST, format!("{env}/secrets/remove")),
             (Method::POST, format!("{env}/rollouts")),
             (Method::POST, format!("{env}/rollouts/{rid}/pause")),
             (Method::POST, format!("{env}/rollouts/{rid}/resume")),
@@ -385,7 +388,7 @@ mod tests {
         for verb in ["list", "backup", "backups", "restore"] {
             assert!(routed.contains(&("env", verb)), "env {verb}");
         }
-        for verb in ["list", "put", "get", "rotate"] {
+        for verb in ["list", "put", "get", "rotate", "remove"] {
             assert!(routed.contains(&("secrets", verb)), "secrets {verb}");
         }
         for verb in ["start", "pause", "resume", "promote", "abort"] {

@@ -423,7 +423,12 @@ pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError>
     // A cluster member writes its node file at the store root (its replica
     // holds every environment).
     let replicated = root.join(crate::node_client::NODE_FILE).is_file();
-    if replicated && matches!(verb, SecretsVerb::Put(_) | SecretsVerb::Rotate(_)) {
+    if replicated
+        && matches!(
+            verb,
+            SecretsVerb::Put(_) | SecretsVerb::Rotate(_) | SecretsVerb::Remove(_)
+        )
+    {
         // Refused before anything is written: this process must not append
         // to a replica's audit log behind Raft's back (the member's own API
         // refuses and audits through Raft).
@@ -497,6 +502,18 @@ pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError>
             let (result, replayed) = secrets_cmd::rotate(&edge, answers)?;
             Ok(secret_report("rotate", result, replayed))
         }
+        SecretsVerb::Remove(mutation) => {
+            let answers: secrets::answers::SecretRemoveAnswers =
+                answers(&mutation, "secrets", "remove")?;
+            let env = answers.environment_id.clone();
+            let edge = edge(&env);
+            allowed(&edge, &env, "remove", json!(answers))?;
+            Ok(Report::new(
+                "secrets",
+                "remove",
+                secrets_cmd::remove(&edge, answers)?,
+            ))
+        }
     }
 }
 
@@ -519,6 +536,9 @@ fn remote_secrets(remote: &crate::remote::Remote, verb: SecretsVerb) -> Result<R
         SecretsVerb::Get(mutation) => remote.secrets_get(&answers(&mutation, "secrets", "get")?),
         SecretsVerb::Rotate(mutation) => {
             remote.secrets_rotate(answers(&mutation, "secrets", "rotate")?)
+        }
+        SecretsVerb::Remove(mutation) => {
+            remote.secrets_remove(&answers(&mutation, "secrets", "remove")?)
         }
     }
 }
