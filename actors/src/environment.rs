@@ -217,7 +217,11 @@ impl EnvironmentActor {
                 let Some(committed) = current.environment.revision(revision) else {
                     return;
                 };
-                let deployer = match state.context.deployers.select(&current.environment) {
+                let deployer = match state
+                    .context
+                    .deployers
+                    .select(&current.environment, committed)
+                {
                     Ok(deployer) => deployer,
                     Err(error) => {
                         tracing::error!(%revision, %error, "no deployer for the revision");

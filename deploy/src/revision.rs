@@ -97,6 +97,12 @@ pub struct Revision {
     /// rollback runs with these, whatever was rotated since.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_pins: Vec<crate::secret_pins::SecretPin>,
+    /// The deployer env-pack that runs it, recorded from the environment's
+    /// deployer binding each time it is warmed: rebinding the slot changes
+    /// the deployer of revisions warmed afterwards, and a running revision
+    /// keeps its own, across node restarts too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployer: Option<crate::descriptor::PackDescriptor>,
 }
 
 /// The spec's `config_digest`: a hash over the setup answers plus the pack

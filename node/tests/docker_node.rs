@@ -5,8 +5,9 @@
 //! two instances each are warmed (warm → ready timed), split 90/10 and
 //! shifted to 0/100 under load with no failed request; archiving removes a
 //! revision's containers; a node killed with SIGKILL and started again
-//! leaves exactly the committed instances (no orphans, no duplicates), and
-//! a stopped node leaves none.
+//! (after the slot was rebound to local processes, which changes nothing
+//! for a revision already warmed on Docker) leaves exactly the committed
+//! instances (no orphans, no duplicates), and a stopped node leaves none.
 //!
 //! Needs the engine (`/var/run/docker.sock`, or `DOCKER_HOST=unix://…`) and
 //! a static demo-service (`GTC_STATIC_DEMO_SERVICE`, which `.ci/run` sets
@@ -284,6 +285,13 @@ fn revisions_run_as_containers_shift_without_a_failed_request_and_leave_no_orpha
         containers(&v2).len(),
         2,
         "orphans after SIGKILL, as expected"
+    );
+    // Rebinding the slot while the node is down changes nothing for v2:
+    // a revision keeps the deployer it was warmed on.
+    home.ok(
+        "env-packs",
+        "update",
+        json!({"environment_id": "local", "slot": "deployer", "kind": "greentic.deployer.local-process@0.1.0"}),
     );
     node = Node::start(&home);
     wait_generation(&node, generation);

@@ -280,6 +280,7 @@ pub(crate) fn stage(
         scaling: staged.and_then(|s| s.scaling),
         desired_instances: None,
         secret_pins,
+        deployer: None,
     };
     environment.bundles[index]
         .current_revisions
@@ -377,7 +378,12 @@ pub(crate) fn warm(
         });
     }
     walk(&mut environment, index, LifecycleVerb::Warm, envelope.at)?;
+    // The gate made sure a deployer is bound: this warm runs on it.
+    let deployer = environment
+        .binding(CapabilitySlot::Deployer)
+        .map(|binding| binding.kind.clone());
     let revision = &mut environment.revisions[index];
+    revision.deployer = deployer;
     revision.failure_reason = None;
     // A revision that scales warms with its initial count, whatever it had
     // scaled to when it last served.

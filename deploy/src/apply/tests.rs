@@ -1851,3 +1851,50 @@ fn a_staged_revision_records_its_secret_pins_and_refuses_foreign_or_invalid_ones
     }
     assert_eq!(harness.env().revisions.len(), count, "nothing staged");
 }
+
+#[test]
+fn a_warmed_revision_records_its_deployer_and_keeps_it_when_the_slot_is_rebound() {
+    // Proves: warming records the deployer the slot binds; after the slot
+    // is rebound, the running revision keeps its deployer and a revision
+    // warmed afterwards records the new one.
+    let mut harness = Harness::new();
+    harness.init();
+    let deployment = harness.add_bundle("shop", "/");
+    let first = harness.stage(deployment);
+    harness.warm(first).expect("warm");
+    let bound = |harness: &Harness| {
+        harness
+            .env()
+            .binding(CapabilitySlot::Deployer)
+            .map(|b| b.kind.clone())
+    };
+    let before = bound(&harness);
+    assert!(before.is_some());
+    assert_eq!(
+        harness.env().revision(first).expect("first").deployer,
+        before
+    );
+    let docker: crate::descriptor::PackDescriptor = "greentic.deployer.docker@0.1.0"
+        .parse()
+        .expect("descriptor");
+    harness
+        .run(Command::PackUpdate(crate::command::PackBindAnswers {
+            environment_id: EnvId::local(),
+            slot: CapabilitySlot::Deployer,
+            kind: docker.clone(),
+            pack_ref: None,
+            answers_ref: None,
+            idempotency_key: None,
+        }))
+        .expect("rebind");
+    assert_eq!(
+        harness.env().revision(first).expect("first").deployer,
+        before
+    );
+    let second = harness.stage(deployment);
+    harness.warm(second).expect("warm");
+    assert_eq!(
+        harness.env().revision(second).expect("second").deployer,
+        Some(docker)
+    );
+}

@@ -37,6 +37,7 @@ fn revision(n: u64, lifecycle: Lifecycle, placement: &[&str]) -> Revision {
         scaling: None,
         desired_instances: None,
         secret_pins: Vec::new(),
+        deployer: None,
     }
 }
 

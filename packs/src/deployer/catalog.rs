@@ -17,7 +17,7 @@ pub enum SelectError {
     )]
     Unbound { env: String },
     #[error(
-        "environment {env} binds deployer {kind}, which this node does not run; this node runs: {available}"
+        "environment {env}: the revision runs on deployer {kind} (recorded when it was warmed, or the slot binding), which this node does not run; this node runs: {available}"
     )]
     NotOnThisNode {
         env: String,
@@ -51,21 +51,33 @@ impl Deployers {
         self.by_path.keys().map(String::as_str)
     }
 
-    /// The deployer `environment`'s deployer slot is bound to. The binding
-    /// is read when a revision starts, so rebinding the slot changes the
-    /// deployer of revisions started afterwards; running ones keep theirs.
-    pub fn select(&self, environment: &Environment) -> Result<Arc<dyn Deployer>, SelectError> {
-        let binding = environment
-            .binding(CapabilitySlot::Deployer)
-            .ok_or_else(|| SelectError::Unbound {
-                env: environment.environment_id.to_string(),
-            })?;
+    /// The deployer that runs `revision`: the one recorded on it when it
+    /// was warmed (`Revision::deployer`), else (a revision warmed before
+    /// that was recorded) the one `environment`'s deployer slot is bound
+    /// to. Rebinding the slot changes the deployer of revisions warmed
+    /// afterwards; running ones keep theirs, across node restarts too.
+    pub fn select(
+        &self,
+        environment: &Environment,
+        revision: &deploy::revision::Revision,
+    ) -> Result<Arc<dyn Deployer>, SelectError> {
+        let kind = match &revision.deployer {
+            Some(kind) => kind,
+            None => {
+                &environment
+                    .binding(CapabilitySlot::Deployer)
+                    .ok_or_else(|| SelectError::Unbound {
+                        env: environment.environment_id.to_string(),
+                    })?
+                    .kind
+            }
+        };
         self.by_path
-            .get(binding.kind.path())
+            .get(kind.path())
             .cloned()
             .ok_or_else(|| SelectError::NotOnThisNode {
                 env: environment.environment_id.to_string(),
-                kind: binding.kind.to_string(),
+                kind: kind.to_string(),
                 available: self.paths().collect::<Vec<_>>().join(", "),
             })
     }
