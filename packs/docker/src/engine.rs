@@ -9,6 +9,11 @@ pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 /// Seconds one engine request may take (bollard's own timeout); stop
 /// requests add the grace on top.
 pub const REQUEST_TIMEOUT_SECONDS: u64 = 120;
+/// The oldest engine API this deployer works with, as (major, minor): API
+/// 1.41 (Docker 20.10), the engine its tests run against. bollard speaks a
+/// newer API by default and negotiates down to the engine's; every call the
+/// deployer makes exists in 1.41.
+pub const API_VERSION_MIN: (u32, u32) = (1, 41);
 /// What to do when the engine cannot be reached.
 const ENGINE_FIX: &str = "start the Docker engine (systemctl start docker; install it with \
     apt-get install docker.io) and check this user may use its socket (group docker)";
@@ -52,6 +57,22 @@ impl Engine {
             .await
     }
 
+    /// The API version the engine reports (`GET /version`), as (major,
+    /// minor); connects first if needed.
+    pub async fn api_version(&self) -> Result<(u32, u32), DeployerError> {
+        let client = self.client().await?;
+        let version = client
+            .version()
+            .await
+            .map_err(|e| self.error("version", e))?;
+        let reported = version.api_version.unwrap_or_default();
+        parse_api_version(&reported).ok_or_else(|| DeployerError::Provider {
+            provider: "the Docker engine",
+            operation: "version".to_owned(),
+            reason: format!("the engine reports API version {reported:?}, not major.minor"),
+        })
+    }
+
     /// The engine could not be reached at all.
     pub fn unreachable(&self, error: &bollard::errors::Error) -> DeployerError {
         DeployerError::ProviderUnreachable {
@@ -77,6 +98,12 @@ impl Engine {
     }
 }
 
+/// `"1.41"` as (1, 41).
+pub fn parse_api_version(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
 /// True when the engine answered 404 (no such image or container).
 pub fn is_not_found(error: &bollard::errors::Error) -> bool {
     matches!(
@@ -86,4 +113,21 @@ pub fn is_not_found(error: &bollard::errors::Error) -> bool {
             ..
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_versions_parse_as_major_and_minor() {
+        // Proves the engine's "1.41" form parses and compares numerically
+        // (1.9 is older than 1.41), and other forms are refused.
+        assert_eq!(parse_api_version("1.41"), Some((1, 41)));
+        assert!(parse_api_version("1.9") < Some(API_VERSION_MIN));
+        assert!(parse_api_version("1.47") >= Some(API_VERSION_MIN));
+        for bad in ["", "1", "1.x", "v1.41"] {
+            assert_eq!(parse_api_version(bad), None, "{bad}");
+        }
+    }
 }
