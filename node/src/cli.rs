@@ -607,6 +607,24 @@ pub struct EnvArg {
     pub env: String,
 }
 
+/// `gtc op env reconcile ENV --render DIR`.
+#[derive(Debug, Args, Clone)]
+pub struct ReconcileArgs {
+    /// Environment id, e.g. `local`.
+    pub env: String,
+    /// Write the manifests into this folder (created; a folder holding only
+    /// a previous render is replaced) instead of applying them.
+    #[arg(long, value_name = "DIR")]
+    pub render: Option<PathBuf>,
+    /// The `gtc` image the router runs, pinned by digest
+    /// (`registry/gtc@sha256:<64 hex>`); `bash scripts/image.sh` builds it.
+    #[arg(long, value_name = "IMAGE")]
+    pub router_image: Option<String>,
+    /// Router replicas (2 to 100).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub router_replicas: u32,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum EnvVerb {
     /// Create the `local` environment with the default env-packs, or fill in missing slots.
@@ -621,6 +639,12 @@ pub enum EnvVerb {
     Show(EnvArg),
     /// Check an environment: validation, env-packs, audit chain.
     Doctor(EnvArg),
+    /// Render an environment as Kubernetes manifests into a folder
+    /// (`--render DIR`); applying them to a cluster is not implemented here.
+    Reconcile(ReconcileArgs),
+    /// Check the tools, reachability and credentials of the deployer the
+    /// environment's deployer slot binds.
+    Preflight(EnvArg),
     /// Destroy an environment (its folder is kept aside under .destroyed/).
     Destroy {
         #[command(flatten)]

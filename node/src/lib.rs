@@ -38,6 +38,7 @@ mod node_client;
 mod node_cmd;
 mod op;
 mod output;
+mod preflight;
 mod remote;
 mod rollout_controller;
 mod secrets_cmd;

@@ -797,7 +797,7 @@ fn node_deployers() -> packs::deployer::Deployers {
 
 /// The Docker engine's socket: `DOCKER_HOST` when it names a unix socket,
 /// else the default. Nothing connects until a revision runs on it.
-fn docker_socket() -> String {
+pub(crate) fn docker_socket() -> String {
     std::env::var("DOCKER_HOST")
         .ok()
         .and_then(|host| host.strip_prefix("unix://").map(str::to_owned))

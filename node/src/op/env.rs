@@ -51,6 +51,8 @@ pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
             Ok(Report::new("env", "show", result))
         }
         EnvVerb::Doctor(env) => doctor(context, &env.env),
+        EnvVerb::Reconcile(args) => super::reconcile::run(context, &args),
+        EnvVerb::Preflight(env) => crate::preflight::run(context, &env.env),
         EnvVerb::Destroy { mutation, confirm } => {
             let answers: EnvTargetAnswers = target_answers(&mutation, "env", "destroy")?;
             let command = Command::EnvDestroy(answers);

@@ -4,6 +4,8 @@
 mod env;
 mod objects;
 mod plan;
+mod reconcile;
+mod render_dir;
 
 use std::path::Path;
 
@@ -39,6 +41,8 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
                 EnvVerb::List => "list",
                 EnvVerb::Show(_) => "show",
                 EnvVerb::Doctor(_) => "doctor",
+                EnvVerb::Reconcile(_) => "reconcile",
+                EnvVerb::Preflight(_) => "preflight",
                 EnvVerb::Destroy { .. } => "destroy",
                 EnvVerb::Backup(_) => "backup",
                 EnvVerb::Backups(_) => "backups",
@@ -132,9 +136,13 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
 /// Every verb with a route works through `--node`; the test below holds
 /// this list to the route table. (`revisions stage` has a route, but a
 /// `bundle_path` names a file on this machine: that form is refused.)
-const LOCAL_ONLY_WITH_NODE: [(&str, &str); 4] = [
+const LOCAL_ONLY_WITH_NODE: [(&str, &str); 6] = [
     ("env", "init"),
     ("env", "doctor"),
+    // Both read this machine's staged bundles (and its Docker socket or
+    // kubeconfig): what they check or render is here, not on the node.
+    ("env", "reconcile"),
+    ("env", "preflight"),
     ("env", "migrate-dev"),
     ("env", "migrate-state"),
 ];
@@ -207,7 +215,12 @@ fn schema_request(noun: &Noun) -> Option<serde_json::Value> {
             EnvVerb::MigrateState { mutation, .. } => {
                 schema_of::<EnvMigrateStateAnswers>(&mutation.mutation())
             }
-            EnvVerb::List | EnvVerb::Show(_) | EnvVerb::Doctor(_) | EnvVerb::Backups(_) => None,
+            EnvVerb::List
+            | EnvVerb::Show(_)
+            | EnvVerb::Doctor(_)
+            | EnvVerb::Reconcile(_)
+            | EnvVerb::Preflight(_)
+            | EnvVerb::Backups(_) => None,
         },
         Noun::EnvPacks(verb) => match verb {
             PacksVerb::Add(m) | PacksVerb::Update(m) => schema_of::<PackBindAnswers>(m),
