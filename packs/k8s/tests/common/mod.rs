@@ -132,6 +132,7 @@ impl Builder {
                 pack_list_lock_ref: String::new(),
                 runtime_instances,
                 scaling,
+                secret_pins: Vec::new(),
             }),
         });
     }
