@@ -9,7 +9,9 @@
 //! Rules, in order:
 //! 1. Stability: an instance stays where it is while its node is live, has
 //!    capacity, and the revision still wants that many instances.
-//! 2. Only live nodes, never above a node's capacity.
+//! 2. Only live nodes that can run the revision's deployer (a node lists
+//!    the deployers it can run now: one whose engine stopped answering is
+//!    left out, and its instances move), never above a node's capacity.
 //! 3. Spread: a missing instance goes to the node with the fewest instances
 //!    of that revision, then the fewest instances overall, then by name.
 //! 4. Rebalance: while one node holds two or more instances of a revision
@@ -27,11 +29,34 @@ use std::collections::BTreeMap;
 
 use crate::ids::RevisionId;
 
-/// A live node and how many instances it may run in all.
+/// A live node, how many instances it may run in all, and which deployers
+/// it can run them with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeCapacity {
     pub name: String,
     pub capacity: u32,
+    /// Descriptor paths of the deployers it can run now; `None` when it
+    /// has not said (it may run any).
+    pub deployers: Option<std::collections::BTreeSet<String>>,
+}
+
+impl NodeCapacity {
+    /// Whether this node can run instances of a revision whose deployer is
+    /// `needs` (a descriptor path; `None`: any deployer will do).
+    pub fn runs(&self, needs: Option<&str>) -> bool {
+        match (needs, &self.deployers) {
+            (Some(path), Some(deployers)) => deployers.contains(path),
+            _ => true,
+        }
+    }
+}
+
+/// What a revision asks of placement: how many instances, and the
+/// deployer (descriptor path) a node must be able to run them with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub instances: u32,
+    pub deployer: Option<String>,
 }
 
 /// Revision → the node of each of its instances, sorted by node name.
@@ -40,10 +65,19 @@ pub type Placement = BTreeMap<RevisionId, Vec<String>>;
 /// The placement for `desired` (revision → instances wanted) over `nodes`,
 /// moving as little of `current` as the rules allow.
 pub fn place(
-    desired: &BTreeMap<RevisionId, u32>,
+    desired: &BTreeMap<RevisionId, Want>,
     nodes: &[NodeCapacity],
     current: &Placement,
 ) -> Placement {
+    let eligible = |revision: &RevisionId, node: &str| {
+        let needs = desired
+            .get(revision)
+            .and_then(|want| want.deployer.as_deref());
+        nodes
+            .iter()
+            .find(|n| n.name == node)
+            .is_some_and(|n| n.runs(needs))
+    };
     let mut load: BTreeMap<&str, u32> = nodes.iter().map(|n| (n.name.as_str(), 0)).collect();
     let capacity: BTreeMap<&str, u32> = nodes
         .iter()
@@ -52,11 +86,15 @@ pub fn place(
     let mut placement: Placement = BTreeMap::new();
 
     // 1. Keep what can stay.
-    for (revision, wanted) in desired {
+    for (revision, want) in desired {
+        let wanted = &want.instances;
         let mut kept = Vec::new();
         for node in current.get(revision).into_iter().flatten() {
             if kept.len() as u32 >= *wanted {
                 break;
+            }
+            if !eligible(revision, node) {
+                continue;
             }
             let (Some(used), Some(limit)) =
                 (load.get_mut(node.as_str()), capacity.get(node.as_str()))
@@ -72,13 +110,16 @@ pub fn place(
     }
 
     // 2. Place what is missing, spread.
-    for (revision, wanted) in desired {
+    for (revision, want) in desired {
+        let wanted = &want.instances;
+        let needs = want.deployer.as_deref();
         let Some(assigned) = placement.get_mut(revision) else {
             continue;
         };
         while (assigned.len() as u32) < *wanted {
             let choice = nodes
                 .iter()
+                .filter(|n| n.runs(needs))
                 .filter(|n| load.get(n.name.as_str()).copied().unwrap_or(u32::MAX) < n.capacity)
                 .min_by_key(|n| {
                     let of_revision = assigned.iter().filter(|a| **a == n.name).count();
@@ -106,8 +147,11 @@ pub fn place(
     let mut moved = true;
     while moved {
         moved = false;
-        for assigned in placement.values_mut() {
-            moved |= rebalance(assigned, nodes, &mut load);
+        for (revision, assigned) in placement.iter_mut() {
+            let needs = desired
+                .get(revision)
+                .and_then(|want| want.deployer.as_deref());
+            moved |= rebalance(assigned, needs, nodes, &mut load);
         }
     }
     placement
@@ -118,6 +162,7 @@ pub fn place(
 /// moved.
 fn rebalance(
     assigned: &mut Vec<String>,
+    needs: Option<&str>,
     nodes: &[NodeCapacity],
     load: &mut BTreeMap<&str, u32>,
 ) -> bool {
@@ -134,6 +179,7 @@ fn rebalance(
         let target = nodes
             .iter()
             .filter(|n| n.name != source)
+            .filter(|n| n.runs(needs))
             .filter(|n| load.get(n.name.as_str()).copied().unwrap_or(u32::MAX) < n.capacity)
             .min_by_key(|n| {
                 (
@@ -186,7 +232,23 @@ pub fn changes(
     for revision in running {
         // A revision that scales is placed at its committed count (0 when
         // scaled to zero: it is placed nowhere until it is asked for).
-        desired.insert(revision.revision_id, revision.instance_count().unwrap_or(1));
+        let deployer = revision
+            .deployer
+            .as_ref()
+            .or_else(|| {
+                state
+                    .environment
+                    .binding(crate::descriptor::CapabilitySlot::Deployer)
+                    .map(|binding| &binding.kind)
+            })
+            .map(|kind| kind.path().to_owned());
+        desired.insert(
+            revision.revision_id,
+            Want {
+                instances: revision.instance_count().unwrap_or(1),
+                deployer,
+            },
+        );
         current.insert(revision.revision_id, revision.placement.clone());
     }
     let placed = place(&desired, nodes, &current);
@@ -217,13 +279,92 @@ mod tests {
             .map(|(i, c)| NodeCapacity {
                 name: format!("n{i}"),
                 capacity: *c,
+                deployers: None,
             })
             .collect()
     }
 
+    /// Wants of `count` instances on any deployer.
+    fn any(counts: &[(RevisionId, u32)]) -> BTreeMap<RevisionId, Want> {
+        counts
+            .iter()
+            .map(|(revision, instances)| {
+                (
+                    *revision,
+                    Want {
+                        instances: *instances,
+                        deployer: None,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    const LOCAL: &str = "greentic.deployer.local-process";
+    const DOCKER: &str = "greentic.deployer.docker";
+
+    #[test]
+    fn a_revision_goes_only_to_nodes_that_run_its_deployer_and_leaves_one_that_stops() {
+        // Proves: a revision on Docker is placed only on members whose
+        // engine answers; when n1's engine stops answering (it drops Docker
+        // from its list) its Docker instance moves and its local-process
+        // instance stays; nothing is placed where the deployer is missing,
+        // even with room.
+        let with = |name: &str, deployers: &[&str]| NodeCapacity {
+            name: name.to_owned(),
+            capacity: 10,
+            deployers: Some(deployers.iter().map(|d| (*d).to_owned()).collect()),
+        };
+        let desired = BTreeMap::from([
+            (
+                revision(1),
+                Want {
+                    instances: 2,
+                    deployer: Some(DOCKER.to_owned()),
+                },
+            ),
+            (
+                revision(2),
+                Want {
+                    instances: 2,
+                    deployer: Some(LOCAL.to_owned()),
+                },
+            ),
+        ]);
+        let all = [
+            with("n0", &[LOCAL, DOCKER]),
+            with("n1", &[LOCAL, DOCKER]),
+            with("n2", &[LOCAL]),
+        ];
+        let first = place(&desired, &all, &Placement::new());
+        assert_eq!(first[&revision(1)], vec!["n0", "n1"]);
+        let engine_down = [
+            with("n0", &[LOCAL, DOCKER]),
+            with("n1", &[LOCAL]),
+            with("n2", &[LOCAL]),
+        ];
+        let second = place(&desired, &engine_down, &first);
+        assert_eq!(
+            second[&revision(1)],
+            vec!["n0", "n0"],
+            "moved off n1, doubled on the one engine left"
+        );
+        assert_eq!(
+            second[&revision(2)],
+            first[&revision(2)],
+            "local instances stayed put"
+        );
+        let no_engine = [with("n0", &[LOCAL]), with("n1", &[LOCAL])];
+        let third = place(&desired, &no_engine, &second);
+        assert!(
+            third[&revision(1)].is_empty(),
+            "unplaced rather than on a node that cannot run it"
+        );
+    }
+
     #[test]
     fn instances_spread_and_a_dead_node_s_instances_move() {
-        let desired = BTreeMap::from([(revision(1), 3), (revision(2), 2)]);
+        let desired = any(&[(revision(1), 3), (revision(2), 2)]);
         let first = place(&desired, &nodes(&[10, 10, 10]), &Placement::new());
         assert_eq!(first[&revision(1)], vec!["n0", "n1", "n2"]);
         assert_eq!(first[&revision(2)].len(), 2);
@@ -250,7 +391,7 @@ mod tests {
         // Placed while only n0 was live (a rolling restart): both instances
         // on n0. With n1 and n2 back, one moves, so losing n0 no longer
         // takes the revision down; the other stays put.
-        let desired = BTreeMap::from([(revision(1), 2)]);
+        let desired = any(&[(revision(1), 2)]);
         let doubled = Placement::from([(revision(1), vec!["n0".to_owned(), "n0".to_owned()])]);
         let placed = place(&desired, &nodes(&[10, 10, 10]), &doubled);
         assert_eq!(placed[&revision(1)], vec!["n0", "n1"]);
@@ -261,25 +402,60 @@ mod tests {
 
     #[test]
     fn capacity_is_never_exceeded_and_the_rest_waits() {
-        let desired = BTreeMap::from([(revision(1), 5)]);
+        let desired = any(&[(revision(1), 5)]);
         let placed = place(&desired, &nodes(&[1, 2]), &Placement::new());
         assert_eq!(placed[&revision(1)], vec!["n0", "n1", "n1"]);
     }
 
-    /// Desired instances, live nodes' capacities, and a current placement
-    /// by small revision and node numbers.
-    type Case = (BTreeMap<RevisionId, u32>, Vec<u32>, Vec<(u8, Vec<u8>)>);
+    /// Desired instances (and a deployer: 0 any, 1 local, 2 Docker), live
+    /// nodes' capacities (and what they run: 0 unsaid, 1 local, 2 Docker,
+    /// 3 both), and a current placement by small revision and node numbers.
+    type Case = (
+        BTreeMap<RevisionId, Want>,
+        Vec<NodeCapacity>,
+        Vec<(u8, Vec<u8>)>,
+    );
 
     fn arbitrary_case() -> impl Strategy<Value = Case> {
         (
-            prop::collection::btree_map(0u8..6, 0u32..6, 0..5),
-            prop::collection::vec(0u32..8, 0..6),
+            prop::collection::btree_map(0u8..6, (0u32..6, 0u8..3), 0..5),
+            prop::collection::vec((0u32..8, 0u8..4), 0..6),
             prop::collection::vec((0u8..6, prop::collection::vec(0u8..8, 0..6)), 0..5),
         )
             .prop_map(|(desired, capacities, current)| {
+                let deployer = |kind: u8| match kind {
+                    1 => Some(LOCAL.to_owned()),
+                    2 => Some(DOCKER.to_owned()),
+                    _ => None,
+                };
+                let runs = |kind: u8| match kind {
+                    1 => Some([LOCAL.to_owned()].into()),
+                    2 => Some([DOCKER.to_owned()].into()),
+                    3 => Some([LOCAL.to_owned(), DOCKER.to_owned()].into()),
+                    _ => None,
+                };
                 (
-                    desired.into_iter().map(|(r, n)| (revision(r), n)).collect(),
-                    capacities,
+                    desired
+                        .into_iter()
+                        .map(|(r, (n, d))| {
+                            (
+                                revision(r),
+                                Want {
+                                    instances: n,
+                                    deployer: deployer(d),
+                                },
+                            )
+                        })
+                        .collect(),
+                    capacities
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (capacity, kind))| NodeCapacity {
+                            name: format!("n{i}"),
+                            capacity,
+                            deployers: runs(kind),
+                        })
+                        .collect(),
                     current,
                 )
             })
@@ -287,8 +463,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn placements_respect_every_rule((desired, capacities, current) in arbitrary_case()) {
-            let live = nodes(&capacities);
+        fn placements_respect_every_rule((desired, live, current) in arbitrary_case()) {
             let current: Placement = current
                 .into_iter()
                 .map(|(r, list)| (revision(r), list.into_iter().map(|n| format!("n{n}")).collect()))
@@ -297,19 +472,24 @@ mod tests {
             // Only live nodes, never above capacity, never more than asked.
             let mut load: BTreeMap<&str, u32> = BTreeMap::new();
             for (revision, list) in &placed {
-                prop_assert!(list.len() as u32 <= desired[revision]);
+                let want = &desired[revision];
+                prop_assert!(list.len() as u32 <= want.instances);
                 for node in list {
-                    prop_assert!(live.iter().any(|n| &n.name == node));
+                    // Only on a live node that runs the revision's deployer.
+                    prop_assert!(live.iter().any(|n| &n.name == node && n.runs(want.deployer.as_deref())));
                     *load.entry(node.as_str()).or_default() += 1;
                 }
             }
             for node in &live {
                 prop_assert!(load.get(node.name.as_str()).copied().unwrap_or(0) <= node.capacity);
             }
-            // Everything is placed when it fits.
+            // Everything is placed when it fits (checked where every node
+            // may run every revision).
             let total_capacity: u32 = live.iter().map(|n| n.capacity).sum();
-            let total_desired: u32 = desired.values().sum();
-            if total_desired <= total_capacity {
+            let total_desired: u32 = desired.values().map(|w| w.instances).sum();
+            let unconstrained = live.iter().all(|n| n.deployers.is_none())
+                || desired.values().all(|w| w.deployer.is_none());
+            if unconstrained && total_desired <= total_capacity {
                 let placed_total: usize = placed.values().map(Vec::len).sum();
                 prop_assert_eq!(placed_total as u32, total_desired);
             }
@@ -321,10 +501,11 @@ mod tests {
             for node in placed.values().flatten() {
                 *used.entry(node.as_str()).or_default() += 1;
             }
-            for list in placed.values() {
+            for (revision, list) in &placed {
+                let needs = desired[revision].deployer.as_deref();
                 let count = |name: &str| list.iter().filter(|a| *a == name).count();
                 for a in &live {
-                    for b in &live {
+                    for b in live.iter().filter(|b| b.runs(needs)) {
                         let room = used.get(b.name.as_str()).copied().unwrap_or(0) < b.capacity;
                         prop_assert!(!(room && count(&a.name) >= count(&b.name) + 2), "{:?} doubled up beside {} with room", list, b.name);
                     }
@@ -332,7 +513,7 @@ mod tests {
             }
             // Spread: with room everywhere, a revision's instances per node
             // differ by at most one when placed from scratch.
-            if live.iter().all(|n| n.capacity >= total_desired) && !live.is_empty() {
+            if unconstrained && live.iter().all(|n| n.capacity >= total_desired) && !live.is_empty() {
                 let fresh = place(&desired, &live, &Placement::new());
                 for list in fresh.values() {
                     let counts: Vec<usize> = live.iter().map(|n| list.iter().filter(|a| **a == n.name).count()).collect();

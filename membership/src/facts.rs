@@ -28,6 +28,11 @@ pub const KEY_INSTANCES_TOTAL: &str = "instances_total";
 /// Key of how many instances the node accepts in all (decimal u32): the
 /// leader never places more on it.
 pub const KEY_CAPACITY: &str = "capacity";
+/// Key of the deployers the node can run instances with now
+/// (comma-separated descriptor paths such as `greentic.deployer.docker`):
+/// a deployer whose engine does not answer is left out, and the leader
+/// places a revision only on members that list its deployer.
+pub const KEY_DEPLOYERS: &str = "deployers";
 
 /// Prefix of the keys that carry a revision's ready local instances:
 /// `endpoints/<revision id>` = comma-separated `ip:port`s. Routers on other
@@ -66,6 +71,7 @@ pub enum FactKey {
     InstancesHealthy,
     InstancesTotal,
     Capacity,
+    Deployers,
 }
 
 /// A node's role in the Raft group, as gossiped.
@@ -88,6 +94,8 @@ pub struct NodeFacts {
     pub instances_healthy: Option<u32>,
     pub instances_total: Option<u32>,
     pub capacity: Option<u32>,
+    /// Descriptor paths of the deployers the node can run now.
+    pub deployers: Option<Vec<String>>,
 }
 
 /// Why a fact value is not acceptable.
@@ -117,7 +125,7 @@ pub enum FactError {
 
 impl FactKey {
     /// Every fact key.
-    pub const ALL: [FactKey; 9] = [
+    pub const ALL: [FactKey; 10] = [
         FactKey::Role,
         FactKey::AdminAddr,
         FactKey::RaftAddr,
@@ -127,6 +135,7 @@ impl FactKey {
         FactKey::InstancesHealthy,
         FactKey::InstancesTotal,
         FactKey::Capacity,
+        FactKey::Deployers,
     ];
 
     /// The chitchat key string.
@@ -141,6 +150,7 @@ impl FactKey {
             FactKey::InstancesHealthy => KEY_INSTANCES_HEALTHY,
             FactKey::InstancesTotal => KEY_INSTANCES_TOTAL,
             FactKey::Capacity => KEY_CAPACITY,
+            FactKey::Deployers => KEY_DEPLOYERS,
         }
     }
 
@@ -257,6 +267,10 @@ impl NodeFacts {
                 FactKey::Capacity,
                 self.capacity.map(|count| count.to_string()),
             ),
+            (
+                FactKey::Deployers,
+                self.deployers.as_ref().map(|paths| paths.join(",")),
+            ),
         ];
         entries
             .into_iter()
@@ -285,9 +299,36 @@ impl NodeFacts {
             FactKey::InstancesHealthy => self.instances_healthy = Some(parse(key, value, "a u32")?),
             FactKey::InstancesTotal => self.instances_total = Some(parse(key, value, "a u32")?),
             FactKey::Capacity => self.capacity = Some(parse(key, value, "a u32")?),
+            FactKey::Deployers => self.deployers = Some(parse_deployers(value)?),
         }
         Ok(())
     }
+}
+
+/// A comma-separated list of descriptor paths (`[a-z0-9.-]`, non-empty
+/// each); empty when the node can run none.
+fn parse_deployers(value: &str) -> Result<Vec<String>, FactError> {
+    if value.is_empty() {
+        return Ok(Vec::new());
+    }
+    value
+        .split(',')
+        .map(|path| {
+            let valid = !path.is_empty()
+                && path
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+            if valid {
+                Ok(path.to_owned())
+            } else {
+                Err(FactError::InvalidValue {
+                    key: FactKey::Deployers,
+                    value: value.to_owned(),
+                    expected: "comma-separated descriptor paths",
+                })
+            }
+        })
+        .collect()
 }
 
 fn parse<T: FromStr>(key: FactKey, value: &str, expected: &'static str) -> Result<T, FactError> {
@@ -313,6 +354,10 @@ mod tests {
             instances_healthy: Some(2),
             instances_total: Some(5),
             capacity: Some(8),
+            deployers: Some(vec![
+                "greentic.deployer.local-process".to_owned(),
+                "greentic.deployer.docker".to_owned(),
+            ]),
         }
     }
 
@@ -320,7 +365,7 @@ mod tests {
     fn key_values_round_trip() {
         let facts = sample();
         let pairs = facts.to_key_values();
-        assert_eq!(pairs.len(), 8);
+        assert_eq!(pairs.len(), 9);
         let text: Vec<(&str, &str)> = pairs
             .iter()
             .map(|(key, value)| (key.as_str(), value.as_str()))

@@ -92,6 +92,9 @@ pub struct GossipSettings<'a> {
     pub counts: crate::rollout_controller::RemoteCounts,
     /// Where the other members' requests in flight go, for the autoscaler.
     pub in_flight: crate::autoscaler::RemoteInFlight,
+    /// Descriptor paths of the deployers this node runs; which of them can
+    /// run instances now is probed and gossiped (`deployers`).
+    pub deployers: Vec<String>,
 }
 
 /// Starts gossip and the loop that keeps facts and remote instances fresh.
@@ -122,6 +125,10 @@ pub async fn start(
         last: None,
         in_flight: None,
     };
+    tokio::spawn(publish_deployers(
+        Arc::clone(&membership),
+        settings.deployers,
+    ));
     tokio::spawn(refresh(
         Arc::clone(&membership),
         router,
@@ -133,6 +140,65 @@ pub async fn start(
         },
     ));
     Ok(membership)
+}
+
+/// How often a member checks which of its deployers can run instances now.
+pub const DEPLOYERS_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest a probe of a deployer's engine may take; no answer within it
+/// counts as unreachable.
+pub const DEPLOYER_PROBE_WAIT: Duration = Duration::from_secs(2);
+
+/// Which of `paths` can run instances now: local processes always; Docker
+/// when its engine answers (its API version) within [`DEPLOYER_PROBE_WAIT`].
+/// A deployer this node does not know how to probe is listed as it is.
+async fn runnable(paths: &[String], docker: &docker_deployer::Engine) -> Vec<String> {
+    let mut runnable = Vec::new();
+    for path in paths {
+        let up = if path == docker_deployer::DESCRIPTOR_PATH {
+            matches!(
+                tokio::time::timeout(DEPLOYER_PROBE_WAIT, docker.api_version()).await,
+                Ok(Ok(_))
+            )
+        } else {
+            true
+        };
+        if up {
+            runnable.push(path.clone());
+        }
+    }
+    runnable
+}
+
+/// Publishes the `deployers` fact every [`DEPLOYERS_PROBE_INTERVAL`] (when
+/// it changed), so the leader places a revision only on members that can
+/// run its deployer now, and moves instances off a member whose engine
+/// stopped answering.
+async fn publish_deployers(membership: Arc<Membership>, paths: Vec<String>) {
+    let docker = docker_deployer::Engine::new(crate::node_cmd::docker_socket());
+    let mut last: Option<Vec<String>> = None;
+    let mut ticker = tokio::time::interval(DEPLOYERS_PROBE_INTERVAL);
+    loop {
+        ticker.tick().await;
+        if Arc::strong_count(&membership) == 1 {
+            return;
+        }
+        let now = runnable(&paths, &docker).await;
+        if last.as_ref() == Some(&now) {
+            continue;
+        }
+        match membership
+            .set_fact(FactKey::Deployers, &now.join(","))
+            .await
+        {
+            Ok(()) => {
+                if last.is_some() {
+                    tracing::info!(deployers = %now.join(","), "the deployers this member can run changed");
+                }
+                last = Some(now);
+            }
+            Err(error) => tracing::warn!(%error, "the deployers fact could not be published"),
+        }
+    }
 }
 
 /// What the gossip loop hands to the node's deciders from other members.
@@ -316,6 +382,11 @@ async fn refresh(
                     name: member.node_id.name.clone(),
                     // A member that has not said yet takes nothing.
                     capacity: member.facts.capacity.unwrap_or(0),
+                    deployers: member
+                        .facts
+                        .deployers
+                        .as_ref()
+                        .map(|paths| paths.iter().cloned().collect()),
                 })
                 .collect::<Vec<_>>();
             placer.place(&cluster, nodes).await;

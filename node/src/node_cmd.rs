@@ -363,6 +363,7 @@ impl RunningNode {
                     env_id: env_id.clone(),
                     counts: Arc::clone(&remote_counts),
                     in_flight: Arc::clone(&remote_in_flight),
+                    deployers: node_deployers().paths().map(str::to_owned).collect(),
                 };
                 Some(
                     crate::gossip::start(settings, Arc::clone(&router), Arc::clone(cluster))

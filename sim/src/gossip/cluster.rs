@@ -322,5 +322,6 @@ fn node_facts(gossip_addr: SocketAddr) -> NodeFacts {
         instances_healthy: Some(0),
         instances_total: Some(0),
         capacity: Some(CAPACITY),
+        deployers: None,
     }
 }

@@ -507,6 +507,7 @@ impl World {
             .map(|n| NodeCapacity {
                 name: format!("n{}", n.id),
                 capacity: NODE_CAPACITY,
+                deployers: None,
             })
             .collect();
         if let Some(mut answers) = deploy::placement::changes(&state, &nodes) {
