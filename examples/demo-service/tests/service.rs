@@ -18,6 +18,8 @@ use nix::unistd::Pid;
 const BIN: &str = env!("CARGO_BIN_EXE_demo-service");
 /// How long a test waits for the service to accept connections.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
+/// Ports tried before a test gives up on starting the service.
+const LAUNCH_ATTEMPTS: usize = 5;
 
 struct Service {
     child: Child,
@@ -38,25 +40,47 @@ fn free_port() -> u16 {
 }
 
 fn launch(envs: &[(&str, &str)]) -> Service {
-    let port = free_port();
-    let child = Command::new(BIN)
-        .env("PORT", port.to_string())
-        .env("GREENTIC_REVISION", "rev-demo")
-        .envs(envs.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn demo-service");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            started.elapsed() < LISTEN_WAIT,
-            "demo-service never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    // A port free when chosen can still be bound by another process before
+    // the service binds it: the service then exits, and a connection would
+    // reach the stranger. So the service must be alive once its port
+    // answers; otherwise this tries another port.
+    for _ in 0..LAUNCH_ATTEMPTS {
+        let port = free_port();
+        let mut child = Command::new(BIN)
+            .env("PORT", port.to_string())
+            .env("GREENTIC_REVISION", "rev-demo")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn demo-service");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                eprintln!(
+                    "demo-service exited ({status}) before listening on {port}; trying another port"
+                );
+                break;
+            }
+            if TcpStream::connect(addr).is_ok() {
+                // Listening, and still ours only if it did not exit on a
+                // failed bind: look once more after the connection.
+                std::thread::sleep(Duration::from_millis(20));
+                if child.try_wait().expect("try_wait").is_none() {
+                    return Service { child, addr };
+                }
+                eprintln!("port {port} answered but demo-service exited; trying another port");
+                break;
+            }
+            assert!(
+                started.elapsed() < LISTEN_WAIT,
+                "demo-service never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    Service { child, addr }
+    panic!("demo-service could not get a port in {LAUNCH_ATTEMPTS} attempts");
 }
 
 fn wait_with_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
