@@ -15,7 +15,7 @@ pub const REQUEST_TIMEOUT_SECONDS: u64 = 120;
 /// deployer makes exists in 1.41.
 pub const API_VERSION_MIN: (u32, u32) = (1, 41);
 /// What to do when the engine cannot be reached.
-const ENGINE_FIX: &str = "start the Docker engine (systemctl start docker; install it with \
+pub(crate) const ENGINE_FIX: &str = "start the Docker engine (systemctl start docker; install it with \
     apt-get install docker.io) and check this user may use its socket (group docker)";
 
 /// A lazily connected engine client; the API version is negotiated with

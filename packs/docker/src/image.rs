@@ -1,6 +1,8 @@
 //! Stage time: find the revision's image on the engine and pin it by its
 //! id (the sha256 of its config), so the revision always runs exactly the
-//! image it was staged with, whatever the tag points at later.
+//! image it was staged with, whatever the tag points at later. An image
+//! archive inside the bundle is loaded first ([`crate::archive`]) and pinned
+//! the same way, by the id the load yields.
 
 use packs::deployer::{ContainerImage, DeployerError, RevisionSpec};
 
@@ -12,17 +14,8 @@ pub async fn pin(engine: &Engine, spec: &RevisionSpec) -> Result<String, Deploye
     spec.validate()?;
     let (reference, digest) = match &spec.runtime.image {
         Some(ContainerImage::OnEngine { reference, digest }) => (reference, digest),
-        Some(ContainerImage::Archive { path, .. }) => {
-            return Err(DeployerError::InvalidSpec {
-                revision: spec.revision_id,
-                field: "runtime.image.archive",
-                message: format!(
-                    "({}) names an image archive; this version of greentic.deployer.docker runs \
-                     images already on the engine: load it (docker load -i) and name it with \
-                     runtime.image.reference and runtime.image.digest",
-                    path.display()
-                ),
-            });
+        Some(ContainerImage::Archive { path, digest }) => {
+            return crate::archive::load(engine, spec, path, digest).await;
         }
         None => {
             return Err(DeployerError::InvalidSpec {

@@ -5,8 +5,9 @@
 //! restart with backoff, graceful drain, archive).
 //!
 //! Owns: talking to the engine ([`engine`]), resolving and pinning a
-//! revision's image at stage time ([`image`]), and one container's life
-//! ([`container`]): created with the labels `greentic.env`,
+//! revision's image at stage time ([`image`]; an image archive shipped in
+//! the bundle is checked against its digest and loaded first, [`archive`]),
+//! and one container's life ([`container`]): created with the labels `greentic.env`,
 //! `greentic.deployment`, `greentic.revision`, `greentic.instance` and
 //! `greentic.node`, its port published on the instance host (127.0.0.1 on a
 //! single node) with a port the engine picks, its logs copied into the
@@ -15,6 +16,7 @@
 //! Must not touch: the store, the router, the lifecycle. The router reaches
 //! a container at its published address like any instance.
 
+pub mod archive;
 pub mod container;
 pub mod engine;
 mod health;
