@@ -115,8 +115,20 @@ pub async fn engine() -> Result<Docker, String> {
 /// Builds `FROM scratch` + the static binary as [`IMAGE_TAG`] through the
 /// engine's build API; returns the image id.
 pub async fn build_image(docker: &Docker, binary: &Path) -> Result<String, String> {
-    let dockerfile =
-        "FROM scratch\nCOPY demo-service /demo-service\nENTRYPOINT [\"/demo-service\"]\n";
+    build_image_as(docker, binary, IMAGE_TAG, "").await
+}
+
+/// The same image tagged `tag`, with `extra` Dockerfile lines (a `LABEL`
+/// makes an image of its own, with its own id); returns the image id.
+pub async fn build_image_as(
+    docker: &Docker,
+    binary: &Path,
+    tag: &str,
+    extra: &str,
+) -> Result<String, String> {
+    let dockerfile = format!(
+        "FROM scratch\nCOPY demo-service /demo-service\n{extra}ENTRYPOINT [\"/demo-service\"]\n"
+    );
     let mut context = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     header.set_size(dockerfile.len() as u64);
@@ -132,7 +144,7 @@ pub async fn build_image(docker: &Docker, binary: &Path) -> Result<String, Strin
     let bytes = context.into_inner().map_err(|e| e.to_string())?;
     let options = BuildImageOptions {
         dockerfile: "Dockerfile".to_owned(),
-        t: Some(IMAGE_TAG.to_owned()),
+        t: Some(tag.to_owned()),
         rm: true,
         forcerm: true,
         ..BuildImageOptions::default()
@@ -145,7 +157,7 @@ pub async fn build_image(docker: &Docker, binary: &Path) -> Result<String, Strin
         }
     }
     let image = docker
-        .inspect_image(IMAGE_TAG)
+        .inspect_image(tag)
         .await
         .map_err(|e| format!("built image not found: {e}"))?;
     image.id.ok_or_else(|| "built image has no id".to_owned())
