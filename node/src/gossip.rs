@@ -457,3 +457,27 @@ impl Placer {
         }));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::runnable;
+
+    #[tokio::test]
+    async fn a_deployer_whose_engine_does_not_answer_is_not_listed() {
+        // Proves: local processes are always runnable; Docker only when its
+        // engine answers, so an engine that is down (here a socket that
+        // does not exist) takes Docker off the member's list within one
+        // probe, and the leader stops placing Docker revisions there.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("docker.sock");
+        let engine = docker_deployer::Engine::new(missing.to_string_lossy().into_owned());
+        let paths = vec![
+            "greentic.deployer.local-process".to_owned(),
+            docker_deployer::DESCRIPTOR_PATH.to_owned(),
+        ];
+        assert_eq!(
+            runnable(&paths, &engine).await,
+            vec!["greentic.deployer.local-process".to_owned()]
+        );
+    }
+}
