@@ -94,6 +94,71 @@ async fn sticky_sessions_hold_until_the_split_changes() {
 }
 
 #[tokio::test]
+async fn a_new_split_starts_its_own_pick_sequence_and_a_republish_keeps_it() {
+    // Proves: the answers of a split are the first picks of its own
+    // sequence, whatever the split before it drew (so a step a rollout cut
+    // short after 150 answers still holds its weight exactly), and a
+    // publish that leaves the split as it is (instances changed) goes on
+    // with the same sequence rather than starting it again.
+    let (mut operator, deployment, revisions) = Operator::new(2);
+    operator.split(deployment, &[(revisions[0], 5_000), (revisions[1], 5_000)]);
+    let (a, b) = (backend("v1").await, backend("v2").await);
+    let instances = [(revisions[0], vec![a]), (revisions[1], vec![b])];
+    let harness = Harness::start(
+        published(operator.state(), &instances),
+        ProxyConfig::default(),
+    )
+    .await;
+    // 37 requests under the 50/50 split: a global counter would start the
+    // next split at 37.
+    for _ in 0..37 {
+        let (status, _, _) = harness.get("/", &[]).await;
+        assert_eq!(status, 200);
+    }
+    operator.split(deployment, &[(revisions[0], 9_000), (revisions[1], 1_000)]);
+    harness
+        .router
+        .publish(published(operator.state(), &instances));
+    let canary = |from: u64, to: u64| {
+        (from..to)
+            .filter(|counter| router::pick_point(*counter) >= 9_000)
+            .count()
+    };
+    let second_v1 = backend("v1").await;
+    let mut seen = 0;
+    for round in 0..2 {
+        for _ in 0..75 {
+            let (status, _, body) = harness.get("/", &[]).await;
+            assert_eq!(status, 200);
+            seen += usize::from(body.starts_with("v2"));
+        }
+        if round == 0 {
+            // The same split published again with another instance of v1,
+            // as an instance change does.
+            harness.router.publish(published(
+                operator.state(),
+                &[(revisions[0], vec![a, second_v1]), (revisions[1], vec![b])],
+            ));
+        }
+    }
+    assert_eq!(
+        seen,
+        canary(0, 150),
+        "the new split's 150 answers are exactly the first 150 picks of its own sequence"
+    );
+    assert_ne!(
+        canary(0, 150),
+        canary(37, 187),
+        "the test tells the two apart"
+    );
+    assert_ne!(
+        canary(0, 150),
+        canary(0, 75) * 2,
+        "the test tells a carried-over sequence from a restarted one"
+    );
+}
+
+#[tokio::test]
 async fn only_admin_callers_choose_the_revision_and_the_token_never_leaks() {
     let (mut operator, deployment, revisions) = Operator::new(2);
     operator.split(deployment, &[(revisions[0], 10_000), (revisions[1], 0)]);

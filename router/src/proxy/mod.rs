@@ -212,6 +212,21 @@ struct Snapshot {
     /// Per revision of the table: its ready instances, its
     /// `x-greentic-revision` value and its metrics handles.
     revisions: HashMap<RevisionId, Serving>,
+    /// Per deployment, the pick counter of its current split: carried over
+    /// while the split's generation is the same, new (from 0) when the
+    /// split changes. Every request a split routes draws the next value of
+    /// that split's own counter, so the answers of one split are a
+    /// contiguous run of the pick sequence and hold its weights exactly,
+    /// whatever other deployments' traffic or a change of split in flight
+    /// interleave with them.
+    picks: HashMap<DeploymentId, PickCounter>,
+}
+
+/// A split's pick counter (its split generation, the counter).
+#[derive(Clone)]
+struct PickCounter {
+    split_generation: u64,
+    counter: Arc<AtomicU64>,
 }
 
 /// What serving one revision needs, ready for the request path.
@@ -224,7 +239,25 @@ struct Serving {
 }
 
 impl Snapshot {
-    fn new(published: Published) -> Self {
+    /// The snapshot of `published`, keeping the pick counters of `previous`
+    /// whose split did not change.
+    fn new(published: Published, previous: Option<&Snapshot>) -> Self {
+        let picks = published
+            .table
+            .deployments()
+            .iter()
+            .map(|route| {
+                let kept = previous
+                    .and_then(|p| p.picks.get(&route.deployment_id))
+                    .filter(|p| p.split_generation == route.split_generation)
+                    .cloned();
+                let counter = kept.unwrap_or_else(|| PickCounter {
+                    split_generation: route.split_generation,
+                    counter: Arc::new(AtomicU64::new(0)),
+                });
+                (route.deployment_id, counter)
+            })
+            .collect();
         let mut revisions = HashMap::new();
         for deployment in published.table.deployments() {
             for revision in &deployment.revisions {
@@ -249,19 +282,25 @@ impl Snapshot {
         Self {
             generation_header: HeaderValue::from(published.table.generation()),
             revisions,
+            picks,
             published,
         }
     }
+
+    /// The next pick point of `deployment`'s split.
+    fn next_pick(&self, deployment: DeploymentId) -> u64 {
+        self.picks
+            .get(&deployment)
+            .map_or(0, |pick| pick.counter.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
-/// The router: a published snapshot, a pick counter and an HTTP client.
+/// The router: a published snapshot (with each split's pick counter) and
+/// an HTTP client.
 pub struct Router {
     published: ArcSwap<Snapshot>,
-    /// Feeds the weighted pick; only revision picks draw from it, so the
-    /// picks follow the Weyl sequence exactly.
-    counter: AtomicU64,
-    /// Feeds the instance choice, kept apart from `counter` so balancing
-    /// never skews the split.
+    /// Feeds the instance choice, kept apart from the splits' pick
+    /// counters so balancing never skews a split.
     instance_counter: AtomicU64,
     /// Signed `Set-Cookie` values per deployment: every client that gets
     /// the same revision in the same half-TTL gets the same cookie, so
@@ -296,8 +335,7 @@ impl Router {
         let router = Arc::new(Self {
             local: Mutex::new(published.clone()),
             remote: Mutex::new(HashMap::new()),
-            published: ArcSwap::from_pointee(Snapshot::new(published.clone())),
-            counter: AtomicU64::new(0),
+            published: ArcSwap::from_pointee(Snapshot::new(published.clone(), None)),
             instance_counter: AtomicU64::new(0),
             cookies: CookieCache::default(),
             metrics: RwLock::new(HashMap::new()),
@@ -421,7 +459,9 @@ impl Router {
             .map(|d| d.deployment_id)
             .collect();
         self.cookies.retain(|deployment| live.contains(deployment));
-        self.published.store(Arc::new(Snapshot::new(published)));
+        let previous = self.published.load_full();
+        self.published
+            .store(Arc::new(Snapshot::new(published, Some(&previous))));
         self.publications
             .send_modify(|count| *count = count.wrapping_add(1));
     }

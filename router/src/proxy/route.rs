@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use deploy::ids::{DeploymentId, RevisionId};
@@ -14,7 +13,7 @@ use hyper::body::Incoming;
 use super::headers::{declared_length, insert};
 use super::telemetry::RevisionMetrics;
 use super::{
-    ADMIN_TOKEN_HEADER, GENERATION_HEADER, ProxyBody, Published, REVISION_HEADER, Router,
+    ADMIN_TOKEN_HEADER, GENERATION_HEADER, ProxyBody, REVISION_HEADER, Router, Snapshot,
     TAG_HEADER, error_response,
 };
 use crate::pick::pick_point;
@@ -82,7 +81,7 @@ impl Router {
                     );
                 }
             },
-            None => self.choose(published, route, &request),
+            None => self.choose(&snapshot, route, &request),
         };
         let held = match self.hold_if_cold(&snapshot, choice.revision).await {
             Ok(held) => held,
@@ -261,10 +260,11 @@ impl Router {
 
     fn choose(
         &self,
-        published: &Published,
+        snapshot: &Snapshot,
         route: &DeploymentRoute,
         request: &Request<Incoming>,
     ) -> Choice {
+        let published = &snapshot.published;
         if let Some(revision) = self.admin_override(route, request.headers()) {
             return Choice {
                 revision,
@@ -293,7 +293,7 @@ impl Router {
         }
         let revision = route
             .pick
-            .pick(pick_point(self.counter.fetch_add(1, Ordering::Relaxed)));
+            .pick(pick_point(snapshot.next_pick(route.deployment_id)));
         Choice {
             revision,
             set_cookie: self.cookie_for(env, route, revision, now),
