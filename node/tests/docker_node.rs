@@ -81,28 +81,13 @@ fn containers(revision: &str) -> Vec<String> {
 
 /// A bundle whose instances run `image` (pinned by `digest`) as containers.
 fn image_bundle(home: &Home, name: &str, tag: &str, digest: &str, version: &str) -> PathBuf {
-    let dir = home.dir.path().join(format!("src-{name}"));
-    std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
-    std::fs::write(
-        dir.join("bundle.yaml"),
-        format!(
+    common::build_bundle(
+        home,
+        name,
+        &format!(
             "schema_version: 1\nbundle_id: shop\nruntime:\n  command: [/demo-service]\n  health_path: /healthz\n  startup_timeout_seconds: 20\n  instances: 2\n  env:\n    DEMO_VERSION: \"{version}\"\n  image:\n    reference: {tag}\n    digest: \"{digest}\"\n"
         ),
     )
-    .expect("manifest");
-    let mut empty_zip = vec![b'P', b'K', 5, 6];
-    empty_zip.resize(22, 0);
-    std::fs::write(dir.join("packs/app.gtpack"), empty_zip).expect("pack");
-    let out = home.dir.path().join(format!("{name}.gtbundle"));
-    let built = home.gtc(&[
-        "bundle",
-        "build",
-        dir.to_str().expect("path"),
-        "-o",
-        out.to_str().expect("path"),
-    ]);
-    assert_eq!(built.code, 0, "{}", built.stderr);
-    out
 }
 
 /// Removes the test's containers and image whatever happens.

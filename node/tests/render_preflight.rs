@@ -50,27 +50,13 @@ fn warming_revision(image_lines: Option<&str>) -> (Home, String) {
 /// `image:` mapping indented by two spaces); its program is a path of the
 /// image, so the bundle carries no binary.
 fn image_bundle(home: &Home, image_lines: &str) -> PathBuf {
-    let dir = home.dir.path().join("src-image");
-    std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
-    std::fs::write(
-        dir.join("bundle.yaml"),
-        format!("schema_version: 1\nbundle_id: shop\nruntime:\n  command: [/bin/server]\n  health_path: /healthz\n  instances: 2\n{image_lines}"),
+    common::build_bundle(
+        home,
+        "image",
+        &format!(
+            "schema_version: 1\nbundle_id: shop\nruntime:\n  command: [/bin/server]\n  health_path: /healthz\n  instances: 2\n{image_lines}"
+        ),
     )
-    .expect("manifest");
-    // An empty ZIP archive as the bundle's one pack.
-    let mut empty_zip = vec![b'P', b'K', 5, 6];
-    empty_zip.resize(22, 0);
-    std::fs::write(dir.join("packs/app.gtpack"), empty_zip).expect("pack");
-    let out = home.dir.path().join("image.gtbundle");
-    let built = home.gtc(&[
-        "bundle",
-        "build",
-        dir.to_str().expect("path"),
-        "-o",
-        out.to_str().expect("path"),
-    ]);
-    assert_eq!(built.code, 0, "{}", built.stderr);
-    out
 }
 
 fn image_lines(digest: Option<&str>) -> String {

@@ -269,22 +269,11 @@ fn bad_secret_uses_are_refused_at_stage_and_a_pinned_or_latest_version_is_never_
         listed.stdout
     );
     // A bad delivery is refused when the bundle is built, naming the field.
-    let dir = home.dir.path().join("src-badname");
-    std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
-    std::fs::copy(common::demo_service(), dir.join("bin/server")).expect("copy");
-    std::fs::write(
-        dir.join("bundle.yaml"),
+    let (built, _) = common::try_build_bundle(
+        &home,
+        "badname",
         "schema_version: 1\nbundle_id: shop\nruntime:\n  command: [bin/server]\n  secrets:\n    - ref: secret://local/db/password\n      env: db-password\n",
-    )
-    .expect("manifest");
-    let out = home.dir.path().join("badname.gtbundle");
-    let built = home.gtc(&[
-        "bundle",
-        "build",
-        dir.to_str().expect("path"),
-        "-o",
-        out.to_str().expect("path"),
-    ]);
+    );
     assert_ne!(built.code, 0, "{}", built.stdout);
     let said = format!("{}", built.stderr);
     assert!(

@@ -249,15 +249,30 @@ pub fn example_bundle(home: &Home, name: &str, bundle_id: &str) -> PathBuf {
 /// section has `command` and `health_path` followed by `runtime_lines`
 /// (YAML lines indented by two spaces: instances, env, scaling, …).
 pub fn service_bundle(home: &Home, name: &str, bundle_id: &str, runtime_lines: &str) -> PathBuf {
-    let dir = home.dir.path().join(format!("src-{name}"));
+    let dir = bundle_dir(home, name);
     std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
-    std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
     std::fs::copy(demo_service(), dir.join("bin/server")).expect("copy service");
-    std::fs::write(
-        dir.join("bundle.yaml"),
-        format!("schema_version: 1\nbundle_id: {bundle_id}\nruntime:\n  command: [bin/server]\n  health_path: /healthz\n{runtime_lines}"),
+    build_bundle(
+        home,
+        name,
+        &format!(
+            "schema_version: 1\nbundle_id: {bundle_id}\nruntime:\n  command: [bin/server]\n  health_path: /healthz\n{runtime_lines}"
+        ),
     )
-    .expect("manifest");
+}
+
+/// The source folder of bundle `name` (`src-<name>` in the home).
+pub fn bundle_dir(home: &Home, name: &str) -> PathBuf {
+    home.dir.path().join(format!("src-{name}"))
+}
+
+/// Writes `manifest` as the `bundle.yaml` of bundle `name`'s folder (beside
+/// whatever the caller put there) with an empty ZIP as its one pack, and
+/// runs `gtc bundle build`: the run, and where the bundle goes.
+pub fn try_build_bundle(home: &Home, name: &str, manifest: &str) -> (Run, PathBuf) {
+    let dir = bundle_dir(home, name);
+    std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
+    std::fs::write(dir.join("bundle.yaml"), manifest).expect("manifest");
     // An empty ZIP archive as the bundle's one pack.
     let mut empty_zip = vec![b'P', b'K', 5, 6];
     empty_zip.resize(22, 0);
@@ -270,6 +285,12 @@ pub fn service_bundle(home: &Home, name: &str, bundle_id: &str, runtime_lines: &
         "-o",
         out.to_str().expect("path"),
     ]);
+    (built, out)
+}
+
+/// [`try_build_bundle`], which must succeed; the bundle's path.
+pub fn build_bundle(home: &Home, name: &str, manifest: &str) -> PathBuf {
+    let (built, out) = try_build_bundle(home, name, manifest);
     assert_eq!(built.code, 0, "{}", built.stderr);
     out
 }
