@@ -141,9 +141,10 @@ fn secret_material(
         };
         let path =
             secrets::path::parse_for_env(pin.reference.as_str(), env).map_err(|e| failed(&e))?;
+        // The store's errors name the reference and version themselves.
         let (_, value) = store
             .reveal(env, &path, Some(pin.version))
-            .map_err(|e| failed(&e))?;
+            .map_err(|e| format!("a pinned secret of the revision: {e}"))?;
         match pin.delivery() {
             Some(Delivery::Env(name)) => material.env.push((
                 name.to_owned(),
