@@ -207,26 +207,37 @@ fn check_entry(
     Ok(())
 }
 
-/// Validates a bundle's `runtime.secrets`: for environment `owner` when
-/// staged there, or, with `None`, everything but the references' scope
-/// (a bundle on its own belongs to no environment yet).
-pub fn check_uses(uses: &[SecretUse], owner: Option<&EnvId>) -> Result<(), SecretUseError> {
-    if uses.len() > SECRET_USES_MAX {
-        return Err(SecretUseError::TooMany { count: uses.len() });
+/// One entry as the checks see it: a use, or a pin (whose version is
+/// always set).
+struct Entry<'a> {
+    reference: &'a SecretRef,
+    version: Option<u32>,
+    env: Option<&'a str>,
+    file: Option<&'a str>,
+}
+
+fn check_entries<'a>(
+    entries: impl ExactSizeIterator<Item = Entry<'a>>,
+    owner: Option<&EnvId>,
+) -> Result<(), SecretUseError> {
+    if entries.len() > SECRET_USES_MAX {
+        return Err(SecretUseError::TooMany {
+            count: entries.len(),
+        });
     }
     let mut seen = std::collections::BTreeSet::new();
-    for (index, secret) in uses.iter().enumerate() {
-        if secret.version == Some(0) {
+    for (index, entry) in entries.enumerate() {
+        if entry.version == Some(0) {
             return Err(SecretUseError::VersionZero {
                 index,
-                reference: secret.reference.to_string(),
+                reference: entry.reference.to_string(),
             });
         }
         check_entry(
             index,
-            &secret.reference,
-            secret.env.as_deref(),
-            secret.file.as_deref(),
+            entry.reference,
+            entry.env,
+            entry.file,
             owner,
             &mut seen,
         )?;
@@ -234,29 +245,28 @@ pub fn check_uses(uses: &[SecretUse], owner: Option<&EnvId>) -> Result<(), Secre
     Ok(())
 }
 
+/// Validates a bundle's `runtime.secrets`: for environment `owner` when
+/// staged there, or, with `None`, everything but the references' scope
+/// (a bundle on its own belongs to no environment yet).
+pub fn check_uses(uses: &[SecretUse], owner: Option<&EnvId>) -> Result<(), SecretUseError> {
+    let entries = uses.iter().map(|secret| Entry {
+        reference: &secret.reference,
+        version: secret.version,
+        env: secret.env.as_deref(),
+        file: secret.file.as_deref(),
+    });
+    check_entries(entries, owner)
+}
+
 /// Validates a revision's pins (as `apply` receives them from the edge).
 pub fn check_pins(pins: &[SecretPin], owner: &EnvId) -> Result<(), SecretUseError> {
-    if pins.len() > SECRET_USES_MAX {
-        return Err(SecretUseError::TooMany { count: pins.len() });
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for (index, pin) in pins.iter().enumerate() {
-        if pin.version == 0 {
-            return Err(SecretUseError::VersionZero {
-                index,
-                reference: pin.reference.to_string(),
-            });
-        }
-        check_entry(
-            index,
-            &pin.reference,
-            pin.env.as_deref(),
-            pin.file.as_deref(),
-            Some(owner),
-            &mut seen,
-        )?;
-    }
-    Ok(())
+    let entries = pins.iter().map(|pin| Entry {
+        reference: &pin.reference,
+        version: Some(pin.version),
+        env: pin.env.as_deref(),
+        file: pin.file.as_deref(),
+    });
+    check_entries(entries, Some(owner))
 }
 
 #[cfg(test)]

@@ -87,21 +87,7 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// `gtc` with `env` set, parsed like [`Home::gtc`].
 fn gtc_with(home: &Home, env: &[(&str, &str)], args: &[&str]) -> Run {
-    let mut command = home.command();
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let raw = command.args(args).output().expect("run gtc");
-    let parse = |bytes: &[u8]| {
-        serde_json::from_slice::<Value>(bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
-    };
-    Run {
-        code: raw.status.code().unwrap_or(-1),
-        stdout: parse(&raw.stdout),
-        stderr: parse(&raw.stderr),
-        raw,
-    }
+    home.gtc_with_env(args, env)
 }
 
 /// The check called `name` in a preflight answer.

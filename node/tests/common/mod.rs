@@ -62,7 +62,14 @@ impl Home {
 
     /// Runs `gtc` with `args`.
     pub fn gtc(&self, args: &[&str]) -> Run {
-        let raw = self.command().args(args).output().expect("run gtc");
+        self.gtc_with_env(args, &[])
+    }
+
+    /// Runs `gtc` with `args` and the variables `env` set.
+    pub fn gtc_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut command = self.command();
+        command.envs(env.iter().copied());
+        let raw = command.args(args).output().expect("run gtc");
         let parse = |bytes: &[u8]| {
             serde_json::from_slice::<Value>(bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
