@@ -84,6 +84,7 @@ pub fn node_envelope(
         command,
         precondition: None,
         idempotency_key: None,
+        signed_by: None,
     }
 }
 

@@ -29,6 +29,7 @@ fn envelope(command: Command) -> CommandEnvelope {
         command,
         precondition: None,
         idempotency_key: None,
+        signed_by: None,
     }
 }
 

@@ -120,6 +120,11 @@ pub struct AuditEvent {
     pub replayed: bool,
     pub authorization: Authorization,
     pub result: AuditResult,
+    /// The `key_id` of the operator key that signed the change, on an
+    /// environment with a trust root. Absent otherwise, so events written
+    /// before it existed (and unsigned ones) hash exactly as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
     /// Hash of the previous event; filled in by the log when appending.
     #[serde(default)]
     pub prev_hash: String,
@@ -205,6 +210,7 @@ mod tests {
             },
             result: AuditResult::Ok,
             prev_hash,
+            signed_by: None,
         }
     }
 

@@ -739,6 +739,11 @@ pub struct CommandEnvelope {
     /// `env restore`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The `key_id` of the operator key that signed the command, checked at
+    /// the edge against the environment's trust root; copied into the
+    /// audit event. `None` where no trust root asks for a signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 impl CommandEnvelope {

@@ -47,6 +47,12 @@ pub enum ErrorKind {
     /// The node key that wraps the environment's data key is missing,
     /// unreadable, too open, or not the key that wrapped it.
     SecretKeyUnavailable,
+    /// The environment's trust root refused the change: the operator key
+    /// is not listed, the signature does not verify, or its date is stale.
+    TrustRoot,
+    /// A signed change came without a usable operator key (none on this
+    /// machine, an unreadable or too-open key file, or none sent).
+    OperatorKey,
     Audit,
     Store,
     Io,
@@ -56,7 +62,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind.
-    pub const ALL: [ErrorKind; 25] = [
+    pub const ALL: [ErrorKind; 27] = [
         ErrorKind::InvalidArgument,
         ErrorKind::InvalidRequest,
         ErrorKind::AnswersParse,
@@ -78,6 +84,8 @@ impl ErrorKind {
         ErrorKind::NotYetImplemented,
         ErrorKind::SecretCorrupt,
         ErrorKind::SecretKeyUnavailable,
+        ErrorKind::TrustRoot,
+        ErrorKind::OperatorKey,
         ErrorKind::Audit,
         ErrorKind::Store,
         ErrorKind::Io,
@@ -113,6 +121,8 @@ impl ErrorKind {
             ErrorKind::NotYetImplemented => "not-yet-implemented",
             ErrorKind::SecretCorrupt => "secret-corrupt",
             ErrorKind::SecretKeyUnavailable => "secret-key-unavailable",
+            ErrorKind::TrustRoot => "trust-root",
+            ErrorKind::OperatorKey => "operator-key",
             ErrorKind::Audit => "audit",
             ErrorKind::Store => "store",
             ErrorKind::Io => "io",
@@ -129,7 +139,7 @@ impl ErrorKind {
             | ErrorKind::AnswersParse
             | ErrorKind::Spec => 400,
             ErrorKind::Unauthenticated => 401,
-            ErrorKind::Unauthorized => 403,
+            ErrorKind::Unauthorized | ErrorKind::TrustRoot | ErrorKind::OperatorKey => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::AlreadyExists | ErrorKind::Conflict | ErrorKind::IdempotencyConflict => 409,

@@ -15,6 +15,7 @@
 //! <root>/<env>/secrets/entries/<sha256(path)>/   layout::secret_entry_dir
 //! <root>/<env>/secrets/entries/<…>/<version>.json layout::secret_version_file
 //! <root>/secrets-node.key                        layout::secrets_node_key (0600)
+//! <root>/<env>/trust-root.json                   layout::trust_root (TRUST_ROOT_FILE)
 //! ```
 //!
 //! The one owner of these names: the store, the bundle stager, the node's
@@ -53,6 +54,10 @@ pub const SECRETS_ENTRIES_DIR: &str = "entries";
 /// The node key that wraps every environment's data key, in the store root
 /// (beside, never inside, the environment folders a backup copies).
 pub const SECRETS_NODE_KEY_FILE: &str = "secrets-node.key";
+
+/// The environment's trust root (the operator keys allowed to sign its
+/// changes), inside the environment's folder.
+pub const TRUST_ROOT_FILE: &str = "trust-root.json";
 
 /// `<root>/<env>`.
 pub fn env_dir(root: &Path, env: &EnvId) -> PathBuf {
@@ -128,6 +133,11 @@ pub fn secret_version_file(entry_dir: &Path, version: u32) -> PathBuf {
     entry_dir.join(format!("{version:010}.json"))
 }
 
+/// `<root>/<env>/trust-root.json`.
+pub fn trust_root(root: &Path, env: &EnvId) -> PathBuf {
+    env_dir(root, env).join(TRUST_ROOT_FILE)
+}
+
 /// `<root>/secrets-node.key`.
 pub fn secrets_node_key(root: &Path) -> PathBuf {
     root.join(SECRETS_NODE_KEY_FILE)
@@ -181,5 +191,9 @@ mod tests {
         );
         assert_eq!(secrets_node_key(root), Path::new("/store/secrets-node.key"));
         assert!(!secrets_node_key(root).starts_with(env_dir(root, &env)));
+        assert_eq!(
+            trust_root(root, &env),
+            Path::new("/store/local/trust-root.json")
+        );
     }
 }

@@ -116,6 +116,7 @@ impl Checks {
             command,
             precondition: None,
             idempotency_key: None,
+            signed_by: None,
         }
     }
 

@@ -178,6 +178,7 @@ impl Context {
             authorization: authorization.clone(),
             result,
             prev_hash: String::new(),
+            signed_by: None,
         };
         self.store.record(event).map_err(|error| {
             CliError::new(

@@ -162,6 +162,7 @@ impl Edge<'_> {
             authorization: self.authorization.clone(),
             result,
             prev_hash: String::new(),
+            signed_by: None,
         }
     }
 

@@ -275,5 +275,6 @@ pub fn decision_envelope(
         command,
         precondition: None,
         idempotency_key: None,
+        signed_by: None,
     }
 }

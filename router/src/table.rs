@@ -356,6 +356,7 @@ mod tests {
                 command,
                 precondition: None,
                 idempotency_key: None,
+                signed_by: None,
             };
             let applied = apply(self.state.as_ref(), None, &envelope).expect("apply");
             self.state = applied.state;

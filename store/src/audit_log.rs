@@ -301,6 +301,7 @@ mod tests {
             },
             result: AuditResult::Ok,
             prev_hash: String::new(),
+            signed_by: None,
         }
     }
 

@@ -96,6 +96,7 @@ mod tests {
             command,
             precondition: None,
             idempotency_key: None,
+            signed_by: None,
         }
     }
 

@@ -334,6 +334,7 @@ mod tests {
             }),
             precondition: None,
             idempotency_key: None,
+            signed_by: None,
         }
     }
 

@@ -420,6 +420,7 @@ pub fn event_for(
         replayed,
         authorization: envelope.authorization.clone(),
         result,
+        signed_by: envelope.signed_by.clone(),
         prev_hash: String::new(),
     }
 }

@@ -87,6 +87,7 @@ impl Harness {
             command,
             precondition: None,
             idempotency_key: None,
+            signed_by: None,
         }
     }
 

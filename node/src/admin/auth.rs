@@ -167,6 +167,7 @@ pub async fn deny(
             kind: ErrorKind::Unauthorized.as_str().to_owned(),
             message: reason.clone(),
         },
+        signed_by: None,
         prev_hash: String::new(),
     };
     match super::record(admin, event).await {

@@ -302,6 +302,7 @@ fn edge_event(
         authorization,
         result,
         prev_hash: String::new(),
+        signed_by: None,
     }
 }
 
@@ -672,6 +673,7 @@ async fn mutate(
             expected_generation: None,
         }),
         idempotency_key: call.idempotency_key.clone(),
+        signed_by: None,
     };
     if let Some(error) = refusal {
         let event = event_for(

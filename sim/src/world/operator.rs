@@ -34,6 +34,7 @@ impl World {
             command,
             precondition: None,
             idempotency_key: Some(key),
+            signed_by: None,
         }
     }
 

@@ -24,6 +24,7 @@ pub fn envelope(command: Command) -> CommandEnvelope {
         command,
         precondition: None,
         idempotency_key: None,
+        signed_by: None,
     }
 }
 
