@@ -28,11 +28,31 @@ pub enum TopCommand {
     /// Deploy two revisions of the example bundle on a throwaway node, split
     /// traffic 90/10, measure it, and shift to 0/100 under load.
     Demo(DemoArgs),
+    /// This operator's signing key (`$GREENTIC_HOME/operator/key.pem`):
+    /// changes of an environment with a trust root must be signed by it.
+    #[command(subcommand)]
+    Operator(OperatorNoun),
     /// Print a shell completion script, e.g. `gtc completions bash > /etc/bash_completion.d/gtc`.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorNoun {
+    /// The operator key: create it once, show its public half.
+    #[command(subcommand)]
+    Key(OperatorKeyVerb),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorKeyVerb {
+    /// Make an Ed25519 key (0600, never overwritten) and print its key_id
+    /// and public key.
+    Create,
+    /// Print the existing key's key_id and public key (never the private key).
+    Show,
 }
 
 #[derive(Debug, Args)]
@@ -667,6 +687,10 @@ pub enum EnvVerb {
         #[command(flatten)]
         mode: CheckOrApply,
     },
+    /// The environment's trust root: the operator keys whose signature its
+    /// changes need (none: no signing).
+    #[command(subcommand)]
+    Trust(TrustVerb),
     /// Move the legacy `state/deploy/` tree aside.
     #[command(name = "migrate-state")]
     MigrateState {
@@ -675,6 +699,17 @@ pub enum EnvVerb {
         #[command(flatten)]
         mode: CheckOrApply,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrustVerb {
+    /// List the keys of an environment's trust root.
+    List(EnvArg),
+    /// Add an operator's public key (the first key turns signing on; after
+    /// that, adding is itself a signed change).
+    Add(Mutation),
+    /// Remove a key (a signed change; the last key cannot be removed).
+    Remove(Mutation),
 }
 
 #[derive(Debug, Subcommand)]

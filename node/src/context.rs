@@ -88,13 +88,23 @@ impl Context {
             Submitter::Local(local) => local,
         };
         let (noun, verb) = (command.noun(), command.verb());
-        let envelope = self.envelope(command);
+        let mut envelope = self.envelope(command);
         if envelope.authorization.decision == Decision::Deny {
             let error = self
                 .checks
                 .denial(&envelope.authorization, &envelope.command.env_id());
             self.record_refusal(&envelope, &error)?;
             return Err(error);
+        }
+        // An environment with a trust root takes changes signed by a
+        // listed operator key only; a refusal is audited as a denial.
+        match self.signer(&envelope.command.env_id()) {
+            Ok(signed_by) => envelope.signed_by = signed_by,
+            Err(error) => {
+                envelope.authorization = crate::trust_root::denial(&error);
+                self.record_refusal(&envelope, &error)?;
+                return Err(error);
+            }
         }
         if let Some(node) = local.running_node(&self.store, &envelope.command.env_id()) {
             return node.submit(&envelope, noun, verb);
@@ -109,6 +119,13 @@ impl Context {
             (false, false) => Some("unchanged"),
         };
         Ok(report)
+    }
+
+    /// The `key_id` that signs a change of `env` from this machine: `None`
+    /// when the environment has no trust root (or is `local`); an error
+    /// when this operator's key is missing or not listed.
+    pub fn signer(&self, env: &EnvId) -> Result<Option<String>, CliError> {
+        crate::trust_root::local_signer(&self.home, self.store.root(), env)
     }
 
     /// Audits a refusal decided at the edge (before `apply`) and returns it.

@@ -5,7 +5,7 @@ use clap::CommandFactory;
 
 use crate::cli::{self, Cli, TopCommand};
 use crate::output::{self, print_error, print_report};
-use crate::{bundle_cmd, cluster_cmd, demo_cmd, node_cmd, op, token_cmd};
+use crate::{bundle_cmd, cluster_cmd, demo_cmd, node_cmd, op, token_cmd, trust_cmd};
 
 /// Runs `cli` and returns the process's exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -37,6 +37,19 @@ pub fn run(cli: Cli) -> i32 {
             }
         }
         TopCommand::Node(cli::NodeVerb::Health { admin }) => node_cmd::health(admin),
+        TopCommand::Operator(cli::OperatorNoun::Key(verb)) => {
+            let name = trust_cmd::operator_key_verb(&verb);
+            match trust_cmd::operator_key(verb) {
+                Ok(report) => {
+                    print_report(&report, cli::OutputFormat::Json);
+                    0
+                }
+                Err(error) => {
+                    print_error("operator-key", name, &error, cli::OutputFormat::Json);
+                    error.exit_code()
+                }
+            }
+        }
         TopCommand::Node(cli::NodeVerb::Run(args)) => {
             let store_root = args.store_root.clone();
             match node_cmd::run(*args, store_root) {

@@ -14,6 +14,7 @@ use deploy::command::CommandEnvelope;
 use deploy::error::ErrorKind;
 
 use crate::error::CliError;
+use crate::operator_key::{HEADER_DATE, HEADER_KEY, HEADER_SIGNATURE, OperatorKey};
 use crate::output::Report;
 
 /// File in the environment folder (and, on a cluster member, in the store
@@ -41,6 +42,9 @@ pub struct NodeClient {
     scheme: Scheme,
     /// CA certificates to trust for HTTPS (`--admin-ca`, `GTC_ADMIN_CA`).
     ca: Option<PathBuf>,
+    /// The operator key that signs every request but a `GET` (`--node`
+    /// only; a node asks for it where a trust root exists).
+    signer: Option<OperatorKey>,
 }
 
 impl NodeClient {
@@ -82,7 +86,14 @@ impl NodeClient {
             token,
             scheme,
             ca,
+            signer: None,
         })
+    }
+
+    /// Signs every request but a `GET` with `key` from now on.
+    pub fn with_signer(mut self, key: OperatorKey) -> Self {
+        self.signer = Some(key);
+        self
     }
 }
 
@@ -103,6 +114,7 @@ pub fn running_node(env_dir: &Path, ca: Option<&Path>) -> Option<NodeClient> {
         token,
         scheme,
         ca: ca.map(Path::to_owned),
+        signer: None,
     })
 }
 
@@ -179,10 +191,18 @@ impl NodeClient {
         body: &[u8],
         headers: &[(&str, &str)],
     ) -> Result<(u16, serde_json::Value), CliError> {
-        let extra: String = headers
+        let mut extra: String = headers
             .iter()
             .map(|(name, value)| format!("{name}: {value}\r\n"))
             .collect();
+        if let Some(key) = self.signer.as_ref().filter(|_| method != "GET") {
+            let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let signed = key.sign_request(method, path, body, &date);
+            extra.push_str(&format!(
+                "{HEADER_KEY}: {}\r\n{HEADER_SIGNATURE}: {}\r\n{HEADER_DATE}: {}\r\n",
+                signed.public_key, signed.signature, signed.date
+            ));
+        }
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
             self.admin,

@@ -33,6 +33,9 @@ pub struct Edge<'a> {
     pub actor: Actor,
     /// The decision for the verb (already allowed).
     pub authorization: Authorization,
+    /// The `key_id` of the operator key that signed a change, on an
+    /// environment with a trust root; recorded in the audit event.
+    pub signed_by: Option<String>,
     /// The store is a cluster member's replica. Secrets are not replicated
     /// yet (design: `secrets/README.md`), so writes are refused there
     /// rather than stored on one member only.
@@ -162,7 +165,7 @@ impl Edge<'_> {
             authorization: self.authorization.clone(),
             result,
             prev_hash: String::new(),
-            signed_by: None,
+            signed_by: self.signed_by.clone(),
         }
     }
 
@@ -454,6 +457,37 @@ pub fn denied(edge: &Edge<'_>, env: &EnvId, verb: &str, target: Value) -> Result
     event.authorization.decision = Decision::Deny;
     edge.record(event)
         .map_err(|audit| CliError::new(ErrorKind::Audit, audit))
+}
+
+/// Audits a change the environment's trust root refused (unsigned, or by
+/// a key it does not list) as a denial, and returns `error`.
+pub fn unsigned(
+    edge: &Edge<'_>,
+    env: &EnvId,
+    verb: &str,
+    target: Value,
+    error: CliError,
+) -> CliError {
+    let mut event = edge.event(
+        env,
+        verb,
+        target,
+        AuditResult::Error {
+            kind: error.kind.as_str().to_owned(),
+            message: error.message.clone(),
+        },
+    );
+    event.authorization = crate::trust_root::denial(&error);
+    match edge.record(event) {
+        Ok(()) => error,
+        Err(audit) => CliError::new(
+            ErrorKind::Audit,
+            format!(
+                "{} (and its audit event could not be written: {audit})",
+                error.message
+            ),
+        ),
+    }
 }
 
 /// Resolves a bundle's `runtime.secrets` for `env` to the exact versions a

@@ -38,6 +38,12 @@ struct Call {
     if_match: Option<String>,
     idempotency_key: Option<String>,
     query: Option<String>,
+    /// The operator signature headers, if sent (checked against the
+    /// environment's trust root once the body is read).
+    signed: Option<crate::operator_key::SignedHeaders>,
+    /// The request's method and path, which the signature covers.
+    method: String,
+    path: String,
 }
 
 /// Answers one `/v1/environments…` request.
@@ -79,6 +85,9 @@ async fn run(
         if_match: reply::if_match(request.headers())?,
         idempotency_key: reply::idempotency_key(request.headers())?,
         query: request.uri().query().map(str::to_owned),
+        signed: super::signing::headers(request.headers())?,
+        method: request.method().as_str().to_owned(),
+        path: path.clone(),
     };
     // Decide before reading the body: a denied caller's payload is never
     // parsed. Creation names its environment in the body, so it is decided
@@ -102,10 +111,30 @@ async fn run(
         | Route::RemoveSecret(env) => {
             let authorization = decided(authorization)?;
             let body = read_body(request, admin.body_timeout).await?;
+            let signed_by = if matches!(route, Route::GetSecret(_)) {
+                None
+            } else {
+                let (_, verb) = route.names();
+                match super::signing::check(admin, env, signed(&call, &body)).await {
+                    Ok(signed_by) => signed_by,
+                    Err(error) => {
+                        return Err(super::secrets::unsigned(
+                            admin,
+                            &call.caller,
+                            authorization,
+                            env,
+                            verb,
+                            error,
+                        )
+                        .await);
+                    }
+                }
+            };
             let secret_call = super::secrets::SecretCall {
                 caller: &call.caller,
                 idempotency_key: call.idempotency_key.clone(),
                 authorization,
+                signed_by,
             };
             super::secrets::change(admin, secret_call, &route, env, &body).await
         }
@@ -116,6 +145,16 @@ async fn run(
             let body = read_body(request, admin.body_timeout).await?;
             mutate(admin, &call, &route, authorization, &body).await
         }
+    }
+}
+
+/// What the operator signature of `call` covers.
+fn signed<'a>(call: &'a Call, body: &'a [u8]) -> super::signing::Signed<'a> {
+    super::signing::Signed {
+        headers: call.signed.as_ref(),
+        method: &call.method,
+        path: &call.path,
+        body,
     }
 }
 
@@ -659,7 +698,14 @@ async fn mutate(
             authorize(admin, call, route, &command.env_id(), target).await?
         }
     };
-    let envelope = CommandEnvelope {
+    // An environment with a trust root takes changes signed by a listed
+    // operator key; a refusal is audited as a denial, with the command.
+    let (signed_by, unsigned) =
+        match super::signing::check(admin, &command.env_id(), signed(call, body)).await {
+            Ok(signed_by) => (signed_by, None),
+            Err(error) => (None, Some(error)),
+        };
+    let mut envelope = CommandEnvelope {
         at: chrono::Utc::now(),
         actor: call.caller.actor(admin),
         authorization,
@@ -673,8 +719,23 @@ async fn mutate(
             expected_generation: None,
         }),
         idempotency_key: call.idempotency_key.clone(),
-        signed_by: None,
+        signed_by,
     };
+    if let Some(error) = unsigned {
+        envelope.authorization = crate::trust_root::denial(&error);
+        let event = event_for(
+            &envelope,
+            None,
+            None,
+            false,
+            AuditResult::Error {
+                kind: error.kind.as_str().to_owned(),
+                message: error.message.clone(),
+            },
+        );
+        record(admin, event).await?;
+        return Err(ApiError::from(error));
+    }
     if let Some(error) = refusal {
         let event = event_for(
             &envelope,

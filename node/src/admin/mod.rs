@@ -25,6 +25,7 @@ mod handlers;
 mod reply;
 pub(crate) mod route;
 mod secrets;
+mod signing;
 mod strict;
 pub mod tls;
 

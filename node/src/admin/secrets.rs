@@ -31,6 +31,8 @@ pub struct SecretCall<'a> {
     pub caller: &'a Caller,
     pub idempotency_key: Option<String>,
     pub authorization: Authorization,
+    /// The `key_id` that signed the change (environments with a trust root).
+    pub signed_by: Option<String>,
 }
 
 /// Runs `work` with an [`Edge`] for `caller` on a blocking thread.
@@ -38,6 +40,7 @@ async fn with_edge<T: Send + 'static>(
     admin: &Arc<AdminState>,
     caller: &Caller,
     authorization: Authorization,
+    signed_by: Option<String>,
     work: impl FnOnce(&Edge<'_>) -> Result<T, CliError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = Arc::clone(&admin.store);
@@ -50,6 +53,7 @@ async fn with_edge<T: Send + 'static>(
             root: &root,
             actor,
             authorization,
+            signed_by,
             replicated,
         };
         work(&edge)
@@ -66,7 +70,7 @@ pub async fn list(
     authorization: Authorization,
 ) -> Result<Reply, ApiError> {
     let id = env.clone();
-    let result = with_edge(admin, caller, authorization, move |edge| {
+    let result = with_edge(admin, caller, authorization, None, move |edge| {
         secrets_cmd::list(edge, &id)
     })
     .await?;
@@ -99,6 +103,7 @@ pub async fn change(
         caller,
         idempotency_key,
         authorization,
+        signed_by,
     } = call;
     match route {
         Route::PutSecret(_) => {
@@ -107,9 +112,13 @@ pub async fn change(
             if answers.value_file.is_some() {
                 return Err(value_file_refused());
             }
-            let (result, replayed) = with_edge(admin, caller, authorization, move |edge| {
-                secrets_cmd::put(edge, answers)
-            })
+            let (result, replayed) = with_edge(
+                admin,
+                caller,
+                authorization,
+                signed_by.clone(),
+                move |edge| secrets_cmd::put(edge, answers),
+            )
             .await?;
             Ok(answer(result, Some(replayed)))
         }
@@ -119,17 +128,25 @@ pub async fn change(
             if answers.value_file.is_some() {
                 return Err(value_file_refused());
             }
-            let (result, replayed) = with_edge(admin, caller, authorization, move |edge| {
-                secrets_cmd::rotate(edge, answers)
-            })
+            let (result, replayed) = with_edge(
+                admin,
+                caller,
+                authorization,
+                signed_by.clone(),
+                move |edge| secrets_cmd::rotate(edge, answers),
+            )
             .await?;
             Ok(answer(result, Some(replayed)))
         }
         Route::RemoveSecret(_) => {
             let answers: secrets::answers::SecretRemoveAnswers = answers(map, route)?;
-            let result = with_edge(admin, caller, authorization, move |edge| {
-                secrets_cmd::remove(edge, answers)
-            })
+            let result = with_edge(
+                admin,
+                caller,
+                authorization,
+                signed_by.clone(),
+                move |edge| secrets_cmd::remove(edge, answers),
+            )
             .await?;
             Ok(answer(result, None))
         }
@@ -140,9 +157,13 @@ pub async fn change(
             } else {
                 authorization
             };
-            let result = with_edge(admin, caller, authorization, move |edge| {
-                secrets_cmd::get(edge, answers)
-            })
+            let result = with_edge(
+                admin,
+                caller,
+                authorization,
+                signed_by.clone(),
+                move |edge| secrets_cmd::get(edge, answers),
+            )
             .await?;
             Ok(answer(result, None))
         }
@@ -150,6 +171,31 @@ pub async fn change(
             ErrorKind::Internal,
             "internal: a non-secret route reached the secret handler",
         )),
+    }
+}
+
+/// Audits a secret change the environment's trust root refused as a
+/// denial and returns the 403 (or the audit error).
+pub async fn unsigned(
+    admin: &Arc<AdminState>,
+    caller: &Caller,
+    authorization: Authorization,
+    env: &EnvId,
+    verb: &'static str,
+    error: CliError,
+) -> ApiError {
+    let id = env.clone();
+    let refused = with_edge(admin, caller, authorization, None, move |edge| {
+        let target = json!({"environment_id": id});
+        Err::<(), _>(secrets_cmd::unsigned(edge, &id, verb, target, error))
+    })
+    .await;
+    match refused {
+        Err(error) => error,
+        Ok(()) => ApiError::new(
+            ErrorKind::Internal,
+            "internal: a refused change was answered as done",
+        ),
     }
 }
 

@@ -94,6 +94,8 @@ pub fn run(context: &Context, verb: EnvVerb) -> Result<Report, CliError> {
             target_answers(&mutation, "env", "migrate-state")?,
             mode.apply,
         ),
+        // `op::run` sends these to `trust_cmd` before this match.
+        EnvVerb::Trust(verb) => crate::trust_cmd::run(context, verb),
     }
 }
 

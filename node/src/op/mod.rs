@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::answers::read_answers;
 use crate::cli::{
     BundlesVerb, ConfigVerb, CredentialsVerb, EnvVerb, Mutation, Noun, OpArgs, PacksVerb,
-    RevisionsVerb, RolloutsVerb, SecretsVerb, TrafficVerb,
+    RevisionsVerb, RolloutsVerb, SecretsVerb, TrafficVerb, TrustVerb,
 };
 use crate::context::Context;
 use crate::error::CliError;
@@ -32,6 +32,14 @@ pub enum Outcome {
 /// The noun and verb names of a parsed command, for output and errors.
 pub fn names(noun: &Noun) -> (&'static str, &'static str) {
     match noun {
+        Noun::Env(EnvVerb::Trust(verb)) => (
+            crate::trust_cmd::NOUN,
+            match verb {
+                TrustVerb::List(_) => "list",
+                TrustVerb::Add(_) => "add",
+                TrustVerb::Remove(_) => "remove",
+            },
+        ),
         Noun::Env(verb) => (
             "env",
             match verb {
@@ -49,6 +57,7 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
                 EnvVerb::Restore(_) => "restore",
                 EnvVerb::MigrateDev { .. } => "migrate-dev",
                 EnvVerb::MigrateState { .. } => "migrate-state",
+                EnvVerb::Trust(_) => "trust",
             },
         ),
         Noun::EnvPacks(verb) => (
@@ -136,7 +145,7 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
 /// Every verb with a route works through `--node`; the test below holds
 /// this list to the route table. (`revisions stage` has a route, but a
 /// `bundle_path` names a file on this machine: that form is refused.)
-const LOCAL_ONLY_WITH_NODE: [(&str, &str); 6] = [
+const LOCAL_ONLY_WITH_NODE: [(&str, &str); 9] = [
     ("env", "init"),
     ("env", "doctor"),
     // Both read this machine's staged bundles (and its Docker socket or
@@ -145,6 +154,10 @@ const LOCAL_ONLY_WITH_NODE: [(&str, &str); 6] = [
     ("env", "preflight"),
     ("env", "migrate-dev"),
     ("env", "migrate-state"),
+    // Trust roots are files of the node's store, changed on its machine.
+    ("trust-root", "list"),
+    ("trust-root", "add"),
+    ("trust-root", "remove"),
 ];
 
 /// Runs one operator verb.
@@ -165,11 +178,18 @@ pub fn run(args: OpArgs) -> Result<Outcome, CliError> {
                 ),
             ));
         }
-        let client = crate::node_client::NodeClient::remote(
+        let mut client = crate::node_client::NodeClient::remote(
             url,
             args.token.clone().unwrap_or_default(),
             args.admin_ca.clone(),
         )?;
+        // Changes are signed with this operator's key when there is one;
+        // the node asks for it only where a trust root exists.
+        match crate::operator_key::OperatorKey::load(&context.home) {
+            Ok(key) => client = client.with_signer(key),
+            Err(crate::operator_key::KeyError::Missing { .. }) => {}
+            Err(error) => return Err(crate::trust_root::key_error(error)),
+        }
         Submitter::Remote(crate::remote::Remote::new(client))
     } else {
         Submitter::Local(Local {
@@ -178,6 +198,7 @@ pub fn run(args: OpArgs) -> Result<Outcome, CliError> {
         })
     };
     let report = match args.noun {
+        Noun::Env(EnvVerb::Trust(verb)) => crate::trust_cmd::run(&context, verb)?,
         Noun::Env(verb) => env::run(&context, verb)?,
         Noun::EnvPacks(verb) => objects::packs(&context, verb)?,
         Noun::Bundles(verb) => objects::bundles(&context, verb)?,
@@ -215,12 +236,17 @@ fn schema_request(noun: &Noun) -> Option<serde_json::Value> {
             EnvVerb::MigrateState { mutation, .. } => {
                 schema_of::<EnvMigrateStateAnswers>(&mutation.mutation())
             }
+            EnvVerb::Trust(TrustVerb::Add(m)) => schema_of::<crate::trust_root::TrustAddAnswers>(m),
+            EnvVerb::Trust(TrustVerb::Remove(m)) => {
+                schema_of::<crate::trust_root::TrustRemoveAnswers>(m)
+            }
             EnvVerb::List
             | EnvVerb::Show(_)
             | EnvVerb::Doctor(_)
             | EnvVerb::Reconcile(_)
             | EnvVerb::Preflight(_)
-            | EnvVerb::Backups(_) => None,
+            | EnvVerb::Backups(_)
+            | EnvVerb::Trust(TrustVerb::List(_)) => None,
         },
         Noun::EnvPacks(verb) => match verb {
             PacksVerb::Add(m) | PacksVerb::Update(m) => schema_of::<PackBindAnswers>(m),

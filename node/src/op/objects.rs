@@ -445,8 +445,21 @@ pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError>
         root: &root,
         actor: context.checks.actor.clone(),
         authorization: context.authorize(env),
+        signed_by: None,
         replicated,
     };
+    // A change of an environment with a trust root is signed by a listed
+    // operator key; a refusal is audited as a denial.
+    let signed =
+        |edge: &mut secrets_cmd::Edge<'_>, env: &EnvId, verb: &str, target: serde_json::Value| {
+            match context.signer(env) {
+                Ok(signed_by) => {
+                    edge.signed_by = signed_by;
+                    Ok(())
+                }
+                Err(error) => Err(secrets_cmd::unsigned(edge, env, verb, target, error)),
+            }
+        };
     // A change (or a reveal) needs the policy's allow; a denial is audited.
     let allowed =
         |edge: &secrets_cmd::Edge<'_>, env: &EnvId, verb: &str, target: serde_json::Value| {
@@ -465,13 +478,10 @@ pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError>
         SecretsVerb::Put(mutation) => {
             let answers: SecretPutAnswers = answers(&mutation, "secrets", "put")?;
             let env = answers.environment_id.clone();
-            let edge = edge(&env);
-            allowed(
-                &edge,
-                &env,
-                "put",
-                json!({"environment_id": env, "path": answers.path}),
-            )?;
+            let mut edge = edge(&env);
+            let target = json!({"environment_id": env, "path": answers.path});
+            allowed(&edge, &env, "put", target.clone())?;
+            signed(&mut edge, &env, "put", target)?;
             let (result, replayed) = secrets_cmd::put(&edge, answers)?;
             Ok(secret_report("put", result, replayed))
         }
@@ -492,13 +502,10 @@ pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError>
         SecretsVerb::Rotate(mutation) => {
             let answers: SecretRotateAnswers = answers(&mutation, "secrets", "rotate")?;
             let env = answers.environment_id.clone();
-            let edge = edge(&env);
-            allowed(
-                &edge,
-                &env,
-                "rotate",
-                json!({"environment_id": env, "path": answers.path}),
-            )?;
+            let mut edge = edge(&env);
+            let target = json!({"environment_id": env, "path": answers.path});
+            allowed(&edge, &env, "rotate", target.clone())?;
+            signed(&mut edge, &env, "rotate", target)?;
             let (result, replayed) = secrets_cmd::rotate(&edge, answers)?;
             Ok(secret_report("rotate", result, replayed))
         }
@@ -506,8 +513,9 @@ pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError>
             let answers: secrets::answers::SecretRemoveAnswers =
                 answers(&mutation, "secrets", "remove")?;
             let env = answers.environment_id.clone();
-            let edge = edge(&env);
+            let mut edge = edge(&env);
             allowed(&edge, &env, "remove", json!(answers))?;
+            signed(&mut edge, &env, "remove", json!(answers))?;
             Ok(Report::new(
                 "secrets",
                 "remove",
