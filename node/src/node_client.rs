@@ -44,7 +44,8 @@ pub struct NodeClient {
     ca: Option<PathBuf>,
     /// The operator key that signs every request but a `GET` (`--node`
     /// only; a node asks for it where a trust root exists).
-    signer: Option<OperatorKey>,
+    /// Boxed: the key is large beside the rest of the client.
+    signer: Option<Box<OperatorKey>>,
 }
 
 impl NodeClient {
@@ -92,7 +93,7 @@ impl NodeClient {
 
     /// Signs every request but a `GET` with `key` from now on.
     pub fn with_signer(mut self, key: OperatorKey) -> Self {
-        self.signer = Some(key);
+        self.signer = Some(Box::new(key));
         self
     }
 }
