@@ -41,9 +41,7 @@ pub(super) const LOAD_PER_SECOND: u64 = 40;
 const LOAD_PER_STEP_MAX: u64 = 2_000;
 /// The chance a running member publishes its counts after a step's load.
 const GOSSIP_PUBLISH: f64 = 0.6;
-/// A running member's published counts are at most this many load rounds
-/// old: the slack the rollout invariant allows a window's first readings.
-pub const GOSSIP_LAG_ROUNDS: u64 = 2;
+pub use crate::invariants::GOSSIP_LAG_ROUNDS;
 
 /// What a member last published of its counts.
 #[derive(Debug, Clone)]
