@@ -106,3 +106,18 @@ pub fn read_answers<T: DeserializeOwned>(
         Ok(value)
     }
 }
+
+/// Reads the payload of a mutating verb (`--answers` is required by clap
+/// unless `--schema` was given, which `gtc op` handled already).
+pub fn from_mutation<T: DeserializeOwned>(
+    mutation: &crate::cli::Mutation,
+    noun: &str,
+    verb: &str,
+) -> Result<T, CliError> {
+    let path = mutation.answers.as_deref().ok_or_else(|| {
+        CliError::invalid(format!(
+            "`gtc op {noun} {verb}` needs --answers FILE (see --schema)"
+        ))
+    })?;
+    read_answers(path, noun, verb)
+}

@@ -68,7 +68,7 @@ fn super_answers<T: serde::de::DeserializeOwned>(
     mutation: &crate::cli::Mutation,
     verb: &str,
 ) -> Result<T, CliError> {
-    crate::op::answers(mutation, "env trust", verb)
+    crate::answers::from_mutation(mutation, "env trust", verb)
 }
 
 fn list(context: &Context, env: &str) -> Result<Report, CliError> {

@@ -300,20 +300,7 @@ fn schema_request(noun: &Noun) -> Option<serde_json::Value> {
     }
 }
 
-/// Reads the payload of a mutating verb (`--answers` is required by clap
-/// unless `--schema` was given, which `run` handled already).
-pub fn answers<T: DeserializeOwned>(
-    mutation: &Mutation,
-    noun: &str,
-    verb: &str,
-) -> Result<T, CliError> {
-    let path = mutation.answers.as_deref().ok_or_else(|| {
-        CliError::invalid(format!(
-            "`gtc op {noun} {verb}` needs --answers FILE (see --schema)"
-        ))
-    })?;
-    read_answers(path, noun, verb)
-}
+pub use crate::answers::from_mutation as answers;
 
 /// Reads the payload of a verb that takes its target environment either
 /// positionally or in `--answers`.
