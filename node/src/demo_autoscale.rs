@@ -29,7 +29,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
 use crate::context::Context;
-use crate::demo_cmd::{
+use crate::demo_support::{
     HttpClient, add_deployment, build_example_with_runtime, fail, request_path, split,
     stage_and_warm, wait_generation, wait_ready,
 };

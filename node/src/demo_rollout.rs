@@ -40,7 +40,7 @@ use store::EnvironmentStore;
 use tokio::time::Instant;
 
 use crate::context::Context;
-use crate::demo_cmd::{
+use crate::demo_support::{
     HttpClient, build_example_with_env, deploy_two_revisions, fail, request, split, stage_and_warm,
     wait_generation, wait_ready,
 };

@@ -30,6 +30,7 @@ mod context;
 mod demo_autoscale;
 mod demo_cmd;
 mod demo_rollout;
+mod demo_support;
 pub mod dispatch;
 pub mod error;
 mod fetch;
