@@ -174,7 +174,7 @@ async fn runnable(paths: &[String], docker: &docker_deployer::Engine) -> Vec<Str
 /// run its deployer now, and moves instances off a member whose engine
 /// stopped answering.
 async fn publish_deployers(membership: Arc<Membership>, paths: Vec<String>) {
-    let docker = docker_deployer::Engine::new(crate::node_cmd::docker_socket());
+    let docker = docker_deployer::Engine::new(docker_deployer::socket_from_env());
     let mut last: Option<Vec<String>> = None;
     let mut ticker = tokio::time::interval(DEPLOYERS_PROBE_INTERVAL);
     loop {

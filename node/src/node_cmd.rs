@@ -793,16 +793,9 @@ async fn ensure_cluster_environment(
 fn node_deployers() -> packs::deployer::Deployers {
     packs::deployer::Deployers::new()
         .with(Arc::new(local_process::local_process_deployer()))
-        .with(Arc::new(docker_deployer::docker_deployer(docker_socket())))
-}
-
-/// The Docker engine's socket: `DOCKER_HOST` when it names a unix socket,
-/// else the default. Nothing connects until a revision runs on it.
-pub(crate) fn docker_socket() -> String {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .and_then(|host| host.strip_prefix("unix://").map(str::to_owned))
-        .unwrap_or_else(|| docker_deployer::DEFAULT_SOCKET.to_owned())
+        .with(Arc::new(docker_deployer::docker_deployer(
+            docker_deployer::socket_from_env(),
+        )))
 }
 
 #[cfg(test)]

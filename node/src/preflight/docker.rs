@@ -20,7 +20,7 @@ const START_FIX: &str = "start the engine (systemctl start docker) and let this 
 
 pub fn checks() -> Vec<Check> {
     // The socket the node itself would use (`gtc node run`).
-    let socket = crate::node_cmd::docker_socket();
+    let socket = docker_deployer::socket_from_env();
     let present = socket_check(&socket);
     let api = if present.status == super::Status::Pass {
         api_check(&socket)

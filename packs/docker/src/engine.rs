@@ -6,6 +6,16 @@ use tokio::sync::OnceCell;
 
 /// Where the engine listens on Linux.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// The engine's socket for this process: `DOCKER_HOST` when it names a
+/// unix socket (`unix://…`), else [`DEFAULT_SOCKET`]. The node's deployer,
+/// its preflight and its deployers probe all ask here, so they agree.
+pub fn socket_from_env() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|host| host.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| DEFAULT_SOCKET.to_owned())
+}
 /// Seconds one engine request may take (bollard's own timeout); stop
 /// requests add the grace on top.
 pub const REQUEST_TIMEOUT_SECONDS: u64 = 120;

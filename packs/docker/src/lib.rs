@@ -26,7 +26,7 @@ use packs::deployer::{
     DeployFuture, InstanceDriver, ProviderInstance, RevisionSpec, RunningUnit, SupervisedDeployer,
 };
 
-pub use engine::{DEFAULT_SOCKET, Engine};
+pub use engine::{DEFAULT_SOCKET, Engine, socket_from_env};
 
 /// The pack's descriptor path.
 pub const DESCRIPTOR_PATH: &str = "greentic.deployer.docker";
