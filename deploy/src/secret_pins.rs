@@ -77,35 +77,34 @@ impl SecretPin {
 }
 
 /// Why a list of secret uses (or pins) was refused; `index` is the entry's
-/// position in `runtime.secrets`.
+/// position in `runtime.secrets`, which every caller names as the field
+/// (`runtime.secrets[i]`), so the messages do not repeat it.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SecretUseError {
     #[error("{count} secrets; at most {SECRET_USES_MAX} per revision")]
     TooMany { count: usize },
-    #[error(
-        "entry {index} ({reference}) names neither `env` nor `file`, or both; give exactly one"
-    )]
+    #[error("{reference} names neither `env` nor `file`, or both; give exactly one")]
     Delivery { index: usize, reference: String },
-    #[error("entry {index}: `{field}` {name:?} is not a valid name: {reason}")]
+    #[error("`{field}` {name:?} is not a valid name: {reason}")]
     Name {
         index: usize,
         field: &'static str,
         name: String,
         reason: &'static str,
     },
-    #[error("entry {index}: `{field}` {name:?} is delivered twice; each name once")]
+    #[error("`{field}` {name:?} is delivered twice; each name once")]
     Duplicate {
         index: usize,
         field: &'static str,
         name: String,
     },
-    #[error("entry {index}: {source}")]
+    #[error("{source}")]
     Scope {
         index: usize,
         #[source]
         source: crate::refs::RefError,
     },
-    #[error("entry {index} ({reference}): version 0 does not exist; versions start at 1")]
+    #[error("{reference}: version 0 does not exist; versions start at 1")]
     VersionZero { index: usize, reference: String },
 }
 

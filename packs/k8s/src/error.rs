@@ -17,7 +17,7 @@ pub enum RenderError {
     #[error("the environment document is invalid, so it is not rendered: {0}")]
     InvalidEnvironment(#[from] ValidationError),
     #[error(
-        "router_replicas is {replicas}; the router runs {ROUTER_REPLICAS_MIN} to {ROUTER_REPLICAS_MAX} replicas (at least two, so one can restart or move while another serves); set router_replicas to 2 or more"
+        "router_replicas is {replicas}; the router runs {ROUTER_REPLICAS_MIN} to {ROUTER_REPLICAS_MAX} replicas (at least two, so one can restart or move while another serves); set router_replicas within that range"
     )]
     RouterReplicas { replicas: u32 },
     #[error(
