@@ -17,6 +17,7 @@ mod docker;
 mod k8s;
 mod local;
 
+use deploy::command::FailedCheck;
 use deploy::descriptor::CapabilitySlot;
 use serde::Serialize;
 use serde_json::json;
@@ -75,6 +76,34 @@ impl Check {
             fix: None,
         }
     }
+}
+
+/// The preflight `revisions warm` runs before it warms a revision on this
+/// machine, for a bound deployer that needs one: the Docker engine must
+/// answer, or every container start would fail one by one after the
+/// revision went `warming`. Each failed check becomes a warm-gate failure
+/// (`preflight-<check>`) with what was found and the fix, so the warm is
+/// refused and nothing changes. The local-process deployer needs no tools
+/// beyond this machine, and a Kubernetes environment is not warmed here
+/// (`gtc op env reconcile` applies it), so neither is checked.
+pub fn warm_gate(environment: &deploy::environment::Environment) -> Vec<FailedCheck> {
+    let checks = match environment.binding(CapabilitySlot::Deployer) {
+        Some(binding) if binding.kind.path() == docker_deployer::DESCRIPTOR_PATH => {
+            docker::checks()
+        }
+        _ => return Vec::new(),
+    };
+    checks
+        .into_iter()
+        .filter(|check| check.status == Status::Fail)
+        .map(|check| FailedCheck {
+            check: format!("preflight-{}", check.name),
+            message: match &check.fix {
+                Some(fix) => format!("{}; {fix}", check.detail),
+                None => check.detail.clone(),
+            },
+        })
+        .collect()
 }
 
 /// How to bind a deployer, for a failure that needs one.

@@ -357,3 +357,70 @@ fn preflight_of_the_k8s_deployer_reads_the_kubeconfig_and_skips_the_cluster() {
     assert_eq!(run.code, 1, "{}", run.stdout);
     assert_eq!(check(&run, "kubeconfig")["status"], "fail");
 }
+
+#[test]
+fn warming_on_a_docker_bound_environment_fails_its_gate_when_the_preflight_finds_no_engine() {
+    // Proves `revisions warm` runs the Docker deployer's preflight itself:
+    // with DOCKER_HOST naming a socket that does not exist, the warm gate
+    // fails (non-zero, the failed check named with its fix), the revision
+    // goes `failed` with that reason and never `warming`, so no container
+    // start is tried; warming it again once the preflight can pass
+    // (local-process bound) succeeds.
+    let home = Home::new();
+    assert_eq!(home.gtc(&["op", "env", "init"]).code, 0);
+    let deployment = id(
+        &home.ok(
+            "bundles",
+            "add",
+            json!({"environment_id": "local", "bundle_id": "shop"}),
+        ),
+        "deployment_id",
+    );
+    let bundle = image_bundle(&home, &image_lines(Some(&image_digest())));
+    let revision = id(
+        &home.ok(
+            "revisions",
+            "stage",
+            json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
+        ),
+        "revision_id",
+    );
+    bind_deployer(&home, "greentic.deployer.docker@0.1.0");
+    let absent = home.dir.path().join("absent.sock");
+    let host = format!("unix://{}", absent.display());
+    let answers = home.write(
+        "warm.json",
+        &json!({"environment_id": "local", "revision_id": revision}).to_string(),
+    );
+    let answers = answers.to_str().expect("utf8 path");
+    let run = gtc_with(
+        &home,
+        &[("DOCKER_HOST", &host)],
+        &["op", "revisions", "warm", "--answers", answers],
+    );
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    let error = run.stderr.to_string();
+    assert!(error.contains("preflight-docker-socket"), "{error}");
+    assert!(error.contains(absent.to_str().expect("utf8")), "{error}");
+    assert!(error.contains("apt-get install docker.io"), "{error}");
+    let row = |home: &Home| {
+        let list = home.gtc(&["op", "revisions", "list", "local"]);
+        list.stdout["result"]["revisions"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["revision_id"] == revision.as_str()))
+            .cloned()
+            .unwrap_or_else(|| panic!("revision {revision} not listed: {}", list.stdout))
+    };
+    let failed = row(&home);
+    assert_eq!(failed["lifecycle"], "failed");
+    let reason = failed["failure_reason"].as_str().expect("failure reason");
+    assert!(reason.contains("apt-get install docker.io"), "{reason}");
+    bind_deployer(&home, "greentic.deployer.local-process@0.1.0");
+    let run = gtc_with(
+        &home,
+        &[("DOCKER_HOST", &host)],
+        &["op", "revisions", "warm", "--answers", answers],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(row(&home)["lifecycle"], "warming");
+}
