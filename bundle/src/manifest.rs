@@ -54,6 +54,15 @@ pub struct RuntimeSection {
     /// pinned to an exact version when the bundle is staged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<deploy::secret_pins::SecretUse>,
+    /// How a configuration change reaches running instances: `revision`
+    /// (the default: configuration is pinned when the revision is staged,
+    /// so a change takes a new revision) or `signal` (the node rewrites the
+    /// instances' pack-config files in `GTC_CONFIG_DIR` and sends SIGHUP).
+    #[serde(
+        default,
+        skip_serializing_if = "deploy::pack_config::ConfigReload::is_revision"
+    )]
+    pub reload: deploy::pack_config::ConfigReload,
 }
 
 /// Where a container deployer finds the bundle's image: an image already
@@ -540,6 +549,7 @@ mod tests {
             image: None,
             scaling: None,
             secrets: Vec::new(),
+            reload: Default::default(),
         };
         assert!(base.validate().is_ok());
         let cases: Vec<(&str, RuntimeSection)> = vec![
@@ -659,6 +669,7 @@ mod tests {
             image: Some(image),
             scaling: None,
             secrets: Vec::new(),
+            reload: Default::default(),
         };
         let on_engine = ImageSection {
             reference: Some("shop:1".into()),

@@ -258,6 +258,13 @@ pub struct StagedBundle {
     /// bundle's `runtime.secrets` against the secret store.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_pins: Vec<crate::secret_pins::SecretPin>,
+    /// How a configuration change reaches the running revision, from the
+    /// bundle's `runtime.reload`.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::pack_config::ConfigReload::is_revision"
+    )]
+    pub config_reload: crate::pack_config::ConfigReload,
 }
 
 /// What the runtime observed about a revision, reported by the node that
@@ -510,7 +517,7 @@ pub enum Command {
     /// file and the edge staged it.
     RevisionStage {
         answers: RevisionStageAnswers,
-        staged: Option<StagedBundle>,
+        staged: Option<Box<StagedBundle>>,
     },
     /// `revisions warm`; `failed_checks` are checks the edge or the
     /// deployer ran and that failed (a bundle without a runtime section,

@@ -164,6 +164,11 @@ pub enum ValidationError {
         revision_id: RevisionId,
         detail: String,
     },
+    #[error("revision {revision_id}: its pack configs: {detail}")]
+    PackConfig {
+        revision_id: RevisionId,
+        detail: String,
+    },
     #[error("revision {revision_id}: secret_pins: {detail}")]
     SecretPins {
         revision_id: RevisionId,
@@ -216,6 +221,11 @@ pub enum ValidationError {
     Bundle {
         deployment_id: DeploymentId,
         source: BundleError,
+    },
+    #[error("deployment {deployment_id}: {detail}")]
+    ConfigOverrides {
+        deployment_id: DeploymentId,
+        detail: String,
     },
     #[error("deployment {deployment_id} lists revision {revision_id}, which does not exist")]
     UnknownRevision {
@@ -563,6 +573,25 @@ impl Environment {
                     detail: error.to_string(),
                 });
             }
+            for config in &revision.pack_configs {
+                let wrong_revision = (config.revision_id != revision.revision_id).then(|| {
+                    format!(
+                        "pack config of {} names revision {}",
+                        config.pack_id, config.revision_id
+                    )
+                });
+                if let Some(detail) = wrong_revision.or_else(|| {
+                    config
+                        .validate(&self.environment_id)
+                        .err()
+                        .map(|e| e.to_string())
+                }) {
+                    return Err(ValidationError::PackConfig {
+                        revision_id: revision.revision_id,
+                        detail,
+                    });
+                }
+            }
             let key = (revision.deployment_id, revision.sequence);
             if sequences.insert(key, revision.revision_id).is_some() {
                 return Err(ValidationError::DuplicateSequence {
@@ -622,6 +651,17 @@ impl Environment {
                     deployment_id,
                     source,
                 })?;
+            // What a revision staged now would pin must project: refs
+            // well formed and scoped to this environment.
+            crate::pack_config::project(
+                &bundle.config_overrides,
+                RevisionId::from_ulid(ulid::Ulid::nil()),
+                &self.environment_id,
+            )
+            .map_err(|error| ValidationError::ConfigOverrides {
+                deployment_id,
+                detail: error.to_string(),
+            })?;
             for revision_id in &bundle.current_revisions {
                 let Some(revision) = self.revision(*revision_id) else {
                     return Err(ValidationError::UnknownRevision {

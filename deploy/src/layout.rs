@@ -42,6 +42,14 @@ pub const INSTANCE_LOGS_DIR: &str = "logs";
 /// instances run on this node, inside its revision folder; removed when
 /// the revision stops here.
 pub const RUN_SECRETS_DIR: &str = "run-secrets";
+/// `<env>/runtime-config.json`: the materialized runtime config
+/// (`greentic.runtime-config.v1`) a runtime reads, written by the node.
+pub const RUNTIME_CONFIG_FILE: &str = "runtime-config.json";
+/// The folder of a revision's pack-config files on the node that runs it
+/// (given to its instances as `GTC_CONFIG_DIR`).
+pub const RUN_CONFIG_DIR: &str = "run-config";
+/// The spec's folder of a revision's pack configs.
+pub const PACK_CONFIGS_DIR: &str = "pack-configs";
 
 /// The folder of an environment's secret store, inside the environment's folder.
 pub const SECRETS_DIR: &str = "secrets";
@@ -103,6 +111,22 @@ pub fn instance_logs(revision_dir: &Path) -> PathBuf {
 /// `<revision_dir>/run-secrets`.
 pub fn run_secrets(revision_dir: &Path) -> PathBuf {
     revision_dir.join(RUN_SECRETS_DIR)
+}
+
+/// `<revision_dir>/run-config`.
+pub fn run_config(revision_dir: &Path) -> PathBuf {
+    revision_dir.join(RUN_CONFIG_DIR)
+}
+
+/// `revisions/<rev>/pack-configs/<pack>.pack.json`: where the spec's
+/// layout names a revision's pack config, relative to its environment's
+/// folder (the revision's `pack_config_refs`).
+pub fn pack_config_ref(revision: RevisionId, pack: &crate::ids::PackId) -> String {
+    format!(
+        "{}/{PACK_CONFIGS_DIR}/{}",
+        revision_dir_in_env(revision),
+        crate::pack_config::file_name(pack)
+    )
 }
 
 /// `<root>/<env>/secrets`.

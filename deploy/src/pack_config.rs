@@ -1,5 +1,13 @@
 //! Per-revision pack configuration: plain values plus references that the
 //! runtime resolves lazily. Secret values are never embedded.
+//!
+//! A deployment's `config_overrides` (pack id → key → JSON, the spec's
+//! `pack-config-input`) become one [`PackConfig`] per pack when a revision
+//! is staged ([`project`]): a string value `secret://…` is a secret ref,
+//! `runtime://…` a runtime ref, anything else a plain value. The revision
+//! keeps them, so its instances see the configuration it was staged with
+//! (a rollback restores it), unless its bundle asks for
+//! [`ConfigReload::Signal`].
 
 use std::collections::BTreeMap;
 
@@ -7,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::bundle::ConfigOverrides;
 use crate::ids::{EnvId, PackId, RevisionId};
 use crate::refs::{RefError, RuntimeRef, SecretRef};
 
@@ -41,6 +50,89 @@ pub enum PackConfigError {
         key: String,
         source: RefError,
     },
+    #[error(
+        "config_overrides[{pack_id}][{key}] looks like a reference but is not a valid one: {source}"
+    )]
+    BadRef {
+        pack_id: PackId,
+        key: String,
+        source: RefError,
+    },
+}
+
+/// How a running revision learns that its configuration changed (the
+/// bundle's `runtime.reload`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigReload {
+    /// Configuration is part of the revision: it is pinned when the
+    /// revision is staged and a change reaches instances only through a new
+    /// revision (and a rollback restores the old configuration).
+    #[default]
+    Revision,
+    /// The revision follows its deployment's current configuration: on a
+    /// change the node rewrites the instances' pack-config files and sends
+    /// them SIGHUP, without a restart.
+    Signal,
+}
+
+impl ConfigReload {
+    /// True for the default, so documents that never asked stay as they were.
+    pub fn is_revision(&self) -> bool {
+        *self == Self::Revision
+    }
+}
+
+/// The pack configs of `revision_id` from a deployment's
+/// `config_overrides`, one per pack in pack-id order, each validated
+/// against `env` (a ref to another environment is refused).
+pub fn project(
+    overrides: &ConfigOverrides,
+    revision_id: RevisionId,
+    env: &EnvId,
+) -> Result<Vec<PackConfig>, PackConfigError> {
+    let mut configs = Vec::with_capacity(overrides.len());
+    for (pack_id, values) in overrides {
+        let mut config = PackConfig {
+            schema: PACK_CONFIG_SCHEMA.to_owned(),
+            pack_id: pack_id.clone(),
+            revision_id,
+            non_secret: BTreeMap::new(),
+            secret_refs: BTreeMap::new(),
+            runtime_refs: BTreeMap::new(),
+        };
+        for (key, value) in values {
+            let bad = |source| PackConfigError::BadRef {
+                pack_id: pack_id.clone(),
+                key: key.clone(),
+                source,
+            };
+            match value.as_str() {
+                Some(text) if text.starts_with("secret://") => {
+                    let reference = text.parse::<SecretRef>().map_err(bad)?;
+                    config.secret_refs.insert(key.clone(), reference);
+                }
+                Some(text) if text.starts_with("runtime://") => {
+                    let reference = text.parse::<RuntimeRef>().map_err(bad)?;
+                    config.runtime_refs.insert(key.clone(), reference);
+                }
+                _ => {
+                    config.non_secret.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        config.validate(env)?;
+        configs.push(config);
+    }
+    Ok(configs)
+}
+
+/// The file a pack config is written to, inside the folder an instance is
+/// given (`<pack>.pack.json`, as in the spec's store layout).
+pub fn file_name(pack_id: &PackId) -> String {
+    format!("{pack_id}.pack.json")
 }
 
 impl PackConfig {
@@ -101,6 +193,56 @@ mod tests {
                 "runtime://local/discovered/url".parse().expect("ref"),
             )]),
         }
+    }
+
+    #[test]
+    fn overrides_project_to_one_config_per_pack_with_refs_split_out() {
+        let revision = RevisionId::from_ulid(ulid::Ulid::from_parts(2, 2));
+        let overrides: ConfigOverrides = BTreeMap::from([
+            (
+                "web".parse().expect("pack"),
+                BTreeMap::from([
+                    ("greeting".to_owned(), serde_json::json!("hello")),
+                    ("limit".to_owned(), serde_json::json!(3)),
+                    (
+                        "token".to_owned(),
+                        serde_json::json!("secret://local/web/token"),
+                    ),
+                    (
+                        "peer".to_owned(),
+                        serde_json::json!("runtime://local/peer/url"),
+                    ),
+                ]),
+            ),
+            ("api".parse().expect("pack"), BTreeMap::new()),
+        ]);
+        let configs = project(&overrides, revision, &EnvId::local()).expect("projects");
+        let packs: Vec<_> = configs.iter().map(|c| c.pack_id.to_string()).collect();
+        assert_eq!(packs, ["api", "web"]);
+        let web = &configs[1];
+        assert_eq!(web.revision_id, revision);
+        assert_eq!(web.non_secret.len(), 2);
+        assert_eq!(web.secret_refs["token"].path(), "web/token");
+        assert_eq!(web.runtime_refs["peer"].path(), "peer/url");
+        assert_eq!(file_name(&web.pack_id), "web.pack.json");
+
+        let cross: ConfigOverrides = BTreeMap::from([(
+            "web".parse().expect("pack"),
+            BTreeMap::from([("t".to_owned(), serde_json::json!("secret://prod/t"))]),
+        )]);
+        assert!(matches!(
+            project(&cross, revision, &EnvId::local()),
+            Err(PackConfigError::CrossEnvRef { .. })
+        ));
+        let bad: ConfigOverrides = BTreeMap::from([(
+            "web".parse().expect("pack"),
+            BTreeMap::from([("t".to_owned(), serde_json::json!("secret://local/../x"))]),
+        )]);
+        let error = project(&bad, revision, &EnvId::local()).expect_err("refused");
+        assert!(
+            error.to_string().contains("config_overrides[web][t]"),
+            "{error}"
+        );
     }
 
     #[test]

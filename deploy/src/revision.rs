@@ -103,6 +103,21 @@ pub struct Revision {
     /// keeps its own, across node restarts too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployer: Option<crate::descriptor::PackDescriptor>,
+    /// The configuration its instances receive: one pack config per pack,
+    /// projected from its deployment's `config_overrides` when it was
+    /// staged (issue #14), written for each instance as
+    /// `<pack>.pack.json`. Immutable, so a rollback restores it; with
+    /// `config_reload: signal` the deployment's current configuration is
+    /// delivered instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pack_configs: Vec<crate::pack_config::PackConfig>,
+    /// How a configuration change reaches its running instances (its
+    /// bundle's `runtime.reload`).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::pack_config::ConfigReload::is_revision"
+    )]
+    pub config_reload: crate::pack_config::ConfigReload,
 }
 
 /// The spec's `config_digest`: a hash over the setup answers plus the pack

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::environment::Environment;
 use crate::ids::{BundleId, DeploymentId, EnvId, RevisionId};
+use crate::pack_config::{ConfigReload, PackConfig};
+use crate::revision::Revision;
 
 /// Schema discriminator of a runtime config.
 pub const RUNTIME_CONFIG_SCHEMA: &str = "greentic.runtime-config.v1";
@@ -68,6 +70,28 @@ impl RuntimeConfig {
             revisions,
         })
     }
+}
+
+/// The pack configs `revision`'s instances receive now: those it pinned
+/// when staged, or, for a revision whose bundle asked for
+/// [`ConfigReload::Signal`], its deployment's current `config_overrides`.
+/// A current configuration that no longer projects (it cannot: `apply`
+/// validates it) falls back to the pinned one rather than to nothing.
+pub fn delivered(environment: &Environment, revision: &Revision) -> Vec<PackConfig> {
+    if revision.config_reload != ConfigReload::Signal {
+        return revision.pack_configs.clone();
+    }
+    environment
+        .deployment(revision.deployment_id)
+        .and_then(|deployment| {
+            crate::pack_config::project(
+                &deployment.config_overrides,
+                revision.revision_id,
+                &environment.environment_id,
+            )
+            .ok()
+        })
+        .unwrap_or_else(|| revision.pack_configs.clone())
 }
 
 #[cfg(test)]

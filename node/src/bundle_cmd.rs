@@ -400,7 +400,7 @@ pub fn stage_revision(
     };
     let command = Command::RevisionStage {
         answers,
-        staged: Some(StagedBundle {
+        staged: Some(Box::new(StagedBundle {
             revision_id,
             bundle_id,
             bundle_digest: staged.digest.clone(),
@@ -409,7 +409,13 @@ pub fn stage_revision(
             runtime_instances: staged.manifest.runtime.as_ref().map(|r| r.instances),
             scaling: staged.manifest.runtime.as_ref().and_then(|r| r.scaling),
             secret_pins: secret_pins.clone(),
-        }),
+            config_reload: staged
+                .manifest
+                .runtime
+                .as_ref()
+                .map(|r| r.reload)
+                .unwrap_or_default(),
+        })),
     };
     match context.submit(command) {
         Ok(mut report) => {

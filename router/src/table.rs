@@ -389,7 +389,7 @@ mod tests {
             answers.bundle_path = Some(format!("{bundle}.gtbundle"));
             let staged = self.run(Command::RevisionStage {
                 answers,
-                staged: Some(StagedBundle {
+                staged: Some(Box::new(StagedBundle {
                     revision_id: RevisionId::from_ulid(ulid::Ulid::new()),
                     bundle_id: bundle.parse().expect("bundle"),
                     bundle_digest: "sha256:ab".parse().expect("digest"),
@@ -398,7 +398,8 @@ mod tests {
                     runtime_instances: Some(1),
                     scaling: None,
                     secret_pins: Vec::new(),
-                }),
+                    config_reload: Default::default(),
+                })),
             });
             let revision = staged["revision_id"].as_str().expect("id").to_owned();
             self.run(Command::warm(RevisionAnswers {

@@ -210,7 +210,7 @@ fn dispatch(
         Command::BundleUpdate(answers) => bundles::update(environment, answers),
         Command::BundleRemove(answers) => bundles::remove(environment, answers),
         Command::RevisionStage { answers, staged } => {
-            revisions::stage(environment, answers, staged.as_ref(), envelope)
+            revisions::stage(environment, answers, staged.as_deref(), envelope)
         }
         Command::RevisionWarm {
             answers,

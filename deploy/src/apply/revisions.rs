@@ -241,6 +241,16 @@ pub(crate) fn stage(
         );
         ApplyError::invalid(field, error.to_string())
     })?;
+    let pack_configs = crate::pack_config::project(
+        &environment.bundles[index].config_overrides,
+        revision_id,
+        &environment.environment_id,
+    )
+    .map_err(|error| ApplyError::invalid("config_overrides", error.to_string()))?;
+    let pack_config_refs = pack_configs
+        .iter()
+        .map(|config| crate::layout::pack_config_ref(revision_id, &config.pack_id))
+        .collect();
     let config_digest = answers.config_digest.clone().unwrap_or_else(|| {
         crate::revision::config_digest(&environment.bundles[index].config_overrides, &pack_list)
     });
@@ -262,7 +272,7 @@ pub(crate) fn stage(
             || answers.pack_list_lock_ref.clone(),
             |s| s.pack_list_lock_ref.clone(),
         ),
-        pack_config_refs: Vec::new(),
+        pack_config_refs,
         config_digest,
         signature_sidecar_ref: answers
             .signature_sidecar_ref
@@ -281,6 +291,8 @@ pub(crate) fn stage(
         desired_instances: None,
         secret_pins,
         deployer: None,
+        pack_configs,
+        config_reload: staged.map(|s| s.config_reload).unwrap_or_default(),
     };
     environment.bundles[index]
         .current_revisions

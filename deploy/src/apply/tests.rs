@@ -154,11 +154,12 @@ impl Harness {
             runtime_instances: Some(1),
             scaling: None,
             secret_pins: Vec::new(),
+            config_reload: Default::default(),
         };
         let applied = self
             .run(Command::RevisionStage {
                 answers,
-                staged: Some(staged),
+                staged: Some(Box::new(staged)),
             })
             .expect("stage");
         applied.result["revision_id"]
@@ -896,7 +897,7 @@ fn to_command(harness: &Harness, action: &Action) -> Option<Command> {
             answers.bundle_path = Some("bundle.gtbundle".into());
             Command::RevisionStage {
                 answers,
-                staged: Some(StagedBundle {
+                staged: Some(Box::new(StagedBundle {
                     // The next envelope's counter: unique per stage.
                     revision_id: RevisionId::from_ulid(ulid::Ulid::from_parts(
                         8,
@@ -909,7 +910,8 @@ fn to_command(harness: &Harness, action: &Action) -> Option<Command> {
                     runtime_instances: Some(1),
                     scaling: None,
                     secret_pins: Vec::new(),
-                }),
+                    config_reload: Default::default(),
+                })),
             }
         }
         Action::StageBare(d) => Command::RevisionStage {
@@ -1175,12 +1177,15 @@ fn a_staged_bundle_must_match_its_deployment_and_payload() {
         runtime_instances: None,
         scaling: None,
         secret_pins: Vec::new(),
+        config_reload: Default::default(),
     };
     let mut answers = stage_answers(deployment);
     answers.bundle_path = Some("shop.gtbundle".into());
-    let stage = |answers: RevisionStageAnswers, staged: Option<StagedBundle>| {
-        Command::RevisionStage { answers, staged }
-    };
+    let stage =
+        |answers: RevisionStageAnswers, staged: Option<StagedBundle>| Command::RevisionStage {
+            answers,
+            staged: staged.map(Box::new),
+        };
 
     let wrong = harness
         .run(stage(answers.clone(), Some(staged("blog"))))
@@ -1227,12 +1232,13 @@ fn a_revision_with_something_to_run_warms_through_the_runtime() {
         runtime_instances: Some(2),
         scaling: None,
         secret_pins: Vec::new(),
+        config_reload: Default::default(),
     };
     let mut answers = stage_answers(deployment);
     answers.bundle_path = Some("shop.gtbundle".into());
     let stage = |answers: RevisionStageAnswers, n| Command::RevisionStage {
         answers,
-        staged: Some(staged(n)),
+        staged: Some(Box::new(staged(n))),
     };
     harness.run(stage(answers.clone(), 1)).expect("stage v1");
     harness.run(stage(answers, 2)).expect("stage v2");
@@ -1802,6 +1808,7 @@ fn a_staged_revision_records_its_secret_pins_and_refuses_foreign_or_invalid_ones
         runtime_instances: Some(1),
         scaling: None,
         secret_pins,
+        config_reload: Default::default(),
     };
     let mut answers = stage_answers(deployment);
     answers.bundle_path = Some("shop.gtbundle".into());
@@ -1809,7 +1816,7 @@ fn a_staged_revision_records_its_secret_pins_and_refuses_foreign_or_invalid_ones
     harness
         .run(Command::RevisionStage {
             answers: answers.clone(),
-            staged: Some(staged(1, good.clone())),
+            staged: Some(Box::new(staged(1, good.clone()))),
         })
         .expect("stage");
     let revision = RevisionId::from_ulid(ulid::Ulid::from_parts(9, 1));
@@ -1844,7 +1851,7 @@ fn a_staged_revision_records_its_secret_pins_and_refuses_foreign_or_invalid_ones
     ] {
         match harness.run(Command::RevisionStage {
             answers: answers.clone(),
-            staged: Some(staged(n, pins)),
+            staged: Some(Box::new(staged(n, pins))),
         }) {
             Err(ApplyError::InvalidField { field: got, .. }) => assert_eq!(got, field),
             other => panic!("case {n}: expected InvalidField, got {other:?}"),

@@ -38,6 +38,8 @@ fn revision(n: u64, lifecycle: Lifecycle, placement: &[&str]) -> Revision {
         desired_instances: None,
         secret_pins: Vec::new(),
         deployer: None,
+        pack_configs: Vec::new(),
+        config_reload: Default::default(),
     }
 }
 

@@ -90,7 +90,7 @@ impl Operator {
             answers.bundle_path = Some("shop.gtbundle".into());
             let staged = operator.run(Command::RevisionStage {
                 answers,
-                staged: Some(StagedBundle {
+                staged: Some(Box::new(StagedBundle {
                     revision_id: RevisionId::from_ulid(ulid::Ulid::new()),
                     bundle_id: "shop".parse().expect("bundle"),
                     bundle_digest: "sha256:ab".parse().expect("digest"),
@@ -99,7 +99,8 @@ impl Operator {
                     runtime_instances: Some(1),
                     scaling: None,
                     secret_pins: Vec::new(),
-                }),
+                    config_reload: Default::default(),
+                })),
             });
             let revision: RevisionId = staged["revision_id"]
                 .as_str()

@@ -324,7 +324,7 @@ impl World {
                 self.submit(
                     Command::RevisionStage {
                         answers,
-                        staged: Some(deploy::command::StagedBundle {
+                        staged: Some(Box::new(deploy::command::StagedBundle {
                             revision_id,
                             bundle_id,
                             bundle_digest,
@@ -333,7 +333,8 @@ impl World {
                             runtime_instances: Some(1),
                             scaling: None,
                             secret_pins: Vec::new(),
-                        }),
+                            config_reload: Default::default(),
+                        })),
                     },
                     "stage",
                 )

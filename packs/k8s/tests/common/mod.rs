@@ -125,7 +125,7 @@ impl Builder {
         answers.bundle_path = Some(format!("{bundle}-{n}.gtbundle"));
         self.run(Command::RevisionStage {
             answers,
-            staged: Some(StagedBundle {
+            staged: Some(Box::new(StagedBundle {
                 revision_id: revision(n),
                 bundle_id: bundle.parse().expect("bundle"),
                 bundle_digest: format!("sha256:{n:064x}").parse().expect("digest"),
@@ -134,7 +134,8 @@ impl Builder {
                 runtime_instances,
                 scaling,
                 secret_pins: Vec::new(),
-            }),
+                config_reload: Default::default(),
+            })),
         });
     }
 
