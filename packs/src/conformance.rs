@@ -53,6 +53,7 @@ pub async fn run_all(factory: DeployerFactory<'_>, fixture: &dyn ConformanceFixt
     scale_up_and_down(factory(), fixture).await;
     warm_at_zero_then_scale_up(factory(), fixture).await;
     shrink_lets_in_flight_finish(factory(), fixture).await;
+    reload_signals_without_restarting(factory(), fixture).await;
 }
 
 async fn provider_count(deployer: &dyn Deployer, spec: &RevisionSpec) -> usize {
@@ -89,6 +90,24 @@ async fn wait_provider_count(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The provider's ids of `spec`'s instances, sorted.
+async fn provider_ids(deployer: &dyn Deployer, spec: &RevisionSpec) -> Vec<String> {
+    let mut ids: Vec<String> = deployer
+        .provider_instances(spec)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: listing instances failed: {e}",
+                deployer.descriptor_path()
+            )
+        })
+        .into_iter()
+        .map(|instance| instance.id)
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// The provider's id of instance `index` of `spec` (a pid, a container id).
@@ -619,6 +638,77 @@ pub async fn warm_at_zero_then_scale_up(
         0,
         "{name}: instances left after archive"
     );
+}
+
+/// `reload_revision` tells every instance of a warm revision (SIGHUP, which
+/// the fixture's service handles) without restarting any: the provider
+/// lists the same instances afterwards, they still answer, and no exit was
+/// counted. A revision never staged, only staged, or drained is refused.
+pub async fn reload_signals_without_restarting(
+    deployer: Box<dyn Deployer>,
+    fixture: &dyn ConformanceFixture,
+) {
+    let name = deployer.descriptor_path().to_owned();
+    let never_staged = fixture.revision(1);
+    let refused = deployer.reload_revision(&never_staged).await;
+    assert!(
+        matches!(refused, Err(DeployerError::NotStaged { .. })),
+        "{name}: reload of a revision never staged was not refused with NotStaged: {refused:?}"
+    );
+    let spec = fixture.revision(2);
+    deployer.stage_revision(&spec).await.expect("stage");
+    let refused = deployer.reload_revision(&spec).await;
+    assert!(
+        matches!(
+            refused,
+            Err(DeployerError::NotWarm {
+                phase: RevisionPhase::Staged,
+                ..
+            })
+        ),
+        "{name}: reload of a revision only staged was not refused with NotWarm: {refused:?}"
+    );
+    let warm = deployer.warm_revision(&spec).await.expect("warm");
+    let before = provider_ids(deployer.as_ref(), &spec).await;
+    let told = deployer.reload_revision(&spec).await.expect("reload");
+    assert_eq!(told, 2, "{name}: reload told {told} instances, not 2");
+    // A restart would show as an exit and as new provider ids; give a
+    // mishandled signal time to take effect.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        provider_ids(deployer.as_ref(), &spec).await,
+        before,
+        "{name}: reloading replaced instances"
+    );
+    assert_eq!(
+        warm.instances.borrow().exits_total,
+        0,
+        "{name}: an instance exited on reload"
+    );
+    let ready = warm.instances.borrow().ready();
+    for addr in ready {
+        assert_eq!(
+            health(addr).await,
+            Some(StatusCode::OK),
+            "{name}: an instance does not answer after reload"
+        );
+    }
+    deployer
+        .drain_revision(&spec, DRAIN_GRACE)
+        .await
+        .expect("drain");
+    let refused = deployer.reload_revision(&spec).await;
+    assert!(
+        matches!(
+            refused,
+            Err(DeployerError::NotWarm {
+                phase: RevisionPhase::Drained,
+                ..
+            })
+        ),
+        "{name}: reload of a drained revision was not refused with NotWarm: {refused:?}"
+    );
+    deployer.archive_revision(&spec).await.expect("archive");
 }
 
 /// A request in flight on an instance a shrink removes finishes whole; the

@@ -23,13 +23,13 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
-    StopContainerOptions,
+    CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
 use packs::deployer::{
-    CONTAINER_SECRETS_DIR, DeployerError, ProviderInstance, RevisionSpec, RunningUnit,
-    SECRETS_DIR_ENV, UnitFuture,
+    CONFIG_DIR_ENV, CONTAINER_CONFIG_DIR, CONTAINER_SECRETS_DIR, DeployerError, ProviderInstance,
+    RevisionSpec, RunningUnit, SECRETS_DIR_ENV, UnitFuture,
 };
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -125,10 +125,18 @@ fn create_body(spec: &RevisionSpec, image_id: &str, index: u32) -> ContainerCrea
         use secrecy::ExposeSecret;
         format!("{name}={}", value.expose_secret())
     }));
-    let binds = runtime.secrets.files_dir.as_ref().map(|dir| {
+    let mut binds = Vec::new();
+    if let Some(dir) = &runtime.secrets.files_dir {
         env.push(format!("{SECRETS_DIR_ENV}={CONTAINER_SECRETS_DIR}"));
-        vec![format!("{}:{CONTAINER_SECRETS_DIR}:ro", dir.display())]
-    });
+        binds.push(format!("{}:{CONTAINER_SECRETS_DIR}:ro", dir.display()));
+    }
+    // The folder, not its files: the node replaces a file by renaming a new
+    // one over it, which a bind mount of the file itself would not follow.
+    if let Some(dir) = &runtime.config_dir {
+        env.push(format!("{CONFIG_DIR_ENV}={CONTAINER_CONFIG_DIR}"));
+        binds.push(format!("{}:{CONTAINER_CONFIG_DIR}:ro", dir.display()));
+    }
+    let binds = (!binds.is_empty()).then_some(binds);
     let port = format!("{CONTAINER_PORT}/tcp");
     let binding = PortBinding {
         host_ip: Some(spec.host.to_string()),
@@ -452,6 +460,31 @@ pub async fn list(
             id: c.id.unwrap_or_default(),
         })
         .collect())
+}
+
+/// Sends `signal` to the main process of every container of the revision
+/// this node created; returns how many took it (one that is not running
+/// is skipped: the engine refuses to signal it).
+pub async fn signal(
+    engine: &Engine,
+    spec: &RevisionSpec,
+    signal: &str,
+) -> Result<usize, DeployerError> {
+    let found = list(engine, spec).await?;
+    let docker = engine.client().await?;
+    let mut told = 0;
+    for container in &found {
+        let options = KillContainerOptions {
+            signal: signal.to_owned(),
+        };
+        match docker.kill_container(&container.id, Some(options)).await {
+            Ok(()) => told += 1,
+            Err(error) => {
+                tracing::debug!(container = %container.id, %error, "not signalled")
+            }
+        }
+    }
+    Ok(told)
 }
 
 /// Removes every container of the revision this node created (a killed

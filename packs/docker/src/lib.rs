@@ -81,6 +81,10 @@ impl InstanceDriver for DockerDriver {
         Box::pin(container::reap(&self.engine, spec))
     }
 
+    fn reload<'a>(&'a self, spec: &'a RevisionSpec) -> DeployFuture<'a, usize> {
+        Box::pin(container::signal(&self.engine, spec, "SIGHUP"))
+    }
+
     fn list<'a>(&'a self, spec: &'a RevisionSpec) -> DeployFuture<'a, Vec<ProviderInstance>> {
         Box::pin(container::list(&self.engine, spec))
     }

@@ -56,6 +56,7 @@ pub fn instance_spec(spec: &RevisionSpec, index: u32) -> InstanceSpec {
             ("GREENTIC_INSTANCE".to_owned(), index.to_string()),
         ]),
         secrets: runtime.secrets.clone(),
+        config_dir: runtime.config_dir.clone(),
     }
 }
 
@@ -112,6 +113,15 @@ impl InstanceDriver for LocalProcessDriver {
 
     fn reap<'a>(&'a self, spec: &'a RevisionSpec) -> DeployFuture<'a, usize> {
         Box::pin(async move { Ok(crate::pidfile::reap_orphans(&spec.log_dir)) })
+    }
+
+    fn reload<'a>(&'a self, spec: &'a RevisionSpec) -> DeployFuture<'a, usize> {
+        Box::pin(async move {
+            Ok(crate::pidfile::signal_live(
+                &spec.log_dir,
+                nix::sys::signal::Signal::SIGHUP,
+            ))
+        })
     }
 
     fn list<'a>(&'a self, spec: &'a RevisionSpec) -> DeployFuture<'a, Vec<ProviderInstance>> {

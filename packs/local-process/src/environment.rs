@@ -18,7 +18,7 @@ pub const HOST_ENV: &str = "HOST";
 
 /// Builds the child's full environment. Later layers win: inherited, then
 /// `spec.env`, then the pinned secrets (and `GTC_SECRETS_DIR` when the
-/// revision has secret files), then `spec.labels`, then `spec.port_env=<port>` (the platform's
+/// revision has secret files, `GTC_CONFIG_DIR` when it has pack configs), then `spec.labels`, then `spec.port_env=<port>` (the platform's
 /// port assignment cannot be overridden by the bundle's configuration), and
 /// [`HOST_ENV`]`=<spec.host>` likewise.
 pub(crate) fn child_env(
@@ -42,6 +42,12 @@ pub(crate) fn child_env(
     if let Some(dir) = &spec.secrets.files_dir {
         env.insert(
             OsString::from(packs::deployer::SECRETS_DIR_ENV),
+            dir.as_os_str().to_owned(),
+        );
+    }
+    if let Some(dir) = &spec.config_dir {
+        env.insert(
+            OsString::from(packs::deployer::CONFIG_DIR_ENV),
             dir.as_os_str().to_owned(),
         );
     }
@@ -86,6 +92,7 @@ mod tests {
             index: 0,
             labels: BTreeMap::from([("GREENTIC_REVISION".into(), "rev-1".into())]),
             secrets: packs::deployer::SecretMaterial::default(),
+            config_dir: None,
         }
     }
 

@@ -50,6 +50,17 @@ impl Drop for PidFile {
     }
 }
 
+/// Sends `signal` to the process group of every live instance recorded in
+/// `log_dir` (each instance leads its own group); returns how many groups
+/// took it.
+pub fn signal_live(log_dir: &Path, signal: Signal) -> usize {
+    live_instances(log_dir)
+        .into_iter()
+        .filter_map(|(_, pid)| i32::try_from(pid).ok())
+        .filter(|pid| killpg(Pid::from_raw(*pid), signal).is_ok())
+        .count()
+}
+
 /// The instances recorded in `log_dir` whose process is still the one
 /// recorded (same start time): `(index, pid)`, whoever started them.
 pub fn live_instances(log_dir: &Path) -> Vec<(Option<u32>, u32)> {

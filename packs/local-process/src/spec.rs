@@ -38,4 +38,6 @@ pub struct InstanceSpec {
     /// The revision's pinned secrets: variables set after `env`, and the
     /// folder of secret files as `GTC_SECRETS_DIR`. `Debug` shows names only.
     pub secrets: packs::deployer::SecretMaterial,
+    /// The revision's pack-config folder, given as `GTC_CONFIG_DIR`.
+    pub config_dir: Option<std::path::PathBuf>,
 }

@@ -83,6 +83,7 @@ impl ConformanceFixture for Fixture {
                 health_timeout: Duration::from_secs(1),
                 image: None,
                 secrets: packs::deployer::SecretMaterial::default(),
+                config_dir: None,
             },
         }
     }

@@ -123,6 +123,7 @@ impl Bundle {
                 ("GREENTIC_INSTANCE".to_owned(), "0".to_owned()),
             ]),
             secrets: packs::deployer::SecretMaterial::default(),
+            config_dir: None,
         }
     }
 

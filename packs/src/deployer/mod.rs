@@ -33,10 +33,10 @@ use std::time::Duration;
 pub use catalog::{Deployers, SelectError};
 pub use error::DeployerError;
 pub use spec::{
-    CONTAINER_SECRETS_DIR, ContainerImage, INSTANCES_MAX, InstanceSet, InstanceSlot,
-    ProviderInstance, RevisionPhase, RevisionRuntime, RevisionSpec, RuntimeConfigReport,
-    RuntimeSpec, SECRETS_DIR_ENV, SPLIT_TOTAL_BPS, SecretMaterial, SplitEntry, StagedRevision,
-    WarmRevision, check_split,
+    CONFIG_DIR_ENV, CONTAINER_CONFIG_DIR, CONTAINER_SECRETS_DIR, ContainerImage, INSTANCES_MAX,
+    InstanceSet, InstanceSlot, ProviderInstance, RevisionPhase, RevisionRuntime, RevisionSpec,
+    RuntimeConfigReport, RuntimeSpec, SECRETS_DIR_ENV, SPLIT_TOTAL_BPS, SecretMaterial, SplitEntry,
+    StagedRevision, WarmRevision, check_split,
 };
 pub use supervised::{
     InstanceDriver, RESTART_BACKOFF_BASE, RESTART_BACKOFF_MAX, RESTART_WINDOW, RESTARTS_MAX,
@@ -118,6 +118,13 @@ pub trait Deployer: Send + Sync {
     /// What this deployer runs now: revisions, their phase and instances,
     /// and the split last applied.
     fn report_runtime_config(&self) -> RuntimeConfigReport;
+
+    /// Tells every running instance of a warm revision that its
+    /// configuration files changed (SIGHUP, for bundles that declare
+    /// `reload: signal`), without restarting any; returns how many were
+    /// told. Refused with [`DeployerError::NotStaged`] or
+    /// [`DeployerError::NotWarm`] (never warmed, or drained).
+    fn reload_revision<'a>(&'a self, spec: &'a RevisionSpec) -> DeployFuture<'a, usize>;
 
     /// The revision's instances as the provider itself lists them (live
     /// processes by pid file, containers by label), whoever started them.

@@ -54,7 +54,16 @@ pub struct RuntimeSpec {
     pub image: Option<ContainerImage>,
     /// The revision's pinned secrets, as the node read them for it.
     pub secrets: SecretMaterial,
+    /// The folder of the revision's pack-config files the node wrote for
+    /// it, given to instances as [`CONFIG_DIR_ENV`]; `None` without any.
+    pub config_dir: Option<PathBuf>,
 }
+
+/// The variable an instance finds its pack-config files' folder in.
+pub const CONFIG_DIR_ENV: &str = "GTC_CONFIG_DIR";
+/// Where a container sees that folder (mounted read-only; the node
+/// rewrites its files in place on a `reload: signal` change).
+pub const CONTAINER_CONFIG_DIR: &str = "/run/config/gtc";
 
 /// The variable an instance finds its secret files' folder in.
 pub const SECRETS_DIR_ENV: &str = "GTC_SECRETS_DIR";

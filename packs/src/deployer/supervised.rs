@@ -79,6 +79,10 @@ pub trait InstanceDriver: Send + Sync + 'static {
     fn reap<'a>(&'a self, spec: &'a RevisionSpec) -> DeployFuture<'a, usize>;
     /// The revision's instances as the provider lists them.
     fn list<'a>(&'a self, spec: &'a RevisionSpec) -> DeployFuture<'a, Vec<ProviderInstance>>;
+    /// Sends SIGHUP to every running instance of the revision the provider
+    /// lists (their configuration files were rewritten); returns how many
+    /// were signalled. An instance that exited meanwhile is not counted.
+    fn reload<'a>(&'a self, spec: &'a RevisionSpec) -> DeployFuture<'a, usize>;
 }
 
 /// One running instance: its supervision task and how to stop it.
@@ -505,6 +509,23 @@ impl<D: InstanceDriver> SupervisedDeployer<D> {
         })
     }
 
+    async fn reload(&self, spec: &RevisionSpec) -> Result<usize, DeployerError> {
+        spec.validate()?;
+        let slot = self.slot(spec.revision_id);
+        // Held while signalling, so no warm, scale or drain of the revision
+        // runs in between (an instance starting now reads the new files).
+        let guard = slot.lock().await;
+        let Some(entry) = guard.as_ref() else {
+            return Err(self.not_staged(spec));
+        };
+        if entry.warm.is_none() {
+            return Err(self.not_warm(spec, entry.phase));
+        }
+        let told = self.shared.driver.reload(spec).await?;
+        tracing::info!(revision = %spec.revision_id, instances = told, "told instances to reload their configuration");
+        Ok(told)
+    }
+
     async fn drain(&self, spec: &RevisionSpec, grace: Duration) -> Result<(), DeployerError> {
         let slot = self.slot(spec.revision_id);
         let mut guard = slot.lock().await;
@@ -749,6 +770,10 @@ impl<D: InstanceDriver> Deployer for SupervisedDeployer<D> {
         self.report()
     }
 
+    fn reload_revision<'a>(&'a self, spec: &'a RevisionSpec) -> DeployFuture<'a, usize> {
+        Box::pin(self.reload(spec))
+    }
+
     fn provider_instances<'a>(
         &'a self,
         spec: &'a RevisionSpec,
@@ -781,6 +806,8 @@ mod tests {
         stopped: Vec<u32>,
         /// Most instances of one index ever running at once.
         max_same_index: u32,
+        /// Reloads asked of the provider.
+        reloads: u32,
     }
 
     struct FakeDriver {
@@ -860,6 +887,13 @@ mod tests {
         fn reap<'a>(&'a self, _spec: &'a RevisionSpec) -> DeployFuture<'a, usize> {
             Box::pin(async { Ok(0) })
         }
+        fn reload<'a>(&'a self, _spec: &'a RevisionSpec) -> DeployFuture<'a, usize> {
+            Box::pin(async move {
+                let mut provider = lock(&self.provider);
+                provider.reloads += 1;
+                Ok(provider.live.len())
+            })
+        }
         fn list<'a>(&'a self, _spec: &'a RevisionSpec) -> DeployFuture<'a, Vec<ProviderInstance>> {
             Box::pin(async move {
                 Ok(lock(&self.provider)
@@ -906,6 +940,7 @@ mod tests {
                 health_timeout: Duration::from_secs(1),
                 image: None,
                 secrets: crate::deployer::SecretMaterial::default(),
+                config_dir: None,
             },
         }
     }

@@ -237,6 +237,7 @@ impl ConformanceFixture for Fixture {
                     digest: Some(self.image_id.clone()),
                 }),
                 secrets: packs::deployer::SecretMaterial::default(),
+                config_dir: None,
             },
         }
     }
