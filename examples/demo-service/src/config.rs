@@ -73,6 +73,8 @@ pub struct Identity {
     pub fail_percent: u64,
     /// Requests seen, for `fail_percent`.
     pub seen: std::sync::atomic::AtomicU64,
+    /// The pack configs of `GTC_CONFIG_DIR`, reloaded on SIGHUP.
+    pub pack_configs: crate::pack_config::PackConfigs,
 }
 
 /// Parses `DEMO_MODE`; an unset or empty variable means [`Mode::Normal`].
@@ -172,6 +174,7 @@ pub fn identity_from_env(mode: Mode) -> Result<Identity, ConfigError> {
         unhealthy: mode == Mode::Unhealthy,
         fail_percent,
         seen: std::sync::atomic::AtomicU64::new(0),
+        pack_configs: crate::pack_config::PackConfigs::from_env(),
     })
 }
 

@@ -80,6 +80,12 @@ async fn route(req: Request<Incoming>, identity: &Identity) -> Response<ResBody>
     match (&seen.method, seen.path.as_str()) {
         (&Method::GET, "/slow") => slow(&seen, identity).await,
         (&Method::GET, "/stream") => stream(&seen, identity),
+        (&Method::GET, "/config") => {
+            let mut json = identity.pack_configs.describe();
+            json["revision"] = serde_json::json!(identity.revision);
+            json["instance"] = serde_json::json!(identity.instance);
+            served_by(full(StatusCode::OK, json.to_string()), identity)
+        }
         _ => describe(&seen, identity),
     }
 }

@@ -5,11 +5,13 @@
 //! who served a request as JSON, and can misbehave on purpose (`DEMO_MODE`) so
 //! the instance manager's failure paths can be tested against a real process.
 //! On SIGTERM it stops accepting, lets in-flight requests finish for up to
-//! [`DRAIN_TIMEOUT`], and exits 0.
+//! [`DRAIN_TIMEOUT`], and exits 0. On SIGHUP it reloads the pack configs
+//! of `GTC_CONFIG_DIR` (shown at `GET /config`).
 
 mod chunks;
 mod config;
 mod handler;
+mod pack_config;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -106,16 +108,27 @@ fn never_listen() -> ! {
 /// Binds, accepts until SIGTERM/SIGINT, then drains. Returns the exit code.
 async fn serve(addr: SocketAddr, identity: Arc<Identity>, mode: Mode) -> ExitCode {
     // Handlers go in before binding, so a SIGTERM right after start is still graceful.
-    let (mut term, mut int) = match (
+    let (mut term, mut int, mut hangup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(term), Ok(int)) => (term, int),
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(term), Ok(int), Ok(hangup)) => (term, int, hangup),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             log_error(format_args!("demo-service: cannot handle signals: {e}"));
             return ExitCode::from(EXIT_SETUP_FAILED);
         }
     };
+    let reloading = Arc::clone(&identity);
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            reloading.pack_configs.reload();
+            log_line(format_args!(
+                "demo-service[{}]: SIGHUP: pack configs reloaded",
+                reloading.revision
+            ));
+        }
+    });
     if let Mode::SlowStartMs(ms) = mode {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
