@@ -54,6 +54,8 @@ struct Running {
     count: u32,
     instances: Vec<Arc<Instance>>,
     draining: bool,
+    /// The pack configs its instances were last given.
+    pack_configs: Vec<deploy::pack_config::PackConfig>,
 }
 
 /// Lets a `Tick` into the mailbox only when none is waiting there, so the
@@ -90,6 +92,8 @@ pub struct EnvironmentActorState {
     /// What `runtime.json` last said (generation and discoveries), so it is
     /// rewritten only when that changes.
     runtime_written: Option<(u64, BTreeMap<String, serde_json::Value>)>,
+    /// The generation whose `runtime-config.json` was last written.
+    runtime_config_written: Option<u64>,
 }
 
 impl EnvironmentActor {
@@ -178,6 +182,81 @@ impl EnvironmentActor {
         for action in actions {
             self.perform(myself, state, &current, action).await;
         }
+        Self::reload_changed_configs(state, &current);
+    }
+
+    /// Tells each running `reload: signal` revision whose configuration
+    /// (its deployment's `config_overrides`) changed since its instances
+    /// were last given one. A revision pinned to its staged configuration
+    /// never changes here: a new revision carries a new one.
+    fn reload_changed_configs(state: &mut EnvironmentActorState, current: &EnvironmentState) {
+        for revision in &current.environment.revisions {
+            if revision.config_reload != deploy::pack_config::ConfigReload::Signal {
+                continue;
+            }
+            let Some(running) = state.revisions.get_mut(&revision.revision_id) else {
+                continue;
+            };
+            if running.draining {
+                continue;
+            }
+            let now = deploy::runtime_config::delivered(&current.environment, revision);
+            if now != running.pack_configs {
+                running.pack_configs = now.clone();
+                let _ = running
+                    .actor
+                    .cast(RevisionMsg::Reload { pack_configs: now });
+            }
+        }
+    }
+
+    /// Writes the environment's `runtime-config.json` (the spec's
+    /// `greentic.runtime-config.v1`: every split entry with its revision's
+    /// pack-config refs) for a runtime that reads it there, once per
+    /// committed generation; removes it when there are no splits.
+    async fn write_runtime_config(&self, state: &mut EnvironmentActorState) {
+        let Some(current) = &state.current else {
+            return;
+        };
+        let generation = current.generation;
+        if state.runtime_config_written == Some(generation) {
+            return;
+        }
+        let projection = deploy::runtime_config::RuntimeConfig::project(&current.environment);
+        let path = deploy::layout::env_dir(&state.context.store_root, &state.context.env_id)
+            .join(deploy::layout::RUNTIME_CONFIG_FILE);
+        let bytes = match projection.map(|config| serde_json::to_vec_pretty(&config)) {
+            Some(Ok(bytes)) => Some(bytes),
+            Some(Err(error)) => {
+                tracing::warn!(path = %path.display(), %error, "runtime-config.json not written");
+                return;
+            }
+            None => None,
+        };
+        let target = path.clone();
+        let written = state
+            .worker
+            .run_query("write runtime-config.json", move |_| match bytes {
+                Some(bytes) => {
+                    store::write_file_atomically(&target, &bytes).map_err(|e| e.to_string())
+                }
+                None => match std::fs::remove_file(&target) {
+                    Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                        Err(error.to_string())
+                    }
+                    _ => Ok(()),
+                },
+            })
+            .await;
+        match written {
+            Ok(Ok(())) => state.runtime_config_written = Some(generation),
+            Ok(Err(error)) => {
+                tracing::warn!(path = %path.display(), %error, "runtime-config.json not written")
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "runtime-config.json not written")
+            }
+        }
     }
 
     async fn perform(
@@ -237,6 +316,8 @@ impl EnvironmentActor {
                         return;
                     }
                 };
+                let pack_configs =
+                    deploy::runtime_config::delivered(&current.environment, committed);
                 let args = RevisionArgs {
                     context: state.context.clone(),
                     share,
@@ -244,6 +325,7 @@ impl EnvironmentActor {
                     goal,
                     parent: myself.clone(),
                     deployer,
+                    pack_configs: pack_configs.clone(),
                 };
                 match Actor::spawn_linked(None, RevisionActor, args, myself.get_cell()).await {
                     Ok((actor, _)) => {
@@ -255,6 +337,7 @@ impl EnvironmentActor {
                                 count: share.count(committed),
                                 instances: Vec::new(),
                                 draining: false,
+                                pack_configs,
                             },
                         );
                     }
@@ -449,6 +532,7 @@ impl EnvironmentActor {
                     self.reconcile(myself, state).await;
                     self.publish(state);
                     self.write_runtime(state).await;
+                    self.write_runtime_config(state).await;
                 }
             }
             Ok(None) => tracing::warn!(%env, "the environment does not exist"),
@@ -517,6 +601,7 @@ impl Actor for EnvironmentActor {
             revisions: HashMap::new(),
             fetching: Arc::default(),
             runtime_written: None,
+            runtime_config_written: None,
         })
     }
 

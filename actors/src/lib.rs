@@ -25,6 +25,7 @@
 //! `revision` on those; `environment` on
 //! `revision`; `supervisor` on `environment`.
 
+mod config_files;
 mod context;
 mod describe;
 mod environment;

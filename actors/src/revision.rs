@@ -41,6 +41,9 @@ pub struct RevisionArgs {
     /// The deployer the environment's binding selected when this revision
     /// started; it keeps it even if the binding changes.
     pub deployer: Arc<dyn Deployer>,
+    /// The pack configs its instances receive
+    /// (`deploy::runtime_config::delivered` when it started).
+    pub pack_configs: Vec<deploy::pack_config::PackConfig>,
 }
 
 /// Messages to the revision actor.
@@ -56,6 +59,11 @@ pub enum RevisionMsg {
     /// Run this many instances here from now on (the autoscaler moved the
     /// revision's count, or the leader placed another number here).
     Resize { instances: u32 },
+    /// Its configuration changed (a `reload: signal` revision): rewrite
+    /// the instances' pack-config files, then send them SIGHUP.
+    Reload {
+        pack_configs: Vec<deploy::pack_config::PackConfig>,
+    },
 }
 
 /// The revision actor's state.
@@ -108,9 +116,30 @@ fn revision_spec(args: &RevisionArgs) -> Result<RevisionSpec, String> {
             health_timeout: Duration::from_millis(u64::from(runtime.health_timeout_ms)),
             image: crate::image::container_image(runtime, &bundle_root),
             secrets: secret_material(args, &folder)?,
+            config_dir: config_folder(args, &folder)?,
         },
         bundle_root,
     })
+}
+
+/// Writes the revision's pack configs: the pinned ones where its
+/// `pack_config_refs` point, and those its instances receive into its
+/// `run-config` folder (`None` when it has none).
+fn config_folder(
+    args: &RevisionArgs,
+    folder: &std::path::Path,
+) -> Result<Option<std::path::PathBuf>, String> {
+    let pinned = folder.join(deploy::layout::PACK_CONFIGS_DIR);
+    crate::config_files::write_pinned(&pinned, &args.revision.pack_configs).map_err(|error| {
+        format!(
+            "writing its pack configs into {}: {error}",
+            pinned.display()
+        )
+    })?;
+    let dir = deploy::layout::run_config(folder);
+    let keep = args.revision.config_reload == deploy::pack_config::ConfigReload::Signal;
+    crate::config_files::write_folder(&dir, &args.pack_configs, keep)
+        .map_err(|error| format!("writing its pack configs into {}: {error}", dir.display()))
 }
 
 /// Reads the revision's pinned secret versions for its instances: the
@@ -355,6 +384,9 @@ impl RevisionActor {
         }
         // Nothing runs here any more: its secret files go with it.
         remove_secret_files(&bundle_folder(&state.args));
+        crate::config_files::remove_folder(&deploy::layout::run_config(&bundle_folder(
+            &state.args,
+        )));
     }
 }
 
@@ -432,6 +464,7 @@ impl Actor for RevisionActor {
                 myself.cast(RevisionMsg::DrainCheck)?;
             }
             RevisionMsg::Resize { instances } => self.resize(state, instances).await,
+            RevisionMsg::Reload { pack_configs } => self.reload(state, pack_configs).await,
             RevisionMsg::DrainCheck => {
                 let idle = state.shared.iter().flatten().all(|i| i.in_flight() == 0);
                 let expired = state
@@ -461,6 +494,41 @@ impl Actor for RevisionActor {
 }
 
 impl RevisionActor {
+    /// Rewrites the instances' pack-config files and tells the instances
+    /// (SIGHUP through the deployer). An instance that starts meanwhile
+    /// reads the new files; one that cannot be told keeps running with
+    /// what it read, and the failure is logged.
+    async fn reload(
+        &self,
+        state: &mut RevisionState,
+        pack_configs: Vec<deploy::pack_config::PackConfig>,
+    ) {
+        let Some(spec) = state.spec.as_mut() else {
+            return;
+        };
+        let revision = spec.revision_id;
+        let dir = deploy::layout::run_config(&bundle_folder(&state.args));
+        match crate::config_files::write_folder(&dir, &pack_configs, true) {
+            Ok(written) => spec.runtime.config_dir = written,
+            Err(error) => {
+                tracing::error!(%revision, dir = %dir.display(), %error, "the new configuration could not be written; the instances keep the old one");
+                return;
+            }
+        }
+        state.args.pack_configs = pack_configs;
+        if state.drain_deadline.is_some() || state.set.is_none() {
+            return; // nothing running to tell (yet): a start reads the files
+        }
+        match state.args.deployer.reload_revision(spec).await {
+            Ok(told) => {
+                tracing::info!(%revision, instances = told, "configuration changed; instances told to reload")
+            }
+            Err(error) => {
+                tracing::warn!(%revision, %error, "instances could not be told of the new configuration")
+            }
+        }
+    }
+
     async fn announce_empty(&self, state: &RevisionState) {
         for instance_state in INSTANCE_STATES {
             instances_gauge(state, instance_state).set(0.0);
