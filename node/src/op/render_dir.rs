@@ -271,6 +271,7 @@ mod tests {
                 .map(|(_, text)| *text)
                 .collect::<Vec<_>>()
                 .join("---\n"),
+            objects: Vec::new(),
         }
     }
 

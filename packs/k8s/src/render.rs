@@ -25,6 +25,10 @@ pub struct Rendered {
     /// Every file's document in the same order, separated by `---` lines:
     /// the text of [`ALL_FILE_NAME`].
     pub all: String,
+    /// Every file's object as JSON, in the same order as [`Rendered::files`]
+    /// (the namespace first), each serialized from the same typed object as
+    /// its YAML: what an apply sends, so it never parses the YAML back.
+    pub objects: Vec<serde_json::Value>,
 }
 
 impl Rendered {
@@ -149,6 +153,7 @@ fn push_worker(
 #[derive(Default)]
 struct Files {
     files: Vec<(String, String)>,
+    objects: Vec<serde_json::Value>,
 }
 
 impl Files {
@@ -157,7 +162,12 @@ impl Files {
             object: name.to_owned(),
             message: error.to_string(),
         })?;
+        let json = serde_json::to_value(object).map_err(|error| RenderError::Serialize {
+            object: name.to_owned(),
+            message: error.to_string(),
+        })?;
         self.files.push((name.to_owned(), yaml));
+        self.objects.push(json);
         Ok(())
     }
 
@@ -171,6 +181,7 @@ impl Files {
         Rendered {
             files: self.files,
             all,
+            objects: self.objects,
         }
     }
 }

@@ -38,6 +38,17 @@ fn rendering_twice_gives_identical_bytes() {
 }
 
 #[test]
+fn the_objects_are_the_files_as_json_in_the_same_order() {
+    // Proves `Rendered::objects` (what the apply path sends) holds exactly
+    // the documents of the files, in their order, the namespace first, so
+    // what is applied is what `--render` writes.
+    let rendered = render(&common::environment(), &common::options()).expect("render");
+    assert_eq!(rendered.objects.len(), rendered.files.len());
+    assert_eq!(rendered.objects, documents(&rendered));
+    assert_eq!(rendered.objects[0]["kind"], "Namespace");
+}
+
+#[test]
 fn the_router_is_refused_below_two_replicas() {
     // Proves router_replicas 0 and 1 are refused and 2 renders 2 replicas.
     let environment = common::environment();
