@@ -659,8 +659,9 @@ pub enum EnvVerb {
     Show(EnvArg),
     /// Check an environment: validation, env-packs, audit chain.
     Doctor(EnvArg),
-    /// Render an environment as Kubernetes manifests into a folder
-    /// (`--render DIR`); applying them to a cluster is not implemented here.
+    /// Apply an environment's Kubernetes manifests to the cluster of the
+    /// current kubeconfig (server-side apply, then prune), or write them
+    /// into a folder with `--render DIR`.
     Reconcile(ReconcileArgs),
     /// Check the tools, reachability and credentials of the deployer the
     /// environment's deployer slot binds.

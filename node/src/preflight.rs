@@ -133,7 +133,7 @@ pub fn run(context: &Context, env: &str) -> Result<Report, CliError> {
                     .ok()
                     .and_then(|handler| handler.deployer_credentials())
                     .unwrap_or_default();
-                k8s::checks(&credentials)
+                k8s::checks(&credentials, &env_id)
             }
             other => vec![Check::fail(
                 "deployer-known",

@@ -414,21 +414,65 @@ pub fn get(edge: &Edge<'_>, answers: SecretGetAnswers) -> Result<Value, CliError
         return Ok(body);
     }
     let target = json!({"environment_id": env, "path": path.as_str(), "version": answers.version, "reveal": true});
-    let (meta, value) = match store.reveal(&env, &path, answers.version) {
+    let (meta, value) = reveal_audited(edge, &env, &path, answers.version, target)?;
+    let mut body = json!(meta);
+    body["latest"] = json!(latest);
+    body["value"] = json!(value.expose());
+    Ok(body)
+}
+
+/// The latest value of `reference` for a verb that hands it on rather than
+/// printing it (`env reconcile` fills the cluster's `gtc-dev-secrets`
+/// Secret): the environment's secret store must serve it, and the reveal
+/// is audited like `secrets get --reveal` (verb `get`, the path and `for`
+/// naming the verb, never the value) and refused if the audit cannot be
+/// written. A missing secret is `not-found`, naming the ref.
+pub fn reveal_latest(
+    edge: &Edge<'_>,
+    env: &EnvId,
+    reference: &str,
+    purpose: &str,
+) -> Result<(secrets::VersionMeta, secrets::SecretText), CliError> {
+    edge.check_environment(env)?;
+    let path = edge.path(env, reference)?;
+    let target = json!({"environment_id": env, "path": path.as_str(), "version": null, "reveal": true, "for": purpose});
+    reveal_audited(edge, env, &path, None, target)
+}
+
+/// The metadata of `reference`'s latest version (no value, no key needed):
+/// whether it can be revealed later.
+pub fn latest_meta(
+    edge: &Edge<'_>,
+    env: &EnvId,
+    reference: &str,
+) -> Result<secrets::VersionMeta, CliError> {
+    edge.check_environment(env)?;
+    let path = edge.path(env, reference)?;
+    SecretStore::new(edge.root)
+        .get(env, &path, None)
+        .map_err(cli_error)
+}
+
+/// Opens `version` of `path` and audits the reveal before returning it.
+fn reveal_audited(
+    edge: &Edge<'_>,
+    env: &EnvId,
+    path: &SecretPath,
+    version: Option<u32>,
+    target: Value,
+) -> Result<(secrets::VersionMeta, secrets::SecretText), CliError> {
+    let (meta, value) = match SecretStore::new(edge.root).reveal(env, path, version) {
         Ok(opened) => opened,
-        Err(error) => return Err(edge.refused(&env, "get", target, cli_error(error))),
+        Err(error) => return Err(edge.refused(env, "get", target, cli_error(error))),
     };
-    let event = edge.event(&env, "get", target, AuditResult::Ok);
+    let event = edge.event(env, "get", target, AuditResult::Ok);
     edge.record(event).map_err(|audit| {
         CliError::new(
             ErrorKind::Audit,
             format!("the reveal could not be audited, so the value is not returned: {audit}"),
         )
     })?;
-    let mut body = json!(meta);
-    body["latest"] = json!(latest);
-    body["value"] = json!(value.expose());
-    Ok(body)
+    Ok((meta, value))
 }
 
 /// `secrets list ENV`: paths and versions, never values.

@@ -170,11 +170,13 @@ fn a_render_is_written_whole_and_byte_identical_each_time() {
 }
 
 #[test]
-fn reconcile_refuses_without_a_router_image_or_render_folder_and_writes_nothing() {
+fn reconcile_refuses_without_a_router_image_or_a_usable_kubeconfig_and_writes_nothing() {
     // Proves a missing --router-image is a usage error naming the image
-    // script, an unpinned one is refused, and without --render the verb
-    // says applying is not implemented (exit 2); none creates the folder or
-    // changes the store.
+    // script, an unpinned one is refused, and none creates the folder or
+    // changes the store; without --render and without a usable kubeconfig
+    // the apply is refused (exit 1) with the fix, and only that refusal is
+    // recorded (in the audit log). The apply itself is tested against a
+    // fake API server in k8s_apply.rs.
     let (home, _) = warming_revision(Some(&image_lines(Some(&image_digest()))));
     let before = home.snapshot();
     let dir = home.dir.path().join("render");
@@ -193,21 +195,41 @@ fn reconcile_refuses_without_a_router_image_or_render_folder_and_writes_nothing(
     assert_eq!(one_router.code, 2, "{}", one_router.stdout);
     assert!(one_router.error_message().contains("--router-replicas"));
 
-    let apply = home.gtc(&[
-        "op",
-        "env",
-        "reconcile",
-        "local",
-        "--router-image",
-        &router_image(),
-    ]);
-    assert_eq!(apply.code, 2, "{}", apply.stdout);
-    assert_eq!(apply.error_kind(), "not-yet-implemented");
-    assert!(apply.error_message().contains("not implemented"));
-    assert!(apply.error_message().contains("--render DIR"));
-
     assert!(!dir.exists(), "no refused render created its folder");
     assert_eq!(home.snapshot(), before);
+
+    let missing = home.dir.path().join("no-kubeconfig");
+    let apply = gtc_with(
+        &home,
+        &[("KUBECONFIG", missing.to_str().expect("utf8"))],
+        &[
+            "op",
+            "env",
+            "reconcile",
+            "local",
+            "--router-image",
+            &router_image(),
+        ],
+    );
+    assert_eq!(apply.code, 1, "{}", apply.stdout);
+    assert_eq!(apply.error_kind(), "precondition-failed");
+    assert!(
+        apply
+            .error_message()
+            .contains("no usable Kubernetes configuration")
+    );
+    assert!(apply.error_message().contains("set KUBECONFIG"));
+    assert!(apply.error_message().contains("nothing was applied"));
+    let after = home.snapshot();
+    let changed: Vec<_> = after
+        .keys()
+        .filter(|path| before.get(*path) != after.get(*path))
+        .collect();
+    assert_eq!(
+        changed,
+        [&PathBuf::from("local/audit/events.jsonl")],
+        "only the audit log records the refusal"
+    );
 }
 
 #[test]
@@ -307,10 +329,12 @@ fn preflight_of_the_docker_deployer_fails_on_a_missing_socket_with_the_fix() {
 }
 
 #[test]
-fn preflight_of_the_k8s_deployer_reads_the_kubeconfig_and_skips_the_cluster() {
-    // Proves KUBECONFIG naming a missing file fails with the fix (exit 1),
-    // a kubeconfig whose current context it defines passes (exit 0), and
-    // reachability and RBAC are reported skipped with the reason.
+fn preflight_of_the_k8s_deployer_reads_the_kubeconfig_then_asks_its_cluster() {
+    // Proves KUBECONFIG naming a missing file fails with the fix (exit 1)
+    // and skips the cluster checks; a kubeconfig whose current context it
+    // defines passes that check, and then its API server is asked: nothing
+    // listens there, so reachability fails (exit 1) and RBAC is skipped.
+    // (A reachable fake API server is in k8s_apply.rs.)
     let home = Home::new();
     assert_eq!(home.gtc(&["op", "env", "init"]).code, 0);
     bind_deployer(&home, "greentic.deployer.k8s@1.0.0");
@@ -331,26 +355,34 @@ fn preflight_of_the_k8s_deployer_reads_the_kubeconfig_and_skips_the_cluster() {
         fix.contains("set KUBECONFIG to a kubeconfig with a current-context"),
         "{fix}"
     );
+    for skipped in ["cluster-reachable", "apply-permissions"] {
+        assert_eq!(check(&run, skipped)["status"], "skipped");
+    }
 
+    // A loopback port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
     let kubeconfig = home.dir.path().join("kubeconfig");
     std::fs::write(
         &kubeconfig,
-        "apiVersion: v1\nkind: Config\ncurrent-context: dev\ncontexts:\n- name: dev\n  context: {cluster: dev, user: dev}\nclusters:\n- name: dev\n  cluster: {server: 'https://127.0.0.1:6443'}\nusers:\n- name: dev\n  user: {}\n",
+        format!("apiVersion: v1\nkind: Config\ncurrent-context: dev\ncontexts:\n- name: dev\n  context: {{cluster: dev, user: dev}}\nclusters:\n- name: dev\n  cluster: {{server: 'https://127.0.0.1:{port}'}}\nusers:\n- name: dev\n  user: {{}}\n"),
     )
     .expect("kubeconfig");
     let run = preflight(&kubeconfig);
-    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(check(&run, "kubeconfig")["status"], "pass");
     assert_eq!(check(&run, "kubeconfig-current-context")["status"], "pass");
-    for skipped in ["cluster-reachable", "apply-permissions"] {
-        let skipped = check(&run, skipped);
-        assert_eq!(skipped["status"], "skipped");
-        assert!(
-            skipped["detail"]
-                .as_str()
-                .expect("detail")
-                .contains("not checked")
-        );
-    }
+    let reachable = check(&run, "cluster-reachable");
+    assert_eq!(reachable["status"], "fail");
+    assert!(
+        reachable["detail"]
+            .as_str()
+            .expect("detail")
+            .contains(&format!("127.0.0.1:{port}"))
+    );
+    assert_eq!(check(&run, "apply-permissions")["status"], "skipped");
 
     std::fs::write(&kubeconfig, "contexts: [}\n").expect("broken kubeconfig");
     let run = preflight(&kubeconfig);

@@ -1,6 +1,7 @@
 //! `gtc op <noun> <verb>`: turns parsed arguments into commands for the
 //! store, or into reads of it.
 
+mod cluster_apply;
 mod env;
 mod objects;
 mod plan;

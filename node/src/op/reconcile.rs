@@ -1,12 +1,14 @@
-//! `gtc op env reconcile ENV --render DIR`: the Kubernetes render of an
-//! environment, written to a folder.
+//! `gtc op env reconcile ENV`: the Kubernetes render of an environment,
+//! written to a folder (`--render DIR`) or applied to the cluster of the
+//! current kubeconfig.
 //!
-//! Read-only towards the store: it loads the committed environment, reads
-//! each active revision's staged bundle manifest for its image, calls the
-//! pure `k8s_deployer::render` and writes what it returns
-//! ([`super::render_dir`]). Applying the manifests to a cluster (kube
-//! server-side apply and prune) is not implemented here: no API server can
-//! be reached from this machine, so that path could not be exercised.
+//! Both load the committed environment, read each active revision's
+//! staged bundle manifest for its image and call the pure
+//! `k8s_deployer::render`. `--render` writes what it returns
+//! ([`super::render_dir`]) and is read-only towards the store; without it
+//! the render is applied ([`super::cluster_apply`]: preflight of the
+//! cluster, server-side apply, prune). The apply path is exercised only
+//! against a loopback fake API server in the tests, never a real cluster.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,25 +20,17 @@ use deploy::revision::Revision;
 use k8s_deployer::{RenderError, RenderOptions};
 use serde_json::json;
 
-use super::render_dir;
+use super::{cluster_apply, render_dir};
 use crate::cli::ReconcileArgs;
 use crate::context::Context;
 use crate::error::CliError;
 use crate::output::Report;
 
 /// What to say when `--router-image` is missing.
-const ROUTER_IMAGE_NEEDED: &str = "`gtc op env reconcile --render` needs --router-image: the gtc image the router runs, pinned by digest (registry/gtc@sha256:<64 hex digits>); `bash scripts/image.sh` builds it, and pushing it to your registry gives its digest";
+const ROUTER_IMAGE_NEEDED: &str = "`gtc op env reconcile` needs --router-image: the gtc image the router runs, pinned by digest (registry/gtc@sha256:<64 hex digits>); `bash scripts/image.sh` builds it, and pushing it to your registry gives its digest";
 
 pub fn run(context: &Context, args: &ReconcileArgs) -> Result<Report, CliError> {
     let env_id = crate::checks::parse_env(&args.env)?;
-    let Some(dir) = &args.render else {
-        return Err(CliError::new(
-            ErrorKind::NotYetImplemented,
-            format!(
-                "applying environment {env_id} to a Kubernetes cluster is not implemented here (kube server-side apply cannot be exercised without an API server); pass --render DIR to write the manifests to a folder and apply them with your own tooling; nothing was changed"
-            ),
-        ));
-    };
     let router_image = args
         .router_image
         .clone()
@@ -58,7 +52,6 @@ pub fn run(context: &Context, args: &ReconcileArgs) -> Result<Report, CliError> 
         options.worker_images.insert(revision.revision_id, image);
     }
     let rendered = k8s_deployer::render(environment, &options).map_err(render_error)?;
-    let written = render_dir::write(dir, &rendered)?;
     let workers: Vec<_> = active
         .iter()
         .map(|revision| {
@@ -70,6 +63,31 @@ pub fn run(context: &Context, args: &ReconcileArgs) -> Result<Report, CliError> 
             })
         })
         .collect();
+    let Some(dir) = &args.render else {
+        let applied = cluster_apply::apply(context, &env_id, &state, &rendered)?;
+        let mut report = Report::new(
+            "env",
+            "reconcile",
+            json!({
+                "environment_id": env_id,
+                "mode": "apply",
+                "applied": true,
+                "namespace": applied.report.namespace,
+                "server": applied.server,
+                "identity": applied.identity,
+                "server_version": applied.server_version,
+                "router_image": options.router_image,
+                "router_replicas": options.router_replicas,
+                "workers": workers,
+                "applied_objects": cluster_apply::names(&applied.report.applied),
+                "pruned_objects": cluster_apply::names(&applied.report.pruned),
+                "secret_keys": applied.secret_keys,
+            }),
+        );
+        report.generation = Some(state.generation);
+        return Ok(report);
+    };
+    let written = render_dir::write(dir, &rendered)?;
     let mut report = Report::new(
         "env",
         "reconcile",

@@ -1,16 +1,22 @@
 //! Preflight of `greentic.deployer.k8s`: a kubeconfig is there, parses as
-//! YAML and names a current context that it defines.
+//! YAML and names a current context that it defines; then, through the
+//! same client `env reconcile` applies with (`k8s_apply`), the API server
+//! answers `GET /version` and a SelfSubjectAccessReview allows every verb
+//! the apply needs in `gtc-<env>`.
 //!
-//! Reachability of the API server and the apply permissions (a
-//! SelfSubjectAccessReview per credential the pack declares) are not
-//! checked: no API server can be reached from this machine, so those checks
-//! are reported `skipped` with that reason rather than pretended.
+//! The two cluster checks are `skipped` only when no kubeconfig is usable
+//! (none read, or no current context): there is then no cluster to ask.
+//! They are exercised against a loopback fake API server in the tests,
+//! never a real cluster.
 
 use std::path::{Path, PathBuf};
 
+use deploy::ids::EnvId;
+use k8s_apply::Cluster;
+use k8s_apply::access::Denied;
 use serde_norway::Value;
 
-use super::Check;
+use super::{Check, Status};
 
 /// Largest kubeconfig read: real ones are a few KiB (embedded certificates
 /// included), so anything past this is not one.
@@ -18,7 +24,7 @@ const KUBECONFIG_BYTES_MAX: u64 = 1024 * 1024;
 /// What to do when no usable kubeconfig is found.
 const KUBECONFIG_FIX: &str = "set KUBECONFIG to a kubeconfig with a current-context (or write ~/.kube/config); `kubectl config use-context NAME` sets the current context";
 
-pub fn checks(credentials: &[String]) -> Vec<Check> {
+pub fn checks(credentials: &[String], env_id: &EnvId) -> Vec<Check> {
     let paths = kubeconfig_paths();
     let (read, configs) = read_configs(&paths);
     let context = if configs.is_empty() {
@@ -29,21 +35,128 @@ pub fn checks(credentials: &[String]) -> Vec<Check> {
     } else {
         current_context(&configs)
     };
-    vec![
-        read,
-        context,
-        Check::skipped(
-            "cluster-reachable",
-            "not checked: no Kubernetes API server is reachable from this machine, so gtc does not contact one; run `kubectl cluster-info` where the cluster is reachable",
-        ),
-        Check::skipped(
-            "apply-permissions",
+    let usable = read.status == Status::Pass && context.status == Status::Pass;
+    let cluster = if usable {
+        cluster_checks(credentials, env_id)
+    } else {
+        vec![
+            Check::skipped(
+                "cluster-reachable",
+                "no usable kubeconfig (see the checks above), so there is no API server to ask",
+            ),
+            Check::skipped(
+                "apply-permissions",
+                "no usable kubeconfig (see the checks above), so RBAC was not asked",
+            ),
+        ]
+    };
+    let mut checks = vec![read, context];
+    checks.extend(cluster);
+    checks
+}
+
+/// `cluster-reachable` and `apply-permissions` against the current
+/// context's API server.
+fn cluster_checks(credentials: &[String], env_id: &EnvId) -> Vec<Check> {
+    const REACHABLE: &str = "cluster-reachable";
+    const PERMISSIONS: &str = "apply-permissions";
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let reason = format!("the async runtime cannot start: {error}");
+            return vec![
+                Check::skipped(REACHABLE, reason.clone()),
+                Check::skipped(PERMISSIONS, reason),
+            ];
+        }
+    };
+    let cluster = match runtime.block_on(Cluster::infer()) {
+        Ok(cluster) => cluster,
+        Err(error) => {
+            return vec![
+                Check::fail(REACHABLE, error.to_string(), KUBECONFIG_FIX),
+                Check::skipped(PERMISSIONS, "no client for the current context"),
+            ];
+        }
+    };
+    let reachable = match runtime.block_on(cluster.apiserver_version()) {
+        Ok(version) => Check::pass(
+            REACHABLE,
             format!(
-                "not checked: RBAC needs an API server to answer a SelfSubjectAccessReview for each of {}; `kubectl auth can-i` checks them where the cluster is reachable",
+                "the API server at {} ({}) answers: Kubernetes {} ({})",
+                cluster.server(),
+                cluster.identity(),
+                version.git_version,
+                version.platform
+            ),
+        ),
+        Err(error) => {
+            return vec![
+                Check::fail(
+                    REACHABLE,
+                    error.to_string(),
+                    format!(
+                        "make the API server at {} reachable from this machine (VPN, firewall, the cluster running), or point the current context at one that is; `kubectl cluster-info` checks it",
+                        cluster.server()
+                    ),
+                ),
+                Check::skipped(
+                    PERMISSIONS,
+                    "the API server did not answer, so RBAC was not asked",
+                ),
+            ];
+        }
+    };
+    let namespace = match k8s_deployer::names::namespace_name(env_id) {
+        Ok(namespace) => namespace,
+        Err(error) => {
+            return vec![
+                reachable,
+                Check::fail(
+                    PERMISSIONS,
+                    error.to_string(),
+                    "use an environment whose id is a valid namespace name",
+                ),
+            ];
+        }
+    };
+    let permissions = match runtime.block_on(k8s_apply::access::review(&cluster, &namespace)) {
+        Ok(denied) if denied.is_empty() => Check::pass(
+            PERMISSIONS,
+            format!(
+                "{} may patch, get, list and delete deployments, services, configmaps, secrets, networkpolicies and poddisruptionbudgets in {namespace}, and patch namespace {namespace} (the pack declares: {})",
+                cluster.identity(),
                 credentials.join(", ")
             ),
         ),
-    ]
+        Ok(denied) => denied_check(&cluster, &namespace, &denied),
+        Err(error) => Check::fail(
+            PERMISSIONS,
+            format!("the access review could not be asked: {error}"),
+            "let the user of the current context create selfsubjectaccessreviews (every authenticated user may, unless the cluster removed it)",
+        ),
+    };
+    vec![reachable, permissions]
+}
+
+fn denied_check(cluster: &Cluster, namespace: &str, denied: &[Denied]) -> Check {
+    let listed: Vec<String> = denied
+        .iter()
+        .map(|denied| denied.permission.describe())
+        .collect();
+    Check::fail(
+        "apply-permissions",
+        format!("{} lacks {}", cluster.identity(), listed.join(", ")),
+        format!(
+            "grant {} to the user of {} (a Role in {namespace} bound to it; patch on the namespace needs a ClusterRole); `{}` checks the first",
+            listed.join(", "),
+            cluster.identity(),
+            denied[0].permission.can_i()
+        ),
+    )
 }
 
 /// `KUBECONFIG`'s paths when it is set and not empty, else `~/.kube/config`.
