@@ -352,13 +352,30 @@ fn reconcile_applies_every_object_prunes_the_stale_one_and_fills_the_secret() {
             .any(|p| p.path == format!("/apis/apps/v1/namespaces/gtc-local/deployments/{worker}")),
         "the worker's Deployment was applied"
     );
-    // Every object of the written render was sent as rendered (the Secret
-    // apart from its values).
+    // Every object of the written render was sent as rendered, in its
+    // order (the files' names sort in apply order), the Secret apart from
+    // its values.
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&value);
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&render_dir)
+        .expect("render")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| !path.ends_with("all.yaml"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), patches.len());
+    for (path, patch) in names.iter().zip(&patches) {
+        let text = std::fs::read_to_string(path).expect("read");
+        let mut want: Value = serde_norway::from_str(&text).expect("yaml");
+        if want["kind"] == "Secret" {
+            assert_eq!(want["data"]["db.password"], "", "the render holds no value");
+            want["data"]["db.password"] = json!(encoded);
+        }
+        assert_eq!(patch.json(), want, "{}", path.display());
+    }
     let secret = patches
         .iter()
         .find(|p| p.path == "/api/v1/namespaces/gtc-local/secrets/gtc-dev-secrets")
         .expect("the Secret was applied");
-    let encoded = base64::engine::general_purpose::STANDARD.encode(&value);
     assert_eq!(secret.json()["data"]["db.password"], encoded.as_str());
 
     let deletes: Vec<&Recorded> = requests.iter().filter(|r| r.method == "DELETE").collect();
@@ -509,6 +526,32 @@ fn a_server_that_is_down_refuses_with_a_clear_message_and_nothing_applied() {
             .contains("kubectl cluster-info")
     );
     assert_eq!(check(&preflight, "apply-permissions")["status"], "skipped");
+}
+
+#[test]
+fn a_missing_secret_refuses_before_the_cluster_is_asked() {
+    // Proves: a secret ref the environment names (here in a deployment's
+    // config overrides) with no stored version refuses the reconcile
+    // (exit 1, not-found) naming the ref and `gtc op secrets put`, before
+    // a single request reaches the API server.
+    let home = Home::new();
+    assert_eq!(home.gtc(&["op", "env", "init"]).code, 0);
+    home.ok(
+        "bundles",
+        "add",
+        json!({"environment_id": "local", "bundle_id": "shop",
+               "config_overrides": {"db": {"password": "secret://local/db/missing"}}}),
+    );
+    let api = FakeApi::start(&[]);
+    let config = kubeconfig(&home, &api.url());
+    let run = reconcile(&home, &config);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(run.error_kind(), "not-found");
+    let message = run.error_message();
+    assert!(message.contains("secret://local/db/missing"), "{message}");
+    assert!(message.contains("gtc op secrets put"), "{message}");
+    assert!(message.contains("nothing was applied"), "{message}");
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
 }
 
 #[test]

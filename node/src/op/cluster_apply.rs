@@ -164,12 +164,11 @@ pub fn names(objects: &[k8s_apply::ObjectRef]) -> Value {
 
 /// A secret the Secret needs that cannot be read: named, with the fix.
 fn missing_secret(reference: &str, error: CliError) -> CliError {
+    // The store's not-found message already names `gtc op secrets put`.
     let fix = if error.kind == ErrorKind::NotFound {
-        format!(
-            "; store it with `gtc op secrets put` (answers {{\"environment_id\": ENV, \"path\": \"{reference}\", \"value_file\": FILE}}) and reconcile again"
-        )
+        "; once it is stored, reconcile again"
     } else {
-        String::new()
+        ""
     };
     CliError::new(
         error.kind,
