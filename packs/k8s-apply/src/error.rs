@@ -5,7 +5,7 @@
 
 use thiserror::Error;
 
-use crate::plan::ObjectRef;
+use crate::kind::ObjectRef;
 
 /// No client could be made for the current kubeconfig.
 #[derive(Debug, Error)]

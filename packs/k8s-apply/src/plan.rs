@@ -7,30 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine as _;
 use k8s_deployer::Rendered;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::error::PlanError;
 use crate::kind::Kind;
 
-/// Which object: kind, namespace (none for the namespace itself) and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct ObjectRef {
-    pub kind: Kind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    pub name: String,
-}
-
-impl std::fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.namespace {
-            Some(namespace) => write!(f, "{} {namespace}/{}", self.kind, self.name),
-            None => write!(f, "{} {}", self.kind, self.name),
-        }
-    }
-}
+pub use crate::kind::ObjectRef;
 
 /// One object to apply. Its body may hold secret values, so it has no
 /// `Debug` that shows it and no accessor outside the crate.
