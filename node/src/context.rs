@@ -246,18 +246,6 @@ impl Context {
     ) -> Result<Vec<deploy::command::FailedCheck>, CliError> {
         let state = self.load(answers.environment_id.as_str())?;
         let env_dir = self.store.env_dir(&answers.environment_id);
-        let mut failed = self.checks.warm_checks(&env_dir, &state, answers);
-        // The deployer's preflight runs where the revision will run: on
-        // this machine, unless a remote node or a cluster (whose placement
-        // picks members whose engine answers) decides that.
-        let member = self
-            .store
-            .root()
-            .join(crate::node_client::NODE_FILE)
-            .is_file();
-        if self.remote().is_none() && !member {
-            failed.extend(crate::preflight::warm_gate(&state.environment));
-        }
-        Ok(failed)
+        Ok(self.checks.warm_checks(&env_dir, &state, answers))
     }
 }

@@ -86,14 +86,29 @@ impl Check {
 /// refused and nothing changes. The local-process deployer needs no tools
 /// beyond this machine, and a Kubernetes environment is not warmed here
 /// (`gtc op env reconcile` applies it), so neither is checked.
-pub fn warm_gate(environment: &deploy::environment::Environment) -> Vec<FailedCheck> {
-    let checks = match environment.binding(CapabilitySlot::Deployer) {
+pub fn warm_gate(
+    context: &Context,
+    env: &deploy::ids::EnvId,
+) -> Result<Vec<FailedCheck>, CliError> {
+    // It runs where the revision will run: on this machine, unless a
+    // remote node or a cluster (whose placement picks members whose engine
+    // answers) decides that.
+    let member = context
+        .store
+        .root()
+        .join(crate::node_client::NODE_FILE)
+        .is_file();
+    if context.remote().is_some() || member {
+        return Ok(Vec::new());
+    }
+    let state = context.load(env.as_str())?;
+    let checks = match state.environment.binding(CapabilitySlot::Deployer) {
         Some(binding) if binding.kind.path() == docker_deployer::DESCRIPTOR_PATH => {
             docker::checks()
         }
-        _ => return Vec::new(),
+        _ => return Ok(Vec::new()),
     };
-    checks
+    Ok(checks
         .into_iter()
         .filter(|check| check.status == Status::Fail)
         .map(|check| FailedCheck {
@@ -103,7 +118,7 @@ pub fn warm_gate(environment: &deploy::environment::Environment) -> Vec<FailedCh
                 None => check.detail.clone(),
             },
         })
-        .collect()
+        .collect())
 }
 
 /// How to bind a deployer, for a failure that needs one.

@@ -144,7 +144,11 @@ pub fn revisions(context: &Context, verb: RevisionsVerb) -> Result<Report, CliEr
         }
         RevisionsVerb::Warm(mutation) => {
             let answers: RevisionAnswers = answers(&mutation, "revisions", "warm")?;
-            let failed_checks = context.warm_checks(&answers)?;
+            let mut failed_checks = context.warm_checks(&answers)?;
+            failed_checks.extend(crate::preflight::warm_gate(
+                context,
+                &answers.environment_id,
+            )?);
             context.submit(Command::RevisionWarm {
                 answers,
                 failed_checks,
