@@ -57,6 +57,8 @@ struct State {
     requests: Vec<Recorded>,
     /// `(verb, resource)` pairs the access review denies.
     denied: Vec<(String, String)>,
+    /// Objects that already exist, by request path, with their labels.
+    existing: Vec<(String, Value)>,
 }
 
 /// A fake Kubernetes API server on 127.0.0.1, running on its own runtime
@@ -80,6 +82,7 @@ impl FakeApi {
                 .iter()
                 .map(|(verb, resource)| ((*verb).to_owned(), (*resource).to_owned()))
                 .collect(),
+            existing: Vec::new(),
         }));
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -108,6 +111,15 @@ impl FakeApi {
             state,
             _runtime: runtime,
         }
+    }
+
+    /// Makes the object at `path` exist, with `labels`.
+    fn holds(&self, path: &str, labels: Value) {
+        self.state
+            .lock()
+            .expect("state")
+            .existing
+            .push((path.to_owned(), labels));
     }
 
     fn requests(&self) -> Vec<Recorded> {
@@ -187,6 +199,23 @@ async fn answer(state: &Mutex<State>, request: Request<Incoming>) -> Response<Fu
             reply(201, review)
         }
         "PATCH" => reply(200, recorded.json()),
+        // One object's metadata (the ownership check): it exists only when
+        // the test said so.
+        "GET" if !recorded.query.contains("labelSelector") => {
+            let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+            match state.existing.iter().find(|(held, _)| *held == path) {
+                Some((_, labels)) => reply(
+                    200,
+                    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                           "metadata": {"name": name, "uid": "uid-existing", "labels": labels}}),
+                ),
+                None => reply(
+                    404,
+                    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 404,
+                           "reason": "NotFound", "message": format!("{name} not found")}),
+                ),
+            }
+        }
         "GET" => {
             let items = if path.ends_with("/deployments") {
                 let namespace = path.split('/').nth(5).unwrap_or_default();
@@ -395,7 +424,7 @@ fn reconcile_applies_every_object_prunes_the_stale_one_and_fills_the_secret() {
     assert_eq!(result["pruned_objects"], json!([pruned]));
     let lists: Vec<&Recorded> = requests
         .iter()
-        .filter(|r| r.method == "GET" && r.path != "/version")
+        .filter(|r| r.method == "GET" && r.query.contains("labelSelector"))
         .collect();
     assert_eq!(lists.len(), 6, "one list per namespaced kind");
     for list in &lists {
@@ -614,4 +643,53 @@ fn check<'a>(run: &'a Run, name: &str) -> &'a Value {
         .as_array()
         .and_then(|checks| checks.iter().find(|c| c["name"] == name))
         .unwrap_or_else(|| panic!("no check {name} in {}", run.stdout))
+}
+
+#[test]
+fn a_namespace_or_object_gtc_did_not_make_for_this_environment_is_refused_with_nothing_applied() {
+    // Proves the ownership check: a namespace gtc-local made by another
+    // tool (no gtc label), or a gtc-router of another gtc environment,
+    // refuses the reconcile (exit 1, `conflict`) naming each object and
+    // why, with the fix, and no PATCH or DELETE is sent; the same objects
+    // labelled as this environment's are applied over.
+    let value = marker();
+    let (home, _) = environment_with_secret(&value);
+    let api = FakeApi::start(&[]);
+    api.holds("/api/v1/namespaces/gtc-local", json!({"team": "payments"}));
+    api.holds(
+        "/apis/apps/v1/namespaces/gtc-local/deployments/gtc-router",
+        json!({"app.kubernetes.io/managed-by": "gtc", "greentic.ai/environment": "staging"}),
+    );
+    let config = kubeconfig(&home, &api.url());
+    let run = reconcile(&home, &config);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert_eq!(run.error_kind(), "conflict");
+    let message = run.error_message();
+    assert!(message.contains("Namespace gtc-local"), "{message}");
+    assert!(message.contains("gtc did not make it"), "{message}");
+    assert!(message.contains("gtc-router"), "{message}");
+    assert!(message.contains("\"staging\""), "{message}");
+    assert!(message.contains("nothing was applied"), "{message}");
+    assert!(
+        message.contains("greentic.ai/environment=<env>"),
+        "{message}"
+    );
+    let requests = api.requests();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.method == "PATCH" || r.method == "DELETE"),
+        "{requests:?}"
+    );
+    assert_nowhere(&home, &run, &value);
+
+    let owned = FakeApi::start(&[]);
+    owned.holds(
+        "/api/v1/namespaces/gtc-local",
+        json!({"app.kubernetes.io/managed-by": "gtc", "greentic.ai/environment": "local"}),
+    );
+    let config = kubeconfig(&home, &owned.url());
+    let run = reconcile(&home, &config);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(owned.requests().iter().any(|r| r.method == "PATCH"));
 }

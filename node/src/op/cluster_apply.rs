@@ -215,6 +215,8 @@ fn denied_error(
 fn apply_error(error: &ApplyError) -> CliError {
     let (kind, applied, pruned) = match error {
         ApplyError::Plan(_) => (ErrorKind::Spec, &[][..], &[][..]),
+        ApplyError::Collision { .. } => (ErrorKind::Conflict, &[][..], &[][..]),
+        ApplyError::Probe { source, .. } => (cluster_kind(source), &[][..], &[][..]),
         ApplyError::Apply {
             applied, source, ..
         }

@@ -1,7 +1,9 @@
 //! Server-side apply of a render, then the prune of what it no longer names.
 //!
 //! The order: the plan is built first (every refusal happens before a
-//! request); each object is applied in the render's order (the namespace
+//! request); every object the render names is read (metadata only) and
+//! the apply refused if one exists that gtc did not make for this
+//! environment ([`crate::ownership`]); each object is applied in the render's order (the namespace
 //! first), stopping at the first failure; only when all are applied, each
 //! namespaced kind is listed (metadata only, so a Secret's values are never
 //! fetched) and [`prune::select`] decides what is deleted.
@@ -11,7 +13,8 @@ use std::collections::BTreeMap;
 use k8s_deployer::Rendered;
 use kube::Resource as _;
 use kube::api::{
-    DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy,
+    DeleteParams, DynamicObject, GetParams, ListParams, Patch, PatchParams, Preconditions,
+    PropagationPolicy,
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -20,6 +23,7 @@ use crate::FIELD_MANAGER;
 use crate::cluster::Cluster;
 use crate::error::{ApplyError, ClusterError};
 use crate::kind::Kind;
+use crate::ownership;
 use crate::plan::{ApplyPlan, ObjectRef, PlannedObject, redact};
 use crate::prune::{self, Listed};
 
@@ -65,6 +69,7 @@ pub async fn apply(
     secret_values: &BTreeMap<String, SecretString>,
 ) -> Result<ApplyReport, ApplyError> {
     let plan = ApplyPlan::new(rendered, secret_values)?;
+    check_owners(cluster, &plan).await?;
     let mut applied = Vec::with_capacity(plan.objects.len());
     for planned in &plan.objects {
         if let Err(source) = apply_one(cluster, planned).await {
@@ -108,6 +113,70 @@ pub async fn apply(
         applied,
         pruned,
     })
+}
+
+/// Refuses, before anything is applied, when an object the render names
+/// is already in the cluster but was not made by gtc for this environment
+/// ([`ownership::foreign_owner`]): a namespace `gtc-<env>` another tool
+/// made, objects made by hand, another environment's. Each object is read
+/// as metadata only (a Secret's values are never fetched).
+async fn check_owners(cluster: &Cluster, plan: &ApplyPlan) -> Result<(), ApplyError> {
+    let env = plan
+        .namespace
+        .strip_prefix(k8s_deployer::names::NAMESPACE_PREFIX)
+        .unwrap_or(&plan.namespace);
+    let mut foreign = Vec::new();
+    for planned in &plan.objects {
+        let object = &planned.object;
+        let labels =
+            existing_labels(cluster, object)
+                .await
+                .map_err(|source| ApplyError::Probe {
+                    object: object.clone(),
+                    source,
+                })?;
+        if let Some(why) = labels.and_then(|labels| ownership::foreign_owner(&labels, env)) {
+            foreign.push((object.clone(), why));
+        }
+    }
+    if foreign.is_empty() {
+        Ok(())
+    } else {
+        Err(ApplyError::Collision { objects: foreign })
+    }
+}
+
+/// The labels of `object` as the cluster holds it, `None` when it does not.
+async fn existing_labels(
+    cluster: &Cluster,
+    object: &ObjectRef,
+) -> Result<Option<BTreeMap<String, String>>, ClusterError> {
+    let action = format!("the read of {object}");
+    let resource = object.kind.api_resource();
+    let url = DynamicObject::url_path(&resource, object.namespace.as_deref());
+    let request = kube::core::Request::new(url)
+        .get_metadata(&object.name, &GetParams::default())
+        .map_err(|error| ClusterError::Failed {
+            server: cluster.server().to_owned(),
+            action: action.clone(),
+            reason: error.to_string(),
+        })?;
+    let namespace = object.namespace.as_deref().unwrap_or(&object.name);
+    match cluster.send(&action, request).await {
+        Ok(text) => {
+            let item: MetadataItem =
+                serde_json::from_str(&text).map_err(|error| ClusterError::Failed {
+                    server: cluster.server().to_owned(),
+                    action: action.clone(),
+                    reason: format!("its answer is not an object's metadata: {error}"),
+                })?;
+            Ok(Some(item.metadata.labels))
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(error) => {
+            Err(cluster.error(&action, &error, Some(("get", &resource.plural, namespace))))
+        }
+    }
 }
 
 async fn apply_one(cluster: &Cluster, planned: &PlannedObject) -> Result<(), ClusterError> {

@@ -106,6 +106,18 @@ pub enum ApplyError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(
+        "the cluster already holds {} that gtc did not make for this environment; nothing was applied. Pick another environment id (its namespace is gtc-<env>), or remove those objects, or, if they are meant to be this environment's, label them {}=gtc and {}=<env>",
+        describe_foreign(.objects),
+        k8s_deployer::names::LABEL_MANAGED_BY,
+        k8s_deployer::names::LABEL_ENVIRONMENT
+    )]
+    Collision { objects: Vec<(ObjectRef, String)> },
+    #[error("reading {object} to check who owns it failed: {source}; nothing was applied")]
+    Probe {
+        object: ObjectRef,
+        source: ClusterError,
+    },
+    #[error(
         "{object} was not applied: {source}; the objects before it were applied and nothing was pruned; fix this and reconcile again (server-side apply is idempotent)"
     )]
     Apply {
@@ -131,4 +143,13 @@ pub enum ApplyError {
         pruned: Vec<ObjectRef>,
         source: ClusterError,
     },
+}
+
+/// `Kind ns/name (why); …` for a collision's message.
+fn describe_foreign(objects: &[(ObjectRef, String)]) -> String {
+    objects
+        .iter()
+        .map(|(object, why)| format!("{object} ({why})"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

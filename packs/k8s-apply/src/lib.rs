@@ -31,6 +31,7 @@ pub mod apply;
 pub mod cluster;
 pub mod error;
 pub mod kind;
+pub mod ownership;
 pub mod plan;
 pub mod prune;
 
