@@ -52,13 +52,17 @@ pub const LABEL_REVISION: &str = "greentic.revision";
 pub const LABEL_INSTANCE: &str = "greentic.instance";
 pub const LABEL_NODE: &str = "greentic.node";
 
-/// The container's name: one per (env, revision, instance), so the engine
-/// itself refuses a duplicate.
+/// The container's name: one per (env, revision, node, instance), so the
+/// engine itself refuses a duplicate. The node is part of it because every
+/// member numbers its own instances of a revision from 0: cluster members
+/// sharing one engine (several members on one host) would otherwise ask
+/// for the same name, and all but the first would fail to warm.
 pub fn container_name(spec: &RevisionSpec, index: u32) -> String {
     format!(
-        "gtc-{}-{}-{index}",
+        "gtc-{}-{}-{}-{index}",
         spec.env_id,
-        spec.revision_id.to_string().to_lowercase()
+        spec.revision_id.to_string().to_lowercase(),
+        spec.node_name
     )
 }
 
@@ -496,4 +500,65 @@ pub async fn reap(engine: &Engine, spec: &RevisionSpec) -> Result<usize, Deploye
         remove(docker, &container.id).await;
     }
     Ok(found.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deploy::ids::{DeploymentId, EnvId, RevisionId};
+    use packs::deployer::{RuntimeSpec, SecretMaterial};
+
+    fn spec(node_name: &str) -> RevisionSpec {
+        RevisionSpec {
+            env_id: EnvId::local(),
+            deployment_id: DeploymentId::from_ulid(ulid::Ulid::nil()),
+            revision_id: RevisionId::from_ulid(ulid::Ulid::nil()),
+            bundle_root: "/bundle".into(),
+            log_dir: "/logs".into(),
+            instances: 2,
+            host: std::net::IpAddr::from([127, 0, 0, 1]),
+            node_name: node_name.to_owned(),
+            runtime: RuntimeSpec {
+                command: vec!["/demo-service".to_owned()],
+                env: Default::default(),
+                port_env: "PORT".to_owned(),
+                health_path: "/healthz".to_owned(),
+                startup_timeout: Duration::from_secs(20),
+                health_timeout: Duration::from_secs(1),
+                image: None,
+                secrets: SecretMaterial::default(),
+                config_dir: None,
+            },
+        }
+    }
+
+    /// The engine's rule for container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+    fn engine_accepts(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && name.len() > 1
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    }
+
+    #[test]
+    fn members_sharing_an_engine_name_their_containers_apart() {
+        // Proves: instance 0 of one revision on two members (which both
+        // number their instances from 0) gets two names, so members on one
+        // engine do not refuse each other's containers; the same instance on
+        // the same member keeps one name (the engine refuses a duplicate);
+        // every name, with a cluster or a single node's name, is one the
+        // engine accepts.
+        let (n1, n2) = (spec("n1"), spec("n2"));
+        assert_ne!(container_name(&n1, 0), container_name(&n2, 0));
+        assert_eq!(container_name(&n1, 0), container_name(&spec("n1"), 0));
+        assert_ne!(container_name(&n1, 0), container_name(&n1, 1));
+        assert_eq!(
+            container_name(&n1, 1),
+            "gtc-local-00000000000000000000000000-n1-1"
+        );
+        for node in ["n1", "node-01jabcdefghjkmnpqrstvwxyz0", "Host_1.lan"] {
+            let name = container_name(&spec(node), 63);
+            assert!(engine_accepts(&name), "{name}");
+        }
+    }
 }
