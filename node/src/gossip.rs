@@ -110,7 +110,13 @@ pub async fn start(
         MembershipConfig::new(settings.node_name, "greentic", settings.listen, generation);
     config.seed_addrs = settings.seeds;
     let transport = encrypted_udp(keyring);
-    let membership = Membership::start(config, &settings.facts, &transport)
+    let docker = docker_deployer::Engine::new(docker_deployer::socket_from_env());
+    let facts = with_deployers(settings.facts, &settings.deployers, &docker).await;
+    let deployers_said = facts.deployers.clone();
+    if let Some(said) = &deployers_said {
+        tracing::info!(deployers = %said.join(","), "the deployers this member can run");
+    }
+    let membership = Membership::start(config, &facts, &transport)
         .await
         .map_err(|e| {
             CliError::new(
@@ -128,6 +134,8 @@ pub async fn start(
     tokio::spawn(publish_deployers(
         Arc::clone(&membership),
         settings.deployers,
+        docker,
+        deployers_said,
     ));
     tokio::spawn(refresh(
         Arc::clone(&membership),
@@ -169,13 +177,30 @@ async fn runnable(paths: &[String], docker: &docker_deployer::Engine) -> Vec<Str
     runnable
 }
 
+/// `facts` with the `deployers` fact probed now: a member joins gossip
+/// already saying which deployers it can run. Without it the leader would
+/// see the member (and its capacity) for a moment before its first probe
+/// was gossiped, and a member that has not said may run any deployer: it
+/// could be handed Docker instances its engine cannot start.
+async fn with_deployers(
+    mut facts: NodeFacts,
+    paths: &[String],
+    docker: &docker_deployer::Engine,
+) -> NodeFacts {
+    facts.deployers = Some(runnable(paths, docker).await);
+    facts
+}
+
 /// Publishes the `deployers` fact every [`DEPLOYERS_PROBE_INTERVAL`] (when
-/// it changed), so the leader places a revision only on members that can
-/// run its deployer now, and moves instances off a member whose engine
-/// stopped answering.
-async fn publish_deployers(membership: Arc<Membership>, paths: Vec<String>) {
-    let docker = docker_deployer::Engine::new(docker_deployer::socket_from_env());
-    let mut last: Option<Vec<String>> = None;
+/// it changed from `last`, what the member said so far), so the leader
+/// places a revision only on members that can run its deployer now, and
+/// moves instances off a member whose engine stopped answering.
+async fn publish_deployers(
+    membership: Arc<Membership>,
+    paths: Vec<String>,
+    docker: docker_deployer::Engine,
+    mut last: Option<Vec<String>>,
+) {
     let mut ticker = tokio::time::interval(DEPLOYERS_PROBE_INTERVAL);
     loop {
         ticker.tick().await;
@@ -460,7 +485,7 @@ impl Placer {
 
 #[cfg(test)]
 mod tests {
-    use super::runnable;
+    use super::{runnable, with_deployers};
 
     #[tokio::test]
     async fn a_deployer_whose_engine_does_not_answer_is_not_listed() {
@@ -479,5 +504,34 @@ mod tests {
             runnable(&paths, &engine).await,
             vec!["greentic.deployer.local-process".to_owned()]
         );
+    }
+
+    #[tokio::test]
+    async fn a_member_joins_gossip_already_saying_what_it_can_run() {
+        // Proves: the facts a member starts gossip with carry its probed
+        // deployers (Docker left out when its engine does not answer), so
+        // no leader ever sees it without them, which would let placement
+        // hand it instances of any deployer; the other facts are kept.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = docker_deployer::Engine::new(
+            dir.path()
+                .join("docker.sock")
+                .to_string_lossy()
+                .into_owned(),
+        );
+        let paths = vec![
+            "greentic.deployer.local-process".to_owned(),
+            docker_deployer::DESCRIPTOR_PATH.to_owned(),
+        ];
+        let facts = membership::NodeFacts {
+            capacity: Some(16),
+            ..Default::default()
+        };
+        let said = with_deployers(facts, &paths, &engine).await;
+        assert_eq!(
+            said.deployers,
+            Some(vec!["greentic.deployer.local-process".to_owned()])
+        );
+        assert_eq!(said.capacity, Some(16));
     }
 }
