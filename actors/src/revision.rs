@@ -372,6 +372,11 @@ impl RevisionActor {
         for shared in &mut state.shared {
             *shared = None;
         }
+        // Nothing of it runs here any more: its gauges say so, whether it
+        // drained, was archived or its node is stopping.
+        for instance_state in INSTANCE_STATES {
+            instances_gauge(state, instance_state).set(0.0);
+        }
         let Some(spec) = state.spec.as_ref() else {
             return;
         };

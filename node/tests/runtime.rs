@@ -1091,3 +1091,39 @@ fn analysis_promotes_a_good_candidate_rolls_back_a_bad_one_and_holds_on_too_litt
         json!({"environment_id": "local", "deployment_id": deployment}),
     );
 }
+
+#[test]
+fn an_archived_revision_reports_no_instances_in_its_gauges() {
+    // Proves: once a ready revision is archived (its actor stopped without
+    // a drain) its instance gauges read 0 for every state; they used to
+    // keep the last count after the instances had gone, as if it still ran.
+    let (home, node, deployment) = setup();
+    let v1 = stage_and_warm(&home, &deployment, &example_bundle(&home, "v1", &[], 1));
+    wait_until("ready", Duration::from_secs(20), || {
+        lifecycle(&home, &v1) == "ready"
+    });
+    let ready_line =
+        |count: u32| format!("gtc_instances{{revision=\"{v1}\",state=\"ready\"}} {count}");
+    let shows = |line: &str| {
+        get(node.admin, "/metrics", None).is_ok_and(|(_, _, text)| text.contains(line))
+    };
+    wait_until(
+        "one ready instance counted",
+        Duration::from_secs(10),
+        || shows(&ready_line(1)),
+    );
+    home.ok(
+        "revisions",
+        "archive",
+        json!({"environment_id": "local", "revision_id": v1}),
+    );
+    wait_until("archived", Duration::from_secs(30), || {
+        lifecycle(&home, &v1) == "archived"
+    });
+    wait_until("the gauges at 0", Duration::from_secs(10), || {
+        shows(&ready_line(0))
+            && shows(&format!(
+                "gtc_instances{{revision=\"{v1}\",state=\"running\"}} 0"
+            ))
+    });
+}
