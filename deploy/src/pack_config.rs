@@ -109,12 +109,18 @@ pub fn project(
                 key: key.clone(),
                 source,
             };
-            match value.as_str() {
-                Some(text) if text.starts_with("secret://") => {
+            // URI schemes are case-insensitive: `Secret://…` is a ref the
+            // operator mistyped, refused, never a plain value delivered.
+            let scheme = value
+                .as_str()
+                .and_then(|text| text.split_once("://"))
+                .map(|(scheme, _)| scheme.to_ascii_lowercase());
+            match (scheme.as_deref(), value.as_str()) {
+                (Some("secret"), Some(text)) => {
                     let reference = text.parse::<SecretRef>().map_err(bad)?;
                     config.secret_refs.insert(key.clone(), reference);
                 }
-                Some(text) if text.starts_with("runtime://") => {
+                (Some("runtime"), Some(text)) => {
                     let reference = text.parse::<RuntimeRef>().map_err(bad)?;
                     config.runtime_refs.insert(key.clone(), reference);
                 }
@@ -243,6 +249,28 @@ mod tests {
             error.to_string().contains("config_overrides[web][t]"),
             "{error}"
         );
+        for mistyped in ["Secret://local/x", "RUNTIME://local/x", "secret://local/"] {
+            let overrides: ConfigOverrides = BTreeMap::from([(
+                "web".parse().expect("pack"),
+                BTreeMap::from([("t".to_owned(), serde_json::json!(mistyped))]),
+            )]);
+            assert!(
+                matches!(
+                    project(&overrides, revision, &EnvId::local()),
+                    Err(PackConfigError::BadRef { .. })
+                ),
+                "{mistyped} was not refused"
+            );
+        }
+        let plain: ConfigOverrides = BTreeMap::from([(
+            "web".parse().expect("pack"),
+            BTreeMap::from([(
+                "url".to_owned(),
+                serde_json::json!("https://example.test/a"),
+            )]),
+        )]);
+        let configs = project(&plain, revision, &EnvId::local()).expect("a URL is a value");
+        assert_eq!(configs[0].non_secret["url"], "https://example.test/a");
     }
 
     #[test]
