@@ -5,12 +5,14 @@
 //! defaults, the pure doctor checks over an environment's bindings, the
 //! [`deployer::Deployer`] contract with the lifecycle its implementations
 //! share ([`deployer::SupervisedDeployer`]), the pure [`restart`] policy,
+//! the [`credentials::DeployerCredentials`] contract and its report types,
 //! and (feature `conformance`) the suite every deployer must pass.
 //!
 //! Must not touch: the store or the router. The registry describes packs;
 //! deployers run instances through their provider's driver.
 
 mod builtin;
+pub mod credentials;
 pub mod deployer;
 mod doctor;
 mod registry;
