@@ -54,11 +54,49 @@ impl Cluster {
     /// `~/.kube/config`), or of the pod's service account when there is no
     /// kubeconfig, as `kubectl` finds it. Makes no request.
     pub async fn infer() -> Result<Self, ConnectError> {
-        let mut config = kube::Config::infer()
+        let config = kube::Config::infer()
             .await
             .map_err(|error| ConnectError::NoConfig {
                 reason: chain(&error),
             })?;
+        // The context's name only improves messages, so a kubeconfig that
+        // `infer` read but this cannot is not an error.
+        let context = Kubeconfig::read()
+            .ok()
+            .and_then(|kubeconfig| kubeconfig.current_context);
+        Self::with_config(config, context)
+    }
+
+    /// The cluster of the current context of `kubeconfig` (YAML or JSON),
+    /// a kubeconfig held in memory rather than read from a file: the
+    /// least-privilege one a credentials bootstrap made, or an admin's.
+    /// Makes no request. The text is never part of an error.
+    pub async fn from_kubeconfig_text(text: &str) -> Result<Self, ConnectError> {
+        let kubeconfig = Kubeconfig::from_yaml(text).map_err(|error| ConnectError::NoConfig {
+            reason: format!(
+                "the kubeconfig given does not parse: {}",
+                redacted_kind(&error)
+            ),
+        })?;
+        let context = kubeconfig.current_context.clone();
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(|error| ConnectError::NoConfig {
+            reason: format!(
+                "the kubeconfig given cannot be used: {}",
+                redacted_kind(&error)
+            ),
+        })?;
+        Self::with_config(config, context)
+    }
+
+    fn with_config(
+        mut config: kube::Config,
+        context: Option<String>,
+    ) -> Result<Self, ConnectError> {
         config.connect_timeout = Some(CONNECT_TIMEOUT);
         config.read_timeout = Some(REQUEST_TIMEOUT);
         // The read timeout counts from the request, not from when a pooled
@@ -66,11 +104,6 @@ impl Cluster {
         config.reset_reader_on_write = true;
         let server = config.cluster_url.to_string();
         let server = server.trim_end_matches('/').to_owned();
-        // The context's name only improves messages, so a kubeconfig that
-        // `infer` read but this cannot is not an error.
-        let context = Kubeconfig::read()
-            .ok()
-            .and_then(|kubeconfig| kubeconfig.current_context);
         let client = kube::Client::try_from(config).map_err(|error| ConnectError::Client {
             server: server.clone(),
             reason: chain(&error),
@@ -198,6 +231,22 @@ impl Cluster {
             reason: status.reason.clone(),
             message: status.message.clone(),
         }
+    }
+}
+
+/// What kind of kubeconfig error `error` is, without its text past the
+/// first line: a parse error of a YAML document may quote the document,
+/// and an admin kubeconfig holds credentials.
+fn redacted_kind(error: &kube::config::KubeconfigError) -> String {
+    use kube::config::KubeconfigError as E;
+    match error {
+        E::Parse(_) => "it is not a YAML kubeconfig".to_owned(),
+        E::CurrentContextNotSet => "it sets no current-context".to_owned(),
+        E::LoadContext(name) => format!("it has no context {name}"),
+        E::LoadClusterOfContext(name) => format!("it has no cluster {name}"),
+        E::MissingClusterUrl => "its cluster has no server".to_owned(),
+        E::ParseClusterUrl(_) => "its cluster's server is not a URL".to_owned(),
+        _ => "it cannot be loaded".to_owned(),
     }
 }
 

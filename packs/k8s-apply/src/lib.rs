@@ -12,6 +12,12 @@
 //!   filled with the values the caller gives, then the prune of objects
 //!   carrying gtc's managed-by label that the render no longer names.
 //!
+//! - [`bootstrap::bootstrap`]: with an admin's client, a ServiceAccount and
+//!   the Role/ClusterRole granting exactly what the apply needs, and a
+//!   bounded token for it (the credentials contract's bootstrap);
+//!   [`Cluster::from_kubeconfig_text`] makes a client from a kubeconfig in
+//!   memory.
+//!
 //! The decisions are pure and tested without a server: what is sent
 //! ([`plan::ApplyPlan`]), what is pruned ([`prune::select`]), which access
 //! reviews are asked ([`access::required`]).
@@ -28,6 +34,7 @@
 
 pub mod access;
 pub mod apply;
+pub mod bootstrap;
 pub mod cluster;
 pub mod error;
 pub mod kind;
