@@ -72,6 +72,11 @@ pub struct EnvUpdateAnswers {
     pub public_base_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gui_enabled: Option<bool>,
+    /// The deployer credentials the environment uses (`secret://<env>/…`,
+    /// this environment's); `credentials bootstrap` with `bind` sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub credentials_ref: Option<crate::refs::SecretRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }
@@ -453,13 +458,39 @@ pub struct ScaleDecisionAnswers {
 #[serde(deny_unknown_fields)]
 pub struct CredentialsBootstrapAnswers {
     pub environment_id: EnvId,
-    pub admin_profile: String,
+    /// A name for the admin identity, recorded in the audit (never its
+    /// material).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_profile: Option<String>,
+    /// A file holding the admin credential (for Kubernetes: an admin
+    /// kubeconfig); or give `admin_material_inline`. Read, used, dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_material_path: Option<String>,
+    /// The admin credential itself (for Kubernetes: kubeconfig YAML).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_material_inline: Option<String>,
+    /// Set the environment's `credentials_ref` to the generated credentials.
+    #[serde(default)]
+    pub bind: bool,
+    /// Lifetime of the generated token, 600 to 604800 seconds (default
+    /// 86400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ttl_seconds: Option<u64>,
+}
+
+/// `credentials rotate`: new credentials from the current generated ones,
+/// or from an admin credential when given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsRotateAnswers {
+    pub environment_id: EnvId,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_material_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_material_inline: Option<String>,
-    #[serde(default)]
-    pub bind: bool,
+    /// Lifetime of the new token, 600 to 604800 seconds (default 86400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_ttl_seconds: Option<u64>,
 }
 
 // The `secrets` verbs' payloads live in the `secrets` crate: they carry

@@ -133,6 +133,7 @@ pub(crate) fn update(
         listen_addr,
         public_base_url,
         gui_enabled,
+        credentials_ref,
         ..
     } = answers;
     if name.is_none()
@@ -141,13 +142,17 @@ pub(crate) fn update(
         && listen_addr.is_none()
         && public_base_url.is_none()
         && gui_enabled.is_none()
+        && credentials_ref.is_none()
     {
         // An update with nothing in it is a mistake (an empty body, a
         // misspelt file), not a reason to commit a new generation.
         return Err(ApplyError::invalid(
             ".",
-            "nothing to change: give at least one of name, region, tenant_org_id, listen_addr, public_base_url, gui_enabled",
+            "nothing to change: give at least one of name, region, tenant_org_id, listen_addr, public_base_url, gui_enabled, credentials_ref",
         ));
+    }
+    if let Some(reference) = credentials_ref {
+        environment.credentials_ref = Some(reference.clone());
     }
     if let Some(name) = &answers.name {
         check_name(name)?;

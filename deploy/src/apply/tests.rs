@@ -595,6 +595,7 @@ fn an_update_with_nothing_to_change_is_refused() {
             listen_addr: None,
             public_base_url: None,
             gui_enabled: None,
+            credentials_ref: None,
             idempotency_key: None,
         }))
         .expect_err("empty env update");

@@ -44,6 +44,7 @@ pub fn set_region(region: &str, key: Option<String>) -> Command {
         listen_addr: None,
         public_base_url: None,
         gui_enabled: None,
+        credentials_ref: None,
         idempotency_key: key,
     })
 }
