@@ -829,12 +829,17 @@ pub enum ConfigVerb {
 
 #[derive(Debug, Subcommand)]
 pub enum CredentialsVerb {
-    /// Check deployer credentials against the deployer's requirements (not implemented yet).
+    /// Check the deployer's identity against every capability its
+    /// credentials contract requires (pass, fail with a fix, or skipped);
+    /// exits 1 when one fails.
     Requirements(Mutation),
-    /// Generate least-privilege credentials from an admin credential (not implemented yet).
+    /// Kubernetes: make a least-privilege ServiceAccount, its RBAC and a
+    /// bounded token from an admin kubeconfig, which is then dropped.
     Bootstrap(Mutation),
-    /// Rotate deployer credentials (not implemented yet).
+    /// Kubernetes: issue a fresh token for the generated credentials.
     Rotate(Mutation),
+    /// Show the environment's credentials document and whether rotation is due.
+    Show(EnvArg),
 }
 
 #[derive(Debug, Subcommand)]

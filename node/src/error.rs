@@ -70,15 +70,6 @@ impl CliError {
         Self::new(ErrorKind::InvalidArgument, message)
     }
 
-    pub fn not_yet_implemented(noun: &str, verb: &str, issue: &str) -> Self {
-        Self::new(
-            ErrorKind::NotYetImplemented,
-            format!(
-                "`gtc op {noun} {verb}` is not implemented yet: its runtime arrives with {issue}; nothing was changed"
-            ),
-        )
-    }
-
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         if self.usage {

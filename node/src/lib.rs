@@ -27,6 +27,7 @@ pub mod checks;
 pub mod cli;
 mod cluster_cmd;
 mod context;
+mod credentials;
 mod demo_autoscale;
 mod demo_cmd;
 mod demo_rollout;

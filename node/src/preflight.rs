@@ -13,9 +13,10 @@
 //! (`docker-deployer` depends on `packs`, not the reverse) nor the store's
 //! bundle folders. The node, which wires all of them, can.
 
-mod docker;
-mod k8s;
-mod local;
+// Their checks are reused by the credentials contract (`crate::credentials`).
+pub(crate) mod docker;
+pub(crate) mod k8s;
+pub(crate) mod local;
 
 use deploy::command::FailedCheck;
 use deploy::descriptor::CapabilitySlot;

@@ -198,7 +198,7 @@ impl Edge<'_> {
 
     /// The environment exists and its `secrets` slot is served by this
     /// store; the binding's descriptor.
-    fn check_environment(&self, env: &EnvId) -> Result<String, CliError> {
+    pub(crate) fn check_environment(&self, env: &EnvId) -> Result<String, CliError> {
         served_here(self.store, self.root, env)
     }
 

@@ -348,10 +348,10 @@ fn yaml_answers_and_table_output_work() {
 }
 
 #[test]
-fn not_yet_implemented_verbs_exit_2_and_are_audited() {
-    // Proves: verbs whose runtime comes later say so, exit 2, and are audited
-    // without recording admin material. (Secrets are implemented: their
-    // tests are in `secrets.rs`.)
+fn credentials_bootstrap_on_local_process_is_refused_and_audited_without_material() {
+    // Proves: the local-process deployer has no provider account, so a
+    // bootstrap is a spec error (exit 1) saying `credentials requirements`
+    // is its contract; it is audited without recording admin material.
     let home = Home::new();
     home.gtc(&["op", "env", "init"]);
     let before = home.audit_lines("local").len();
@@ -360,14 +360,18 @@ fn not_yet_implemented_verbs_exit_2_and_are_audited() {
         "bootstrap",
         json!({"environment_id": "local", "admin_profile": "root", "admin_material_inline": "hunter2"}),
     );
-    assert_eq!(
-        (bootstrap.code, bootstrap.error_kind()),
-        (2, "not-yet-implemented")
+    assert_eq!((bootstrap.code, bootstrap.error_kind()), (1, "spec"));
+    assert!(
+        bootstrap
+            .error_message()
+            .contains("`gtc op credentials requirements` is its whole credentials contract"),
+        "{}",
+        bootstrap.error_message()
     );
     let lines = home.audit_lines("local");
     assert_eq!(lines.len(), before + 1);
     assert!(lines.iter().all(|l| !l.contains("hunter2")));
-    assert!(lines[before].contains("not-yet-implemented"));
+    assert!(!home.root().join("local/credentials.json").exists());
     let list = home.gtc(&["op", "secrets", "list", "local"]);
     assert_eq!(
         list.stdout["result"]["backend"],

@@ -5,7 +5,10 @@
 //! 1. the operator's policy allows changing the environment;
 //! 2. every secret ref the environment names has a stored version (no
 //!    value is read yet);
-//! 3. a kubeconfig (or a pod's service account) gives a client;
+//! 3. a kubeconfig gives a client: the generated least-privilege one when
+//!    the environment's `credentials_ref` names it (`gtc op credentials
+//!    bootstrap` with `bind`; revealed, audited), else the current
+//!    kubeconfig (or a pod's service account);
 //! 4. the API server answers `GET /version`;
 //! 5. a SelfSubjectAccessReview allows every verb the apply needs in
 //!    `gtc-<env>` (the denied ones are listed);
@@ -24,7 +27,7 @@ use deploy::ids::EnvId;
 use deploy::state::EnvironmentState;
 use k8s_apply::{ApplyError, Cluster, ClusterError};
 use k8s_deployer::Rendered;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use crate::context::Context;
@@ -124,7 +127,14 @@ fn attempt(
                 format!("the async runtime cannot start: {error}"),
             )
         })?;
-    let cluster = runtime.block_on(Cluster::infer()).map_err(|error| {
+    let stored = crate::credentials::stored_kubeconfig(context, env_id, state, REVEAL_PURPOSE)?;
+    let cluster = match &stored {
+        Some((_, kubeconfig)) => {
+            runtime.block_on(Cluster::from_kubeconfig_text(kubeconfig.expose_secret()))
+        }
+        None => runtime.block_on(Cluster::infer()),
+    };
+    let cluster = cluster.map_err(|error| {
         CliError::new(
             ErrorKind::PreconditionFailed,
             format!("{error}; nothing was applied"),

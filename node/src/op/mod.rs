@@ -10,7 +10,6 @@ mod render_dir;
 
 use std::path::Path;
 
-use deploy::audit::AuditResult;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
@@ -126,6 +125,7 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
                 CredentialsVerb::Requirements(_) => "requirements",
                 CredentialsVerb::Bootstrap(_) => "bootstrap",
                 CredentialsVerb::Rotate(_) => "rotate",
+                CredentialsVerb::Show(_) => "show",
             },
         ),
         Noun::Secrets(verb) => (
@@ -146,7 +146,7 @@ pub fn names(noun: &Noun) -> (&'static str, &'static str) {
 /// Every verb with a route works through `--node`; the test below holds
 /// this list to the route table. (`revisions stage` has a route, but a
 /// `bundle_path` names a file on this machine: that form is refused.)
-const LOCAL_ONLY_WITH_NODE: [(&str, &str); 9] = [
+const LOCAL_ONLY_WITH_NODE: [(&str, &str); 13] = [
     ("env", "init"),
     ("env", "doctor"),
     // Both read this machine's staged bundles (and its Docker socket or
@@ -159,6 +159,12 @@ const LOCAL_ONLY_WITH_NODE: [(&str, &str); 9] = [
     ("trust-root", "list"),
     ("trust-root", "add"),
     ("trust-root", "remove"),
+    // The credentials contract probes this machine (process spawn, the
+    // Docker socket, the kubeconfig) and reads admin material from it.
+    ("credentials", "requirements"),
+    ("credentials", "bootstrap"),
+    ("credentials", "rotate"),
+    ("credentials", "show"),
 ];
 
 /// Runs one operator verb.
@@ -287,9 +293,9 @@ fn schema_request(noun: &Noun) -> Option<serde_json::Value> {
         },
         Noun::Credentials(verb) => match verb {
             CredentialsVerb::Requirements(m) => schema_of::<EnvTargetAnswers>(m),
-            CredentialsVerb::Bootstrap(m) | CredentialsVerb::Rotate(m) => {
-                schema_of::<CredentialsBootstrapAnswers>(m)
-            }
+            CredentialsVerb::Bootstrap(m) => schema_of::<CredentialsBootstrapAnswers>(m),
+            CredentialsVerb::Rotate(m) => schema_of::<CredentialsRotateAnswers>(m),
+            CredentialsVerb::Show(_) => None,
         },
         Noun::Secrets(verb) => match verb {
             SecretsVerb::Put(m) => schema_of::<secrets::answers::SecretPutAnswers>(m),
@@ -327,30 +333,6 @@ pub fn optional_answers<T: DeserializeOwned + Default>(
         Some(path) => read_answers(path, noun, verb),
         None => Ok(T::default()),
     }
-}
-
-/// Answers a verb whose runtime belongs to a later issue: the payload is
-/// parsed and checked, the attempt is audited, and the verb fails with
-/// `not-yet-implemented` (exit code 2).
-pub fn not_yet_implemented(
-    context: &Context,
-    env: &deploy::ids::EnvId,
-    noun: &'static str,
-    verb: &'static str,
-    target: serde_json::Value,
-    issue: &str,
-) -> Result<Report, CliError> {
-    let error = CliError::not_yet_implemented(noun, verb, issue);
-    context.audit_edge(
-        env,
-        noun,
-        verb,
-        target,
-        AuditResult::NotYetImplemented {
-            detail: error.message.clone(),
-        },
-    )?;
-    Err(error)
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 
 use deploy::audit::Decision;
 use deploy::command::{
-    BundleAddAnswers, BundleUpdateAnswers, Command, CredentialsBootstrapAnswers, DeploymentAnswers,
-    EnvTargetAnswers, EnvUpdateAnswers, PackBindAnswers, PackSlotAnswers, RevisionAnswers,
-    RevisionStageAnswers, RolloutActionAnswers, RolloutStartAnswers, TrafficSetAnswers,
+    BundleAddAnswers, BundleUpdateAnswers, Command, CredentialsBootstrapAnswers,
+    CredentialsRotateAnswers, DeploymentAnswers, EnvTargetAnswers, EnvUpdateAnswers,
+    PackBindAnswers, PackSlotAnswers, RevisionAnswers, RevisionStageAnswers, RolloutActionAnswers,
+    RolloutStartAnswers, TrafficSetAnswers,
 };
 use deploy::descriptor::CapabilitySlot;
 use deploy::error::ErrorKind;
@@ -14,7 +15,7 @@ use deploy::rollout::PersonAction;
 use secrets::answers::{SecretGetAnswers, SecretPutAnswers, SecretRotateAnswers};
 use serde_json::json;
 
-use super::{answers, not_yet_implemented};
+use super::answers;
 use crate::cli::{
     BundlesVerb, ConfigVerb, CredentialsVerb, PacksVerb, RevisionsVerb, RolloutsVerb, SecretsVerb,
     TrafficVerb,
@@ -374,47 +375,23 @@ pub fn config(context: &Context, verb: ConfigVerb) -> Result<Report, CliError> {
 }
 
 /// Where the deployer credentials flow will be built.
-const CREDENTIALS_ISSUE: &str = "the cloud deployer env-packs (credentials contract, phase C)";
-
 pub fn credentials(context: &Context, verb: CredentialsVerb) -> Result<Report, CliError> {
     match verb {
         CredentialsVerb::Requirements(mutation) => {
             let answers: EnvTargetAnswers = answers(&mutation, "credentials", "requirements")?;
-            let env = answers.environment_id.clone();
-            not_yet_implemented(
-                context,
-                &env,
-                "credentials",
-                "requirements",
-                json!(answers),
-                CREDENTIALS_ISSUE,
-            )
+            crate::credentials::requirements(context, answers)
         }
-        CredentialsVerb::Bootstrap(mutation) => admin_credentials(context, &mutation, "bootstrap"),
-        CredentialsVerb::Rotate(mutation) => admin_credentials(context, &mutation, "rotate"),
+        CredentialsVerb::Bootstrap(mutation) => {
+            let answers: CredentialsBootstrapAnswers =
+                answers(&mutation, "credentials", "bootstrap")?;
+            crate::credentials::bootstrap(context, answers)
+        }
+        CredentialsVerb::Rotate(mutation) => {
+            let answers: CredentialsRotateAnswers = answers(&mutation, "credentials", "rotate")?;
+            crate::credentials::rotate(context, answers)
+        }
+        CredentialsVerb::Show(env) => crate::credentials::show(context, &env.env),
     }
-}
-
-fn admin_credentials(
-    context: &Context,
-    mutation: &crate::cli::Mutation,
-    verb: &'static str,
-) -> Result<Report, CliError> {
-    let answers: CredentialsBootstrapAnswers = answers(mutation, "credentials", verb)?;
-    // Admin material is never written anywhere, not even to the audit log.
-    let target = json!({
-        "environment_id": answers.environment_id,
-        "admin_profile": answers.admin_profile,
-        "bind": answers.bind,
-    });
-    not_yet_implemented(
-        context,
-        &answers.environment_id,
-        "credentials",
-        verb,
-        target,
-        CREDENTIALS_ISSUE,
-    )
 }
 
 pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError> {

@@ -33,7 +33,7 @@ pub fn checks() -> Vec<Check> {
     vec![present, api]
 }
 
-fn socket_check(socket: &str) -> Check {
+pub(crate) fn socket_check(socket: &str) -> Check {
     const NAME: &str = "docker-socket";
     let source = match std::env::var("DOCKER_HOST") {
         Ok(host) if !host.is_empty() && !host.starts_with("unix://") => {
@@ -60,7 +60,7 @@ fn socket_check(socket: &str) -> Check {
     }
 }
 
-fn api_check(socket: &str) -> Check {
+pub(crate) fn api_check(socket: &str) -> Check {
     const NAME: &str = "docker-api-version";
     let (major_min, minor_min) = API_VERSION_MIN;
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -22,7 +22,7 @@ use super::{Check, Status};
 /// included), so anything past this is not one.
 const KUBECONFIG_BYTES_MAX: u64 = 1024 * 1024;
 /// What to do when no usable kubeconfig is found.
-const KUBECONFIG_FIX: &str = "set KUBECONFIG to a kubeconfig with a current-context (or write ~/.kube/config); `kubectl config use-context NAME` sets the current context";
+pub(crate) const KUBECONFIG_FIX: &str = "set KUBECONFIG to a kubeconfig with a current-context (or write ~/.kube/config); `kubectl config use-context NAME` sets the current context";
 
 pub fn checks(credentials: &[String], env_id: &EnvId) -> Vec<Check> {
     let paths = kubeconfig_paths();
@@ -160,7 +160,7 @@ fn denied_check(cluster: &Cluster, namespace: &str, denied: &[Denied]) -> Check 
 }
 
 /// `KUBECONFIG`'s paths when it is set and not empty, else `~/.kube/config`.
-fn kubeconfig_paths() -> Vec<PathBuf> {
+pub(crate) fn kubeconfig_paths() -> Vec<PathBuf> {
     match std::env::var_os("KUBECONFIG").filter(|value| !value.is_empty()) {
         Some(value) => std::env::split_paths(&value)
             .filter(|path| !path.as_os_str().is_empty())
@@ -175,7 +175,7 @@ fn kubeconfig_paths() -> Vec<PathBuf> {
 /// Reads and parses every kubeconfig that exists (as kubectl, which merges
 /// them and skips missing ones); fails on one that cannot be read or parsed,
 /// and when none exists.
-fn read_configs(paths: &[PathBuf]) -> (Check, Vec<(PathBuf, Value)>) {
+pub(crate) fn read_configs(paths: &[PathBuf]) -> (Check, Vec<(PathBuf, Value)>) {
     const NAME: &str = "kubeconfig";
     let shown = || {
         paths
@@ -231,7 +231,7 @@ fn read_configs(paths: &[PathBuf]) -> (Check, Vec<(PathBuf, Value)>) {
 
 /// The first `current-context` set (kubectl's merge rule) names a context
 /// one of the files defines.
-fn current_context(configs: &[(PathBuf, Value)]) -> Check {
+pub(crate) fn current_context(configs: &[(PathBuf, Value)]) -> Check {
     const NAME: &str = "kubeconfig-current-context";
     let current = configs.iter().find_map(|(_, config)| {
         config

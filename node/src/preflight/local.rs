@@ -55,7 +55,7 @@ fn bundle_folders(env_dir: &Path, environment: &Environment) -> Check {
 }
 
 /// Starts `gtc --version` in a process group of its own and waits for it.
-fn spawn() -> Check {
+pub(crate) fn spawn() -> Check {
     const NAME: &str = "spawn-process";
     const FIX: &str = "the local-process deployer starts each instance as a child process in its own process group: run gtc as a user allowed to start processes (check `ulimit -u`, cgroup pids.max and seccomp or container policies that forbid fork/exec or setpgid)";
     let program = match std::env::current_exe() {
