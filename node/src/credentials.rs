@@ -437,14 +437,10 @@ fn contract_error(error: CredentialsContractError) -> CliError {
             ErrorKind::InvalidArgument,
             format!("{error}; nothing was changed"),
         ),
-        CredentialsContractError::Provider(message) => {
-            let kind = if message.contains("forbidden") {
-                ErrorKind::Unauthorized
-            } else {
-                ErrorKind::Io
-            };
-            CliError::new(kind, message)
+        CredentialsContractError::Forbidden(message) => {
+            CliError::new(ErrorKind::Unauthorized, message)
         }
+        CredentialsContractError::Provider(message) => CliError::new(ErrorKind::Io, message),
     }
 }
 

@@ -51,6 +51,8 @@ struct State {
     /// When set, a token expires this many seconds after issue, whatever
     /// the request asked.
     lifetime_seconds: Option<i64>,
+    /// A bearer token whose PATCHes are forbidden (an admin who is not).
+    forbidden_token: Option<String>,
 }
 
 /// A fake Kubernetes API server on 127.0.0.1, on its own runtime until
@@ -103,6 +105,10 @@ impl FakeApi {
             state,
             _runtime: runtime,
         }
+    }
+
+    fn forbid(&self, token: &str) {
+        self.state.lock().expect("state").forbidden_token = Some(format!("Bearer {token}"));
     }
 
     fn requests(&self) -> Vec<Recorded> {
@@ -182,6 +188,13 @@ async fn answer(state: &Mutex<State>, request: Request<Incoming>) -> Response<Fu
                 "expirationTimestamp": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             });
             reply(201, token_request)
+        }
+        "PATCH" if state.forbidden_token.as_deref() == Some(recorded.authorization.as_str()) => {
+            reply(
+                403,
+                json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 403,
+                       "reason": "Forbidden", "message": "user cannot patch this resource"}),
+            )
         }
         "PATCH" => reply(200, recorded.json()),
         _ => reply(
@@ -792,4 +805,38 @@ fn credentials_verbs_print_their_schema_and_are_local_only_with_node() {
             .error_message()
             .contains("works on the node's machine only")
     );
+}
+
+#[test]
+fn a_bootstrap_the_cluster_forbids_is_unauthorized_and_stores_nothing() {
+    // Proves an admin kubeconfig whose user may not create the RBAC gets
+    // `unauthorized` naming the object, and no secret, document or rules
+    // pack is written.
+    let home = environment("greentic.deployer.k8s@1.0.0");
+    let api = FakeApi::start(&[], None);
+    api.forbid("not-an-admin");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let admin = kubeconfig_at(
+        &outside.path().join("admin.yaml"),
+        &api.url(),
+        "not-an-admin",
+    );
+    let before = store_files(&home);
+    let run = bootstrap(
+        &home,
+        json!({"environment_id": "local", "admin_material_path": admin}),
+    );
+    assert_eq!(
+        (run.code, run.error_kind()),
+        (1, "unauthorized"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.error_message().contains("Namespace gtc-local"),
+        "{}",
+        run.error_message()
+    );
+    assert_unchanged(&home, &before);
+    assert!(!api.requests().iter().any(|r| r.path.ends_with("/token")));
 }

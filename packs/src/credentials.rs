@@ -115,6 +115,9 @@ pub enum CredentialsContractError {
     NotSupported { deployer: String },
     #[error("the admin material cannot be used: {reason}")]
     AdminMaterial { reason: String },
+    /// The provider refused the identity used (HTTP 403 and the like).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Provider(String),
 }

@@ -104,7 +104,7 @@ impl DeployerCredentials for K8sCredentials {
                 &self.env,
                 ttl_seconds,
             ))
-            .map_err(|error| CredentialsContractError::Provider(error.to_string()))?;
+            .map_err(provider_error)?;
         self.issued(
             admin_text.expose_secret(),
             token,
@@ -131,7 +131,7 @@ impl DeployerCredentials for K8sCredentials {
                 &self.namespace,
                 ttl_seconds,
             ))
-            .map_err(|error| CredentialsContractError::Provider(error.to_string()))?;
+            .map_err(provider_error)?;
         self.issued(minting.expose_secret(), token, issued_at, Vec::new())
     }
 }
@@ -305,6 +305,20 @@ pub fn rules_pack(namespace: &str, env: &str) -> Vec<(String, String)> {
         text.push_str(&document);
     }
     vec![(RULES_FILE.to_owned(), text)]
+}
+
+/// A bootstrap error as the contract's: a 403 is the identity's fault.
+fn provider_error(error: k8s_apply::bootstrap::BootstrapError) -> CredentialsContractError {
+    use k8s_apply::ClusterError;
+    use k8s_apply::bootstrap::BootstrapError;
+    match &error {
+        BootstrapError::Apply { source, .. } | BootstrapError::Token { source, .. }
+            if matches!(**source, ClusterError::Forbidden { .. }) =>
+        {
+            CredentialsContractError::Forbidden(error.to_string())
+        }
+        _ => CredentialsContractError::Provider(error.to_string()),
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CredentialsContractError> {
