@@ -389,7 +389,7 @@ fn local_process_requirements_fail_with_a_fix_when_the_revisions_folder_cannot_b
 #[test]
 fn k8s_requirements_check_every_permission_the_apply_needs() {
     // Proves the Kubernetes contract: kubeconfig, cluster-reachable and one
-    // capability per permission of the apply (25); a denied one fails with
+    // capability per permission of the apply (26); a denied one fails with
     // the `kubectl auth can-i` line, exit 1; without a kubeconfig the
     // kubeconfig capability fails and the cluster ones are skipped.
     let home = environment("greentic.deployer.k8s@1.0.0");
@@ -402,11 +402,12 @@ fn k8s_requirements_check_every_permission_the_apply_needs() {
     let run = requirements(&home, Some(&config));
     assert_eq!(run.code, 1, "{} {}", run.stdout, run.stderr);
     let checks = run.stdout["result"]["checks"].as_array().expect("checks");
-    assert_eq!(checks.len(), 27);
+    assert_eq!(checks.len(), 28);
     assert_eq!(check(&run, "kubeconfig")["status"], "pass");
     assert_eq!(check(&run, "cluster-reachable")["status"], "pass");
     assert_eq!(check(&run, "patch-deployments")["status"], "pass");
     assert_eq!(check(&run, "patch-namespaces")["status"], "pass");
+    assert_eq!(check(&run, "get-namespaces")["status"], "pass");
     let denied = check(&run, "delete-secrets");
     assert_eq!(denied["status"], "fail");
     assert!(
@@ -425,7 +426,7 @@ fn k8s_requirements_check_every_permission_the_apply_needs() {
         .iter()
         .filter(|r| r.path.ends_with("/selfsubjectaccessreviews"))
         .count();
-    assert_eq!(reviews, 25);
+    assert_eq!(reviews, 26);
 
     let without = requirements(&home, None);
     assert_eq!(without.code, 1);

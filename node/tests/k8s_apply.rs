@@ -447,7 +447,7 @@ fn reconcile_applies_every_object_prunes_the_stale_one_and_fills_the_secret() {
         .iter()
         .filter(|r| r.path.ends_with("/selfsubjectaccessreviews"))
         .count();
-    assert_eq!(reviews, 25);
+    assert_eq!(reviews, 26);
 
     assert_nowhere(&home, &run, &value);
     let audit = home.audit_lines("local");
@@ -586,7 +586,7 @@ fn a_missing_secret_refuses_before_the_cluster_is_asked() {
 #[test]
 fn preflight_passes_against_a_cluster_that_allows_everything() {
     // Proves: with a reachable fake that allows every review, both cluster
-    // checks pass (exit 0), the version is reported and 25 reviews were
+    // checks pass (exit 0), the version is reported and 26 reviews were
     // asked; without a usable kubeconfig both are skipped.
     let home = Home::new();
     assert_eq!(home.gtc(&["op", "env", "init"]).code, 0);
@@ -612,7 +612,7 @@ fn preflight_passes_against_a_cluster_that_allows_everything() {
         .iter()
         .filter(|r| r.path.ends_with("/selfsubjectaccessreviews"))
         .count();
-    assert_eq!(reviews, 25);
+    assert_eq!(reviews, 26);
     assert!(
         !api.requests()
             .iter()

@@ -362,7 +362,7 @@ mod tests {
 
     #[test]
     fn every_permission_the_apply_needs_is_a_capability() {
-        // Proves the k8s contract lists the 25 access-review permissions
+        // Proves the k8s contract lists the 26 access-review permissions
         // after the kubeconfig and reachability capabilities.
         let contract = K8sCredentials {
             env: "prod".into(),
@@ -374,7 +374,7 @@ mod tests {
             .into_iter()
             .map(|capability| capability.id)
             .collect();
-        assert_eq!(ids.len(), 2 + 25);
+        assert_eq!(ids.len(), 2 + 26);
         assert_eq!(ids[0], KUBECONFIG);
         assert_eq!(ids[1], CLUSTER_REACHABLE);
         assert!(ids.contains(&"patch-deployments".to_owned()));

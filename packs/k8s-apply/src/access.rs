@@ -83,7 +83,8 @@ pub struct Denied {
 }
 
 /// Every permission the apply needs in `namespace`: the four verbs on each
-/// namespaced kind, and patch on the namespace itself.
+/// namespaced kind, and get (the ownership check reads its labels) and
+/// patch on the namespace itself.
 pub fn required(namespace: &str) -> Vec<Permission> {
     let mut permissions: Vec<Permission> = Kind::NAMESPACED
         .into_iter()
@@ -93,6 +94,7 @@ pub fn required(namespace: &str) -> Vec<Permission> {
                 .map(move |verb| Permission::new(verb, kind, namespace))
         })
         .collect();
+    permissions.push(Permission::new("get", Kind::Namespace, namespace));
     permissions.push(Permission::new("patch", Kind::Namespace, namespace));
     permissions
 }
@@ -170,9 +172,9 @@ mod tests {
     #[test]
     fn every_verb_on_every_kind_and_patch_on_the_namespace_are_asked() {
         // Proves the list the issue names: patch, get, list and delete on
-        // the six namespaced kinds, and patch on the namespace.
+        // the six namespaced kinds, and get and patch on the namespace.
         let permissions = required("gtc-prod");
-        assert_eq!(permissions.len(), 6 * 4 + 1);
+        assert_eq!(permissions.len(), 6 * 4 + 2);
         let described: Vec<String> = permissions.iter().map(Permission::describe).collect();
         for resource in [
             "deployments",
@@ -188,6 +190,7 @@ mod tests {
             }
         }
         assert!(described.contains(&"patch on namespaces/gtc-prod".to_owned()));
+        assert!(described.contains(&"get on namespaces/gtc-prod".to_owned()));
     }
 
     #[test]
