@@ -433,10 +433,22 @@ pub fn reveal_latest(
     reference: &str,
     purpose: &str,
 ) -> Result<(secrets::VersionMeta, secrets::SecretText), CliError> {
+    reveal_for(edge, env, reference, None, purpose)
+}
+
+/// Like [`reveal_latest`], for the exact `version` a revision pinned (`env
+/// reconcile` fills a worker's Secret with its revision's versions).
+pub fn reveal_for(
+    edge: &Edge<'_>,
+    env: &EnvId,
+    reference: &str,
+    version: Option<u32>,
+    purpose: &str,
+) -> Result<(secrets::VersionMeta, secrets::SecretText), CliError> {
     edge.check_environment(env)?;
     let path = edge.path(env, reference)?;
-    let target = json!({"environment_id": env, "path": path.as_str(), "version": null, "reveal": true, "for": purpose});
-    reveal_audited(edge, env, &path, None, target)
+    let target = json!({"environment_id": env, "path": path.as_str(), "version": version, "reveal": true, "for": purpose});
+    reveal_audited(edge, env, &path, version, target)
 }
 
 /// The metadata of `reference`'s latest version (no value, no key needed):

@@ -330,10 +330,19 @@ fn reconcile_applies_every_object_prunes_the_stale_one_and_fills_the_secret() {
     // manager gtc, forced, apply content type, the token sent) in the
     // render's order, the namespace first; the prune lists metadata only
     // and DELETEs the stale gtc-labelled worker but not the unlabelled
-    // Deployment; the Secret carries the stored value (base64) while no
-    // output or audit line does; the apply is audited with the objects.
+    // Deployment; gtc-dev-secrets carries the latest stored value (base64)
+    // and the worker's own Secret the version its revision pinned (the
+    // secret was rotated after the revision was staged), while no output or
+    // audit line carries either; the apply is audited with the objects.
     let value = marker();
     let (home, revision) = environment_with_secret(&value);
+    let rotated = marker();
+    let rotate = home.mutate(
+        "secrets",
+        "rotate",
+        json!({"environment_id": "local", "path": "db/password", "value": rotated}),
+    );
+    assert_eq!(rotate.code, 0, "{}", rotate.stderr);
     let api = FakeApi::start(&[]);
     let config = kubeconfig(&home, &api.url());
     let render_dir = home.dir.path().join("render");
@@ -353,7 +362,8 @@ fn reconcile_applies_every_object_prunes_the_stale_one_and_fills_the_secret() {
     let result = &run.stdout["result"];
     assert_eq!(result["mode"], "apply");
     assert_eq!(result["namespace"], "gtc-local");
-    assert_eq!(result["secret_keys"], json!(["db.password"]));
+    let pinned_key = format!("{}.env.DB_PASSWORD", revision.to_lowercase());
+    assert_eq!(result["secret_keys"], json!(["db.password", pinned_key]));
 
     let requests = api.requests();
     let patches: Vec<&Recorded> = requests.iter().filter(|r| r.method == "PATCH").collect();
@@ -385,6 +395,7 @@ fn reconcile_applies_every_object_prunes_the_stale_one_and_fills_the_secret() {
     // order (the files' names sort in apply order), the Secret apart from
     // its values.
     let encoded = base64::engine::general_purpose::STANDARD.encode(&value);
+    let encoded_latest = base64::engine::general_purpose::STANDARD.encode(&rotated);
     let mut names: Vec<PathBuf> = std::fs::read_dir(&render_dir)
         .expect("render")
         .map(|entry| entry.expect("entry").path())
@@ -395,9 +406,12 @@ fn reconcile_applies_every_object_prunes_the_stale_one_and_fills_the_secret() {
     for (path, patch) in names.iter().zip(&patches) {
         let text = std::fs::read_to_string(path).expect("read");
         let mut want: Value = serde_norway::from_str(&text).expect("yaml");
-        if want["kind"] == "Secret" {
+        if want["metadata"]["name"] == "gtc-dev-secrets" {
             assert_eq!(want["data"]["db.password"], "", "the render holds no value");
-            want["data"]["db.password"] = json!(encoded);
+            want["data"]["db.password"] = json!(encoded_latest);
+        } else if want["kind"] == "Secret" {
+            assert_eq!(want["data"][&pinned_key], "", "the render holds no value");
+            want["data"][&pinned_key] = json!(encoded);
         }
         assert_eq!(patch.json(), want, "{}", path.display());
     }
@@ -405,7 +419,19 @@ fn reconcile_applies_every_object_prunes_the_stale_one_and_fills_the_secret() {
         .iter()
         .find(|p| p.path == "/api/v1/namespaces/gtc-local/secrets/gtc-dev-secrets")
         .expect("the Secret was applied");
-    assert_eq!(secret.json()["data"]["db.password"], encoded.as_str());
+    assert_eq!(
+        secret.json()["data"]["db.password"],
+        encoded_latest.as_str()
+    );
+    let pinned = patches
+        .iter()
+        .find(|p| p.path == format!("/api/v1/namespaces/gtc-local/secrets/{worker}-secrets"))
+        .expect("the worker's Secret was applied");
+    assert_eq!(
+        pinned.json()["data"][&pinned_key],
+        encoded.as_str(),
+        "the worker gets the version its revision pinned, not the latest"
+    );
 
     let deletes: Vec<&Recorded> = requests.iter().filter(|r| r.method == "DELETE").collect();
     assert_eq!(deletes.len(), 1, "{deletes:?}");
@@ -450,6 +476,7 @@ fn reconcile_applies_every_object_prunes_the_stale_one_and_fills_the_secret() {
     assert_eq!(reviews, 26);
 
     assert_nowhere(&home, &run, &value);
+    assert_nowhere(&home, &run, &rotated);
     let audit = home.audit_lines("local");
     let event = audit
         .iter()

@@ -118,6 +118,8 @@ fn attempt(
         secrets_cmd::latest_meta(&edge, env_id, reference)
             .map_err(|error| missing_secret(reference, error))?;
     }
+    let active = k8s_deployer::workers::active_revisions(&state.environment);
+    let pinned = k8s_deployer::objects::inputs::pinned_values_wanted(&active);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -155,6 +157,13 @@ fn attempt(
             .map_err(|error| missing_secret(reference, error))?;
         values.insert(key.clone(), SecretString::from(value.expose().to_owned()));
     }
+    // Each worker's Secret holds the exact versions its revision pinned.
+    for (key, (reference, version)) in &pinned {
+        let (_, value) =
+            secrets_cmd::reveal_for(&edge, env_id, reference, Some(*version), REVEAL_PURPOSE)
+                .map_err(|error| missing_secret(reference, error))?;
+        values.insert(key.clone(), SecretString::from(value.expose().to_owned()));
+    }
     let report = runtime
         .block_on(k8s_apply::apply(&cluster, rendered, &values))
         .map_err(|error| apply_error(&error))?;
@@ -163,7 +172,7 @@ fn attempt(
         identity: cluster.identity(),
         server_version,
         report,
-        secret_keys: refs.keys().cloned().collect(),
+        secret_keys: refs.keys().chain(pinned.keys()).cloned().collect(),
     })
 }
 

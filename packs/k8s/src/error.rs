@@ -66,6 +66,14 @@ pub enum RenderError {
         "ConfigMap {name} would hold {bytes} bytes; Kubernetes keeps at most {CONFIG_MAP_BYTES_MAX} bytes in one ConfigMap; archive old revisions or finished rollouts to shrink the environment document"
     )]
     ConfigMapTooLarge { name: &'static str, bytes: usize },
+    #[error(
+        "ConfigMap {name} would hold {bytes} bytes of pack configs; Kubernetes keeps at most {limit} bytes in one ConfigMap; shrink the deployment's config_overrides"
+    )]
+    WorkerConfigTooLarge {
+        name: String,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("serializing {object} failed: {message}")]
     Serialize { object: String, message: String },
 }

@@ -5,7 +5,9 @@ use deploy::revision::Revision;
 use serde::Serialize;
 
 use crate::names::{ROUTER_NAME, namespace_name, router_selector, worker_name, worker_selector};
-use crate::objects::{Scope, budget, config, namespace, network, router, secret, service, worker};
+use crate::objects::{
+    Scope, budget, config, inputs, namespace, network, router, secret, service, worker,
+};
 use crate::options::check_pinned;
 use crate::secrets::secret_keys;
 use crate::workers::{active_revisions, replicas};
@@ -83,7 +85,7 @@ pub fn render(environment: &Environment, options: &RenderOptions) -> Result<Rend
     }
     push_router(&mut files, &scope, &options.router_image, router_replicas)?;
     for revision in active_revisions(environment) {
-        push_worker(&mut files, &scope, revision, options)?;
+        push_worker(&mut files, &scope, environment, revision, options)?;
     }
     Ok(files.finish())
 }
@@ -112,6 +114,7 @@ fn push_router(
 fn push_worker(
     files: &mut Files,
     scope: &Scope,
+    environment: &Environment,
     revision: &Revision,
     options: &RenderOptions,
 ) -> Result<(), RenderError> {
@@ -132,9 +135,22 @@ fn push_worker(
     })?;
     let labels = worker::labels(scope, revision);
     let selector = worker_selector(revision_id);
+    let mut inputs = worker::Inputs::default();
+    if let Some(config_map) =
+        inputs::config_map(scope, environment, revision, &name, labels.clone())?
+    {
+        let config_name = inputs::config_name(&name);
+        files.push(&format!("48-configmap-{config_name}.yaml"), &config_map)?;
+        inputs.config_map = Some(config_name);
+    }
+    if let Some(secret) = inputs::secrets(scope, revision, &name, labels.clone()) {
+        let secret_name = inputs::secrets_name(&name);
+        files.push(&format!("49-secret-{secret_name}.yaml"), &secret)?;
+        inputs.secrets = Some((secret_name, inputs::pinned_keys(revision)));
+    }
     files.push(
         &format!("50-deployment-{name}.yaml"),
-        &worker::deployment(scope, revision, &name, image, count),
+        &worker::deployment(scope, revision, &name, image, count, &inputs),
     )?;
     files.push(
         &format!("51-service-{name}.yaml"),

@@ -192,19 +192,62 @@ fn an_env_id_that_makes_no_namespace_is_refused() {
 
 #[test]
 fn no_secret_value_is_rendered() {
-    // Proves the Secret holds one empty value per ref the environment names
-    // and nothing else, and that no rendered file carries secret data.
+    // Proves gtc-dev-secrets holds one empty value per ref the environment
+    // names and nothing else; the one active api worker's Secret holds one
+    // empty value per pinned secret, its annotation naming each pin's ref
+    // and exact version; and no rendered file carries secret data.
     let rendered = render(&common::environment(), &common::options()).expect("render");
     let documents = documents(&rendered);
     let secrets = of_kind(&documents, "Secret");
-    assert_eq!(secrets.len(), 1);
-    let secret = secrets[0];
-    assert_eq!(secret["metadata"]["name"], "gtc-dev-secrets");
-    assert!(secret.get("stringData").is_none());
+    assert_eq!(secrets.len(), 2);
+    for secret in &secrets {
+        assert!(secret.get("stringData").is_none());
+        let data = secret["data"].as_object().expect("data");
+        assert!(data.values().all(|value| value == ""), "{data:?}");
+    }
+    let secret = secrets
+        .iter()
+        .find(|s| s["metadata"]["name"] == "gtc-dev-secrets")
+        .expect("gtc-dev-secrets");
     let data = secret["data"].as_object().expect("data");
     let keys: Vec<&str> = data.keys().map(String::as_str).collect();
-    assert_eq!(keys, vec!["api.token", "cloud.credentials"]);
-    assert!(data.values().all(|value| value == ""), "{data:?}");
+    assert_eq!(keys, vec!["api.token", "cloud.credentials", "db.password"]);
+    let worker = secrets
+        .iter()
+        .find(|s| s["metadata"]["name"] != "gtc-dev-secrets")
+        .expect("the worker's Secret");
+    let name = worker["metadata"]["name"].as_str().expect("name");
+    let prefix = name
+        .strip_prefix("gtc-worker-")
+        .and_then(|rest| rest.strip_suffix("-secrets"))
+        .expect("gtc-worker-<rev>-secrets");
+    let worker_keys: Vec<&str> = worker["data"]
+        .as_object()
+        .expect("data")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        worker_keys,
+        vec![
+            format!("{prefix}.env.DB_PASSWORD"),
+            format!("{prefix}.file.db_password")
+        ]
+    );
+    let pins: serde_json::Value = serde_json::from_str(
+        worker["metadata"]["annotations"]["greentic.ai/secret-pins"]
+            .as_str()
+            .expect("annotation"),
+    )
+    .expect("json");
+    assert_eq!(
+        pins[format!("{prefix}.file.db_password")],
+        serde_json::json!({"ref": "secret://prod/db/password", "version": 1})
+    );
+    assert_eq!(
+        pins[format!("{prefix}.env.DB_PASSWORD")]["ref"],
+        "secret://prod/db/password"
+    );
     let refs: serde_json::Value = serde_json::from_str(
         secret["metadata"]["annotations"]["greentic.ai/secret-refs"]
             .as_str()
@@ -213,7 +256,7 @@ fn no_secret_value_is_rendered() {
     .expect("json");
     assert_eq!(
         refs,
-        serde_json::json!({"api.token": common::API_TOKEN_REF, "cloud.credentials": common::CREDENTIALS_REF})
+        serde_json::json!({"api.token": common::API_TOKEN_REF, "cloud.credentials": common::CREDENTIALS_REF, "db.password": "secret://prod/db/password"})
     );
     // No other object carries secret material.
     for document in &documents {

@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod config;
+pub mod inputs;
 pub mod namespace;
 pub mod network;
 pub mod pod;

@@ -133,7 +133,7 @@ impl Builder {
                 pack_list_lock_ref: String::new(),
                 runtime_instances,
                 scaling,
-                secret_pins: Vec::new(),
+                secret_pins: pins(bundle, n),
                 config_reload: Default::default(),
             })),
         });
@@ -237,4 +237,28 @@ fn entry(n: u128, weight_bps: u32) -> TrafficEntryAnswers {
         weight_percent: None,
         tag: None,
     }
+}
+
+/// The secrets an `api` revision pins: its password as a variable, at the
+/// version numbered like the revision (a rotation between stages), and as a
+/// file at version 1; a `shop` revision pins none.
+fn pins(bundle: &str, n: u128) -> Vec<deploy::secret_pins::SecretPin> {
+    if bundle != "api" {
+        return Vec::new();
+    }
+    let reference: deploy::refs::SecretRef = "secret://prod/db/password".parse().expect("ref");
+    vec![
+        deploy::secret_pins::SecretPin {
+            reference: reference.clone(),
+            version: u32::try_from(n).expect("small"),
+            env: Some("DB_PASSWORD".to_owned()),
+            file: None,
+        },
+        deploy::secret_pins::SecretPin {
+            reference,
+            version: 1,
+            env: None,
+            file: Some("db_password".to_owned()),
+        },
+    ]
 }
