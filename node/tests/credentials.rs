@@ -11,199 +11,17 @@
 //! only cluster the bootstrap meets.
 
 mod common;
+#[path = "support/fake_kube.rs"]
+mod fake_kube;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Home, Run};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response};
+use fake_kube::{FakeApi, Recorded};
 use serde_json::{Value, json};
 
 const GENERATED_REF: &str = "secret://local/deployer/k8s/kubeconfig";
-
-/// One request the fake API server received.
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: String,
-    path: String,
-    authorization: String,
-    body: Vec<u8>,
-}
-
-impl Recorded {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-#[derive(Default)]
-struct State {
-    requests: Vec<Recorded>,
-    /// `(verb, resource)` pairs the access review denies.
-    denied: Vec<(String, String)>,
-    /// Tokens issued so far.
-    issued: u32,
-    /// When set, a token expires this many seconds after issue, whatever
-    /// the request asked.
-    lifetime_seconds: Option<i64>,
-    /// A bearer token whose PATCHes are forbidden (an admin who is not).
-    forbidden_token: Option<String>,
-}
-
-/// A fake Kubernetes API server on 127.0.0.1, on its own runtime until
-/// dropped.
-struct FakeApi {
-    addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl FakeApi {
-    fn start(denied: &[(&str, &str)], lifetime_seconds: Option<i64>) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let state = Arc::new(Mutex::new(State {
-            denied: denied
-                .iter()
-                .map(|(verb, resource)| ((*verb).to_owned(), (*resource).to_owned()))
-                .collect(),
-            lifetime_seconds,
-            ..State::default()
-        }));
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shared = state.clone();
-        runtime.spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let state = shared.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(answer(&state, request).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self {
-            addr,
-            state,
-            _runtime: runtime,
-        }
-    }
-
-    fn forbid(&self, token: &str) {
-        self.state.lock().expect("state").forbidden_token = Some(format!("Bearer {token}"));
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.state.lock().expect("state").requests.clone()
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-fn reply(status: u16, body: Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("response")
-}
-
-async fn answer(state: &Mutex<State>, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let authorization = request
-        .headers()
-        .get("authorization")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let method = request.method().to_string();
-    let path = request.uri().path().to_owned();
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map(|collected| collected.to_bytes().to_vec())
-        .unwrap_or_default();
-    let recorded = Recorded {
-        method: method.clone(),
-        path: path.clone(),
-        authorization,
-        body,
-    };
-    let mut state = state.lock().expect("state");
-    state.requests.push(recorded.clone());
-    match method.as_str() {
-        "GET" if path == "/version" => reply(
-            200,
-            json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "gitCommit": "0",
-                   "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1",
-                   "compiler": "gc", "platform": "linux/amd64"}),
-        ),
-        "POST" if path.ends_with("/selfsubjectaccessreviews") => {
-            let mut review = recorded.json();
-            let attributes = &review["spec"]["resourceAttributes"];
-            let asked = (
-                attributes["verb"].as_str().unwrap_or_default().to_owned(),
-                attributes["resource"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            );
-            review["status"] = if state.denied.contains(&asked) {
-                json!({"allowed": false, "reason": "no RBAC policy matched"})
-            } else {
-                json!({"allowed": true})
-            };
-            reply(201, review)
-        }
-        "POST" if path == "/api/v1/namespaces/gtc-local/serviceaccounts/gtc-deployer/token" => {
-            state.issued += 1;
-            let mut token_request = recorded.json();
-            let asked = token_request["spec"]["expirationSeconds"]
-                .as_i64()
-                .unwrap_or(3600);
-            let lifetime = state.lifetime_seconds.unwrap_or(asked);
-            let expires = chrono::Utc::now() + chrono::Duration::seconds(lifetime);
-            token_request["status"] = json!({
-                "token": format!("sa-token-{}", state.issued),
-                "expirationTimestamp": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            });
-            reply(201, token_request)
-        }
-        "PATCH" if state.forbidden_token.as_deref() == Some(recorded.authorization.as_str()) => {
-            reply(
-                403,
-                json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 403,
-                       "reason": "Forbidden", "message": "user cannot patch this resource"}),
-            )
-        }
-        "PATCH" => reply(200, recorded.json()),
-        _ => reply(
-            404,
-            json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 404,
-                   "reason": "NotFound", "message": "the fake has no such route"}),
-        ),
-    }
-}
 
 /// A kubeconfig for `server` whose user holds `token`, written to `path`.
 fn kubeconfig_at(path: &Path, server: &str, token: &str) -> PathBuf {
@@ -393,7 +211,7 @@ fn k8s_requirements_check_every_permission_the_apply_needs() {
     // the `kubectl auth can-i` line, exit 1; without a kubeconfig the
     // kubeconfig capability fails and the cluster ones are skipped.
     let home = environment("greentic.deployer.k8s@1.0.0");
-    let api = FakeApi::start(&[("delete", "secrets")], None);
+    let api = FakeApi::start(&[("delete", "secrets")]);
     let config = kubeconfig_at(
         &home.dir.path().join("kubeconfig"),
         &api.url(),
@@ -452,7 +270,7 @@ fn k8s_bootstrap_makes_least_privilege_credentials_drops_the_admin_material_and_
     // and later checks use the generated identity. Then rotate mints the
     // next token with the current one and stores version 2.
     let home = environment("greentic.deployer.k8s@1.0.0");
-    let api = FakeApi::start(&[], None);
+    let api = FakeApi::start(&[]);
     let admin_marker = marker();
     let outside = tempfile::tempdir().expect("tempdir");
     let admin = kubeconfig_at(
@@ -655,7 +473,8 @@ fn rotation_is_reported_due_once_its_time_passed() {
     // Proves rotation_due: a token that lives 3 s is due for rotation
     // 2.4 s after issue; `credentials show` says so once that passed.
     let home = environment("greentic.deployer.k8s@1.0.0");
-    let api = FakeApi::start(&[], Some(3));
+    let api = FakeApi::start(&[]);
+    api.token_lifetime(3);
     let outside = tempfile::tempdir().expect("tempdir");
     let admin = kubeconfig_at(
         &outside.path().join("admin.yaml"),
@@ -684,7 +503,7 @@ fn bad_admin_material_and_other_deployers_are_refused_and_write_nothing() {
     // that is not a kubeconfig, a lifetime out of bounds; and a bootstrap
     // or rotation of a local-process environment (no provider account).
     let home = environment("greentic.deployer.k8s@1.0.0");
-    let api = FakeApi::start(&[], None);
+    let api = FakeApi::start(&[]);
     let outside = tempfile::tempdir().expect("tempdir");
     let admin = kubeconfig_at(
         &outside.path().join("admin.yaml"),
@@ -814,7 +633,7 @@ fn a_bootstrap_the_cluster_forbids_is_unauthorized_and_stores_nothing() {
     // `unauthorized` naming the object, and no secret, document or rules
     // pack is written.
     let home = environment("greentic.deployer.k8s@1.0.0");
-    let api = FakeApi::start(&[], None);
+    let api = FakeApi::start(&[]);
     api.forbid("not-an-admin");
     let outside = tempfile::tempdir().expect("tempdir");
     let admin = kubeconfig_at(

@@ -24,13 +24,15 @@
 //! it skipped, unless `GTC_REQUIRE_DOCKER=1`, which makes that a failure.
 
 mod cluster_support;
+#[path = "support/docker.rs"]
+mod docker_support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cluster_support::*;
+use docker_support::{build_image, containers, docker};
 use serde_json::{Value, json};
 
 /// Instances each revision asks for: more than two, so a placement that
@@ -40,62 +42,6 @@ const INSTANCES: usize = 4;
 const NO_ENGINE: &str = "n3";
 /// How long a stopped member may take to stop its containers and exit.
 const STOP_WAIT: Duration = Duration::from_secs(30);
-
-fn skip(why: &str) {
-    if std::env::var("GTC_REQUIRE_DOCKER").as_deref() == Ok("1") {
-        panic!("GTC_REQUIRE_DOCKER=1 but {why}");
-    }
-    eprintln!(
-        "SKIPPED (docker cluster test): {why}; set GTC_REQUIRE_DOCKER=1 to make this a failure"
-    );
-}
-
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run docker: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// Builds `FROM scratch` + the static service as `tag`; its image id.
-fn build_image(service: &Path, tag: &str) -> Result<String, String> {
-    let context = tempfile::tempdir().map_err(|e| e.to_string())?;
-    std::fs::copy(service, context.path().join("demo-service")).map_err(|e| e.to_string())?;
-    std::fs::write(
-        context.path().join("Dockerfile"),
-        "FROM scratch\nCOPY demo-service /demo-service\nENTRYPOINT [\"/demo-service\"]\n",
-    )
-    .map_err(|e| e.to_string())?;
-    docker(&[
-        "build",
-        "--quiet",
-        "-t",
-        tag,
-        context.path().to_str().ok_or("path")?,
-    ])?;
-    docker(&["image", "inspect", "--format", "{{.Id}}", tag])
-}
-
-/// Ids of the containers carrying every `key=value` label, running or not.
-fn containers(labels: &[(&str, &str)]) -> Vec<String> {
-    let mut args = vec!["ps".to_owned(), "-a".to_owned(), "-q".to_owned()];
-    for (key, value) in labels {
-        args.push("--filter".to_owned());
-        args.push(format!("label={key}={value}"));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    docker(&args)
-        .map(|out| out.lines().map(str::to_owned).collect())
-        .unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// The containers of `revision`, running or not.
 fn of_revision(revision: &str) -> Vec<String> {
@@ -308,17 +254,9 @@ fn stop_all(members: &mut [Member]) {
 #[test]
 fn docker_instances_are_placed_only_on_members_whose_engine_answers() {
     let started = Instant::now();
-    let service = match std::env::var_os("GTC_STATIC_DEMO_SERVICE") {
-        Some(path) if Path::new(&path).is_file() => PathBuf::from(path),
-        _ => {
-            return skip(
-                "GTC_STATIC_DEMO_SERVICE does not name a static demo-service (bash scripts/image.sh leaves one in target/image-service/demo-service)",
-            );
-        }
+    let Some(service) = docker_support::prerequisites("docker cluster test") else {
+        return;
     };
-    if let Err(why) = docker(&["version", "--format", "{{.Server.Version}}"]) {
-        return skip(&format!("no Docker engine answers: {why}"));
-    }
     let tag = format!("gtc-cluster-test:{}", std::process::id());
     let mut cleanup = Cleanup {
         tag: tag.clone(),

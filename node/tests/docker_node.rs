@@ -15,68 +15,21 @@
 //! `GTC_REQUIRE_DOCKER=1`, which makes that a failure.
 
 mod common;
+#[path = "support/docker.rs"]
+mod docker_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Home, Node, get, header, id, lifecycle, set_split, wait_generation, wait_until};
+use docker_support::{build_image, docker};
 use serde_json::json;
-
-fn skip(why: &str) {
-    if std::env::var("GTC_REQUIRE_DOCKER").as_deref() == Ok("1") {
-        panic!("GTC_REQUIRE_DOCKER=1 but {why}");
-    }
-    eprintln!("SKIPPED (docker node test): {why}; set GTC_REQUIRE_DOCKER=1 to make this a failure");
-}
-
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run docker: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// Builds `FROM scratch` + the static service as `tag`; its image id.
-fn build_image(service: &Path, tag: &str) -> Result<String, String> {
-    let context = tempfile::tempdir().map_err(|e| e.to_string())?;
-    std::fs::copy(service, context.path().join("demo-service")).map_err(|e| e.to_string())?;
-    std::fs::write(
-        context.path().join("Dockerfile"),
-        "FROM scratch\nCOPY demo-service /demo-service\nENTRYPOINT [\"/demo-service\"]\n",
-    )
-    .map_err(|e| e.to_string())?;
-    docker(&[
-        "build",
-        "--quiet",
-        "-t",
-        tag,
-        context.path().to_str().ok_or("path")?,
-    ])?;
-    docker(&["image", "inspect", "--format", "{{.Id}}", tag])
-}
 
 /// Container ids labelled with `revision`, running or not.
 fn containers(revision: &str) -> Vec<String> {
-    docker(&[
-        "ps",
-        "-a",
-        "-q",
-        "--filter",
-        &format!("label=greentic.revision={revision}"),
-    ])
-    .map(|out| out.lines().map(str::to_owned).collect())
-    .unwrap_or_else(|e| panic!("{e}"))
+    docker_support::containers(&[("greentic.revision", revision)])
 }
 
 /// A bundle whose instances run `image` (pinned by `digest`) as containers.
@@ -109,17 +62,9 @@ impl Drop for Cleanup {
 
 #[test]
 fn revisions_run_as_containers_shift_without_a_failed_request_and_leave_no_orphans() {
-    let service = match std::env::var_os("GTC_STATIC_DEMO_SERVICE") {
-        Some(path) if Path::new(&path).is_file() => PathBuf::from(path),
-        _ => {
-            return skip(
-                "GTC_STATIC_DEMO_SERVICE does not name a static demo-service (bash scripts/image.sh leaves one in target/image-service/demo-service)",
-            );
-        }
+    let Some(service) = docker_support::prerequisites("docker node test") else {
+        return;
     };
-    if let Err(why) = docker(&["version", "--format", "{{.Server.Version}}"]) {
-        return skip(&format!("no Docker engine answers: {why}"));
-    }
     let tag = format!("gtc-node-test:{}", std::process::id());
     let mut cleanup = Cleanup {
         tag: tag.clone(),

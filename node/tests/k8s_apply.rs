@@ -10,17 +10,14 @@
 //! real Kubernetes API server runs here.
 
 mod common;
+#[path = "support/fake_kube.rs"]
+mod fake_kube;
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use common::{Home, Run, id, stage_and_warm};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response};
+use fake_kube::{FakeApi, Recorded};
 use serde_json::{Value, json};
 
 /// A router image pinned by digest.
@@ -33,216 +30,17 @@ const STALE_WORKER: &str = "gtc-worker-01hstale0000000000000000000";
 /// The unlabelled Deployment the fake lists: someone else's.
 const FOREIGN_DEPLOYMENT: &str = "hand-made";
 
-/// One request the fake API server received.
-#[derive(Debug, Clone)]
-struct Recorded {
-    method: String,
-    path: String,
-    query: String,
-    content_type: String,
-    accept: String,
-    authorization: String,
-    body: Vec<u8>,
-}
-
-impl Recorded {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-/// What the fake answers and what it was asked.
-#[derive(Default)]
-struct State {
-    requests: Vec<Recorded>,
-    /// `(verb, resource)` pairs the access review denies.
-    denied: Vec<(String, String)>,
-    /// Objects that already exist, by request path, with their labels.
-    existing: Vec<(String, Value)>,
-}
-
-/// A fake Kubernetes API server on 127.0.0.1, running on its own runtime
-/// until dropped.
-struct FakeApi {
-    addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl FakeApi {
-    fn start(denied: &[(&str, &str)]) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let state = Arc::new(Mutex::new(State {
-            requests: Vec::new(),
-            denied: denied
-                .iter()
-                .map(|(verb, resource)| ((*verb).to_owned(), (*resource).to_owned()))
-                .collect(),
-            existing: Vec::new(),
-        }));
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let shared = state.clone();
-        runtime.spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let state = shared.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let state = state.clone();
-                        async move { Ok::<_, Infallible>(answer(&state, request).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self {
-            addr,
-            state,
-            _runtime: runtime,
-        }
-    }
-
-    /// Makes the object at `path` exist, with `labels`.
-    fn holds(&self, path: &str, labels: Value) {
-        self.state
-            .lock()
-            .expect("state")
-            .existing
-            .push((path.to_owned(), labels));
-    }
-
-    fn requests(&self) -> Vec<Recorded> {
-        self.state.lock().expect("state").requests.clone()
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-fn reply(status: u16, body: Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("response")
-}
-
-async fn answer(state: &Mutex<State>, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let (content_type, accept, authorization) = (
-        header("content-type"),
-        header("accept"),
-        header("authorization"),
-    );
-    let method = request.method().to_string();
-    let path = request.uri().path().to_owned();
-    let query = request.uri().query().unwrap_or_default().to_owned();
-    let body = request
-        .into_body()
-        .collect()
-        .await
-        .map(|collected| collected.to_bytes().to_vec())
-        .unwrap_or_default();
-    let recorded = Recorded {
-        method: method.clone(),
-        path: path.clone(),
-        query,
-        content_type,
-        accept,
-        authorization,
-        body,
-    };
-    let mut state = state.lock().expect("state");
-    state.requests.push(recorded.clone());
-    match method.as_str() {
-        "GET" if path == "/version" => reply(
-            200,
-            json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-fake", "gitCommit": "0",
-                   "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1",
-                   "compiler": "gc", "platform": "linux/amd64"}),
-        ),
-        "POST" if path.ends_with("/selfsubjectaccessreviews") => {
-            let mut review = recorded.json();
-            let attributes = &review["spec"]["resourceAttributes"];
-            let asked = (
-                attributes["verb"].as_str().unwrap_or_default().to_owned(),
-                attributes["resource"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            );
-            let allowed = !state.denied.contains(&asked);
-            review["status"] = if allowed {
-                json!({"allowed": true})
-            } else {
-                json!({"allowed": false, "reason": "no RBAC policy matched"})
-            };
-            reply(201, review)
-        }
-        "PATCH" => reply(200, recorded.json()),
-        // One object's metadata (the ownership check): it exists only when
-        // the test said so.
-        "GET" if !recorded.query.contains("labelSelector") => {
-            let name = path.rsplit('/').next().unwrap_or_default().to_owned();
-            match state.existing.iter().find(|(held, _)| *held == path) {
-                Some((_, labels)) => reply(
-                    200,
-                    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-                           "metadata": {"name": name, "uid": "uid-existing", "labels": labels}}),
-                ),
-                None => reply(
-                    404,
-                    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 404,
-                           "reason": "NotFound", "message": format!("{name} not found")}),
-                ),
-            }
-        }
-        "GET" => {
-            let items = if path.ends_with("/deployments") {
-                let namespace = path.split('/').nth(5).unwrap_or_default();
-                vec![
-                    json!({"metadata": {"name": STALE_WORKER, "namespace": namespace, "uid": "uid-stale",
-                                        "labels": {"app.kubernetes.io/managed-by": "gtc"}}}),
-                    json!({"metadata": {"name": FOREIGN_DEPLOYMENT, "namespace": namespace, "uid": "uid-foreign",
-                                        "labels": {"app": "mine"}}}),
-                ]
-            } else {
-                Vec::new()
-            };
-            reply(
-                200,
-                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
-                       "metadata": {}, "items": items}),
-            )
-        }
-        "DELETE" => reply(
-            200,
-            json!({"apiVersion": "v1", "kind": "Status", "status": "Success"}),
-        ),
-        _ => reply(
-            404,
-            json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 404, "reason": "NotFound", "message": "the fake has no such route"}),
-        ),
-    }
+/// A fake API server whose Deployment list holds the stale gtc-labelled
+/// worker and the unlabelled Deployment.
+fn start_api(denied: &[(&str, &str)]) -> FakeApi {
+    let api = FakeApi::start(denied);
+    api.lists_deployments(vec![
+        json!({"metadata": {"name": STALE_WORKER, "namespace": "gtc-local", "uid": "uid-stale",
+                            "labels": {"app.kubernetes.io/managed-by": "gtc"}}}),
+        json!({"metadata": {"name": FOREIGN_DEPLOYMENT, "namespace": "gtc-local", "uid": "uid-foreign",
+                            "labels": {"app": "mine"}}}),
+    ]);
+    api
 }
 
 /// A kubeconfig whose current context points at `server` with a token user.
@@ -343,7 +141,7 @@ fn reconcile_applies_every_object_prunes_the_stale_one_and_fills_the_secret() {
         json!({"environment_id": "local", "path": "db/password", "value": rotated}),
     );
     assert_eq!(rotate.code, 0, "{}", rotate.stderr);
-    let api = FakeApi::start(&[]);
+    let api = start_api(&[]);
     let config = kubeconfig(&home, &api.url());
     let render_dir = home.dir.path().join("render");
     let rendered = home.gtc(&[
@@ -501,7 +299,7 @@ fn a_denied_access_review_refuses_with_the_verb_and_applies_nothing() {
     // sent, and the refusal audited; preflight fails apply-permissions.
     let value = marker();
     let (home, _) = environment_with_secret(&value);
-    let api = FakeApi::start(&[("patch", "deployments")]);
+    let api = start_api(&[("patch", "deployments")]);
     let config = kubeconfig(&home, &api.url());
     let run = reconcile(&home, &config);
     assert_eq!(run.code, 1, "{}", run.stdout);
@@ -598,7 +396,7 @@ fn a_missing_secret_refuses_before_the_cluster_is_asked() {
         json!({"environment_id": "local", "bundle_id": "shop",
                "config_overrides": {"db": {"password": "secret://local/db/missing"}}}),
     );
-    let api = FakeApi::start(&[]);
+    let api = start_api(&[]);
     let config = kubeconfig(&home, &api.url());
     let run = reconcile(&home, &config);
     assert_eq!(run.code, 1, "{}", run.stdout);
@@ -618,7 +416,7 @@ fn preflight_passes_against_a_cluster_that_allows_everything() {
     let home = Home::new();
     assert_eq!(home.gtc(&["op", "env", "init"]).code, 0);
     bind_k8s(&home);
-    let api = FakeApi::start(&[]);
+    let api = start_api(&[]);
     let config = kubeconfig(&home, &api.url());
     let run = home.gtc_with_env(
         &["op", "env", "preflight", "local"],
@@ -681,7 +479,7 @@ fn a_namespace_or_object_gtc_did_not_make_for_this_environment_is_refused_with_n
     // labelled as this environment's are applied over.
     let value = marker();
     let (home, _) = environment_with_secret(&value);
-    let api = FakeApi::start(&[]);
+    let api = start_api(&[]);
     api.holds("/api/v1/namespaces/gtc-local", json!({"team": "payments"}));
     api.holds(
         "/apis/apps/v1/namespaces/gtc-local/deployments/gtc-router",
@@ -710,7 +508,7 @@ fn a_namespace_or_object_gtc_did_not_make_for_this_environment_is_refused_with_n
     );
     assert_nowhere(&home, &run, &value);
 
-    let owned = FakeApi::start(&[]);
+    let owned = start_api(&[]);
     owned.holds(
         "/api/v1/namespaces/gtc-local",
         json!({"app.kubernetes.io/managed-by": "gtc", "greentic.ai/environment": "local"}),
