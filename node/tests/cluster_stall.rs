@@ -22,44 +22,7 @@ const STALL_WRITES_FILE_VAR: &str = "GTC_TEST_STALL_WRITES_FILE";
 /// Like `three_members`, with gossip, but n3 runs with the stall switch
 /// pointing at `stall_file`.
 fn three_members_n3_stallable(root: &Path, stall_file: &Path) -> (std::path::PathBuf, Vec<Member>) {
-    let home = root.join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let dir = root.join("cluster");
-    let dir_text = dir.to_str().expect("utf8");
-    let (ok, _, text) = run(
-        &home,
-        &["cluster", "init", "--dir", dir_text, "--name", "n1"],
-    );
-    assert!(ok, "cluster init: {text}");
-    for name in ["n2", "n3"] {
-        let (ok, _, text) = run(&home, &["cluster", "issue-cert", name, "--dir", dir_text]);
-        assert!(ok, "issue-cert: {text}");
-    }
-    let seed_gossip = free_udp();
-    let mut members: Vec<Member> = ["n1", "n2", "n3"]
-        .iter()
-        .enumerate()
-        .map(|(i, name)| Member {
-            name: (*name).to_owned(),
-            dir: dir.join(name),
-            raft: free_udp(),
-            admin: free_tcp(),
-            router: free_tcp(),
-            gossip: Some(if i == 0 { seed_gossip } else { free_udp() }),
-            gossip_seed: (i > 0).then_some(seed_gossip),
-            child: None,
-        })
-        .collect();
-    let seed = members[0].raft;
-    members[0].start(&home, None);
-    members[1].start(&home, Some(seed));
-    members[2].start_with_env(
-        &home,
-        Some(seed),
-        &[],
-        &[(STALL_WRITES_FILE_VAR, stall_file)],
-    );
-    (home, members)
+    three_members_n3_env(root, true, &[(STALL_WRITES_FILE_VAR, stall_file)])
 }
 
 /// The generation n3's router serves under, if it answers.

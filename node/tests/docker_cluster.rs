@@ -87,44 +87,7 @@ impl Drop for Cleanup {
 /// gossip, n3 with `DOCKER_HOST` set to `no_engine` (a socket nobody
 /// listens on).
 fn start_members(root: &Path, no_engine: &str) -> (PathBuf, Vec<Member>) {
-    let home = root.join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let dir = root.join("cluster");
-    let dir_text = dir.to_str().expect("utf8");
-    let (ok, _, text) = run(
-        &home,
-        &["cluster", "init", "--dir", dir_text, "--name", "n1"],
-    );
-    assert!(ok, "cluster init: {text}");
-    for name in ["n2", "n3"] {
-        let (ok, _, text) = run(&home, &["cluster", "issue-cert", name, "--dir", dir_text]);
-        assert!(ok, "issue-cert: {text}");
-    }
-    let seed_gossip = free_udp();
-    let mut members: Vec<Member> = ["n1", "n2", "n3"]
-        .iter()
-        .enumerate()
-        .map(|(i, name)| Member {
-            name: (*name).to_owned(),
-            dir: dir.join(name),
-            raft: free_udp(),
-            admin: free_tcp(),
-            router: free_tcp(),
-            gossip: Some(if i == 0 { seed_gossip } else { free_udp() }),
-            gossip_seed: (i > 0).then_some(seed_gossip),
-            child: None,
-        })
-        .collect();
-    let seed = members[0].raft;
-    members[0].start(&home, None);
-    members[1].start(&home, Some(seed));
-    members[2].start_with_env(
-        &home,
-        Some(seed),
-        &[],
-        &[("DOCKER_HOST", Path::new(no_engine))],
-    );
-    (home, members)
+    three_members_n3_env(root, true, &[("DOCKER_HOST", Path::new(no_engine))])
 }
 
 /// The deployers `member` said it can run when it joined gossip (the

@@ -410,6 +410,16 @@ pub fn get_answer_at(router: SocketAddr, path: &str) -> Option<Answer> {
 /// `gtc cluster init` plus certificates for n2 and n3, and three started
 /// members (n2 and n3 join through n1), with or without gossip.
 pub fn three_members(root: &Path, gossip: bool) -> (PathBuf, Vec<Member>) {
+    three_members_n3_env(root, gossip, &[])
+}
+
+/// [`three_members`], with n3 started with `n3_env` added to its
+/// environment (a switch or a setting only it has).
+pub fn three_members_n3_env(
+    root: &Path,
+    gossip: bool,
+    n3_env: &[(&str, &Path)],
+) -> (PathBuf, Vec<Member>) {
     let home = root.join("home");
     std::fs::create_dir_all(&home).expect("home");
     let dir = root.join("cluster");
@@ -441,7 +451,7 @@ pub fn three_members(root: &Path, gossip: bool) -> (PathBuf, Vec<Member>) {
     let seed = members[0].raft;
     members[0].start(&home, None);
     members[1].start(&home, Some(seed));
-    members[2].start(&home, Some(seed));
+    members[2].start_with_env(&home, Some(seed), &[], n3_env);
     (home, members)
 }
 
