@@ -112,10 +112,11 @@ fn configuration_is_pinned_per_revision_unless_the_bundle_asks_for_signal_reload
     // A change: the signal revision's instance reloads in place; the pinned
     // revision's instance keeps what it was staged with.
     set_greeting(&home, &deployment, "bye");
-    wait_until("s1 reloaded", Duration::from_secs(15), || {
+    let took = wait_until("s1 reloaded", Duration::from_secs(15), || {
         let now = loaded(s1_addr);
         greeting(&now) == "bye" && now["reloads"].as_u64() >= Some(1)
     });
+    eprintln!("the signal revision's instance reloaded {took:?} after the change was committed");
     assert_eq!(
         instance(node.pid(), &s1).map(|(pid, ..)| pid),
         Some(s1_pid),
