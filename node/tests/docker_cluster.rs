@@ -115,32 +115,13 @@ fn revision_record(member: &Member, revision: &str) -> Value {
 /// A bundle of `shop` whose `instances` instances run `tag`, pinned by
 /// `digest`.
 fn image_bundle(home: &Path, tag: &str, digest: &str) -> PathBuf {
-    let dir = home.join("src-image");
-    std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
-    std::fs::write(
-        dir.join("bundle.yaml"),
-        format!(
+    build_bundle(
+        home,
+        "image",
+        &format!(
             "schema_version: 1\nbundle_id: shop\nruntime:\n  command: [/demo-service]\n  health_path: /healthz\n  startup_timeout_seconds: 20\n  instances: {INSTANCES}\n  image:\n    reference: {tag}\n    digest: \"{digest}\"\n"
         ),
     )
-    .expect("manifest");
-    // An empty ZIP archive as the bundle's one pack.
-    let mut empty_zip = vec![b'P', b'K', 5, 6];
-    empty_zip.resize(22, 0);
-    std::fs::write(dir.join("packs/app.gtpack"), empty_zip).expect("pack");
-    let out = home.join("image.gtbundle");
-    let (ok, _, text) = run(
-        home,
-        &[
-            "bundle",
-            "build",
-            dir.to_str().expect("utf8"),
-            "-o",
-            out.to_str().expect("utf8"),
-        ],
-    );
-    assert!(ok, "bundle build: {text}");
-    out
 }
 
 /// Sends every traffic of `deployment` to `revision` through `member`;

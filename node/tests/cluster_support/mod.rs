@@ -291,20 +291,27 @@ pub fn bundle_of(home: &Path, service: &Path, instances: u32) -> PathBuf {
 pub fn bundle_with(home: &Path, service: &Path, name: &str, runtime_tail: &str) -> PathBuf {
     let dir = home.join(format!("src-{name}"));
     std::fs::create_dir_all(dir.join("bin")).expect("mkdir");
-    std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
     std::fs::copy(service, dir.join("bin/server")).expect("copy service");
-    std::fs::write(
-        dir.join("bundle.yaml"),
-        format!("schema_version: 1\nbundle_id: shop\nruntime:\n  command: [bin/server]\n  health_path: /healthz\n{runtime_tail}"),
+    build_bundle(
+        home,
+        name,
+        &format!(
+            "schema_version: 1\nbundle_id: shop\nruntime:\n  command: [bin/server]\n  health_path: /healthz\n{runtime_tail}"
+        ),
     )
-    .expect("manifest");
-    std::fs::write(
-        dir.join("packs/app.gtpack"),
-        [
-            b'P', b'K', 5, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ],
-    )
-    .expect("pack");
+}
+
+/// Writes `manifest` as the `bundle.yaml` of bundle `name`'s folder
+/// (`src-<name>`, beside whatever the caller put there) with an empty ZIP
+/// as its one pack, and builds it with `gtc bundle build`; the bundle.
+pub fn build_bundle(home: &Path, name: &str, manifest: &str) -> PathBuf {
+    let dir = home.join(format!("src-{name}"));
+    std::fs::create_dir_all(dir.join("packs")).expect("mkdir");
+    std::fs::write(dir.join("bundle.yaml"), manifest).expect("manifest");
+    // An empty ZIP archive as the bundle's one pack.
+    let mut empty_zip = vec![b'P', b'K', 5, 6];
+    empty_zip.resize(22, 0);
+    std::fs::write(dir.join("packs/app.gtpack"), empty_zip).expect("pack");
     let out = home.join(format!("{name}.gtbundle"));
     let (ok, _, text) = run(
         home,
