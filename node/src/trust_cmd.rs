@@ -93,7 +93,20 @@ struct Change<'a> {
     signed_by: Option<String>,
 }
 
-impl Change<'_> {
+impl<'a> Change<'a> {
+    /// A change of `env`'s trust root by `verb`, authorized by the owner's
+    /// policy; `signed_by` is set once the signer is known.
+    fn new(context: &'a Context, env: &EnvId, verb: &'static str, target: Value) -> Self {
+        Self {
+            context,
+            env: env.clone(),
+            verb,
+            target,
+            authorization: context.authorize(env),
+            signed_by: None,
+        }
+    }
+
     fn record(&self, result: AuditResult) -> Result<(), CliError> {
         let event = AuditEvent {
             schema: AUDIT_SCHEMA.to_owned(),
@@ -176,14 +189,12 @@ fn add(context: &Context, answers: TrustAddAnswers) -> Result<Report, CliError> 
     let env = answers.environment_id.clone();
     single_node(context)?;
     context.load(env.as_str())?;
-    let mut change = Change {
+    let mut change = Change::new(
         context,
-        env: env.clone(),
-        verb: "add",
-        target: json!({"environment_id": env, "label": answers.label}),
-        authorization: context.authorize(&env),
-        signed_by: None,
-    };
+        &env,
+        "add",
+        json!({"environment_id": env, "label": answers.label}),
+    );
     let public = match checked_key(&env, &answers) {
         Ok(public) => public,
         Err(error) => return Err(change.refuse(error)),
@@ -262,14 +273,12 @@ fn remove(context: &Context, answers: TrustRemoveAnswers) -> Result<Report, CliE
     let env = answers.environment_id.clone();
     single_node(context)?;
     context.load(env.as_str())?;
-    let mut change = Change {
+    let mut change = Change::new(
         context,
-        env: env.clone(),
-        verb: "remove",
-        target: json!({"environment_id": env, "key_id": answers.key_id}),
-        authorization: context.authorize(&env),
-        signed_by: None,
-    };
+        &env,
+        "remove",
+        json!({"environment_id": env, "key_id": answers.key_id}),
+    );
     let path = trust_root::path(context.store.root(), &env);
     let Some(mut trust) = trust_root::load(context.store.root(), &env)? else {
         return Err(change.refuse(CliError::new(
