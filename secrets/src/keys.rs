@@ -29,17 +29,18 @@ use crate::fs::{create_dirs, write_new};
 /// Schema of a wrapped data key file.
 pub const DATA_KEY_SCHEMA: &str = "greentic.secret-data-key.v1";
 
-/// `<env>/secrets/data-key.json`.
-#[derive(Debug, Serialize, Deserialize)]
+/// `<env>/secrets/data-key.json`. It travels in a cluster's log and
+/// snapshots as it is: the data key inside is wrapped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DataKeyFile {
-    schema: String,
-    env_id: EnvId,
-    created_at: chrono::DateTime<chrono::Utc>,
+pub(crate) struct DataKeyFile {
+    pub(crate) schema: String,
+    pub(crate) env_id: EnvId,
+    pub(crate) created_at: chrono::DateTime<chrono::Utc>,
     /// Base64 of the 24-byte nonce.
-    nonce: String,
+    pub(crate) nonce: String,
     /// Base64 of the data key sealed under the node key.
-    wrapped: String,
+    pub(crate) wrapped: String,
 }
 
 /// Fills `bytes` from the operating system.
@@ -116,13 +117,29 @@ fn any_data_key(root: &Path) -> Result<bool, SecretsError> {
     Ok(false)
 }
 
+/// Where the key that wraps data keys comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NodeKey {
+    /// This machine's own key, made the first time a secret is stored.
+    Create,
+    /// This machine's own key, which must exist.
+    Existing,
+    /// A cluster member's replica: the cluster secrets key installed at the
+    /// member's start ([`install_node_key`]); never made here, since a key
+    /// only this member held would wrap data keys the others cannot open.
+    Replica,
+}
+
 /// The node key, created when absent and no data key depends on one.
-fn node_key(root: &Path, create: bool) -> Result<Key, SecretsError> {
+fn node_key(root: &Path, mode: NodeKey) -> Result<Key, SecretsError> {
     let path = layout::secrets_node_key(root);
     if let Some(key) = read_node_key(&path)? {
         return Ok(key);
     }
-    if !create || any_data_key(root)? {
+    if mode == NodeKey::Replica {
+        return Err(SecretsError::ClusterKeyMissing { path });
+    }
+    if mode == NodeKey::Existing || any_data_key(root)? {
         return Err(SecretsError::NodeKeyMissing { path });
     }
     let key = new_key()?;
@@ -139,26 +156,51 @@ fn node_key(root: &Path, create: bool) -> Result<Key, SecretsError> {
     }
 }
 
-/// The data key of `env`, opened with the node key. With `create`, a
-/// missing data key (and node key) is made; the caller holds the secrets
-/// lock of `env`.
-pub(crate) fn data_key(root: &Path, env: &EnvId, create: bool) -> Result<Key, SecretsError> {
+/// Makes `source` (a cluster's secrets key file, 32 bytes, mode 0600) the
+/// node key of the replica at `root`: written when the replica has none,
+/// accepted when it is the same key, refused when it differs (the
+/// replica's data keys were wrapped with the one it has).
+pub(crate) fn install_node_key(root: &Path, source: &Path) -> Result<(), SecretsError> {
+    let key = read_node_key(source)?.ok_or_else(|| SecretsError::NodeKeyUnreadable {
+        path: source.to_owned(),
+        reason: "the file does not exist".to_owned(),
+    })?;
+    let path = layout::secrets_node_key(root);
+    match read_node_key(&path)? {
+        Some(existing) if existing.as_bytes() == key.as_bytes() => Ok(()),
+        Some(_) => Err(SecretsError::ClusterKeyMismatch {
+            source_file: source.to_owned(),
+            path,
+        }),
+        None => {
+            create_dirs(root)?;
+            write_new(&path, key.as_bytes())
+        }
+    }
+}
+
+/// The data key of `env` opened with the node key; `None` when the
+/// environment has none yet.
+pub(crate) fn open_data_key(
+    root: &Path,
+    env: &EnvId,
+    mode: NodeKey,
+) -> Result<Option<Key>, SecretsError> {
     let secrets_dir = layout::secrets_dir(root, env);
     let path = layout::secrets_data_key(&secrets_dir);
     let text = match std::fs::read(&path) {
         Ok(text) => Zeroizing::new(text),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound && create => {
-            return create_data_key(root, env, &path);
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Err(SecretsError::Malformed {
-                path,
-                reason: "the environment has no data key; no secret was ever stored".to_owned(),
-            });
-        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(SecretsError::io("read", &path)(error)),
     };
-    let node_key = node_key(root, false)?;
+    let node_key = node_key(
+        root,
+        if mode == NodeKey::Replica {
+            NodeKey::Replica
+        } else {
+            NodeKey::Existing
+        },
+    )?;
     let malformed = |reason: String| SecretsError::Malformed {
         path: path.clone(),
         reason,
@@ -185,11 +227,26 @@ pub(crate) fn data_key(root: &Path, env: &EnvId, create: bool) -> Result<Key, Se
         .as_slice()
         .try_into()
         .map_err(|_| malformed(format!("the data key is not {KEY_BYTES} bytes")))?;
-    Ok(Key::from_bytes(array))
+    Ok(Some(Key::from_bytes(array)))
 }
 
-fn create_data_key(root: &Path, env: &EnvId, path: &Path) -> Result<Key, SecretsError> {
-    let node_key = node_key(root, true)?;
+/// The data key of `env`, which must exist (a reveal).
+pub(crate) fn data_key(root: &Path, env: &EnvId, mode: NodeKey) -> Result<Key, SecretsError> {
+    open_data_key(root, env, mode)?.ok_or_else(|| SecretsError::Malformed {
+        path: layout::secrets_data_key(&layout::secrets_dir(root, env)),
+        reason: "the environment has no data key; no secret was ever stored".to_owned(),
+    })
+}
+
+/// A new random data key for `env` and its file, wrapped under the node key
+/// (made first when `mode` allows); nothing is written.
+pub(crate) fn new_data_key(
+    root: &Path,
+    env: &EnvId,
+    mode: NodeKey,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(Key, DataKeyFile), SecretsError> {
+    let node_key = node_key(root, mode)?;
     let data_key = new_key()?;
     let nonce = nonce()?;
     let wrapped = crypto::seal(
@@ -205,16 +262,19 @@ fn create_data_key(root: &Path, env: &EnvId, path: &Path) -> Result<Key, Secrets
     let file = DataKeyFile {
         schema: DATA_KEY_SCHEMA.to_owned(),
         env_id: env.clone(),
-        created_at: chrono::Utc::now(),
+        created_at: at,
         nonce: STANDARD.encode(nonce),
         wrapped: STANDARD.encode(wrapped),
     };
-    let mut bytes = serde_json::to_vec_pretty(&file).map_err(|error| SecretsError::Malformed {
+    Ok((data_key, file))
+}
+
+/// The bytes of a data key file as every replica writes them.
+pub(crate) fn data_key_bytes(file: &DataKeyFile, path: &Path) -> Result<Vec<u8>, SecretsError> {
+    let mut bytes = serde_json::to_vec_pretty(file).map_err(|error| SecretsError::Malformed {
         path: path.to_owned(),
         reason: error.to_string(),
     })?;
     bytes.push(b'\n');
-    create_dirs(path.parent().unwrap_or(root))?;
-    write_new(path, &bytes)?;
-    Ok(data_key)
+    Ok(bytes)
 }

@@ -24,7 +24,8 @@ pub mod value;
 pub use error::SecretsError;
 pub use path::{PathError, RefError, SecretPath};
 pub use store::{
-    Origin, SecretStore, SecretSummary, StoreGuard, VersionMeta, WriteRequest, Written,
+    Origin, SealedVersion, Sealing, SecretStore, SecretSummary, SecretsImage, StoreGuard,
+    VersionMeta, WriteRequest, Written,
 };
 pub use value::SecretText;
 

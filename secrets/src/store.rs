@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{self, Key};
 use crate::error::SecretsError;
 use crate::fs::{FileLock, create_dirs, write_new};
-use crate::keys::{data_key, nonce};
+use crate::keys::{
+    DataKeyFile, NodeKey, data_key, data_key_bytes, new_data_key, nonce, open_data_key,
+};
 use crate::path::SecretPath;
 use crate::value::SecretText;
 
@@ -84,7 +86,7 @@ pub struct Written {
 }
 
 /// A version file on disk.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VersionFile {
     schema: String,
@@ -120,16 +122,82 @@ pub struct StoreGuard {
     _lock: FileLock,
 }
 
+/// A new version sealed by the member that took the request and not yet
+/// stored: what every replica needs to store it alike (the version file,
+/// ciphertext and metadata, and the environment's wrapped data key when
+/// this version is its first secret), never the value. A cluster carries it
+/// in its log; [`SecretStore::commit`] stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedVersion {
+    /// The path must already have a version (a rotate).
+    must_exist: bool,
+    file: VersionFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data_key: Option<DataKeyFile>,
+}
+
+impl SealedVersion {
+    /// The environment the version belongs to.
+    pub fn env_id(&self) -> &EnvId {
+        &self.file.env_id
+    }
+
+    /// What the version will be known as.
+    pub fn meta(&self) -> VersionMeta {
+        self.file.meta(&self.file.env_id)
+    }
+}
+
+/// What sealing a value found.
+#[derive(Debug)]
+pub enum Sealing {
+    /// The idempotency key was used before for the same value: nothing to
+    /// store; the earlier version answers.
+    Replay(VersionMeta),
+    /// A new version to commit.
+    New(Box<SealedVersion>),
+}
+
 /// The secret store of one store root.
 #[derive(Debug, Clone)]
 pub struct SecretStore {
     root: PathBuf,
+    node_key: NodeKey,
 }
 
 impl SecretStore {
     /// The store of `root` (the folder that holds the environments).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            node_key: NodeKey::Create,
+        }
+    }
+
+    /// The store of a cluster member's replica at `root`: its node key is
+    /// the cluster secrets key the member installed
+    /// ([`install_cluster_key`](Self::install_cluster_key)), never made
+    /// here, so every data key is one that every member can open.
+    pub fn replica(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            node_key: NodeKey::Replica,
+        }
+    }
+
+    /// Installs the cluster secrets key file `source` as this replica's
+    /// node key (see [`SecretStore::replica`]); a replica that already
+    /// holds a different key refuses it.
+    pub fn install_cluster_key(&self, source: &Path) -> Result<(), SecretsError> {
+        crate::keys::install_node_key(&self.root, source)
+    }
+
+    fn reading_key(&self) -> NodeKey {
+        match self.node_key {
+            NodeKey::Replica => NodeKey::Replica,
+            _ => NodeKey::Existing,
+        }
     }
 
     fn secrets_dir(&self, env: &EnvId) -> PathBuf {
@@ -178,17 +246,56 @@ impl SecretStore {
         let secrets_dir = self.secrets_dir(env);
         let reference = path.reference(env);
         // Checks that need no file come before the first file is touched.
-        let existing_dir = self.entry_dir(env, path);
-        if must_exist && !existing_dir.is_dir() {
+        if must_exist && !self.entry_dir(env, path).is_dir() {
             return Err(SecretsError::NotFound { reference });
         }
         create_dirs(&secrets_dir)?;
         let _lock = FileLock::acquire(&layout::secrets_lock(&secrets_dir))?;
+        match self.seal(env, path, value, request, must_exist)? {
+            Sealing::Replay(meta) => {
+                audit(&meta, true).map_err(|reason| SecretsError::Audit { reason })?;
+                Ok(Written {
+                    meta,
+                    replayed: true,
+                })
+            }
+            Sealing::New(sealed) => {
+                let meta = self.commit_locked(&sealed, &mut |meta| audit(meta, false))?;
+                Ok(Written {
+                    meta,
+                    replayed: false,
+                })
+            }
+        }
+    }
+
+    /// Seals `value` as the next version of `path` against the store as it
+    /// is now, writing nothing: a replay when the request's idempotency key
+    /// was used for the same value, else the version to commit (with a new
+    /// data key when the environment has none). On a cluster the member that
+    /// took the request seals, and the log carries the result to every
+    /// replica's [`commit`](Self::commit).
+    pub fn seal(
+        &self,
+        env: &EnvId,
+        path: &SecretPath,
+        value: &SecretText,
+        request: WriteRequest,
+        must_exist: bool,
+    ) -> Result<Sealing, SecretsError> {
+        let reference = path.reference(env);
+        let entry_dir = self.entry_dir(env, path);
         let versions = self.read_versions(env, path)?;
         if must_exist && versions.is_empty() {
             return Err(SecretsError::NotFound { reference });
         }
-        let key = data_key(&self.root, env, true)?;
+        let (key, new_key) = match open_data_key(&self.root, env, self.reading_key())? {
+            Some(key) => (key, None),
+            None => {
+                let (key, file) = new_data_key(&self.root, env, self.node_key, request.at)?;
+                (key, Some(file))
+            }
+        };
         if let Some(idempotency_key) = &request.idempotency_key
             && let Some(earlier) = versions
                 .iter()
@@ -201,12 +308,7 @@ impl SecretStore {
                     reference,
                 });
             }
-            let meta = earlier.meta(env);
-            audit(&meta, true).map_err(|reason| SecretsError::Audit { reason })?;
-            return Ok(Written {
-                meta,
-                replayed: true,
-            });
+            return Ok(Sealing::Replay(earlier.meta(env)));
         }
         let latest = versions.last().map_or(0, |v| v.version);
         if latest >= SECRET_VERSIONS_MAX {
@@ -220,36 +322,158 @@ impl SecretStore {
         let associated_data = crypto::version_associated_data(env, path, version);
         let ciphertext = crypto::seal(&key, &nonce, &associated_data, value.expose().as_bytes())
             .map_err(|_| SecretsError::Malformed {
-                path: existing_dir.clone(),
+                path: entry_dir.clone(),
                 reason: "the AEAD refused to seal the value".to_owned(),
             })?;
-        let file = VersionFile {
-            schema: VERSION_SCHEMA.to_owned(),
-            env_id: env.clone(),
-            path: path.as_str().to_owned(),
-            version,
-            created_at: request.at,
-            created_by: request.created_by,
-            origin: request.origin,
-            idempotency_key: request.idempotency_key,
-            nonce: STANDARD.encode(nonce),
-            ciphertext: STANDARD.encode(ciphertext),
+        Ok(Sealing::New(Box::new(SealedVersion {
+            must_exist,
+            file: VersionFile {
+                schema: VERSION_SCHEMA.to_owned(),
+                env_id: env.clone(),
+                path: path.as_str().to_owned(),
+                version,
+                created_at: request.at,
+                created_by: request.created_by,
+                origin: request.origin,
+                idempotency_key: request.idempotency_key,
+                nonce: STANDARD.encode(nonce),
+                ciphertext: STANDARD.encode(ciphertext),
+            },
+            data_key: new_key,
+        })))
+    }
+
+    /// Stores a version sealed by [`seal`](Self::seal), here or on another
+    /// member: the same checks on every replica give the same answer, since
+    /// they read only what every replica holds alike. A version number, an
+    /// idempotency key or a first data key that another change took first
+    /// is [`SecretsError::Stale`] (seal again). `audit` runs after every
+    /// check, before the first file is written; if it fails nothing is.
+    /// Reads no key.
+    pub fn commit(
+        &self,
+        sealed: &SealedVersion,
+        audit: &mut dyn FnMut(&VersionMeta) -> Result<(), String>,
+    ) -> Result<VersionMeta, SecretsError> {
+        let env = sealed.env_id();
+        // The sealed text comes from another member: check it as input.
+        let path = crate::path::parse_for_env(&sealed.file.path, env)?;
+        let invalid = |reason: String| SecretsError::InvalidChange { reason };
+        if sealed.file.schema != VERSION_SCHEMA
+            || sealed.file.version == 0
+            || sealed.file.version > SECRET_VERSIONS_MAX
+        {
+            return Err(invalid(format!(
+                "{path}: a sealed version must have schema {VERSION_SCHEMA} and a version in 1..={SECRET_VERSIONS_MAX}"
+            )));
+        }
+        if sealed
+            .data_key
+            .as_ref()
+            .is_some_and(|key| &key.env_id != env || key.schema != crate::keys::DATA_KEY_SCHEMA)
+        {
+            return Err(invalid(format!(
+                "the sealed data key is not a {} of environment {env}",
+                crate::keys::DATA_KEY_SCHEMA
+            )));
+        }
+        let secrets_dir = self.secrets_dir(env);
+        create_dirs(&secrets_dir)?;
+        let _lock = FileLock::acquire(&layout::secrets_lock(&secrets_dir))?;
+        self.commit_locked(sealed, audit)
+    }
+
+    /// True when `sealed` is stored here exactly (its version file, nonce
+    /// included, which no other seal draws): a change whose answer was lost
+    /// was in fact committed.
+    pub fn holds(&self, sealed: &SealedVersion) -> Result<bool, SecretsError> {
+        let env = sealed.env_id();
+        let path = crate::path::parse_for_env(&sealed.file.path, env)?;
+        let versions = self.read_versions(env, &path)?;
+        Ok(versions.iter().any(|version| version == &sealed.file))
+    }
+
+    /// [`commit`](Self::commit) with the store's lock held.
+    fn commit_locked(
+        &self,
+        sealed: &SealedVersion,
+        audit: &mut dyn FnMut(&VersionMeta) -> Result<(), String>,
+    ) -> Result<VersionMeta, SecretsError> {
+        let env = sealed.env_id();
+        let path = crate::path::parse_for_env(&sealed.file.path, env)?;
+        let reference = path.reference(env);
+        let stale = |reason: String| SecretsError::Stale {
+            reference: reference.clone(),
+            reason,
         };
-        let target = layout::secret_version_file(&existing_dir, version);
+        let secrets_dir = self.secrets_dir(env);
+        let entry_dir = self.entry_dir(env, &path);
+        let versions = self.read_versions(env, &path)?;
+        if sealed.must_exist && versions.is_empty() {
+            return Err(SecretsError::NotFound { reference });
+        }
+        let key_path = layout::secrets_data_key(&secrets_dir);
+        let key_bytes = match &sealed.data_key {
+            Some(file) => Some(data_key_bytes(file, &key_path)?),
+            None => None,
+        };
+        let write_key = match (key_path.is_file(), &key_bytes) {
+            (true, None) => false,
+            (true, Some(bytes)) => {
+                let existing =
+                    std::fs::read(&key_path).map_err(SecretsError::io("read", &key_path))?;
+                if &existing != bytes {
+                    return Err(stale(
+                        "another change made the environment's data key first".to_owned(),
+                    ));
+                }
+                false
+            }
+            (false, Some(_)) => true,
+            (false, None) => {
+                return Err(stale(
+                    "the environment has no data key to seal under yet".to_owned(),
+                ));
+            }
+        };
+        if let Some(idempotency_key) = &sealed.file.idempotency_key
+            && versions
+                .iter()
+                .any(|v| v.idempotency_key.as_deref() == Some(idempotency_key))
+        {
+            return Err(stale(format!(
+                "idempotency key {idempotency_key:?} was used by another change"
+            )));
+        }
+        let latest = versions.last().map_or(0, |v| v.version);
+        if latest >= SECRET_VERSIONS_MAX {
+            return Err(SecretsError::VersionLimit {
+                reference,
+                versions: latest,
+            });
+        }
+        if sealed.file.version != latest + 1 {
+            return Err(stale(format!(
+                "version {} was sealed, but the next version is {}",
+                sealed.file.version,
+                latest + 1
+            )));
+        }
+        let target = layout::secret_version_file(&entry_dir, sealed.file.version);
         let mut bytes =
-            serde_json::to_vec_pretty(&file).map_err(|error| SecretsError::Malformed {
+            serde_json::to_vec_pretty(&sealed.file).map_err(|error| SecretsError::Malformed {
                 path: target.clone(),
                 reason: error.to_string(),
             })?;
         bytes.push(b'\n');
-        let meta = file.meta(env);
-        audit(&meta, false).map_err(|reason| SecretsError::Audit { reason })?;
-        create_dirs(&existing_dir)?;
+        let meta = sealed.meta();
+        audit(&meta).map_err(|reason| SecretsError::Audit { reason })?;
+        if let (true, Some(key_bytes)) = (write_key, &key_bytes) {
+            write_new(&key_path, key_bytes)?;
+        }
+        create_dirs(&entry_dir)?;
         write_new(&target, &bytes)?;
-        Ok(Written {
-            meta,
-            replayed: false,
-        })
+        Ok(meta)
     }
 
     /// Metadata of `version` (the latest when `None`) of `path`. Reads no
@@ -275,7 +499,7 @@ impl SecretStore {
     ) -> Result<(VersionMeta, SecretText), SecretsError> {
         let versions = self.read_versions(env, path)?;
         let file = pick(env, path, &versions, version)?;
-        let key = data_key(&self.root, env, false)?;
+        let key = data_key(&self.root, env, self.reading_key())?;
         let plaintext = self.open_version(env, path, file, &key)?;
         let corrupt = || self.corrupt(env, path, file.version);
         let text = std::str::from_utf8(&plaintext).map_err(|_| corrupt())?;
@@ -285,16 +509,9 @@ impl SecretStore {
 
     /// Every path of `env` with its versions, sorted by path; never values.
     pub fn list(&self, env: &EnvId) -> Result<Vec<SecretSummary>, SecretsError> {
-        let entries_dir = self.secrets_dir(env).join(layout::SECRETS_ENTRIES_DIR);
-        let folders = match std::fs::read_dir(&entries_dir) {
-            Ok(folders) => folders,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(error) => return Err(SecretsError::io("list", &entries_dir)(error)),
-        };
         let mut summaries = Vec::new();
-        for folder in folders {
-            let folder = folder.map_err(SecretsError::io("list", &entries_dir))?;
-            let files = read_folder(env, &folder.path())?;
+        for folder in self.entry_folders(env)? {
+            let files = read_folder(env, &folder)?;
             if let Some(last) = files.last() {
                 summaries.push(SecretSummary {
                     reference: format!("secret://{env}/{}", last.path),
@@ -388,6 +605,178 @@ impl SecretStore {
             return Err(self.corrupt(env, path, 0));
         }
         Ok(files)
+    }
+}
+
+/// One environment's secret store as a cluster snapshot carries it: the
+/// wrapped data key and every version file as they are on disk (ciphertext
+/// and metadata; a snapshot never holds a value or an unwrapped key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsImage {
+    pub env_id: EnvId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data_key: Option<DataKeyFile>,
+    #[serde(default)]
+    versions: Vec<VersionFile>,
+}
+
+impl SecretsImage {
+    /// How many version files the image holds.
+    pub fn version_count(&self) -> usize {
+        self.versions.len()
+    }
+}
+
+impl SecretStore {
+    /// `env`'s secret store as an image; `None` when it holds nothing.
+    /// The caller keeps writers out (a cluster builds it under the lock
+    /// that applies entries).
+    pub fn image(&self, env: &EnvId) -> Result<Option<SecretsImage>, SecretsError> {
+        let secrets_dir = self.secrets_dir(env);
+        let key_path = layout::secrets_data_key(&secrets_dir);
+        let data_key =
+            match std::fs::read(&key_path) {
+                Ok(bytes) => Some(serde_json::from_slice::<DataKeyFile>(&bytes).map_err(
+                    |error| SecretsError::Malformed {
+                        path: key_path.clone(),
+                        reason: error.to_string(),
+                    },
+                )?),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+                Err(error) => return Err(SecretsError::io("read", &key_path)(error)),
+            };
+        let mut versions = Vec::new();
+        for folder in self.entry_folders(env)? {
+            versions.extend(read_folder(env, &folder)?);
+        }
+        versions.sort_by(|a, b| (&a.path, a.version).cmp(&(&b.path, b.version)));
+        if data_key.is_none() && versions.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(SecretsImage {
+            env_id: env.clone(),
+            data_key,
+            versions,
+        }))
+    }
+
+    /// Makes `env`'s secret store exactly `image` (empty when `None`): files
+    /// it lacks are written, files it does not name are removed, each file
+    /// whole or not at all. Every path and file in the image is checked as
+    /// input first; nothing is changed if one is invalid.
+    pub fn install_image(
+        &self,
+        env: &EnvId,
+        image: Option<&SecretsImage>,
+    ) -> Result<(), SecretsError> {
+        let secrets_dir = self.secrets_dir(env);
+        let mut wanted: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        let key_path = layout::secrets_data_key(&secrets_dir);
+        let mut key_bytes = None;
+        if let Some(image) = image {
+            let malformed = |reason: String| SecretsError::InvalidChange { reason };
+            if &image.env_id != env {
+                return Err(malformed(format!(
+                    "the image is of environment {}",
+                    image.env_id
+                )));
+            }
+            if let Some(file) = &image.data_key {
+                if &file.env_id != env {
+                    return Err(malformed(
+                        "the image's data key names another environment".to_owned(),
+                    ));
+                }
+                key_bytes = Some(data_key_bytes(file, &key_path)?);
+            }
+            for file in &image.versions {
+                let path = crate::path::parse_for_env(&file.path, env)?;
+                if file.schema != VERSION_SCHEMA
+                    || &file.env_id != env
+                    || file.version == 0
+                    || file.version > SECRET_VERSIONS_MAX
+                {
+                    return Err(malformed(format!(
+                        "version {} of {} is not a valid version file",
+                        file.version, file.path
+                    )));
+                }
+                let target = layout::secret_version_file(&self.entry_dir(env, &path), file.version);
+                let mut bytes =
+                    serde_json::to_vec_pretty(file).map_err(|error| SecretsError::Malformed {
+                        path: target.clone(),
+                        reason: error.to_string(),
+                    })?;
+                bytes.push(b'\n');
+                wanted.push((target, bytes));
+            }
+        }
+        if image.is_none() && !secrets_dir.is_dir() {
+            return Ok(());
+        }
+        create_dirs(&secrets_dir)?;
+        let _lock = FileLock::acquire(&layout::secrets_lock(&secrets_dir))?;
+        replace_file(&key_path, key_bytes.as_deref())?;
+        // Remove what the image does not name, then write what is missing.
+        for folder in self.entry_folders(env)? {
+            let entries = std::fs::read_dir(&folder).map_err(SecretsError::io("list", &folder))?;
+            for entry in entries {
+                let entry = entry.map_err(SecretsError::io("list", &folder))?;
+                let file = entry.path();
+                if !wanted.iter().any(|(target, _)| target == &file) {
+                    std::fs::remove_file(&file).map_err(SecretsError::io("remove", &file))?;
+                }
+            }
+            crate::fs::fsync_dir(&folder)?;
+        }
+        for (target, bytes) in &wanted {
+            if let Some(folder) = target.parent() {
+                create_dirs(folder)?;
+            }
+            replace_file(target, Some(bytes))?;
+        }
+        Ok(())
+    }
+
+    /// The folders of `env`'s secret paths.
+    fn entry_folders(&self, env: &EnvId) -> Result<Vec<PathBuf>, SecretsError> {
+        let entries_dir = self.secrets_dir(env).join(layout::SECRETS_ENTRIES_DIR);
+        let folders = match std::fs::read_dir(&entries_dir) {
+            Ok(folders) => folders,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(SecretsError::io("list", &entries_dir)(error)),
+        };
+        let mut paths = Vec::new();
+        for folder in folders {
+            paths.push(
+                folder
+                    .map_err(SecretsError::io("list", &entries_dir))?
+                    .path(),
+            );
+        }
+        paths.sort();
+        Ok(paths)
+    }
+}
+
+/// Makes `path` hold exactly `bytes` (absent when `None`); a file that
+/// already holds them is left alone.
+fn replace_file(path: &Path, bytes: Option<&[u8]>) -> Result<(), SecretsError> {
+    let existing = match std::fs::read(path) {
+        Ok(existing) => Some(existing),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(SecretsError::io("read", path)(error)),
+    };
+    if existing.as_deref() == bytes {
+        return Ok(());
+    }
+    if existing.is_some() {
+        std::fs::remove_file(path).map_err(SecretsError::io("remove", path))?;
+    }
+    match bytes {
+        Some(bytes) => write_new(path, bytes),
+        None => crate::fs::fsync_dir(path.parent().unwrap_or(Path::new("."))),
     }
 }
 
@@ -854,5 +1243,251 @@ mod tests {
             ),
             Err(SecretsError::NotFound { .. })
         ));
+    }
+    /// Three replica roots sharing one cluster secrets key, as a cluster's
+    /// members do.
+    fn replicas(temp: &Path) -> Vec<SecretStore> {
+        let key_file = temp.join("secrets.key");
+        write_new(&key_file, &[7u8; crate::crypto::KEY_BYTES]).expect("key");
+        (0..3)
+            .map(|i| {
+                let store = SecretStore::replica(temp.join(format!("n{i}")));
+                store.install_cluster_key(&key_file).expect("install");
+                store
+            })
+            .collect()
+    }
+
+    fn sealed(
+        store: &SecretStore,
+        env: &EnvId,
+        path: &SecretPath,
+        value: &str,
+        key: Option<&str>,
+    ) -> SealedVersion {
+        match store
+            .seal(env, path, &text(value), request(Origin::Put, key), false)
+            .expect("seal")
+        {
+            Sealing::New(sealed) => *sealed,
+            Sealing::Replay(meta) => panic!("unexpected replay of {meta:?}"),
+        }
+    }
+
+    fn commit_everywhere(
+        stores: &[SecretStore],
+        sealed: &SealedVersion,
+    ) -> Vec<Result<u32, String>> {
+        // The log carries the sealed change as JSON.
+        let wire = serde_json::to_string(sealed).expect("json");
+        assert!(
+            !wire.contains("replicated-marker"),
+            "no value on the wire: {wire}"
+        );
+        let sealed: SealedVersion = serde_json::from_str(&wire).expect("parse");
+        stores
+            .iter()
+            .map(|store| {
+                store
+                    .commit(&sealed, &mut |_| Ok(()))
+                    .map(|meta| meta.version)
+                    .map_err(|error| error.code().to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_version_sealed_on_one_replica_opens_on_every_replica() {
+        let temp = tempfile::tempdir().expect("temp");
+        let stores = replicas(temp.path());
+        let env: EnvId = "prod".parse().expect("env");
+        let path = SecretPath::parse("db/password").expect("path");
+        let first = sealed(&stores[1], &env, &path, "replicated-marker-1", None);
+        assert_eq!(
+            commit_everywhere(&stores, &first),
+            vec![Ok(1), Ok(1), Ok(1)]
+        );
+        let second = sealed(&stores[2], &env, &path, "replicated-marker-2", Some("k"));
+        assert_eq!(
+            commit_everywhere(&stores, &second),
+            vec![Ok(2), Ok(2), Ok(2)]
+        );
+        for store in &stores {
+            let (meta, value) = store.reveal(&env, &path, Some(1)).expect("reveal");
+            assert_eq!((meta.version, value.expose()), (1, "replicated-marker-1"));
+            let (_, value) = store.reveal(&env, &path, None).expect("reveal");
+            assert_eq!(value.expose(), "replicated-marker-2");
+        }
+        // The replicas' secret folders are byte-identical.
+        let files = |i: usize| {
+            every_file(&temp.path().join(format!("n{i}/prod/secrets")))
+                .into_iter()
+                .filter(|(p, _)| !p.ends_with(".lock"))
+                .map(|(p, b)| {
+                    (
+                        p.strip_prefix(temp.path().join(format!("n{i}")))
+                            .expect("prefix")
+                            .to_owned(),
+                        b,
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(files(0), files(1));
+        assert_eq!(files(0), files(2));
+        // A retried put with the same key and value is a replay on any replica.
+        match stores[0]
+            .seal(
+                &env,
+                &path,
+                &text("replicated-marker-2"),
+                request(Origin::Put, Some("k")),
+                false,
+            )
+            .expect("seal")
+        {
+            Sealing::Replay(meta) => assert_eq!(meta.version, 2),
+            Sealing::New(_) => panic!("a retried put must replay"),
+        }
+    }
+
+    #[test]
+    fn changes_sealed_concurrently_commit_once_and_the_loser_is_stale() {
+        let temp = tempfile::tempdir().expect("temp");
+        let stores = replicas(temp.path());
+        let env: EnvId = "prod".parse().expect("env");
+        let path = SecretPath::parse("api/token").expect("path");
+        // Two members seal the environment's first secret at once: each
+        // makes a data key; the one committed second is stale everywhere.
+        let a = sealed(&stores[0], &env, &path, "value-a", Some("same"));
+        let b = sealed(&stores[1], &env, &path, "value-b", Some("same"));
+        assert_eq!(commit_everywhere(&stores, &a), vec![Ok(1), Ok(1), Ok(1)]);
+        assert_eq!(
+            commit_everywhere(&stores, &b),
+            vec![
+                Err("stale".to_owned()),
+                Err("stale".to_owned()),
+                Err("stale".to_owned())
+            ]
+        );
+        // Sealed again, the same key with another value is the conflict a
+        // single node answers.
+        let again = stores[1].seal(
+            &env,
+            &path,
+            &text("value-b"),
+            request(Origin::Put, Some("same")),
+            false,
+        );
+        assert_eq!(
+            again.map(|_| ()).map_err(|e| e.code()),
+            Err("idempotency-conflict")
+        );
+        // Two versions 2 sealed at once: the second is stale, its retry is 3.
+        let c = sealed(&stores[0], &env, &path, "value-c", None);
+        let d = sealed(&stores[2], &env, &path, "value-d", None);
+        assert_eq!(commit_everywhere(&stores, &c), vec![Ok(2), Ok(2), Ok(2)]);
+        assert!(
+            commit_everywhere(&stores, &d)
+                .iter()
+                .all(|r| r == &Err("stale".to_owned()))
+        );
+        let d = sealed(&stores[2], &env, &path, "value-d", None);
+        assert_eq!(commit_everywhere(&stores, &d), vec![Ok(3), Ok(3), Ok(3)]);
+        // A refused audit writes nothing.
+        let e = sealed(&stores[0], &env, &path, "value-e", None);
+        let refused = stores[0].commit(&e, &mut |_| Err("disk full".to_owned()));
+        assert_eq!(refused.map(|_| ()).map_err(|e| e.code()), Err("audit"));
+        assert_eq!(stores[0].get(&env, &path, None).expect("get").version, 3);
+    }
+
+    #[test]
+    fn a_sealed_version_from_the_network_is_checked_as_input() {
+        let temp = tempfile::tempdir().expect("temp");
+        let stores = replicas(temp.path());
+        let env: EnvId = "prod".parse().expect("env");
+        let path = SecretPath::parse("db/password").expect("path");
+        let good = sealed(&stores[0], &env, &path, "value", None);
+        let mut wire: serde_json::Value = serde_json::to_value(&good).expect("json");
+        wire["file"]["path"] = serde_json::json!("../../etc/passwd");
+        let bad: SealedVersion = serde_json::from_value(wire).expect("shape");
+        let refused = stores[1].commit(&bad, &mut |_| Ok(()));
+        assert_eq!(
+            refused.map(|_| ()).map_err(|e| e.code()),
+            Err("dot-segment")
+        );
+        let mut wire: serde_json::Value = serde_json::to_value(&good).expect("json");
+        wire["file"]["version"] = serde_json::json!(SECRET_VERSIONS_MAX + 1);
+        let bad: SealedVersion = serde_json::from_value(wire).expect("shape");
+        let refused = stores[1].commit(&bad, &mut |_| Ok(()));
+        assert_eq!(refused.map(|_| ()).map_err(|e| e.code()), Err("invalid-change"));
+        assert!(
+            every_file(&temp.path().join("n1"))
+                .iter()
+                .all(|(p, _)| !p.to_string_lossy().contains("entries"))
+        );
+    }
+
+    #[test]
+    fn a_replica_never_makes_its_own_key_and_keeps_the_one_it_has() {
+        let temp = tempfile::tempdir().expect("temp");
+        let env: EnvId = "prod".parse().expect("env");
+        let path = SecretPath::parse("db/password").expect("path");
+        let bare = SecretStore::replica(temp.path().join("bare"));
+        let refused = bare.seal(&env, &path, &text("v"), request(Origin::Put, None), false);
+        assert_eq!(
+            refused.map(|_| ()).map_err(|e| e.code()),
+            Err("cluster-key-missing")
+        );
+        assert!(!temp.path().join("bare/secrets-node.key").exists());
+        let stores = replicas(temp.path());
+        let other = temp.path().join("other.key");
+        write_new(&other, &[9u8; crate::crypto::KEY_BYTES]).expect("key");
+        let refused = stores[0].install_cluster_key(&other);
+        assert_eq!(refused.map_err(|e| e.code()), Err("cluster-key-mismatch"));
+        stores[0]
+            .install_cluster_key(&temp.path().join("secrets.key"))
+            .expect("same key again");
+    }
+
+    #[test]
+    fn an_image_makes_a_replica_exactly_the_source() {
+        let temp = tempfile::tempdir().expect("temp");
+        let stores = replicas(temp.path());
+        let env: EnvId = "prod".parse().expect("env");
+        for (i, name) in ["a", "b/c"].iter().enumerate() {
+            let path = SecretPath::parse(name).expect("path");
+            for round in 0..2 {
+                let version = sealed(&stores[0], &env, &path, &format!("v{i}{round}"), None);
+                stores[0].commit(&version, &mut |_| Ok(())).expect("commit");
+            }
+        }
+        // Replica 2 holds a path the source does not: the image removes it.
+        let stray = SecretPath::parse("stray").expect("path");
+        let version = sealed(&stores[2], &env, &stray, "x", None);
+        stores[2].commit(&version, &mut |_| Ok(())).expect("commit");
+        let image = stores[0].image(&env).expect("image").expect("something");
+        assert_eq!(image.version_count(), 4);
+        let wire = serde_json::to_string(&image).expect("json");
+        assert!(
+            !wire.contains("v00") && !wire.contains("v11"),
+            "no value in an image"
+        );
+        let image: SecretsImage = serde_json::from_str(&wire).expect("parse");
+        for store in &stores[1..] {
+            store.install_image(&env, Some(&image)).expect("install");
+            assert_eq!(
+                store.list(&env).expect("list"),
+                stores[0].list(&env).expect("list")
+            );
+            let (_, value) = store
+                .reveal(&env, &SecretPath::parse("b/c").expect("p"), None)
+                .expect("reveal");
+            assert_eq!(value.expose(), "v11");
+        }
+        // No image: the environment's secrets are gone.
+        stores[1].install_image(&env, None).expect("clear");
+        assert!(stores[1].list(&env).expect("list").is_empty());
+        assert!(stores[1].image(&env).expect("image").is_none());
     }
 }
