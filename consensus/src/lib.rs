@@ -6,7 +6,8 @@
 //! path the embedded default uses), snapshots, membership changes, the
 //! write path that forwards from followers to the leader, the peer
 //! messages and the server side that answers them, and bundle transfer
-//! between members ([`bundle`]).
+//! between members ([`bundle`]), and the secret store's replicated changes
+//! (sealed versions and removals, never a value: `secret_change`).
 //!
 //! Must not touch: the meaning of a change (that is `deploy`), sockets and
 //! TLS (the `transport` crate carries every peer message in production),
@@ -46,6 +47,7 @@ mod peer;
 mod quic;
 mod raft_network;
 mod replicated_store;
+mod secret_change;
 mod service;
 mod settings;
 #[cfg(all(feature = "quic", feature = "redb"))]
@@ -64,6 +66,7 @@ pub use peer::{CallError, PeerNetwork, PeerRequest, PeerResponse};
 pub use quic::{BindFailure, PEER_KEEP_ALIVE, QuicNetwork};
 pub use raft_network::{HEARTBEAT_CALL_TIMEOUT_MIN, SNAPSHOT_CHUNK_BYTES};
 pub use replicated_store::ReplicatedStore;
+pub use secret_change::{SecretChange, SecretOutcome};
 pub use service::{
     INCOMING_SNAPSHOT_BYTES_MAX, INCOMING_SNAPSHOTS_MAX, PeerService, SNAPSHOT_BYTES_MAX,
 };

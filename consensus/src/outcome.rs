@@ -25,6 +25,8 @@ pub enum Outcome {
     Refused(ErrorWire),
     /// An audit event was recorded.
     Recorded,
+    /// A change of the secret store was applied, refused, or found stale.
+    Secret(crate::secret_change::SecretOutcome),
     /// The entry had been applied before this node restarted; its original
     /// answer went to the client that was waiting then.
     AlreadyApplied,
@@ -157,12 +159,14 @@ impl Outcome {
                 field: error.field,
                 applied: None,
             }),
-            Self::Recorded | Self::AlreadyApplied | Self::Nothing => Err(SubmitError::Replicated {
-                kind: ErrorKind::Store,
-                message: "the replicated entry produced no command answer".to_owned(),
-                field: None,
-                applied: None,
-            }),
+            Self::Recorded | Self::Secret(_) | Self::AlreadyApplied | Self::Nothing => {
+                Err(SubmitError::Replicated {
+                    kind: ErrorKind::Store,
+                    message: "the replicated entry produced no command answer".to_owned(),
+                    field: None,
+                    applied: None,
+                })
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ use deploy::state::EnvironmentState;
 use store::{EnvironmentStore, StoreError, SubmitError, Submitted};
 
 use crate::member::ClusterHandle;
+use crate::secret_change::{SecretChange, SecretOutcome};
 
 /// TEST-ONLY fault injection. When this environment variable names a file,
 /// every write through a `ReplicatedStore` made by this process waits while
@@ -90,6 +91,22 @@ impl ReplicatedStore {
         // `block_in_place` lets a runtime worker block without starving the
         // runtime; on a blocking-pool thread it simply runs the closure.
         tokio::task::block_in_place(|| self.runtime.block_on(future))
+    }
+}
+
+impl ReplicatedStore {
+    /// Applies a change of the secret store through the cluster (see
+    /// [`ClusterHandle::secret_change`]), blocking the calling thread like
+    /// every write of this store.
+    pub fn secret_change(
+        &self,
+        change: &SecretChange,
+        event: &AuditEvent,
+    ) -> Result<SecretOutcome, SubmitError> {
+        self.block_on(async {
+            self.stall_if_asked().await;
+            self.cluster.secret_change(change, event).await
+        })
     }
 }
 

@@ -42,10 +42,12 @@ use deploy::state::EnvironmentState;
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
+use secrets::{SecretStore, SecretsImage};
 use serde::{Deserialize, Serialize};
 use store::{EnvironmentStore, LocalFsStore, StoreImage};
 
 use crate::outcome::Outcome;
+use crate::secret_change::{SecretChange, SecretOutcome};
 use crate::types::{
     ClusterRequest, ClusterResponse, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
 };
@@ -74,6 +76,11 @@ pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
 struct SnapshotFile {
     meta: SnapshotMeta,
     image: StoreImage,
+    /// Each environment's secret store (wrapped data key and version
+    /// files: ciphertext only). Absent in snapshots of builds before
+    /// secrets were replicated, which held none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<SecretsImage>,
 }
 
 /// The format before issue 18: the image's JSON as a JSON array of
@@ -92,6 +99,7 @@ fn parse_snapshot(bytes: &[u8]) -> io::Result<SnapshotFile> {
             Ok(legacy) => Ok(SnapshotFile {
                 meta: legacy.meta,
                 image: serde_json::from_slice(&legacy.image_json).map_err(to_io)?,
+                secrets: Vec::new(),
             }),
             Err(_) => Err(to_io(error)),
         },
@@ -441,8 +449,10 @@ impl StateMachine {
                     )
                 })
             }
-            ClusterRequest::Record { event_json } => serde_json::from_str::<AuditEvent>(event_json)
-                .map(|e| (e.event_id.to_string(), e.env_id.parse::<EnvId>().ok(), None)),
+            ClusterRequest::Record { event_json } | ClusterRequest::Secret { event_json, .. } => {
+                serde_json::from_str::<AuditEvent>(event_json)
+                    .map(|e| (e.event_id.to_string(), e.env_id.parse::<EnvId>().ok(), None))
+            }
         }
         .map_err(to_io)?;
         if !self.duplicate_check_planted_away() && self.seen(env.as_ref(), &event_id)? {
@@ -494,7 +504,46 @@ impl StateMachine {
                 self.inner.store.record(event).map_err(to_io)?;
                 Ok(Outcome::Recorded)
             }
+            ClusterRequest::Secret {
+                change_json,
+                event_json,
+            } => {
+                let event: AuditEvent = serde_json::from_str(&event_json).map_err(to_io)?;
+                let change = match serde_json::from_str::<SecretChange>(&change_json) {
+                    Ok(change) => change,
+                    // Not a change this build knows: refused alike everywhere.
+                    Err(error) => {
+                        return Ok(Outcome::Secret(SecretOutcome::Refused {
+                            code: "invalid-change".to_owned(),
+                            kind: deploy::error::ErrorKind::InvalidArgument
+                                .as_str()
+                                .to_owned(),
+                            message: format!(
+                                "the replicated secret change does not parse: {error}"
+                            ),
+                            field: None,
+                        }));
+                    }
+                };
+                crate::secret_change::apply(&self.inner.store, &change, event).map(Outcome::Secret)
+            }
         }
+    }
+
+    /// The secret store of every environment of `image` (those holding
+    /// something), read with the apply lock held like the image.
+    fn secrets_images(&self, image: &StoreImage) -> io::Result<Vec<SecretsImage>> {
+        let secret_store = SecretStore::replica(self.inner.store.root());
+        let mut images = Vec::new();
+        for environment in &image.environments {
+            if let Some(secrets) = secret_store
+                .image(environment.state.env_id())
+                .map_err(to_io)?
+            {
+                images.push(secrets);
+            }
+        }
+        Ok(images)
     }
 
     fn snapshot_path(&self) -> PathBuf {
@@ -550,9 +599,11 @@ fn request_env(request: &ClusterRequest) -> Option<EnvId> {
                 .ok()
                 .map(|envelope| envelope.command.env_id())
         }
-        ClusterRequest::Record { event_json } => serde_json::from_str::<AuditEvent>(event_json)
-            .ok()
-            .and_then(|event| event.env_id.parse().ok()),
+        ClusterRequest::Record { event_json } | ClusterRequest::Secret { event_json, .. } => {
+            serde_json::from_str::<AuditEvent>(event_json)
+                .ok()
+                .and_then(|event| event.env_id.parse().ok())
+        }
     }
 }
 
@@ -566,10 +617,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let (meta, image) = {
+        let (meta, image, secrets) = {
             let applied = self.lock()?;
             let image = self.inner.store.image().map_err(to_io)?;
-            (applied.clone(), image)
+            let secrets = self.secrets_images(&image)?;
+            (applied.clone(), image, secrets)
         };
         self.inner.snapshots_built.fetch_add(1, Ordering::Relaxed);
         let snapshot_meta = SnapshotMeta {
@@ -579,6 +631,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let file = SnapshotFile {
             meta: snapshot_meta.clone(),
             image,
+            secrets,
         };
         let bytes = serde_json::to_vec(&file).map_err(to_io)?;
         write_atomically(&self.snapshot_path(), &bytes)?;
@@ -658,13 +711,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), io::Error> {
         let file = parse_snapshot(&snapshot)?;
         let image: StoreImage = file.image;
+        let secrets = file.secrets;
         let mut applied = self.lock()?;
         self.inner.store.install_image(&image).map_err(to_io)?;
+        let secret_store = SecretStore::replica(self.inner.store.root());
+        for environment in &image.environments {
+            let env = environment.state.env_id();
+            let wanted = secrets.iter().find(|s| &s.env_id == env);
+            secret_store.install_image(env, wanted).map_err(to_io)?;
+        }
         // The logs were replaced: read their tails again when needed.
         self.applied_ids()?.logs.clear();
         let current = serde_json::to_vec(&SnapshotFile {
             meta: file.meta,
             image,
+            secrets,
         })
         .map_err(to_io)?;
         write_atomically(&self.snapshot_path(), &current)?;

@@ -49,6 +49,14 @@ pub enum ClusterRequest {
     /// An audit event of a request that never reached `apply` (a denial, a
     /// verb not implemented yet), as JSON of a `deploy::audit::AuditEvent`.
     Record { event_json: String },
+    /// A change of the secret store, JSON of a `crate::SecretChange` (a
+    /// sealed version: ciphertext and metadata, never a value), and the
+    /// audit event that records it, JSON of a `deploy::audit::AuditEvent`
+    /// whose target each replica completes with the version.
+    Secret {
+        change_json: String,
+        event_json: String,
+    },
 }
 
 impl fmt::Display for ClusterRequest {
@@ -56,6 +64,7 @@ impl fmt::Display for ClusterRequest {
         match self {
             Self::Submit { envelope_json } => write!(f, "submit({} bytes)", envelope_json.len()),
             Self::Record { event_json } => write!(f, "record({} bytes)", event_json.len()),
+            Self::Secret { change_json, .. } => write!(f, "secret({} bytes)", change_json.len()),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::leader::{join_as_leader, leave_as_leader, read_index_as_leader, write
 use crate::member::{ClusterError, ClusterHandle};
 use crate::outcome::Outcome;
 use crate::peer::{CallError, PeerRequest, PeerResponse};
+use crate::secret_change::{SecretChange, SecretOutcome};
 use crate::settings::PEER_CALL_TIMEOUT;
 use crate::types::{ClusterNode, ClusterRequest, ClusterResponse, NodeId};
 
@@ -291,6 +292,37 @@ impl ClusterHandle {
             .map_err(|error| replicated_failure(error.to_string()))?;
         match outcome(response)? {
             Outcome::Recorded | Outcome::AlreadyApplied => Ok(()),
+            other => Err(replicated_failure(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Applies a change of the secret store through the cluster with the
+    /// audit event that records it (see `crate::secret_change`). Returns
+    /// once this node applied it, so a reveal here reads it.
+    pub async fn secret_change(
+        &self,
+        change: &SecretChange,
+        event: &AuditEvent,
+    ) -> Result<SecretOutcome, SubmitError> {
+        let change_json =
+            serde_json::to_string(change).map_err(|error| replicated_failure(error.to_string()))?;
+        let event_json =
+            serde_json::to_string(event).map_err(|error| replicated_failure(error.to_string()))?;
+        let response = self
+            .write(ClusterRequest::Secret {
+                change_json,
+                event_json,
+            })
+            .await
+            .map_err(|error| replicated_failure(error.to_string()))?;
+        match outcome(response)? {
+            Outcome::Secret(outcome) => Ok(outcome),
+            // A retry of an entry applied before (the leader died while
+            // answering): its first answer is gone; the caller reads the
+            // store to see what it did.
+            Outcome::AlreadyApplied => Ok(SecretOutcome::Stale {
+                reason: "the change was applied before and its answer is gone".to_owned(),
+            }),
             other => Err(replicated_failure(format!("unexpected outcome {other:?}"))),
         }
     }

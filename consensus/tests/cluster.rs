@@ -133,6 +133,38 @@ async fn three_members_replicate_forward_survive_the_leader_and_catch_up_from_a_
     assert_eq!(lines(&n1), lines(&n2));
     assert_eq!(lines(&n1), lines(&n3));
 
+    // Every member holds the cluster secrets key (the node installs it from
+    // its node folder); a version sealed on a follower opens everywhere.
+    let key_file = temp.path().join("secrets.key");
+    std::fs::write(&key_file, [42u8; 32]).expect("key");
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("mode");
+    let replica = |member: &ClusterHandle| {
+        secrets::SecretStore::replica(member.state_machine().store().root())
+    };
+    for member in members {
+        replica(member)
+            .install_cluster_key(&key_file)
+            .expect("install");
+    }
+    let first = put_secret(&n2, "before-n1-left").await;
+    assert_eq!(first.version, 1);
+    for member in members {
+        eventually("the version to apply everywhere", || {
+            replica(member)
+                .get(&EnvId::local(), &db_password(), None)
+                .is_ok()
+        })
+        .await;
+        let (_, value) = replica(member)
+            .reveal(&EnvId::local(), &db_password(), None)
+            .expect("reveal");
+        assert_eq!(value.expose(), "before-n1-left");
+    }
+
     // Lose the leader; the other two elect one and keep accepting writes.
     n1.shutdown().await;
     drop(n1);
@@ -151,6 +183,8 @@ async fn three_members_replicate_forward_survive_the_leader_and_catch_up_from_a_
             .idempotency_record(&EnvId::local(), "while-n1-was-away")
             .expect("the table reads")
     };
+    // A secret version n1 misses: it reaches n1 only inside the snapshot.
+    assert_eq!(put_secret(&n3, "while-n1-was-away").await.version, 2);
     for i in 3..10 {
         n2.submit(&create(&format!("env-{i}")))
             .await
@@ -176,8 +210,70 @@ async fn three_members_replicate_forward_survive_the_leader_and_catch_up_from_a_
     assert!(recorded(&n2).is_some(), "the leader keeps the record");
     assert_eq!(recorded(&n1), recorded(&n2), "the snapshot carried it");
     assert_eq!(lines(&n1), lines(&n2));
+    let (meta, value) = replica(&n1)
+        .reveal(&EnvId::local(), &db_password(), None)
+        .expect("the snapshot carried the secret");
+    assert_eq!((meta.version, value.expose()), (2, "while-n1-was-away"));
+    assert_eq!(
+        replica(&n1).image(&EnvId::local()).expect("image"),
+        replica(&n2).image(&EnvId::local()).expect("image"),
+        "n1's secret store is n2's"
+    );
     for member in [&n1, &n2, &n3] {
         member.shutdown().await;
+    }
+}
+
+fn db_password() -> secrets::SecretPath {
+    secrets::SecretPath::parse("db/password").expect("path")
+}
+
+/// Seals `value` as the next version of `db/password` on `member` and
+/// commits it through the cluster, as the node's `secrets put` does.
+async fn put_secret(member: &ClusterHandle, value: &str) -> secrets::VersionMeta {
+    let store = secrets::SecretStore::replica(member.state_machine().store().root());
+    let request = secrets::WriteRequest {
+        created_by: "test".to_owned(),
+        origin: secrets::Origin::Put,
+        idempotency_key: None,
+        at: chrono::Utc::now(),
+    };
+    let text = secrets::SecretText::new(value.to_owned()).expect("value");
+    let secrets::Sealing::New(sealed) = store
+        .seal(&EnvId::local(), &db_password(), &text, request, false)
+        .expect("seal")
+    else {
+        panic!("a new value is never a replay");
+    };
+    let event = deploy::audit::AuditEvent {
+        schema: deploy::audit::AUDIT_SCHEMA.to_owned(),
+        event_id: EventId::from_ulid(ulid::Ulid::new()),
+        ts: chrono::Utc::now(),
+        actor: Actor::local_user(Some("test".into()), None),
+        env_id: "local".to_owned(),
+        noun: "secrets".to_owned(),
+        verb: "put".to_owned(),
+        target: serde_json::json!({"path": "db/password"}),
+        previous_generation: None,
+        new_generation: None,
+        idempotency_key: None,
+        replayed: false,
+        authorization: Authorization {
+            decision: Decision::Allow,
+            policy: "test".into(),
+            reason: "test".into(),
+        },
+        result: deploy::audit::AuditResult::Ok,
+        prev_hash: String::new(),
+        signed_by: None,
+    };
+    match member
+        .secret_change(&consensus::SecretChange::Write(sealed), &event)
+        .await
+        .expect("replicated")
+    {
+        consensus::SecretOutcome::Written(meta) => meta,
+        other => panic!("unexpected {other:?}"),
     }
 }
 
