@@ -25,10 +25,12 @@ pub fn run(verb: ClusterVerb) -> Result<Report, CliError> {
         } => {
             let ca_dir = dir.join("ca");
             if if_missing && ca_dir.join("ca.pem").is_file() {
+                // A cluster made before secrets were replicated gets its key.
+                let made = ensure_secrets_key(&ca_dir)?;
                 return Ok(Report::new(
                     "cluster",
                     "init",
-                    serde_json::json!({"ca_dir": ca_dir, "unchanged": true}),
+                    serde_json::json!({"ca_dir": ca_dir, "unchanged": !made, "secrets_key_created": made}),
                 ));
             }
             let ca = ClusterCa::create("greentic").map_err(pki)?;
@@ -43,6 +45,7 @@ pub fn run(verb: ClusterVerb) -> Result<Report, CliError> {
                 &ca_dir.join(crate::gossip::GOSSIP_KEY_FILE),
                 &format!("{}\n", key.to_base64()),
             )?;
+            write_secret_bytes(&ca_dir.join(SECRETS_KEY_FILE), &new_secrets_key()?[..])?;
             let node_dir = issue(&ca, &dir, &name)?;
             for other in &others {
                 issue(&ca, &dir, other)?;
@@ -56,6 +59,7 @@ pub fn run(verb: ClusterVerb) -> Result<Report, CliError> {
         }
         ClusterVerb::IssueCert { name, dir } => {
             let ca = ClusterCa::load_from_dir(&dir.join("ca")).map_err(pki)?;
+            ensure_secrets_key(&dir.join("ca"))?;
             let node_dir = issue(&ca, &dir, &name)?;
             Ok(Report::new(
                 "cluster",
@@ -100,11 +104,66 @@ fn issue(ca: &ClusterCa, dir: &Path, name: &str) -> Result<std::path::PathBuf, C
     if let Ok(keys) = std::fs::read_to_string(&key_file) {
         write_secret(&node_dir.join(crate::gossip::GOSSIP_KEY_FILE), &keys)?;
     }
+    if let Ok(key) = std::fs::read(dir.join("ca").join(SECRETS_KEY_FILE)) {
+        write_secret_bytes(&node_dir.join(SECRETS_KEY_FILE), &key)?;
+    }
     Ok(node_dir)
+}
+
+/// File in a node folder (and the cluster's `ca/`) with the cluster
+/// secrets key: 32 random bytes, mode 0600, the same on every member. A
+/// member installs it as its replica's node key, which wraps each
+/// environment's data key, so a version sealed on one member opens on all
+/// (`secrets/README.md`, "Clusters").
+pub const SECRETS_KEY_FILE: &str = "secrets.key";
+
+fn new_secrets_key() -> Result<zeroize::Zeroizing<[u8; 32]>, CliError> {
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    secrets::value::os_random(&mut key[..]).map_err(|e| {
+        CliError::new(
+            ErrorKind::Io,
+            format!("no randomness for the cluster secrets key: {e}"),
+        )
+    })?;
+    Ok(key)
+}
+
+/// Makes `ca/secrets.key` when a cluster folder has none; true if it did.
+fn ensure_secrets_key(ca_dir: &Path) -> Result<bool, CliError> {
+    let path = ca_dir.join(SECRETS_KEY_FILE);
+    if path.is_file() {
+        return Ok(false);
+    }
+    write_secret_bytes(&path, &new_secrets_key()?[..])?;
+    Ok(true)
+}
+
+/// Installs the node folder's cluster secrets key as the replica's node key
+/// before the member starts. A folder without one (made before secrets
+/// were replicated) starts anyway: its replica applies every secret change
+/// (that needs no key), and the member's own seals and reveals fail with
+/// `cluster-key-missing`, naming the fix.
+pub fn install_secrets_key(node_dir: &Path, store_root: &Path) -> Result<(), CliError> {
+    let source = node_dir.join(SECRETS_KEY_FILE);
+    if !source.is_file() {
+        tracing::warn!(
+            file = %source.display(),
+            "this member has no cluster secrets key: it cannot store or reveal secrets until ca/{SECRETS_KEY_FILE} is copied there (mode 0600)"
+        );
+        return Ok(());
+    }
+    secrets::SecretStore::replica(store_root)
+        .install_cluster_key(&source)
+        .map_err(crate::secrets_cmd::cli_error)
 }
 
 /// Writes a secret readable by its owner only.
 fn write_secret(path: &Path, text: &str) -> Result<(), CliError> {
+    write_secret_bytes(path, text.as_bytes())
+}
+
+/// Writes secret bytes readable by their owner only.
+fn write_secret_bytes(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |e: std::io::Error| CliError::new(ErrorKind::Io, format!("{}: {e}", path.display()));
@@ -115,7 +174,7 @@ fn write_secret(path: &Path, text: &str) -> Result<(), CliError> {
         .mode(0o600)
         .open(path)
         .map_err(io)?;
-    file.write_all(text.as_bytes()).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)
 }
 

@@ -143,6 +143,7 @@ fn edge<'a>(context: &'a Context, root: &'a Path, env_id: &EnvId) -> secrets_cmd
         authorization: context.authorize(env_id),
         signed_by: None,
         replicated: root.join(crate::node_client::NODE_FILE).is_file(),
+        cluster: None,
     }
 }
 
@@ -534,7 +535,7 @@ pub fn bootstrap(
         if secrets_edge.replicated {
             return Err(CliError::new(
                 ErrorKind::NotYetImplemented,
-                "this store is a cluster member's replica and secrets are not replicated yet; nothing was changed",
+                "this store is a cluster member's replica: `credentials bootstrap` runs where the secret store is this machine's own (a single node), and a replica's secrets change only through its running member; nothing was changed",
             ));
         }
         let contract = contract(context, &env_id, &deployer, None)?;

@@ -685,6 +685,7 @@ async fn start_cluster(
             "--cluster-dir needs --raft-listen ADDR",
         )
     })?;
+    crate::cluster_cmd::install_secrets_key(identity_dir, store_root)?;
     consensus::ClusterHandle::start(consensus::ClusterConfig {
         node_name,
         data_dir: dir.join("raft"),

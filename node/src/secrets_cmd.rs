@@ -10,6 +10,7 @@
 
 use std::path::Path;
 
+use consensus::{SecretChange, SecretOutcome};
 use deploy::audit::{AUDIT_SCHEMA, Actor, AuditEvent, AuditResult, Authorization, Decision};
 use deploy::descriptor::CapabilitySlot;
 use deploy::error::ErrorKind;
@@ -19,7 +20,7 @@ use secrets::answers::{
     check_idempotency_key,
 };
 use secrets::value::{generate, os_random};
-use secrets::{Origin, RefError, SecretPath, SecretStore, SecretsError, WriteRequest};
+use secrets::{Origin, Sealing, SecretPath, SecretStore, SecretsError, WriteRequest};
 use serde_json::{Value, json};
 use store::EnvironmentStore;
 
@@ -36,10 +37,34 @@ pub struct Edge<'a> {
     /// The `key_id` of the operator key that signed a change, on an
     /// environment with a trust root; recorded in the audit event.
     pub signed_by: Option<String>,
-    /// The store is a cluster member's replica. Secrets are not replicated
-    /// yet (design: `secrets/README.md`), so writes are refused there
-    /// rather than stored on one member only.
+    /// The store is a cluster member's replica.
     pub replicated: bool,
+    /// The running member whose log takes this replica's secret changes:
+    /// a change is sealed here and committed by every replica
+    /// (`consensus::SecretChange`). A replica without it (the CLI on a
+    /// member's folder) refuses changes: only the member may write them.
+    pub cluster: Option<consensus::ReplicatedStore>,
+}
+
+/// How many times a change that lost a race with another (the same next
+/// version, idempotency key or first data key) is sealed again before the
+/// caller is told to retry.
+const STALE_RETRIES: usize = 8;
+
+/// A failed change, and whether its refusal is already in the audit log (a
+/// replicated refusal is recorded by every replica's state machine).
+struct Failed {
+    error: CliError,
+    audited: bool,
+}
+
+impl From<CliError> for Failed {
+    fn from(error: CliError) -> Self {
+        Self {
+            error,
+            audited: false,
+        }
+    }
 }
 
 /// The environment exists and its `secrets` slot is served by this node's
@@ -73,72 +98,7 @@ fn served_here(store: &dyn EnvironmentStore, root: &Path, env: &EnvId) -> Result
 /// The CLI error of a secret store error: a stable kind, the field it is
 /// about, and `details.secrets_error`, a code tests and scripts can match.
 pub fn cli_error(error: SecretsError) -> CliError {
-    let (kind, field, code) = match &error {
-        SecretsError::Ref(RefError::CrossEnvRef { .. }) => {
-            (ErrorKind::InvalidArgument, Some("path"), "cross-env-ref")
-        }
-        SecretsError::Ref(RefError::Path(path)) => (
-            ErrorKind::InvalidArgument,
-            Some("path"),
-            match path {
-                secrets::PathError::Empty => "empty-path",
-                secrets::PathError::TooLong { .. } => "path-too-long",
-                secrets::PathError::TooManySegments { .. } => "too-many-segments",
-                secrets::PathError::EmptySegment { .. } => "empty-segment",
-                secrets::PathError::DotSegment { .. } => "dot-segment",
-                secrets::PathError::InvalidChar { .. } => "invalid-char",
-            },
-        ),
-        SecretsError::Ref(_) => (ErrorKind::InvalidArgument, Some("path"), "bad-ref"),
-        SecretsError::Value(secrets::value::ValueError::TooLarge { .. }) => {
-            (ErrorKind::PayloadTooLarge, Some("value"), "value-too-large")
-        }
-        SecretsError::Value(secrets::value::ValueError::Empty) => {
-            (ErrorKind::InvalidArgument, Some("value"), "empty-value")
-        }
-        SecretsError::Value(secrets::value::ValueError::GeneratedLength { .. }) => (
-            ErrorKind::InvalidArgument,
-            Some("generate.length"),
-            "generated-length",
-        ),
-        SecretsError::Value(secrets::value::ValueError::Random { .. }) => {
-            (ErrorKind::Internal, None, "random-source")
-        }
-        SecretsError::ValueSource { .. } => (ErrorKind::InvalidArgument, None, "value-source"),
-        SecretsError::ValueFile { .. } => (ErrorKind::Io, Some("value_file"), "value-file"),
-        SecretsError::NotFound { .. } => (ErrorKind::NotFound, Some("path"), "not-found"),
-        SecretsError::VersionNotFound { .. } => {
-            (ErrorKind::NotFound, Some("version"), "version-not-found")
-        }
-        SecretsError::VersionLimit { .. } => (ErrorKind::Conflict, None, "version-limit"),
-        SecretsError::LatestVersion { .. } => {
-            (ErrorKind::Conflict, Some("version"), "latest-version")
-        }
-        SecretsError::Pinned { .. } => (ErrorKind::Conflict, Some("version"), "pinned"),
-        SecretsError::IdempotencyConflict { .. } => (
-            ErrorKind::IdempotencyConflict,
-            Some("idempotency_key"),
-            "idempotency-conflict",
-        ),
-        SecretsError::NodeKeyMissing { .. } => {
-            (ErrorKind::SecretKeyUnavailable, None, "node-key-missing")
-        }
-        SecretsError::NodeKeyUnreadable { .. } => {
-            (ErrorKind::SecretKeyUnavailable, None, "node-key-unreadable")
-        }
-        SecretsError::NodeKeyPermissions { .. } => (
-            ErrorKind::SecretKeyUnavailable,
-            None,
-            "node-key-permissions",
-        ),
-        SecretsError::DataKeyUnwrap { .. } => {
-            (ErrorKind::SecretKeyUnavailable, None, "data-key-unwrap")
-        }
-        SecretsError::Corrupt { .. } => (ErrorKind::SecretCorrupt, None, "corrupt"),
-        SecretsError::Malformed { .. } => (ErrorKind::Store, None, "malformed"),
-        SecretsError::Io { .. } => (ErrorKind::Io, None, "io"),
-        SecretsError::Audit { .. } => (ErrorKind::Audit, None, "audit"),
-    };
+    let (kind, field, code) = (error.kind(), error.field(), error.code());
     let mut cli =
         CliError::new(kind, error.to_string()).with_details(json!({"secrets_error": code}));
     if let Some(field) = field {
@@ -202,15 +162,112 @@ impl Edge<'_> {
         served_here(self.store, self.root, env)
     }
 
-    /// Refuses a write on a cluster member (see [`Edge::replicated`]).
-    fn single_node(&self) -> Result<(), CliError> {
+    /// The secret store of this edge's root: a replica's never makes a
+    /// node key of its own (the member installed the cluster's).
+    fn secret_store(&self) -> SecretStore {
         if self.replicated {
-            return Err(CliError::new(
-                ErrorKind::NotYetImplemented,
-                "secrets are not replicated between cluster members yet, so a cluster member refuses to store one (it would exist on this member only); nothing was written",
-            ));
+            SecretStore::replica(self.root)
+        } else {
+            SecretStore::new(self.root)
         }
-        Ok(())
+    }
+
+    /// The member's log for a change on a replica; on a replica without a
+    /// running member the change is refused (this process must not write
+    /// a replica behind Raft's back).
+    fn log_for_change(&self) -> Result<Option<&consensus::ReplicatedStore>, CliError> {
+        match (&self.cluster, self.replicated) {
+            (Some(cluster), _) => Ok(Some(cluster)),
+            (None, false) => Ok(None),
+            (None, true) => Err(CliError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{} is a cluster member's replica: change secrets through the running member (start it with `gtc node run --cluster-dir …`; `gtc op` then goes through it), nothing was written",
+                    self.root.display()
+                ),
+            )),
+        }
+    }
+
+    /// Stores `value` as a new version of `path`: here under the store's
+    /// lock, or sealed here and committed through the cluster's log.
+    fn write_version(
+        &self,
+        env: &EnvId,
+        path: &SecretPath,
+        value: &secrets::SecretText,
+        origin: Origin,
+        idempotency_key: Option<String>,
+        verb: &'static str,
+    ) -> Result<(Value, bool), Failed> {
+        let must_exist = verb == "rotate";
+        let Some(cluster) = self.log_for_change()? else {
+            let store = SecretStore::new(self.root);
+            let request = self.request(origin, idempotency_key);
+            let mut audit = audit_write(self, env, verb);
+            let written = if must_exist {
+                store.rotate(env, path, value, request, &mut audit)
+            } else {
+                store.put(env, path, value, request, &mut audit)
+            };
+            return written.map(written_json).map_err(|e| cli_error(e).into());
+        };
+        let store = self.secret_store();
+        for _ in 0..STALE_RETRIES {
+            let request = self.request(origin, idempotency_key.clone());
+            let sealed = match store.seal(env, path, value, request, must_exist) {
+                Ok(Sealing::Replay(meta)) => {
+                    let mut audit = audit_write(self, env, verb);
+                    audit(&meta, true).map_err(|audit| {
+                        CliError::new(
+                            ErrorKind::Audit,
+                            format!("the replayed write could not be audited: {audit}"),
+                        )
+                    })?;
+                    return Ok((json!(meta), true));
+                }
+                Ok(Sealing::New(sealed)) => sealed,
+                Err(error) => return Err(cli_error(error).into()),
+            };
+            let event = self.event(
+                env,
+                verb,
+                json!({"environment_id": env, "path": path.as_str()}),
+                AuditResult::Ok,
+            );
+            let outcome = cluster
+                .secret_change(&SecretChange::Write(sealed.clone()), &event)
+                .map_err(|error| replicated_error(error.to_string()))?;
+            match outcome {
+                SecretOutcome::Written(meta) => return Ok((json!(meta), false)),
+                // Its answer was lost, but the version is there.
+                SecretOutcome::Stale { .. } if store.holds(&sealed).map_err(cli_error)? => {
+                    return Ok((json!(sealed.meta()), false));
+                }
+                SecretOutcome::Stale { reason } => {
+                    tracing::debug!(%reason, "a sealed secret version lost a race; sealing again");
+                }
+                SecretOutcome::Refused {
+                    code,
+                    kind,
+                    message,
+                    field,
+                } => return Err(replicated_refusal(code, &kind, message, field)),
+                SecretOutcome::Removed(_) => {
+                    return Err(
+                        replicated_error("a write was answered as a removal".to_owned()).into(),
+                    );
+                }
+            }
+        }
+        Err(CliError::new(
+            ErrorKind::Conflict,
+            format!(
+                "{} changed under {STALE_RETRIES} attempts in a row (other writes to it through other members); nothing was written by this one, try again",
+                path.reference(env)
+            ),
+        )
+        .into())
     }
 
     fn path(&self, env: &EnvId, text: &str) -> Result<SecretPath, CliError> {
@@ -228,30 +285,44 @@ impl Edge<'_> {
 }
 
 /// The JSON of a written version, and whether it was a replay.
-fn written(written: secrets::Written) -> (Value, bool) {
+fn written_json(written: secrets::Written) -> (Value, bool) {
     (json!(written.meta), written.replayed)
+}
+
+/// The cluster could not take or answer a change (no leader, a dead
+/// member): nothing known was written.
+fn replicated_error(reason: String) -> CliError {
+    CliError::new(
+        ErrorKind::Store,
+        format!("the cluster did not apply the secret change: {reason}"),
+    )
+}
+
+/// A refusal every replica recorded (so it is not audited again here).
+fn replicated_refusal(code: String, kind: &str, message: String, field: Option<String>) -> Failed {
+    let mut error = CliError::new(ErrorKind::parse(kind).unwrap_or(ErrorKind::Store), message)
+        .with_details(json!({"secrets_error": code}));
+    if let Some(field) = field {
+        error = error.with_field(field);
+    }
+    Failed {
+        error,
+        audited: true,
+    }
 }
 
 /// `secrets put`: a new version from `value` or `value_file`.
 pub fn put(edge: &Edge<'_>, answers: SecretPutAnswers) -> Result<(Value, bool), CliError> {
     let env = answers.environment_id.clone();
     let target = json!({"environment_id": env, "path": answers.path});
-    let attempt = || -> Result<(Value, bool), CliError> {
+    let attempt = || -> Result<(Value, bool), Failed> {
         edge.check_environment(&env)?;
-        edge.single_node()?;
+        edge.log_for_change()?;
         let path = edge.path(&env, &answers.path)?;
         check_idempotency_key(answers.idempotency_key.as_deref()).map_err(cli_error)?;
         let key = answers.idempotency_key.clone();
         let value = answers.into_value().map_err(cli_error)?;
-        let request = edge.request(Origin::Put, key);
-        let result = SecretStore::new(edge.root).put(
-            &env,
-            &path,
-            &value,
-            request,
-            &mut audit_write(edge, &env, "put"),
-        );
-        result.map(written).map_err(cli_error)
+        edge.write_version(&env, &path, &value, Origin::Put, key, "put")
     };
     attempt().map_err(|error| refuse_unless_audited(edge, &env, "put", target, error))
 }
@@ -260,9 +331,9 @@ pub fn put(edge: &Edge<'_>, answers: SecretPutAnswers) -> Result<(Value, bool), 
 pub fn rotate(edge: &Edge<'_>, answers: SecretRotateAnswers) -> Result<(Value, bool), CliError> {
     let env = answers.environment_id.clone();
     let target = json!({"environment_id": env, "path": answers.path});
-    let attempt = || -> Result<(Value, bool), CliError> {
+    let attempt = || -> Result<(Value, bool), Failed> {
         edge.check_environment(&env)?;
-        edge.single_node()?;
+        edge.log_for_change()?;
         let path = edge.path(&env, &answers.path)?;
         check_idempotency_key(answers.idempotency_key.as_deref()).map_err(cli_error)?;
         let key = answers.idempotency_key.clone();
@@ -274,15 +345,8 @@ pub fn rotate(edge: &Edge<'_>, answers: SecretRotateAnswers) -> Result<(Value, b
                 Some(spec),
             ),
         };
-        let request = edge.request(origin, key);
-        let result = SecretStore::new(edge.root).rotate(
-            &env,
-            &path,
-            &value,
-            request,
-            &mut audit_write(edge, &env, "rotate"),
-        );
-        let (mut meta, replayed) = result.map(written).map_err(cli_error)?;
+        let (mut meta, replayed) =
+            edge.write_version(&env, &path, &value, origin, key, "rotate")?;
         if let Some(spec) = generated {
             meta["generated"] = json!(spec);
         }
@@ -299,10 +363,13 @@ pub fn rotate(edge: &Edge<'_>, answers: SecretRotateAnswers) -> Result<(Value, b
 pub fn remove(edge: &Edge<'_>, answers: SecretRemoveAnswers) -> Result<Value, CliError> {
     let env = answers.environment_id.clone();
     let target = json!({"environment_id": env, "path": answers.path, "version": answers.version});
-    let attempt = || -> Result<Value, CliError> {
+    let attempt = || -> Result<Value, Failed> {
         edge.check_environment(&env)?;
-        edge.single_node()?;
+        let log = edge.log_for_change()?;
         let path = edge.path(&env, &answers.path)?;
+        if let Some(cluster) = log {
+            return remove_replicated(edge, cluster, &env, &path, answers.version);
+        }
         let mut check = |meta: &secrets::VersionMeta| -> Result<(), SecretsError> {
             let state = edge
                 .store
@@ -313,18 +380,8 @@ pub fn remove(edge: &Edge<'_>, answers: SecretRemoveAnswers) -> Result<Value, Cl
                 .ok_or_else(|| SecretsError::Audit {
                     reason: format!("environment {env} disappeared"),
                 })?;
-            let pinning: Vec<String> = state
-                .environment
-                .revisions
-                .iter()
-                .filter(|revision| revision.lifecycle != deploy::lifecycle::Lifecycle::Archived)
-                .filter(|revision| {
-                    revision.secret_pins.iter().any(|pin| {
-                        pin.reference.as_str() == meta.reference && pin.version == meta.version
-                    })
-                })
-                .map(|revision| format!("{} ({})", revision.revision_id, revision.lifecycle))
-                .collect();
+            let pinning =
+                deploy::secret_pins::pinned_by(&state.environment, &meta.reference, meta.version);
             if !pinning.is_empty() {
                 return Err(SecretsError::Pinned {
                     reference: meta.reference.clone(),
@@ -341,7 +398,8 @@ pub fn remove(edge: &Edge<'_>, answers: SecretRemoveAnswers) -> Result<Value, Cl
             edge.record(event)
                 .map_err(|reason| SecretsError::Audit { reason })
         };
-        let removed = SecretStore::new(edge.root)
+        let removed = edge
+            .secret_store()
             .remove(&env, &path, answers.version, &mut check)
             .map_err(cli_error)?;
         Ok(json!({"removed": removed}))
@@ -349,15 +407,73 @@ pub fn remove(edge: &Edge<'_>, answers: SecretRemoveAnswers) -> Result<Value, Cl
     attempt().map_err(|error| refuse_unless_audited(edge, &env, "remove", target, error))
 }
 
+/// `secrets remove` on a cluster member: every replica checks the pins
+/// against its committed state and removes the version alike.
+fn remove_replicated(
+    edge: &Edge<'_>,
+    cluster: &consensus::ReplicatedStore,
+    env: &EnvId,
+    path: &SecretPath,
+    version: u32,
+) -> Result<Value, Failed> {
+    // The version exists here (else the answer is the same not-found a
+    // single node gives, without a round through the log).
+    let before = edge
+        .secret_store()
+        .get(env, path, Some(version))
+        .map_err(cli_error)?;
+    let event = edge.event(
+        env,
+        "remove",
+        json!({"environment_id": env, "path": path.as_str(), "version": version}),
+        AuditResult::Ok,
+    );
+    let change = SecretChange::Remove {
+        env_id: env.clone(),
+        path: path.as_str().to_owned(),
+        version,
+    };
+    match cluster
+        .secret_change(&change, &event)
+        .map_err(|error| replicated_error(error.to_string()))?
+    {
+        SecretOutcome::Removed(meta) => Ok(json!({"removed": meta})),
+        SecretOutcome::Refused {
+            code,
+            kind,
+            message,
+            field,
+        } => Err(replicated_refusal(code, &kind, message, field)),
+        // Applied before, with its answer lost: removed if it is gone now.
+        SecretOutcome::Stale { reason } => {
+            match edge.secret_store().get(env, path, Some(version)) {
+                Err(SecretsError::VersionNotFound { .. }) => Ok(json!({"removed": before})),
+                _ => Err(replicated_error(format!(
+                    "{reason}; `gtc op secrets list {env}` shows whether version {version} remains"
+                ))
+                .into()),
+            }
+        }
+        SecretOutcome::Written(_) => {
+            Err(replicated_error("a removal was answered as a write".to_owned()).into())
+        }
+    }
+}
+
 /// Holds `env`'s secret store lock while a stage pins versions and commits
 /// the revision (see [`secrets::SecretStore::hold`]); `None` when the
-/// bundle pins nothing.
+/// bundle pins nothing, and on a cluster member's replica. There the
+/// replica's state machine takes the same lock to commit a secret change
+/// that may precede the stage in the log, so holding it across the stage's
+/// commit would stall both until the write timed out. A removal racing a
+/// stage on a cluster can therefore leave a revision pinning a removed
+/// version: its warm then fails, naming the version (secrets/README.md).
 pub fn hold_for_pinning(
     root: &Path,
     env: &EnvId,
     uses: &[deploy::secret_pins::SecretUse],
 ) -> Result<Option<secrets::StoreGuard>, CliError> {
-    if uses.is_empty() {
+    if uses.is_empty() || root.join(crate::node_client::NODE_FILE).is_file() {
         return Ok(None);
     }
     SecretStore::new(root)
@@ -384,18 +500,19 @@ fn audit_write<'a>(
     }
 }
 
-/// A failure that was not the audit's own: audit it as a refusal.
+/// A failure that was not the audit's own, nor recorded by the cluster:
+/// audit it as a refusal.
 fn refuse_unless_audited(
     edge: &Edge<'_>,
     env: &EnvId,
     verb: &str,
     target: Value,
-    error: CliError,
+    failed: Failed,
 ) -> CliError {
-    if error.kind == ErrorKind::Audit {
-        return error;
+    if failed.audited || failed.error.kind == ErrorKind::Audit {
+        return failed.error;
     }
-    edge.refused(env, verb, target, error)
+    edge.refused(env, verb, target, failed.error)
 }
 
 /// `secrets get`: metadata; the value too with `reveal` (the caller checked
@@ -405,7 +522,7 @@ pub fn get(edge: &Edge<'_>, answers: SecretGetAnswers) -> Result<Value, CliError
     let env = answers.environment_id.clone();
     edge.check_environment(&env)?;
     let path = edge.path(&env, &answers.path)?;
-    let store = SecretStore::new(edge.root);
+    let store = edge.secret_store();
     let latest = store.get(&env, &path, None).map_err(cli_error)?.version;
     if !answers.reveal {
         let meta = store.get(&env, &path, answers.version).map_err(cli_error)?;
@@ -460,9 +577,7 @@ pub fn latest_meta(
 ) -> Result<secrets::VersionMeta, CliError> {
     edge.check_environment(env)?;
     let path = edge.path(env, reference)?;
-    SecretStore::new(edge.root)
-        .get(env, &path, None)
-        .map_err(cli_error)
+    edge.secret_store().get(env, &path, None).map_err(cli_error)
 }
 
 /// Opens `version` of `path` and audits the reveal before returning it.
@@ -473,7 +588,7 @@ fn reveal_audited(
     version: Option<u32>,
     target: Value,
 ) -> Result<(secrets::VersionMeta, secrets::SecretText), CliError> {
-    let (meta, value) = match SecretStore::new(edge.root).reveal(env, path, version) {
+    let (meta, value) = match edge.secret_store().reveal(env, path, version) {
         Ok(opened) => opened,
         Err(error) => return Err(edge.refused(env, "get", target, cli_error(error))),
     };
@@ -490,7 +605,7 @@ fn reveal_audited(
 /// `secrets list ENV`: paths and versions, never values.
 pub fn list(edge: &Edge<'_>, env: &EnvId) -> Result<Value, CliError> {
     let backend = edge.check_environment(env)?;
-    let rows = SecretStore::new(edge.root).list(env).map_err(cli_error)?;
+    let rows = edge.secret_store().list(env).map_err(cli_error)?;
     Ok(json!({
         "environment_id": env,
         "namespace": format!("secret://{env}/"),

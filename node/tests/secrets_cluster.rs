@@ -1,104 +1,353 @@
-//! Secrets on a real cluster member: not replicated yet, so a member
-//! refuses to store one (through its admin API and through `gtc op` on its
-//! store root) rather than keep it on one member only.
+//! Secrets on a real three-member cluster (issue 14): a version sealed on
+//! one member is committed through Raft by every replica, revealed by any
+//! member, pinned by revisions whose instances run on any member, and never
+//! written in plain text anywhere under the cluster's folders or logs.
 
 mod cluster_support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
-use cluster_support::{Member, Reaper, free_tcp, free_udp, run};
-use serde_json::Value;
+use cluster_support::{Member, Reaper, add_bundle, bundle_with, demo_service, eventually, gtc, op};
+use serde_json::{Value, json};
 
-#[test]
-fn a_cluster_member_refuses_to_store_a_secret_and_writes_nothing() {
-    // Proves: `secrets put` on a cluster member answers 501
-    // `not-yet-implemented` (API) and exit 2 (CLI on its store root), is
-    // audited, and creates no secret file or node key on the member.
-    let temp = tempfile::tempdir().expect("temp");
-    let _reaper = Reaper(temp.path().to_owned());
-    let home = temp.path().join("home");
-    std::fs::create_dir_all(&home).expect("home");
-    let dir = temp.path().join("cluster");
-    let dir_text = dir.to_str().expect("utf8");
-    let (ok, _, text) = run(
-        &home,
-        &["cluster", "init", "--dir", dir_text, "--name", "n1"],
-    );
-    assert!(ok, "cluster init: {text}");
-    let mut member = Member {
-        name: "n1".to_owned(),
-        dir: dir.join("n1"),
-        raft: free_udp(),
-        admin: free_tcp(),
-        router: free_tcp(),
-        gossip: None,
-        gossip_seed: None,
-        child: None,
-    };
-    member.start(&home, None);
-    let node_file: Value = serde_json::from_str(
-        &std::fs::read_to_string(member.store().join("local/node.json")).expect("node file"),
-    )
-    .expect("node json");
-    let token = node_file["token"].as_str().expect("token");
-
-    let body = r#"{"path":"db/password","value":"cluster-marker-value"}"#;
-    let mut stream = TcpStream::connect(member.admin).expect("connect");
-    write!(
-        stream,
-        "POST /v1/environments/local/secrets HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
-    assert!(
-        answer.contains("not-yet-implemented") && !answer.contains("cluster-marker-value"),
-        "{answer}"
-    );
-
-    let answers = home.join("put.json");
-    std::fs::write(
-        &answers,
-        r#"{"environment_id":"local","path":"db/password","value":"cluster-marker-value"}"#,
-    )
-    .expect("answers");
-    let store = member.store();
-    let output = cluster_support::gtc()
-        .env("GREENTIC_HOME", &home)
+/// `gtc op secrets VERB --answers A --store-root <member's replica>`: with
+/// the member running, the verb goes through it. (exit code, output JSON
+/// or error text).
+fn secrets(answers_dir: &Path, member: &Member, verb: &str, answers: Value) -> (i32, Value) {
+    let file = answers_dir.join(format!("{verb}-{}.json", cluster_support::ulid_like()));
+    std::fs::write(&file, answers.to_string()).expect("answers");
+    let output = gtc()
+        .env("GREENTIC_HOME", answers_dir)
         .env("USER", "tester")
-        .args([
-            "op",
-            "secrets",
-            "put",
-            "--answers",
-            answers.to_str().expect("utf8"),
-        ])
+        .args(["op", "secrets", verb, "--answers"])
+        .arg(&file)
         .arg("--store-root")
-        .arg(&store)
+        .arg(member.store())
         .output()
         .expect("gtc");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let value = serde_json::from_str(&text).unwrap_or_else(
+        |_| json!({"stderr": String::from_utf8_lossy(&output.stderr).into_owned(), "stdout": text}),
+    );
+    (output.status.code().unwrap_or(-1), value)
+}
+
+fn reveal(answers_dir: &Path, member: &Member, path: &str, version: Option<u32>) -> (u32, String) {
+    let (code, answer) = secrets(
+        answers_dir,
+        member,
+        "get",
+        json!({"environment_id": "local", "path": path, "version": version, "reveal": true}),
+    );
+    assert_eq!(code, 0, "reveal through {}: {answer}", member.name);
+    let result = &answer["result"];
+    (
+        result["version"].as_u64().expect("version") as u32,
+        result["value"].as_str().expect("value").to_owned(),
+    )
+}
+
+fn listed(answers_dir: &Path, member: &Member) -> Value {
+    let output = gtc()
+        .env("GREENTIC_HOME", answers_dir)
+        .args(["op", "secrets", "list", "local", "--store-root"])
+        .arg(member.store())
+        .output()
+        .expect("gtc");
+    assert!(output.status.success(), "list through {}", member.name);
+    let value: Value = serde_json::from_slice(&output.stdout).expect("json");
+    value["result"]["secrets"].clone()
+}
+
+/// Every file under `dir` with its bytes (relative paths), without lock
+/// files.
+fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(folder) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !path.ends_with(".lock") {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                out.push((path.strip_prefix(dir).expect("inside").to_owned(), bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The variables of each running process that serves `revision`.
+fn instance_vars(revision: &str) -> Vec<Vec<(String, String)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(bytes) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<(String, String)> = bytes
+            .split(|b| *b == 0)
+            .filter_map(|pair| {
+                let text = String::from_utf8_lossy(pair).into_owned();
+                text.split_once('=')
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            })
+            .collect();
+        if vars
+            .iter()
+            .any(|(k, v)| k == "GREENTIC_REVISION" && v == revision)
+        {
+            found.push(vars);
+        }
+    }
+    found
+}
+
+#[test]
+fn secrets_replicate_between_members_and_pinned_versions_run_on_every_member() {
+    // Proves: a put on one member is revealed by the others with the same
+    // version; a rotate on another follows; concurrent puts through all
+    // three members each get their own version (the sealed change that
+    // loses a race is sealed again); an idempotent put replays through
+    // another member and a conflicting one is refused; a removal applies
+    // everywhere; a revision pins the version it was staged with and its
+    // instances, placed on several members, receive exactly that version
+    // after a later rotation; every member's secret files are
+    // byte-identical; no value appears in any file under the cluster's
+    // folders, logs or audit logs; a member's replica refuses changes
+    // while its member is stopped.
+    let temp = tempfile::tempdir().expect("temp");
+    let _reaper = Reaper(temp.path().to_owned());
+    let (home, mut members) = cluster_support::three_members(temp.path(), true);
+    for member in &members {
+        member.wait_serving();
+    }
+    // Answers files hold values in plain text: kept outside the folders
+    // the leak check reads.
+    let answers = temp.path().join("answers");
+    std::fs::create_dir_all(&answers).expect("answers dir");
+    let markers = [
+        "marker-one-5c1d7e",
+        "marker-two-9a4f02",
+        "marker-three-e6b318",
+    ];
+
+    // A put through n2, revealed through n1 and n3.
+    let (code, put) = secrets(
+        &answers,
+        &members[1],
+        "put",
+        json!({"environment_id": "local", "path": "db/password", "value": markers[0]}),
+    );
+    assert_eq!(code, 0, "put through n2: {put}");
+    assert_eq!(put["result"]["version"], 1, "{put}");
+    for member in [&members[0], &members[2]] {
+        assert_eq!(
+            reveal(&answers, member, "db/password", None),
+            (1, markers[0].to_owned())
+        );
+    }
+    // A rotate through n3; n1 reveals both versions.
+    let (code, rotated) = secrets(
+        &answers,
+        &members[2],
+        "rotate",
+        json!({"environment_id": "local", "path": "db/password", "value": markers[1]}),
+    );
+    assert_eq!(code, 0, "rotate through n3: {rotated}");
     assert_eq!(
-        output.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        reveal(&answers, &members[0], "db/password", Some(1)),
+        (1, markers[0].to_owned())
+    );
+    assert_eq!(
+        reveal(&answers, &members[0], "db/password", None),
+        (2, markers[1].to_owned())
     );
 
-    assert!(
-        !store.join("secrets-node.key").exists(),
-        "no node key on a member"
+    // Concurrent puts to one path through all three members.
+    let values: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = members
+            .iter()
+            .enumerate()
+            .map(|(m, member)| {
+                let answers = &answers;
+                scope.spawn(move || {
+                    (0..4)
+                        .map(|i| {
+                            let value = format!("race-{m}-{i}-3b7c");
+                            let (code, answer) = secrets(
+                                answers,
+                                member,
+                                "put",
+                                json!({"environment_id": "local", "path": "race/key", "value": value}),
+                            );
+                            assert_eq!(code, 0, "concurrent put through {}: {answer}", member.name);
+                            value
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut seen = BTreeSet::new();
+    for version in 1..=12u32 {
+        let member = &members[version as usize % 3];
+        let (number, value) = reveal(&answers, member, "race/key", Some(version));
+        assert_eq!(number, version);
+        assert!(
+            values.contains(&value),
+            "version {version} is one put: {value}"
+        );
+        assert!(seen.insert(value), "each put has its own version");
+    }
+    assert_eq!(seen.len(), 12, "twelve puts, twelve versions");
+
+    // An idempotent put replays through another member; the same key with
+    // another value is refused (and audited) through a third.
+    let keyed = |value: &str| json!({"environment_id": "local", "path": "api/token", "value": value, "idempotency_key": "once"});
+    let (code, first) = secrets(&answers, &members[0], "put", keyed("token-value-4d2e"));
+    assert_eq!(code, 0, "{first}");
+    let (code, again) = secrets(&answers, &members[1], "put", keyed("token-value-4d2e"));
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(again["idempotency"], "replayed", "{again}");
+    assert_eq!(again["result"]["version"], 1);
+    let (code, conflict) = secrets(&answers, &members[2], "put", keyed("other-value-71aa"));
+    assert_ne!(code, 0, "{conflict}");
+    assert!(conflict.to_string().contains("idempotency"), "{conflict}");
+
+    // A revision pins version 2; its instances, placed across the members,
+    // run with version 2 after a rotation to version 3.
+    let added = add_bundle(&home, &members[0], "shop");
+    let deployment = added["result"]["deployment_id"]
+        .as_str()
+        .expect("deployment")
+        .to_owned();
+    let bundle = bundle_with(
+        &home,
+        &demo_service(),
+        "pinned",
+        "  startup_timeout_seconds: 10\n  instances: 3\n  secrets:\n    - ref: secret://local/db/password\n      env: DB_PASSWORD\n",
     );
-    assert!(
-        !store.join("local/secrets/entries").exists(),
-        "no secret stored"
+    let staged = op(
+        &home,
+        &members[0],
+        "revisions",
+        "stage",
+        json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
     );
-    let audit = member.audit();
-    assert!(
-        audit.contains("\"noun\":\"secrets\""),
-        "the refusal is audited: {audit}"
+    let revision = staged["result"]["revision_id"]
+        .as_str()
+        .expect("revision")
+        .to_owned();
+    let (code, rotated) = secrets(
+        &answers,
+        &members[1],
+        "rotate",
+        json!({"environment_id": "local", "path": "db/password", "value": markers[2]}),
     );
-    assert!(!audit.contains("cluster-marker-value"));
+    assert_eq!(code, 0, "{rotated}");
+    assert_eq!(rotated["result"]["version"], 3);
+    op(
+        &home,
+        &members[0],
+        "revisions",
+        "warm",
+        json!({"environment_id": "local", "revision_id": revision}),
+    );
+    eventually("three instances of the pinned revision", || {
+        instance_vars(&revision).len() == 3
+    });
+    let placed: BTreeSet<String> = cluster_support::placement(&members[0], &revision)
+        .into_iter()
+        .collect();
+    assert!(placed.len() >= 2, "placed on several members: {placed:?}");
+    for vars in instance_vars(&revision) {
+        let value = vars
+            .iter()
+            .find(|(k, _)| k == "DB_PASSWORD")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(value, Some(markers[1]), "every instance runs version 2");
+    }
+
+    // A removal through n2 applies everywhere; a pinned version is refused.
+    let (code, removed) = secrets(
+        &answers,
+        &members[1],
+        "remove",
+        json!({"environment_id": "local", "path": "db/password", "version": 1}),
+    );
+    assert_eq!(code, 0, "{removed}");
+    let (code, pinned) = secrets(
+        &answers,
+        &members[2],
+        "remove",
+        json!({"environment_id": "local", "path": "db/password", "version": 2}),
+    );
+    assert_ne!(code, 0, "{pinned}");
+    assert!(
+        pinned.to_string().contains(&revision),
+        "names the revision: {pinned}"
+    );
+    for member in &members {
+        eventually("the removal to apply", || {
+            let list = listed(&answers, member);
+            let versions: Vec<u64> = list
+                .as_array()
+                .and_then(|paths| paths.iter().find(|p| p["path"] == "db/password"))
+                .and_then(|p| p["versions"].as_array())
+                .map(|v| v.iter().filter_map(|v| v["version"].as_u64()).collect())
+                .unwrap_or_default();
+            versions == [2, 3]
+        });
+    }
+
+    // Every replica's secret files are byte-identical.
+    let secret_tree = |member: &Member| tree(&member.store().join("local").join("secrets"));
+    for member in &members[1..] {
+        eventually("identical secret stores", || {
+            secret_tree(member) == secret_tree(&members[0])
+        });
+    }
+
+    // A stopped member's replica refuses a change; nothing is written.
+    members[2].kill();
+    let before = secret_tree(&members[2]);
+    let (code, refused) = secrets(
+        &answers,
+        &members[2],
+        "put",
+        json!({"environment_id": "local", "path": "db/password", "value": "never-stored-0e9d"}),
+    );
+    assert_eq!(code, 1, "{refused}");
+    assert!(refused.to_string().contains("not running"), "{refused}");
+    assert_eq!(secret_tree(&members[2]), before);
+
+    // No value anywhere under the cluster's folders (replicas, audit logs,
+    // Raft logs and snapshots, node logs) or the operator's home.
+    let mut needles: Vec<String> = markers.iter().map(|m| (*m).to_owned()).collect();
+    needles.extend(values.iter().cloned());
+    needles.push("token-value-4d2e".to_owned());
+    needles.push("other-value-71aa".to_owned());
+    needles.push("never-stored-0e9d".to_owned());
+    for root in [temp.path().join("cluster"), home.clone()] {
+        for (path, bytes) in tree(&root) {
+            let text = String::from_utf8_lossy(&bytes);
+            for needle in &needles {
+                assert!(
+                    !text.contains(needle.as_str()),
+                    "{needle} found in {}",
+                    root.join(&path).display()
+                );
+            }
+        }
+    }
 }

@@ -47,6 +47,8 @@ async fn with_edge<T: Send + 'static>(
     let root = admin.local_store.root().to_owned();
     let actor = caller.actor(admin);
     let replicated = admin.cluster.is_some();
+    // Made here, on the runtime the cluster runs on (its writes block on it).
+    let cluster = admin.cluster.clone().map(consensus::ReplicatedStore::new);
     blocking(move || {
         let edge = Edge {
             store: store.as_ref(),
@@ -55,6 +57,7 @@ async fn with_edge<T: Send + 'static>(
             authorization,
             signed_by,
             replicated,
+            cluster,
         };
         work(&edge)
     })

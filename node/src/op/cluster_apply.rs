@@ -113,6 +113,7 @@ fn attempt(
         authorization: context.authorize(env_id),
         signed_by: None,
         replicated: false,
+        cluster: None,
     };
     for reference in refs.values() {
         secrets_cmd::latest_meta(&edge, env_id, reference)

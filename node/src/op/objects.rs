@@ -402,24 +402,31 @@ pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError>
     // has its own lock, and the node's admin API writes the same files.
     let root = context.store.root().to_owned();
     // A cluster member writes its node file at the store root (its replica
-    // holds every environment).
+    // holds every environment). Changes and reveals there go through the
+    // running member, which commits them through Raft and audits them in
+    // the replicated log; this process never writes a replica itself.
     let replicated = root.join(crate::node_client::NODE_FILE).is_file();
-    if replicated
-        && matches!(
-            verb,
-            SecretsVerb::Put(_) | SecretsVerb::Rotate(_) | SecretsVerb::Remove(_)
-        )
-    {
-        // Refused before anything is written: this process must not append
-        // to a replica's audit log behind Raft's back (the member's own API
-        // refuses and audits through Raft).
-        return Err(CliError::new(
-            ErrorKind::NotYetImplemented,
-            format!(
-                "{} is a cluster member's replica and secrets are not replicated yet; nothing was written",
-                root.display()
-            ),
-        ));
+    if replicated {
+        let ca = std::env::var_os("GTC_ADMIN_CA").map(std::path::PathBuf::from);
+        if let Some(member) = crate::node_client::running_node(&root, ca.as_deref()) {
+            return remote_secrets(&crate::remote::Remote::new(member), verb);
+        }
+        let reveals = matches!(&verb, SecretsVerb::Get(mutation)
+            if answers::<SecretGetAnswers>(mutation, "secrets", "get").is_ok_and(|a| a.reveal));
+        if reveals
+            || matches!(
+                verb,
+                SecretsVerb::Put(_) | SecretsVerb::Rotate(_) | SecretsVerb::Remove(_)
+            )
+        {
+            return Err(CliError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{} is a cluster member's replica and its member is not running: secret changes and reveals go through the member (start it with `gtc node run --cluster-dir …`), so nothing was written",
+                    root.display()
+                ),
+            ));
+        }
     }
     let edge = |env: &EnvId| secrets_cmd::Edge {
         store: &context.store,
@@ -428,6 +435,7 @@ pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError>
         authorization: context.authorize(env),
         signed_by: None,
         replicated,
+        cluster: None,
     };
     // A change of an environment with a trust root is signed by a listed
     // operator key; a refusal is audited as a denial.
