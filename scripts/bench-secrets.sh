@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue 14: secrets put / get / get-with-reveal latency through one real
-# node's admin API on loopback (BENCH_REQUESTS of each, default 500).
+# Issue 14: secrets put / get / get-with-reveal latency through the admin
+# API on loopback, side by side in one run: one real node, then a real
+# three-member cluster (BENCH_REQUESTS of each, default 500).
 # Copy the table into BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
