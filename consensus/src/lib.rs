@@ -7,7 +7,8 @@
 //! write path that forwards from followers to the leader, the peer
 //! messages and the server side that answers them, and bundle transfer
 //! between members ([`bundle`]), and the secret store's replicated changes
-//! (sealed versions and removals, never a value: `secret_change`).
+//! (sealed versions and removals, never a value: `secret_change`) and
+//! trust roots (`trust_root_change`).
 //!
 //! Must not touch: the meaning of a change (that is `deploy`), sockets and
 //! TLS (the `transport` crate carries every peer message in production),
@@ -53,6 +54,7 @@ mod settings;
 #[cfg(all(feature = "quic", feature = "redb"))]
 mod start;
 mod state_machine;
+mod trust_root_change;
 mod types;
 mod write_path;
 
@@ -78,6 +80,9 @@ pub use start::ClusterConfig;
 #[cfg(feature = "simulation")]
 pub use state_machine::CrashPoint;
 pub use state_machine::{AppliedEntry, ApplyObserver, RECENT_OUTCOMES_MAX, Raft, StateMachine};
+pub use trust_root_change::{
+    TRUST_ROOT_BYTES_MAX, TrustRootChange, TrustRootOutcome, trust_root_digest,
+};
 pub use types::{
     ClusterNode, ClusterRequest, ClusterResponse, Entry, LogId, NodeId, Snapshot, SnapshotMeta,
     StoredMembership, TypeConfig, Vote, node_id_for,

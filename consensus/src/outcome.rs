@@ -27,6 +27,8 @@ pub enum Outcome {
     Recorded,
     /// A change of the secret store was applied, refused, or found stale.
     Secret(crate::secret_change::SecretOutcome),
+    /// A trust root change was written, refused, or found stale.
+    TrustRoot(crate::trust_root_change::TrustRootOutcome),
     /// The entry had been applied before this node restarted; its original
     /// answer went to the client that was waiting then.
     AlreadyApplied,
@@ -159,14 +161,16 @@ impl Outcome {
                 field: error.field,
                 applied: None,
             }),
-            Self::Recorded | Self::Secret(_) | Self::AlreadyApplied | Self::Nothing => {
-                Err(SubmitError::Replicated {
-                    kind: ErrorKind::Store,
-                    message: "the replicated entry produced no command answer".to_owned(),
-                    field: None,
-                    applied: None,
-                })
-            }
+            Self::Recorded
+            | Self::Secret(_)
+            | Self::TrustRoot(_)
+            | Self::AlreadyApplied
+            | Self::Nothing => Err(SubmitError::Replicated {
+                kind: ErrorKind::Store,
+                message: "the replicated entry produced no command answer".to_owned(),
+                field: None,
+                applied: None,
+            }),
         }
     }
 }

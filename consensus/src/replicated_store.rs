@@ -17,6 +17,7 @@ use store::{EnvironmentStore, StoreError, SubmitError, Submitted};
 
 use crate::member::ClusterHandle;
 use crate::secret_change::{SecretChange, SecretOutcome};
+use crate::trust_root_change::{TrustRootChange, TrustRootOutcome};
 
 /// TEST-ONLY fault injection. When this environment variable names a file,
 /// every write through a `ReplicatedStore` made by this process waits while
@@ -106,6 +107,21 @@ impl ReplicatedStore {
         self.block_on(async {
             self.stall_if_asked().await;
             self.cluster.secret_change(change, event).await
+        })
+    }
+}
+
+impl ReplicatedStore {
+    /// Applies a trust root change through the cluster (see
+    /// [`ClusterHandle::trust_root_change`]), blocking like every write.
+    pub fn trust_root_change(
+        &self,
+        change: &TrustRootChange,
+        event: &AuditEvent,
+    ) -> Result<TrustRootOutcome, SubmitError> {
+        self.block_on(async {
+            self.stall_if_asked().await;
+            self.cluster.trust_root_change(change, event).await
         })
     }
 }

@@ -48,6 +48,7 @@ use store::{EnvironmentStore, LocalFsStore, StoreImage};
 
 use crate::outcome::Outcome;
 use crate::secret_change::{SecretChange, SecretOutcome};
+use crate::trust_root_change::{TrustRootChange, TrustRootOutcome};
 use crate::types::{
     ClusterRequest, ClusterResponse, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig,
 };
@@ -81,6 +82,17 @@ struct SnapshotFile {
     /// secrets were replicated, which held none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     secrets: Vec<SecretsImage>,
+    /// Each environment's trust root document, where it has one (absent
+    /// in snapshots of builds before trust roots were replicated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    trust_roots: Vec<TrustRootImage>,
+}
+
+/// One environment's `trust-root.json` in a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrustRootImage {
+    env_id: EnvId,
+    document: String,
 }
 
 /// The format before issue 18: the image's JSON as a JSON array of
@@ -100,6 +112,7 @@ fn parse_snapshot(bytes: &[u8]) -> io::Result<SnapshotFile> {
                 meta: legacy.meta,
                 image: serde_json::from_slice(&legacy.image_json).map_err(to_io)?,
                 secrets: Vec::new(),
+                trust_roots: Vec::new(),
             }),
             Err(_) => Err(to_io(error)),
         },
@@ -449,7 +462,9 @@ impl StateMachine {
                     )
                 })
             }
-            ClusterRequest::Record { event_json } | ClusterRequest::Secret { event_json, .. } => {
+            ClusterRequest::Record { event_json }
+            | ClusterRequest::Secret { event_json, .. }
+            | ClusterRequest::TrustRoot { event_json, .. } => {
                 serde_json::from_str::<AuditEvent>(event_json)
                     .map(|e| (e.event_id.to_string(), e.env_id.parse::<EnvId>().ok(), None))
             }
@@ -527,6 +542,25 @@ impl StateMachine {
                 };
                 crate::secret_change::apply(&self.inner.store, &change, event).map(Outcome::Secret)
             }
+            ClusterRequest::TrustRoot {
+                change_json,
+                event_json,
+            } => {
+                let event: AuditEvent = serde_json::from_str(&event_json).map_err(to_io)?;
+                let change = match serde_json::from_str::<TrustRootChange>(&change_json) {
+                    Ok(change) => change,
+                    Err(error) => {
+                        return Ok(Outcome::TrustRoot(TrustRootOutcome::Refused {
+                            kind: deploy::error::ErrorKind::InvalidArgument
+                                .as_str()
+                                .to_owned(),
+                            message: format!("the trust root change does not parse: {error}"),
+                        }));
+                    }
+                };
+                crate::trust_root_change::apply(&self.inner.store, &change, event)
+                    .map(Outcome::TrustRoot)
+            }
         }
     }
 
@@ -541,6 +575,22 @@ impl StateMachine {
                 .map_err(to_io)?
             {
                 images.push(secrets);
+            }
+        }
+        Ok(images)
+    }
+
+    /// The trust root document of every environment of `image` that has
+    /// one, read with the apply lock held like the image.
+    fn trust_root_images(&self, image: &StoreImage) -> io::Result<Vec<TrustRootImage>> {
+        let mut images = Vec::new();
+        for environment in &image.environments {
+            let env = environment.state.env_id();
+            if let Some(document) = crate::trust_root_change::read(&self.inner.store, env)? {
+                images.push(TrustRootImage {
+                    env_id: env.clone(),
+                    document,
+                });
             }
         }
         Ok(images)
@@ -599,7 +649,9 @@ fn request_env(request: &ClusterRequest) -> Option<EnvId> {
                 .ok()
                 .map(|envelope| envelope.command.env_id())
         }
-        ClusterRequest::Record { event_json } | ClusterRequest::Secret { event_json, .. } => {
+        ClusterRequest::Record { event_json }
+        | ClusterRequest::Secret { event_json, .. }
+        | ClusterRequest::TrustRoot { event_json, .. } => {
             serde_json::from_str::<AuditEvent>(event_json)
                 .ok()
                 .and_then(|event| event.env_id.parse().ok())
@@ -617,11 +669,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let (meta, image, secrets) = {
+        let (meta, image, secrets, trust_roots) = {
             let applied = self.lock()?;
             let image = self.inner.store.image().map_err(to_io)?;
             let secrets = self.secrets_images(&image)?;
-            (applied.clone(), image, secrets)
+            let trust_roots = self.trust_root_images(&image)?;
+            (applied.clone(), image, secrets, trust_roots)
         };
         self.inner.snapshots_built.fetch_add(1, Ordering::Relaxed);
         let snapshot_meta = SnapshotMeta {
@@ -632,6 +685,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: snapshot_meta.clone(),
             image,
             secrets,
+            trust_roots,
         };
         let bytes = serde_json::to_vec(&file).map_err(to_io)?;
         write_atomically(&self.snapshot_path(), &bytes)?;
@@ -712,6 +766,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let file = parse_snapshot(&snapshot)?;
         let image: StoreImage = file.image;
         let secrets = file.secrets;
+        let trust_roots = file.trust_roots;
         let mut applied = self.lock()?;
         self.inner.store.install_image(&image).map_err(to_io)?;
         let secret_store = SecretStore::replica(self.inner.store.root());
@@ -719,6 +774,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let env = environment.state.env_id();
             let wanted = secrets.iter().find(|s| &s.env_id == env);
             secret_store.install_image(env, wanted).map_err(to_io)?;
+            let document = trust_roots
+                .iter()
+                .find(|t| &t.env_id == env)
+                .map(|t| t.document.as_str());
+            crate::trust_root_change::install(&self.inner.store, env, document)?;
         }
         // The logs were replaced: read their tails again when needed.
         self.applied_ids()?.logs.clear();
@@ -726,6 +786,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: file.meta,
             image,
             secrets,
+            trust_roots,
         })
         .map_err(to_io)?;
         write_atomically(&self.snapshot_path(), &current)?;

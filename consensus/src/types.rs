@@ -57,6 +57,13 @@ pub enum ClusterRequest {
         change_json: String,
         event_json: String,
     },
+    /// A change of an environment's trust root, JSON of a
+    /// `crate::TrustRootChange` (the whole new document, written over the
+    /// file it was built from), and its audit event.
+    TrustRoot {
+        change_json: String,
+        event_json: String,
+    },
 }
 
 impl fmt::Display for ClusterRequest {
@@ -65,6 +72,9 @@ impl fmt::Display for ClusterRequest {
             Self::Submit { envelope_json } => write!(f, "submit({} bytes)", envelope_json.len()),
             Self::Record { event_json } => write!(f, "record({} bytes)", event_json.len()),
             Self::Secret { change_json, .. } => write!(f, "secret({} bytes)", change_json.len()),
+            Self::TrustRoot { change_json, .. } => {
+                write!(f, "trust-root({} bytes)", change_json.len())
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::outcome::Outcome;
 use crate::peer::{CallError, PeerRequest, PeerResponse};
 use crate::secret_change::{SecretChange, SecretOutcome};
 use crate::settings::PEER_CALL_TIMEOUT;
+use crate::trust_root_change::{TrustRootChange, TrustRootOutcome};
 use crate::types::{ClusterNode, ClusterRequest, ClusterResponse, NodeId};
 
 /// Attempts of one write while leadership is moving: each waits
@@ -321,6 +322,34 @@ impl ClusterHandle {
             // answering): its first answer is gone; the caller reads the
             // store to see what it did.
             Outcome::AlreadyApplied => Ok(SecretOutcome::Stale {
+                reason: "the change was applied before and its answer is gone".to_owned(),
+            }),
+            other => Err(replicated_failure(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Applies a trust root change through the cluster with the audit
+    /// event that records it (see `crate::trust_root_change`). Returns once
+    /// this node applied it.
+    pub async fn trust_root_change(
+        &self,
+        change: &TrustRootChange,
+        event: &AuditEvent,
+    ) -> Result<TrustRootOutcome, SubmitError> {
+        let change_json =
+            serde_json::to_string(change).map_err(|error| replicated_failure(error.to_string()))?;
+        let event_json =
+            serde_json::to_string(event).map_err(|error| replicated_failure(error.to_string()))?;
+        let response = self
+            .write(ClusterRequest::TrustRoot {
+                change_json,
+                event_json,
+            })
+            .await
+            .map_err(|error| replicated_failure(error.to_string()))?;
+        match outcome(response)? {
+            Outcome::TrustRoot(outcome) => Ok(outcome),
+            Outcome::AlreadyApplied => Ok(TrustRootOutcome::Stale {
                 reason: "the change was applied before and its answer is gone".to_owned(),
             }),
             other => Err(replicated_failure(format!("unexpected outcome {other:?}"))),

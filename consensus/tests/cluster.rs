@@ -183,8 +183,33 @@ async fn three_members_replicate_forward_survive_the_leader_and_catch_up_from_a_
             .idempotency_record(&EnvId::local(), "while-n1-was-away")
             .expect("the table reads")
     };
-    // A secret version n1 misses: it reaches n1 only inside the snapshot.
+    // A secret version and a trust root n1 misses: they reach n1 only
+    // inside the snapshot.
     assert_eq!(put_secret(&n3, "while-n1-was-away").await.version, 2);
+    let trust_root = r#"{"schema":"greentic.trust-root.v1","keys":[]}"#.to_owned();
+    let change = consensus::TrustRootChange {
+        env_id: EnvId::local(),
+        previous_sha256: None,
+        document: trust_root.clone(),
+    };
+    let event = audit_event("trust-root", "add");
+    assert_eq!(
+        n3.trust_root_change(&change, &event)
+            .await
+            .expect("replicated"),
+        consensus::TrustRootOutcome::Written
+    );
+    // Built from a file that is no longer there: stale, written nowhere.
+    let stale = consensus::TrustRootChange {
+        document: r#"{"schema":"greentic.trust-root.v1","keys":[{"x":1}]}"#.to_owned(),
+        ..change
+    };
+    assert!(matches!(
+        n2.trust_root_change(&stale, &audit_event("trust-root", "add"))
+            .await
+            .expect("replicated"),
+        consensus::TrustRootOutcome::Stale { .. }
+    ));
     for i in 3..10 {
         n2.submit(&create(&format!("env-{i}")))
             .await
@@ -219,6 +244,19 @@ async fn three_members_replicate_forward_survive_the_leader_and_catch_up_from_a_
         replica(&n2).image(&EnvId::local()).expect("image"),
         "n1's secret store is n2's"
     );
+    let trust_file = |member: &ClusterHandle| {
+        std::fs::read_to_string(deploy::layout::trust_root(
+            member.state_machine().store().root(),
+            &EnvId::local(),
+        ))
+        .expect("trust root")
+    };
+    assert_eq!(
+        trust_file(&n1),
+        trust_root,
+        "the snapshot carried the trust root"
+    );
+    assert_eq!(trust_file(&n2), trust_root);
     for member in [&n1, &n2, &n3] {
         member.shutdown().await;
     }
@@ -245,15 +283,28 @@ async fn put_secret(member: &ClusterHandle, value: &str) -> secrets::VersionMeta
     else {
         panic!("a new value is never a replay");
     };
-    let event = deploy::audit::AuditEvent {
+    let event = audit_event("secrets", "put");
+    match member
+        .secret_change(&consensus::SecretChange::Write(sealed), &event)
+        .await
+        .expect("replicated")
+    {
+        consensus::SecretOutcome::Written(meta) => meta,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// An allowed audit event about `local` by `noun verb`.
+fn audit_event(noun: &str, verb: &str) -> deploy::audit::AuditEvent {
+    deploy::audit::AuditEvent {
         schema: deploy::audit::AUDIT_SCHEMA.to_owned(),
         event_id: EventId::from_ulid(ulid::Ulid::new()),
         ts: chrono::Utc::now(),
         actor: Actor::local_user(Some("test".into()), None),
         env_id: "local".to_owned(),
-        noun: "secrets".to_owned(),
-        verb: "put".to_owned(),
-        target: serde_json::json!({"path": "db/password"}),
+        noun: noun.to_owned(),
+        verb: verb.to_owned(),
+        target: serde_json::json!({}),
         previous_generation: None,
         new_generation: None,
         idempotency_key: None,
@@ -266,14 +317,6 @@ async fn put_secret(member: &ClusterHandle, value: &str) -> secrets::VersionMeta
         result: deploy::audit::AuditResult::Ok,
         prev_hash: String::new(),
         signed_by: None,
-    };
-    match member
-        .secret_change(&consensus::SecretChange::Write(sealed), &event)
-        .await
-        .expect("replicated")
-    {
-        consensus::SecretOutcome::Written(meta) => meta,
-        other => panic!("unexpected {other:?}"),
     }
 }
 

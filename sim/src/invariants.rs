@@ -84,17 +84,19 @@ impl Answer {
                 event_id: None,
                 error: Some(format!("{}: {}", error.kind, error.message)),
             },
-            // The simulated clients send no secret changes; one would carry
-            // no command answer either.
-            Outcome::Recorded | Outcome::Secret(_) | Outcome::AlreadyApplied | Outcome::Nothing => {
-                Self {
-                    ok: true,
-                    generation: None,
-                    replayed: false,
-                    event_id: None,
-                    error: None,
-                }
-            }
+            // The simulated clients send no secret or trust root changes;
+            // one would carry no command answer either.
+            Outcome::Recorded
+            | Outcome::Secret(_)
+            | Outcome::TrustRoot(_)
+            | Outcome::AlreadyApplied
+            | Outcome::Nothing => Self {
+                ok: true,
+                generation: None,
+                replayed: false,
+                event_id: None,
+                error: None,
+            },
         }
     }
 }
