@@ -271,6 +271,38 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// `env trust list ENV`.
+    pub fn trust_list(&self, env: &EnvId) -> Result<Report, CliError> {
+        let document = self.get(&format!("{ENVIRONMENTS_PATH}/{env}/trust-root"))?;
+        let mut report = Report::new(crate::trust_cmd::NOUN, "list", document["result"].clone());
+        report.via = Some("node");
+        Ok(report)
+    }
+
+    /// `env trust add|remove` (`suffix` "" or "/remove"), signed when this
+    /// operator has a key.
+    pub fn trust_change(
+        &self,
+        env: &EnvId,
+        suffix: &str,
+        verb: &'static str,
+        body: &Value,
+    ) -> Result<Report, CliError> {
+        let bytes =
+            serde_json::to_vec(body).map_err(|e| CliError::new(ErrorKind::Store, e.to_string()))?;
+        let path = format!("{ENVIRONMENTS_PATH}/{env}/trust-root{suffix}");
+        let (status, document) = self.client.request("POST", &path, &bytes)?;
+        if !(200..300).contains(&status) {
+            return Err(error_from(status, &document));
+        }
+        let mut report = Report::new(crate::trust_cmd::NOUN, verb, document["result"].clone());
+        report.idempotency = Some("applied");
+        report.via = Some("node");
+        Ok(report)
+    }
+}
+
 /// The collection route of the remote-store contract.
 const ENVIRONMENTS_PATH: &str = "/v1/environments";
 

@@ -172,10 +172,16 @@ pub fn load(store_root: &Path, env: &EnvId) -> Result<Option<TrustRoot>, CliErro
 
 /// Writes `trust` atomically (temp file, fsync, rename, fsync of the folder).
 pub fn save(store_root: &Path, env: &EnvId, trust: &TrustRoot) -> Result<(), CliError> {
-    let mut bytes = serde_json::to_vec_pretty(trust)
+    store::write_file_atomically(&path(store_root, env), document(trust)?.as_bytes())
+        .map_err(CliError::from)
+}
+
+/// The text of `trust-root.json` for `trust`, as every replica writes it.
+pub fn document(trust: &TrustRoot) -> Result<String, CliError> {
+    let mut text = serde_json::to_string_pretty(trust)
         .map_err(|error| CliError::new(ErrorKind::Internal, error.to_string()))?;
-    bytes.push(b'\n');
-    store::write_file_atomically(&path(store_root, env), &bytes).map_err(CliError::from)
+    text.push('\n');
+    Ok(text)
 }
 
 /// For `gtc op` on this machine: `None` when `env` needs no signature

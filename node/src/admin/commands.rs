@@ -52,6 +52,46 @@ pub async fn submit_envelope(
     }
 }
 
+/// `POST /admin/v1/events`: an audit event `gtc op` on this machine made
+/// for a refusal it decided (a denial by the policy or the trust root), so
+/// that it reaches the node's store: on a cluster member, the replicated
+/// log rather than the replica's file behind Raft's back. Only the node
+/// file's token may use it.
+pub async fn record_event(
+    request: Request<hyper::body::Incoming>,
+    admin: &Arc<AdminState>,
+) -> Reply {
+    match auth::authenticate(request.headers(), admin) {
+        Ok(Caller::Owner) => {}
+        Ok(Caller::Token(entry)) => {
+            return ApiError::new(
+                ErrorKind::Unauthorized,
+                format!("token {} may not record audit events", entry.id),
+            )
+            .into_reply();
+        }
+        Err(error) => return error.into_reply(),
+    }
+    let body = match read_body(request, admin.body_timeout).await {
+        Ok(body) => body,
+        Err(error) => return error.into_reply(),
+    };
+    if let Err(error) = super::strict::check(&body) {
+        return error.into_reply();
+    }
+    let event = match serde_json::from_slice::<deploy::audit::AuditEvent>(&body) {
+        Ok(event) => event,
+        Err(error) => {
+            return ApiError::invalid_request(format!("the audit event is not valid: {error}"))
+                .into_reply();
+        }
+    };
+    match super::record(admin, event).await {
+        Ok(()) => json_reply(StatusCode::OK, &json!({"recorded": true}), None),
+        Err(error) => error.into_reply(),
+    }
+}
+
 /// The body of a request, bounded by [`BODY_BYTES_MAX`] and by `timeout`
 /// from the end of the head (a client that trickles its body is refused
 /// rather than holding a connection in service).

@@ -138,6 +138,22 @@ async fn run(
             };
             super::secrets::change(admin, secret_call, &route, env, &body).await
         }
+        Route::ListTrustRoot(env) => super::trust::list(admin, env).await,
+        Route::AddTrustKey(env) | Route::RemoveTrustKey(env) => {
+            let authorization = decided(authorization)?;
+            let body = read_body(request, admin.body_timeout).await?;
+            let signed_by = super::signing::check(admin, env, signed(&call, &body)).await;
+            super::trust::change(
+                admin,
+                &call.caller,
+                authorization,
+                signed_by,
+                &route,
+                env,
+                &body,
+            )
+            .await
+        }
         Route::NotImplemented {
             env, noun, verb, ..
         } => not_implemented(admin, &call, env, noun, verb, decided(authorization)?).await,
@@ -631,6 +647,9 @@ async fn command(
         | Route::GetSecret(_)
         | Route::RotateSecret(_)
         | Route::RemoveSecret(_)
+        | Route::ListTrustRoot(_)
+        | Route::AddTrustKey(_)
+        | Route::RemoveTrustKey(_)
         | Route::NotImplemented { .. } => {
             return Err(Refusal::Request(ApiError::new(
                 ErrorKind::Internal,

@@ -28,6 +28,7 @@ mod secrets;
 mod signing;
 mod strict;
 pub mod tls;
+mod trust;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -257,6 +258,7 @@ async fn respond(request: Request<hyper::body::Incoming>, admin: Arc<AdminState>
         ("GET", "/readyz") => readiness(&admin),
         ("GET", "/status") => reply::json_reply(StatusCode::OK, &status(&admin), None),
         ("POST", "/admin/v1/commands") => commands::submit_envelope(request, &admin).await,
+        ("POST", "/admin/v1/events") => commands::record_event(request, &admin).await,
         ("GET", "/admin/v1/cluster/status")
         | ("POST", "/admin/v1/cluster/leave")
         | ("POST", "/admin/v1/cluster/read-index")
@@ -333,7 +335,7 @@ async fn blocking<T: Send + 'static>(
 
 /// Appends an audit event for a request that never reached `apply`. Fails
 /// closed: an event that cannot be written is an error for the caller.
-async fn record(admin: &Arc<AdminState>, event: AuditEvent) -> Result<(), ApiError> {
+pub(crate) async fn record(admin: &Arc<AdminState>, event: AuditEvent) -> Result<(), ApiError> {
     let store = Arc::clone(&admin.store);
     blocking(move || store.record(event))
         .await?

@@ -64,6 +64,13 @@ pub enum Route {
     /// `POST …/secrets/remove`: `secrets remove` of an old, unpinned
     /// version (admin).
     RemoveSecret(EnvId),
+    /// `GET …/trust-root`: `env trust list` (viewer).
+    ListTrustRoot(EnvId),
+    /// `POST …/trust-root`: `env trust add` (admin; signed once a trust
+    /// root exists).
+    AddTrustKey(EnvId),
+    /// `POST …/trust-root/remove`: `env trust remove` (admin; signed).
+    RemoveTrustKey(EnvId),
     /// A route of the contract we do not serve yet (501).
     NotImplemented {
         env: EnvId,
@@ -278,7 +285,15 @@ fn environment_route(method: &Method, env: EnvId, rest: &[&str]) -> Result<Route
             ],
         ),
         ["messaging", ..] => post(not_implemented("messaging", "change", false)),
-        ["trust-root", ..] => post(not_implemented("trust-root", "change", false)),
+        ["trust-root"] => pick(
+            method,
+            "GET, POST",
+            vec![
+                (Method::GET, Route::ListTrustRoot(e())),
+                (Method::POST, Route::AddTrustKey(e())),
+            ],
+        ),
+        ["trust-root", "remove"] => post(Route::RemoveTrustKey(e())),
         ["reconcile"] => post(not_implemented("env", "reconcile", false)),
         ["reconcile", "complete"] => post(not_implemented("env", "reconcile-complete", false)),
         _ => Err(RouteError::NotFound),
@@ -316,6 +331,9 @@ impl Route {
             | Route::GetSecret(env)
             | Route::RotateSecret(env)
             | Route::RemoveSecret(env)
+            | Route::ListTrustRoot(env)
+            | Route::AddTrustKey(env)
+            | Route::RemoveTrustKey(env)
             | Route::NotImplemented { env, .. } => Some(env),
         }
     }
@@ -358,6 +376,9 @@ impl Route {
             Route::GetSecret(_) => ("secrets", "get"),
             Route::RotateSecret(_) => ("secrets", "rotate"),
             Route::RemoveSecret(_) => ("secrets", "remove"),
+            Route::ListTrustRoot(_) => (crate::trust_cmd::NOUN, "list"),
+            Route::AddTrustKey(_) => (crate::trust_cmd::NOUN, "add"),
+            Route::RemoveTrustKey(_) => (crate::trust_cmd::NOUN, "remove"),
             Route::NotImplemented { noun, verb, .. } => (noun, verb),
         }
     }
@@ -372,10 +393,13 @@ impl Route {
             | Route::Audit(_)
             | Route::ListSecrets(_)
             | Route::GetSecret(_)
+            | Route::ListTrustRoot(_)
             | Route::NotImplemented { read: true, .. } => Role::Viewer,
-            Route::DestroyEnvironment(_) | Route::Restore(_) | Route::RemoveSecret(_) => {
-                Role::Admin
-            }
+            Route::DestroyEnvironment(_)
+            | Route::Restore(_)
+            | Route::RemoveSecret(_)
+            | Route::AddTrustKey(_)
+            | Route::RemoveTrustKey(_) => Role::Admin,
             _ => Role::Operator,
         }
     }
@@ -398,6 +422,9 @@ impl Route {
                 | Route::GetSecret(_)
                 | Route::RotateSecret(_)
                 | Route::RemoveSecret(_)
+                | Route::ListTrustRoot(_)
+                | Route::AddTrustKey(_)
+                | Route::RemoveTrustKey(_)
                 | Route::NotImplemented { .. }
         )
     }

@@ -407,9 +407,8 @@ pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError>
     // the replicated log; this process never writes a replica itself.
     let replicated = root.join(crate::node_client::NODE_FILE).is_file();
     if replicated {
-        let ca = std::env::var_os("GTC_ADMIN_CA").map(std::path::PathBuf::from);
-        if let Some(member) = crate::node_client::running_node(&root, ca.as_deref()) {
-            return remote_secrets(&crate::remote::Remote::new(member), verb);
+        if let Some(member) = super::member_remote(context)? {
+            return remote_secrets(&member, verb);
         }
         let reveals = matches!(&verb, SecretsVerb::Get(mutation)
             if answers::<SecretGetAnswers>(mutation, "secrets", "get").is_ok_and(|a| a.reveal));
