@@ -109,6 +109,7 @@ impl Context {
         if let Some(node) = local.running_node(&self.store, &envelope.command.env_id()) {
             return node.submit(&envelope, noun, verb);
         }
+        self.not_a_stopped_replica()?;
         let submitted = self.store.submit(&envelope)?;
         let applied = submitted.applied;
         let mut report = Report::new(noun, verb, applied.result);
@@ -137,6 +138,24 @@ impl Context {
         }
     }
 
+    /// Refuses a change of a cluster member's replica whose member is not
+    /// running: only the member writes it (through Raft), so nothing is
+    /// written here, not even an audit event, which would make this
+    /// replica's chain differ from the others'.
+    fn not_a_stopped_replica(&self) -> Result<(), CliError> {
+        let root = self.store.root();
+        if root.join(crate::node_client::NODE_FILE).is_file() {
+            return Err(CliError::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{} is a cluster member's replica and its member is not running: changes go through the member (start it with `gtc node run --cluster-dir …`), so nothing was written",
+                    root.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn record_refusal(&self, envelope: &CommandEnvelope, error: &CliError) -> Result<(), CliError> {
         let event = event_for(
             envelope,
@@ -148,6 +167,31 @@ impl Context {
                 message: error.message.clone(),
             },
         );
+        // A running node records it in its store: on a cluster member the
+        // replicated log, never the replica's file behind Raft's back.
+        if let Submitter::Local(local) = &self.submitter
+            && let Some(node) = local.running_node(&self.store, &envelope.command.env_id())
+        {
+            return node.record(&event).map_err(|audit| {
+                CliError::new(
+                    ErrorKind::Audit,
+                    format!(
+                        "{} (and its audit event could not be written: {})",
+                        error.message, audit.message
+                    ),
+                )
+            });
+        }
+        if self.not_a_stopped_replica().is_err() {
+            return Err(CliError::new(
+                error.kind,
+                format!(
+                    "{} (not audited: {} is a cluster member's replica whose member is not running, and only the member writes its audit log)",
+                    error.message,
+                    self.store.root().display()
+                ),
+            ));
+        }
         self.store.record(event).map_err(|audit| {
             CliError::new(
                 ErrorKind::Audit,

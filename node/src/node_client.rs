@@ -231,6 +231,24 @@ impl NodeClient {
     }
 
     /// Sends `envelope` to the node and turns its answer into a report.
+    /// Records an audit event `gtc op` made for a refusal it decided, in
+    /// the node's store (the replicated log on a cluster member).
+    pub fn record(&self, event: &deploy::audit::AuditEvent) -> Result<(), CliError> {
+        let body = serde_json::to_vec(event)
+            .map_err(|e| CliError::new(ErrorKind::Store, e.to_string()))?;
+        let (status, document) = self.request("POST", "/admin/v1/events", &body)?;
+        if status == 200 {
+            return Ok(());
+        }
+        Err(CliError::new(
+            ErrorKind::Audit,
+            document["error"]["message"]
+                .as_str()
+                .unwrap_or("the node did not record the audit event")
+                .to_owned(),
+        ))
+    }
+
     pub fn submit(
         &self,
         envelope: &CommandEnvelope,

@@ -351,3 +351,183 @@ fn secrets_replicate_between_members_and_pinned_versions_run_on_every_member() {
         }
     }
 }
+
+/// `gtc op NOUN VERB --answers A --store-root <member's replica>` as the
+/// operator whose home is `operator`: (exit code, output or error JSON).
+fn op_as(operator: &Path, member: &Member, args: &[&str], answers: Value) -> (i32, Value) {
+    let file = operator.join(format!("answers-{}.json", cluster_support::ulid_like()));
+    std::fs::write(&file, answers.to_string()).expect("answers");
+    let output = gtc()
+        .env("GREENTIC_HOME", operator)
+        .env("USER", "tester")
+        .arg("op")
+        .args(args)
+        .arg("--answers")
+        .arg(&file)
+        .arg("--store-root")
+        .arg(member.store())
+        .output()
+        .expect("gtc");
+    let parse = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).ok();
+    let value = parse(&output.stdout)
+        .or_else(|| parse(&output.stderr))
+        .unwrap_or_else(|| json!(String::from_utf8_lossy(&output.stderr).into_owned()));
+    (output.status.code().unwrap_or(-1), value)
+}
+
+/// A new operator home with a key; (home, key_id, public_key).
+fn operator(root: &Path, name: &str) -> (PathBuf, String, String) {
+    let home = root.join(name);
+    std::fs::create_dir_all(&home).expect("operator home");
+    let output = gtc()
+        .env("GREENTIC_HOME", &home)
+        .args(["operator", "key", "create"])
+        .output()
+        .expect("gtc");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("json");
+    let result = &report["result"];
+    (
+        home,
+        result["key_id"].as_str().expect("key_id").to_owned(),
+        result["public_key"]
+            .as_str()
+            .expect("public_key")
+            .to_owned(),
+    )
+}
+
+#[test]
+fn a_trust_root_set_through_one_member_is_enforced_by_every_member() {
+    // Proves: `env trust add` through one member reaches every member's
+    // replica (the same file), so another member refuses an unsigned
+    // change through its API and a change by an unlisted key from the CLI,
+    // each audited as a denial, and takes one signed by the listed key; a
+    // key added through a third member by a listed key is seen by all; the
+    // last key is never removed; a stopped member's replica refuses a
+    // change.
+    let temp = tempfile::tempdir().expect("temp");
+    let _reaper = Reaper(temp.path().to_owned());
+    let (home, mut members) = cluster_support::three_members(temp.path(), false);
+    for member in &members {
+        member.wait_serving();
+    }
+    let (alice, alice_key, alice_public) = operator(temp.path(), "alice");
+    let (bob, bob_key, bob_public) = operator(temp.path(), "bob");
+    // `prod` is granted by each store's policy to the operator (`tester`,
+    // the CLI's user) and to the member's owner (the node file's token,
+    // which the CLI on a member's folder goes through, named by its uid).
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(temp.path()).expect("temp"));
+    let owner = format!("uid:{uid}");
+    for member in &members {
+        std::fs::write(
+            member.store().join("policy.json"),
+            json!({"schema": "greentic.policy.v1", "grants": [{"environment_id": "prod", "users": ["tester", owner]}]})
+                .to_string(),
+        )
+        .expect("policy");
+    }
+    let (code, created) = op_as(
+        &home,
+        &members[0],
+        &["env", "create"],
+        json!({"environment_id": "prod", "name": "Production"}),
+    );
+    assert_eq!(code, 0, "{created}");
+
+    // Bootstrap through n1.
+    let (code, added) = op_as(
+        &home,
+        &members[0],
+        &["env", "trust", "add"],
+        json!({"environment_id": "prod", "public_key": alice_public, "label": "alice"}),
+    );
+    assert_eq!(code, 0, "{added}");
+    assert_eq!(added["result"]["bootstrap"], json!(true), "{added}");
+    let trust_file = |member: &Member| std::fs::read(member.store().join("prod/trust-root.json"));
+    for member in &members {
+        eventually("the trust root on every member", || {
+            trust_file(member).ok() == trust_file(&members[0]).ok()
+        });
+    }
+
+    // n2 refuses an unsigned change through its API (403, audited).
+    let (status, body) = cluster_support::admin_post(
+        &members[1],
+        "/v1/environments/prod/bundles",
+        "unsigned-1",
+        &json!({"bundle_id": "shop"}),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["kind"], "operator-key", "{body}");
+    // Bob's key is not listed: the CLI on n2's folder refuses it.
+    let bundle = json!({"environment_id": "prod", "bundle_id": "shop", "customer_id": "acme", "route_binding": {"path_prefixes": ["/shop"]}});
+    let (code, by_bob) = op_as(&bob, &members[1], &["bundles", "add"], bundle.clone());
+    assert_ne!(code, 0, "{by_bob}");
+    assert!(by_bob.to_string().contains(&bob_key), "{by_bob}");
+    // Alice's passes through n3 and is recorded with her key.
+    let (code, by_alice) = op_as(&alice, &members[2], &["bundles", "add"], bundle);
+    assert_eq!(code, 0, "{by_alice}");
+    let audit = |member: &Member| {
+        std::fs::read_to_string(member.store().join("prod/audit/events.jsonl")).unwrap_or_default()
+    };
+    eventually("n1's audit log to name alice's signed change", || {
+        audit(&members[0]).contains(&format!("\"signed_by\":\"{alice_key}\""))
+    });
+    // The refusals were audited as denials in the replicated log.
+    assert!(
+        audit(&members[0]).contains(&bob_key),
+        "bob's denial is audited"
+    );
+
+    // Alice adds Bob through n3 (signed); n1 lists both.
+    let (code, added) = op_as(
+        &alice,
+        &members[2],
+        &["env", "trust", "add"],
+        json!({"environment_id": "prod", "public_key": bob_public, "label": "bob"}),
+    );
+    assert_eq!(code, 0, "{added}");
+    eventually("n1 to list both keys", || {
+        std::fs::read_to_string(members[0].store().join("prod/trust-root.json"))
+            .is_ok_and(|text| text.contains(&alice_key) && text.contains(&bob_key))
+    });
+    // Bob removes Alice through n2; the last key (his own) stays.
+    let (code, removed) = op_as(
+        &bob,
+        &members[1],
+        &["env", "trust", "remove"],
+        json!({"environment_id": "prod", "key_id": alice_key}),
+    );
+    assert_eq!(code, 0, "{removed}");
+    let (code, last) = op_as(
+        &bob,
+        &members[0],
+        &["env", "trust", "remove"],
+        json!({"environment_id": "prod", "key_id": bob_key}),
+    );
+    assert_ne!(code, 0, "{last}");
+    assert!(last.to_string().contains("last key"), "{last}");
+    for member in &members {
+        eventually("the same trust root everywhere", || {
+            trust_file(member).ok() == trust_file(&members[0]).ok()
+        });
+    }
+
+    // A stopped member's replica refuses a change; nothing is written.
+    members[2].kill();
+    let before = trust_file(&members[2]).expect("trust root");
+    let (code, refused) = op_as(
+        &bob,
+        &members[2],
+        &["env", "trust", "add"],
+        json!({"environment_id": "prod", "public_key": alice_public, "label": "alice again"}),
+    );
+    assert_eq!(code, 1, "{refused}");
+    assert!(refused.to_string().contains("not running"), "{refused}");
+    assert_eq!(trust_file(&members[2]).expect("trust root"), before);
+}
