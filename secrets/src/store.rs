@@ -1420,7 +1420,10 @@ mod tests {
         wire["file"]["version"] = serde_json::json!(SECRET_VERSIONS_MAX + 1);
         let bad: SealedVersion = serde_json::from_value(wire).expect("shape");
         let refused = stores[1].commit(&bad, &mut |_| Ok(()));
-        assert_eq!(refused.map(|_| ()).map_err(|e| e.code()), Err("invalid-change"));
+        assert_eq!(
+            refused.map(|_| ()).map_err(|e| e.code()),
+            Err("invalid-change")
+        );
         assert!(
             every_file(&temp.path().join("n1"))
                 .iter()
