@@ -23,27 +23,16 @@ pub async fn submit_envelope(
     request: Request<hyper::body::Incoming>,
     admin: &Arc<AdminState>,
 ) -> Reply {
-    match auth::authenticate(request.headers(), admin) {
-        Ok(Caller::Owner) => {}
-        Ok(Caller::Token(entry)) => {
-            return ApiError::new(
-                ErrorKind::Unauthorized,
-                format!(
-                    "token {} may not send raw command envelopes; use the /v1/environments routes",
-                    entry.id
-                ),
-            )
-            .into_reply();
-        }
-        Err(error) => return error.into_reply(),
-    }
-    let body = match read_body(request, admin.body_timeout).await {
+    let body = match owner_body(
+        request,
+        admin,
+        "send raw command envelopes; use the /v1/environments routes",
+    )
+    .await
+    {
         Ok(body) => body,
-        Err(error) => return error.into_reply(),
+        Err(reply) => return reply,
     };
-    if let Err(error) = super::strict::check(&body) {
-        return error.into_reply();
-    }
     match serde_json::from_slice::<CommandEnvelope>(&body) {
         Ok(envelope) => submit(admin, envelope, StatusCode::OK).await,
         Err(error) => {
@@ -61,24 +50,10 @@ pub async fn record_event(
     request: Request<hyper::body::Incoming>,
     admin: &Arc<AdminState>,
 ) -> Reply {
-    match auth::authenticate(request.headers(), admin) {
-        Ok(Caller::Owner) => {}
-        Ok(Caller::Token(entry)) => {
-            return ApiError::new(
-                ErrorKind::Unauthorized,
-                format!("token {} may not record audit events", entry.id),
-            )
-            .into_reply();
-        }
-        Err(error) => return error.into_reply(),
-    }
-    let body = match read_body(request, admin.body_timeout).await {
+    let body = match owner_body(request, admin, "record audit events").await {
         Ok(body) => body,
-        Err(error) => return error.into_reply(),
+        Err(reply) => return reply,
     };
-    if let Err(error) = super::strict::check(&body) {
-        return error.into_reply();
-    }
     let event = match serde_json::from_slice::<deploy::audit::AuditEvent>(&body) {
         Ok(event) => event,
         Err(error) => {
@@ -90,6 +65,31 @@ pub async fn record_event(
         Ok(()) => json_reply(StatusCode::OK, &json!({"recorded": true}), None),
         Err(error) => error.into_reply(),
     }
+}
+
+/// The strict JSON body of an owner-only route (the node file's token);
+/// an API token is refused as one that "may not `what`".
+async fn owner_body(
+    request: Request<hyper::body::Incoming>,
+    admin: &Arc<AdminState>,
+    what: &str,
+) -> Result<bytes::Bytes, Reply> {
+    match auth::authenticate(request.headers(), admin) {
+        Ok(Caller::Owner) => {}
+        Ok(Caller::Token(entry)) => {
+            return Err(ApiError::new(
+                ErrorKind::Unauthorized,
+                format!("token {} may not {what}", entry.id),
+            )
+            .into_reply());
+        }
+        Err(error) => return Err(error.into_reply()),
+    }
+    let body = read_body(request, admin.body_timeout)
+        .await
+        .map_err(ApiError::into_reply)?;
+    super::strict::check(&body).map_err(ApiError::into_reply)?;
+    Ok(body)
 }
 
 /// The body of a request, bounded by [`BODY_BYTES_MAX`] and by `timeout`
