@@ -120,15 +120,6 @@ pub(crate) fn from_check(check: Check) -> CapabilityStatus {
     }
 }
 
-fn namespace(env_id: &EnvId) -> Result<String, CliError> {
-    k8s_deployer::names::namespace_name(env_id).map_err(|error| {
-        CliError::new(
-            ErrorKind::InvalidArgument,
-            format!("environment {env_id} has no Kubernetes namespace: {error}"),
-        )
-    })
-}
-
 fn secret_ref(env_id: &EnvId, path: &str) -> Result<SecretRef, CliError> {
     format!("secret://{env_id}/{path}")
         .parse()
@@ -186,11 +177,7 @@ fn contract(
             env_dir: context.store.env_dir(env_id),
         }),
         Deployer::Docker => Box::new(docker::DockerCredentials),
-        Deployer::K8s => Box::new(k8s::K8sCredentials {
-            env: env_id.to_string(),
-            namespace: namespace(env_id)?,
-            kubeconfig,
-        }),
+        Deployer::K8s => k8s::contract(env_id, kubeconfig)?,
     })
 }
 
@@ -355,23 +342,6 @@ pub fn show(context: &Context, env: &str) -> Result<Report, CliError> {
     ))
 }
 
-/// `token_ttl_seconds` within its bounds, or the default.
-fn ttl(seconds: Option<u64>) -> Result<u64, CliError> {
-    use k8s_apply::bootstrap::{
-        TOKEN_TTL_SECONDS_DEFAULT, TOKEN_TTL_SECONDS_MAX, TOKEN_TTL_SECONDS_MIN,
-    };
-    match seconds {
-        None => Ok(TOKEN_TTL_SECONDS_DEFAULT),
-        Some(seconds) if (TOKEN_TTL_SECONDS_MIN..=TOKEN_TTL_SECONDS_MAX).contains(&seconds) => {
-            Ok(seconds)
-        }
-        Some(seconds) => Err(CliError::invalid(format!(
-            "token_ttl_seconds is {seconds}; give {TOKEN_TTL_SECONDS_MIN} to {TOKEN_TTL_SECONDS_MAX} (default {TOKEN_TTL_SECONDS_DEFAULT}); nothing was changed"
-        ))
-        .with_field("token_ttl_seconds")),
-    }
-}
-
 /// The admin material from a file or inline, wrapped at once; `None`
 /// when neither is given. Both given, an unreadable or oversized file, or
 /// text that is not a kubeconfig with a current context and server, are
@@ -397,12 +367,7 @@ fn admin_material(
     } else {
         "admin_material_inline"
     };
-    k8s_apply::bootstrap::check_kubeconfig(material.expose_secret()).map_err(|error| {
-        CliError::invalid(format!(
-            "{field} is not an admin kubeconfig: {error}; nothing was changed"
-        ))
-        .with_field(field)
-    })?;
+    k8s::check_admin_kubeconfig(&material, field)?;
     Ok(Some(material))
 }
 
@@ -520,7 +485,7 @@ pub fn bootstrap(
         let state = context.load(env_id.as_str())?;
         let (kind, deployer) = bound_deployer(&env_id, &state)?;
         k8s_only(&env_id, &kind, &deployer)?;
-        let ttl_seconds = ttl(answers.token_ttl_seconds)?;
+        let ttl_seconds = k8s::token_ttl(answers.token_ttl_seconds)?;
         let Some(material) = admin_material(answers.admin_material_path.as_deref(), inline)? else {
             return Err(CliError::invalid(
                 "give the admin kubeconfig as admin_material_path (a file) or admin_material_inline (its YAML); nothing was changed",
@@ -550,11 +515,10 @@ pub fn bootstrap(
         let generated = secret_ref(&env_id, GENERATED_KUBECONFIG_PATH)?;
         // Validated with what was made, so the document says whether the
         // new identity holds every capability.
-        let check = k8s::K8sCredentials {
-            env: env_id.to_string(),
-            namespace: namespace(&env_id)?,
-            kubeconfig: Some((generated.to_string(), issued.credentials.clone())),
-        };
+        let check = k8s::contract(
+            &env_id,
+            Some((generated.to_string(), issued.credentials.clone())),
+        )?;
         let report = check.validate();
         let expiry = CredentialsExpiry {
             expires_at: issued.expires_at,
@@ -638,7 +602,7 @@ pub fn rotate(
         let state = context.load(env_id.as_str())?;
         let (kind, deployer) = bound_deployer(&env_id, &state)?;
         k8s_only(&env_id, &kind, &deployer)?;
-        let ttl_seconds = ttl(answers.token_ttl_seconds)?;
+        let ttl_seconds = k8s::token_ttl(answers.token_ttl_seconds)?;
         let admin = admin_material(answers.admin_material_path.as_deref(), inline)?;
         let env_dir = context.store.env_dir(&env_id);
         let Some(mut document) =

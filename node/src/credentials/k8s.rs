@@ -8,6 +8,8 @@
 //! contract.
 
 use deploy::Timestamp;
+use deploy::error::ErrorKind;
+use deploy::ids::EnvId;
 use k8s_apply::Cluster;
 use k8s_apply::access::{Permission, required};
 use packs::credentials::{
@@ -17,6 +19,7 @@ use packs::credentials::{
 use secrecy::{ExposeSecret, SecretString};
 
 use super::from_check;
+use crate::error::CliError;
 use crate::preflight::Status;
 use crate::preflight::k8s as preflight;
 
@@ -33,6 +36,56 @@ pub struct K8sCredentials {
     /// with that ref; `None`: the current kubeconfig (`KUBECONFIG`, else
     /// `~/.kube/config`), as `env reconcile` uses then.
     pub kubeconfig: Option<(String, SecretString)>,
+}
+
+/// The contract of `env_id`'s deployer, applying as `kubeconfig` (see
+/// [`K8sCredentials::kubeconfig`]).
+pub fn contract(
+    env_id: &EnvId,
+    kubeconfig: Option<(String, SecretString)>,
+) -> Result<Box<dyn DeployerCredentials>, CliError> {
+    Ok(Box::new(K8sCredentials {
+        env: env_id.to_string(),
+        namespace: namespace(env_id)?,
+        kubeconfig,
+    }))
+}
+
+fn namespace(env_id: &EnvId) -> Result<String, CliError> {
+    k8s_deployer::names::namespace_name(env_id).map_err(|error| {
+        CliError::new(
+            ErrorKind::InvalidArgument,
+            format!("environment {env_id} has no Kubernetes namespace: {error}"),
+        )
+    })
+}
+
+/// `token_ttl_seconds` within the TokenRequest bounds, or the default.
+pub fn token_ttl(seconds: Option<u64>) -> Result<u64, CliError> {
+    use k8s_apply::bootstrap::{
+        TOKEN_TTL_SECONDS_DEFAULT, TOKEN_TTL_SECONDS_MAX, TOKEN_TTL_SECONDS_MIN,
+    };
+    match seconds {
+        None => Ok(TOKEN_TTL_SECONDS_DEFAULT),
+        Some(seconds) if (TOKEN_TTL_SECONDS_MIN..=TOKEN_TTL_SECONDS_MAX).contains(&seconds) => {
+            Ok(seconds)
+        }
+        Some(seconds) => Err(CliError::invalid(format!(
+            "token_ttl_seconds is {seconds}; give {TOKEN_TTL_SECONDS_MIN} to {TOKEN_TTL_SECONDS_MAX} (default {TOKEN_TTL_SECONDS_DEFAULT}); nothing was changed"
+        ))
+        .with_field("token_ttl_seconds")),
+    }
+}
+
+/// Refuses admin material (given as `field`) that is not a kubeconfig
+/// with a current context and server, never quoting it.
+pub fn check_admin_kubeconfig(material: &SecretString, field: &str) -> Result<(), CliError> {
+    k8s_apply::bootstrap::check_kubeconfig(material.expose_secret()).map_err(|error| {
+        CliError::invalid(format!(
+            "{field} is not an admin kubeconfig: {error}; nothing was changed"
+        ))
+        .with_field(field)
+    })
 }
 
 /// `patch-deployments`, `patch-namespaces`: a permission's capability id.
