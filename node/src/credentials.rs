@@ -6,6 +6,9 @@
 //! reuse, for the reason `crate::preflight` gives: the contract in `packs`
 //! cannot reach the Docker engine client, the Kubernetes client
 //! (`k8s_apply`) or the store's folders; the node, which wires them, can.
+//! A gtc built without the Kubernetes client (cargo feature `kube`, left
+//! out of the container image) refuses every verb but `show` for a
+//! Kubernetes-bound environment, before anything is read or written.
 //!
 //! What is persisted, and where:
 //! - `<env dir>/credentials.json`: the `greentic.credentials.v1` document
@@ -24,8 +27,36 @@
 
 mod docker;
 mod document;
+#[cfg(feature = "kube")]
 mod k8s;
 mod local;
+
+/// The Kubernetes contract in a gtc without the Kubernetes client:
+/// [`bound_deployer`] refuses a Kubernetes-bound environment before any of
+/// these is reached, and each answers that same refusal.
+#[cfg(not(feature = "kube"))]
+mod k8s {
+    use packs::credentials::DeployerCredentials;
+    use secrecy::SecretString;
+
+    use super::no_client;
+    use crate::error::CliError;
+
+    pub fn contract(
+        _: &deploy::ids::EnvId,
+        _: Option<(String, SecretString)>,
+    ) -> Result<Box<dyn DeployerCredentials>, CliError> {
+        Err(no_client())
+    }
+
+    pub fn token_ttl(_: Option<u64>) -> Result<u64, CliError> {
+        Err(no_client())
+    }
+
+    pub fn check_admin_kubeconfig(_: &SecretString, _: &str) -> Result<(), CliError> {
+        Err(no_client())
+    }
+}
 
 use std::path::{Path, PathBuf};
 
@@ -93,7 +124,10 @@ fn bound_deployer(
     let deployer = match binding.kind.path() {
         local_process::DESCRIPTOR_PATH => Deployer::LocalProcess,
         docker_deployer::DESCRIPTOR_PATH => Deployer::Docker,
-        k8s_deployer::DESCRIPTOR_PATH => Deployer::K8s,
+        k8s_deployer::DESCRIPTOR_PATH => {
+            crate::kube_client::require(NO_CLIENT_WHAT, NO_CLIENT_FIX, NO_CLIENT_DONE)?;
+            Deployer::K8s
+        }
         other => {
             return Err(CliError::new(
                 ErrorKind::PreconditionFailed,
@@ -102,6 +136,19 @@ fn bound_deployer(
         }
     };
     Ok((binding.kind.clone(), deployer))
+}
+
+/// Why the Kubernetes contract is refused without the client, the fix, and
+/// what the refusal left untouched ([`crate::kube_client::require`]).
+const NO_CLIENT_WHAT: &str =
+    "it cannot check, bootstrap or rotate a Kubernetes deployer's credentials";
+const NO_CLIENT_FIX: &str = "run `gtc op credentials requirements|bootstrap|rotate` for this environment from a full build (`gtc op credentials show` works in any)";
+const NO_CLIENT_DONE: &str = "nothing was changed";
+
+/// The refusal of the Kubernetes contract in a gtc without the client.
+#[cfg(not(feature = "kube"))]
+fn no_client() -> CliError {
+    crate::kube_client::refusal(NO_CLIENT_WHAT, NO_CLIENT_FIX, NO_CLIENT_DONE)
 }
 
 /// A preflight check as a capability status.

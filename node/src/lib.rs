@@ -36,6 +36,7 @@ pub mod dispatch;
 pub mod error;
 mod fetch;
 mod gossip;
+mod kube_client;
 mod node_client;
 mod node_cmd;
 mod op;
@@ -44,6 +45,12 @@ mod output;
 mod preflight;
 mod remote;
 mod rollout_controller;
+// `latest_meta` serves only the Kubernetes apply (`op/cluster_apply`),
+// which a gtc without the cargo feature `kube` does not have.
+#[cfg_attr(
+    not(feature = "kube"),
+    expect(dead_code, reason = "latest_meta is used by the Kubernetes apply only")
+)]
 mod secrets_cmd;
 pub mod submit;
 mod ticking;

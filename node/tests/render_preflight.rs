@@ -1,7 +1,10 @@
 //! `gtc op env reconcile --render` and `gtc op env preflight` with the real
 //! binary: the render written to a folder (byte-identical twice, whole or
 //! not at all, read-only towards the store), its refusals, and each
-//! deployer's preflight passing or failing with the fix.
+//! deployer's preflight passing or failing with the fix. Run without the
+//! cargo feature `kube` (`cargo test -p node --no-default-features --test
+//! render_preflight`), the same tests hold the binary built that way (the
+//! container image's) to its refusals of every path that needs a cluster.
 
 mod common;
 
@@ -175,8 +178,10 @@ fn reconcile_refuses_without_a_router_image_or_a_usable_kubeconfig_and_writes_no
     // script, an unpinned one is refused, and none creates the folder or
     // changes the store; without --render and without a usable kubeconfig
     // the apply is refused (exit 1) with the fix, and only that refusal is
-    // recorded (in the audit log). The apply itself is tested against a
-    // fake API server in k8s_apply.rs.
+    // recorded (in the audit log). A gtc built without the Kubernetes
+    // client (no feature `kube`) refuses the apply as not implemented
+    // (exit 2), naming the feature and `--render`, and records only that.
+    // The apply itself is tested against a fake API server in k8s_apply.rs.
     let (home, _) = warming_revision(Some(&image_lines(Some(&image_digest()))));
     let before = home.snapshot();
     let dir = home.dir.path().join("render");
@@ -211,15 +216,31 @@ fn reconcile_refuses_without_a_router_image_or_a_usable_kubeconfig_and_writes_no
             &router_image(),
         ],
     );
-    assert_eq!(apply.code, 1, "{}", apply.stdout);
-    assert_eq!(apply.error_kind(), "precondition-failed");
-    assert!(
-        apply
-            .error_message()
-            .contains("no usable Kubernetes configuration")
-    );
-    assert!(apply.error_message().contains("set KUBECONFIG"));
+    if cfg!(feature = "kube") {
+        assert_eq!(apply.code, 1, "{}", apply.stdout);
+        assert_eq!(apply.error_kind(), "precondition-failed");
+        assert!(
+            apply
+                .error_message()
+                .contains("no usable Kubernetes configuration")
+        );
+        assert!(apply.error_message().contains("set KUBECONFIG"));
+    } else {
+        assert_eq!(apply.code, 2, "{}", apply.stdout);
+        assert_eq!(apply.error_kind(), "not-yet-implemented");
+        assert!(apply.error_message().starts_with(
+            "this gtc was built without the Kubernetes client (cargo feature `kube`), so it cannot apply to a cluster; run `gtc op env reconcile` from a full build, or write the manifests with `--render DIR`"
+        ), "{}", apply.error_message());
+    }
     assert!(apply.error_message().contains("nothing was applied"));
+    let audited: Value =
+        serde_json::from_str(home.audit_lines("local").last().expect("audited")).expect("json");
+    assert_eq!(
+        (audited["noun"].as_str(), audited["verb"].as_str()),
+        (Some("env"), Some("reconcile"))
+    );
+    assert_eq!(audited["result"]["outcome"], "error");
+    assert_eq!(audited["result"]["kind"], apply.error_kind());
     let after = home.snapshot();
     let changed: Vec<_> = after
         .keys()
@@ -334,6 +355,8 @@ fn preflight_of_the_k8s_deployer_reads_the_kubeconfig_then_asks_its_cluster() {
     // and skips the cluster checks; a kubeconfig whose current context it
     // defines passes that check, and then its API server is asked: nothing
     // listens there, so reachability fails (exit 1) and RBAC is skipped.
+    // A gtc built without the Kubernetes client (no feature `kube`) skips
+    // both cluster checks instead, saying why (exit 0: nothing failed).
     // (A reachable fake API server is in k8s_apply.rs.)
     let home = Home::new();
     assert_eq!(home.gtc(&["op", "env", "init"]).code, 0);
@@ -371,17 +394,34 @@ fn preflight_of_the_k8s_deployer_reads_the_kubeconfig_then_asks_its_cluster() {
     )
     .expect("kubeconfig");
     let run = preflight(&kubeconfig);
-    assert_eq!(run.code, 1, "{}", run.stdout);
     assert_eq!(check(&run, "kubeconfig")["status"], "pass");
     assert_eq!(check(&run, "kubeconfig-current-context")["status"], "pass");
     let reachable = check(&run, "cluster-reachable");
-    assert_eq!(reachable["status"], "fail");
-    assert!(
-        reachable["detail"]
-            .as_str()
-            .expect("detail")
-            .contains(&format!("127.0.0.1:{port}"))
-    );
+    if cfg!(feature = "kube") {
+        assert_eq!(run.code, 1, "{}", run.stdout);
+        assert_eq!(reachable["status"], "fail");
+        assert!(
+            reachable["detail"]
+                .as_str()
+                .expect("detail")
+                .contains(&format!("127.0.0.1:{port}"))
+        );
+    } else {
+        assert_eq!(run.code, 0, "{}", run.stdout);
+        assert_eq!(run.stdout["result"]["passed"], true);
+        for name in ["cluster-reachable", "apply-permissions"] {
+            let skipped = check(&run, name);
+            assert_eq!(skipped["status"], "skipped", "{name}");
+            let reason = skipped["detail"].as_str().expect("detail");
+            assert!(
+                reason.starts_with(
+                    "this gtc was built without the Kubernetes client (cargo feature `kube`)"
+                ),
+                "{reason}"
+            );
+            assert!(reason.contains("from a full build"), "{reason}");
+        }
+    }
     assert_eq!(check(&run, "apply-permissions")["status"], "skipped");
 
     std::fs::write(&kubeconfig, "contexts: [}\n").expect("broken kubeconfig");
@@ -455,4 +495,59 @@ fn warming_on_a_docker_bound_environment_fails_its_gate_when_the_preflight_finds
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(row(&home)["lifecycle"], "warming");
+}
+
+#[cfg(not(feature = "kube"))]
+#[test]
+fn without_the_kubernetes_client_a_k8s_environments_credentials_are_refused_but_shown() {
+    // Proves a gtc built without the Kubernetes client (no feature `kube`,
+    // as in the container image) refuses `credentials requirements`,
+    // `bootstrap` and `rotate` of a Kubernetes-bound environment as not
+    // implemented (exit 2) with the fix, before the admin material or any
+    // kubeconfig is read, and writes nothing but the audit of each refusal;
+    // `credentials show`, which reads only the store, still answers.
+    let home = Home::new();
+    assert_eq!(home.gtc(&["op", "env", "init"]).code, 0);
+    bind_deployer(&home, "greentic.deployer.k8s@1.0.0");
+    let material = home.write("admin-kubeconfig", "not: [a kubeconfig");
+    let before = home.snapshot();
+    let with_material = json!({
+        "environment_id": "local",
+        "admin_material_path": material.to_str().expect("utf8"),
+    });
+    for (verb, answers) in [
+        ("requirements", json!({"environment_id": "local"})),
+        ("bootstrap", with_material.clone()),
+        ("rotate", with_material),
+    ] {
+        let run = home.mutate("credentials", verb, answers);
+        assert_eq!(run.code, 2, "{verb}: {}", run.stdout);
+        assert_eq!(run.error_kind(), "not-yet-implemented", "{verb}");
+        assert_eq!(
+            run.error_message(),
+            "this gtc was built without the Kubernetes client (cargo feature `kube`), so it cannot check, bootstrap or rotate a Kubernetes deployer's credentials; run `gtc op credentials requirements|bootstrap|rotate` for this environment from a full build (`gtc op credentials show` works in any); nothing was changed",
+            "{verb}"
+        );
+        let audited: Value =
+            serde_json::from_str(home.audit_lines("local").last().expect("audited")).expect("json");
+        assert_eq!(
+            (audited["noun"].as_str(), audited["verb"].as_str()),
+            (Some("credentials"), Some(verb))
+        );
+        assert_eq!(audited["result"]["outcome"], "error", "{verb}");
+        assert_eq!(audited["result"]["kind"], "not-yet-implemented", "{verb}");
+    }
+    let after = home.snapshot();
+    let changed: Vec<_> = after
+        .keys()
+        .filter(|path| before.get(*path) != after.get(*path))
+        .collect();
+    assert_eq!(
+        changed,
+        [&PathBuf::from("local/audit/events.jsonl")],
+        "only the audit log records the refusals"
+    );
+    let shown = home.gtc(&["op", "credentials", "show", "local"]);
+    assert_eq!(shown.code, 0, "{}", shown.stdout);
+    assert_eq!(shown.stdout["result"]["credentials"], Value::Null);
 }

@@ -5,7 +5,8 @@
 //! ServiceAccount with exactly those permissions from an admin kubeconfig
 //! and issues it a bounded token; a rotation issues the next token.
 //! Talking to the API server is `k8s_apply`'s; this wires it to the
-//! contract.
+//! contract. Only in a gtc built with the Kubernetes client (cargo feature
+//! `kube`).
 
 use deploy::Timestamp;
 use deploy::error::ErrorKind;

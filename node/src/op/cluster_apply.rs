@@ -3,23 +3,26 @@
 //!
 //! The order, each step refusing with nothing applied:
 //! 1. the operator's policy allows changing the environment;
-//! 2. every secret ref the environment names has a stored version (no
+//! 2. this gtc has the Kubernetes client (cargo feature `kube`; the
+//!    container image is built without it: [`crate::kube_client`]);
+//! 3. every secret ref the environment names has a stored version (no
 //!    value is read yet);
-//! 3. a kubeconfig gives a client: the generated least-privilege one when
+//! 4. a kubeconfig gives a client: the generated least-privilege one when
 //!    the environment's `credentials_ref` names it (`gtc op credentials
 //!    bootstrap` with `bind`; revealed, audited), else the current
 //!    kubeconfig (or a pod's service account);
-//! 4. the API server answers `GET /version`;
-//! 5. a SelfSubjectAccessReview allows every verb the apply needs in
+//! 5. the API server answers `GET /version`;
+//! 6. a SelfSubjectAccessReview allows every verb the apply needs in
 //!    `gtc-<env>` (the denied ones are listed);
-//! 6. the values are revealed (each reveal audited, never a value);
-//! 7. `k8s_apply::apply`: server-side apply of every object, then the prune.
+//! 7. the values are revealed (each reveal audited, never a value);
+//! 8. `k8s_apply::apply`: server-side apply of every object, then the prune.
 //!
 //! The outcome, applied or refused, is audited as `env reconcile` with the
 //! objects named and the Secret's keys, never a value. Talking to the API
-//! server is `k8s_apply`'s; steps 2–7 ([`client`]) only wire the store to
+//! server is `k8s_apply`'s; steps 3–8 ([`client`]) only wire the store to
 //! it.
 
+#[cfg(feature = "kube")]
 mod client;
 
 use deploy::audit::{AuditResult, Decision};
@@ -87,4 +90,22 @@ pub fn apply(
     }
 }
 
+#[cfg(feature = "kube")]
 use client::attempt;
+
+/// Step 2 in a gtc without the Kubernetes client: the refusal, audited by
+/// [`apply`] like every other.
+#[cfg(not(feature = "kube"))]
+fn attempt(
+    _: &Context,
+    _: &EnvId,
+    _: &EnvironmentState,
+    _: &Rendered,
+    _: &str,
+) -> Result<Applied, CliError> {
+    Err(crate::kube_client::refusal(
+        "it cannot apply to a cluster",
+        "run `gtc op env reconcile` from a full build, or write the manifests with `--render DIR` and apply DIR/all.yaml with kubectl (its Secrets are rendered without values: fill them yourself)",
+        "nothing was applied",
+    ))
+}

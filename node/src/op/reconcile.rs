@@ -7,8 +7,10 @@
 //! `k8s_deployer::render`. `--render` writes what it returns
 //! ([`super::render_dir`]) and is read-only towards the store; without it
 //! the render is applied ([`super::cluster_apply`]: preflight of the
-//! cluster, server-side apply, prune). The apply path is exercised only
-//! against a loopback fake API server in the tests, never a real cluster.
+//! cluster, server-side apply, prune), in a gtc built with the Kubernetes
+//! client (feature `kube`; refused in one without, such as the container
+//! image's). The apply path is exercised only against a loopback fake API
+//! server in the tests, never a real cluster.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -5,15 +5,17 @@
 //! the apply needs in `gtc-<env>`.
 //!
 //! The two cluster checks are `skipped` only when no kubeconfig is usable
-//! (none read, or no current context): there is then no cluster to ask.
-//! They are exercised against a loopback fake API server in the tests,
-//! never a real cluster.
+//! (none read, or no current context): there is then no cluster to ask;
+//! or when this gtc was built without the Kubernetes client (cargo feature
+//! `kube`, left out of the container image: [`crate::kube_client`]), which
+//! the reason says. They are exercised against a loopback fake API server
+//! in the tests, never a real cluster.
 
 use std::path::{Path, PathBuf};
 
 use deploy::ids::EnvId;
-use k8s_apply::Cluster;
-use k8s_apply::access::Denied;
+#[cfg(feature = "kube")]
+use k8s_apply::{Cluster, access::Denied};
 use serde_norway::Value;
 
 use super::{Check, Status};
@@ -57,6 +59,7 @@ pub fn checks(credentials: &[String], env_id: &EnvId) -> Vec<Check> {
 
 /// `cluster-reachable` and `apply-permissions` against the current
 /// context's API server.
+#[cfg(feature = "kube")]
 fn cluster_checks(credentials: &[String], env_id: &EnvId) -> Vec<Check> {
     const REACHABLE: &str = "cluster-reachable";
     const PERMISSIONS: &str = "apply-permissions";
@@ -142,6 +145,7 @@ fn cluster_checks(credentials: &[String], env_id: &EnvId) -> Vec<Check> {
     vec![reachable, permissions]
 }
 
+#[cfg(feature = "kube")]
 fn denied_check(cluster: &Cluster, namespace: &str, denied: &[Denied]) -> Check {
     let listed: Vec<String> = denied
         .iter()
@@ -157,6 +161,20 @@ fn denied_check(cluster: &Cluster, namespace: &str, denied: &[Denied]) -> Check 
             denied[0].permission.can_i()
         ),
     )
+}
+
+/// `cluster-reachable` and `apply-permissions` in a gtc without the
+/// Kubernetes client: skipped, saying so.
+#[cfg(not(feature = "kube"))]
+fn cluster_checks(_: &[String], _: &EnvId) -> Vec<Check> {
+    let skipped = |what: &str| {
+        let not_built = crate::kube_client::NOT_BUILT;
+        format!("{not_built}, so {what}; run `gtc op env preflight` from a full build")
+    };
+    vec![
+        Check::skipped("cluster-reachable", skipped("the API server was not asked")),
+        Check::skipped("apply-permissions", skipped("RBAC was not asked")),
+    ]
 }
 
 /// `KUBECONFIG`'s paths when it is set and not empty, else `~/.kube/config`.

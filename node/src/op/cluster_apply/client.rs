@@ -1,5 +1,6 @@
-//! Steps 2–7 of the apply (see the parent module): the store wired to
-//! `k8s_apply`.
+//! Steps 3–8 of the apply (see the parent module): the store wired to
+//! `k8s_apply`. Only in a gtc built with the Kubernetes client (cargo
+//! feature `kube`).
 
 use std::collections::BTreeMap;
 
@@ -19,7 +20,7 @@ use crate::secrets_cmd;
 /// The verb named in the audit of each reveal this apply makes.
 const REVEAL_PURPOSE: &str = "env reconcile";
 
-/// Steps 2–7 for `rendered`, the render of `state`'s environment, into
+/// Steps 3–8 for `rendered`, the render of `state`'s environment, into
 /// `namespace`.
 pub(super) fn attempt(
     context: &Context,
