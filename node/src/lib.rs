@@ -45,12 +45,6 @@ mod output;
 mod preflight;
 mod remote;
 mod rollout_controller;
-// `latest_meta` serves only the Kubernetes apply (`op/cluster_apply`),
-// which a gtc without the cargo feature `kube` does not have.
-#[cfg_attr(
-    not(feature = "kube"),
-    expect(dead_code, reason = "latest_meta is used by the Kubernetes apply only")
-)]
 mod secrets_cmd;
 pub mod submit;
 mod ticking;

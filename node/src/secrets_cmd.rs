@@ -570,6 +570,10 @@ pub fn reveal_for(
 
 /// The metadata of `reference`'s latest version (no value, no key needed):
 /// whether it can be revealed later.
+#[cfg_attr(
+    not(feature = "kube"),
+    expect(dead_code, reason = "used by the Kubernetes apply only")
+)]
 pub fn latest_meta(
     edge: &Edge<'_>,
     env: &EnvId,
