@@ -106,11 +106,9 @@ pub(crate) fn apply(
                         .ok_or_else(|| SecretsError::Audit {
                             reason: format!("environment {env_id} does not exist"),
                         })?;
-                    let pinning = deploy::secret_pins::pinned_by(
-                        &state.environment,
-                        &meta.reference,
-                        meta.version,
-                    );
+                    let pinning = state
+                        .environment
+                        .revisions_pinning(&meta.reference, meta.version);
                     if !pinning.is_empty() {
                         return Err(SecretsError::Pinned {
                             reference: meta.reference.clone(),

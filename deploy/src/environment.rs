@@ -366,6 +366,23 @@ pub fn normalize_public_base_url(raw: &str) -> Result<String, ValidationError> {
 }
 
 impl Environment {
+    /// The revisions that are not archived and pin `version` of
+    /// `reference`, as `"<revision> (<lifecycle>)"`: removing that version
+    /// is refused while any is listed (a rollback to one needs it).
+    pub fn revisions_pinning(&self, reference: &str, version: u32) -> Vec<String> {
+        self.revisions
+            .iter()
+            .filter(|revision| revision.lifecycle != Lifecycle::Archived)
+            .filter(|revision| {
+                revision
+                    .secret_pins
+                    .iter()
+                    .any(|pin| pin.reference.as_str() == reference && pin.version == version)
+            })
+            .map(|revision| format!("{} ({})", revision.revision_id, revision.lifecycle))
+            .collect()
+    }
+
     /// A fresh environment with no bindings.
     pub fn new(environment_id: EnvId, name: String) -> Self {
         Self {

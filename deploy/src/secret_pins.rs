@@ -244,28 +244,6 @@ fn check_entries<'a>(
     Ok(())
 }
 
-/// The revisions of `environment` that are not archived and pin `version`
-/// of `reference`, as `"<revision> (<lifecycle>)"`: removing that version
-/// is refused while any is listed (a rollback to one needs it).
-pub fn pinned_by(
-    environment: &crate::environment::Environment,
-    reference: &str,
-    version: u32,
-) -> Vec<String> {
-    environment
-        .revisions
-        .iter()
-        .filter(|revision| revision.lifecycle != crate::lifecycle::Lifecycle::Archived)
-        .filter(|revision| {
-            revision
-                .secret_pins
-                .iter()
-                .any(|pin| pin.reference.as_str() == reference && pin.version == version)
-        })
-        .map(|revision| format!("{} ({})", revision.revision_id, revision.lifecycle))
-        .collect()
-}
-
 /// Validates a bundle's `runtime.secrets`: for environment `owner` when
 /// staged there, or, with `None`, everything but the references' scope
 /// (a bundle on its own belongs to no environment yet).

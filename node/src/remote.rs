@@ -275,7 +275,7 @@ impl Remote {
     /// `env trust list ENV`.
     pub fn trust_list(&self, env: &EnvId) -> Result<Report, CliError> {
         let document = self.get(&format!("{ENVIRONMENTS_PATH}/{env}/trust-root"))?;
-        let mut report = Report::new(crate::trust_cmd::NOUN, "list", document["result"].clone());
+        let mut report = Report::new(crate::trust_root::NOUN, "list", document["result"].clone());
         report.via = Some("node");
         Ok(report)
     }
@@ -296,11 +296,37 @@ impl Remote {
         if !(200..300).contains(&status) {
             return Err(error_from(status, &document));
         }
-        let mut report = Report::new(crate::trust_cmd::NOUN, verb, document["result"].clone());
+        let mut report = Report::new(crate::trust_root::NOUN, verb, document["result"].clone());
         report.idempotency = Some("applied");
         report.via = Some("node");
         Ok(report)
     }
+}
+
+/// `client`, signing changes with this operator's key (in `home`) when
+/// there is one; a node asks for the signature only where a trust root
+/// exists.
+pub fn signed_client(client: NodeClient, home: &std::path::Path) -> Result<NodeClient, CliError> {
+    match crate::operator_key::OperatorKey::load(home) {
+        Ok(key) => Ok(client.with_signer(key)),
+        Err(crate::operator_key::KeyError::Missing { .. }) => Ok(client),
+        Err(error) => Err(crate::trust_root::key_error(error)),
+    }
+}
+
+/// The running member whose replica is the store at `root` (its node file
+/// at the root), as a remote signing with the operator key in `home`;
+/// `None` when the store is not a member's replica or its member is not
+/// running. Changes on a replica go through it.
+pub fn member(root: &std::path::Path, home: &std::path::Path) -> Result<Option<Remote>, CliError> {
+    if !root.join(crate::node_client::NODE_FILE).is_file() {
+        return Ok(None);
+    }
+    let ca = std::env::var_os("GTC_ADMIN_CA").map(std::path::PathBuf::from);
+    let Some(member) = crate::node_client::running_node(root, ca.as_deref()) else {
+        return Ok(None);
+    };
+    Ok(Some(Remote::new(signed_client(member, home)?)))
 }
 
 /// The collection route of the remote-store contract.

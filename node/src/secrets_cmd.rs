@@ -380,8 +380,9 @@ pub fn remove(edge: &Edge<'_>, answers: SecretRemoveAnswers) -> Result<Value, Cl
                 .ok_or_else(|| SecretsError::Audit {
                     reason: format!("environment {env} disappeared"),
                 })?;
-            let pinning =
-                deploy::secret_pins::pinned_by(&state.environment, &meta.reference, meta.version);
+            let pinning = state
+                .environment
+                .revisions_pinning(&meta.reference, meta.version);
             if !pinning.is_empty() {
                 return Err(SecretsError::Pinned {
                     reference: meta.reference.clone(),

@@ -30,8 +30,7 @@ use crate::trust_root::{
     self, TRUST_ROOT_KEYS_MAX, TrustAddAnswers, TrustRemoveAnswers, TrustRoot, TrustedKey,
 };
 
-/// The noun of the trust verbs in reports and audit events (the spec's).
-pub const NOUN: &str = "trust-root";
+pub use crate::trust_root::NOUN;
 /// Longest label of a trusted key.
 const LABEL_CHARS_MAX: usize = 128;
 
@@ -67,7 +66,7 @@ pub fn run(context: &Context, verb: TrustVerb) -> Result<Report, CliError> {
         .root()
         .join(crate::node_client::NODE_FILE)
         .is_file()
-        && let Some(member) = crate::op::member_remote(context)?
+        && let Some(member) = crate::remote::member(context.store.root(), &context.home)?
     {
         return remote_trust(&member, verb);
     }

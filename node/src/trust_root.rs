@@ -24,6 +24,8 @@ use crate::operator_key::{
     self, CREATE_HINT, DATE_WINDOW_SECONDS, KeyError, OperatorKey, PublicKey, SignedHeaders,
 };
 
+/// The noun of the trust verbs in reports and audit events (the spec's).
+pub const NOUN: &str = "trust-root";
 /// Schema discriminator of a trust root.
 pub const TRUST_ROOT_SCHEMA: &str = "greentic.trust-root.v1";
 

@@ -376,9 +376,9 @@ impl Route {
             Route::GetSecret(_) => ("secrets", "get"),
             Route::RotateSecret(_) => ("secrets", "rotate"),
             Route::RemoveSecret(_) => ("secrets", "remove"),
-            Route::ListTrustRoot(_) => (crate::trust_cmd::NOUN, "list"),
-            Route::AddTrustKey(_) => (crate::trust_cmd::NOUN, "add"),
-            Route::RemoveTrustKey(_) => (crate::trust_cmd::NOUN, "remove"),
+            Route::ListTrustRoot(_) => (crate::trust_root::NOUN, "list"),
+            Route::AddTrustKey(_) => (crate::trust_root::NOUN, "add"),
+            Route::RemoveTrustKey(_) => (crate::trust_root::NOUN, "remove"),
             Route::NotImplemented { noun, verb, .. } => (noun, verb),
         }
     }

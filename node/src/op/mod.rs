@@ -186,7 +186,7 @@ pub fn run(args: OpArgs) -> Result<Outcome, CliError> {
             args.token.clone().unwrap_or_default(),
             args.admin_ca.clone(),
         )?;
-        client = signed_client(client, &context.home)?;
+        client = crate::remote::signed_client(client, &context.home)?;
         Submitter::Remote(crate::remote::Remote::new(client))
     } else {
         Submitter::Local(Local {
@@ -323,38 +323,6 @@ pub fn optional_answers<T: DeserializeOwned + Default>(
         Some(path) => read_answers(path, noun, verb),
         None => Ok(T::default()),
     }
-}
-
-/// `client`, signing changes with this operator's key when there is one;
-/// a node asks for the signature only where a trust root exists.
-fn signed_client(
-    client: crate::node_client::NodeClient,
-    home: &std::path::Path,
-) -> Result<crate::node_client::NodeClient, CliError> {
-    match crate::operator_key::OperatorKey::load(home) {
-        Ok(key) => Ok(client.with_signer(key)),
-        Err(crate::operator_key::KeyError::Missing { .. }) => Ok(client),
-        Err(error) => Err(crate::trust_root::key_error(error)),
-    }
-}
-
-/// The running member whose replica is this context's store root (its
-/// node file at the root), as a remote signing with this operator's key;
-/// `None` when the store is not a member's replica or its member is not
-/// running. Changes on a replica go through it.
-pub fn member_remote(context: &Context) -> Result<Option<crate::remote::Remote>, CliError> {
-    let root = context.store.root();
-    if !root.join(crate::node_client::NODE_FILE).is_file() {
-        return Ok(None);
-    }
-    let ca = std::env::var_os("GTC_ADMIN_CA").map(std::path::PathBuf::from);
-    let Some(member) = crate::node_client::running_node(root, ca.as_deref()) else {
-        return Ok(None);
-    };
-    Ok(Some(crate::remote::Remote::new(signed_client(
-        member,
-        &context.home,
-    )?)))
 }
 
 #[cfg(test)]

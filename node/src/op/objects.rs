@@ -407,7 +407,7 @@ pub fn secrets(context: &Context, verb: SecretsVerb) -> Result<Report, CliError>
     // the replicated log; this process never writes a replica itself.
     let replicated = root.join(crate::node_client::NODE_FILE).is_file();
     if replicated {
-        if let Some(member) = super::member_remote(context)? {
+        if let Some(member) = crate::remote::member(&root, &context.home)? {
             return remote_secrets(&member, verb);
         }
         let reveals = matches!(&verb, SecretsVerb::Get(mutation)
