@@ -83,20 +83,46 @@ impl Remote {
 
     /// Sends `command` to its contract route; the node authorizes, applies
     /// and audits it with the token's identity.
+    ///
+    /// The `If-Match` it sends is the ETag it read just before: it carries
+    /// no decision the operator made on that state (the node's `apply`
+    /// checks the command against the state it applies to). So a 412 from
+    /// a change that landed between the read and the write (a revision's
+    /// readiness report, a placement, another operator) is retried with the
+    /// new ETag, at most [`STALE_ETAG_RETRIES`] times; a 412 means nothing
+    /// was applied.
     pub fn submit(&self, command: &Command) -> Result<Report, CliError> {
         let env = command.env_id();
         let (method, path, body) = route(command)?;
-        let etag = match command {
-            Command::EnvCreate(_) => None,
-            _ => Some(format!("\"{}\"", self.fetch(&env)?.1)),
-        };
-        let headers: Vec<(&str, &str)> = etag.iter().map(|e| ("If-Match", e.as_str())).collect();
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| CliError::new(ErrorKind::Store, e.to_string()))?;
-        let (status, document) = self.client.request_with(method, &path, &bytes, &headers)?;
-        if !(200..300).contains(&status) {
-            return Err(error_from(status, &document));
-        }
+        let current = |env| -> Result<Option<String>, CliError> {
+            Ok(match command {
+                Command::EnvCreate(_) => None,
+                _ => Some(format!("\"{}\"", self.fetch(env)?.1)),
+            })
+        };
+        let mut etag = current(&env)?;
+        let mut attempt = 0;
+        let document = loop {
+            let headers: Vec<(&str, &str)> =
+                etag.iter().map(|e| ("If-Match", e.as_str())).collect();
+            let (status, document) = self.client.request_with(method, &path, &bytes, &headers)?;
+            if (200..300).contains(&status) {
+                break document;
+            }
+            attempt += 1;
+            if status != 412 || etag.is_none() || attempt > STALE_ETAG_RETRIES {
+                return Err(error_from(status, &document));
+            }
+            // Only a newer state is worth another try; a 412 with the
+            // current ETag is about the payload (an expected generation).
+            let newer = current(&env)?;
+            if newer == etag {
+                return Err(error_from(status, &document));
+            }
+            etag = newer;
+        };
         let mut report = Report::new(command.noun(), command.verb(), document["result"].clone());
         report.generation = document["generation"].as_u64();
         report.idempotency = match document["idempotency"].as_str() {
@@ -328,6 +354,10 @@ pub fn member(root: &std::path::Path, home: &std::path::Path) -> Result<Option<R
     };
     Ok(Some(Remote::new(signed_client(member, home)?)))
 }
+
+/// How many times a change refused for a stale ETag (another change landed
+/// between the read and the write) is sent again with the new one.
+const STALE_ETAG_RETRIES: u32 = 5;
 
 /// The collection route of the remote-store contract.
 const ENVIRONMENTS_PATH: &str = "/v1/environments";
