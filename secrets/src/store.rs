@@ -260,7 +260,7 @@ impl SecretStore {
                 })
             }
             Sealing::New(sealed) => {
-                let meta = self.commit_locked(&sealed, &mut |meta| audit(meta, false))?;
+                let meta = self.commit_locked(&sealed, path, &mut |meta| audit(meta, false))?;
                 Ok(Written {
                     meta,
                     replayed: false,
@@ -380,7 +380,7 @@ impl SecretStore {
         let secrets_dir = self.secrets_dir(env);
         create_dirs(&secrets_dir)?;
         let _lock = FileLock::acquire(&layout::secrets_lock(&secrets_dir))?;
-        self.commit_locked(sealed, audit)
+        self.commit_locked(sealed, &path, audit)
     }
 
     /// True when `sealed` is stored here exactly (its version file, nonce
@@ -394,21 +394,22 @@ impl SecretStore {
     }
 
     /// [`commit`](Self::commit) with the store's lock held.
+    /// `path` is the sealed version's, already checked by the caller.
     fn commit_locked(
         &self,
         sealed: &SealedVersion,
+        path: &SecretPath,
         audit: &mut dyn FnMut(&VersionMeta) -> Result<(), String>,
     ) -> Result<VersionMeta, SecretsError> {
         let env = sealed.env_id();
-        let path = crate::path::parse_for_env(&sealed.file.path, env)?;
         let reference = path.reference(env);
         let stale = |reason: String| SecretsError::Stale {
             reference: reference.clone(),
             reason,
         };
         let secrets_dir = self.secrets_dir(env);
-        let entry_dir = self.entry_dir(env, &path);
-        let versions = self.read_versions(env, &path)?;
+        let entry_dir = self.entry_dir(env, path);
+        let versions = self.read_versions(env, path)?;
         if sealed.must_exist && versions.is_empty() {
             return Err(SecretsError::NotFound { reference });
         }
