@@ -98,24 +98,10 @@ pub(crate) fn apply(
             .map_err(SecretsError::from)
             .and_then(|path| {
                 secrets.remove(env_id, &path, *version, &mut |meta| {
-                    let state = store
-                        .load(env_id)
-                        .map_err(|error| SecretsError::Audit {
-                            reason: format!("reading the environment's revisions: {error}"),
-                        })?
-                        .ok_or_else(|| SecretsError::Audit {
-                            reason: format!("environment {env_id} does not exist"),
-                        })?;
-                    let pinning = state
-                        .environment
-                        .revisions_pinning(&meta.reference, meta.version);
-                    if !pinning.is_empty() {
-                        return Err(SecretsError::Pinned {
-                            reference: meta.reference.clone(),
-                            version: meta.version,
-                            revisions: pinning.join(", "),
-                        });
-                    }
+                    let state = store.load(env_id).map_err(|error| SecretsError::Audit {
+                        reason: format!("reading the environment's revisions: {error}"),
+                    })?;
+                    secrets::check_unpinned(meta, state.as_ref().map(|s| &s.environment))?;
                     let mut event = event.clone();
                     target(&mut event, meta);
                     store.record(event).map_err(|error| SecretsError::Audit {

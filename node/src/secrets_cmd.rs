@@ -371,25 +371,10 @@ pub fn remove(edge: &Edge<'_>, answers: SecretRemoveAnswers) -> Result<Value, Cl
             return remove_replicated(edge, cluster, &env, &path, answers.version);
         }
         let mut check = |meta: &secrets::VersionMeta| -> Result<(), SecretsError> {
-            let state = edge
-                .store
-                .load(&env)
-                .map_err(|error| SecretsError::Audit {
-                    reason: format!("reading the environment's revisions: {error}"),
-                })?
-                .ok_or_else(|| SecretsError::Audit {
-                    reason: format!("environment {env} disappeared"),
-                })?;
-            let pinning = state
-                .environment
-                .revisions_pinning(&meta.reference, meta.version);
-            if !pinning.is_empty() {
-                return Err(SecretsError::Pinned {
-                    reference: meta.reference.clone(),
-                    version: meta.version,
-                    revisions: pinning.join(", "),
-                });
-            }
+            let state = edge.store.load(&env).map_err(|error| SecretsError::Audit {
+                reason: format!("reading the environment's revisions: {error}"),
+            })?;
+            secrets::check_unpinned(meta, state.as_ref().map(|s| &s.environment))?;
             let event = edge.event(
                 &env,
                 "remove",

@@ -25,7 +25,7 @@ pub use error::SecretsError;
 pub use path::{PathError, RefError, SecretPath};
 pub use store::{
     Origin, SealedVersion, Sealing, SecretStore, SecretSummary, SecretsImage, StoreGuard,
-    VersionMeta, WriteRequest, Written,
+    VersionMeta, WriteRequest, Written, check_unpinned,
 };
 pub use value::SecretText;
 

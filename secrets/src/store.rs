@@ -609,6 +609,33 @@ impl SecretStore {
     }
 }
 
+/// The check a removal makes (`SecretStore::remove`'s callback, here and
+/// on every cluster replica): `meta`'s version may go only while no
+/// revision of `environment` that is not archived pins it, since a
+/// rollback to one needs it. A missing environment refuses too.
+pub fn check_unpinned(
+    meta: &VersionMeta,
+    environment: Option<&deploy::environment::Environment>,
+) -> Result<(), SecretsError> {
+    // Decided from the state alone (the same on every replica), so never a
+    // local failure that would stop a replica.
+    let environment = environment.ok_or_else(|| SecretsError::InvalidChange {
+        reason: format!(
+            "the environment of {} does not exist, so its revisions cannot be checked",
+            meta.reference
+        ),
+    })?;
+    let pinning = environment.revisions_pinning(&meta.reference, meta.version);
+    if pinning.is_empty() {
+        return Ok(());
+    }
+    Err(SecretsError::Pinned {
+        reference: meta.reference.clone(),
+        version: meta.version,
+        revisions: pinning.join(", "),
+    })
+}
+
 /// One environment's secret store as a cluster snapshot carries it: the
 /// wrapped data key and every version file as they are on disk (ciphertext
 /// and metadata; a snapshot never holds a value or an unwrapped key).
