@@ -403,17 +403,7 @@ fn the_leader_spreads_instances_over_members_and_moves_them_off_a_dead_one() {
         .expect("deployment")
         .to_owned();
     let bundle = example_bundle_with(&home, 3);
-    let staged = op(
-        &home,
-        &members[0],
-        "revisions",
-        "stage",
-        serde_json::json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
-    );
-    let revision = staged["result"]["revision_id"]
-        .as_str()
-        .expect("revision")
-        .to_owned();
+    let revision = stage(&home, &members[0], &deployment, &bundle);
     op(
         &home,
         &members[0],

@@ -63,17 +63,7 @@ fn held_requests_at_a_follower_start_an_instance_and_a_member_dying_with_held_re
         "scaled",
         "  startup_timeout_seconds: 10\n  instances: 1\n  env:\n    DEMO_MODE: \"slow-start-ms=2000\"\n  scaling: {\"min_instances\": 0, \"max_instances\": 3, \"target_concurrency\": 10, \"stable_window_seconds\": 6, \"panic_window_seconds\": 2, \"scale_to_zero_grace_seconds\": 0, \"queue_size\": 50, \"queue_wait_seconds\": 20}\n",
     );
-    let staged = op(
-        &home,
-        &members[0],
-        "revisions",
-        "stage",
-        json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
-    );
-    let revision = staged["result"]["revision_id"]
-        .as_str()
-        .expect("revision")
-        .to_owned();
+    let revision = stage(&home, &members[0], &deployment, &bundle);
     op(
         &home,
         &members[0],

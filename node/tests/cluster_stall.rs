@@ -68,17 +68,7 @@ fn a_member_whose_writes_stall_for_ten_seconds_still_publishes_every_change_it_a
     // report stalls.
     std::fs::write(&stall_file, b"held by the test").expect("stall file");
     let bundle = example_bundle(&home);
-    let staged = op(
-        &home,
-        &members[0],
-        "revisions",
-        "stage",
-        serde_json::json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
-    );
-    let third = staged["result"]["revision_id"]
-        .as_str()
-        .expect("revision")
-        .to_owned();
+    let third = stage(&home, &members[0], &deployment, &bundle);
     op(
         &home,
         &members[0],

@@ -263,17 +263,7 @@ fn docker_instances_are_placed_only_on_members_whose_engine_answers() {
     let bundle = image_bundle(&home, &tag, &digest);
     let mut revisions = Vec::new();
     for _ in 0..2 {
-        let staged = op(
-            &home,
-            &members[0],
-            "revisions",
-            "stage",
-            json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
-        );
-        let revision = staged["result"]["revision_id"]
-            .as_str()
-            .expect("revision")
-            .to_owned();
+        let revision = stage(&home, &members[0], &deployment, &bundle);
         cleanup.revisions.push(revision.clone());
         revisions.push(revision);
     }

@@ -109,22 +109,27 @@ fn a_change_that_lands_between_the_read_and_the_write_is_sent_again() {
     });
 
     let url = format!("http://{proxy}");
-    let answers = home.write(
-        "add.json",
-        &json!({"environment_id": "local", "bundle_id": "shop", "route_binding": {"path_prefixes": ["/shop"]}})
-            .to_string(),
-    );
-    let run = home.gtc(&[
-        "op",
+    // `gtc op NOUN VERB --answers <answers> --node <proxy> --token <owner>`.
+    let through_proxy = |noun: &str, verb: &str, answers: serde_json::Value| {
+        let file = home.write(&format!("{noun}-{verb}.json"), &answers.to_string());
+        let file = file.to_str().expect("utf8");
+        home.gtc(&[
+            "op",
+            noun,
+            verb,
+            "--answers",
+            file,
+            "--node",
+            &url,
+            "--token",
+            &token,
+        ])
+    };
+    let run = through_proxy(
         "bundles",
         "add",
-        "--answers",
-        answers.to_str().expect("utf8"),
-        "--node",
-        &url,
-        "--token",
-        &token,
-    ]);
+        json!({"environment_id": "local", "bundle_id": "shop", "route_binding": {"path_prefixes": ["/shop"]}}),
+    );
     assert_eq!(run.code, 0, "{} {}", run.stdout, run.stderr);
     let posts: Vec<u16> = statuses
         .lock()
@@ -143,41 +148,16 @@ fn a_change_that_lands_between_the_read_and_the_write_is_sent_again() {
     // A stale expected generation stays stale with the newest ETag: one
     // attempt, refused.
     statuses.lock().expect("statuses").clear();
-    let backup_answers = home.write(
-        "backup.json",
-        &json!({"environment_id": "local"}).to_string(),
-    );
-    let backup = home.gtc(&[
-        "op",
-        "env",
-        "backup",
-        "--answers",
-        backup_answers.to_str().expect("utf8"),
-        "--node",
-        &url,
-        "--token",
-        &token,
-    ]);
+    let backup = through_proxy("env", "backup", json!({"environment_id": "local"}));
     let backup_id = backup.stdout["result"]["backup_id"]
         .as_str()
         .unwrap_or_else(|| panic!("backup: {} {}", backup.stdout, backup.stderr))
         .to_owned();
-    let restore = home.write(
-        "restore.json",
-        &json!({"environment_id": "local", "backup_id": backup_id, "expected_generation": 1})
-            .to_string(),
-    );
-    let refused = home.gtc(&[
-        "op",
+    let refused = through_proxy(
         "env",
         "restore",
-        "--answers",
-        restore.to_str().expect("utf8"),
-        "--node",
-        &url,
-        "--token",
-        &token,
-    ]);
+        json!({"environment_id": "local", "backup_id": backup_id, "expected_generation": 1}),
+    );
     assert_eq!(
         refused.error_kind(),
         "precondition-failed",

@@ -8,7 +8,9 @@ mod cluster_support;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use cluster_support::{Member, Reaper, add_bundle, bundle_with, demo_service, eventually, gtc, op};
+use cluster_support::{
+    Member, Reaper, add_bundle, bundle_with, demo_service, eventually, gtc, op, stage,
+};
 use serde_json::{Value, json};
 
 /// `gtc op secrets VERB --answers A --store-root <member's replica>`: with
@@ -237,17 +239,7 @@ fn secrets_replicate_between_members_and_pinned_versions_run_on_every_member() {
         "pinned",
         "  startup_timeout_seconds: 10\n  instances: 3\n  secrets:\n    - ref: secret://local/db/password\n      env: DB_PASSWORD\n",
     );
-    let staged = op(
-        &home,
-        &members[0],
-        "revisions",
-        "stage",
-        json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
-    );
-    let revision = staged["result"]["revision_id"]
-        .as_str()
-        .expect("revision")
-        .to_owned();
+    let revision = stage(&home, &members[0], &deployment, &bundle);
     let (code, rotated) = secrets(
         &answers,
         &members[1],

@@ -351,6 +351,22 @@ pub fn op(home: &Path, member: &Member, noun: &str, verb: &str, answers: Value) 
     value
 }
 
+/// `revisions stage` of `bundle` for `deployment` through `member`; the
+/// new revision's id.
+pub fn stage(home: &Path, member: &Member, deployment: &str, bundle: &Path) -> String {
+    let staged = op(
+        home,
+        member,
+        "revisions",
+        "stage",
+        json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
+    );
+    staged["result"]["revision_id"]
+        .as_str()
+        .expect("revision")
+        .to_owned()
+}
+
 pub fn ulid_like() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -479,17 +495,7 @@ pub fn two_ready_revisions(home: &Path, members: &[Member]) -> (String, Vec<Stri
     let bundle = example_bundle(home);
     let mut revisions = Vec::new();
     for _ in 0..2 {
-        let staged = op(
-            home,
-            &members[0],
-            "revisions",
-            "stage",
-            json!({"environment_id": "local", "deployment_id": deployment, "bundle_path": bundle}),
-        );
-        let revision = staged["result"]["revision_id"]
-            .as_str()
-            .expect("revision")
-            .to_owned();
+        let revision = stage(home, &members[0], &deployment, &bundle);
         op(
             home,
             &members[0],
