@@ -768,7 +768,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let secrets = file.secrets;
         let trust_roots = file.trust_roots;
         let mut applied = self.lock()?;
-        self.inner.store.install_image(&image).map_err(to_io)?;
+        // Each environment's secrets and trust root go in before the store's
+        // image: a reader that sees an environment's new state (its state
+        // file is what makes it listed) sees the files that came with it.
         let secret_store = SecretStore::replica(self.inner.store.root());
         for environment in &image.environments {
             let env = environment.state.env_id();
@@ -780,6 +782,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map(|t| t.document.as_str());
             crate::trust_root_change::install(&self.inner.store, env, document)?;
         }
+        self.inner.store.install_image(&image).map_err(to_io)?;
         // The logs were replaced: read their tails again when needed.
         self.applied_ids()?.logs.clear();
         let current = serde_json::to_vec(&SnapshotFile {

@@ -228,10 +228,17 @@ async fn three_members_replicate_forward_survive_the_leader_and_catch_up_from_a_
     // n1 comes back with its old data and catches up (from a snapshot: the
     // log it missed was purged behind one).
     let n1 = start(&ca, temp.path(), "n1", addrs[0], Some(addrs[1])).await;
+    // Caught up: n1 has applied (or installed) everything the leader had
+    // applied when n1 came back, not merely written some of its files.
+    let leader_applied = n2.state_machine().applied_index();
     eventually("n1 to catch up", || {
-        n1.state_machine().store().list().map(|l| l.len()).ok() == Some(11)
+        n1.state_machine().applied_index() >= leader_applied
     })
     .await;
+    assert_eq!(
+        n1.state_machine().store().list().map(|l| l.len()).ok(),
+        Some(11)
+    );
     assert!(recorded(&n2).is_some(), "the leader keeps the record");
     assert_eq!(recorded(&n1), recorded(&n2), "the snapshot carried it");
     assert_eq!(lines(&n1), lines(&n2));
