@@ -34,8 +34,11 @@ sim_flags='--cfg tokio_unstable --cfg getrandom_backend="custom"'
 RUSTFLAGS="$sim_flags" nice -n 19 \
   cargo test -p sim --locked --profile sim --target-dir target/sim --no-run >"$sim_log" 2>&1 &
 sim_build=$!
+# A failing test binary does not stop the others (--no-fail-fast): one run
+# shows every failure, and the gate fails at the end if any test did.
+failed=0
 phase "cargo test: run (the simulation builds beside it)"
-cargo test --workspace --locked --exclude sim 2>&1 | tee "$log"
+cargo test --workspace --locked --exclude sim --no-fail-fast 2>&1 | tee "$log" || failed=1
 phase "cargo test -p sim (simulation build flags, profile sim, target/sim)"
 if ! wait "$sim_build"; then
   sim_build=""
@@ -45,9 +48,14 @@ if ! wait "$sim_build"; then
 fi
 sim_build=""
 RUSTFLAGS="$sim_flags" \
-  cargo test -p sim --locked --profile sim --target-dir target/sim 2>&1 | tee -a "$log"
+  cargo test -p sim --locked --profile sim --target-dir target/sim --no-fail-fast 2>&1 |
+  tee -a "$log" || failed=1
 phase "router smoke (a real node under wrk: no errors, the 90/10 split kept)"
 BENCH_SMOKE=1 bash scripts/bench-router.sh
 phase "done"
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+if [ "$failed" -ne 0 ]; then
+  grep -E '^test .* FAILED$|^error: test failed' "$log" >&2 || true
+  exit 1
+fi
