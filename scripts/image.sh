@@ -14,11 +14,16 @@
 # gtc refuses `env reconcile` without --render and the credentials verbs of
 # a Kubernetes-bound environment (exit 2) and skips the preflight's cluster
 # checks; run those from a full build. `env reconcile --render` works.
+#
+# It is built with the `image` profile (Cargo.toml): the release build with
+# whole-program LTO and opt-level "s" everywhere but the request path, which
+# keeps opt-level 3. BENCHMARKS.md has the size and the router's speed in
+# this build beside the release build's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image=${IMAGE:-gtc:dev}
 out=${CARGO_TARGET_DIR:-target}
-build=(build --release --quiet --locked -p node -p demo-service --no-default-features --bin gtc --bin demo-service)
+build=(build --profile image --quiet --locked -p node -p demo-service --no-default-features --bin gtc --bin demo-service)
 command -v docker >/dev/null || { echo "docker is not installed: cannot build $image" >&2; exit 1; }
 
 target=x86_64-unknown-linux-musl
@@ -35,7 +40,7 @@ else
   target=x86_64-unknown-linux-gnu
   RUSTFLAGS='-C target-feature=+crt-static' cargo "${build[@]}" --target "$target"
 fi
-binary=$out/$target/release/gtc
+binary=$out/$target/image/gtc
 
 mkdir -p target/image-service
 cp "$(dirname "$binary")/demo-service" target/image-service/demo-service
