@@ -1,6 +1,6 @@
-//! The container image (`make image`): a static `gtc` FROM scratch that runs
-//! as uid/gid 65532, holds no shell, and turns healthy through its own
-//! HEALTHCHECK (`gtc node health`). Skipped with a message where no Docker
+//! The container image (`make image`): a static `gtc` FROM scratch, under
+//! issue #7's 30 MB, that runs as uid/gid 65532, holds no shell, and turns
+//! healthy through its own HEALTHCHECK (`gtc node health`). Skipped with a message where no Docker
 //! engine is present or the image was not built, unless
 //! `GTC_REQUIRE_IMAGE=1` (CI sets it after building the image).
 
@@ -14,6 +14,9 @@ fn docker(args: &[&str]) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
+
+/// Issue #7's bound on the image: 30 MB.
+const IMAGE_BYTES_MAX: u64 = 30_000_000;
 
 /// Removes the container when the test ends, whatever happens.
 struct Container(String);
@@ -44,6 +47,15 @@ fn the_image_runs_as_a_non_root_user_without_a_shell_and_turns_healthy() {
         eprintln!("skipped: image {image} is not built (run `make image`)");
         return;
     }
+    let bytes: u64 = docker(&["image", "inspect", "--format", "{{.Size}}", &image])
+        .expect("inspect")
+        .parse()
+        .expect("the image's size is a number of bytes");
+    assert!(
+        bytes < IMAGE_BYTES_MAX,
+        "{image} is {bytes} bytes; the target is under {IMAGE_BYTES_MAX} \
+         (BENCHMARKS.md says where the bytes are)"
+    );
     let user =
         docker(&["image", "inspect", "--format", "{{.Config.User}}", &image]).expect("inspect");
     assert_eq!(user, "65532:65532", "the image's user");
