@@ -66,6 +66,11 @@ pub fn describe_metrics() {
         "Snapshots of the state machine this member built."
     );
     describe_counter!(
+        "gtc_raft_snapshots_rewritten_total",
+        Unit::Count,
+        "Snapshot files of this member that did not parse, moved aside and written again from the replica."
+    );
+    describe_counter!(
         "gtc_raft_snapshots_installed_total",
         Unit::Count,
         "Snapshots received from the leader that this member installed."

@@ -259,8 +259,21 @@ impl StateMachine {
     pub fn open(store_root: &Path, dir: &Path) -> io::Result<Self> {
         let store = LocalFsStore::open(store_root).map_err(to_io)?;
         std::fs::create_dir_all(dir)?;
-        let applied = match std::fs::read(dir.join(APPLIED_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(to_io)?,
+        let applied_file = dir.join(APPLIED_FILE);
+        let applied = match std::fs::read(&applied_file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| {
+                // Unlike the snapshot file, this one cannot be rebuilt: it
+                // is what says which entries the replica already holds.
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} does not parse ({error}): it records the last Raft entry this \
+                         member applied to its replica, so the member cannot start without \
+                         it; restore it from a backup of this folder, or replace the member",
+                        applied_file.display()
+                    ),
+                )
+            })?,
             Err(error) if error.kind() == io::ErrorKind::NotFound => AppliedMeta::default(),
             Err(error) => return Err(error),
         };
@@ -600,14 +613,6 @@ impl StateMachine {
         self.inner.dir.join(SNAPSHOT_FILE)
     }
 
-    fn read_snapshot_file(&self) -> io::Result<Option<SnapshotFile>> {
-        match std::fs::read(self.snapshot_path()) {
-            Ok(bytes) => parse_snapshot(&bytes).map(Some),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
-        }
-    }
-
     /// Changes each time an entry (or a snapshot) has been applied.
     pub fn watch_applied(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.applied_tx.subscribe()
@@ -669,6 +674,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let snapshot = self.write_snapshot()?;
+        self.inner.snapshots_built.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("gtc_raft_snapshots_built_total").increment(1);
+        Ok(snapshot)
+    }
+}
+
+impl StateMachine {
+    /// Writes a snapshot of what is applied now (the replica at its last
+    /// applied entry) to the snapshot file, and returns it.
+    fn write_snapshot(&self) -> io::Result<Snapshot> {
         let (meta, image, secrets, trust_roots) = {
             let applied = self.lock()?;
             let image = self.inner.store.image().map_err(to_io)?;
@@ -676,7 +692,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let trust_roots = self.trust_root_images(&image)?;
             (applied.clone(), image, secrets, trust_roots)
         };
-        self.inner.snapshots_built.fetch_add(1, Ordering::Relaxed);
         let snapshot_meta = SnapshotMeta {
             last_log_id: meta.last_applied,
             last_membership: meta.membership.clone(),
@@ -689,11 +704,48 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let bytes = serde_json::to_vec(&file).map_err(to_io)?;
         write_atomically(&self.snapshot_path(), &bytes)?;
-        metrics::counter!("gtc_raft_snapshots_built_total").increment(1);
         Ok(Snapshot {
             meta: snapshot_meta,
             snapshot: bytes,
         })
+    }
+
+    /// The snapshot file when it parses. It is derived data (the replica
+    /// and its applied index are the state), so one that does not parse (a
+    /// disk fault, a hand edit) is moved aside beside itself and written
+    /// again from the replica, instead of keeping the member from starting
+    /// or from serving snapshots. `None` when there is none and nothing was
+    /// applied yet.
+    fn current_snapshot_file(&self) -> io::Result<Option<SnapshotFile>> {
+        let path = self.snapshot_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(io::Error::new(
+                    error.kind(),
+                    format!("cannot read the snapshot file {}: {error}", path.display()),
+                ));
+            }
+        };
+        let error = match parse_snapshot(&bytes) {
+            Ok(file) => return Ok(Some(file)),
+            Err(error) => error,
+        };
+        let aside = path.with_extension("json.unreadable");
+        std::fs::rename(&path, &aside)?;
+        tracing::warn!(
+            file = %path.display(),
+            moved_to = %aside.display(),
+            %error,
+            "the Raft snapshot file does not parse; it was moved aside and is written again from the replica"
+        );
+        metrics::counter!("gtc_raft_snapshots_rewritten_total").increment(1);
+        if self.lock()?.last_applied.is_none() {
+            return Ok(None);
+        }
+        let snapshot = self.write_snapshot()?;
+        parse_snapshot(&snapshot.snapshot).map(Some)
     }
 }
 
@@ -817,7 +869,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let Some(file) = self.read_snapshot_file()? else {
+        let Some(file) = self.current_snapshot_file()? else {
             return Ok(None);
         };
         let bytes = serde_json::to_vec(&file).map_err(to_io)?;

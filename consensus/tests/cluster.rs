@@ -57,15 +57,15 @@ fn settings() -> RaftSettings {
     }
 }
 
-async fn start(
+fn config(
     ca: &ClusterCa,
     root: &Path,
     name: &str,
     listen: SocketAddr,
     join: Option<SocketAddr>,
-) -> Arc<ClusterHandle> {
+) -> ClusterConfig {
     let dir = root.join(name);
-    ClusterHandle::start(ClusterConfig {
+    ClusterConfig {
         node_name: name.to_owned(),
         data_dir: dir.join("raft"),
         store_root: dir.join("environments"),
@@ -76,9 +76,19 @@ async fn start(
         bootstrap: join.is_none(),
         join,
         raft: settings(),
-    })
-    .await
-    .expect("start")
+    }
+}
+
+async fn start(
+    ca: &ClusterCa,
+    root: &Path,
+    name: &str,
+    listen: SocketAddr,
+    join: Option<SocketAddr>,
+) -> Arc<ClusterHandle> {
+    ClusterHandle::start(config(ca, root, name, listen, join))
+        .await
+        .expect("start")
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -579,4 +589,76 @@ async fn a_duplicate_is_answered_with_its_first_answer_and_the_state_as_it_is_no
         "the duplicate was applied again"
     );
     n1.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_whose_snapshot_file_is_damaged_rewrites_it_and_one_whose_applied_index_is_damaged_names_it()
+ {
+    // Proves: the snapshot file is derived data, so a member that finds its
+    // own unreadable (a disk fault, a hand edit) starts anyway: the file is
+    // moved aside, written again from the replica, and the member applies
+    // what comes next. The applied-index file is not derived: a member that
+    // finds it unreadable refuses to start, naming it, and writes nothing.
+    let temp = tempfile::tempdir().expect("temp");
+    let ca = ClusterCa::create("test").expect("ca");
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_udp_addr()).collect();
+    let n1 = start(&ca, temp.path(), "n1", addrs[0], None).await;
+    eventually("n1 to lead", || n1.is_leader()).await;
+    let n2 = start(&ca, temp.path(), "n2", addrs[1], Some(addrs[0])).await;
+    let n3 = start(&ca, temp.path(), "n3", addrs[2], Some(addrs[0])).await;
+    n1.submit(&init()).await.expect("init");
+    for i in 0..12 {
+        n1.submit(&create(&format!("env-{i}")))
+            .await
+            .expect("create");
+    }
+    let listed =
+        |member: &ClusterHandle| member.state_machine().store().list().map(|l| l.len()).ok();
+    eventually("n3 to apply", || listed(&n3) == Some(13)).await;
+    let raft_dir = temp.path().join("n3/raft");
+    let snapshot = raft_dir.join("raft-snapshot.json");
+    eventually("n3 to build a snapshot", || snapshot.exists()).await;
+    n3.shutdown().await;
+    drop(n3);
+
+    // Damaged snapshot: truncated mid-document.
+    let whole = std::fs::read(&snapshot).expect("snapshot");
+    std::fs::write(&snapshot, &whole[..whole.len() / 2]).expect("damage");
+    let n3 = start(&ca, temp.path(), "n3", addrs[2], Some(addrs[0])).await;
+    let aside = raft_dir.join("raft-snapshot.json.unreadable");
+    assert_eq!(
+        std::fs::read(&aside).expect("the damaged file is kept aside"),
+        whole[..whole.len() / 2]
+    );
+    let rewritten: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&snapshot).expect("rewritten"))
+            .expect("the rewritten snapshot parses");
+    assert!(rewritten["meta"]["last_log_id"].is_object(), "{rewritten}");
+    for i in 12..20 {
+        n2.submit(&create(&format!("env-{i}")))
+            .await
+            .expect("create");
+    }
+    eventually("n3 to apply after its restart", || listed(&n3) == Some(21)).await;
+    n3.shutdown().await;
+    drop(n3);
+
+    // Damaged applied index: the member refuses to start and names it.
+    let applied = raft_dir.join("raft-applied.json");
+    let before = std::fs::read(&applied).expect("applied index");
+    std::fs::write(&applied, b"{\"last_applied\": ").expect("damage");
+    let error = match ClusterHandle::start(config(&ca, temp.path(), "n3", addrs[2], Some(addrs[0])))
+        .await
+    {
+        Ok(_) => panic!("a member without its applied index started"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(error.contains("raft-applied.json"), "{error}");
+    assert!(error.contains("does not parse"), "{error}");
+    assert_eq!(
+        std::fs::read(&applied).expect("kept"),
+        b"{\"last_applied\": ",
+        "left as found"
+    );
+    assert!(!before.is_empty());
 }
