@@ -91,6 +91,16 @@ async fn start(
         .expect("start")
 }
 
+/// Three members on loopback: n1 bootstraps and leads, n2 and n3 join it.
+async fn three_members(ca: &ClusterCa, root: &Path) -> (Vec<SocketAddr>, [Arc<ClusterHandle>; 3]) {
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_udp_addr()).collect();
+    let n1 = start(ca, root, "n1", addrs[0], None).await;
+    eventually("n1 to lead", || n1.is_leader()).await;
+    let n2 = start(ca, root, "n2", addrs[1], Some(addrs[0])).await;
+    let n3 = start(ca, root, "n3", addrs[2], Some(addrs[0])).await;
+    (addrs, [n1, n2, n3])
+}
+
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !check() {
@@ -111,11 +121,7 @@ async fn three_members_replicate_forward_survive_the_leader_and_catch_up_from_a_
     // idempotency records included.
     let temp = tempfile::tempdir().expect("temp");
     let ca = ClusterCa::create("test").expect("ca");
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_udp_addr()).collect();
-    let n1 = start(&ca, temp.path(), "n1", addrs[0], None).await;
-    eventually("n1 to lead", || n1.is_leader()).await;
-    let n2 = start(&ca, temp.path(), "n2", addrs[1], Some(addrs[0])).await;
-    let n3 = start(&ca, temp.path(), "n3", addrs[2], Some(addrs[0])).await;
+    let (addrs, [n1, n2, n3]) = three_members(&ca, temp.path()).await;
     assert_eq!(n1.status().voters.len(), 3);
 
     // A write on a follower.
@@ -478,11 +484,7 @@ async fn a_placement_is_applied_only_in_the_term_its_leader_decided_it() {
     // the term check); and a leader-only submission is never forwarded.
     let temp = tempfile::tempdir().expect("temp");
     let ca = ClusterCa::create("test").expect("ca");
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_udp_addr()).collect();
-    let n1 = start(&ca, temp.path(), "n1", addrs[0], None).await;
-    eventually("n1 to lead", || n1.is_leader()).await;
-    let n2 = start(&ca, temp.path(), "n2", addrs[1], Some(addrs[0])).await;
-    let n3 = start(&ca, temp.path(), "n3", addrs[2], Some(addrs[0])).await;
+    let (_, [n1, n2, n3]) = three_members(&ca, temp.path()).await;
     n2.submit(&init()).await.expect("init");
     let revision = deploy::ids::RevisionId::from_ulid(ulid::Ulid::new());
     let first_term = n1.status().term;
@@ -601,11 +603,7 @@ async fn a_member_whose_snapshot_file_is_damaged_rewrites_it_and_one_whose_appli
     // finds it unreadable refuses to start, naming it, and writes nothing.
     let temp = tempfile::tempdir().expect("temp");
     let ca = ClusterCa::create("test").expect("ca");
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_udp_addr()).collect();
-    let n1 = start(&ca, temp.path(), "n1", addrs[0], None).await;
-    eventually("n1 to lead", || n1.is_leader()).await;
-    let n2 = start(&ca, temp.path(), "n2", addrs[1], Some(addrs[0])).await;
-    let n3 = start(&ca, temp.path(), "n3", addrs[2], Some(addrs[0])).await;
+    let (addrs, [n1, n2, n3]) = three_members(&ca, temp.path()).await;
     n1.submit(&init()).await.expect("init");
     for i in 0..12 {
         n1.submit(&create(&format!("env-{i}")))
