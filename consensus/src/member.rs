@@ -321,6 +321,23 @@ impl ClusterHandle {
         }
     }
 
+    /// Waits until this member's Raft core has stopped, and says why: a
+    /// storage error it cannot go on from (its log or replica failed to
+    /// read or write), a panic inside it, or a shutdown. A member whose core
+    /// stopped takes no part in the cluster again until it is started
+    /// again, so the node stops too.
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_watched().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "the Raft core ended".to_owned();
+            }
+        }
+    }
+
     /// Whether this node is the leader right now.
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow_watched().state == ServerState::Leader

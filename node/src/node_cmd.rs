@@ -174,9 +174,27 @@ async fn run_async(args: NodeRunArgs, store_root: Option<PathBuf>) -> Result<(),
     let metrics = install_metrics()?;
     let node = RunningNode::start(&args, store_root, metrics).await?;
     crate::output::outln!("{}", node.announcement);
-    wait_for_signal().await;
+    let stopped = tokio::select! {
+        () = wait_for_signal() => None,
+        reason = node.raft_stopped() => Some(reason),
+    };
+    if let Some(reason) = &stopped {
+        tracing::error!(%reason, "this member's Raft core stopped; the node stops too");
+    }
     node.stop().await;
-    Ok(())
+    match stopped {
+        None => Ok(()),
+        Some(reason) => Err(CliError::new(
+            ErrorKind::Store,
+            format!(
+                "this member's Raft core stopped ({reason}), so the node stopped: a member \
+                 that cannot read or write its own log or replica must not go on serving. \
+                 Fix what the error names (disk, permissions, a damaged file), then start \
+                 the node again; a supervisor (systemd, Docker's restart policy, \
+                 Kubernetes) starts it again by itself"
+            ),
+        )),
+    }
 }
 
 /// A node started in this process: its listeners, actors and shutdown.
@@ -201,6 +219,16 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
+    /// Waits until this cluster member's Raft core stops on its own (a
+    /// storage error, a panic inside it), and says why; never returns on
+    /// a single node.
+    pub async fn raft_stopped(&self) -> String {
+        match &self.cluster {
+            Some(cluster) => cluster.stopped().await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Starts listeners and actors for `args.env`.
     pub async fn start(
         args: &NodeRunArgs,

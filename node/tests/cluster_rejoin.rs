@@ -217,3 +217,58 @@ fn http_status(member: &Member, path: &str) -> Option<u16> {
         .parse()
         .ok()
 }
+
+#[test]
+fn a_member_whose_replica_fails_under_it_stops_and_says_why_while_the_others_go_on() {
+    // Proves: when a member's Raft core stops on a storage error (here
+    // n3's replica cannot append to its audit log: the file was replaced by
+    // a directory under the running node), the node does not linger as a
+    // member that answers /healthz but takes no part in the cluster: it
+    // stops, exits 1 and says why, so a supervisor starts it again; the two
+    // others keep accepting writes. Started again once the fault is gone,
+    // it catches up.
+    let temp = tempfile::tempdir().expect("temp");
+    let _reaper = Reaper(temp.path().to_owned());
+    let (home, mut members) = three_members(temp.path(), false);
+    let region = |region: &str| serde_json::json!({"environment_id": "local", "region": region});
+    op(&home, &members[0], "env", "update", region("eu-1"));
+    let audit = members[2]
+        .store()
+        .join("local")
+        .join("audit")
+        .join("events.jsonl");
+    eventually("n3 to apply the first change", || {
+        std::fs::read_to_string(&audit).is_ok_and(|text| text.contains("eu-1"))
+    });
+    let kept = audit.with_extension("jsonl.kept");
+    std::fs::rename(&audit, &kept).expect("move n3's audit log aside");
+    std::fs::create_dir(&audit).expect("a directory where n3's audit log was");
+
+    op(&home, &members[0], "env", "update", region("eu-2"));
+    let child = members[2].child.as_mut().expect("n3 runs");
+    let mut exited = None;
+    eventually("n3 to stop after its replica failed", || {
+        exited = child.try_wait().expect("wait");
+        exited.is_some()
+    });
+    assert_eq!(exited.and_then(|status| status.code()), Some(1));
+    let log = log_tail(&members[2].dir.join("node.log"), 40);
+    assert!(log.contains("Raft core stopped"), "{log}");
+    assert!(
+        log.contains("events.jsonl"),
+        "the failing file is named:\n{log}"
+    );
+
+    // The others go on without it.
+    op(&home, &members[1], "env", "update", region("eu-3"));
+
+    // The fault gone, n3 starts again and catches up.
+    std::fs::remove_dir(&audit).expect("remove the directory");
+    std::fs::rename(&kept, &audit).expect("put the audit log back");
+    members[2].child = None;
+    let seed = members[0].raft;
+    members[2].start(&home, Some(seed));
+    eventually("n3 to apply what it missed", || {
+        std::fs::read_to_string(&audit).is_ok_and(|text| text.contains("eu-3"))
+    });
+}
