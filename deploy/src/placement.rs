@@ -109,7 +109,44 @@ pub fn place(
         placement.insert(*revision, kept);
     }
 
-    // 2. Place what is missing, spread.
+    // 2. Place what is missing, spread; then rebalance what an earlier
+    // placement doubled up, to a fixed point. A move frees room on its
+    // source that a revision still short of instances may use, so the two
+    // repeat until a rebalance moves nothing: the result is then its own
+    // fixed point (placing it again changes nothing). This ends: a round
+    // after a move either places at least one more instance (bounded by
+    // what is wanted) or moves nothing; and each move lowers the sum over
+    // revisions of the squared instances per node, so a rebalance ends.
+    loop {
+        place_missing(desired, nodes, &mut placement, &mut load);
+        let mut moved_any = false;
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for (revision, assigned) in placement.iter_mut() {
+                let needs = desired
+                    .get(revision)
+                    .and_then(|want| want.deployer.as_deref());
+                moved |= rebalance(assigned, needs, nodes, &mut load);
+            }
+            moved_any |= moved;
+        }
+        if !moved_any {
+            break;
+        }
+    }
+    placement
+}
+
+/// Places each revision's missing instances, one at a time, on the node
+/// with room that runs its deployer and holds the fewest of it (then the
+/// least loaded, then by name).
+fn place_missing<'a>(
+    desired: &BTreeMap<RevisionId, Want>,
+    nodes: &'a [NodeCapacity],
+    placement: &mut Placement,
+    load: &mut BTreeMap<&'a str, u32>,
+) {
     for (revision, want) in desired {
         let wanted = &want.instances;
         let needs = want.deployer.as_deref();
@@ -139,22 +176,6 @@ pub fn place(
         }
         assigned.sort();
     }
-
-    // 4. Rebalance what an earlier placement doubled up, to a fixed point:
-    // a move frees room that another revision may then use. Each move
-    // lowers the sum over revisions of the squared instances per node, so
-    // this ends.
-    let mut moved = true;
-    while moved {
-        moved = false;
-        for (revision, assigned) in placement.iter_mut() {
-            let needs = desired
-                .get(revision)
-                .and_then(|want| want.deployer.as_deref());
-            moved |= rebalance(assigned, needs, nodes, &mut load);
-        }
-    }
-    placement
 }
 
 /// Moves instances of one revision from the node that holds the most of
@@ -302,6 +323,46 @@ mod tests {
 
     const LOCAL: &str = "greentic.deployer.local-process";
     const DOCKER: &str = "greentic.deployer.docker";
+
+    #[test]
+    fn room_a_rebalance_frees_is_used_by_a_revision_still_short_in_the_same_placement() {
+        // Found by the property test in CI: r0 doubled up on n0 moves one
+        // instance to n1 (which runs only Docker, and r0 takes any
+        // deployer); the slot it frees on n0 must go to r1 (local only) in
+        // the same placement, not in the next one.
+        let desired: BTreeMap<RevisionId, Want> = [
+            (
+                revision(0),
+                Want {
+                    instances: 2,
+                    deployer: None,
+                },
+            ),
+            (
+                revision(1),
+                Want {
+                    instances: 4,
+                    deployer: Some(LOCAL.to_owned()),
+                },
+            ),
+            (
+                revision(2),
+                Want {
+                    instances: 1,
+                    deployer: Some(LOCAL.to_owned()),
+                },
+            ),
+        ]
+        .into();
+        let mut live = nodes(&[2, 1]);
+        live[1].deployers = Some([DOCKER.to_owned()].into());
+        let current: Placement = [(revision(0), vec!["n0".to_owned(), "n0".to_owned()])].into();
+        let placed = place(&desired, &live, &current);
+        assert_eq!(placed[&revision(0)], ["n0", "n1"]);
+        assert_eq!(placed[&revision(1)], ["n0"]);
+        assert!(placed[&revision(2)].is_empty(), "no room is left for r2");
+        assert_eq!(place(&desired, &live, &placed), placed, "a fixed point");
+    }
 
     #[test]
     fn a_revision_goes_only_to_nodes_that_run_its_deployer_and_leaves_one_that_stops() {
