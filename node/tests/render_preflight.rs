@@ -241,16 +241,7 @@ fn reconcile_refuses_without_a_router_image_or_a_usable_kubeconfig_and_writes_no
     );
     assert_eq!(audited["result"]["outcome"], "error");
     assert_eq!(audited["result"]["kind"], apply.error_kind());
-    let after = home.snapshot();
-    let changed: Vec<_> = after
-        .keys()
-        .filter(|path| before.get(*path) != after.get(*path))
-        .collect();
-    assert_eq!(
-        changed,
-        [&PathBuf::from("local/audit/events.jsonl")],
-        "only the audit log records the refusal"
-    );
+    assert_only_the_audit_log_changed(&home, &before, "only the audit log records the refusal");
 }
 
 #[test]
@@ -537,6 +528,14 @@ fn without_the_kubernetes_client_a_k8s_environments_credentials_are_refused_but_
         assert_eq!(audited["result"]["outcome"], "error", "{verb}");
         assert_eq!(audited["result"]["kind"], "not-yet-implemented", "{verb}");
     }
+    assert_only_the_audit_log_changed(&home, &before, "only the audit log records the refusals");
+    let shown = home.gtc(&["op", "credentials", "show", "local"]);
+    assert_eq!(shown.code, 0, "{}", shown.stdout);
+    assert_eq!(shown.stdout["result"]["credentials"], Value::Null);
+}
+
+/// Of the store's files, only the local audit log differs from `before`.
+fn assert_only_the_audit_log_changed(home: &Home, before: &BTreeMap<PathBuf, Vec<u8>>, what: &str) {
     let after = home.snapshot();
     let changed: Vec<_> = after
         .keys()
@@ -545,9 +544,6 @@ fn without_the_kubernetes_client_a_k8s_environments_credentials_are_refused_but_
     assert_eq!(
         changed,
         [&PathBuf::from("local/audit/events.jsonl")],
-        "only the audit log records the refusals"
+        "{what}"
     );
-    let shown = home.gtc(&["op", "credentials", "show", "local"]);
-    assert_eq!(shown.code, 0, "{}", shown.stdout);
-    assert_eq!(shown.stdout["result"]["credentials"], Value::Null);
 }
